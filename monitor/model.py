@@ -1,0 +1,201 @@
+"""The one event vocabulary every source, the store and the metrics speak.
+
+An :class:`Event` is something that happened to one message for one recipient
+(or to the message as a whole, when ``recipient`` is None).  Its ``id`` is a
+hash of the source and the fields that identify it, so reading the same log or
+webhook twice yields the same ids and the store counts it once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+__all__ = [
+    "ATTEMPT_TYPES",
+    "FINAL_TYPES",
+    "Event",
+    "EventType",
+    "Provider",
+    "domain_of",
+    "event_id",
+    "utc",
+]
+
+
+class EventType(StrEnum):
+    SUBMITTED = "submitted"  # handed to us / the MTA / the ESP
+    DEFERRED = "deferred"  # one attempt failed temporarily
+    DELIVERED = "delivered"  # accepted by the receiving server
+    BOUNCED = "bounced"  # permanent failure, synchronous or by a later DSN
+    EXPIRED = "expired"  # gave up retrying
+    REJECTED = "rejected"  # refused at submission
+    SUPPRESSED = "suppressed"
+    DROPPED = "dropped"
+    COMPLAINED = "complained"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    UNSUBSCRIBED = "unsubscribed"
+    REPLIED = "replied"
+    AUTO_REPLIED = "auto_replied"
+    PLACED = "placed"  # seed-probe placement (inbox / spam / missing)
+
+
+#: Types that end a recipient's delivery; a delivery row keeps the latest one.
+FINAL_TYPES = frozenset(
+    {
+        EventType.DELIVERED,
+        EventType.BOUNCED,
+        EventType.EXPIRED,
+        EventType.REJECTED,
+        EventType.SUPPRESSED,
+        EventType.DROPPED,
+    }
+)
+
+#: Types that record one delivery attempt against the receiving server.
+ATTEMPT_TYPES = frozenset({EventType.DELIVERED, EventType.DEFERRED, EventType.BOUNCED})
+
+
+class Provider(StrEnum):
+    """Mailbox providers: the bounded ``provider`` label."""
+
+    GOOGLE = "google"
+    MICROSOFT = "microsoft"
+    YAHOO = "yahoo"
+    APPLE = "apple"
+    COMCAST = "comcast"
+    GMX = "gmx"
+    ORANGE = "orange"
+    MAILRU = "mailru"
+    YANDEX = "yandex"
+    ZOHO = "zoho"
+    PROTON = "proton"
+    FASTMAIL = "fastmail"
+    PROOFPOINT = "proofpoint"
+    MIMECAST = "mimecast"
+    BARRACUDA = "barracuda"
+    CISCO = "cisco"
+    OTHER = "other"
+
+
+def utc(moment: datetime) -> datetime:
+    """Return ``moment`` in UTC; naive datetimes are taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def domain_of(address: str | None) -> str | None:
+    """The lower-cased domain of an address, or None when it has none."""
+    if not address:
+        return None
+    _, at, domain = address.rpartition("@")
+    if not at or not domain:
+        return None
+    return domain.strip().rstrip(".").lower() or None
+
+
+def event_id(source: str, kind: str, *parts: object) -> str:
+    """A stable 128-bit hex id from the fields that identify an event."""
+    text = "\x1f".join([source, kind, *("" if p is None else str(p) for p in parts)])
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened to a message for one recipient."""
+
+    type: EventType
+    occurred_at: datetime
+    source: str
+    message_id: str | None = None
+    queue_id: str | None = None
+    provider_message_id: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    orig_recipient: str | None = None
+    recipient_domain: str | None = None
+    provider: str | None = None
+    relay: str | None = None
+    sending_ip: str | None = None
+    client: str | None = None
+    reply_code: int | None = None
+    enhanced_status: str | None = None
+    diagnostic: str | None = None
+    reason: str | None = None
+    hard: bool | None = None
+    delay_seconds: float | None = None
+    size_bytes: int | None = None
+    attempt: int | None = None
+    tags: tuple[str, ...] = ()
+    raw_ref: str | None = None
+    id: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.occurred_at.tzinfo is None or self.occurred_at.utcoffset():
+            object.__setattr__(self, "occurred_at", utc(self.occurred_at))
+        if self.recipient_domain is None and self.recipient:
+            object.__setattr__(self, "recipient_domain", domain_of(self.recipient))
+        if not self.id:
+            object.__setattr__(self, "id", self.identity())
+
+    def identity(self) -> str:
+        """The deterministic id: where the event came from and what it says.
+
+        The raw reference is left out on purpose: the same line read from
+        ``mail.log`` today and ``mail.log.1`` tomorrow is the same event.
+        """
+        return event_id(
+            self.source,
+            self.type.value,
+            f"{self.occurred_at.timestamp():.6f}",
+            self.queue_id,
+            self.message_id,
+            self.provider_message_id,
+            self.recipient,
+            self.reply_code,
+            self.enhanced_status,
+            self.diagnostic,
+        )
+
+    @property
+    def is_final(self) -> bool:
+        return self.type in FINAL_TYPES
+
+    @property
+    def timestamp(self) -> float:
+        return self.occurred_at.timestamp()
+
+    def replace(self, **changes: object) -> Event:
+        """A copy with ``changes``; the id is kept (enrichment does not change identity)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready mapping (times as ISO 8601 UTC)."""
+        out: dict[str, object] = {"id": self.id}
+        for f in dataclasses.fields(self):
+            if f.name == "id":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.isoformat().replace("+00:00", "Z")
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, StrEnum):
+                value = value.value
+            out[f.name] = value
+        return out
+
+
+def sort_key(event: Event) -> tuple[float, int]:
+    """Timeline order: by time, and at equal times submission before outcomes."""
+    return (event.timestamp, 0 if event.type is EventType.SUBMITTED else 1)
+
+
+def timeline(events: Iterable[Event]) -> list[Event]:
+    return sorted(events, key=sort_key)
