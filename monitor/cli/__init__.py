@@ -1,0 +1,54 @@
+"""The ``mailmon`` command line: one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from monitor import __version__
+from monitor.cli import ingest, serve, stats, trace
+from monitor.errors import MailmonError
+
+__all__ = ["main"]
+
+_COMMANDS = (serve, ingest, stats, trace)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="URL", help="database URL (default: MAILMON_DB_URL, "
+                        "the config file, else a SQLite file in the data directory)")
+    common.add_argument("--config", metavar="FILE", help="config file (default: MAILMON_CONFIG, "
+                        "./mailmon.toml, /etc/mailmon/mailmon.toml)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    parser = argparse.ArgumentParser(
+        prog="mailmon", description="Email deliverability observability and monitoring.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"mailmon {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _COMMANDS:
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.run(args) or 0)
+    except MailmonError as exc:
+        print(f"mailmon: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mailmon: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,65 @@
+"""What every subcommand shares: config, database and provider resolution."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from monitor.config import Config, find_config_file, load_config, resolve_db_url
+from monitor.errors import ConfigError
+from monitor.pipeline import ProviderLookup
+from monitor.store import Store
+
+__all__ = ["config_of", "open_store", "parse_since", "print_json", "resolver_for"]
+
+
+def config_of(args: argparse.Namespace) -> Config:
+    return load_config(find_config_file(getattr(args, "config", None)))
+
+
+def open_store(args: argparse.Namespace, config: Config) -> Store:
+    return Store.open(resolve_db_url(getattr(args, "db", None), config))
+
+
+def resolver_for(config: Config, store: Store) -> ProviderLookup:
+    from monitor.providers import ProviderResolver, ProviderRules
+
+    rules = ProviderRules.load(config.providers.rules_file)
+    return ProviderResolver(
+        cache=store,
+        rules=rules,
+        resolve_mx=config.providers.resolve_mx,
+        ttl_seconds=config.providers.cache_ttl_seconds,
+        lifetime_seconds=config.providers.dns_timeout_seconds,
+    )
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str | None, *, now: datetime | None = None) -> float | None:
+    """``--since``: a duration back from now (``90m``, ``24h``, ``7d``) or an ISO 8601 time."""
+    if not text:
+        return None
+    value = text.strip()
+    unit = value[-1:].lower()
+    if unit in _UNITS and value[:-1].replace(".", "", 1).isdigit():
+        moment = (now or datetime.now(UTC)) - timedelta(seconds=float(value[:-1]) * _UNITS[unit])
+        return moment.timestamp()
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--since {text!r}: expected a duration like 24h / 7d or an ISO 8601 time"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")

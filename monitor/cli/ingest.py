@@ -1,0 +1,168 @@
+"""``mailmon ingest SOURCE PATH...``: one-shot ingest of log files (``-`` for stdin)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from monitor.cli.common import config_of, open_store, print_json, resolver_for
+from monitor.collectors.mta.postfix import PostfixParser
+from monitor.errors import InputError
+from monitor.metrics import Metrics
+from monitor.pipeline import Pipeline
+
+__all__ = ["open_log", "register"]
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("postfix",)
+_PROGRESS_EVERY = 20_000  # lines between progress-bar updates
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("ingest", parents=[common], help="ingest log files once",
+                       description="Read MTA log files (plain or gzip, '-' for stdin) into "
+                       "the store. Reading the same input twice changes nothing.")
+    p.add_argument("source", choices=SOURCES, help="what wrote the input")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="log file, .gz file, or - for stdin")
+    p.add_argument("--tz", default="UTC", help="time zone of BSD-syslog timestamps (default UTC)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.set_defaults(run=run)
+
+
+def open_log(path: str, stack: ExitStack) -> tuple[IO[str], IO[bytes], int, datetime]:
+    """Open a log for reading as text; gzip is recognised by its magic bytes.
+
+    Returns the text stream, the raw byte stream (its position drives the
+    progress bar), the raw size (0 when unknown) and the reference time used to
+    infer the year of BSD-syslog timestamps.
+    """
+    if path == "-":
+        raw: IO[bytes] = sys.stdin.buffer
+        size, ref = 0, datetime.now(UTC)
+    else:
+        try:
+            raw = stack.enter_context(open(path, "rb"))  # noqa: SIM115
+            st = os.fstat(raw.fileno())
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+        size, ref = st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)
+    stream: IO[bytes] = raw
+    if hasattr(raw, "peek") and raw.peek(2)[:2] == b"\x1f\x8b":
+        import gzip
+
+        stream = stack.enter_context(gzip.GzipFile(fileobj=raw))
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")
+    return text, raw, size, ref
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from rich.progress import (
+        BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+    )  # fmt: skip
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        transient=True,
+    )  # fmt: skip
+
+
+def _lines(text: IO[str]) -> Iterator[str]:
+    for line in text:
+        yield line.rstrip("\r\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    store = open_store(args, config)
+    metrics = Metrics()
+    pipeline = Pipeline(
+        store,
+        resolver=resolver_for(config, store),
+        metrics=metrics,
+        batch_size=config.database.batch_size,
+    )
+    show = not args.no_progress and not args.json and sys.stderr.isatty()
+    progress = _progress(show)
+    failed: list[str] = []
+    unparsed: Counter[str] = Counter()
+    lines = events = ignored = 0
+    started = time.monotonic()
+    with ExitStack() as outer:
+        if progress is not None:
+            outer.enter_context(progress)
+        for path in args.paths:
+            with ExitStack() as stack:
+                try:
+                    text, raw, size, ref = open_log(path, stack)
+                except InputError as exc:
+                    print(f"mailmon: {exc}", file=sys.stderr)
+                    failed.append(path)
+                    continue
+                parser = PostfixParser("postfix", reference_time=ref, tz=args.tz)
+                task = progress.add_task(path, total=size or None) if progress else None
+                name = "stdin" if path == "-" else path
+                try:
+                    for n, line in enumerate(_lines(text), 1):
+                        for event in parser.feed(line, f"{name}:{n}"):
+                            pipeline.put(event)
+                        if task is not None and n % _PROGRESS_EVERY == 0:
+                            progress.update(task, completed=raw.tell())
+                except (OSError, EOFError) as exc:
+                    # A truncated .gz or a read error: keep what was read before it.
+                    print(f"mailmon: {path}: read error after {parser.stats.lines} lines: "
+                          f"{exc}", file=sys.stderr)
+                    failed.append(path)
+                pipeline.flush()
+                s = parser.stats
+                lines += s.lines
+                events += s.events
+                ignored += s.ignored
+                unparsed.update(s.unparsed)
+                metrics.count_input("postfix", s.lines, sum(s.unparsed.values()))
+                if task is not None:
+                    progress.remove_task(task)
+    elapsed = time.monotonic() - started
+    summary = {
+        "files": len(args.paths) - len(failed),
+        "failed": failed,
+        "lines": lines,
+        "events": events,
+        "stored": pipeline.stored,
+        "duplicates": pipeline.duplicates,
+        "ignored_lines": ignored,
+        "unparsed_lines": sum(unparsed.values()),
+        "unparsed_by_service": dict(unparsed.most_common()),
+        "seconds": round(elapsed, 3),
+        "lines_per_second": round(lines / elapsed) if elapsed > 0 else None,
+    }
+    store.close()
+    if args.json:
+        print_json(summary)
+    else:
+        _print_summary(summary)
+    return 1 if failed else 0
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    rate = f" ({s['lines_per_second']:,} lines/s)" if s["lines_per_second"] else ""
+    print(f"read {s['lines']:,} lines from {s['files']} file(s) in {s['seconds']:.1f} s{rate}")
+    print(f"events: {s['events']:,} parsed, {s['stored']:,} new, "
+          f"{s['duplicates']:,} already stored")
+    by_service = ", ".join(f"{k} {v:,}" for k, v in s["unparsed_by_service"].items())
+    print(f"lines not understood: {s['unparsed_lines']:,}" + (f" ({by_service})" if by_service
+                                                                 else ""))
+    if s["failed"]:
+        print(f"failed inputs: {', '.join(s['failed'])}")

@@ -1,0 +1,85 @@
+"""``mailmon serve``: the HTTP service (``/metrics``, ``/healthz``) and the log followers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from typing import Any
+
+from monitor.cli.common import config_of, open_store, resolver_for
+from monitor.config import resolve_db_url
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+_TOP_DOMAINS_REFRESH_SECONDS = 3600.0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("serve", parents=[common], help="run the service",
+                       description="Serve /metrics and /healthz and follow the logs named in "
+                       "the config file.")
+    p.add_argument("--host", help="listen address (default: [service] listen_host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default: [service] listen_port, 8465)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+    from sqlalchemy.engine import make_url
+
+    from monitor.metrics import DomainLabeler, Metrics
+    from monitor.pipeline import Pipeline
+    from monitor.service.app import create_app
+    from monitor.service.follow import Follower
+
+    config = config_of(args)
+    store = open_store(args, config)
+    labeler = DomainLabeler(config.metrics.domains, store.top_domains(config.metrics.top_domains))
+    metrics = Metrics(labeler=labeler)
+    pipeline = Pipeline(store, resolver=resolver_for(config, store), metrics=metrics,
+                        batch_size=config.database.batch_size)
+    stop = threading.Event()
+    follower = Follower(config.logs, pipeline, metrics, stop=stop)
+
+    def follow() -> None:
+        refreshed = 0.0
+        import time
+
+        while not stop.is_set():
+            try:
+                follower.poll_once()
+                if time.monotonic() - refreshed > _TOP_DOMAINS_REFRESH_SECONDS:
+                    labeler.set_top(store.top_domains(config.metrics.top_domains))
+                    refreshed = time.monotonic()
+            except Exception:  # the service keeps running; the next poll retries
+                log.exception("log follower failed; retrying")
+            min_interval = min((s.poll_interval_seconds for s in config.logs), default=1.0)
+            stop.wait(min_interval)
+
+    def health() -> dict[str, object]:
+        store.count("counters")  # raises when the database is unreachable
+        return {"logs": [s.path for s in config.logs]}
+
+    host = args.host or config.service.listen_host
+    port = args.port if args.port is not None else config.service.listen_port
+    db = make_url(resolve_db_url(args.db, config)).render_as_string(hide_password=True)
+    thread = threading.Thread(target=follow, name="mailmon-follow", daemon=True)
+    if config.logs:
+        thread.start()
+    server = uvicorn.Server(uvicorn.Config(create_app(metrics, health=health), host=host,
+                                           port=port, log_level="warning", access_log=False))
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"mailmon serving on http://{shown_host}:{port}/ (metrics at /metrics), "
+          f"database {db}, following {len(config.logs)} log(s)", flush=True)
+    try:
+        server.run()
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=10)
+        pipeline.flush()
+        store.close()
+    return 0

@@ -1,0 +1,73 @@
+"""``mailmon stats``: per recipient domain or provider outcomes and rates."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from monitor.cli.common import config_of, open_store, parse_since, print_json
+
+__all__ = ["register"]
+
+_COLUMNS = ("submitted", "delivered", "deferred", "bounced", "expired", "rejected")
+_RATES = ("delivery_rate", "bounce_rate", "deferral_rate", "complaint_rate")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("stats", parents=[common], help="delivery numbers per domain or provider",
+                       description="Per group: delivered, bounced, expired and rejected count "
+                       "recipients with that final outcome; deferred counts deferral attempts.")
+    p.add_argument("--by", choices=("domain", "provider"), default="domain")
+    p.add_argument("--since", metavar="WHEN", help="a duration back from now (24h, 7d) or an "
+                   "ISO 8601 time")
+    p.add_argument("--until", metavar="WHEN", help="end of the period (same forms as --since)")
+    p.add_argument("--include-ndr", action="store_true",
+                   help="include our own non-delivery notices (null-sender mail)")
+    p.add_argument("--limit", type=int, default=0, help="show only the N largest groups")
+    p.add_argument("--json", action="store_true", help="machine output: a JSON array of rows")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    with open_store(args, config) as store:
+        rows = store.stats(
+            args.by,
+            since=parse_since(args.since),
+            until=parse_since(args.until),
+            include_ndr=args.include_ndr,
+        )
+    if args.limit > 0:
+        rows = rows[: args.limit]
+    if args.json:
+        print_json(rows)
+    else:
+        _table(rows, args.by)
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _table(rows: list[dict[str, Any]], by: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    table.add_column(by)
+    for name in _COLUMNS:
+        table.add_column(name, justify="right")
+    for name in ("delivery", "bounce", "deferral"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(
+            row[by] or "(none)",
+            *(f"{row[c]:,}" for c in _COLUMNS),
+            *(_pct(row[r]) for r in _RATES[:3]),
+        )
+    console = Console()
+    if not rows:
+        console.print("no deliveries recorded for this period")
+        return
+    console.print(table)

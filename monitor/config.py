@@ -1,0 +1,130 @@
+"""The one configuration file (TOML), validated, unknown keys rejected.
+
+Precedence for every command: command-line flag > environment > config file >
+built-in default.  The database URL in particular comes from ``--db``, else
+``MAILMON_DB_URL``, else ``[database] url``, else a SQLite file in the data
+directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from monitor.errors import ConfigError
+
+__all__ = ["Config", "data_dir", "find_config_file", "load_config", "resolve_db_url"]
+
+DEFAULT_PORT = 8465
+DEFAULT_CONFIG_PATHS = (Path("mailmon.toml"), Path("/etc/mailmon/mailmon.toml"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Strict):
+    url: str | None = None
+    batch_size: int = Field(5000, ge=1, le=100_000)
+
+
+class ServiceConfig(_Strict):
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+
+
+class LogSource(_Strict):
+    """One MTA log to follow (``path`` may be a glob)."""
+
+    kind: Literal["postfix"] = "postfix"
+    path: str
+    start_at: Literal["beginning", "end"] = "beginning"
+    tz: str = "UTC"
+    poll_interval_seconds: float = Field(1.0, gt=0, le=3600)
+
+
+class ProvidersConfig(_Strict):
+    resolve_mx: bool = True
+    rules_file: str | None = None
+    cache_ttl_seconds: float = Field(7 * 86400, gt=0)
+    dns_timeout_seconds: float = Field(2.0, gt=0, le=60)
+
+
+class MetricsConfig(_Strict):
+    domains: tuple[str, ...] = ()
+    top_domains: int = Field(20, ge=0, le=500)
+
+
+class Config(_Strict):
+    database: DatabaseConfig = DatabaseConfig()
+    service: ServiceConfig = ServiceConfig()
+    logs: tuple[LogSource, ...] = ()
+    providers: ProvidersConfig = ProvidersConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    data_dir: str | None = None
+
+
+def data_dir(config: Config | None = None) -> Path:
+    """Where Mailmon keeps its SQLite database and state."""
+    if env := os.environ.get("MAILMON_DATA_DIR"):
+        return Path(env)
+    if config is not None and config.data_dir:
+        return Path(config.data_dir)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mailmon"
+
+
+def find_config_file(explicit: str | None = None) -> Path | None:
+    """The config file to read: ``--config``, ``MAILMON_CONFIG``, or a default path that exists."""
+    chosen = explicit or os.environ.get("MAILMON_CONFIG")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    for path in DEFAULT_CONFIG_PATHS:
+        if path.is_file():
+            return path
+    return None
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate ``path`` (None: built-in defaults), then apply the environment."""
+    raw: dict[str, object] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{where}invalid configuration: {problems}") from exc
+    resolve = os.environ.get("MAILMON_RESOLVE_MX")
+    if resolve is not None:
+        flag = resolve.strip().lower() not in {"0", "false", "no", "off", ""}
+        config = config.model_copy(
+            update={"providers": config.providers.model_copy(update={"resolve_mx": flag})}
+        )
+    return config
+
+
+def resolve_db_url(flag: str | None, config: Config) -> str:
+    """The database URL by the documented precedence."""
+    if flag:
+        return flag
+    if env := os.environ.get("MAILMON_DB_URL"):
+        return env
+    if config.database.url:
+        return config.database.url
+    return f"sqlite:///{data_dir(config) / 'mailmon.db'}"

@@ -1,0 +1,139 @@
+"""Prometheus metrics (prefix ``mailmon_``) with bounded label values.
+
+Counters are updated from the events the store accepted as new, so re-reading
+input never counts twice.  Label values come from closed sets only: providers
+from :class:`monitor.model.Provider`, domains from an allow-list plus the top-N by
+volume (everything else is ``other``), reasons from the bounce vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from monitor import __version__
+from monitor.classify import REASONS
+from monitor.model import Event, EventType, Provider
+
+__all__ = ["OUTCOMES", "DomainLabeler", "Metrics"]
+
+OUTCOMES = frozenset({"delivered", "deferred", "bounced", "expired", "rejected", "suppressed"})
+_PROVIDERS = frozenset(p.value for p in Provider)
+_ENGAGEMENT = {
+    EventType.OPENED: "open",
+    EventType.CLICKED: "click",
+    EventType.UNSUBSCRIBED: "unsubscribe",
+    EventType.REPLIED: "reply",
+}
+_DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 5 * 86400)
+
+
+class DomainLabeler:
+    """Maps a recipient domain to a bounded ``domain`` label value."""
+
+    def __init__(self, allow: Iterable[str] = (), top: Iterable[str] = ()) -> None:
+        self._allow = {d.lower() for d in allow}
+        self._top: set[str] = set()
+        self.set_top(top)
+
+    def set_top(self, top: Iterable[str]) -> None:
+        self._top = {d.lower() for d in top}
+
+    def __call__(self, domain: str | None) -> str:
+        if domain and (domain in self._allow or domain in self._top):
+            return domain
+        return "other"
+
+
+def source_kind(source: str) -> str:
+    """The bounded ``source`` label: the collector, without its host part."""
+    return source.partition(":")[0]
+
+
+class Metrics:
+    """Mailmon's metrics, registered on ``registry`` (tests pass their own)."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, labeler: DomainLabeler | None = None
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.labeler = labeler or DomainLabeler()
+        r = self.registry
+        self.deliveries = Counter(
+            "mailmon_deliveries", "Delivery outcomes per recipient (deferred: per attempt).",
+            ["provider", "domain", "outcome"], registry=r,
+        )  # fmt: skip
+        self.bounces = Counter(
+            "mailmon_bounces", "Bounced recipients by reason and hard/soft.",
+            ["provider", "domain", "reason", "hard"], registry=r,
+        )  # fmt: skip
+        self.complaints = Counter(
+            "mailmon_complaints", "Spam complaints (feedback loops, ESP events).",
+            ["provider", "domain", "source"], registry=r,
+        )  # fmt: skip
+        self.engagement = Counter(
+            "mailmon_engagement", "Opens, clicks, unsubscribes and replies.",
+            ["provider", "domain", "kind"], registry=r,
+        )  # fmt: skip
+        self.ingested = Counter(
+            "mailmon_events_ingested", "Events stored (new, not seen before) per source.",
+            ["source"], registry=r,
+        )  # fmt: skip
+        self.rejected = Counter(
+            "mailmon_events_rejected", "Input that could not be turned into events.",
+            ["source", "reason"], registry=r,
+        )  # fmt: skip
+        self.lines = Counter(
+            "mailmon_source_lines", "Log lines read per source.", ["source"], registry=r,
+        )  # fmt: skip
+        self.delay = Histogram(
+            "mailmon_delivery_delay_seconds", "Submission to delivery, per delivered recipient.",
+            ["provider"], buckets=_DELAY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.last_event = Gauge(
+            "mailmon_source_last_event_timestamp_seconds",
+            "Event time of the newest event stored per source.", ["source"], registry=r,
+        )  # fmt: skip
+        self.build_info = Gauge(
+            "mailmon_build_info", "Mailmon's version.", ["version"], registry=r,
+        )  # fmt: skip
+        self.build_info.labels(version=__version__).set(1)
+        self._latest: dict[str, float] = {}
+
+    def observe(self, events: Iterable[Event]) -> None:
+        """Count events that the store accepted as new."""
+        latest: dict[str, float] = {}
+        ingested: dict[str, int] = {}
+        for e in events:
+            source = source_kind(e.source)
+            ingested[source] = ingested.get(source, 0) + 1
+            latest[source] = max(latest.get(source, 0.0), e.timestamp)
+            provider = e.provider if e.provider in _PROVIDERS else "other"
+            domain = self.labeler(e.recipient_domain)
+            kind = e.type.value
+            if kind in OUTCOMES:
+                self.deliveries.labels(provider, domain, kind).inc()
+            if e.type is EventType.BOUNCED:
+                reason = e.reason if e.reason in REASONS else "undefined"
+                self.bounces.labels(provider, domain, reason, "true" if e.hard else "false").inc()
+            elif e.type is EventType.DELIVERED and e.delay_seconds is not None:
+                self.delay.labels(provider).observe(e.delay_seconds)
+            elif e.type is EventType.COMPLAINED:
+                self.complaints.labels(provider, domain, source).inc()
+            elif e.type in _ENGAGEMENT:
+                self.engagement.labels(provider, domain, _ENGAGEMENT[e.type]).inc()
+        for source, n in ingested.items():
+            self.ingested.labels(source).inc(n)
+        for source, ts in latest.items():
+            if ts > self._latest.get(source, 0.0):
+                self._latest[source] = ts
+                self.last_event.labels(source).set(ts)
+
+    def count_input(self, source: str, lines: int, unparsed: int) -> None:
+        """Count lines read and lines that could not be parsed."""
+        kind = source_kind(source)
+        if lines:
+            self.lines.labels(kind).inc(lines)
+        if unparsed:
+            self.rejected.labels(kind, "unparsed").inc(unparsed)

@@ -1,0 +1,97 @@
+"""The one pipeline: collectors hand it events; it enriches, stores and counts them.
+
+    pipeline = Pipeline(store, resolver=ProviderResolver(cache=store), metrics=Metrics())
+    for event in parse(lines):
+        pipeline.put(event)
+    pipeline.flush()
+
+Enrichment fills what a collector cannot know: the recipient's mailbox provider and,
+for failures, the reason and hard/soft verdict.  Events are written in batches, each
+in one transaction; only events the store had not seen reach the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from monitor.classify import classify_reply
+from monitor.metrics import Metrics
+from monitor.model import Event, EventType
+from monitor.store import Store
+
+__all__ = ["Pipeline", "ProviderLookup"]
+
+log = logging.getLogger(__name__)
+
+_FAILURES = frozenset({EventType.DEFERRED, EventType.BOUNCED, EventType.EXPIRED, EventType.REJECTED})
+
+
+class ProviderLookup(Protocol):
+    def provider_for(self, domain: str | None) -> str: ...
+
+
+class _NoProvider:
+    def provider_for(self, domain: str | None) -> str:
+        return "other"
+
+
+class Pipeline:
+    """Batches events into the store and the metrics."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        resolver: ProviderLookup | None = None,
+        metrics: Metrics | None = None,
+        batch_size: int = 5000,
+        on_write: Callable[[list[Event]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.resolver = resolver or _NoProvider()
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.on_write = on_write
+        self._pending: list[Event] = []
+        self.received = 0
+        self.stored = 0
+        self.duplicates = 0
+
+    def enrich(self, event: Event) -> Event:
+        """Add provider and failure classification where the collector left them out."""
+        changes: dict[str, Any] = {}
+        if event.provider is None and event.recipient_domain:
+            changes["provider"] = self.resolver.provider_for(event.recipient_domain)
+        if event.type in _FAILURES and event.reason is None:
+            verdict = classify_reply(
+                event.reply_code, event.enhanced_status, event.type is EventType.EXPIRED
+            )
+            changes["reason"] = verdict.reason
+            changes["hard"] = verdict.hard if event.type is EventType.BOUNCED else False
+        return event.replace(**changes) if changes else event
+
+    def put(self, event: Event) -> None:
+        self._pending.append(self.enrich(event))
+        if len(self._pending) >= self.batch_size:
+            self.flush()
+
+    def put_many(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.put(event)
+
+    def flush(self, *, checkpoint: tuple[str, Mapping[str, Any]] | None = None) -> list[Event]:
+        """Write what is pending (with a checkpoint, in the same transaction)."""
+        batch, self._pending = self._pending, []
+        if not batch and checkpoint is None:
+            return []
+        fresh = self.store.write(batch, checkpoint=checkpoint)
+        self.received += len(batch)
+        self.stored += len(fresh)
+        self.duplicates += len(batch) - len(fresh)
+        if self.metrics is not None and fresh:
+            self.metrics.observe(fresh)
+        if self.on_write is not None and fresh:
+            self.on_write(fresh)
+        return fresh

@@ -1,0 +1,1 @@
+"""The long-running service: HTTP app and log followers."""

@@ -1,0 +1,176 @@
+"""The store: events, delivery states, pre-aggregated counters, caches and checkpoints.
+
+SQLite (WAL) by default, PostgreSQL by URL; both behind SQLAlchemy Core::
+
+    store = Store.open("sqlite:///mailmon.db")
+    new = store.write(events)              # only the events not stored before
+    rows = store.stats(by="domain")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from monitor.errors import StoreError
+from monitor.model import Event
+from monitor.store import queries
+from monitor.store.migrations import LATEST, migrate
+from monitor.store.schema import checkpoints, provider_cache
+from monitor.store.writer import upsert, write_events
+
+__all__ = ["Store"]
+
+
+def _engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"invalid database URL: {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:":
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    raise StoreError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+class Store:
+    """Mailmon's database; every method is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Connect and bring the schema to the latest version."""
+        engine = _engine(url)
+        try:
+            with engine.begin() as conn:
+                migrate(conn)
+        except OperationalError as exc:
+            engine.dispose()
+            raise StoreError(f"cannot open database {_redacted(url)}: {exc.orig}") from exc
+        return cls(engine)
+
+    @property
+    def schema_version(self) -> int:
+        return LATEST
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------
+
+    def write(
+        self, batch: Iterable[Event], *, checkpoint: tuple[str, Mapping[str, Any]] | None = None
+    ) -> list[Event]:
+        """Store a batch (and a source checkpoint with it, atomically); returns the new events."""
+        with self.engine.begin() as conn:
+            fresh = write_events(conn, batch)
+            if checkpoint is not None:
+                source, state = checkpoint
+                upsert(
+                    conn,
+                    checkpoints,
+                    [{"source": source, "state": json.dumps(state), "updated_at": time.time()}],
+                    ["source"],
+                )
+        return fresh
+
+    # -- checkpoints -----------------------------------------------------------
+
+    def checkpoint(self, source: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(checkpoints.c.state).where(checkpoints.c.source == source)
+            ).first()
+        return json.loads(row[0]) if row else None
+
+    # -- provider cache (monitor.providers.ProviderCache) ----------------------
+
+    def get_provider(self, domain: str) -> tuple[str, float] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(provider_cache.c.provider, provider_cache.c.resolved_at).where(
+                    provider_cache.c.domain == domain
+                )
+            ).first()
+        return (row[0], row[1]) if row else None
+
+    def put_provider(
+        self, domain: str, provider: str, mx_hosts: list[str], resolved_at: float
+    ) -> None:
+        row = {
+            "domain": domain,
+            "provider": provider,
+            "mx_hosts": " ".join(mx_hosts),
+            "resolved_at": resolved_at,
+        }
+        with self.engine.begin() as conn:
+            upsert(conn, provider_cache, [row], ["domain"])
+
+    # -- reading ---------------------------------------------------------------
+
+    def stats(
+        self,
+        by: str = "domain",
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        include_ndr: bool = False,
+    ) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return queries.stats(conn, by, since=since, until=until, include_ndr=include_ndr)
+
+    def trace(self, query: str, *, limit: int = 200) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return queries.trace(conn, query, limit=limit)
+
+    def top_domains(self, n: int, *, since: float | None = None) -> list[str]:
+        with self.engine.connect() as conn:
+            return queries.top_domains(conn, n, since=since)
+
+    def count(self, table: str) -> int:
+        with self.engine.connect() as conn:
+            return queries.count(conn, table)
+
+    def event_ids(self) -> Sequence[str]:
+        with self.engine.connect() as conn:
+            return queries.event_ids(conn)
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, SQLAlchemyError):
+        return "<invalid url>"

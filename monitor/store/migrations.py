@@ -1,0 +1,56 @@
+"""Schema versions and the steps between them.
+
+Each step moves the schema from ``version - 1`` to ``version`` inside one
+transaction; a fresh database is created at the latest version directly.
+Add a step by appending to ``STEPS``; never edit a released one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, select
+
+from monitor.errors import StoreError
+from monitor.store.schema import meta, metadata
+
+__all__ = ["LATEST", "STEPS", "current_version", "migrate"]
+
+Step = Callable[[Connection], None]
+
+#: (version, what it does, how). Version 1 is the first released schema.
+STEPS: list[tuple[int, str, Step]] = [
+    (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
+]
+
+LATEST = STEPS[-1][0]
+
+
+def current_version(conn: Connection) -> int | None:
+    """The schema version recorded in the database, None when it has no Mailmon tables."""
+    if not conn.dialect.has_table(conn, meta.name):
+        return None
+    row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+    return int(row[0]) if row else None
+
+
+def migrate(conn: Connection) -> int:
+    """Bring the schema to ``LATEST``; returns the version found before."""
+    found = current_version(conn)
+    if found is None:
+        metadata.create_all(conn)
+        conn.execute(meta.insert().values(key="schema_version", value=str(LATEST)))
+        return 0
+    if found > LATEST:
+        raise StoreError(
+            f"database schema version {found} is newer than this mailmon knows ({LATEST});"
+            " upgrade mailmon"
+        )
+    for version, _what, step in STEPS:
+        if version > found:
+            step(conn)
+    if found != LATEST:
+        conn.execute(
+            meta.update().where(meta.c.key == "schema_version").values(value=str(LATEST))
+        )
+    return found

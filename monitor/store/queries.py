@@ -1,0 +1,146 @@
+"""Read queries: per-group stats from the counters, timelines from events and deliveries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, func, or_, select
+
+from monitor.model import Event, EventType
+from monitor.store.schema import counters, deliveries, events
+
+__all__ = ["STAT_FIELDS", "count", "event_ids", "rates", "stats", "top_domains", "trace"]
+
+#: Counted outcomes reported per group; ``deferred`` counts attempts, the rest recipients.
+STAT_FIELDS = ("submitted", "delivered", "deferred", "bounced", "expired", "rejected", "complained")
+
+
+def rates(row: dict[str, Any]) -> dict[str, float | None]:
+    """The rates of one stats row (None where the denominator is zero).
+
+    delivery/bounce rate: share of recipients with a final outcome that were
+    delivered/bounced; deferral rate: deferrals per attempt; complaint rate:
+    complaints per delivered message (the Gmail / Yahoo sender-rule definition).
+    """
+    finals = row["delivered"] + row["bounced"] + row["expired"]
+    attempts = row["delivered"] + row["bounced"] + row["deferred"]
+
+    def ratio(a: int, b: int) -> float | None:
+        return round(a / b, 6) if b else None
+
+    return {
+        "delivery_rate": ratio(row["delivered"], finals),
+        "bounce_rate": ratio(row["bounced"], finals),
+        "deferral_rate": ratio(row["deferred"], attempts),
+        "complaint_rate": ratio(row["complained"], row["delivered"]),
+    }
+
+
+def stats(
+    conn: Connection,
+    by: str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    include_ndr: bool = False,
+) -> list[dict[str, Any]]:
+    if by not in ("domain", "provider"):
+        raise ValueError(f"stats by {by!r}: expected 'domain' or 'provider'")
+    group = counters.c.recipient_domain if by == "domain" else counters.c.provider
+    query = (
+        select(group, counters.c.outcome, func.sum(counters.c.count))
+        .where(counters.c.outcome.in_(STAT_FIELDS))
+        .group_by(group, counters.c.outcome)
+    )
+    if since is not None:
+        query = query.where(counters.c.bucket >= since)
+    if until is not None:
+        query = query.where(counters.c.bucket < until)
+    if not include_ndr:
+        query = query.where(counters.c.stream != "ndr")
+    table: dict[str, dict[str, Any]] = {}
+    for name, outcome, total in conn.execute(query):
+        row = table.setdefault(name or "", {by: name or ""} | dict.fromkeys(STAT_FIELDS, 0))
+        row[outcome] = int(total)
+    result = [row | rates(row) for row in table.values()]
+    result.sort(key=lambda r: (-(r["submitted"] + r["delivered"] + r["deferred"]), r[by]))
+    return result
+
+
+def _event_from_row(row: Any) -> Event:
+    from datetime import UTC, datetime
+
+    return Event(
+        type=EventType(row["type"]),
+        occurred_at=datetime.fromtimestamp(row["occurred_at"], UTC),
+        source=row["source"],
+        message_id=row["message_id"],
+        queue_id=row["queue_id"],
+        provider_message_id=row["provider_message_id"],
+        sender=row["sender"],
+        recipient=row["recipient"],
+        orig_recipient=row["orig_recipient"],
+        recipient_domain=row["recipient_domain"],
+        provider=row["provider"],
+        relay=row["relay"],
+        sending_ip=row["sending_ip"],
+        client=row["client"],
+        reply_code=row["reply_code"],
+        enhanced_status=row["enhanced_status"],
+        diagnostic=row["diagnostic"],
+        reason=row["reason"],
+        hard=row["hard"],
+        delay_seconds=row["delay_seconds"],
+        size_bytes=row["size_bytes"],
+        attempt=row["attempt"],
+        tags=tuple(row["tags"].split(",")) if row["tags"] else (),
+        raw_ref=row["raw_ref"],
+        id=row["id"],
+    )
+
+
+def trace(conn: Connection, query: str, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Every delivery matching a Message-ID, queue id or recipient, with its ordered events."""
+    text = query.strip()
+    bare = text[1:-1] if text.startswith("<") and text.endswith(">") else text
+    conditions = [deliveries.c.message_id == bare, deliveries.c.queue_id == bare]
+    if "@" in bare:
+        local, _, domain = bare.rpartition("@")
+        conditions.append(deliveries.c.recipient.in_({bare, f"{local}@{domain.lower()}"}))
+    matches = or_(*conditions)
+    found = conn.execute(
+        select(deliveries).where(matches).order_by(deliveries.c.last_event_at).limit(limit)
+    ).mappings()
+    result = []
+    for row in found:
+        evs = conn.execute(
+            select(events)
+            .where(events.c.delivery_key == row["key"])
+            .order_by(events.c.occurred_at, events.c.type != EventType.SUBMITTED.value)
+        ).mappings()
+        result.append({"delivery": dict(row), "events": [_event_from_row(e) for e in evs]})
+    return result
+
+
+def top_domains(conn: Connection, n: int, *, since: float | None = None) -> list[str]:
+    if n <= 0:
+        return []
+    query = (
+        select(counters.c.recipient_domain, func.sum(counters.c.count).label("n"))
+        .where(counters.c.recipient_domain != "")
+        .group_by(counters.c.recipient_domain)
+        .order_by(func.sum(counters.c.count).desc(), counters.c.recipient_domain)
+        .limit(n)
+    )
+    if since is not None:
+        query = query.where(counters.c.bucket >= since)
+    return [r[0] for r in conn.execute(query)]
+
+
+def count(conn: Connection, table: str) -> int:
+    tables = {"events": events, "deliveries": deliveries, "counters": counters}
+    return int(conn.execute(select(func.count()).select_from(tables[table])).scalar_one())
+
+
+def event_ids(conn: Connection) -> list[str]:
+    return [r[0] for r in conn.execute(select(events.c.id).order_by(events.c.id))]

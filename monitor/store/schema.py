@@ -1,0 +1,136 @@
+"""Tables of the store (SQLAlchemy Core).
+
+Times are stored as UNIX seconds (float) so that SQLite and PostgreSQL compare and
+bucket them the same way and bulk writes need no per-row conversion.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = [
+    "BUCKET_SECONDS",
+    "checkpoints",
+    "counters",
+    "deliveries",
+    "events",
+    "meta",
+    "metadata",
+    "provider_cache",
+]
+
+#: Width of one pre-aggregated counter bucket.
+BUCKET_SECONDS = 60
+
+metadata = MetaData()
+
+meta = Table(
+    "mailmon_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("occurred_at", Float, nullable=False),
+    Column("source", String(255), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("delivery_key", String(32), nullable=False),
+    Column("message_id", Text),
+    Column("queue_id", String(64)),
+    Column("provider_message_id", Text),
+    Column("sender", Text),
+    Column("recipient", Text),
+    Column("orig_recipient", Text),
+    Column("recipient_domain", String(255)),
+    Column("provider", String(32)),
+    Column("relay", Text),
+    Column("sending_ip", String(64)),
+    Column("client", Text),
+    Column("reply_code", Integer),
+    Column("enhanced_status", String(16)),
+    Column("diagnostic", Text),
+    Column("reason", String(32)),
+    Column("hard", Boolean),
+    Column("delay_seconds", Float),
+    Column("size_bytes", Integer),
+    Column("attempt", Integer),
+    Column("tags", Text),
+    Column("raw_ref", Text),
+    Index("ix_events_message_id", "message_id"),
+    Index("ix_events_queue_id", "queue_id"),
+    Index("ix_events_recipient", "recipient"),
+    Index("ix_events_delivery_key", "delivery_key"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("source", String(255), nullable=False),
+    Column("message_id", Text),
+    Column("queue_id", String(64)),
+    Column("sender", Text),
+    Column("recipient", Text),
+    Column("recipient_domain", String(255)),
+    Column("provider", String(32)),
+    Column("stream", String(64), nullable=False, default=""),
+    Column("state", String(16), nullable=False),
+    Column("submitted_at", Float),
+    Column("first_attempt_at", Float),
+    Column("last_event_at", Float, nullable=False),
+    Column("final_at", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("deferrals", Integer, nullable=False, default=0),
+    Column("reply_code", Integer),
+    Column("enhanced_status", String(16)),
+    Column("reason", String(32)),
+    Column("hard", Boolean),
+    Column("diagnostic", Text),
+    Index("ix_deliveries_message_id", "message_id"),
+    Index("ix_deliveries_queue_id", "queue_id"),
+    Index("ix_deliveries_recipient", "recipient"),
+    Index("ix_deliveries_domain_state", "recipient_domain", "state"),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("bucket", Integer, primary_key=True),  # UNIX seconds, multiple of BUCKET_SECONDS
+    Column("recipient_domain", String(255), primary_key=True),
+    Column("provider", String(32), primary_key=True),
+    Column("outcome", String(16), primary_key=True),
+    Column("reason", String(32), primary_key=True),
+    Column("stream", String(64), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+provider_cache = Table(
+    "provider_cache",
+    metadata,
+    Column("domain", String(255), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("mx_hosts", Text, nullable=False, default=""),
+    Column("resolved_at", Float, nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("source", String(512), primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

@@ -1,0 +1,85 @@
+"""Configuration: validation, unknown keys, precedence of flag, environment and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.cli.common import parse_since
+from monitor.config import Config, find_config_file, load_config, resolve_db_url
+from monitor.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mailmon.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_is_valid() -> None:
+    """The shipped example file validates."""
+    config = load_config(REPO / "mailmon.example.toml")
+    assert config.logs[0].path == "/var/log/mail.log"
+
+
+def test_unknown_key_is_rejected(tmp_path: Path) -> None:
+    """A misspelt key is an error naming the key."""
+    path = _write(tmp_path, "[service]\nlisten_prot = 1\n")
+    with pytest.raises(ConfigError, match="listen_prot"):
+        load_config(path)
+
+
+def test_wrong_type_and_range_are_rejected(tmp_path: Path) -> None:
+    """A value of the wrong type or out of range is an error."""
+    with pytest.raises(ConfigError, match="listen_port"):
+        load_config(_write(tmp_path, "[service]\nlisten_port = 70000\n"))
+    with pytest.raises(ConfigError, match="start_at"):
+        load_config(_write(tmp_path, '[[logs]]\npath = "/x"\nstart_at = "middle"\n'))
+
+
+def test_invalid_toml_is_a_clear_error(tmp_path: Path) -> None:
+    """Broken TOML is reported with the file name."""
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(_write(tmp_path, "[service\n"))
+
+
+def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    """--config naming a missing file is an error, not silently ignored."""
+    with pytest.raises(ConfigError, match="not found"):
+        find_config_file(str(tmp_path / "absent.toml"))
+
+
+def test_db_url_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--db beats MAILMON_DB_URL beats the file beats the data-directory default."""
+    monkeypatch.delenv("MAILMON_DB_URL", raising=False)
+    monkeypatch.setenv("MAILMON_DATA_DIR", str(tmp_path / "data"))
+    from_file = load_config(_write(tmp_path, '[database]\nurl = "sqlite:///file.db"\n'))
+    assert resolve_db_url(None, Config()) == f"sqlite:///{tmp_path / 'data' / 'mailmon.db'}"
+    assert resolve_db_url(None, from_file) == "sqlite:///file.db"
+    monkeypatch.setenv("MAILMON_DB_URL", "sqlite:///env.db")
+    assert resolve_db_url(None, from_file) == "sqlite:///env.db"
+    assert resolve_db_url("sqlite:///flag.db", from_file) == "sqlite:///flag.db"
+
+
+def test_resolve_mx_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAILMON_RESOLVE_MX=0 turns DNS lookups off whatever the file says."""
+    path = _write(tmp_path, "[providers]\nresolve_mx = true\n")
+    monkeypatch.setenv("MAILMON_RESOLVE_MX", "0")
+    assert load_config(path).providers.resolve_mx is False
+    monkeypatch.setenv("MAILMON_RESOLVE_MX", "1")
+    assert load_config(path).providers.resolve_mx is True
+
+
+def test_since_accepts_durations_and_times() -> None:
+    """--since takes 24h / 7d / 90m or an ISO 8601 time; anything else is a clear error."""
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+    assert parse_since("2h", now=now) == datetime(2026, 3, 4, 10, 0, tzinfo=UTC).timestamp()
+    assert parse_since("1d", now=now) == datetime(2026, 3, 3, 12, 0, tzinfo=UTC).timestamp()
+    assert parse_since("2026-03-04T10:00:00Z") == datetime(2026, 3, 4, 10, tzinfo=UTC).timestamp()
+    with pytest.raises(ConfigError):
+        parse_since("yesterday")

@@ -1,0 +1,64 @@
+"""The event model: deterministic ids, UTC times, the one vocabulary."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from factories import T0, ev
+from monitor.model import FINAL_TYPES, Event, EventType, domain_of, event_id
+
+
+def test_id_is_stable_across_instances() -> None:
+    """Two events built from the same facts have the same id."""
+    assert ev("delivered", 1).id == ev("delivered", 1).id
+
+
+def test_id_is_a_known_value() -> None:
+    """The id does not depend on process state (hash seeds): it is a fixed function."""
+    assert event_id("postfix:mx1", "delivered", "x") == event_id("postfix:mx1", "delivered", "x")
+    assert ev("delivered").id == "e61c9ec2f8d4b1b6daa2001edea9393c"
+
+
+def test_id_ignores_raw_reference_and_enrichment() -> None:
+    """Reading a line from a rotated file or adding the provider keeps the id."""
+    a = ev("bounced", raw_ref="mail.log:10")
+    b = ev("bounced", raw_ref="mail.log.1:10")
+    assert a.id == b.id
+    assert a.replace(provider="google", reason="userunknown").id == a.id
+
+
+def test_id_differs_for_different_facts() -> None:
+    """A different time, recipient, type or source gives a different id."""
+    base = ev("deferred", 1)
+    assert base.id != ev("deferred", 2).id
+    assert base.id != ev("deferred", 1, recipient="bob@gmail.com").id
+    assert base.id != ev("bounced", 1).id
+    assert base.id != ev("deferred", 1, source="postfix:mx2").id
+
+
+def test_times_are_utc() -> None:
+    """An aware time in another zone is converted to UTC; a naive one is taken as UTC."""
+    plus_two = timezone(timedelta(hours=2))
+    e = Event(EventType.DELIVERED, datetime(2026, 3, 4, 12, 0, tzinfo=plus_two), "postfix:mx1")
+    assert e.occurred_at == T0 and e.occurred_at.tzinfo == UTC
+    naive = Event(EventType.DELIVERED, datetime(2026, 3, 4, 10, 0), "postfix:mx1")
+    assert naive.occurred_at == T0 and naive.id == e.id
+
+
+def test_recipient_domain_is_derived_lower_case() -> None:
+    """The recipient domain is filled from the address, lower-cased."""
+    assert ev("delivered", recipient="Bob@GMail.COM").recipient_domain == "gmail.com"
+    assert domain_of("no-at-sign") is None and domain_of(None) is None
+
+
+def test_final_types() -> None:
+    """Deferred and submitted are not final; delivered, bounced, expired and rejected are."""
+    assert EventType.DEFERRED not in FINAL_TYPES and EventType.SUBMITTED not in FINAL_TYPES
+    assert {EventType.DELIVERED, EventType.BOUNCED, EventType.EXPIRED} <= FINAL_TYPES
+
+
+def test_to_dict_is_json_ready() -> None:
+    """to_dict gives strings for times and enums, lists for tags."""
+    d = ev("delivered", tags=("ndr",)).to_dict()
+    assert d["occurred_at"] == "2026-03-04T10:00:00Z"
+    assert d["type"] == "delivered" and d["tags"] == ["ndr"]

@@ -1,0 +1,145 @@
+"""The store on SQLite and PostgreSQL: idempotent writes, delivery states, counters, queries."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from factories import T0, ev
+from monitor.errors import StoreError
+from monitor.store import Store
+from monitor.store.migrations import LATEST
+
+
+def _flow() -> list:
+    """A message to two recipients: one deferred then delivered, one bounced."""
+    return [
+        ev("submitted", 0, recipient="alice@gmail.com"),
+        ev("deferred", 1, recipient="alice@gmail.com", reply_code=421, enhanced_status="4.7.28",
+           reason="speeding", attempt=1),
+        ev("delivered", 9, recipient="alice@gmail.com", reply_code=250, attempt=2,
+           delay_seconds=540.0),
+        ev("submitted", 0, recipient="bob@outlook.com"),
+        ev("bounced", 1, recipient="bob@outlook.com", reply_code=550, enhanced_status="5.1.1",
+           reason="userunknown", hard=True, diagnostic="550 5.1.1 user unknown"),
+    ]
+
+
+def test_write_is_idempotent(db_url: str) -> None:
+    """Writing the same events twice stores them once and changes no counter."""
+    with Store.open(db_url) as store:
+        assert len(store.write(_flow())) == 5
+        before = (store.stats("domain"), store.count("events"), store.count("deliveries"))
+        assert store.write(_flow()) == []
+        assert (store.stats("domain"), store.count("events"), store.count("deliveries")) == before
+
+
+def test_duplicates_inside_one_batch_count_once(db_url: str) -> None:
+    """The same event twice in one batch is stored once."""
+    with Store.open(db_url) as store:
+        assert len(store.write([ev("delivered"), ev("delivered")])) == 1
+
+
+def test_stats_by_domain_and_provider(db_url: str) -> None:
+    """Stats count final outcomes per recipient and deferrals per attempt, with rates."""
+    flow = [e.replace(provider="google" if "gmail" in (e.recipient or "") else "microsoft")
+            for e in _flow()]
+    with Store.open(db_url) as store:
+        store.write(flow)
+        rows = {r["domain"]: r for r in store.stats("domain")}
+        gmail = rows["gmail.com"]
+        assert (gmail["submitted"], gmail["delivered"], gmail["deferred"], gmail["bounced"]) == (
+            1, 1, 1, 0)
+        assert gmail["delivery_rate"] == 1.0 and gmail["deferral_rate"] == 0.5
+        assert rows["outlook.com"]["bounced"] == 1 and rows["outlook.com"]["bounce_rate"] == 1.0
+        by_provider = {r["provider"]: r for r in store.stats("provider")}
+        assert set(by_provider) == {"google", "microsoft"}
+        assert store.stats("domain", since=(T0.timestamp() + 5 * 60))[0]["delivered"] == 1
+
+
+def test_ndr_stream_is_excluded_by_default(db_url: str) -> None:
+    """Our own non-delivery notices do not count as the sender's mail unless asked."""
+    with Store.open(db_url) as store:
+        store.write([ev("delivered", recipient="noreply@app.example", sender="", tags=("ndr",),
+                        message_id="dsn1@mx1")])
+        assert store.stats("domain") == []
+        assert store.stats("domain", include_ndr=True)[0]["delivered"] == 1
+
+
+def test_delivery_state_follows_the_outcome_in_any_order(db_url: str) -> None:
+    """A delivery row ends in its final state whatever order its events arrive in."""
+    flow = _flow()
+    with Store.open(db_url) as store:
+        store.write([flow[2]])
+        store.write([flow[1], flow[0]])
+        (found,) = store.trace("alice@gmail.com")
+        row = found["delivery"]
+        assert row["state"] == "delivered"
+        assert row["attempts"] == 2 and row["deferrals"] == 1
+        assert row["submitted_at"] == T0.timestamp()
+        assert [e.type.value for e in found["events"]] == ["submitted", "deferred", "delivered"]
+
+
+def test_trace_by_message_id_queue_id_and_recipient(db_url: str) -> None:
+    """trace finds deliveries by Message-ID (with or without <>), queue id and recipient."""
+    with Store.open(db_url) as store:
+        store.write(_flow())
+        assert len(store.trace("<abc123@app.example>")) == 2
+        assert len(store.trace("abc123@app.example")) == 2
+        assert len(store.trace("4B1C2D3E4F")) == 2
+        (bob,) = store.trace("Bob@OUTLOOK.com".replace("Bob", "bob"))
+        assert bob["delivery"]["state"] == "bounced" and bob["delivery"]["hard"] is True
+        assert bob["delivery"]["reason"] == "userunknown"
+        assert store.trace("nobody@nowhere.example") == []
+
+
+def test_checkpoint_is_written_with_the_batch(db_url: str) -> None:
+    """A checkpoint stored with a batch is read back; a failed batch stores neither."""
+    with Store.open(db_url) as store:
+        store.write(_flow()[:1], checkpoint=("postfix:/var/log/mail.log", {"offset": 42}))
+        assert store.checkpoint("postfix:/var/log/mail.log") == {"offset": 42}
+        broken = ev("delivered", 3)
+        object.__setattr__(broken, "occurred_at", None)  # makes the insert fail
+        with pytest.raises(Exception):  # noqa: B017 - any database error
+            store.write([ev("delivered", 2), broken], checkpoint=("postfix:/x", {"offset": 1}))
+        assert store.checkpoint("postfix:/x") is None
+        assert store.count("events") == 1
+
+
+def test_provider_cache_round_trip(db_url: str) -> None:
+    """The provider cache keeps the latest answer per domain."""
+    with Store.open(db_url) as store:
+        assert store.get_provider("acme.example") is None
+        store.put_provider("acme.example", "google", ["aspmx.l.google.com"], 100.0)
+        store.put_provider("acme.example", "microsoft", ["x.mail.protection.outlook.com"], 200.0)
+        assert store.get_provider("acme.example") == ("microsoft", 200.0)
+
+
+def test_schema_is_versioned(db_url: str) -> None:
+    """A new database is created at the latest schema; reopening it migrates nothing."""
+    with Store.open(db_url) as store:
+        store.write(_flow())
+    with Store.open(db_url) as store, store.engine.connect() as conn:
+        version = conn.execute(sa.text(
+            "SELECT value FROM mailmon_meta WHERE key = 'schema_version'")).scalar_one()
+        assert int(version) == LATEST
+        assert store.count("events") == 5
+
+
+def test_newer_schema_is_refused(db_url: str) -> None:
+    """A database written by a newer mailmon is refused with a clear error."""
+    Store.open(db_url).close()
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE mailmon_meta SET value = '999' WHERE key = 'schema_version'"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="newer"):
+        Store.open(db_url)
+
+
+def test_bad_url_is_a_clear_error() -> None:
+    """An unsupported or malformed URL raises StoreError, not a traceback."""
+    with pytest.raises(StoreError):
+        Store.open("mysql://x@localhost/db")
+    with pytest.raises(StoreError):
+        Store.open("not a url")
