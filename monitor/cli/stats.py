@@ -55,11 +55,11 @@ def _table(rows: list[dict[str, Any]], by: str) -> None:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    table.add_column(by)
+    table.add_column(by, no_wrap=True)
     for name in _COLUMNS:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     for name in ("delivery", "bounce", "deferral"):
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(
             row[by] or "(none)",
@@ -67,6 +67,8 @@ def _table(rows: list[dict[str, Any]], by: str) -> None:
             *(_pct(row[r]) for r in _RATES[:3]),
         )
     console = Console()
+    if not console.is_terminal:  # a pipe or a file: never truncate names to fit 80 columns
+        console = Console(width=1000)
     if not rows:
         console.print("no deliveries recorded for this period")
         return

@@ -1,0 +1,113 @@
+"""`mailmon serve` over a real socket: /metrics, /healthz, and following a configured log."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+BSD_FLOW = """\
+Mar  4 10:00:00 mx1 postfix/smtpd[100]: 1A2B3C4D5E: client=app.example[192.0.2.10]
+Mar  4 10:00:00 mx1 postfix/cleanup[101]: 1A2B3C4D5E: message-id=<m1@app.example>
+Mar  4 10:00:00 mx1 postfix/qmgr[102]: 1A2B3C4D5E: from=<noreply@app.example>, size=1200, nrcpt=2 (queue active)
+Mar  4 10:00:01 mx1 postfix/smtp[103]: 1A2B3C4D5E: to=<alice@gmail.com>, relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 OK  1709546401 a1si123 - gsmtp)
+Mar  4 10:00:01 mx1 postfix/smtp[103]: 1A2B3C4D5E: to=<bob@gmail.com>, relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=5.1.1, status=bounced (host gmail-smtp-in.l.google.com[142.250.1.26] said: 550-5.1.1 The email account that you tried to reach does not exist. (in reply to RCPT TO command))
+Mar  4 10:00:01 mx1 postfix/qmgr[102]: 1A2B3C4D5E: removed
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A `mailmon serve` subprocess following one log file; stopped afterwards."""
+    log = tmp_path / "mail.log"
+    log.write_text(BSD_FLOW)
+    config = tmp_path / "mailmon.toml"
+    port = _free_port()
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "m.db"}"\n'
+        f'[service]\nlisten_port = {port}\n'
+        f'[[logs]]\npath = "{log}"\npoll_interval_seconds = 0.1\n'
+        '[metrics]\ndomains = ["gmail.com"]\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            proc.kill()
+            pytest.fail(f"serve did not answer: {proc.communicate()[0]}")
+        yield base, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def _sample(text: str, line_start: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _wait_metric(base: str, line_start: str, want: float) -> str:
+    deadline = time.monotonic() + 15
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{base}/metrics", timeout=2).text
+        if _sample(text, line_start) == want:
+            return text
+        time.sleep(0.1)
+    pytest.fail(f"{line_start} never reached {want}:\n{text}")
+
+
+def test_metrics_and_health_over_a_socket(served: tuple[str, Path]) -> None:
+    """/healthz answers ok and /metrics counts the followed log's outcomes."""
+    base, _ = served
+    health = httpx.get(f"{base}/healthz", timeout=2)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    text = _wait_metric(
+        base,
+        'mailmon_deliveries_total{domain="gmail.com",outcome="delivered",provider="google"}',
+        1.0,
+    )
+    assert 'mailmon_bounces_total{domain="gmail.com",hard="true",provider="google",' \
+           'reason="userunknown"} 1.0' in text
+    assert "mailmon_build_info{" in text
+
+
+def test_appended_lines_are_followed(served: tuple[str, Path]) -> None:
+    """Lines appended to the followed log show up in /metrics; a partial line waits."""
+    base, log = served
+    key = 'mailmon_deliveries_total{domain="gmail.com",outcome="delivered",provider="google"}'
+    _wait_metric(base, key, 1.0)
+    line = ("Mar  4 10:05:00 mx1 postfix/smtp[103]: 9F8E7D6C5B: to=<carol@gmail.com>, "
+            "relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, delay=1, delays=0/0/0.5/0.5, "
+            "dsn=2.0.0, status=sent (250 2.0.0 OK)")
+    with log.open("a") as f:
+        f.write(line[:40])
+        f.flush()
+        time.sleep(0.5)
+        assert _sample(httpx.get(f"{base}/metrics").text, key) == 1.0
+        f.write(line[40:] + "\n")
+    _wait_metric(base, key, 2.0)
