@@ -22,7 +22,7 @@ test: $(STAMP)
 	scripts/install-test-deps.sh
 	$(BIN)/ruff check monitor tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 --durations=15
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check monitor tests bench
