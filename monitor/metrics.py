@@ -9,6 +9,7 @@ volume (everything else is ``other``), reasons from the bounce vocabulary.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -105,24 +106,33 @@ class Metrics:
         """Count events that the store accepted as new."""
         latest: dict[str, float] = {}
         ingested: dict[str, int] = {}
+        tally: dict[tuple[Any, ...], int] = {}
         for e in events:
             source = source_kind(e.source)
             ingested[source] = ingested.get(source, 0) + 1
-            latest[source] = max(latest.get(source, 0.0), e.timestamp)
+            if e.timestamp > latest.get(source, 0.0):
+                latest[source] = e.timestamp
             provider = e.provider if e.provider in _PROVIDERS else "other"
             domain = self.labeler(e.recipient_domain)
             kind = e.type.value
             if kind in OUTCOMES:
-                self.deliveries.labels(provider, domain, kind).inc()
+                k: tuple[Any, ...] = (self.deliveries, provider, domain, kind)
+                tally[k] = tally.get(k, 0) + 1
             if e.type is EventType.BOUNCED:
                 reason = e.reason if e.reason in REASONS else "undefined"
-                self.bounces.labels(provider, domain, reason, "true" if e.hard else "false").inc()
+                k = (self.bounces, provider, domain, reason, "true" if e.hard else "false")
+                tally[k] = tally.get(k, 0) + 1
             elif e.type is EventType.DELIVERED and e.delay_seconds is not None:
                 self.delay.labels(provider).observe(e.delay_seconds)
             elif e.type is EventType.COMPLAINED:
-                self.complaints.labels(provider, domain, source).inc()
+                k = (self.complaints, provider, domain, source)
+                tally[k] = tally.get(k, 0) + 1
             elif e.type in _ENGAGEMENT:
-                self.engagement.labels(provider, domain, _ENGAGEMENT[e.type]).inc()
+                k = (self.engagement, provider, domain, _ENGAGEMENT[e.type])
+                tally[k] = tally.get(k, 0) + 1
+        # One increment per label set and batch: labels() is the costly part.
+        for (counter, *labels), n in tally.items():
+            counter.labels(*labels).inc(n)
         for source, n in ingested.items():
             self.ingested.labels(source).inc(n)
         for source, ts in latest.items():

@@ -25,7 +25,9 @@ __all__ = ["Pipeline", "ProviderLookup"]
 
 log = logging.getLogger(__name__)
 
-_FAILURES = frozenset({EventType.DEFERRED, EventType.BOUNCED, EventType.EXPIRED, EventType.REJECTED})
+_FAILURES = frozenset(
+    {EventType.DEFERRED, EventType.BOUNCED, EventType.EXPIRED, EventType.REJECTED}
+)
 
 
 class ProviderLookup(Protocol):
@@ -60,17 +62,23 @@ class Pipeline:
         self.duplicates = 0
 
     def enrich(self, event: Event) -> Event:
-        """Add provider and failure classification where the collector left them out."""
-        changes: dict[str, Any] = {}
+        """Add provider and failure classification where the collector left them out.
+
+        The fields are filled in place: an event handed to the pipeline belongs to it
+        until stored, enrichment only fills fields that were None and never changes the
+        id, and a copy per event would cost more than parsing the line did.
+        """
+        fill = object.__setattr__
         if event.provider is None and event.recipient_domain:
-            changes["provider"] = self.resolver.provider_for(event.recipient_domain)
-        if event.type in _FAILURES and event.reason is None:
+            fill(event, "provider", self.resolver.provider_for(event.recipient_domain))
+        if event.reason is None and event.type in _FAILURES:
             verdict = classify_reply(
                 event.reply_code, event.enhanced_status, event.type is EventType.EXPIRED
             )
-            changes["reason"] = verdict.reason
-            changes["hard"] = verdict.hard if event.type is EventType.BOUNCED else False
-        return event.replace(**changes) if changes else event
+            fill(event, "reason", verdict.reason)
+            if event.hard is None:
+                fill(event, "hard", verdict.hard if event.type is EventType.BOUNCED else False)
+        return event
 
     def put(self, event: Event) -> None:
         self._pending.append(self.enrich(event))

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_service import BSD_FLOW
 
 DEFERRED_THEN_EXPIRED = """\

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from factories import ev
 from prometheus_client import CollectorRegistry
 
-from factories import ev
 from monitor.classify import REASONS
 from monitor.metrics import OUTCOMES, DomainLabeler, Metrics
 from monitor.model import Provider

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 from factories import T0, ev
+
 from monitor.model import FINAL_TYPES, Event, EventType, domain_of, event_id
 
 

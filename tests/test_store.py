@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-
 from factories import T0, ev
+
 from monitor.errors import StoreError
 from monitor.store import Store
 from monitor.store.migrations import LATEST
@@ -15,13 +15,34 @@ def _flow() -> list:
     """A message to two recipients: one deferred then delivered, one bounced."""
     return [
         ev("submitted", 0, recipient="alice@gmail.com"),
-        ev("deferred", 1, recipient="alice@gmail.com", reply_code=421, enhanced_status="4.7.28",
-           reason="speeding", attempt=1),
-        ev("delivered", 9, recipient="alice@gmail.com", reply_code=250, attempt=2,
-           delay_seconds=540.0),
+        ev(
+            "deferred",
+            1,
+            recipient="alice@gmail.com",
+            reply_code=421,
+            enhanced_status="4.7.28",
+            reason="speeding",
+            attempt=1,
+        ),
+        ev(
+            "delivered",
+            9,
+            recipient="alice@gmail.com",
+            reply_code=250,
+            attempt=2,
+            delay_seconds=540.0,
+        ),
         ev("submitted", 0, recipient="bob@outlook.com"),
-        ev("bounced", 1, recipient="bob@outlook.com", reply_code=550, enhanced_status="5.1.1",
-           reason="userunknown", hard=True, diagnostic="550 5.1.1 user unknown"),
+        ev(
+            "bounced",
+            1,
+            recipient="bob@outlook.com",
+            reply_code=550,
+            enhanced_status="5.1.1",
+            reason="userunknown",
+            hard=True,
+            diagnostic="550 5.1.1 user unknown",
+        ),
     ]
 
 
@@ -42,14 +63,20 @@ def test_duplicates_inside_one_batch_count_once(db_url: str) -> None:
 
 def test_stats_by_domain_and_provider(db_url: str) -> None:
     """Stats count final outcomes per recipient and deferrals per attempt, with rates."""
-    flow = [e.replace(provider="google" if "gmail" in (e.recipient or "") else "microsoft")
-            for e in _flow()]
+    flow = [
+        e.replace(provider="google" if "gmail" in (e.recipient or "") else "microsoft")
+        for e in _flow()
+    ]
     with Store.open(db_url) as store:
         store.write(flow)
         rows = {r["domain"]: r for r in store.stats("domain")}
         gmail = rows["gmail.com"]
         assert (gmail["submitted"], gmail["delivered"], gmail["deferred"], gmail["bounced"]) == (
-            1, 1, 1, 0)
+            1,
+            1,
+            1,
+            0,
+        )
         assert gmail["delivery_rate"] == 1.0 and gmail["deferral_rate"] == 0.5
         assert rows["outlook.com"]["bounced"] == 1 and rows["outlook.com"]["bounce_rate"] == 1.0
         by_provider = {r["provider"]: r for r in store.stats("provider")}
@@ -60,8 +87,17 @@ def test_stats_by_domain_and_provider(db_url: str) -> None:
 def test_ndr_stream_is_excluded_by_default(db_url: str) -> None:
     """Our own non-delivery notices do not count as the sender's mail unless asked."""
     with Store.open(db_url) as store:
-        store.write([ev("delivered", recipient="noreply@app.example", sender="", tags=("ndr",),
-                        message_id="dsn1@mx1")])
+        store.write(
+            [
+                ev(
+                    "delivered",
+                    recipient="noreply@app.example",
+                    sender="",
+                    tags=("ndr",),
+                    message_id="dsn1@mx1",
+                )
+            ]
+        )
         assert store.stats("domain") == []
         assert store.stats("domain", include_ndr=True)[0]["delivered"] == 1
 
@@ -120,8 +156,9 @@ def test_schema_is_versioned(db_url: str) -> None:
     with Store.open(db_url) as store:
         store.write(_flow())
     with Store.open(db_url) as store, store.engine.connect() as conn:
-        version = conn.execute(sa.text(
-            "SELECT value FROM mailmon_meta WHERE key = 'schema_version'")).scalar_one()
+        version = conn.execute(
+            sa.text("SELECT value FROM mailmon_meta WHERE key = 'schema_version'")
+        ).scalar_one()
         assert int(version) == LATEST
         assert store.count("events") == 5
 

@@ -15,12 +15,14 @@ __all__ = ["HARD_REASONS", "REASONS", "Verdict", "classify_reply"]
 
 #: The reason vocabulary (Sisimai 5.2; DESIGN.md "Bounce classes").
 REASONS = frozenset(
-    """userunknown hostunknown hasmoved notaccept mailboxfull suspend filtered rejected
-    blocked badreputation spamdetected virusdetected policyviolation authfailure requireptr
-    notcompliantrfc contenterror securityerror failedstarttls norelaying syntaxerror
-    systemerror systemfull networkerror expired mailererror exceedlimit mesgtoobig
-    toomanyconn speeding ratelimited suppressed onhold undefined delivered feedback
-    vacation""".split()
+    (
+        "userunknown hostunknown hasmoved notaccept mailboxfull suspend filtered rejected"
+        " blocked badreputation spamdetected virusdetected policyviolation authfailure"
+        " requireptr notcompliantrfc contenterror securityerror failedstarttls norelaying"
+        " syntaxerror systemerror systemfull networkerror expired mailererror exceedlimit"
+        " mesgtoobig toomanyconn speeding ratelimited suppressed onhold undefined delivered"
+        " feedback vacation"
+    ).split()
 )
 
 #: Reasons that mean the address will never work (DESIGN.md).

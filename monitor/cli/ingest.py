@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from monitor.cli.common import config_of, open_store, print_json, resolver_for
 from monitor.collectors.mta.postfix import PostfixParser
@@ -61,7 +61,7 @@ def open_log(path: str, stack: ExitStack) -> tuple[IO[str], IO[bytes], int, date
     if hasattr(raw, "peek") and raw.peek(2)[:2] == b"\x1f\x8b":
         import gzip
 
-        stream = stack.enter_context(gzip.GzipFile(fileobj=raw))
+        stream = cast(IO[bytes], stack.enter_context(gzip.GzipFile(fileobj=raw)))
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")
     return text, raw, size, ref
 
@@ -70,7 +70,11 @@ def _progress(enabled: bool) -> Any:
     if not enabled:
         return None
     from rich.progress import (
-        BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
     )  # fmt: skip
 
     return Progress(

@@ -16,7 +16,9 @@ from monitor.metrics import Metrics
 __all__ = ["create_app"]
 
 
-def create_app(metrics: Metrics, *, health: Callable[[], dict[str, object]] | None = None) -> Starlette:
+def create_app(
+    metrics: Metrics, *, health: Callable[[], dict[str, object]] | None = None
+) -> Starlette:
     """The ASGI app; ``health`` returns extra detail for ``/healthz`` and raises when unhealthy."""
 
     async def metrics_endpoint(request: Request) -> Response:

@@ -20,7 +20,7 @@ from monitor.config import LogSource
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
 
-__all__ = ["Follower", "FollowedFile"]
+__all__ = ["FollowedFile", "Follower"]
 
 log = logging.getLogger(__name__)
 

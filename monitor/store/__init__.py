@@ -62,6 +62,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._providers: dict[str, tuple[str, float]] | None = None
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -118,13 +119,18 @@ class Store:
     # -- provider cache (monitor.providers.ProviderCache) ----------------------
 
     def get_provider(self, domain: str) -> tuple[str, float] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(provider_cache.c.provider, provider_cache.c.resolved_at).where(
-                    provider_cache.c.domain == domain
+        if self._providers is None:
+            # One read of the whole (small) table beats a query per new domain in bulk ingest.
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(
+                        provider_cache.c.domain,
+                        provider_cache.c.provider,
+                        provider_cache.c.resolved_at,
+                    )
                 )
-            ).first()
-        return (row[0], row[1]) if row else None
+                self._providers = {d: (p, at) for d, p, at in rows}
+        return self._providers.get(domain)
 
     def put_provider(
         self, domain: str, provider: str, mx_hosts: list[str], resolved_at: float
@@ -137,6 +143,8 @@ class Store:
         }
         with self.engine.begin() as conn:
             upsert(conn, provider_cache, [row], ["domain"])
+        if self._providers is not None:
+            self._providers[domain] = (provider, resolved_at)
 
     # -- reading ---------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, case, func, or_, select
 
 from monitor.model import Event, EventType
 from monitor.store.schema import counters, deliveries, events
@@ -13,6 +13,14 @@ __all__ = ["STAT_FIELDS", "count", "event_ids", "rates", "stats", "top_domains",
 
 #: Counted outcomes reported per group; ``deferred`` counts attempts, the rest recipients.
 STAT_FIELDS = ("submitted", "delivered", "deferred", "bounced", "expired", "rejected", "complained")
+
+
+#: Within one second: submission, then attempts in order, then the outcome.
+_TYPE_ORDER = case(
+    (events.c.type == EventType.SUBMITTED.value, 0),
+    (events.c.type == EventType.DEFERRED.value, 1),
+    else_=2,
+)
 
 
 def rates(row: dict[str, Any]) -> dict[str, float | None]:
@@ -116,7 +124,7 @@ def trace(conn: Connection, query: str, *, limit: int = 200) -> list[dict[str, A
         evs = conn.execute(
             select(events)
             .where(events.c.delivery_key == row["key"])
-            .order_by(events.c.occurred_at, events.c.type != EventType.SUBMITTED.value)
+            .order_by(events.c.occurred_at, _TYPE_ORDER, events.c.attempt, events.c.id)
         ).mappings()
         result.append({"delivery": dict(row), "events": [_event_from_row(e) for e in evs]})
     return result
