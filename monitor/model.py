@@ -23,6 +23,7 @@ __all__ = [
     "Provider",
     "domain_of",
     "event_id",
+    "identity",
     "utc",
 ]
 
@@ -102,8 +103,40 @@ def domain_of(address: str | None) -> str | None:
 
 def event_id(source: str, kind: str, *parts: object) -> str:
     """A stable 128-bit hex id from the fields that identify an event."""
-    text = "\x1f".join([source, kind, *("" if p is None else str(p) for p in parts)])
-    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+    text = "\x1f".join([source, kind, *["" if p is None else str(p) for p in parts]])
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:  # undecodable input bytes kept as surrogates
+        raw = text.encode("utf-8", "surrogateescape")
+    return _blake2b(raw, digest_size=16).hexdigest()
+
+
+_blake2b = hashlib.blake2b
+
+
+def identity(
+    source: str,
+    kind: str,
+    seconds: str,
+    queue_id: str | None,
+    message_id: str | None,
+    provider_message_id: str | None,
+    recipient: str | None,
+    reply_code: int | None,
+    enhanced_status: str | None,
+    diagnostic: str | None,
+    relay: str | None,
+    delay_seconds: float | None,
+) -> str:
+    """The id of an event from its identifying fields (``seconds``: the time as ``%.6f``).
+
+    Relay and delay are part of it so that two attempts in the same second with the
+    same reply (a queue flush) stay two attempts.
+    """
+    return event_id(
+        source, kind, seconds, queue_id, message_id, provider_message_id, recipient,
+        reply_code, enhanced_status, diagnostic, relay, delay_seconds,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +183,7 @@ class Event:
         The raw reference is left out on purpose: the same line read from
         ``mail.log`` today and ``mail.log.1`` tomorrow is the same event.
         """
-        return event_id(
+        return identity(
             self.source,
             self.type.value,
             f"{self.occurred_at.timestamp():.6f}",
@@ -161,6 +194,8 @@ class Event:
             self.reply_code,
             self.enhanced_status,
             self.diagnostic,
+            self.relay,
+            self.delay_seconds,
         )
 
     @property

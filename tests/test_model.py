@@ -17,7 +17,7 @@ def test_id_is_stable_across_instances() -> None:
 def test_id_is_a_known_value() -> None:
     """The id does not depend on process state (hash seeds): it is a fixed function."""
     assert event_id("postfix:mx1", "delivered", "x") == event_id("postfix:mx1", "delivered", "x")
-    assert ev("delivered").id == "e61c9ec2f8d4b1b6daa2001edea9393c"
+    assert ev("delivered").id == "2a9c42e5c3eda8f02933222c4b0af617"
 
 
 def test_id_ignores_raw_reference_and_enrichment() -> None:
@@ -63,3 +63,10 @@ def test_to_dict_is_json_ready() -> None:
     d = ev("delivered", tags=("ndr",)).to_dict()
     assert d["occurred_at"] == "2026-03-04T10:00:00Z"
     assert d["type"] == "delivered" and d["tags"] == ["ndr"]
+
+
+def test_two_attempts_in_one_second_stay_two() -> None:
+    """Two deferrals of one recipient in the same second with the same reply differ by delay."""
+    first = ev("deferred", 1, reply_code=450, delay_seconds=0.03, relay="mx[192.0.2.1]:25")
+    again = ev("deferred", 1, reply_code=450, delay_seconds=5.2, relay="mx[192.0.2.1]:25")
+    assert first.id != again.id

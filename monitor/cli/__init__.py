@@ -18,13 +18,21 @@ _COMMANDS = (serve, ingest, stats, trace)
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="URL", help="database URL (default: MAILMON_DB_URL, "
-                        "the config file, else a SQLite file in the data directory)")
-    common.add_argument("--config", metavar="FILE", help="config file (default: MAILMON_CONFIG, "
-                        "./mailmon.toml, /etc/mailmon/mailmon.toml)")
+    common.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL (default: MAILMON_DB_URL, "
+        "the config file, else a SQLite file in the data directory)",
+    )
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file (default: MAILMON_CONFIG, ./mailmon.toml, /etc/mailmon/mailmon.toml)",
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     parser = argparse.ArgumentParser(
-        prog="mailmon", description="Email deliverability observability and monitoring.",
+        prog="mailmon",
+        description="Email deliverability observability and monitoring.",
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"mailmon {__version__}")

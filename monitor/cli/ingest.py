@@ -29,9 +29,13 @@ _PROGRESS_EVERY = 20_000  # lines between progress-bar updates
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("ingest", parents=[common], help="ingest log files once",
-                       description="Read MTA log files (plain or gzip, '-' for stdin) into "
-                       "the store. Reading the same input twice changes nothing.")
+    p = sub.add_parser(
+        "ingest",
+        parents=[common],
+        help="ingest log files once",
+        description="Read MTA log files (plain or gzip, '-' for stdin) into "
+        "the store. Reading the same input twice changes nothing.",
+    )
     p.add_argument("source", choices=SOURCES, help="what wrote the input")
     p.add_argument("paths", nargs="+", metavar="PATH", help="log file, .gz file, or - for stdin")
     p.add_argument("--tz", default="UTC", help="time zone of BSD-syslog timestamps (default UTC)")
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     progress = _progress(show)
     failed: list[str] = []
     unparsed: Counter[str] = Counter()
-    lines = events = ignored = 0
+    lines = events = ignored = tracked = 0
     started = time.monotonic()
     with ExitStack() as outer:
         if progress is not None:
@@ -126,14 +130,17 @@ def run(args: argparse.Namespace) -> int:
                             progress.update(task, completed=raw.tell())
                 except (OSError, EOFError) as exc:
                     # A truncated .gz or a read error: keep what was read before it.
-                    print(f"mailmon: {path}: read error after {parser.stats.lines} lines: "
-                          f"{exc}", file=sys.stderr)
+                    print(
+                        f"mailmon: {path}: read error after {parser.stats.lines} lines: {exc}",
+                        file=sys.stderr,
+                    )
                     failed.append(path)
                 pipeline.flush()
                 s = parser.stats
                 lines += s.lines
                 events += s.events
                 ignored += s.ignored
+                tracked += s.tracked
                 unparsed.update(s.unparsed)
                 metrics.count_input("postfix", s.lines, sum(s.unparsed.values()))
                 if task is not None:
@@ -147,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         "stored": pipeline.stored,
         "duplicates": pipeline.duplicates,
         "ignored_lines": ignored,
+        "tracked_lines": tracked,
         "unparsed_lines": sum(unparsed.values()),
         "unparsed_by_service": dict(unparsed.most_common()),
         "seconds": round(elapsed, 3),
@@ -163,10 +171,13 @@ def run(args: argparse.Namespace) -> int:
 def _print_summary(s: dict[str, Any]) -> None:
     rate = f" ({s['lines_per_second']:,} lines/s)" if s["lines_per_second"] else ""
     print(f"read {s['lines']:,} lines from {s['files']} file(s) in {s['seconds']:.1f} s{rate}")
-    print(f"events: {s['events']:,} parsed, {s['stored']:,} new, "
-          f"{s['duplicates']:,} already stored")
+    print(
+        f"events: {s['events']:,} parsed, {s['stored']:,} new, {s['duplicates']:,} already stored"
+    )
     by_service = ", ".join(f"{k} {v:,}" for k, v in s["unparsed_by_service"].items())
-    print(f"lines not understood: {s['unparsed_lines']:,}" + (f" ({by_service})" if by_service
-                                                                 else ""))
+    print(
+        f"lines not understood: {s['unparsed_lines']:,}"
+        + (f" ({by_service})" if by_service else "")
+    )
     if s["failed"]:
         print(f"failed inputs: {', '.join(s['failed'])}")

@@ -18,9 +18,12 @@ _TOP_DOMAINS_REFRESH_SECONDS = 3600.0
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("serve", parents=[common], help="run the service",
-                       description="Serve /metrics and /healthz and follow the logs named in "
-                       "the config file.")
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run the service",
+        description="Serve /metrics and /healthz and follow the logs named in the config file.",
+    )
     p.add_argument("--host", help="listen address (default: [service] listen_host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default: [service] listen_port, 8465)")
     p.set_defaults(run=run)
@@ -39,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args, config)
     labeler = DomainLabeler(config.metrics.domains, store.top_domains(config.metrics.top_domains))
     metrics = Metrics(labeler=labeler)
-    pipeline = Pipeline(store, resolver=resolver_for(config, store), metrics=metrics,
-                        batch_size=config.database.batch_size)
+    pipeline = Pipeline(
+        store,
+        resolver=resolver_for(config, store),
+        metrics=metrics,
+        batch_size=config.database.batch_size,
+    )
     stop = threading.Event()
     follower = Follower(config.logs, pipeline, metrics, stop=stop)
 
@@ -69,11 +76,21 @@ def run(args: argparse.Namespace) -> int:
     thread = threading.Thread(target=follow, name="mailmon-follow", daemon=True)
     if config.logs:
         thread.start()
-    server = uvicorn.Server(uvicorn.Config(create_app(metrics, health=health), host=host,
-                                           port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(metrics, health=health),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
     shown_host = f"[{host}]" if ":" in host else host
-    print(f"mailmon serving on http://{shown_host}:{port}/ (metrics at /metrics), "
-          f"database {db}, following {len(config.logs)} log(s)", flush=True)
+    print(
+        f"mailmon serving on http://{shown_host}:{port}/ (metrics at /metrics), "
+        f"database {db}, following {len(config.logs)} log(s)",
+        flush=True,
+    )
     try:
         server.run()
     finally:

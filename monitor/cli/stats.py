@@ -14,15 +14,23 @@ _RATES = ("delivery_rate", "bounce_rate", "deferral_rate", "complaint_rate")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("stats", parents=[common], help="delivery numbers per domain or provider",
-                       description="Per group: delivered, bounced, expired and rejected count "
-                       "recipients with that final outcome; deferred counts deferral attempts.")
+    p = sub.add_parser(
+        "stats",
+        parents=[common],
+        help="delivery numbers per domain or provider",
+        description="Per group: delivered, bounced, expired and rejected count "
+        "recipients with that final outcome; deferred counts deferral attempts.",
+    )
     p.add_argument("--by", choices=("domain", "provider"), default="domain")
-    p.add_argument("--since", metavar="WHEN", help="a duration back from now (24h, 7d) or an "
-                   "ISO 8601 time")
+    p.add_argument(
+        "--since", metavar="WHEN", help="a duration back from now (24h, 7d) or an ISO 8601 time"
+    )
     p.add_argument("--until", metavar="WHEN", help="end of the period (same forms as --since)")
-    p.add_argument("--include-ndr", action="store_true",
-                   help="include our own non-delivery notices (null-sender mail)")
+    p.add_argument(
+        "--include-ndr",
+        action="store_true",
+        help="include our own non-delivery notices (null-sender mail)",
+    )
     p.add_argument("--limit", type=int, default=0, help="show only the N largest groups")
     p.add_argument("--json", action="store_true", help="machine output: a JSON array of rows")
     p.set_defaults(run=run)

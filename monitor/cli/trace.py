@@ -12,9 +12,13 @@ __all__ = ["register"]
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("trace", parents=[common], help="timeline of one message or recipient",
-                       description="QUERY is a Message-ID (with or without <>), a queue id or "
-                       "a recipient address.")
+    p = sub.add_parser(
+        "trace",
+        parents=[common],
+        help="timeline of one message or recipient",
+        description="QUERY is a Message-ID (with or without <>), a queue id or "
+        "a recipient address.",
+    )
     p.add_argument("query")
     p.add_argument("--limit", type=int, default=200, help="at most N deliveries (default 200)")
     p.add_argument("--json", action="store_true", help="machine output")
@@ -69,8 +73,10 @@ def _print_delivery(item: dict[str, Any]) -> None:
         verdict += f" ({d['reason']}{', hard' if d['hard'] else ''})"
     mid = f"<{d['message_id']}>" if d["message_id"] else "(no Message-ID)"
     print(f"{mid} -> {d['recipient'] or '(all recipients)'}: {verdict}")
-    print(f"  queue id {d['queue_id'] or '-'}, sender <{d['sender'] or ''}>, "
-          f"provider {d['provider'] or '-'}, {d['attempts']} attempt(s)")
+    print(
+        f"  queue id {d['queue_id'] or '-'}, sender <{d['sender'] or ''}>, "
+        f"provider {d['provider'] or '-'}, {d['attempts']} attempt(s)"
+    )
     for e in item["events"]:
         when = e.occurred_at.strftime("%Y-%m-%d %H:%M:%S")
         detail = []

@@ -41,8 +41,14 @@ class FollowedFile:
 class Follower:
     """Polls every configured log and feeds new complete lines to the pipeline."""
 
-    def __init__(self, sources: tuple[LogSource, ...], pipeline: Pipeline, metrics: Metrics,
-                 *, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        sources: tuple[LogSource, ...],
+        pipeline: Pipeline,
+        metrics: Metrics,
+        *,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.sources = sources
         self.pipeline = pipeline
         self.metrics = metrics
@@ -116,5 +122,9 @@ class Follower:
 
     @staticmethod
     def _state(f: FollowedFile) -> dict[str, Any]:
-        return {"path": f.path, "inode": f.inode, "offset": f.offset,
-                "at": datetime.now(UTC).isoformat()}
+        return {
+            "path": f.path,
+            "inode": f.inode,
+            "offset": f.offset,
+            "at": datetime.now(UTC).isoformat(),
+        }

@@ -50,7 +50,5 @@ def migrate(conn: Connection) -> int:
         if version > found:
             step(conn)
     if found != LATEST:
-        conn.execute(
-            meta.update().where(meta.c.key == "schema_version").values(value=str(LATEST))
-        )
+        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(LATEST)))
     return found

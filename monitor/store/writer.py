@@ -220,9 +220,11 @@ def _new_delivery(key: str, e: Event) -> dict[str, Any]:
     }
 
 
+_RANK_OF = {k.value: _RANK.get(k, 2 if k in FINAL_TYPES else -1) for k in EventType}
+
+
 def _rank(state: str) -> int:
-    kind = EventType(state)
-    return _RANK.get(kind, 2 if kind in FINAL_TYPES else -1)
+    return _RANK_OF.get(state, -1)
 
 
 def _apply(row: dict[str, Any], e: Event) -> None:

@@ -1,0 +1,502 @@
+"""Postfix log lines -> Events, correlating each queue id's lines.
+
+One message moves through several daemons, each logging one line keyed by the queue id::
+
+    smtpd   QID: client=mail.example.com[192.0.2.1]       (or pickup: QID: uid=0 from=<x>)
+    cleanup QID: message-id=<id@example.com>
+    qmgr    QID: from=<s@example.com>, size=1234, nrcpt=1 (queue active)
+    smtp    QID: to=<r@example.net>, relay=..., delay=1.2, dsn=2.0.0, status=sent (250 ...)
+    qmgr    QID: removed
+
+The parser remembers what each queue id said (per host and Postfix instance) until
+``removed``, within a bound on count and age in event time, and turns delivery, expiry
+and reject lines into Events: ``submitted`` (once per recipient, at the arrival time)
+then ``delivered`` / ``deferred`` / ``bounced`` / ``expired``, or ``rejected``.
+Use :class:`PostfixParser` for a stream, :func:`parse` for an iterable.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any
+
+from monitor.collectors.mta.postfix_events import EventMaker
+from monitor.collectors.mta.postfix_lines import (
+    CLIENT_LINE,
+    MESSAGE_ID_LINE,
+    QUEUED_LINE,
+    Status,
+    clean_message_id,
+    parse_reject,
+    parse_status_line,
+    reply_of,
+    split_queue_id,
+)
+from monitor.collectors.mta.postfix_rules import (
+    ANY_NOISE,
+    CLIENT_NOISE,
+    DELIVERY_AGENTS,
+    MESSAGE_STAGES,
+    NOTIFICATIONS,
+    QUIET_ACTIONS,
+    QUIET_DAEMONS,
+    REFUSALS,
+    SERVER_NOISE,
+)
+from monitor.collectors.mta.postfix_state import QueueTable, Recipient
+from monitor.collectors.syslog import SyslogFramer
+from monitor.model import Event, EventType
+
+__all__ = ["MAX_LINE_CHARS", "ParseStats", "PostfixParser", "parse"]
+
+#: Longer lines are counted as unparsed without running a single pattern over them.
+MAX_LINE_CHARS = 64 * 1024
+
+_DEFERRED = EventType.DEFERRED
+_OUTCOMES = {
+    "sent": EventType.DELIVERED,
+    "deferred": _DEFERRED,
+    "SOFTBOUNCE": _DEFERRED,  # soft_bounce=yes turns would-be bounces into deferrals
+    "bounced": EventType.BOUNCED,
+    "expired": EventType.EXPIRED,
+}
+_NDR = ("ndr",)
+
+# What a daemon handler returns when it made no Event (it returns the Events otherwise).
+_IGNORED = 0  # understood, nothing to record
+_TRACKED = 1  # understood and remembered for the queue id's later lines
+_UNPARSED = 2  # not understood
+
+
+@dataclass
+class ParseStats:
+    """What the parser did with its lines; ``unparsed`` is keyed by daemon or ``<framing>``.
+
+    Every line lands in exactly one of: a line with events, ``ignored``, ``tracked``,
+    ``unparsed``.
+    """
+
+    lines: int = 0
+    events: int = 0
+    ignored: int = 0  # understood, nothing to record (connect, TLS, anvil, not Postfix, ...)
+    tracked: int = 0  # understood and remembered for correlation (client=, message-id=, ...)
+    unparsed: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready counters."""
+        return {
+            "lines": self.lines,
+            "events": self.events,
+            "ignored": self.ignored,
+            "tracked": self.tracked,
+            "unparsed": dict(sorted(self.unparsed.items())),
+        }
+
+
+_Handler = Callable[[datetime, str, str, str, "str | None"], "list[Event] | int"]
+_Head = tuple[datetime, str, _Handler, str, str]  # time, host, handler, instance, daemon
+_MAX_HEADS = 4096
+
+
+class _NoHeads(dict[str, _Head]):
+    """A header cache that stays empty (for logs whose headers never repeat)."""
+
+    def __setitem__(self, key: str, value: _Head) -> None:
+        pass
+
+
+class PostfixParser:
+    """Turns Postfix log lines into Events, one line at a time.
+
+    >>> parser = PostfixParser(reference_time=datetime(2024, 3, 10, tzinfo=UTC))
+    >>> parser.feed("Mar  4 10:00:00 mx postfix/smtpd[7]: NOQUEUE: reject: RCPT from "
+    ...     "c[192.0.2.1]: 554 5.7.1 <a@b.c>: Relay access denied; from=<s@x.y> to=<a@b.c>")[0].type
+    <EventType.REJECTED: 'rejected'>
+    """
+
+    def __init__(
+        self,
+        source_prefix: str = "postfix",
+        *,
+        reference_time: datetime | None = None,
+        tz: str | tzinfo | None = None,
+        max_queue_ids: int = 200_000,
+        max_age_seconds: float = 7 * 86400,
+    ) -> None:
+        self.stats = ParseStats()
+        self._make = EventMaker()
+        self._prefix = source_prefix
+        self._fields = SyslogFramer(reference_time=reference_time, tz=tz).fields
+        self._queues = QueueTable(max_queue_ids, max_age_seconds)
+        self._queue = self._queues.touch
+        self._sources: dict[str, str] = {}
+        # program -> (handler, instance, daemon); header text -> (time, host, handler, ...).
+        self._programs: dict[str, tuple[_Handler, str, str]] = {}
+        self._heads: dict[str, _Head] = {}
+        self._lines_at_clear = 0
+        self._handlers: dict[str, _Handler] = {
+            "smtpd": self._smtpd,
+            "cleanup": self._cleanup,
+            "qmgr": self._qmgr,
+            "oqmgr": self._qmgr,
+            "pickup": self._pickup,
+            "bounce": self._bounce,
+            "defer": self._bounce,
+            "trace": self._bounce,
+            "postsuper": self._postsuper,
+            "postscreen": self._postscreen,
+        }
+
+    def state_size(self) -> int:
+        """How many queue ids the parser currently remembers."""
+        return len(self._queues)
+
+    def feed(self, line: str, ref: str | None = None) -> list[Event]:
+        """The Events ``line`` completes (often none); never raises."""
+        stats = self.stats
+        stats.lines += 1
+        daemon = "<framing>"
+        try:
+            if len(line) > MAX_LINE_CHARS:
+                return self._oversized(line)
+            # Most lines repeat the header ("time host prog[pid]: ") of an earlier one:
+            # then framing and dispatch are one dict lookup.
+            end = line.find("]: ", 16, 300) + 3
+            head = self._heads.get(line[:end]) if end > 3 else None
+            if head is None:
+                framed = self._frame(line, end)
+                if framed is None:
+                    stats.unparsed[daemon] += 1
+                    return []
+                head, message = framed
+            else:
+                message = line[end:]
+                if message[-1:] in ("\n", "\r"):
+                    message = message.rstrip("\r\n")
+            moment, host, handler, instance, daemon = head
+            result = handler(moment, host, instance, message, ref)
+        except Exception:  # a bug or hostile input must not stop ingestion: count it
+            stats.unparsed[daemon] += 1
+            return []
+        if result.__class__ is list:
+            stats.events += len(result)
+            return result
+        if result == _TRACKED:
+            stats.tracked += 1
+        elif result == _IGNORED:
+            stats.ignored += 1
+        else:
+            stats.unparsed[daemon] += 1
+        return []
+
+    def _frame(self, line: str, end: int) -> tuple[_Head, str] | None:
+        """Frame a line whose header is not cached; cache the header when it can repeat."""
+        fields = self._fields(line)
+        if fields is None:
+            return None
+        moment, host, program, _, message, header = fields
+        try:
+            known = self._programs[program]
+        except KeyError:
+            known = self._program(program)
+        head = (moment, host, *known)
+        if header == end:
+            heads = self._heads
+            if len(heads) >= _MAX_HEADS:
+                # Microsecond timestamps never repeat a header: when fewer than half the
+                # lines since the last clearing hit, stop trying.
+                if self.stats.lines - self._lines_at_clear < 2 * _MAX_HEADS:
+                    self._heads = _NoHeads()
+                heads.clear()
+                self._lines_at_clear = self.stats.lines
+            self._heads[line[:end]] = head
+        return head, message
+
+    def _oversized(self, line: str) -> list[Event]:
+        fields = self._fields(line[:1024])
+        daemon = "<framing>" if fields is None else fields[2].rpartition("/")[2]
+        self.stats.unparsed[daemon] += 1
+        return []
+
+    def _program(self, program: str) -> tuple[_Handler, str, str]:
+        # "postfix/smtp", "postfix-out/smtp", "postfix/submission/smtpd": the first part is
+        # the instance (syslog_name), the last the daemon.
+        instance = program.partition("/")[0]
+        daemon = program.rpartition("/")[2]
+        handler: _Handler
+        if not instance.startswith("postfix"):
+            handler = self._foreign  # another program writing to the same log
+        else:
+            handler = self._handlers.get(daemon) or (
+                self._delivery
+                if daemon in DELIVERY_AGENTS
+                else self._quiet
+                if daemon in QUIET_DAEMONS
+                else self._other
+            )
+        known = (handler, instance, daemon)
+        if len(self._programs) < 1024:  # junk lines must not grow the cache without bound
+            self._programs[program] = known
+        return known
+
+    def _source(self, host: str) -> str:
+        source = self._sources.get(host)
+        if source is None:
+            source = f"{self._prefix}:{host}"
+            if len(self._sources) < 4096:
+                self._sources[host] = source
+        return source
+
+    # -- one handler per daemon: (moment, host, instance, message, ref) -> Events | code --
+
+    def _smtpd(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        m = CLIENT_LINE.match(message)
+        if m is not None:
+            state = self._queue(host, instance, m.group(1), moment)
+            state.arrived(moment)
+            state.client = m.group(2)
+            return _TRACKED
+        qid, body = split_queue_id(message)
+        if body.startswith(SERVER_NOISE) or body.startswith(ANY_NOISE):
+            return _IGNORED
+        return self._action(moment, host, instance, qid, body, ref, _UNPARSED)
+
+    def _postscreen(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        qid, body = split_queue_id(message)
+        if qid is None:  # CONNECT, PASS, DNSBL rank, HANGUP, ...
+            return _IGNORED
+        return self._action(moment, host, instance, qid, body, ref, _IGNORED)
+
+    def _cleanup(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        m = MESSAGE_ID_LINE.match(message)
+        if m is not None:
+            state = self._queue(host, instance, m.group(1), moment)
+            state.arrived(moment)
+            state.message_id = clean_message_id(m.group(2))
+            return _TRACKED
+        qid, body = split_queue_id(message)
+        if body.startswith(ANY_NOISE) or body.startswith("resent-message-id="):
+            return _IGNORED
+        return self._action(moment, host, instance, qid, body, ref, _UNPARSED)
+
+    def _pickup(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        qid, body = split_queue_id(message)
+        if qid is None or not body.startswith("uid="):
+            return _IGNORED if body.startswith(ANY_NOISE) else _UNPARSED
+        state = self._queue(host, instance, qid, moment)
+        state.arrived(moment)
+        state.client = "local"  # sendmail(1) on this host, not an SMTP client
+        start = body.find("from=<")
+        if start >= 0 and state.sender is None:
+            state.sender = body[start + 6 : body.find(">", start)]
+        return _TRACKED
+
+    def _qmgr(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        if message.endswith(": removed") and message[:-9].isalnum():
+            self._queues.drop(host, instance, message[:-9])
+            return _TRACKED
+        m = QUEUED_LINE.match(message)
+        if m is not None:
+            qid, sender, size = m.groups()
+            return self._queued(moment, host, instance, qid, sender, int(size))
+        qid, body = split_queue_id(message)
+        if qid is None:
+            return _IGNORED if body.startswith(ANY_NOISE) else _UNPARSED
+        if body.startswith("from="):
+            if ", status=" in body:  # status=expired or force-expired, returned to sender
+                return self._expired(moment, host, instance, qid, body, ref)
+            # An unusual shape of "from=<s>, size=N, nrcpt=M (queue active)".
+            end = body.find(">, ")
+            size = body.find(", size=")
+            if end < 0 or size < 0:
+                return _UNPARSED
+            digits = body[size + 7 :].partition(",")[0]
+            sender = body[6:end]
+            return self._queued(
+                moment, host, instance, qid, sender, int(digits) if digits.isdigit() else None
+            )
+        if body.startswith("skipped, still being delivered") or body.startswith(ANY_NOISE):
+            return _IGNORED
+        return _UNPARSED
+
+    def _queued(
+        self,
+        moment: datetime,
+        host: str,
+        instance: str,
+        qid: str,
+        sender: str | None,
+        size: int | None,
+    ) -> int:
+        state = self._queue(host, instance, qid, moment)
+        state.arrived(moment)
+        if sender is not None:
+            state.sender = sender
+            if not sender:  # from=<>: a bounce or notice Postfix itself sends
+                state.tags = _NDR
+        if size is not None:
+            state.size = size
+        return _TRACKED
+
+    def _postsuper(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        qid, body = split_queue_id(message)
+        if qid is not None and body in ("removed", "expired"):
+            self._queues.drop(host, instance, qid)
+            return _TRACKED
+        return _IGNORED  # requeued, placed on hold, "Deleted: 3 messages", ...
+
+    def _bounce(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        qid, body = split_queue_id(message)
+        if qid is not None and body.startswith(NOTIFICATIONS):
+            notice = body.rpartition(": ")[2].strip()
+            if notice.isalnum():
+                # The notice is our own mail: its deliveries are tagged, not mixed with users'.
+                self._queue(host, instance, notice, moment).tags = _NDR
+                return _TRACKED
+        return _IGNORED if body.startswith(ANY_NOISE) else _UNPARSED
+
+    def _quiet(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        return _IGNORED
+
+    _foreign = _quiet
+
+    def _other(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        body = split_queue_id(message)[1]
+        return _IGNORED if body.startswith(ANY_NOISE) else _UNPARSED
+
+    def _delivery(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        found = parse_status_line(message)
+        if found is not None:
+            return self._outcome(moment, host, instance, found[0], found[1], ref)
+        body = split_queue_id(message)[1]
+        if body.startswith(CLIENT_NOISE) or body.startswith(ANY_NOISE):
+            return _IGNORED
+        return _UNPARSED
+
+    # -- events --------------------------------------------------------------------------
+
+    def _outcome(
+        self, moment: datetime, host: str, instance: str, qid: str, status: Status, ref: str | None
+    ) -> list[Event] | int:
+        recipient, orig, relay, delay, dsn, word, text = status
+        kind = _OUTCOMES.get(word)
+        if kind is None:
+            # Address-verification probes (deliverable, undeliverable...) deliver nothing.
+            return _IGNORED if "deliverable" in word else _UNPARSED
+        state = self._queue(host, instance, qid, moment)
+        source = self._sources.get(host) or self._source(host)
+        make = self._make
+        events: list[Event] = []
+        rcpt = state.rcpts.get(recipient)
+        if rcpt is None:
+            rcpt = state.rcpts[recipient] = Recipient()
+            if state.arrival is not None:
+                events.append(
+                    make.submitted(state, state.arrival, source, qid, recipient, orig, ref)
+                )
+        if kind is _DEFERRED and text and text.startswith("delivery temporarily suspended"):
+            # Not an attempt: Postfix skipped a destination it marked dead after failures.
+            return events or _IGNORED
+        code, enhanced = reply_of(text)
+        enhanced = dsn or enhanced  # Postfix's dsn= is what the sender's DSN will say
+        rcpt.attempts += 1
+        if kind is _DEFERRED:
+            rcpt.code, rcpt.enhanced, rcpt.diagnostic = code, enhanced, text
+        else:
+            rcpt.final = True
+        event = make.outcome(
+            kind, moment, source, state, qid, recipient, orig, relay, code, enhanced, text, delay,
+            rcpt.attempts, ref,
+        )  # fmt: skip
+        events.append(event)
+        return events
+
+    def _expired(
+        self, moment: datetime, host: str, instance: str, qid: str, body: str, ref: str | None
+    ) -> list[Event]:
+        """``QID: from=<s>, status=expired, returned to sender``: every pending recipient."""
+        state = self._queue(host, instance, qid, moment)
+        if state.sender is None:
+            state.sender = body[6 : body.find(">")]
+            if not state.sender:
+                state.tags = _NDR
+        pending = [(r, rcpt) for r, rcpt in state.rcpts.items() if not rcpt.final]
+        if not pending:  # its deferrals were logged before this log began
+            pending = [(None, Recipient())]
+        source = self._source(host)
+        for _, rcpt in pending:
+            rcpt.final = True
+        return [self._make.expired(moment, source, state, qid, r, rcpt, ref) for r, rcpt in pending]
+
+    def _action(
+        self,
+        moment: datetime,
+        host: str,
+        instance: str,
+        qid: str | None,
+        body: str,
+        ref: str | None,
+        otherwise: int,
+    ) -> list[Event] | int:
+        """``[QID|NOQUEUE]: ACTION: ...`` lines: reject, milter-reject, hold, discard, ..."""
+        action = body[: body.find(":")]
+        if action in QUIET_ACTIONS:
+            return _IGNORED
+        if action not in REFUSALS:
+            return otherwise
+        reject = parse_reject(body)
+        if reject is None:
+            return _UNPARSED
+        if reject.stage not in MESSAGE_STAGES:
+            return _IGNORED  # a refused connection, HELO or VRFY concerns no message
+        state = None
+        if qid == "NOQUEUE":
+            qid = None
+        elif qid is not None:
+            if reject.stage in ("RCPT", "MAIL"):
+                state = self._queues.get((host, instance, qid))
+            else:  # the message is refused whole: no "removed" will follow
+                state = self._queues.drop(host, instance, qid)
+        code, enhanced = reply_of(reject.text)
+        source = self._source(host)
+        sender, recipient, client, text = (
+            reject.sender,
+            reject.recipient,
+            reject.client,
+            reject.text,
+        )
+        return [
+            self._make.rejected(
+                moment, source, state, qid, sender, recipient, client, code, enhanced, text, ref
+            )
+        ]
+
+
+def parse(lines: Iterable[str], source_prefix: str = "postfix", **kw: Any) -> Iterator[Event]:
+    """The Events of ``lines`` in log order (keywords as for :class:`PostfixParser`)."""
+    feed = PostfixParser(source_prefix, **kw).feed
+    for line in lines:
+        yield from feed(line)
