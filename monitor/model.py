@@ -131,12 +131,15 @@ def identity(
     """The id of an event from its identifying fields (``seconds``: the time as ``%.6f``).
 
     Relay and delay are part of it so that two attempts in the same second with the
-    same reply (a queue flush) stay two attempts.
+    same reply (a queue flush) stay two attempts.  The id starts with the event's
+    UNIX second in hex, so ids sort by time and a growing store appends to its index
+    instead of writing all over it.
     """
-    return event_id(
+    digest = event_id(
         source, kind, seconds, queue_id, message_id, provider_message_id, recipient,
         reply_code, enhanced_status, diagnostic, relay, delay_seconds,
     )  # fmt: skip
+    return f"{int(float(seconds)) & 0xFFFFFFFF:08x}{digest[:24]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ def test_id_is_stable_across_instances() -> None:
 def test_id_is_a_known_value() -> None:
     """The id does not depend on process state (hash seeds): it is a fixed function."""
     assert event_id("postfix:mx1", "delivered", "x") == event_id("postfix:mx1", "delivered", "x")
-    assert ev("delivered").id == "2a9c42e5c3eda8f02933222c4b0af617"
+    assert ev("delivered").id == "69a802a02a9c42e5c3eda8f02933222c"
 
 
 def test_id_ignores_raw_reference_and_enrichment() -> None:
@@ -70,3 +70,9 @@ def test_two_attempts_in_one_second_stay_two() -> None:
     first = ev("deferred", 1, reply_code=450, delay_seconds=0.03, relay="mx[192.0.2.1]:25")
     again = ev("deferred", 1, reply_code=450, delay_seconds=5.2, relay="mx[192.0.2.1]:25")
     assert first.id != again.id
+
+
+def test_ids_sort_by_time() -> None:
+    """An event id starts with its UNIX second, so later events sort after earlier ones."""
+    assert ev("delivered", 0).id[:8] == f"{int(T0.timestamp()):08x}"
+    assert ev("delivered", 0).id < ev("delivered", 2).id
