@@ -29,7 +29,7 @@ class _Strict(BaseModel):
 
 class DatabaseConfig(_Strict):
     url: str | None = None
-    batch_size: int = Field(5000, ge=1, le=100_000)
+    batch_size: int = Field(20_000, ge=1, le=100_000)
 
 
 class ServiceConfig(_Strict):

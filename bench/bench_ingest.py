@@ -1,0 +1,410 @@
+"""Ingest benchmark: ``mailmon ingest postfix`` against pflogsumm on generated logs.
+
+    .venv/bin/python bench/bench_ingest.py [--sizes 1000000 3000000] [--seed 42]
+
+Generates (or reuses, from ``bench/out/``) a Postfix log of each size with
+``gen_postfix_log.py``, then runs each command as a subprocess and measures its
+wall time, lines per second and peak RSS:
+
+- ``pflogsumm LOG`` on the first (smallest) log, the speed reference;
+- ``mailmon ingest postfix LOG --db sqlite:///bench/out/bench-N.db`` on every
+  log, into a fresh database, with ``MAILMON_RESOLVE_MX=0`` so no DNS is used.
+
+Peak RSS is the larger of the kernel's high-water mark for the child
+(``os.wait4`` rusage: the largest single process of the tree) and the largest
+sum of the RSS of all live processes of the tree, sampled from /proc every
+20 ms (it catches helpers that run side by side).
+
+Targets: mailmon's lines/s >= 4x pflogsumm's; peak RSS of the first log
+< 250 MB; peak RSS of the largest log <= 1.2x that of the first (memory must
+not grow with the input).  A missed target prints MISSED and still exits 0:
+this is a report.  It also checks the stored events against what the generator
+says the log holds, and writes everything to ``bench/out/ingest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+OUT = BENCH / "out"
+GENERATOR = BENCH / "gen_postfix_log.py"
+
+SPEEDUP_TARGET = 4.0
+RSS_TARGET_BYTES = 250_000_000
+RSS_GROWTH_TARGET = 1.2
+
+#: Stored event type -> the generator's count of the log lines that must yield it.
+EXPECTED_EVENTS = {
+    "delivered": "sent",
+    "deferred": "deferred",
+    "bounced": "bounced",
+    "expired": "expired_rcpt",
+    "rejected": "rejected",
+}
+
+
+@dataclass
+class Run:
+    """One measured command."""
+
+    name: str
+    command: list[str]
+    lines: int
+    wall_seconds: float
+    peak_rss_bytes: int
+    returncode: int
+    output: str = ""
+    events: dict[str, int] = field(default_factory=dict)
+    db_bytes: int = 0
+
+    @property
+    def lines_per_second(self) -> float:
+        return self.lines / self.wall_seconds if self.wall_seconds else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        out["lines_per_second"] = round(self.lines_per_second)
+        out["peak_rss_mb"] = round(self.peak_rss_bytes / 1e6, 1)
+        out["wall_seconds"] = round(self.wall_seconds, 3)
+        return out
+
+
+class TreeSampler(threading.Thread):
+    """Polls /proc for the summed RSS of a process and all its descendants."""
+
+    def __init__(self, root: int, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.interval = interval
+        self.peak_bytes = 0
+        self.done = threading.Event()
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak_bytes = max(self.peak_bytes, self.sample())
+            self.done.wait(self.interval)
+
+    def sample(self) -> int:
+        children: dict[int, list[int]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # the command name may hold spaces and parens: the fields follow the last ')'
+            ppid = int(stat.rpartition(b")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+        total, todo = 0, [self.root]
+        while todo:
+            pid = todo.pop()
+            todo.extend(children.get(pid, ()))
+            try:
+                with open(f"/proc/{pid}/statm", "rb") as f:
+                    total += int(f.read().split()[1]) * self.page
+            except (OSError, IndexError, ValueError):
+                continue  # exited (or a zombie) between the scan and the read
+        return total
+
+
+def measure(
+    name: str,
+    command: list[str],
+    lines: int,
+    *,
+    env: dict[str, str] | None = None,
+    output: Path | None = None,
+) -> Run:
+    """Run ``command`` to completion; its stdout goes to ``output`` (or /dev/null)."""
+    sink = open(output, "wb") if output else open(os.devnull, "wb")  # noqa: SIM115
+    with sink, open(OUT / f"{name}.stderr", "wb") as errors:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=sink, stderr=errors, env=env, cwd=REPO)
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        sampler.done.set()
+        sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak = max(usage.ru_maxrss * 1024, sampler.peak_bytes)  # ru_maxrss is in KiB on Linux
+    text = output.read_text(errors="replace") if output else ""
+    if proc.returncode:
+        text += (OUT / f"{name}.stderr").read_text(errors="replace")[-4000:]
+    return Run(name, command, lines, wall, peak, proc.returncode, text)
+
+
+def fingerprint() -> str:
+    """Changes whenever the generator does, so a stale cached log is never reused."""
+    return hashlib.sha256(GENERATOR.read_bytes()).hexdigest()[:10]
+
+
+def ensure_log(lines: int, seed: int) -> tuple[Path, dict[str, int]]:
+    """The cached log of ``lines`` lines and its ground-truth counts, made if missing."""
+    stem = f"postfix-{lines}-seed{seed}-{fingerprint()}"
+    log, counts = OUT / f"{stem}.log", OUT / f"{stem}.counts.json"
+    if log.exists() and counts.exists():
+        print(f"reusing {log.relative_to(REPO)}")
+    else:
+        for stale in OUT.glob(f"postfix-{lines}-seed{seed}-*"):
+            stale.unlink()  # an older generator's output: hundreds of MB each
+        print(f"generating {log.relative_to(REPO)} ...", flush=True)
+        started = time.perf_counter()
+        tmp = log.with_suffix(".tmp")
+        subprocess.run(
+            [
+                sys.executable,
+                str(GENERATOR),
+                "--lines",
+                str(lines),
+                "--seed",
+                str(seed),
+                "--out",
+                str(tmp),
+                "--counts",
+                str(counts),
+            ],
+            check=True,
+        )
+        tmp.rename(log)
+        print(f"  {time.perf_counter() - started:.1f} s, {log.stat().st_size / 1e6:.0f} MB")
+    return log, json.loads(counts.read_text())
+
+
+def stored_events(db: Path) -> dict[str, int]:
+    """``SELECT count(*) FROM events``, in total and by type."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        out = {"total": conn.execute("SELECT count(*) FROM events").fetchone()[0]}
+        try:
+            rows = conn.execute("SELECT type, count(*) FROM events GROUP BY type").fetchall()
+        except sqlite3.Error:
+            rows = []
+    conn.close()
+    out.update({str(kind): n for kind, n in sorted(rows)})
+    return out
+
+
+def code_version() -> dict[str, object]:
+    """The commit measured, and whether monitor/ had changes not committed yet."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "monitor"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "monitor_dirty": None}
+    return {"commit": head, "monitor_dirty": bool(dirty)}
+
+
+def label(lines: int) -> str:
+    return f"{lines // 1_000_000}M" if lines % 1_000_000 == 0 else f"{lines // 1000}k"
+
+
+def mailmon_command() -> list[str]:
+    beside = Path(sys.executable).parent / "mailmon"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("mailmon")
+    return [found] if found else [sys.executable, "-m", "monitor.cli"]
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1_000_000, 3_000_000],
+        help="log sizes in lines; pflogsumm runs on the first",
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    sizes = sorted(args.sizes)
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    logs = {n: ensure_log(n, args.seed) for n in sizes}
+    runs: list[Run] = []
+    first = sizes[0]
+
+    pflogsumm = shutil.which("pflogsumm")
+    reference: Run | None = None
+    if pflogsumm:
+        log, _ = logs[first]
+        print(f"pflogsumm {label(first)} ...", flush=True)
+        reference = measure(f"pflogsumm-{label(first)}", [pflogsumm, str(log)], first)
+        runs.append(reference)
+    else:
+        print("pflogsumm not found (Debian package pflogsumm): no speed reference")
+
+    env = dict(os.environ, MAILMON_RESOLVE_MX="0")
+    if "MAILMON_CONFIG" not in env:
+        # built-in defaults, not whatever ./mailmon.toml or /etc/mailmon/ says on this machine
+        defaults = OUT / "defaults.toml"
+        defaults.write_text("# mailmon's built-in defaults: the ingest benchmark's config\n")
+        env["MAILMON_CONFIG"] = str(defaults)
+    mailmon: dict[int, Run] = {}
+    for n in sizes:
+        log, _ = logs[n]
+        db = OUT / f"bench-{label(n)}.db"
+        for path in OUT.glob(f"{db.name}*"):  # the db and its -wal / -shm / -journal
+            path.unlink()
+        name = f"mailmon-{label(n)}"
+        print(f"mailmon ingest {label(n)} ...", flush=True)
+        command = [*mailmon_command(), "ingest", "postfix", str(log), "--db", f"sqlite:///{db}"]
+        run = measure(name, command, n, env=env, output=OUT / f"{name}.txt")
+        if db.exists():
+            run.db_bytes = sum(p.stat().st_size for p in OUT.glob(f"{db.name}*"))
+            try:
+                run.events = stored_events(db)
+            except sqlite3.Error as exc:
+                print(f"  cannot count events in {db.name}: {exc}")
+        mailmon[n] = run
+        runs.append(run)
+
+    report = build_report(runs, reference, mailmon, logs)
+    report["mailmon_config"] = env["MAILMON_CONFIG"]
+    print_report(report, runs, mailmon, logs)
+    (OUT / "ingest.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {(OUT / 'ingest.json').relative_to(REPO)}")
+    failed = [r.name for r in runs if r.returncode]
+    if failed:
+        print(f"ERROR: {', '.join(failed)} exited non-zero (see bench/out/*.stderr)")
+        return 1
+    return 0
+
+
+def build_report(
+    runs: list[Run],
+    reference: Run | None,
+    mailmon: dict[int, Run],
+    logs: dict[int, tuple[Path, dict[str, int]]],
+) -> dict[str, object]:
+    sizes = sorted(mailmon)
+    first, last = mailmon[sizes[0]], mailmon[sizes[-1]]
+    targets: dict[str, dict[str, object]] = {}
+    if reference is not None and reference.lines_per_second:
+        ratio = first.lines_per_second / reference.lines_per_second
+        targets["speed"] = {
+            "what": f"mailmon lines/s >= {SPEEDUP_TARGET:g}x pflogsumm's ({label(sizes[0])})",
+            "value": round(ratio, 2),
+            "ok": ratio >= SPEEDUP_TARGET,
+        }
+    targets["rss"] = {
+        "what": f"peak RSS ({label(sizes[0])}) < {RSS_TARGET_BYTES / 1e6:.0f} MB",
+        "value": round(first.peak_rss_bytes / 1e6, 1),
+        "ok": first.peak_rss_bytes < RSS_TARGET_BYTES,
+    }
+    if len(sizes) > 1:
+        growth = last.peak_rss_bytes / first.peak_rss_bytes if first.peak_rss_bytes else 0.0
+        targets["rss_growth"] = {
+            "what": f"peak RSS ({label(sizes[-1])}) <= {RSS_GROWTH_TARGET:g}x peak RSS "
+            f"({label(sizes[0])})",
+            "value": round(growth, 3),
+            "ok": growth <= RSS_GROWTH_TARGET,
+        }
+    checks = {}
+    for n, run in mailmon.items():
+        truth = logs[n][1]
+        checks[label(n)] = {
+            kind: {"stored": run.events.get(kind, 0), "in_log": truth.get(key, 0)}
+            for kind, key in EXPECTED_EVENTS.items()
+        }
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code": code_version(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "logs": {
+            label(n): {"path": str(p.relative_to(REPO)), "counts": c} for n, (p, c) in logs.items()
+        },
+        "runs": [r.to_dict() for r in runs],
+        "targets": targets,
+        "event_checks": checks,
+    }
+
+
+def print_report(
+    report: dict[str, object],
+    runs: list[Run],
+    mailmon: dict[int, Run],
+    logs: dict[int, tuple[Path, dict[str, int]]],
+) -> None:
+    code = report["code"]
+    assert isinstance(code, dict)
+    dirty = " + uncommitted changes in monitor/" if code["monitor_dirty"] else ""
+    print(f"\nmailmon at commit {code['commit']}{dirty}; config {report['mailmon_config']}")
+    print(f"{'command':<18} {'lines':>10} {'wall s':>8} {'lines/s':>10} {'peak RSS MB':>12}  rc")
+    for r in runs:
+        print(
+            f"{r.name:<18} {r.lines:>10,} {r.wall_seconds:>8.2f} {r.lines_per_second:>10,.0f} "
+            f"{r.peak_rss_bytes / 1e6:>12.1f}  {r.returncode}"
+        )
+
+    for n, run in mailmon.items():
+        print(f"\nmailmon {label(n)} says:")
+        for line in run.output.strip().splitlines()[-8:]:
+            print(f"  {line}")
+        print(f"  events stored (SELECT count(*) FROM events): {run.events.get('total', 0):,}")
+        log_bytes = logs[n][0].stat().st_size
+        print(f"  database {run.db_bytes / 1e6:,.0f} MB for a {log_bytes / 1e6:,.0f} MB log")
+        by_type = {k: v for k, v in run.events.items() if k != "total"}
+        if by_type:
+            print("  by type: " + ", ".join(f"{k} {v:,}" for k, v in by_type.items()))
+
+    print("\nevents against the log (the generator's ground truth):")
+    checks = report["event_checks"]
+    assert isinstance(checks, dict)
+    for size, kinds in checks.items():
+        parts = []
+        for kind, c in kinds.items():
+            mark = "" if c["stored"] == c["in_log"] else " MISMATCH"
+            parts.append(f"{kind} {c['stored']:,}/{c['in_log']:,}{mark}")
+        print(f"  {size}: " + "; ".join(parts))
+    _, first_counts = logs[min(logs)]
+    print(f"  (log {label(min(logs))}: {first_counts.get('received', 0):,} messages received)")
+
+    print("\ntargets:")
+    targets = report["targets"]
+    assert isinstance(targets, dict)
+    for t in targets.values():
+        print(f"  {verdict(bool(t['ok'])):<6} {t['what']}: {t['value']}")
+    if "speed" not in targets:
+        print("  MISSED speed target not measured (no pflogsumm)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
