@@ -111,3 +111,63 @@ def test_appended_lines_are_followed(served: tuple[str, Path]) -> None:
         assert _sample(httpx.get(f"{base}/metrics").text, key) == 1.0
         f.write(line[40:] + "\n")
     _wait_metric(base, key, 2.0)
+
+
+def _delivered_line(qid: str, rcpt: str, second: int) -> str:
+    return (f"Mar  4 11:{second // 60:02d}:{second % 60:02d} mx1 postfix/smtp[103]: {qid}: "
+            f"to=<{rcpt}>, relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, delay=1, "
+            "delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 2.0.0 OK)\n")
+
+
+def test_rotation_while_following_loses_nothing(served: tuple[str, Path]) -> None:
+    """A writer appends, the log is renamed away and re-created mid-stream: every line counts once."""
+    base, log = served
+    key = 'mailmon_deliveries_total{domain="gmail.com",outcome="delivered",provider="google"}'
+    _wait_metric(base, key, 1.0)
+    with log.open("a") as f:
+        for i in range(20):
+            f.write(_delivered_line(f"A{i:09X}", f"user{i}@gmail.com", i))
+    log.rename(log.with_name("mail.log.1"))
+    with log.open("w") as f:
+        for i in range(20, 40):
+            f.write(_delivered_line(f"A{i:09X}", f"user{i}@gmail.com", i))
+    _wait_metric(base, key, 41.0)
+
+
+def test_restart_resumes_without_repeating(tmp_path: Path) -> None:
+    """Stopping serve, appending, and starting it again stores every line exactly once."""
+    log = tmp_path / "mail.log"
+    log.write_text(BSD_FLOW)
+    db = tmp_path / "m.db"
+    config = tmp_path / "mailmon.toml"
+
+    def run_once() -> None:
+        port = _free_port()
+        config.write_text(f'[database]\nurl = "sqlite:///{db}"\n[service]\nlisten_port = {port}\n'
+                          f'[[logs]]\npath = "{log}"\npoll_interval_seconds = 0.1\n')
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+                    if _sample(body, "mailmon_source_lines_total") is not None:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+    run_once()
+    with log.open("a") as f:
+        f.write(_delivered_line("B000000001", "late@gmail.com", 30))
+    run_once()
+    from monitor.store import Store
+
+    with Store.open(f"sqlite:///{db}") as store:
+        (gmail,) = [r for r in store.stats("domain") if r["domain"] == "gmail.com"]
+        assert (gmail["delivered"], gmail["bounced"]) == (2, 1)
+        assert store.count("events") == 5

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     def health() -> dict[str, object]:
         store.count("counters")  # raises when the database is unreachable
-        return {"logs": [s.path for s in config.logs]}
+        return {"logs": [s.path for s in config.logs], "log_errors": follower.errors()}
 
     host = args.host or config.service.listen_host
     port = args.port if args.port is not None else config.service.listen_port

@@ -1,0 +1,326 @@
+"""Following one log file across rotations without losing or repeating a line.
+
+    tailer = FileTailer("/var/log/mail.log", position=saved)
+    for line in tailer.poll():          # complete lines only (bytes, no newline)
+        ...
+    save(tailer.position())             # with the events those lines made
+
+The position is the file's identity (device, inode, a fingerprint of its first line)
+and the byte offset after the last complete line handed out; a partial last line is
+held until its newline arrives.  Rotation cases:
+
+- rename and create (logrotate's default), delete and re-create: the old file is read
+  to its end through the still-open handle before the new one, and kept open for
+  ``rotate_wait_seconds`` in case the writer has not reopened yet;
+- ``copytruncate``: the rest of the old content is read from the copy (a sibling
+  with the same fingerprint) before the truncated file is read from its start;
+- rotated while Mailmon was stopped, even compressed to ``.gz`` by then: the old file
+  is found among the siblings by inode or fingerprint and read from the saved offset.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+__all__ = ["FileTailer", "Position"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 16
+#: A line longer than this is handed out in pieces rather than held in memory.
+MAX_LINE_BYTES = 4 << 20
+_FINGERPRINT_BYTES = 256
+
+
+@dataclass
+class Position:
+    """Where a tailer is: which file (device, inode, fingerprint) and how far in."""
+
+    dev: int = 0
+    ino: int = 0
+    offset: int = 0
+    fingerprint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dev": self.dev, "ino": self.ino, "offset": self.offset,
+                "fingerprint": self.fingerprint}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Position | None:
+        if not data:
+            return None
+        return cls(int(data.get("dev", 0)), int(data.get("ino", 0)), int(data.get("offset", 0)),
+                   str(data.get("fingerprint", "")))  # fmt: skip
+
+
+def _fingerprint(head: bytes) -> str:
+    """Identifies a file by its first line (logrotate keeps content, not inodes)."""
+    first = head.split(b"\n", 1)[0][:_FINGERPRINT_BYTES]
+    return hashlib.blake2b(first, digest_size=8).hexdigest() if first else ""
+
+
+def _open_any(path: str) -> IO[bytes]:
+    """A plain or gzip file for reading, recognised by its magic bytes."""
+    handle = open(path, "rb")  # noqa: SIM115
+    if handle.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=handle)  # type: ignore[return-value]
+    return handle
+
+
+class FileTailer:
+    """Follows ``path``; :meth:`poll` returns the complete lines added since the last call."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        position: Position | None = None,
+        start_at: str = "beginning",
+        rotate_wait_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self._saved = position
+        self._start_at = start_at
+        self._rotate_wait = rotate_wait_seconds
+        self._clock = clock
+        self._handle: IO[bytes] | None = None
+        self._pos = Position()
+        self._partial = b""
+        # Rotated-away handles still being read: (handle, last growth, held partial line).
+        self._draining: list[tuple[IO[bytes], float, bytes]] = []
+        self.error: str | None = None  # why the file cannot be read now, for health checks
+
+    # -- public ----------------------------------------------------------------
+
+    def position(self) -> Position:
+        return Position(self._pos.dev, self._pos.ino, self._pos.offset, self._pos.fingerprint)
+
+    def bytes_behind(self) -> int:
+        """How much of the current file is not read yet."""
+        try:
+            return max(0, os.stat(self.path).st_size - self._pos.offset)
+        except OSError:
+            return 0
+
+    def poll(self) -> list[bytes]:
+        """Complete lines written since the last poll, across a rotation if one happened."""
+        lines: list[bytes] = []
+        self._drain_rotated(lines)
+        if self._handle is None and not self._open(lines):
+            return lines
+        assert self._handle is not None
+        self._read(self._handle, lines)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return lines  # deleted or renamed; the new file will appear at the next poll
+        except OSError as exc:
+            self._fail(exc)
+            return lines
+        if (st.st_dev, st.st_ino) != (self._pos.dev, self._pos.ino):
+            self._rotated(lines)
+        elif st.st_size < self._pos.offset:
+            self._truncated(lines)
+        return lines
+
+    def close(self) -> None:
+        for handle, _, _ in self._draining:
+            handle.close()
+        self._draining.clear()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    # -- reading -----------------------------------------------------------------
+
+    def _read(self, handle: IO[bytes], lines: list[bytes], *, track: bool = True) -> None:
+        """Read complete lines of the followed file to its end; hold a partial last line.
+
+        With ``track`` off the file is a finished one (a rotated copy): its position is
+        not ours and its last line needs no newline.
+        """
+        partial = _read_lines(handle, lines, self._partial if track else b"",
+                              self._advance if track else None)  # fmt: skip
+        if track:
+            self._partial = partial
+        elif partial:
+            lines.append(partial)
+
+    def _advance(self, line: bytes, nbytes: int) -> None:
+        if self._pos.offset == 0 and not self._pos.fingerprint:
+            self._pos.fingerprint = _fingerprint(line)
+        self._pos.offset += nbytes
+
+    # -- opening and rotation ----------------------------------------------------------
+
+    def _open(self, lines: list[bytes]) -> bool:
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115
+        except OSError as exc:
+            self._fail(exc)
+            return False
+        st = os.fstat(handle.fileno())
+        self.error = None
+        saved, self._saved = self._saved, None
+        self._handle = handle
+        self._pos = Position(st.st_dev, st.st_ino, 0, "")
+        if saved is None:
+            if self._start_at == "end":
+                self._skip_to(st.st_size)
+            return True
+        same_file = (saved.dev, saved.ino) == (st.st_dev, st.st_ino) and (
+            not saved.fingerprint or saved.fingerprint == self._head_fingerprint(handle)
+        )
+        if same_file and st.st_size >= saved.offset:
+            handle.seek(saved.offset)
+            self._pos.offset, self._pos.fingerprint = saved.offset, saved.fingerprint
+            return True
+        # The saved file is gone from this path: finish it from wherever it went first.
+        self._finish_elsewhere(saved, lines)
+        return True
+
+    def _skip_to(self, offset: int) -> None:
+        assert self._handle is not None
+        self._pos.fingerprint = self._head_fingerprint(self._handle)
+        self._handle.seek(offset)
+        self._pos.offset = offset
+
+    @staticmethod
+    def _head_fingerprint(handle: IO[bytes]) -> str:
+        where = handle.tell()
+        handle.seek(0)
+        head = handle.read(_FINGERPRINT_BYTES + 1)
+        handle.seek(where)
+        return _fingerprint(head) if b"\n" in head else ""
+
+    def _rotated(self, lines: list[bytes]) -> None:
+        """The path now names another file: the old one was read to its end above."""
+        old = self._handle
+        assert old is not None
+        # The writer may not have reopened yet: keep reading the old file a while, with
+        # its unterminated last line held there.
+        self._draining.append((old, self._clock(), self._partial))
+        self._partial = b""
+        self._handle = None
+        log.info("%s was rotated; reading the new file from its start", self.path)
+        if self._open(lines):
+            assert self._handle is not None
+            self._read(self._handle, lines)
+
+    def _truncated(self, lines: list[bytes]) -> None:
+        """Same file, shorter than what was read: copytruncate. Finish from the copy."""
+        log.info("%s was truncated; reading the rest from its rotated copy", self.path)
+        self._finish_elsewhere(self.position(), lines, exclude_inode=True)
+        assert self._handle is not None
+        self._handle.seek(0)
+        self._partial = b""
+        self._pos.offset, self._pos.fingerprint = 0, ""
+        self._read(self._handle, lines)
+
+    def _finish_elsewhere(
+        self, saved: Position, lines: list[bytes], *, exclude_inode: bool = False
+    ) -> None:
+        """Read ``saved``'s file from its offset to its end, found among rotated siblings."""
+        for candidate in self._siblings():
+            try:
+                st = os.stat(candidate)
+                same_inode = (st.st_dev, st.st_ino) == (saved.dev, saved.ino)
+                if exclude_inode and same_inode:
+                    continue
+                with _open_any(candidate) as handle:
+                    if not same_inode and (
+                        not saved.fingerprint
+                        or self._head_fingerprint_any(handle) != saved.fingerprint
+                    ):
+                        continue
+                    _skip(handle, saved.offset)
+                    self._read(handle, lines, track=False)
+                    log.info("read the rest of %s from %s", self.path, candidate)
+                    return
+            except (OSError, EOFError) as exc:
+                log.warning("cannot read rotated file %s: %s", candidate, exc)
+        if saved.offset:
+            log.warning(
+                "%s: the file read up to byte %d was rotated away and not found; "
+                "lines after that point in it are lost", self.path, saved.offset,
+            )  # fmt: skip
+
+    @staticmethod
+    def _head_fingerprint_any(handle: IO[bytes]) -> str:
+        head = handle.read(_FINGERPRINT_BYTES + 1)
+        handle.seek(0)
+        return _fingerprint(head) if b"\n" in head else ""
+
+    def _siblings(self) -> list[str]:
+        """Rotated copies next to the path (mail.log.1, mail.log.1.gz, mail.log-2026...)."""
+        found = [p for p in glob.glob(glob.escape(self.path) + "?*") if os.path.isfile(p)]
+        return sorted(found, key=lambda p: os.stat(p).st_mtime, reverse=True)
+
+    def _drain_rotated(self, lines: list[bytes]) -> None:
+        """Lines the writer still put in a rotated file before reopening its log."""
+        keep = []
+        for handle, since, partial in self._draining:
+            before = len(lines)
+            try:
+                partial = _read_lines(handle, lines, partial, None)
+            except OSError as exc:
+                log.warning("reading rotated %s: %s", self.path, exc)
+                partial, since = b"", -self._rotate_wait
+            if len(lines) > before:
+                since = self._clock()
+            if self._clock() - since < self._rotate_wait:
+                keep.append((handle, since, partial))
+            else:
+                if partial:
+                    lines.append(partial)
+                handle.close()
+        self._draining = keep
+
+    def _fail(self, exc: OSError) -> None:
+        message = f"cannot read {self.path}: {exc.strerror or exc}"
+        if message != self.error:
+            log.error("%s (will keep trying)", message)
+        self.error = message
+
+
+def _read_lines(
+    handle: IO[bytes],
+    lines: list[bytes],
+    partial: bytes,
+    advance: Callable[[bytes, int], None] | None,
+) -> bytes:
+    """Append the complete lines of ``handle`` to ``lines``; return the unterminated rest."""
+    while chunk := handle.read(_CHUNK):
+        parts = (partial + chunk).split(b"\n")
+        partial = parts.pop()
+        for line in parts:
+            lines.append(line)
+            if advance is not None:
+                advance(line, len(line) + 1)
+        if len(partial) > MAX_LINE_BYTES:  # a runaway line: hand it out, keep memory flat
+            lines.append(partial)
+            if advance is not None:
+                advance(partial, len(partial))
+            partial = b""
+    return partial
+
+
+def _skip(handle: IO[bytes], offset: int) -> None:
+    """Position ``handle`` at ``offset`` (gzip streams only read forward)."""
+    if isinstance(handle, gzip.GzipFile):
+        while offset > 0:
+            chunk = handle.read(min(offset, _CHUNK))
+            if not chunk:
+                return
+            offset -= len(chunk)
+    else:
+        handle.seek(offset)
