@@ -171,3 +171,20 @@ def test_restart_resumes_without_repeating(tmp_path: Path) -> None:
         (gmail,) = [r for r in store.stats("domain") if r["domain"] == "gmail.com"]
         assert (gmail["delivered"], gmail["bounced"]) == (2, 1)
         assert store.count("events") == 5
+
+
+def test_kumomta_log_hook(served: tuple[str, Path]) -> None:
+    """POST /ingest/kumomta stores KumoMTA records and counts the bad ones, over a real socket."""
+    base, _ = served
+    records = (Path(__file__).parent / "data" / "kumomta" / "records.jsonl").read_text()
+    answer = httpx.post(f"{base}/ingest/kumomta", content=records + "{broken\n", timeout=10)
+    assert answer.status_code == 200
+    assert answer.json() == {"records": 9, "events": 7, "rejected": 1}
+    one = records.splitlines()[2]
+    again = httpx.post(f"{base}/ingest/kumomta", content=f"[{one}]", timeout=10)
+    assert again.json()["events"] == 1
+    text = _wait_metric(
+        base, 'mailmon_deliveries_total{domain="other",outcome="bounced",provider="microsoft"}', 1.0
+    )
+    assert 'mailmon_events_rejected_total{reason="unparsed",source="kumomta"} 1.0' in text
+    assert 'mailmon_events_ingested_total{source="kumomta"} 7.0' in text

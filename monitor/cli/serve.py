@@ -76,9 +76,11 @@ def run(args: argparse.Namespace) -> int:
     thread = threading.Thread(target=follow, name="mailmon-follow", daemon=True)
     if config.logs:
         thread.start()
+    hook_pipeline = Pipeline(store, resolver=resolver_for(config, store), metrics=metrics,
+                             batch_size=config.database.batch_size)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(metrics, health=health),
+            create_app(metrics, health=health, pipeline=hook_pipeline),
             host=host,
             port=port,
             log_level="warning",

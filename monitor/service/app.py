@@ -2,24 +2,69 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from monitor import __version__
+from monitor.collectors.mta.kumomta import KumoParser
 from monitor.metrics import Metrics
+from monitor.pipeline import Pipeline
 
 __all__ = ["create_app"]
 
 
+MAX_HOOK_BODY_BYTES = 10 << 20
+
+
 def create_app(
-    metrics: Metrics, *, health: Callable[[], dict[str, object]] | None = None
+    metrics: Metrics,
+    *,
+    health: Callable[[], dict[str, object]] | None = None,
+    pipeline: Pipeline | None = None,
 ) -> Starlette:
-    """The ASGI app; ``health`` returns extra detail for ``/healthz`` and raises when unhealthy."""
+    """The ASGI app; ``health`` returns extra detail for ``/healthz`` and raises when unhealthy.
+
+    With a ``pipeline``, ``POST /ingest/kumomta`` takes KumoMTA log-hook records (one
+    JSON object, an array of them, or one per line) into it.
+    """
+    hook_lock = threading.Lock()  # the pipeline batches; one request at a time fills it
+
+    async def kumomta_hook(request: Request) -> Response:
+        if pipeline is None:
+            return JSONResponse({"error": "no pipeline"}, status_code=404)
+        body = await request.body()
+        if len(body) > MAX_HOOK_BODY_BYTES:
+            metrics.rejected.labels("kumomta", "too_large").inc()
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        return JSONResponse(await run_in_threadpool(_ingest_kumomta, body))
+
+    def _ingest_kumomta(body: bytes) -> dict[str, int]:
+        text = body.decode("utf-8", "replace").strip()
+        records: list[str]
+        if text.startswith("["):
+            try:
+                records = [json.dumps(r) for r in json.loads(text)]
+            except ValueError:
+                records = [text]
+        else:
+            records = text.splitlines()
+        parser = KumoParser()
+        with hook_lock:
+            for line in records:
+                for event in parser.feed(line, "http:/ingest/kumomta"):
+                    pipeline.put(event)  # type: ignore[union-attr]
+            pipeline.flush()  # type: ignore[union-attr]
+        bad = sum(parser.stats.unparsed.values())
+        metrics.count_input("kumomta", parser.stats.lines, bad)
+        return {"records": parser.stats.lines, "events": parser.stats.events, "rejected": bad}
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -41,5 +86,6 @@ def create_app(
             Route("/", index),
             Route("/metrics", metrics_endpoint),
             Route("/healthz", healthz),
+            Route("/ingest/kumomta", kumomta_hook, methods=["POST"]),
         ]
     )
