@@ -40,7 +40,7 @@ class ServiceConfig(_Strict):
 class LogSource(_Strict):
     """One MTA log to follow (``path`` may be a glob)."""
 
-    kind: Literal["postfix"] = "postfix"
+    kind: Literal["postfix", "exim", "kumomta"] = "postfix"
     path: str
     start_at: Literal["beginning", "end"] = "beginning"
     tz: str = "UTC"

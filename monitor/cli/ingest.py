@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import IO, Any, cast
 
 from monitor.cli.common import config_of, open_store, print_json, resolver_for
-from monitor.collectors.mta.postfix import PostfixParser
+from monitor.collectors.mta import PARSERS
 from monitor.errors import InputError
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
@@ -24,8 +24,10 @@ __all__ = ["open_log", "register"]
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("postfix",)
+SOURCES = tuple(PARSERS)
 _PROGRESS_EVERY = 20_000  # lines between progress-bar updates
+_FLUSH_CHECK_EVERY = 256  # lines between looks at the clock
+_FLUSH_SECONDS = 2.0  # longest a parsed event waits for its batch
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -38,7 +40,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("source", choices=SOURCES, help="what wrote the input")
     p.add_argument("paths", nargs="+", metavar="PATH", help="log file, .gz file, or - for stdin")
-    p.add_argument("--tz", default="UTC", help="time zone of BSD-syslog timestamps (default UTC)")
+    p.add_argument(
+        "--tz",
+        default="UTC",
+        help="time zone of timestamps that carry none (BSD syslog, Exim without "
+        "log_timezone; default UTC)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.set_defaults(run=run)
@@ -108,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     unparsed: Counter[str] = Counter()
     lines = events = ignored = tracked = 0
     started = time.monotonic()
+    flush_due = started + _FLUSH_SECONDS
     with ExitStack() as outer:
         if progress is not None:
             outer.enter_context(progress)
@@ -119,13 +127,18 @@ def run(args: argparse.Namespace) -> int:
                     print(f"mailmon: {exc}", file=sys.stderr)
                     failed.append(path)
                     continue
-                parser = PostfixParser("postfix", reference_time=ref, tz=args.tz)
+                parser = PARSERS[args.source](args.source, reference_time=ref, tz=args.tz)
                 task = progress.add_task(path, total=size or None) if progress else None
                 name = "stdin" if path == "-" else path
                 try:
                     for n, line in enumerate(_lines(text), 1):
                         for event in parser.feed(line, f"{name}:{n}"):
                             pipeline.put(event)
+                        if n % _FLUSH_CHECK_EVERY == 0 and time.monotonic() > flush_due:
+                            # A live stream (journalctl -f | mailmon ingest postfix -) must
+                            # not wait for a full batch to show up in the store.
+                            pipeline.flush()
+                            flush_due = time.monotonic() + _FLUSH_SECONDS
                         if task is not None and n % _PROGRESS_EVERY == 0:
                             progress.update(task, completed=raw.tell())
                 except (OSError, EOFError) as exc:
@@ -142,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 ignored += s.ignored
                 tracked += s.tracked
                 unparsed.update(s.unparsed)
-                metrics.count_input("postfix", s.lines, sum(s.unparsed.values()))
+                metrics.count_input(args.source, s.lines, sum(s.unparsed.values()))
                 if task is not None:
                     progress.remove_task(task)
     elapsed = time.monotonic() - started

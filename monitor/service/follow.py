@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 
-from monitor.collectors.mta.postfix import PostfixParser
+from monitor.collectors.mta import PARSERS
 from monitor.collectors.tail import FileTailer, Position
 from monitor.config import LogSource
 from monitor.metrics import Metrics
@@ -36,7 +36,7 @@ class _Followed:
             position=Position.from_dict((saved or {}).get("position")),
             start_at=source.start_at,
         )
-        self.parser = PostfixParser(source.kind, tz=source.tz)
+        self.parser = PARSERS[source.kind](source.kind, tz=source.tz)
         self.unparsed_seen = 0
 
 

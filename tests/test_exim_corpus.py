@@ -1,0 +1,155 @@
+"""Every Exim line of the third-party corpus is parsed into the right event or accounted for.
+
+The corpus (``../shared/corpora/mta-logs``, beside the repository) holds other projects'
+Exim lines: Exim's own test-suite mainlogs, gvengel/exim_exporter's test mainlog and
+fail2ban's Exim samples.  Each line's outcome — ``event:<types>``, ``tracked``,
+``ignored`` or ``unparsed:<kind>`` (``general``, ``message``, a flag such as ``=>``, or
+``<framing>``) — is committed in ``tests/data/exim/corpus_expectations.json`` (keyed
+``file:line``, never the text itself), so a change in what the parser understands shows
+up as a reviewed diff.  ``MAILMON_REGEN_GOLDEN=1`` rewrites it.
+
+Lines starting with ``#`` (fail2ban's comments, the test-suite's ``### source:``
+separators) and the test suite's ``******** SERVER ********`` banners are not log lines.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from golden import REGEN, check_json
+
+from monitor.collectors.mta.exim import EximParser
+
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+MTA_LOGS = CORPORA / "mta-logs"
+EXPECTATIONS = Path(__file__).parent / "data" / "exim" / "corpus_expectations.json"
+REFERENCE = datetime(2024, 12, 31, tzinfo=UTC)
+
+LOG_FILES = (
+    "exim_testsuite_mainlog_samples.log",
+    "gvengel_exim_exporter_test_mainlog.log",
+    "fail2ban_exim.log",
+    "fail2ban_exim-spam.log",
+)
+
+
+def corpus_lines(name: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) for every log line of one corpus file."""
+    text = (MTA_LOGS / name).read_text(encoding="utf-8", errors="surrogateescape")
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip() and not line.startswith(("#", "********")):
+            yield number, line
+
+
+def outcome(parser: EximParser, line: str) -> str:
+    """What the parser made of one line, from its counters."""
+    before = parser.stats.to_dict()
+    events = parser.feed(line)
+    after = parser.stats.to_dict()
+    if events:
+        return "event:" + "+".join(e.type.value for e in events)
+    for key in ("tracked", "ignored"):
+        if after[key] != before[key]:
+            return key
+    unparsed_before, unparsed_after = before["unparsed"], after["unparsed"]
+    assert isinstance(unparsed_before, dict) and isinstance(unparsed_after, dict)
+    changed = [k for k, v in unparsed_after.items() if unparsed_before.get(k) != v]
+    assert len(changed) == 1, f"line counted {len(changed)} times: {line!r}"
+    return f"unparsed:{changed[0]}"
+
+
+@functools.cache
+def corpus_outcomes() -> tuple[dict[str, str], dict[str, str]]:
+    """Outcome per "file:line", and the lines themselves (for messages only)."""
+    if not MTA_LOGS.is_dir():
+        pytest.fail(
+            f"corpus missing: {MTA_LOGS} (the repository's parent directory must hold "
+            "shared/corpora, as in CI); this test never skips"
+        )
+    outcomes: dict[str, str] = {}
+    texts: dict[str, str] = {}
+    for name in LOG_FILES:
+        parser = EximParser(reference_time=REFERENCE)  # one per file: messages correlate
+        for number, line in corpus_lines(name):
+            key = f"{name}:{number}"
+            outcomes[key] = outcome(parser, line)
+            texts[key] = line
+    return outcomes, texts
+
+
+def test_corpus_lines_match_expectations() -> None:
+    """Each corpus line has the committed outcome; the unsupported ones are listed by kind."""
+    outcomes, texts = corpus_outcomes()
+    unsupported: dict[str, list[str]] = defaultdict(list)
+    for key, result in outcomes.items():
+        if result.startswith("unparsed:"):
+            unsupported[result[9:]].append(f"  {key}: {texts[key][:160]}")
+    report = "\n".join(
+        f"{kind} ({len(items)}):\n" + "\n".join(items)
+        for kind, items in sorted(unsupported.items())
+    )
+    print(f"unsupported corpus lines by kind:\n{report}")
+    if REGEN:
+        check_json(EXPECTATIONS, outcomes)
+        return
+    assert EXPECTATIONS.exists(), f"{EXPECTATIONS} missing: run with MAILMON_REGEN_GOLDEN=1"
+    expected = json.loads(EXPECTATIONS.read_text(encoding="utf-8"))
+    diffs = [
+        f"  {key}: expected {expected.get(key)}, got {outcomes.get(key)}: {texts.get(key, '')[:120]}"
+        for key in sorted(set(expected) | set(outcomes))
+        if expected.get(key) != outcomes.get(key)
+    ]
+    assert not diffs, "corpus outcomes changed (MAILMON_REGEN_GOLDEN=1 to accept):\n" + "\n".join(
+        diffs
+    )
+
+
+# Lines that must always become events: a recipient's outcome or a refused recipient.
+_SHOULD_BE_EVENTS = re.compile(
+    r" [0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4} (?:=>|->|\*\*|==) |rejected RCPT "
+)
+
+
+def test_no_delivery_outcome_is_left_unparsed() -> None:
+    """Delivery, failure, deferral and recipient-rejection lines are never unsupported."""
+    outcomes, texts = corpus_outcomes()
+    missed = [
+        f"{key}: {texts[key][:160]}"
+        for key, result in outcomes.items()
+        if result.startswith("unparsed:") and _SHOULD_BE_EVENTS.search(texts[key])
+    ]
+    assert not missed, "\n".join(missed)
+
+
+def test_outcome_lines_match_their_flags() -> None:
+    """Each flag gives its event: => delivered, ** bounced or expired, == deferred or nothing."""
+    outcomes, texts = corpus_outcomes()
+    allowed = {
+        "=>": {"delivered", "dropped"},
+        "->": {"delivered"},
+        "**": {"bounced", "expired"},
+        "==": {"deferred"},
+    }
+    for key, result in outcomes.items():
+        flag = re.search(r" [0-9A-Za-z-]{16,23} (=>|->|\*\*|==) ", texts[key])
+        if flag is None:
+            continue
+        if "retry time not" in texts[key].lower() and flag.group(1) == "==":
+            assert result == "ignored", key
+            continue
+        assert result.startswith("event:"), key
+        final = result[6:].split("+")[-1]
+        assert final in allowed[flag.group(1)], (key, result)
+
+
+def test_corpus_covers_every_exim_file() -> None:
+    """Every Exim file of the corpus is read by these tests."""
+    corpus_outcomes()  # fails clearly when the corpus is missing
+    assert {p.name for p in MTA_LOGS.iterdir() if "exim" in p.name} == set(LOG_FILES)
