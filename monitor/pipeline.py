@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from monitor.classify import classify_reply
+from monitor.classify import classify
 from monitor.metrics import Metrics
 from monitor.model import Event, EventType
 from monitor.store import Store
@@ -72,12 +72,20 @@ class Pipeline:
         if event.provider is None and event.recipient_domain:
             fill(event, "provider", self.resolver.provider_for(event.recipient_domain))
         if event.reason is None and event.type in _FAILURES:
-            verdict = classify_reply(
-                event.reply_code, event.enhanced_status, event.type is EventType.EXPIRED
-            )
-            fill(event, "reason", verdict.reason)
+            if event.type is EventType.EXPIRED:
+                reason, hard = "expired", False
+            else:
+                verdict = classify(
+                    event.reply_code,
+                    event.enhanced_status,
+                    event.diagnostic,
+                    provider=event.provider,
+                    final=event.type is not EventType.DEFERRED,
+                )
+                reason, hard = verdict.reason, verdict.hard
+            fill(event, "reason", reason)
             if event.hard is None:
-                fill(event, "hard", verdict.hard if event.type is EventType.BOUNCED else False)
+                fill(event, "hard", hard if event.type is EventType.BOUNCED else False)
         return event
 
     def put(self, event: Event) -> None:

@@ -1,65 +1,34 @@
-"""Failure classification: reply code + enhanced status + text -> reason, hard.
+"""Failure classification: reply code + enhanced status + text + provider -> reason, hard, blame.
 
-This is the code-table fallback the pipeline uses for every failure; provider
-text rules layer on top of it (see DESIGN.md, "Bounce classes").
+    from monitor.classify import classify
+    classify(550, "5.1.1", "550 5.1.1 <a@example.org>: User unknown")
+    # Verdict(reason='userunknown', hard=True, blame='recipient', rule='generic_mta.userunknown')
+
+The rules are data (``monitor/data/classify/*.toml``, one file per provider or family,
+each rule citing its source); the engine is :mod:`monitor.classify.engine`, the loader
+and its validation :mod:`monitor.classify.rules` (DESIGN.md, "Bounce classes").
 """
 
 from __future__ import annotations
 
-import tomllib
-from functools import lru_cache
-from importlib import resources
-from typing import NamedTuple
+from monitor.classify.engine import HARD_REASONS, Verdict, classify
+from monitor.classify.rules import BLAMES, REASONS, RuleError
 
-__all__ = ["HARD_REASONS", "REASONS", "Verdict", "classify_reply"]
-
-#: The reason vocabulary (Sisimai 5.2; DESIGN.md "Bounce classes").
-REASONS = frozenset(
-    (
-        "userunknown hostunknown hasmoved notaccept mailboxfull suspend filtered rejected"
-        " blocked badreputation spamdetected virusdetected policyviolation authfailure"
-        " requireptr notcompliantrfc contenterror securityerror failedstarttls norelaying"
-        " syntaxerror systemerror systemfull networkerror expired mailererror exceedlimit"
-        " mesgtoobig toomanyconn speeding ratelimited suppressed onhold undefined delivered"
-        " feedback vacation"
-    ).split()
-)
-
-#: Reasons that mean the address will never work (DESIGN.md).
-HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
+__all__ = [
+    "BLAMES",
+    "HARD_REASONS",
+    "REASONS",
+    "RuleError",
+    "Verdict",
+    "classify",
+    "classify_reply",
+]
 
 
-class Verdict(NamedTuple):
-    reason: str
-    hard: bool
-
-
-@lru_cache(maxsize=1)
-def _tables() -> tuple[dict[str, str], dict[str, str]]:
-    text = resources.files("monitor.data").joinpath("status_codes.toml").read_text("utf-8")
-    data = tomllib.loads(text)
-    return dict(data["detail"]), dict(data["reply_code"])
-
-
-@lru_cache(maxsize=4096)
 def classify_reply(
     reply_code: int | None, enhanced_status: str | None, expired: bool = False
 ) -> Verdict:
-    """Classify one failed attempt from its codes (``expired``: the MTA gave up)."""
+    """Classify one failed attempt from its codes alone (``expired``: the MTA gave up)."""
     if expired:
-        return Verdict("expired", False)
-    details, codes = _tables()
-    permanent = False
-    reason = None
-    if enhanced_status:
-        klass, _, detail = enhanced_status.partition(".")
-        permanent = klass == "5"
-        reason = details.get(detail)
-    if reply_code is not None:
-        permanent = permanent or 500 <= reply_code < 600
-        if reason is None:
-            reason = codes.get(str(reply_code))
-    if reason is None:
-        reason = "undefined"
-    hard = permanent and (reason in HARD_REASONS or reason == "notaccept")
-    return Verdict(reason, hard)
+        return Verdict("expired", False, "infrastructure", "mta.expired")
+    return classify(reply_code, enhanced_status, None)

@@ -1,0 +1,307 @@
+"""The classification engine: reply code + enhanced status + text (+ provider) -> Verdict.
+
+    >>> classify(550, "5.7.1", "550-5.7.1 ... likely unsolicited mail ...", provider="google")
+    Verdict(reason='spamdetected', hard=False, blame='content', rule='google.unsolicited')
+
+Text rules (``monitor/data/classify/*.toml``, see :mod:`monitor.classify.rules`) are tried
+first, the receiving provider's own families before the others, and the first rule in that
+order whose conditions hold and whose regex is found decides; provider texts thereby win
+over the bare code.  When no text rule decides, the RFC 3463 table decides from the
+enhanced status (then its class-less form, then its subject), then from the reply code;
+a text nothing recognises is ``onhold`` and no information at all is ``undefined``
+(Sisimai's convention).
+
+Speed: the rules whose code / status / provider / command conditions hold are indexed
+once per distinct condition set: a trie of their literal prefixes, compiled into one
+factored regex, finds the few positions where any rule can start, and only the rules
+whose prefix is there are tried.  Whole verdicts are cached too.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import NamedTuple
+
+from monitor.classify.rules import Rule, RuleSet, load_rules
+
+__all__ = ["HARD_REASONS", "Verdict", "classify", "classify_uncached", "normalize"]
+
+#: Reasons that mean the address will never work (DESIGN.md); ``notaccept`` only when permanent.
+HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
+
+#: The blame of the reasons the code table and the fallbacks produce.
+_FALLBACK_BLAME = {"onhold": "unknown", "undefined": "unknown", "delivered": "unknown"}
+
+_STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+_CODE_RE = re.compile(r"^\s*([245]\d\d)(?=[\s\-]|$)")
+# "550-5.1.1 The email ... 550-5.1.1 https://..." : the continuation prefixes of a
+# multi-line reply (RFC 5321 section 4.2.1) split phrases; drop them after the first.
+_CONTINUATION_RE = re.compile(r"(?<=\s)[245]\d\d[\- ](?:[245]\.\d{1,3}\.\d{1,3}\s+)?(?=\S)")
+_SPACE_RE = re.compile(r"\s+")
+
+
+class Verdict(NamedTuple):
+    """What a failure means: the reason, hard or soft, who must act, and the rule that said so."""
+
+    reason: str
+    hard: bool
+    blame: str = "unknown"
+    rule: str = ""
+
+
+def normalize(text: str) -> str:
+    """Lower-case, fold whitespace and drop multi-line reply continuation prefixes."""
+    folded = _SPACE_RE.sub(" ", text.lower()).strip()
+    if "-" in folded:
+        head, rest = folded[:4], folded[4:]
+        folded = head + _CONTINUATION_RE.sub("", rest)
+    return folded
+
+
+_META = frozenset(".^$*+?{}[]\\|()")
+
+
+def literal_prefix(pattern: str) -> str:
+    """The literal text every match of ``pattern`` starts with ("" when there is none)."""
+    depth = 0
+    for i, c in enumerate(pattern):  # a top-level "|" means no common prefix
+        if c == "\\":
+            continue
+        if c == "(" and (i == 0 or pattern[i - 1] != "\\"):
+            depth += 1
+        elif c == ")" and pattern[i - 1] != "\\":
+            depth -= 1
+        elif c == "|" and depth == 0 and pattern[i - 1] != "\\":
+            return ""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern) and not pattern[i + 1].isalnum():
+            out.append(pattern[i + 1])
+            i += 2
+            continue
+        if c in _META:
+            if c in "*?{" and out:  # the last literal is optional or repeated
+                out.pop()
+            break
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _trie_regex(node: dict[str | None, object]) -> str:
+    """A regex matching any word of the trie, its branches factored by shared prefix."""
+    children = sorted(k for k in node if k is not None)
+    alts = [re.escape(ch) + _trie_regex(node[ch]) for ch in children]  # type: ignore[arg-type]
+    if not alts:
+        return ""
+    body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+    return f"(?:{body})?" if None in node else body
+
+
+_Entry = tuple[int, "re.Pattern[str]"]
+
+
+class _Matcher(NamedTuple):
+    """The rules that apply under one set of conditions, indexed for one pass over the text.
+
+    ``screen`` finds every position where some rule's literal prefix starts; ``trie``
+    (nested dicts of characters, ``None`` holding the rules whose prefix ends there) then
+    names the candidates at that position, each confirmed with its own compiled regex.
+    Alternatives without a usable prefix are searched one by one (``loose``: keep few).
+    """
+
+    rules: tuple[Rule, ...]
+    screen: re.Pattern[str] | None
+    trie: dict[str | None, object]
+    loose: tuple[_Entry, ...]
+    always: int  # index of the first rule without a text pattern (len(rules) if none)
+
+
+@lru_cache(maxsize=1)
+def _rules() -> RuleSet:
+    return load_rules()
+
+
+@lru_cache(maxsize=4096)
+def _matcher(
+    code: int | None, status: str | None, provider: str | None, command: str | None
+) -> _Matcher:
+    ordered = _rules().ordered(provider)
+    kept = tuple(r for r in ordered if r.accepts(code, status, provider, command))
+    return _join(kept)
+
+
+@lru_cache(maxsize=512)
+def _join(rules: tuple[Rule, ...]) -> _Matcher:
+    always = next((i for i, r in enumerate(rules) if r.match is None), len(rules))
+    trie: dict[str | None, object] = {}
+    loose: list[_Entry] = []
+    for i, rule in enumerate(rules[:always]):
+        for alternative in rule.alternatives:
+            compiled = re.compile(alternative)
+            prefix = literal_prefix(alternative)
+            if len(prefix) < 3:
+                loose.append((i, compiled))
+                continue
+            node = trie
+            for ch in prefix:
+                node = node.setdefault(ch, {})  # type: ignore[assignment]
+            entries = node.setdefault(None, [])
+            assert isinstance(entries, list)
+            entries.append((i, compiled))
+    screen = re.compile(_trie_regex(trie)) if trie else None
+    return _Matcher(rules, screen, trie, tuple(loose), always)
+
+
+def _first_rule(matcher: _Matcher, text: str) -> int:
+    """The index of the first rule (in order) whose pattern is found in ``text``."""
+    best = matcher.always
+    if not text:
+        return best
+    for index, regex in matcher.loose:
+        if index < best and regex.search(text):
+            best = index
+    screen = matcher.screen
+    if screen is None:
+        return best
+    root = matcher.trie
+    end = len(text)
+    pos = 0
+    while best > 0:
+        found = screen.search(text, pos)
+        if found is None:
+            break
+        start = found.start()
+        node: dict[str | None, object] | None = root
+        i = start
+        while node is not None:
+            entries = node.get(None)
+            if entries is not None:
+                for index, regex in entries:  # type: ignore[attr-defined]
+                    if index < best and regex.match(text, start):
+                        best = index
+            if i >= end:
+                break
+            node = node.get(text[i])  # type: ignore[assignment]
+            i += 1
+        pos = start + 1
+    return best
+
+
+def _permanent(code: int | None, status: str | None, final: bool) -> bool:
+    if status:
+        return status[0] == "5"
+    if code is not None:
+        return 500 <= code < 600
+    return final
+
+
+def _hard(reason: str, permanent: bool, final: bool, override: bool | None) -> bool:
+    if not final:
+        return False
+    if override is not None:
+        return override
+    return permanent and (reason in HARD_REASONS or reason == "notaccept")
+
+
+def _from_table(code: int | None, status: str | None, text: str) -> tuple[str, str, str]:
+    table = _rules().table
+    if status:
+        klass, _, rest = status.partition(".")
+        for key in (status, f"x.{rest}", f"{klass}.{rest.partition('.')[0]}"):
+            found = table.status.get(key)
+            if found:
+                return found[0], found[1], f"rfc3463.{key}"
+    if code is not None:
+        found = table.reply_code.get(str(code))
+        if found:
+            return found[0], found[1], f"rfc5321.{code}"
+    if text:
+        return "onhold", "unknown", "fallback.onhold"
+    return "undefined", "unknown", "fallback.undefined"
+
+
+def classify_uncached(
+    reply_code: int | None,
+    enhanced_status: str | None,
+    diagnostic: str | None,
+    *,
+    command: str | None = None,
+    provider: str | None = None,
+    mx_host: str | None = None,
+    final: bool = True,
+) -> Verdict:
+    """Classify one failed reply (``final``: the failure ends delivery, so it may be hard)."""
+    text = normalize(diagnostic) if diagnostic else ""
+    if reply_code is None and text:
+        found = _CODE_RE.match(text)
+        if found:
+            reply_code = int(found.group(1))
+    status = enhanced_status.strip() if enhanced_status else None
+    if not status or not _STATUS_RE.fullmatch(status):
+        found_status = _STATUS_RE.search(text) if text else None
+        status = found_status.group(0) if found_status else None
+    if provider is None and mx_host:
+        provider = _provider_of_mx(mx_host)
+    if command:
+        command = command.upper()
+    permanent = _permanent(reply_code, status, final)
+    if status and status.startswith("2."):
+        return Verdict("delivered", False, "unknown", "rfc3463.2.x.x")
+
+    matcher = _matcher(reply_code, status, provider, command)
+    while True:
+        index = _first_rule(matcher, text)
+        if index >= len(matcher.rules):
+            break
+        rule = matcher.rules[index]
+        if rule.unless is None or not rule.unless.search(text):
+            return Verdict(
+                rule.reason, _hard(rule.reason, permanent, final, rule.hard), rule.blame, rule.id
+            )
+        # vetoed: try again without it (the joined matcher is cached per rule tuple)
+        matcher = _join(matcher.rules[:index] + matcher.rules[index + 1 :])
+
+    reason, blame, rule_id = _from_table(reply_code, status, text)
+    return Verdict(reason, _hard(reason, permanent, final, None), blame, rule_id)
+
+
+@lru_cache(maxsize=65536)
+def _cached(
+    reply_code: int | None,
+    enhanced_status: str | None,
+    diagnostic: str | None,
+    command: str | None,
+    provider: str | None,
+    mx_host: str | None,
+    final: bool,
+) -> Verdict:
+    return classify_uncached(
+        reply_code, enhanced_status, diagnostic,
+        command=command, provider=provider, mx_host=mx_host, final=final,
+    )  # fmt: skip
+
+
+def classify(
+    reply_code: int | None,
+    enhanced_status: str | None,
+    diagnostic: str | None,
+    *,
+    command: str | None = None,
+    provider: str | None = None,
+    mx_host: str | None = None,
+    final: bool = True,
+) -> Verdict:
+    """Classify one failed reply; repeated replies are answered from a cache."""
+    return _cached(reply_code, enhanced_status, diagnostic, command, provider, mx_host, final)
+
+
+@lru_cache(maxsize=4096)
+def _provider_of_mx(host: str) -> str | None:
+    from monitor.providers import ProviderRules  # late: the engine must not need DNS code
+
+    found = ProviderRules.load().for_mx_host(host)
+    return found[0].value if found else None
