@@ -12,6 +12,8 @@ set -euo pipefail
 PACKAGES=(
   postfix     # tests/servers/postfix.py: a private instance on 127.0.0.1
   pflogsumm   # cross-checks Mailmon's Postfix numbers
+  prometheus  # promtool: checks and unit-tests alerts/ (tests/test_alert_rules.py)
+  prometheus-alertmanager  # amtool: checks alerts/alertmanager.yml
 )
 
 # Preseeded answers: "No configuration" installs Postfix without a main.cf, so no system
@@ -35,6 +37,47 @@ if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>
   echo "install these yourself, then run the tests: ${PACKAGES[*]}" >&2
   exit 1
 fi
+
+# ---- Exim (tests/servers/exim.py, tests/integration/test_exim_real.py) -------------------
+# exim4-daemon-light conflicts with postfix, so it is unpacked from its .deb into a cache
+# directory instead of installed; its one missing library (libidn12) is installed, and the
+# Debian-exim user its binary runs as is created.  Done once per machine.
+EXIM_ROOT="${MAILMON_EXIM_ROOT:-/var/cache/mailmon-test/exim}"
+
+install_exim() {
+  local binary="$EXIM_ROOT/usr/sbin/exim4"
+  if [ -x "$binary" ] && installed libidn12 && getent passwd Debian-exim >/dev/null; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-test-deps: Exim is missing under $EXIM_ROOT; run as root:  sudo $0" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! installed libidn12; then
+    apt-get "${APT_OPTIONS[@]}" install -y -qq --no-install-recommends libidn12 \
+      || { apt-get "${APT_OPTIONS[@]}" update -qq \
+           && apt-get "${APT_OPTIONS[@]}" install -y -qq --no-install-recommends libidn12; }
+  fi
+  if [ ! -x "$binary" ]; then
+    local download
+    download="$(mktemp -d)" && chmod 755 "$download"  # readable by apt's _apt user
+    (cd "$download" && apt-get download exim4-daemon-light) \
+      || (apt-get "${APT_OPTIONS[@]}" update -qq && cd "$download" && apt-get download exim4-daemon-light)
+    mkdir -p "$EXIM_ROOT"
+    dpkg -x "$download"/exim4-daemon-light_*.deb "$EXIM_ROOT"
+    rm -rf "$download"
+  fi
+  getent passwd Debian-exim >/dev/null || useradd --system --user-group --no-create-home \
+    --home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
+  if ldd "$binary" | grep -q 'not found'; then
+    echo "install-test-deps: $binary lacks libraries:" >&2
+    ldd "$binary" | grep 'not found' >&2
+    exit 1
+  fi
+}
+install_exim
+# ---- end of Exim --------------------------------------------------------------------------
 
 missing=()
 for package in "${PACKAGES[@]}"; do
@@ -63,3 +106,15 @@ for package in "${missing[@]}"; do
     exit 1
   fi
 done
+
+# The tests run private servers on loopback: a system service that a package we just
+# installed enabled must not hold the standard ports (services installed before are
+# the machine owner's and left alone).
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  for package in "${missing[@]}"; do
+    case "$package" in
+      prometheus|prometheus-alertmanager|postfix)
+        systemctl disable --now "$package" >/dev/null 2>&1 || true ;;
+    esac
+  done
+fi
