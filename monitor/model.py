@@ -165,6 +165,8 @@ class Event:
     diagnostic: str | None = None
     reason: str | None = None
     hard: bool | None = None
+    blame: str | None = None  # who is to blame for a failure (monitor.classify.BLAMES)
+    rule: str | None = None  # the classification rule that decided reason and blame
     delay_seconds: float | None = None
     size_bytes: int | None = None
     attempt: int | None = None

@@ -72,6 +72,7 @@ class Pipeline:
         if event.provider is None and event.recipient_domain:
             fill(event, "provider", self.resolver.provider_for(event.recipient_domain))
         if event.reason is None and event.type in _FAILURES:
+            blame = rule = None
             if event.type is EventType.EXPIRED:
                 reason, hard = "expired", False
             else:
@@ -83,7 +84,11 @@ class Pipeline:
                     final=event.type is not EventType.DEFERRED,
                 )
                 reason, hard = verdict.reason, verdict.hard
+                blame, rule = verdict.blame, verdict.rule
             fill(event, "reason", reason)
+            if event.blame is None:
+                fill(event, "blame", blame)
+                fill(event, "rule", rule)
             if event.hard is None:
                 fill(event, "hard", hard if event.type is EventType.BOUNCED else False)
         return event

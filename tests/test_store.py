@@ -180,3 +180,22 @@ def test_bad_url_is_a_clear_error() -> None:
         Store.open("mysql://x@localhost/db")
     with pytest.raises(StoreError):
         Store.open("not a url")
+
+
+def test_schema_1_database_is_migrated(db_url: str) -> None:
+    """A database at schema 1 (no blame/rule columns) is migrated on open and keeps its data."""
+    with Store.open(db_url) as store:
+        store.write(_flow())
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        for table in ("events", "deliveries"):
+            conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN blame"))
+            conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN rule"))
+        conn.execute(sa.text("UPDATE mailmon_meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
+    with Store.open(db_url) as store:
+        assert store.count("events") == 5
+        store.write([ev("bounced", 20, recipient="carol@gmail.com", reason="userunknown",
+                        blame="recipient", rule="rfc3463.5.1.1")])
+        (carol,) = store.trace("carol@gmail.com")
+        assert (carol["delivery"]["blame"], carol["events"][0].rule) == ("recipient", "rfc3463.5.1.1")

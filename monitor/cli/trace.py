@@ -43,6 +43,8 @@ def _delivery_json(found: dict[str, Any]) -> dict[str, Any]:
         "state": d["state"],
         "reason": d["reason"],
         "hard": d["hard"],
+        "blame": d["blame"],
+        "rule": d["rule"],
         "submitted_at": _iso(d["submitted_at"]),
         "final_at": _iso(d["final_at"]),
         "attempts": d["attempts"],
@@ -70,7 +72,8 @@ def _print_delivery(item: dict[str, Any]) -> None:
     d = item["delivery"]
     verdict = d["state"]
     if d["reason"]:
-        verdict += f" ({d['reason']}{', hard' if d['hard'] else ''})"
+        blame = f", blame: {d['blame']}" if d["blame"] else ""
+        verdict += f" ({d['reason']}{', hard' if d['hard'] else ''}{blame})"
     mid = f"<{d['message_id']}>" if d["message_id"] else "(no Message-ID)"
     print(f"{mid} -> {d['recipient'] or '(all recipients)'}: {verdict}")
     print(
@@ -85,7 +88,7 @@ def _print_delivery(item: dict[str, Any]) -> None:
         if e.reply_code or e.enhanced_status:
             detail.append(" ".join(str(x) for x in (e.reply_code, e.enhanced_status) if x))
         if e.reason:
-            detail.append(f"[{e.reason}]")
+            detail.append(f"[{e.reason}" + (f" by rule {e.rule}]" if e.rule else "]"))
         if e.relay:
             detail.append(f"relay={e.relay}")
         if e.delay_seconds is not None:

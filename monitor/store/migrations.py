@@ -18,9 +18,16 @@ __all__ = ["LATEST", "STEPS", "current_version", "migrate"]
 
 Step = Callable[[Connection], None]
 
+def _add_blame_and_rule(conn: Connection) -> None:
+    for table in ("events", "deliveries"):
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN blame VARCHAR(16)")
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN rule VARCHAR(64)")
+
+
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
+    (2, "blame and classification rule on events and deliveries", _add_blame_and_rule),
 ]
 
 LATEST = STEPS[-1][0]

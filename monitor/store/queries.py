@@ -98,6 +98,8 @@ def _event_from_row(row: Any) -> Event:
         diagnostic=row["diagnostic"],
         reason=row["reason"],
         hard=row["hard"],
+        blame=row["blame"],
+        rule=row["rule"],
         delay_seconds=row["delay_seconds"],
         size_bytes=row["size_bytes"],
         attempt=row["attempt"],

@@ -70,6 +70,8 @@ events = Table(
     Column("attempt", Integer),
     Column("tags", Text),
     Column("raw_ref", Text),
+    Column("blame", String(16)),  # schema 2
+    Column("rule", String(64)),  # schema 2
     # Lookups by message id, queue id or recipient go through deliveries: one index
     # here keeps bulk ingest fast.
     Index("ix_events_delivery_key", "delivery_key"),
@@ -99,6 +101,8 @@ deliveries = Table(
     Column("reason", String(32)),
     Column("hard", Boolean),
     Column("diagnostic", Text),
+    Column("blame", String(16)),  # schema 2
+    Column("rule", String(64)),  # schema 2
     Index("ix_deliveries_message_id", "message_id"),
     Index("ix_deliveries_queue_id", "queue_id"),
     Index("ix_deliveries_recipient", "recipient"),

@@ -72,6 +72,8 @@ def _event_row(event: Event, key: str) -> tuple[Any, ...]:
         event.attempt,
         ",".join(event.tags) if event.tags else None,
         event.raw_ref,
+        event.blame,
+        event.rule,
     )
 
 
@@ -217,6 +219,8 @@ def _new_delivery(key: str, e: Event) -> dict[str, Any]:
         "reason": None,
         "hard": None,
         "diagnostic": None,
+        "blame": None,
+        "rule": None,
     }
 
 
@@ -262,3 +266,5 @@ def _apply(row: dict[str, Any], e: Event) -> None:
             row["reason"] = e.reason
             row["hard"] = e.hard
             row["diagnostic"] = e.diagnostic
+            row["blame"] = e.blame
+            row["rule"] = e.rule

@@ -40,6 +40,8 @@ _FIELDS = (
     "diagnostic",
     "reason",
     "hard",
+    "blame",
+    "rule",
     "delay_seconds",
     "size_bytes",
     "attempt",
@@ -79,6 +81,8 @@ if FAST_PATH:
         _diagnostic,
         _reason,
         _hard,
+        _blame,
+        _rule,
         _delay_seconds,
         _size_bytes,
         _attempt,
@@ -179,6 +183,8 @@ class EventMaker:
         _diagnostic(event, diagnostic)
         _reason(event, None)
         _hard(event, None)
+        _blame(event, None)
+        _rule(event, None)
         _delay_seconds(event, delay_seconds)
         _size_bytes(event, size_bytes)
         _attempt(event, attempt)
