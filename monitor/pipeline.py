@@ -102,12 +102,21 @@ class Pipeline:
         for event in events:
             self.put(event)
 
-    def flush(self, *, checkpoint: tuple[str, Mapping[str, Any]] | None = None) -> list[Event]:
-        """Write what is pending (with a checkpoint, in the same transaction)."""
+    def discard(self) -> None:
+        """Drop what is pending (the caller will read it again from its checkpoint)."""
+        self._pending = []
+
+    def flush(
+        self,
+        *,
+        checkpoint: tuple[str, Mapping[str, Any]] | None = None,
+        state: Mapping[str, Any] | None = None,
+    ) -> list[Event]:
+        """Write what is pending (with a checkpoint and state, in the same transaction)."""
         batch, self._pending = self._pending, []
-        if not batch and checkpoint is None:
+        if not batch and checkpoint is None and not state:
             return []
-        fresh = self.store.write(batch, checkpoint=checkpoint)
+        fresh = self.store.write(batch, checkpoint=checkpoint, state=state)
         self.received += len(batch)
         self.stored += len(fresh)
         self.duplicates += len(batch) - len(fresh)

@@ -111,14 +111,19 @@ class FileTailer:
         except OSError:
             return 0
 
-    def poll(self) -> list[bytes]:
-        """Complete lines written since the last poll, across a rotation if one happened."""
+    def poll(self, max_bytes: int | None = None) -> list[bytes]:
+        """Complete lines written since the last poll, across a rotation if one happened.
+
+        With ``max_bytes``, stop after about that much of the followed file, so that a
+        long catch-up is stored (and checkpointed) in steps; the next poll goes on.
+        """
         lines: list[bytes] = []
         self._drain_rotated(lines)
         if self._handle is None and not self._open(lines):
             return lines
         assert self._handle is not None
-        self._read(self._handle, lines)
+        if not self._read(self._handle, lines, budget=max_bytes):
+            return lines  # more to read: rotation is looked at once the file is done
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -142,18 +147,23 @@ class FileTailer:
 
     # -- reading -----------------------------------------------------------------
 
-    def _read(self, handle: IO[bytes], lines: list[bytes], *, track: bool = True) -> None:
+    def _read(
+        self, handle: IO[bytes], lines: list[bytes], *, track: bool = True,
+        budget: int | None = None,
+    ) -> bool:  # fmt: skip
         """Read complete lines of the followed file to its end; hold a partial last line.
 
         With ``track`` off the file is a finished one (a rotated copy): its position is
-        not ours and its last line needs no newline.
+        not ours and its last line needs no newline.  Returns False when ``budget``
+        bytes were read before the end.
         """
-        partial = _read_lines(handle, lines, self._partial if track else b"",
-                              self._advance if track else None)  # fmt: skip
+        partial, done = _read_lines(handle, lines, self._partial if track else b"",
+                                    self._advance if track else None, budget)  # fmt: skip
         if track:
             self._partial = partial
         elif partial:
             lines.append(partial)
+        return done
 
     def _advance(self, line: bytes, nbytes: int) -> None:
         if self._pos.offset == 0 and not self._pos.fingerprint:
@@ -271,7 +281,7 @@ class FileTailer:
         for handle, since, partial in self._draining:
             before = len(lines)
             try:
-                partial = _read_lines(handle, lines, partial, None)
+                partial, _ = _read_lines(handle, lines, partial, None)
             except OSError as exc:
                 log.warning("reading rotated %s: %s", self.path, exc)
                 partial, since = b"", -self._rotate_wait
@@ -297,8 +307,14 @@ def _read_lines(
     lines: list[bytes],
     partial: bytes,
     advance: Callable[[bytes, int], None] | None,
-) -> bytes:
-    """Append the complete lines of ``handle`` to ``lines``; return the unterminated rest."""
+    budget: int | None = None,
+) -> tuple[bytes, bool]:
+    """Append the complete lines of ``handle`` to ``lines``.
+
+    Returns the unterminated rest and whether the end was reached (False: the
+    ``budget`` of bytes ran out first).
+    """
+    left = budget
     while chunk := handle.read(_CHUNK):
         parts = (partial + chunk).split(b"\n")
         partial = parts.pop()
@@ -311,7 +327,11 @@ def _read_lines(
             if advance is not None:
                 advance(partial, len(partial))
             partial = b""
-    return partial
+        if left is not None:
+            left -= len(chunk)
+            if left <= 0:
+                return partial, False
+    return partial, True
 
 
 def _skip(handle: IO[bytes], offset: int) -> None:

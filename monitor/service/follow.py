@@ -38,6 +38,15 @@ class _Followed:
         )
         self.parser = PARSERS[source.kind](source.kind, tz=source.tz)
         self.unparsed_seen = 0
+        # What the parser remembered of messages still in flight at the checkpoint.
+        self.state_prefix = f"{self.key}\x1fstate\x1f"
+        if saved and hasattr(self.parser, "restore_state"):
+            self.parser.restore_state(pipeline.store.checkpoints_under(self.state_prefix))
+
+    def state_changes(self) -> dict[str, object]:
+        if not hasattr(self.parser, "state_changes"):
+            return {}
+        return {self.state_prefix + k: v for k, v in self.parser.state_changes().items()}
 
 
 class Follower:
@@ -65,7 +74,15 @@ class Follower:
                 followed = self.files.get(path)
                 if followed is None:
                     followed = self.files[path] = _Followed(source, path, self.pipeline)
-                total += self._poll(followed)
+                try:
+                    total += self._poll(followed)
+                except Exception:
+                    # The store refused the batch (database down, disk full): forget what
+                    # was read since the last checkpoint and start again from it.
+                    log.exception("storing %s failed; will re-read from its checkpoint", path)
+                    self.pipeline.discard()
+                    followed.tailer.close()
+                    del self.files[path]
         return total
 
     def errors(self) -> dict[str, str]:
@@ -73,7 +90,7 @@ class Follower:
         return {p: f.tailer.error for p, f in self.files.items() if f.tailer.error}
 
     def _poll(self, f: _Followed) -> int:
-        lines = f.tailer.poll()
+        lines = f.tailer.poll(max_bytes=f.source.max_bytes_per_poll)
         ref = f.tailer.path
         for raw in lines:
             for event in f.parser.feed(raw.decode("utf-8", "replace").rstrip("\r"), ref):
@@ -81,7 +98,8 @@ class Follower:
         if lines:
             self.pipeline.flush(
                 checkpoint=(f.key, {"path": f.tailer.path,
-                                    "position": f.tailer.position().to_dict()})
+                                    "position": f.tailer.position().to_dict()}),
+                state=f.state_changes(),
             )  # fmt: skip
             unparsed = sum(f.parser.stats.unparsed.values())
             self.metrics.count_input(f.source.kind, len(lines), unparsed - f.unparsed_seen)

@@ -93,19 +93,38 @@ class Store:
     # -- writing -------------------------------------------------------------
 
     def write(
-        self, batch: Iterable[Event], *, checkpoint: tuple[str, Mapping[str, Any]] | None = None
+        self,
+        batch: Iterable[Event],
+        *,
+        checkpoint: tuple[str, Mapping[str, Any]] | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> list[Event]:
-        """Store a batch (and a source checkpoint with it, atomically); returns the new events."""
+        """Store a batch and, atomically with it, a source checkpoint and state entries.
+
+        ``state`` maps checkpoint keys to their new value, or None to delete the key:
+        a collector's per-message memory, kept beside its position.
+        """
         with self.engine.begin() as conn:
             fresh = write_events(conn, batch)
+            now = time.time()
+            rows = {}
             if checkpoint is not None:
-                source, state = checkpoint
-                upsert(
-                    conn,
-                    checkpoints,
-                    [{"source": source, "state": json.dumps(state), "updated_at": time.time()}],
-                    ["source"],
-                )
+                rows[checkpoint[0]] = checkpoint[1]
+            gone = []
+            for key, value in (state or {}).items():
+                if value is None:
+                    gone.append(key)
+                else:
+                    rows[key] = value
+            upsert(
+                conn,
+                checkpoints,
+                [{"source": k, "state": json.dumps(v), "updated_at": now} for k, v in rows.items()],
+                ["source"],
+            )
+            for start in range(0, len(gone), 500):
+                conn.execute(checkpoints.delete().where(
+                    checkpoints.c.source.in_(gone[start : start + 500])))
         return fresh
 
     # -- checkpoints -----------------------------------------------------------
@@ -116,6 +135,16 @@ class Store:
                 select(checkpoints.c.state).where(checkpoints.c.source == source)
             ).first()
         return json.loads(row[0]) if row else None
+
+    def checkpoints_under(self, prefix: str) -> dict[str, Any]:
+        """Every checkpoint entry whose key starts with ``prefix``, without the prefix."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(checkpoints.c.source, checkpoints.c.state).where(
+                    checkpoints.c.source.startswith(prefix, autoescape=True)
+                )
+            )
+            return {key[len(prefix):]: json.loads(value) for key, value in rows}
 
     # -- provider cache (monitor.providers.ProviderCache) ----------------------
 

@@ -47,7 +47,7 @@ from monitor.collectors.mta.exim_lines import (
 from monitor.collectors.mta.postfix import MAX_LINE_CHARS, ParseStats
 from monitor.collectors.mta.postfix_events import EventMaker
 from monitor.collectors.mta.postfix_lines import reply_of
-from monitor.collectors.mta.postfix_state import Queued, QueueTable, Recipient
+from monitor.collectors.mta.postfix_state import Queued, QueueTable, Recipient, StatefulParser
 from monitor.collectors.syslog import SyslogFramer
 from monitor.model import Event, EventType
 
@@ -71,7 +71,7 @@ _TRACKED = 1  # understood and remembered for the message id's later lines
 _UNPARSED = 2  # not understood
 
 
-class EximParser:
+class EximParser(StatefulParser):
     """Turns Exim mainlog lines into Events, one line at a time.
 
     >>> parser = EximParser()

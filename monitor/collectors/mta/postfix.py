@@ -46,7 +46,7 @@ from monitor.collectors.mta.postfix_rules import (
     REFUSALS,
     SERVER_NOISE,
 )
-from monitor.collectors.mta.postfix_state import QueueTable, Recipient
+from monitor.collectors.mta.postfix_state import QueueTable, Recipient, StatefulParser
 from monitor.collectors.syslog import SyslogFramer
 from monitor.model import Event, EventType
 
@@ -108,7 +108,7 @@ class _NoHeads(dict[str, _Head]):
         pass
 
 
-class PostfixParser:
+class PostfixParser(StatefulParser):
     """Turns Postfix log lines into Events, one line at a time.
 
     >>> parser = PostfixParser(reference_time=datetime(2024, 3, 10, tzinfo=UTC))

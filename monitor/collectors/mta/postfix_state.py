@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import collections
 from datetime import datetime, timedelta
+from typing import Any
 
-__all__ = ["QueueTable", "Queued", "Recipient"]
+__all__ = ["QueueTable", "Queued", "Recipient", "StatefulParser"]
 
 Key = tuple[str, str, str]  # (host, Postfix instance, queue id)
 
 
 class Recipient:
     """One recipient of a queued message: attempts so far and the last deferral."""
+
+    def to_list(self) -> list[Any]:
+        return [self.attempts, self.final, self.code, self.enhanced, self.diagnostic]
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> Recipient:
+        rcpt = cls()
+        rcpt.attempts, rcpt.final, rcpt.code, rcpt.enhanced, rcpt.diagnostic = data
+        return rcpt
 
     __slots__ = ("attempts", "code", "diagnostic", "enhanced", "final")
 
@@ -45,6 +55,30 @@ class Queued:
         self.seen = seen  # the latest line about it, for the age bound
         self.rcpts: dict[str | None, Recipient] = {}
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; times as ISO 8601 so that they come back to the microsecond."""
+        return {
+            "arrival": self.arrival.isoformat() if self.arrival else None,
+            "client": self.client,
+            "message_id": self.message_id,
+            "sender": self.sender,
+            "size": self.size,
+            "tags": list(self.tags),
+            "seen": self.seen.isoformat(),
+            "rcpts": [[r, state.to_list()] for r, state in self.rcpts.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Queued:
+        state = cls(datetime.fromisoformat(data["seen"]))
+        arrival = data.get("arrival")
+        state.arrival = datetime.fromisoformat(arrival) if arrival else None
+        state.client, state.message_id = data.get("client"), data.get("message_id")
+        state.sender, state.size = data.get("sender"), data.get("size")
+        state.tags = tuple(data.get("tags") or ())
+        state.rcpts = {r: Recipient.from_list(v) for r, v in data.get("rcpts") or ()}
+        return state
+
     def arrived(self, moment: datetime) -> None:
         if self.arrival is None or moment < self.arrival:
             self.arrival = moment
@@ -59,6 +93,10 @@ class QueueTable:
         self._max_age = timedelta(seconds=max_age_seconds)
         self._aged_at: datetime | None = None
         self.get = self._queues.get
+        # What changed since the last checkpoint (see changes()), so that a follower can
+        # store exactly the state that goes with the lines it has committed.
+        self._dirty: set[Key] = set()
+        self._gone: set[Key] = set()
 
     def __len__(self) -> int:
         return len(self._queues)
@@ -68,20 +106,68 @@ class QueueTable:
         key = (host, instance, qid)
         queues = self._queues
         state = queues.get(key)
+        self._dirty.add(key)
         if state is not None:
             queues.move_to_end(key)
             state.seen = moment
             return state
+        self._gone.discard(key)
         state = queues[key] = Queued(moment)
         if len(queues) > self._max:
-            queues.popitem(last=False)
+            self._forget(queues.popitem(last=False)[0])
         if moment is not self._aged_at:  # once per distinct timestamp is enough
             self._aged_at = moment
             horizon = moment - self._max_age
             while next(iter(queues.values())).seen < horizon:
-                queues.popitem(last=False)
+                self._forget(queues.popitem(last=False)[0])
         return state
+
+    def _forget(self, key: Key) -> None:
+        self._dirty.discard(key)
+        self._gone.add(key)
 
     def drop(self, host: str, instance: str, qid: str) -> Queued | None:
         """Forget a queue id (``removed``, or refused whole); its state if it had one."""
-        return self._queues.pop((host, instance, qid), None)
+        key = (host, instance, qid)
+        state = self._queues.pop(key, None)
+        if state is not None:
+            self._forget(key)
+        return state
+
+    def changes(self) -> tuple[dict[Key, Queued], set[Key]]:
+        """Queue ids touched and forgotten since the last call (the call resets both)."""
+        touched = {k: self._queues[k] for k in self._dirty if k in self._queues}
+        gone = self._gone
+        self._dirty, self._gone = set(), set()
+        return touched, gone
+
+    def restore(self, saved: dict[Key, Queued]) -> None:
+        """Put back state saved by a previous run, least recently seen first."""
+        for key, state in sorted(saved.items(), key=lambda kv: kv[1].seen):
+            self._queues[key] = state
+
+
+class StatefulParser:
+    """Checkpointing of the queue table, for parsers that keep one in ``_queues``.
+
+    A follower stores :meth:`state_changes` with the events of the lines it has read
+    and hands the stored state to :meth:`restore_state` after a restart, so that a
+    message whose first lines were read before a crash is still known after it.
+    """
+
+    _queues: QueueTable
+
+    def state_changes(self) -> dict[str, dict[str, Any] | None]:
+        """Per queue id (``host\x1finstance\x1fqid``): its new state, or None when gone."""
+        touched, gone = self._queues.changes()
+        out: dict[str, dict[str, Any] | None] = {"\x1f".join(k): None for k in gone}
+        out.update({"\x1f".join(k): state.to_dict() for k, state in touched.items()})
+        return out
+
+    def restore_state(self, saved: dict[str, dict[str, Any]]) -> None:
+        restored: dict[Key, Queued] = {}
+        for key, value in saved.items():
+            parts = key.split("\x1f")
+            if len(parts) == 3:
+                restored[(parts[0], parts[1], parts[2])] = Queued.from_dict(value)
+        self._queues.restore(restored)
