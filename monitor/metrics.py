@@ -96,6 +96,11 @@ class Metrics:
             "mailmon_source_last_event_timestamp_seconds",
             "Event time of the newest event stored per source.", ["source"], registry=r,
         )  # fmt: skip
+        self.bytes_behind = Gauge(
+            "mailmon_source_bytes_behind",
+            "Bytes written to followed logs and not read yet, per source.", ["source"],
+            registry=r,
+        )  # fmt: skip
         self.build_info = Gauge(
             "mailmon_build_info", "Mailmon's version.", ["version"], registry=r,
         )  # fmt: skip

@@ -83,6 +83,11 @@ class Follower:
                     self.pipeline.discard()
                     followed.tailer.close()
                     del self.files[path]
+        behind: dict[str, int] = {}
+        for f in self.files.values():
+            behind[f.source.kind] = behind.get(f.source.kind, 0) + f.tailer.bytes_behind()
+        for kind, n in behind.items():
+            self.metrics.bytes_behind.labels(kind).set(n)
         return total
 
     def errors(self) -> dict[str, str]:
