@@ -60,12 +60,22 @@ class MetricsConfig(_Strict):
     top_domains: int = Field(20, ge=0, le=500)
 
 
+class RollupConfig(_Strict):
+    """The rollup engine in ``serve`` and the *domain starts rejecting* detector."""
+
+    interval_seconds: float = Field(60.0, ge=1, le=86400)
+    min_attempts: int = Field(20, ge=1)
+    factor: float = Field(3.0, gt=0)
+    floor: float = Field(0.10, gt=0, lt=1)
+
+
 class Config(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     service: ServiceConfig = ServiceConfig()
     logs: tuple[LogSource, ...] = ()
     providers: ProvidersConfig = ProvidersConfig()
     metrics: MetricsConfig = MetricsConfig()
+    rollup: RollupConfig = RollupConfig()
     data_dir: str | None = None
 
 

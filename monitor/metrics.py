@@ -8,16 +8,18 @@ volume (everything else is ``other``), reasons from the bounce vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from monitor import __version__
 from monitor.classify import REASONS
 from monitor.model import Event, EventType, Provider
 
-__all__ = ["OUTCOMES", "DomainLabeler", "Metrics"]
+__all__ = ["OUTCOMES", "DomainLabeler", "Metrics", "RollupGauges"]
 
 OUTCOMES = frozenset({"delivered", "deferred", "bounced", "expired", "rejected", "suppressed"})
 _PROVIDERS = frozenset(p.value for p in Provider)
@@ -50,6 +52,68 @@ class DomainLabeler:
 def source_kind(source: str) -> str:
     """The bounded ``source`` label: the collector, without its host part."""
     return source.partition(":")[0]
+
+
+class _DomainState(Protocol):
+    """One (provider, domain) as ``monitor.rollup.DomainState`` describes it."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def rejecting(self) -> int: ...
+    @property
+    def open(self) -> bool: ...
+
+
+class RollupGauges:
+    """The rollup engine's per-domain gauges, built at scrape time from its last evaluation.
+
+    Domains outside the labeler aggregate into ``other``: rejecting is 1 when any of them
+    has an open incident, the ratio is their pooled short-window rejecting share.
+    """
+
+    def __init__(self, labeler: DomainLabeler) -> None:
+        self._labeler = labeler
+        self._lock = threading.Lock()
+        self._states: list[_DomainState] = []
+
+    def update(self, states: Iterable[_DomainState]) -> None:
+        with self._lock:
+            self._states = list(states)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            states = list(self._states)
+        pooled: dict[tuple[str, str], list[int]] = {}
+        for s in states:
+            provider = s.provider if s.provider in _PROVIDERS else "other"
+            slot = pooled.setdefault((provider, self._labeler(s.domain)), [0, 0, 0])
+            slot[0] += s.attempts
+            slot[1] += s.rejecting
+            slot[2] = max(slot[2], int(s.open))
+        rejecting = GaugeMetricFamily(
+            "mailmon_domain_rejecting",
+            "1 while the rollup engine has an open domain-rejecting incident.",
+            labels=["provider", "domain"],
+        )
+        ratio = GaugeMetricFamily(
+            "mailmon_domain_rejecting_ratio",
+            "Share of attempts failing for reputation/policy/rate/block reasons (short window).",
+            labels=["provider", "domain"],
+        )
+        for (provider, domain), (attempts, failing, is_open) in sorted(pooled.items()):
+            rejecting.add_metric([provider, domain], is_open)
+            if attempts:
+                ratio.add_metric([provider, domain], failing / attempts)
+        yield rejecting
+        yield ratio
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class Metrics:
@@ -105,6 +169,8 @@ class Metrics:
             "mailmon_build_info", "Mailmon's version.", ["version"], registry=r,
         )  # fmt: skip
         self.build_info.labels(version=__version__).set(1)
+        self.rollup = RollupGauges(self.labeler)
+        r.register(self.rollup)
         self._latest: dict[str, float] = {}
 
     def observe(self, events: Iterable[Event]) -> None:

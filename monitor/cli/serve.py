@@ -1,4 +1,4 @@
-"""``mailmon serve``: the HTTP service (``/metrics``, ``/healthz``) and the log followers."""
+"""``mailmon serve``: the HTTP service, the log followers and the rollup engine."""
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from sqlalchemy.engine import make_url
 
+    from monitor.cli.rollup import detector_for
     from monitor.metrics import DomainLabeler, Metrics
     from monitor.pipeline import Pipeline
+    from monitor.rollup import RollupEngine, newest_event_time
     from monitor.service.app import create_app
     from monitor.service.follow import Follower
 
@@ -66,6 +68,25 @@ def run(args: argparse.Namespace) -> int:
             min_interval = min((s.poll_interval_seconds for s in config.logs), default=1.0)
             stop.wait(min_interval)
 
+    engine = RollupEngine(store, detector_for(config), gauges=metrics.rollup)
+
+    def rollup() -> None:
+        # Event time: evaluate at the newest event seen, on the interval's grid, so that a
+        # replay with the same step finds the same incidents; wall clock only paces it.
+        interval = config.rollup.interval_seconds
+        grid = max(60, int(interval) // 60 * 60)
+        last: float | None = None
+        while not stop.is_set():
+            try:
+                newest = newest_event_time(store)
+                at = None if newest is None else newest - newest % grid
+                if at is not None and at != last:
+                    engine.evaluate(at)
+                    last = at
+            except Exception:  # the service keeps running; the next round retries
+                log.exception("rollup evaluation failed; retrying")
+            stop.wait(interval)
+
     def health() -> dict[str, object]:
         store.count("counters")  # raises when the database is unreachable
         return {"logs": [s.path for s in config.logs], "log_errors": follower.errors()}
@@ -76,11 +97,13 @@ def run(args: argparse.Namespace) -> int:
     thread = threading.Thread(target=follow, name="mailmon-follow", daemon=True)
     if config.logs:
         thread.start()
+    rollup_thread = threading.Thread(target=rollup, name="mailmon-rollup", daemon=True)
+    rollup_thread.start()
     hook_pipeline = Pipeline(store, resolver=resolver_for(config, store), metrics=metrics,
                              batch_size=config.database.batch_size)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(metrics, health=health, pipeline=hook_pipeline),
+            create_app(metrics, health=health, pipeline=hook_pipeline, store=store),
             host=host,
             port=port,
             log_level="warning",
@@ -99,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
         if thread.is_alive():
             thread.join(timeout=10)
+        rollup_thread.join(timeout=10)
         pipeline.flush()
         store.close()
     return 0

@@ -1,10 +1,12 @@
-"""The HTTP app: ``/metrics`` for Prometheus and ``/healthz`` for orchestrators."""
+"""The HTTP app: ``/metrics`` for Prometheus, ``/healthz`` for orchestrators, ``/api/incidents``."""
 
 from __future__ import annotations
 
 import json
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -18,6 +20,9 @@ from monitor.collectors.mta.kumomta import KumoParser
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
 
+if TYPE_CHECKING:
+    from monitor.store import Store
+
 __all__ = ["create_app"]
 
 
@@ -29,11 +34,13 @@ def create_app(
     *,
     health: Callable[[], dict[str, object]] | None = None,
     pipeline: Pipeline | None = None,
+    store: Store | None = None,
 ) -> Starlette:
     """The ASGI app; ``health`` returns extra detail for ``/healthz`` and raises when unhealthy.
 
     With a ``pipeline``, ``POST /ingest/kumomta`` takes KumoMTA log-hook records (one
-    JSON object, an array of them, or one per line) into it.
+    JSON object, an array of them, or one per line) into it.  With a ``store``,
+    ``GET /api/incidents[?open=1][&since=UNIX seconds]`` lists the rollup engine's incidents.
     """
     hook_lock = threading.Lock()  # the pipeline batches; one request at a time fills it
 
@@ -66,6 +73,25 @@ def create_app(
         metrics.count_input("kumomta", parser.stats.lines, bad)
         return {"records": parser.stats.lines, "events": parser.stats.events, "rejected": bad}
 
+    async def api_incidents(request: Request) -> Response:
+        if store is None:
+            return JSONResponse({"error": "no store"}, status_code=404)
+        open_only = request.query_params.get("open", "") in ("1", "true", "yes")
+        raw_since = request.query_params.get("since")
+        try:
+            since = None if raw_since is None else float(raw_since)
+        except ValueError:
+            return JSONResponse({"error": "since: expected UNIX seconds"}, status_code=400)
+        return JSONResponse(await run_in_threadpool(_incidents, open_only, since))
+
+    def _incidents(open_only: bool, since: float | None) -> list[dict[str, object]]:
+        from monitor.rollup import list_incidents
+
+        with store.engine.connect() as conn:  # type: ignore[union-attr]
+            rows = list_incidents(conn, open_only=open_only, since=since)
+        return [r | {"started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"])}
+                for r in rows]
+
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -79,7 +105,7 @@ def create_app(
         return JSONResponse(body)
 
     async def index(request: Request) -> Response:
-        return PlainTextResponse(f"mailmon {__version__}\n/metrics\n/healthz\n")
+        return PlainTextResponse(f"mailmon {__version__}\n/metrics\n/healthz\n/api/incidents\n")
 
     return Starlette(
         routes=[
@@ -87,5 +113,10 @@ def create_app(
             Route("/metrics", metrics_endpoint),
             Route("/healthz", healthz),
             Route("/ingest/kumomta", kumomta_hook, methods=["POST"]),
+            Route("/api/incidents", api_incidents),
         ]
     )
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()

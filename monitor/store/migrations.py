@@ -12,7 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, select
 
 from monitor.errors import StoreError
-from monitor.store.schema import meta, metadata
+from monitor.store.schema import incidents, meta, metadata
 
 __all__ = ["LATEST", "STEPS", "current_version", "migrate"]
 
@@ -24,10 +24,15 @@ def _add_blame_and_rule(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN rule VARCHAR(64)")
 
 
+def _add_incidents(conn: Connection) -> None:
+    incidents.create(conn)
+
+
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
     (2, "blame and classification rule on events and deliveries", _add_blame_and_rule),
+    (3, "incidents from the rollup engine's detectors", _add_incidents),
 ]
 
 LATEST = STEPS[-1][0]

@@ -24,6 +24,7 @@ __all__ = [
     "counters",
     "deliveries",
     "events",
+    "incidents",
     "meta",
     "metadata",
     "provider_cache",
@@ -136,4 +137,19 @@ checkpoints = Table(
     Column("source", String(512), primary_key=True),
     Column("state", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+incidents = Table(  # schema 3
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("started_at", Float, nullable=False),  # event time of the evaluation that opened it
+    Column("ended_at", Float),  # NULL while open
+    Column("evidence", Text, nullable=False),  # JSON: window counts, rates, baseline, top replies
+    # One incident per subject and start: re-evaluating the same time never duplicates.
+    Index("ux_incidents_subject_start", "kind", "provider", "domain", "started_at", unique=True),
+    Index("ix_incidents_started_at", "started_at"),
 )

@@ -1,0 +1,82 @@
+"""``mailmon incidents``: what the rollup engine detected, open and past."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.cli.common import config_of, open_store, parse_since, print_json
+
+__all__ = ["register"]
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "incidents",
+        parents=[common],
+        help="incidents found by the rollup engine",
+        description="Incidents (newest first) with their evidence: window counts, rates, "
+        "baseline and the top replies. Times are event times.",
+    )
+    p.add_argument("--open", action="store_true", help="only incidents still open")
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only incidents open at or ended after this (24h, 7d or an ISO 8601 time)",
+    )
+    p.add_argument("--json", action="store_true", help="machine output: a JSON array")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from monitor.rollup import list_incidents
+
+    config = config_of(args)
+    with open_store(args, config) as store, store.engine.connect() as conn:
+        rows = list_incidents(conn, open_only=args.open, since=parse_since(args.since))
+    if args.json:
+        print_json([_jsonable(r) for r in rows])
+    else:
+        _table(rows)
+    return 0
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return row | {"started_at": iso(row["started_at"]), "ended_at": iso(row["ended_at"])}
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=1000)
+    if not rows:
+        console.print("no incidents")
+        return
+    table = Table(box=None, header_style="bold")
+    columns = ("id", "kind", "provider", "domain", "started", "ended", "attempts", "share", "top")
+    for name in columns:
+        table.add_column(name, no_wrap=True)
+    for r in rows:
+        short = r["evidence"].get("windows", {}).get("5m", {})
+        share = short.get("rejecting_share")
+        reasons = r["evidence"].get("top_reasons") or [{}]
+        table.add_row(
+            str(r["id"]),
+            r["kind"],
+            r["provider"],
+            r["domain"],
+            iso(r["started_at"]) or "",
+            iso(r["ended_at"]) or "open",
+            str(short.get("attempts", "")),
+            "-" if share is None else f"{share * 100:.0f}%",
+            str(reasons[0].get("reason", "")),
+        )
+    console.print(table)

@@ -1,0 +1,23 @@
+"""Rollups over the store's counters: windows, baselines, detectors and incidents (event time)."""
+
+from __future__ import annotations
+
+from monitor.rollup.detectors import Decision, RejectingDetector, wilson
+from monitor.rollup.engine import DomainState, Evaluation, RollupEngine, newest_event_time
+from monitor.rollup.incidents import list_incidents
+from monitor.rollup.windows import REJECTING_REASONS, WINDOWS, Counts, window_counts
+
+__all__ = [
+    "REJECTING_REASONS",
+    "WINDOWS",
+    "Counts",
+    "Decision",
+    "DomainState",
+    "Evaluation",
+    "RejectingDetector",
+    "RollupEngine",
+    "list_incidents",
+    "newest_event_time",
+    "wilson",
+    "window_counts",
+]

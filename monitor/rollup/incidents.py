@@ -1,0 +1,123 @@
+"""Incidents in the store: open, close and list them, idempotently in event time."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from monitor.store.schema import counters, deliveries, incidents
+
+__all__ = ["active", "close", "list_incidents", "open_incident", "top_reasons", "top_replies"]
+
+
+def active(conn: Connection, kind: str, at: float) -> dict[tuple[str, str], dict[str, Any]]:
+    """Incidents of ``kind`` covering ``at`` (started at or before, not ended by then)."""
+    rows = conn.execute(
+        select(incidents).where(
+            incidents.c.kind == kind,
+            incidents.c.started_at <= at,
+            or_(incidents.c.ended_at.is_(None), incidents.c.ended_at > at),
+        )
+    ).mappings()
+    return {(r["provider"], r["domain"]): dict(r) for r in rows}
+
+
+def open_incident(
+    conn: Connection, kind: str, provider: str, domain: str, at: float, evidence: dict[str, Any]
+) -> None:
+    conn.execute(
+        incidents.insert().values(
+            kind=kind,
+            provider=provider,
+            domain=domain,
+            started_at=at,
+            ended_at=None,
+            evidence=json.dumps(evidence, sort_keys=True),
+        )
+    )
+
+
+def close(conn: Connection, row: dict[str, Any], at: float, resolution: dict[str, Any]) -> None:
+    """End an open incident at ``at``, keeping the evidence that opened it."""
+    evidence = json.loads(row["evidence"])
+    evidence["resolution"] = resolution
+    conn.execute(
+        incidents.update()
+        .where(incidents.c.id == row["id"], incidents.c.ended_at.is_(None))
+        .values(ended_at=at, evidence=json.dumps(evidence, sort_keys=True))
+    )
+
+
+def top_replies(
+    conn: Connection, domain: str, since: float, until: float, reasons: frozenset[str], limit: int
+) -> list[dict[str, Any]]:
+    """The most frequent failing replies of ``domain`` in ``[since, until)`` from delivery rows.
+
+    Delivery rows keep each recipient's latest reply; through the (domain, state) index
+    this stays cheap, and it only runs when an incident opens.
+    """
+    rows = conn.execute(
+        select(
+            deliveries.c.reply_code,
+            deliveries.c.enhanced_status,
+            deliveries.c.reason,
+            deliveries.c.diagnostic,
+        )
+        .where(
+            deliveries.c.recipient_domain == domain,
+            deliveries.c.state.in_(("deferred", "bounced")),
+            and_(deliveries.c.last_event_at >= since, deliveries.c.last_event_at < until),
+            deliveries.c.reason.in_(sorted(reasons)),
+        )
+        .limit(5000)
+    )
+    tally: dict[tuple[Any, ...], int] = {}
+    for code, status, reason, text in rows:
+        key = (code, status, reason, (text or "")[:300])
+        tally[key] = tally.get(key, 0) + 1
+    ranked = sorted(tally.items(), key=lambda kv: (-kv[1], str(kv[0])))[:limit]
+    return [
+        {"reply_code": c, "enhanced_status": s, "reason": r, "text": t, "count": n}
+        for (c, s, r, t), n in ranked
+    ]
+
+
+def list_incidents(
+    conn: Connection, *, open_only: bool = False, since: float | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Incidents, newest first; ``since`` keeps those still open or ended after it."""
+    query = select(incidents).order_by(incidents.c.started_at.desc(), incidents.c.id.desc())
+    if open_only:
+        query = query.where(incidents.c.ended_at.is_(None))
+    if since is not None:
+        query = query.where(or_(incidents.c.ended_at.is_(None), incidents.c.ended_at >= since))
+    result = []
+    for row in conn.execute(query.limit(limit)).mappings():
+        item = dict(row)
+        item["evidence"] = json.loads(item["evidence"])
+        result.append(item)
+    return result
+
+
+def top_reasons(
+    conn: Connection, provider: str, domain: str, since: float, until: float, limit: int = 5
+) -> list[dict[str, Any]]:
+    """Failed attempts by reason for one (provider, domain) in ``[since, until)``, from counters."""
+    total = func.sum(counters.c.count)
+    rows = conn.execute(
+        select(counters.c.outcome, counters.c.reason, total)
+        .where(
+            counters.c.bucket >= since,
+            counters.c.bucket < until,
+            counters.c.provider == provider,
+            counters.c.recipient_domain == domain,
+            counters.c.outcome.in_(("deferred", "bounced")),
+            counters.c.stream != "ndr",
+        )
+        .group_by(counters.c.outcome, counters.c.reason)
+        .order_by(total.desc(), counters.c.reason)
+        .limit(limit)
+    )
+    return [{"outcome": o, "reason": r or "undefined", "count": int(n)} for o, r, n in rows]

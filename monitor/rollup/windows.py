@@ -1,0 +1,312 @@
+"""Counts per (provider, recipient domain) over windows ending at an event time, from counters.
+
+One scan of the pre-aggregated ``counters`` over the trailing week answers every window::
+
+    table = window_counts(conn, at)
+    table[("google", "gmail.com")]["5m"].rejecting
+
+:class:`WindowReader` gives the same answer for a sequence of evaluation times while
+reading only the last hours of minute buckets each time: settled hours are summed once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, literal, select
+
+from monitor.store.schema import BUCKET_SECONDS, counters
+
+__all__ = [
+    "BASELINE",
+    "BASELINE_SECONDS",
+    "REJECTING_REASONS",
+    "SHORT",
+    "WINDOWS",
+    "Counts",
+    "Key",
+    "WindowReader",
+    "align",
+    "window_counts",
+]
+
+#: Reasons that mean the receiving side refuses *us* (reputation, policy, rate or block),
+#: so a rise of their share says the domain started rejecting our mail.  Recipient-side
+#: reasons (userunknown, mailboxfull, hostunknown, hasmoved, suspend, notaccept: the
+#: domain takes no mail at all) and our own or network faults do not count: one typo'd
+#: address must not look like a block.  ``ratelimited`` is the later Sisimai spelling of
+#: speeding + toomanyconn.
+REJECTING_REASONS = frozenset(
+    {
+        "blocked",  # IP/domain on a block list, "550 5.7.1 ... blocked"
+        "badreputation",  # Gmail 421 4.7.0 / 550 5.7.1 "low reputation"
+        "spamdetected",  # 550 5.7.1 "likely unsolicited mail" (Gmail 4.7.28 too)
+        "policyviolation",  # the receiver's policy refuses the message
+        "authfailure",  # SPF/DKIM/DMARC required and failing (5.7.26)
+        "requireptr",  # no or mismatching reverse DNS for the sending IP
+        "securityerror",
+        "rejected",  # the envelope sender is refused
+        "speeding",
+        "toomanyconn",
+        "ratelimited",
+    }
+)
+
+#: Window name -> length in seconds; ``SHORT`` is the one detectors judge.
+WINDOWS: dict[str, int] = {"5m": 300, "1h": 3600, "24h": 86400}
+SHORT = "5m"
+#: The baseline: the trailing 7 days before ``at``, without the short window.
+BASELINE = "baseline"
+BASELINE_SECONDS = 7 * 86400
+
+Key = tuple[str, str]  # (provider, recipient domain)
+
+#: Attempts are the tries that got an answer: delivered, deferred or bounced.
+_ATTEMPT_OUTCOMES = ("delivered", "deferred", "bounced")
+_OUTCOMES = (*_ATTEMPT_OUTCOMES, "expired")
+
+
+@dataclass(slots=True)
+class Counts:
+    """Outcome counts of one (provider, domain) over one window."""
+
+    delivered: int = 0
+    deferred: int = 0
+    bounced: int = 0
+    expired: int = 0
+    rejecting: int = 0  # deferred or bounced attempts for a REJECTING_REASONS reason
+
+    @property
+    def attempts(self) -> int:
+        return self.delivered + self.deferred + self.bounced
+
+    @property
+    def rejecting_share(self) -> float | None:
+        return self.rejecting / self.attempts if self.attempts else None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["attempts"] = self.attempts
+        share = self.rejecting_share
+        out["rejecting_share"] = None if share is None else round(share, 6)
+        out["deferral_rate"] = round(self.deferred / self.attempts, 6) if self.attempts else None
+        out["bounce_rate"] = round(self.bounced / self.attempts, 6) if self.attempts else None
+        return out
+
+
+def align(at: float) -> int:
+    """``at`` down to a bucket boundary: windows hold whole buckets only."""
+    return int(at // BUCKET_SECONDS) * BUCKET_SECONDS
+
+
+def _rejecting() -> Any:
+    return case(
+        (
+            and_(
+                counters.c.outcome.in_(("deferred", "bounced")),
+                counters.c.reason.in_(sorted(REJECTING_REASONS)),
+            ),
+            literal(1),
+        ),
+        else_=literal(0),
+    ).label("rejecting")
+
+
+#: (provider, domain, outcome, rejecting 0/1) -> count
+Tally = dict[tuple[str, str, str, int], int]
+
+
+def _scan(conn: Connection, start: float, end: float, sums: list[Any]) -> list[Any]:
+    """Counter rows in ``[start, end)`` grouped by (provider, domain, outcome, rejecting)."""
+    rejecting = _rejecting()
+    query = (
+        select(
+            counters.c.provider,
+            counters.c.recipient_domain,
+            counters.c.outcome,
+            rejecting,
+            *sums,
+        )
+        .where(
+            counters.c.bucket >= start,
+            counters.c.bucket < end,
+            counters.c.outcome.in_(_OUTCOMES),
+            counters.c.stream != "ndr",
+            counters.c.recipient_domain != "",
+        )
+        .group_by(counters.c.provider, counters.c.recipient_domain, counters.c.outcome, rejecting)
+    )
+    return list(conn.execute(query))
+
+
+def _add(table: dict[Key, dict[str, Counts]], name: str, tally: Tally) -> None:
+    for (provider, domain, outcome, is_rejecting), n in tally.items():
+        if not n:
+            continue
+        per = table.get((provider, domain))
+        if per is None:
+            per = table[(provider, domain)] = {w: Counts() for w in (*WINDOWS, BASELINE)}
+        counts = per[name]
+        setattr(counts, outcome, getattr(counts, outcome) + n)
+        if is_rejecting:
+            counts.rejecting += n
+
+
+def window_counts(conn: Connection, at: float) -> dict[Key, dict[str, Counts]]:
+    """Per (provider, domain): ``Counts`` for every window in WINDOWS and for the baseline.
+
+    Windows end at ``at`` (aligned down to a bucket, exclusive); our own non-delivery
+    notices (stream ``ndr``) and rows without a recipient domain are left out.
+    """
+    end = align(at)
+    sums = [
+        func.sum(case((counters.c.bucket >= end - seconds, counters.c.count), else_=0))
+        for seconds in WINDOWS.values()
+    ]
+    rows = _scan(conn, end - BASELINE_SECONDS, end, [*sums, func.sum(counters.c.count)])
+    names = (*WINDOWS, BASELINE)
+    short = list(WINDOWS).index(SHORT)
+    tallies: dict[str, Tally] = {name: {} for name in names}
+    for provider, domain, outcome, is_rejecting, *totals in rows:
+        values = [int(t or 0) for t in totals]
+        values[-1] -= values[short]  # the baseline leaves the short window out
+        for name, n in zip(names, values, strict=True):
+            tallies[name][(provider, domain, outcome, int(is_rejecting))] = n
+    table: dict[Key, dict[str, Counts]] = {}
+    for name in names:
+        _add(table, name, tallies[name])
+    return table
+
+
+HOUR = 3600
+
+
+def _ceil_hour(t: float) -> int:
+    return -(-int(t) // HOUR) * HOUR
+
+
+def _merge(into: Tally, tally: Tally, sign: int = 1) -> None:
+    for k, n in tally.items():
+        into[k] = into.get(k, 0) + sign * n
+
+
+class WindowReader:
+    """``window_counts`` for successive evaluation times, with settled hours summed once.
+
+    Hours that ended ``settle_seconds`` before the evaluation time are read once and kept
+    as running sums for the 24 h window and the baseline; each evaluation then reads the
+    minute buckets of the last hours and the two partial hours at the windows' starts.
+    Counters that arrive for an hour after it settled are seen after the next rebuild,
+    which happens when the evaluation time moves backwards, jumps more than a week, or
+    crosses a UTC day.
+    """
+
+    def __init__(self, settle_seconds: int = 2 * HOUR) -> None:
+        if settle_seconds < HOUR:
+            raise ValueError("settle_seconds must cover the 1 h window")
+        self.settle_seconds = settle_seconds
+        self._hours: dict[int, Tally] = {}
+        self._range: tuple[int, int, int] | None = None  # (lo7, lo24, hi) of the sums
+        self._sum7: Tally = {}
+        self._sum24: Tally = {}
+        self._day = -1
+
+    def read(self, conn: Connection, at: float) -> dict[Key, dict[str, Counts]]:
+        end = align(at)
+        hi = (end - self.settle_seconds) // HOUR * HOUR
+        lo7 = _ceil_hour(end - BASELINE_SECONDS)
+        lo24 = _ceil_hour(end - WINDOWS["24h"])
+        self._advance(conn, lo7, lo24, hi, day=end // 86400)
+        sums = [
+            func.sum(case((counters.c.bucket >= end - WINDOWS[name], counters.c.count), else_=0))
+            for name in WINDOWS
+            if name != "24h"
+        ]
+        tail: dict[str, Tally] = {name: {} for name in (*WINDOWS, BASELINE)}
+        for provider, domain, outcome, rej, *totals in _scan(
+            conn, hi, end, [*sums, func.sum(counters.c.count)]
+        ):
+            k = (provider, domain, outcome, int(rej))
+            *short_sums, total = (int(t or 0) for t in totals)
+            for name, n in zip((w for w in WINDOWS if w != "24h"), short_sums, strict=True):
+                tail[name][k] = n
+            tail["24h"][k] = total
+            tail[BASELINE][k] = total - tail[SHORT][k]
+        head24 = self._minutes(conn, end - WINDOWS["24h"], lo24)
+        head7 = self._minutes(conn, end - BASELINE_SECONDS, lo7)
+        table: dict[Key, dict[str, Counts]] = {}
+        for name in WINDOWS:
+            _add(table, name, tail[name])
+        for tally in (head24, self._sum24):
+            _add(table, "24h", tally)
+        for tally in (tail[BASELINE], head7, self._sum7):
+            _add(table, BASELINE, tally)
+        return table
+
+    def _minutes(self, conn: Connection, start: float, end: float) -> Tally:
+        rows = _scan(conn, start, end, [func.sum(counters.c.count)])
+        return {(p, d, o, int(r)): int(n or 0) for p, d, o, r, n in rows}
+
+    def _fetch_hours(self, conn: Connection, start: int, end: int) -> None:
+        if end <= start:
+            return
+        hour = (counters.c.bucket // HOUR).label("hour")
+        rejecting = _rejecting()
+        query = (
+            select(
+                hour,
+                counters.c.provider,
+                counters.c.recipient_domain,
+                counters.c.outcome,
+                rejecting,
+                func.sum(counters.c.count),
+            )
+            .where(
+                counters.c.bucket >= start,
+                counters.c.bucket < end,
+                counters.c.outcome.in_(_OUTCOMES),
+                counters.c.stream != "ndr",
+                counters.c.recipient_domain != "",
+            )
+            .group_by(
+                hour,
+                counters.c.provider,
+                counters.c.recipient_domain,
+                counters.c.outcome,
+                rejecting,
+            )
+        )
+        for h in range(start, end, HOUR):
+            self._hours[h] = {}
+        for h, provider, domain, outcome, rej, n in conn.execute(query):
+            self._hours[int(h) * HOUR][(provider, domain, outcome, int(rej))] = int(n or 0)
+
+    def _advance(self, conn: Connection, lo7: int, lo24: int, hi: int, day: int) -> None:
+        current = self._range
+        if (
+            current is None
+            or day != self._day
+            or lo7 < current[0]
+            or hi < current[2]
+            or lo7 >= current[2]
+        ):
+            self._hours.clear()
+            self._fetch_hours(conn, lo7, hi)
+            self._sum7, self._sum24 = {}, {}
+            for h, tally in self._hours.items():
+                _merge(self._sum7, tally)
+                if h >= lo24:
+                    _merge(self._sum24, tally)
+        else:
+            old7, old24, old_hi = current
+            self._fetch_hours(conn, old_hi, hi)
+            for h in range(old_hi, hi, HOUR):
+                _merge(self._sum7, self._hours[h])
+                _merge(self._sum24, self._hours[h])
+            for h in range(old24, lo24, HOUR):
+                _merge(self._sum24, self._hours[h], -1)
+            for h in range(old7, lo7, HOUR):
+                _merge(self._sum7, self._hours.pop(h), -1)
+        self._range = (lo7, lo24, hi)
+        self._day = day
