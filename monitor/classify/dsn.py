@@ -1,0 +1,353 @@
+"""Inbound reports -> per-recipient verdicts: DSNs, plain-text bounces, ARF, auto-replies.
+
+    report = parse(Path("bounce.eml").read_bytes())
+    for r in report.recipients:
+        print(r.recipient, r.status, r.reason, r.hard, report.original.message_id)
+
+One entry point, :func:`parse`, reads one email (bytes, at most ``max_bytes``) and never
+raises: what it had to repair is listed in ``Report.defects`` and ``Report.truncated``
+says the input was cut.  In order it recognises
+
+1. RFC 3464 delivery status notifications (``message/delivery-status``, also the RFC 6533
+   ``message/global-delivery-status``): one block per recipient (section 2.3) with
+   ``Final-Recipient``, ``Original-Recipient``, ``Action``, ``Status``, ``Remote-MTA``,
+   ``Diagnostic-Code``, ``Last-Attempt-Date``; per message (section 2.2)
+   ``Original-Envelope-Id``, ``Reporting-MTA``, ``Arrival-Date`` and Postfix's
+   ``X-Postfix-Queue-ID``.  A block without a ``Diagnostic-Code`` takes its text from the
+   human-readable part (:mod:`monitor.classify.plaintext`);
+2. Amazon SES notifications mailed as JSON (:mod:`monitor.classify.sesjson`);
+3. RFC 5965 feedback reports (:mod:`monitor.classify.arf`) -> ``feedback``;
+4. plain-text bounces from MTAs and providers (:mod:`monitor.classify.plaintext`);
+5. RFC 3834 auto-replies (:mod:`monitor.classify.autoreply`) -> ``vacation``.
+
+Each failed recipient is classified (:func:`monitor.classify.report.classify_recipient`)
+by the engine with the reply code, the status, the text, the SMTP command it answered and
+the Remote-MTA host (the engine picks the provider's own rules from it).  The original
+message (:mod:`monitor.classify.original`) lets the result join the original delivery
+(:func:`monitor.classify.events.report_events`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from email.message import Message
+from email.parser import HeaderParser
+from functools import lru_cache
+
+from monitor.classify import arf, autoreply
+from monitor.classify.mime import (
+    ADDRESS_RE,
+    header,
+    parse_bytes,
+    parse_date,
+    part_text,
+    strip_angle,
+)
+from monitor.classify.original import OriginalMessage, find_original
+from monitor.classify.plaintext import TextRecipient, parse_text
+from monitor.classify.report import RecipientReport, Report, classify_recipient, host_of
+from monitor.classify.sesjson import from_ses, ses_notification
+
+__all__ = ["DEFAULT_MAX_BYTES", "RecipientReport", "Report", "parse"]
+
+#: Read at most this much of one email (DESIGN: never memory proportional to attachments).
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+
+_DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")
+_BOUNCE_FROM = re.compile(
+    r"mailer-daemon|postmaster|mail delivery|mail-daemon|maildaemon|double-bounce|"
+    r"microsoftexchange|mail administrator|mailmaster|bounce",
+    re.I,
+)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|non.?deliver|returned mail|delivery (?:status|fail|notification|has failed)"
+    r"|failure notice|mail delivery|delivery problem|could not be delivered|not delivered"
+    r"|rejected|failed|warning: could not send|message status|bounce|delayed mail|error",
+    re.I,
+)
+
+
+def parse(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Report:
+    """Parse one email into per-recipient verdicts; never raises."""
+    truncated = len(data) > max_bytes
+    if truncated:
+        data = data[:max_bytes]
+    defects: list[str] = []
+    try:
+        report = _parse(data, defects)
+    except Exception as exc:  # a last resort: the parsers are meant not to raise
+        defects.append(f"internal error: {type(exc).__name__}: {exc}")
+        report = Report("unknown")
+    report.truncated = truncated
+    report.defects = defects
+    return report
+
+
+def _parse(data: bytes, defects: list[str]) -> Report:
+    message = parse_bytes(data, defects)
+    dsn_part = next((p for p in message.walk() if p.get_content_type() in _DSN_TYPES), None)
+    base = Report(
+        "unknown",
+        date=parse_date(header(message, "Date")),
+        message_id=_clean_id(header(message, "Message-ID")),
+        addressed_to=_first_address(header(message, "To")),
+    )
+    if dsn_part is not None:
+        return _from_dsn(message, dsn_part, base, defects)
+    if arf.is_feedback(message):
+        return _from_arf(message, base, defects)
+    if not message.is_multipart():
+        notification = ses_notification(part_text(message, defects))
+        if notification is not None:
+            return from_ses(notification, base)
+    from_ = header(message, "From") or ""
+    subject = header(message, "Subject") or ""
+    bounce_like = bool(_BOUNCE_FROM.search(from_)) or bool(_BOUNCE_SUBJECT.search(subject))
+    if not bounce_like and autoreply.is_autoreply(message):
+        return _from_autoreply(message, base, defects)
+    report = _from_text(message, base, defects)
+    if not report.recipients and not bounce_like and autoreply.is_autoreply(message):
+        return _from_autoreply(message, base, defects)
+    return report
+
+
+def _first_address(value: str | None) -> str | None:
+    found = ADDRESS_RE.search(value or "")
+    return found.group(0) if found else None
+
+
+def _clean_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    from monitor.collectors.mta.postfix_lines import clean_message_id
+
+    return clean_message_id(value)
+
+
+def _human_text(message: Message, defects: list[str]) -> str:
+    """The report's text for people: its text parts before the original message."""
+    texts: list[str] = []
+    for part in message.walk():
+        ctype = part.get_content_type()
+        if ctype in ("message/rfc822", "message/global", "text/rfc822-headers") or (
+            ctype in _DSN_TYPES
+        ):
+            break
+        if part.is_multipart():
+            continue
+        if ctype == "text/plain" or (ctype == "text/html" and not texts):
+            text = part_text(part, defects)
+            if ctype == "text/html":
+                text = re.sub(r"<[^>]*>", " ", re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", text))
+            texts.append(text)
+    if not texts and not message.is_multipart():
+        texts.append(part_text(message, defects))
+    return "\n".join(texts)
+
+
+def _blocks(part: Message, defects: list[str]) -> list[list[tuple[str, str]]]:
+    """The field blocks of a delivery-status part, each a list of (lower name, value)."""
+    payload = part.get_payload()
+    subs: list[Message] = []
+    if isinstance(payload, list):
+        subs = [p for p in payload if isinstance(p, Message)]
+    else:  # a part the stdlib left as text (e.g. a transfer encoding): parse it ourselves
+        text = part_text(part, defects).replace("\r\n", "\n")
+        for chunk in re.split(r"\n[ \t]*\n", text):
+            if chunk.strip():
+                subs.append(HeaderParser().parsestr(chunk.lstrip() + "\n\n", headersonly=True))
+    blocks = []
+    for sub in subs:
+        fields = [(k.lower(), v) for k in sub if (v := header(sub, k)) is not None]
+        if fields:
+            blocks.append(fields)
+    return blocks
+
+
+def _expanded_from(text: str) -> str | None:
+    """Sendmail and Postfix name an alias's original address: "(expanded from: <a@b>)"."""
+    m = re.search(r"expanded from:?\s*<(" + ADDRESS_RE.pattern + ")>", text, re.I)
+    return m.group(1) if m else None
+
+
+def _exclusions(message: Message, original: OriginalMessage) -> set[str]:
+    out = set()
+    for name in ("From", "To", "Return-Path", "Sender", "Reply-To"):
+        for m in ADDRESS_RE.finditer(header(message, name) or ""):
+            out.add(m.group(0).lower())
+    for value in (original.sender, original.message_id):
+        if value:
+            out.add(value.lower())
+    return out
+
+
+def _from_dsn(message: Message, part: Message, base: Report, defects: list[str]) -> Report:
+    blocks = _blocks(part, defects)
+    per_message = dict(blocks[0]) if blocks else {}
+    people = [
+        b for b in blocks if any(k in ("final-recipient", "original-recipient") for k, _ in b)
+    ]
+    if not people:
+        people = blocks[1:] if len(blocks) > 1 else blocks
+        if people:
+            defects.append("delivery-status without Final-Recipient")
+    human = _human_text(message, defects)
+    base.kind = "dsn"
+    base.reporting_mta = host_of(per_message.get("reporting-mta"))
+    base.original = find_original(
+        message,
+        quoted_text=human,
+        envelope_id=per_message.get("original-envelope-id"),
+        queue_id=per_message.get("x-postfix-queue-id"),
+        defects=defects,
+    )
+    texts, errors, _ = parse_text(human, _exclusions(message, base.original))
+    by_address = {t.recipient.lower(): t.diagnostic for t in texts}
+    arrival = parse_date(per_message.get("arrival-date"))
+    for block in people:
+        fields = dict(block)
+        address = strip_angle(fields.get("final-recipient")) or strip_angle(
+            fields.get("original-recipient")
+        )
+        diagnostic = " ".join((strip_angle(fields.get("diagnostic-code")) or "").split())
+        context = by_address.get((address or "").lower(), "") or errors
+        base.recipients.append(
+            classify_recipient(
+                address,
+                action=fields.get("action"),
+                status_field=fields.get("status"),
+                diagnostic=diagnostic,
+                context=context,
+                original_recipient=strip_angle(fields.get("original-recipient"))
+                or _expanded_from(context),
+                remote_mta=host_of(fields.get("remote-mta")),
+                last_attempt=parse_date(fields.get("last-attempt-date")) or arrival,
+            )
+        )
+    named = _failed_recipients(message) or [t.recipient for t in texts]
+    if base.recipients and named and any(r.recipient is None for r in base.recipients):
+        defects.append("delivery-status block without a recipient; named from the text")
+        for i, r in enumerate(base.recipients):
+            if r.recipient is None and i < len(named):
+                base.recipients[i] = replace(r, recipient=named[i])
+    if not base.recipients and named:
+        defects.append("delivery-status without recipients; read from the text")
+        texts = texts or [TextRecipient(a, errors) for a in named]
+        for t in texts:
+            base.recipients.append(
+                classify_recipient(
+                    t.recipient,
+                    action=None,
+                    status_field=None,
+                    diagnostic=t.diagnostic,
+                    context=errors,
+                )
+            )
+    return base
+
+
+def _from_text(message: Message, base: Report, defects: list[str]) -> Report:
+    body = _human_text(message, defects)
+    first = find_original(message, defects=defects)
+    texts, errors, quoted = parse_text(body, _exclusions(message, first))
+    if not texts:  # a bounce of a message the sender sent to itself: keep From / To
+        texts, errors, quoted = parse_text(body, {first.message_id or ""})
+    failed = _failed_recipients(message)
+    if failed:  # Exim and Google name the failed addresses in a header: trust it
+        by_address = {t.recipient.lower(): t.diagnostic for t in texts}
+        texts = [TextRecipient(a, by_address.get(a.lower(), errors)) for a in failed]
+    base.original = find_original(
+        message,
+        quoted_text=quoted,
+        queue_id=_queue_id(body),
+        defects=defects,
+    )
+    known = {base.original.sender.lower()} if base.original.sender else set()
+    texts = [t for t in texts if t.recipient.lower() not in known] or texts
+    base.kind = "bounce" if texts or errors else "unknown"
+    provider = _sender_provider(message)
+    for t in texts:
+        base.recipients.append(
+            classify_recipient(
+                t.recipient,
+                action=None,
+                status_field=None,
+                diagnostic=t.diagnostic,
+                context=errors,
+                provider=provider,
+                original_recipient=_expanded_from(t.diagnostic),
+            )
+        )
+    if not base.recipients:
+        fallback = base.original.verp_recipient or base.original.to
+        if fallback and errors:
+            base.recipients.append(
+                classify_recipient(fallback, action=None, status_field=None, diagnostic=errors)
+            )
+    return base
+
+
+def _failed_recipients(message: Message) -> list[str]:
+    """``X-Failed-Recipients`` (Exim, Gmail): the addresses that failed, as the MTA says."""
+    value = header(message, "X-Failed-Recipients") or ""
+    return list(dict.fromkeys(m.group(0) for m in ADDRESS_RE.finditer(value)))
+
+
+def _sender_provider(message: Message) -> str | None:
+    """The provider whose mail system wrote a plain-text bounce (its ``From`` domain)."""
+    found = ADDRESS_RE.search(header(message, "From") or "")
+    if not found:
+        return None
+    return _provider_of_domain(found.group(0).rpartition("@")[2].lower())
+
+
+@lru_cache(maxsize=1024)
+def _provider_of_domain(domain: str) -> str | None:
+    from monitor.providers import ProviderRules  # late: parsing must not need DNS code
+
+    provider = ProviderRules.load().for_domain(domain)
+    return provider.value if provider else None
+
+
+def _queue_id(text: str) -> str | None:
+    m = re.search(r"(?:postfix )?queue id:?\s*([0-9A-F]{6,20})\b", text, re.I)
+    return m.group(1) if m else None
+
+
+def _from_arf(message: Message, base: Report, defects: list[str]) -> Report:
+    fields = arf.feedback_fields(message, defects)
+    base.kind = "arf"
+    base.feedback = fields
+    base.original = find_original(message, defects=defects)
+    when = parse_date(fields.arrival_date)
+    recipients = fields.recipients or ((base.original.to,) if base.original.to else ())
+    for address in recipients or (None,):
+        base.recipients.append(
+            RecipientReport(
+                recipient=address,
+                reason="feedback",
+                hard=False,
+                blame="reputation",
+                rule=f"rfc5965.{fields.feedback_type}",
+                action=fields.feedback_type,
+                last_attempt=when,
+            )
+        )
+    return base
+
+
+def _from_autoreply(message: Message, base: Report, defects: list[str]) -> Report:
+    base.kind = "autoreply"
+    base.original = find_original(message, defects=defects)
+    base.recipients.append(
+        RecipientReport(
+            recipient=autoreply.away_address(message),
+            reason="vacation",
+            hard=False,
+            blame="recipient",
+            rule="rfc3834.auto-replied",
+            diagnostic=header(message, "Subject"),
+        )
+    )
+    return base

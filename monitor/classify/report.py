@@ -1,0 +1,168 @@
+"""Per-recipient results of a parsed report, and how one recipient is classified.
+
+:class:`Report` and :class:`RecipientReport` are what :func:`monitor.classify.dsn.parse`
+returns; :func:`classify_recipient` turns what a report says of one recipient (action,
+status, reply text, the SMTP command, the remote MTA) into a verdict of the engine, with
+Sisimai's command-sensitive conventions on top (see :func:`by_command`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from monitor.classify import arf
+from monitor.classify.engine import Verdict, classify
+from monitor.classify.mime import strip_angle
+from monitor.classify.original import OriginalMessage
+from monitor.classify.plaintext import command_of, remote_host_of
+
+__all__ = [
+    "RecipientReport",
+    "Report",
+    "by_command",
+    "classify_recipient",
+    "host_of",
+    "reply_of",
+    "status_of",
+]
+
+_STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+_REPLY_RE = re.compile(r"(?<![\w.\-#])([245][0-5]\d)(?=[\s\-]|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientReport:
+    """One recipient of one report: what the report says, and what it means."""
+
+    recipient: str | None
+    reason: str
+    hard: bool
+    blame: str = "unknown"
+    rule: str = ""
+    status: str | None = None
+    reply_code: int | None = None
+    diagnostic: str | None = None
+    action: str | None = None
+    original_recipient: str | None = None
+    remote_mta: str | None = None
+    command: str | None = None
+    last_attempt: datetime | None = None
+
+
+@dataclass(slots=True)
+class Report:
+    """One parsed email: its kind, its recipients and the original message."""
+
+    kind: str  # dsn, bounce (plain text), arf, autoreply, unknown
+    recipients: list[RecipientReport] = field(default_factory=list)
+    original: OriginalMessage = field(default_factory=OriginalMessage)
+    date: datetime | None = None
+    message_id: str | None = None
+    reporting_mta: str | None = None
+    addressed_to: str | None = None  # the report's To: for a bounce, the original's sender
+    feedback: arf.FeedbackFields | None = None
+    truncated: bool = False
+    defects: list[str] = field(default_factory=list)
+
+    @property
+    def best_effort(self) -> bool:
+        """Whether the result was produced from damaged or cut input."""
+        return self.truncated or bool(self.defects)
+
+
+def status_of(value: str | None, text: str) -> str | None:
+    """The enhanced status; a bare ``x.0.0`` yields to a precise one in the text."""
+    found = _STATUS_RE.search(value or "")
+    status = found.group(0) if found else None
+    if status is None or status.endswith(".0.0"):
+        precise = _STATUS_RE.search(text)
+        same_class = precise and (status is None or precise.group(1) == status[0])
+        if precise and same_class and (status is None or not precise.group(0).endswith(".0.0")):
+            status = precise.group(0)
+    return status
+
+
+def reply_of(text: str) -> int | None:
+    found = _REPLY_RE.search(text)
+    return int(found.group(1)) if found else None
+
+
+def host_of(value: str | None) -> str | None:
+    host = strip_angle(value)
+    if not host:
+        return None
+    host = host.split()[0].strip("[]").rstrip(".").lower()
+    return host or None
+
+
+def by_command(
+    verdict: Verdict, status: str | None, reply: int | None, command: str | None, final: bool
+) -> Verdict:
+    """Sisimai's rule for "unknown user" texts: the address is unknown only when the status
+    says so (x.1.x) or the server answered RCPT; after DATA, or with nothing to tell, it is
+    the recipient's filter (go-sisimai reason/why-userunknown.go, why-filtered.go)."""
+    detail = status.partition(".")[2] if status else ""
+    at_rcpt = command in ("RCPT", "MAIL")
+    if verdict.rule == "generic_mta.filtered_after_data" and detail.startswith("1."):
+        hard = final and bool(status) and status[0] == "5"  # type: ignore[index]
+        return Verdict("userunknown", hard, "recipient", "sisimai.status_x11")
+    if verdict.rule == "generic_mta.filtered_unknown_user" and at_rcpt:
+        return Verdict("userunknown", final, "recipient", "sisimai.userunknown_at_rcpt")
+    if (
+        verdict.rule == "generic_mta.userunknown"
+        and not at_rcpt
+        and not detail.startswith("1.")
+        and reply is not None  # an SMTP server said it (texts of mail stores are not filters)
+    ):
+        return Verdict("filtered", False, "recipient", "sisimai.unknown_user_not_at_rcpt")
+    return verdict
+
+
+def classify_recipient(
+    address: str | None,
+    *,
+    action: str | None,
+    status_field: str | None,
+    diagnostic: str,
+    context: str = "",
+    original_recipient: str | None = None,
+    remote_mta: str | None = None,
+    last_attempt: datetime | None = None,
+    provider: str | None = None,
+) -> RecipientReport:
+    """Classify one recipient with everything known about its failure."""
+    status = status_of(status_field, diagnostic or context)
+    reply = reply_of(diagnostic) or reply_of(context)
+    command = command_of(diagnostic) or command_of(context)
+    mx = remote_mta or remote_host_of(diagnostic) or None
+    final = (action or "failed").lower() not in ("delayed",)
+    hint = None if mx else provider
+    verdict = classify(
+        reply, status, diagnostic or None, command=command, provider=hint, mx_host=mx, final=final
+    )
+    if verdict.reason in ("onhold", "undefined") and context and context != diagnostic:
+        wider = classify(
+            reply, status, context, command=command, provider=hint, mx_host=mx, final=final
+        )
+        if wider.reason not in ("onhold", "undefined"):
+            verdict = wider
+    verdict = by_command(verdict, status, reply, command, final)
+    if (action or "").lower() in ("delivered", "relayed", "expanded"):
+        verdict = Verdict("delivered", False, "unknown", "rfc3464.action")
+    return RecipientReport(
+        recipient=address,
+        reason=verdict.reason,
+        hard=verdict.hard,
+        blame=verdict.blame,
+        rule=verdict.rule,
+        status=status,
+        reply_code=reply,
+        diagnostic=diagnostic or context[:1000] or None,
+        action=action.lower() if action else None,
+        original_recipient=original_recipient,
+        remote_mta=mx,
+        command=command,
+        last_attempt=last_attempt,
+    )

@@ -1,0 +1,250 @@
+"""DSN, ARF and auto-reply parsing: labelled fixtures, events, CLI and damaged input.
+
+The fixtures in ``tests/data/bounces/`` are hand-written in the shapes Postfix, Exim,
+qmail, Sendmail, Gmail, Office 365, Yahoo and Amazon SES (over SNS) send, with the expected per-recipient
+verdicts in ``expected.json`` beside them (regenerate with ``MAILMON_REGEN=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from golden import check_json
+
+from monitor.classify.dsn import parse
+from monitor.classify.events import report_events
+from monitor.classify.original import verp_recipient
+from monitor.model import EventType
+
+DATA = Path(__file__).resolve().parent / "data" / "bounces"
+EXPECTED = DATA / "expected.json"
+MAILMON = [sys.executable, "-m", "monitor"]
+
+
+def _summary(name: str) -> dict[str, object]:
+    r = parse((DATA / name).read_bytes())
+    return {
+        "kind": r.kind,
+        "original_message_id": r.original.message_id,
+        "recipients": [
+            {"recipient": x.recipient, "status": x.status, "reason": x.reason, "hard": x.hard}
+            for x in r.recipients
+        ],
+    }
+
+
+def test_expected_file_covers_every_fixture() -> None:
+    """The labelled file equals the parser's verdicts for all fixtures (MAILMON_REGEN_GOLDEN=1 rewrites it)."""
+    check_json(EXPECTED, {p.name: _summary(p.name) for p in sorted(DATA.glob("*.eml"))})
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.eml")))
+def test_fixture_verdicts(name: str) -> None:
+    """Every fixture yields its labelled recipients, statuses, reasons and original Message-ID."""
+    expected = json.loads(EXPECTED.read_text())
+    assert _summary(name) == expected[name]
+
+
+def test_every_fixture_is_labelled() -> None:
+    """The expected file and the fixtures name the same emails."""
+    expected = json.loads(EXPECTED.read_text())
+    assert set(expected) == {p.name for p in DATA.glob("*.eml")}
+
+
+def test_dsn_fields_per_recipient() -> None:
+    """A two-recipient Postfix DSN keeps each recipient's action, Remote-MTA and queue id."""
+    r = parse((DATA / "postfix-multi.eml").read_bytes())
+    assert [x.recipient for x in r.recipients] == ["alice@gmail.com", "bob@outlook.com"]
+    alice, bob = r.recipients
+    assert (alice.action, alice.remote_mta, alice.reply_code) == (
+        "failed", "gmail-smtp-in.l.google.com", 550,
+    )  # fmt: skip
+    assert alice.rule.startswith("google.") and bob.reason == "blocked"
+    assert alice.command == "RCPT"
+    assert r.original.queue_id == "4XyZ12AbCdz9sW"
+    assert r.original.verp_recipient == "alice@gmail.com"
+    assert r.original.where == "rfc822-headers"
+    assert not r.best_effort
+
+
+def test_verp_addresses_decode() -> None:
+    """VERP return paths name the original recipient; ordinary addresses do not."""
+    assert verp_recipient("bounces+alice=example.com@mail.example.net") == "alice@example.com"
+    assert verp_recipient("<bounce-42-bob=example.org@lists.example.net>") == "bob@example.org"
+    assert verp_recipient("shop@example.net", None) is None
+
+
+def test_bounce_events_join_the_original_message() -> None:
+    """A DSN becomes bounced events carrying the original Message-ID, time and reason."""
+    events = report_events(parse((DATA / "postfix-multi.eml").read_bytes()), source="mailbox")
+    assert [e.type for e in events] == [EventType.BOUNCED, EventType.BOUNCED]
+    first = events[0]
+    assert first.message_id == "receipt-20261124-0001@example.net"
+    assert (first.recipient, first.reason, first.hard) == ("alice@gmail.com", "userunknown", True)
+    assert first.occurred_at.isoformat() == "2026-11-24T07:15:02+00:00"
+    assert first.queue_id == "4XyZ12AbCdz9sW" and first.relay == "gmail-smtp-in.l.google.com"
+
+
+def test_delayed_dsn_is_a_deferral() -> None:
+    """``Action: delayed`` maps to a soft ``deferred`` event."""
+    (event,) = report_events(parse((DATA / "postfix-delayed.eml").read_bytes()))
+    assert event.type is EventType.DEFERRED and event.hard is False
+    assert event.message_id == "receipt-20261124-0002@example.net"
+
+
+def test_arf_is_a_complaint() -> None:
+    """An ARF abuse report becomes ``complained`` for Original-Rcpt-To with its fields kept."""
+    report = parse((DATA / "arf-abuse.eml").read_bytes())
+    assert report.feedback is not None
+    assert (report.feedback.feedback_type, report.feedback.source_ip) == ("abuse", "192.0.2.10")
+    assert report.feedback.reported_domain == "example.net"
+    (event,) = report_events(report)
+    assert event.type is EventType.COMPLAINED and event.recipient == "judy@example-isp.com"
+    assert event.message_id == "receipt-20261124-0009@example.net"
+
+
+def test_vacation_reply_links_through_in_reply_to() -> None:
+    """An RFC 3834 auto-reply is ``vacation`` for its sender and joins the replied-to message."""
+    (event,) = report_events(parse((DATA / "vacation.eml").read_bytes()))
+    assert event.type is EventType.AUTO_REPLIED
+    assert (event.recipient, event.reason) == ("ken@example.com", "vacation")
+    assert event.message_id == "receipt-20261124-0010@example.net"
+
+
+def test_garbage_never_raises() -> None:
+    """Random bytes, an empty input and broken MIME give a result, not an exception."""
+    for blob in (b"", b"\x00\xff\xfe" * 100, b"Content-Type: multipart/report\n\n--x\n"):
+        report = parse(blob)
+        assert report.kind in ("unknown", "bounce", "dsn")
+
+
+def test_malformed_mime_is_marked_best_effort() -> None:
+    """A DSN whose closing boundary is missing is still read and marked best effort."""
+    blob = (DATA / "postfix-multi.eml").read_bytes()
+    cut = blob[: blob.index(b"--4XyZ12AbCdz9sW.1764000902/mx-out1.example.net--")]
+    report = parse(cut)
+    assert [x.reason for x in report.recipients] == ["userunknown", "blocked"]
+    assert report.best_effort and report.defects
+
+
+def test_wrong_charset_is_tolerated() -> None:
+    """A text part in an unknown charset is decoded with replacement and noted."""
+    blob = (
+        (DATA / "qmail.eml")
+        .read_bytes()
+        .replace(
+            b"Subject: failure notice\n",
+            b"Subject: failure notice\nContent-Type: text/plain; charset=x-no-such-charset\n",
+        )
+        .replace(b"Sorry, no mailbox", b"Sorry\xff\xfe no mailbox")
+    )
+    report = parse(blob)
+    assert report.recipients[0].recipient == "frank@example.jp"
+    assert any("undecodable" in d for d in report.defects)
+
+
+def test_truncated_input_is_marked() -> None:
+    """Input over ``max_bytes`` is cut there, parsed, and marked truncated."""
+    blob = (DATA / "exim-rcpt.eml").read_bytes()
+    report = parse(blob, max_bytes=900)
+    assert report.truncated and report.best_effort
+    assert report.recipients[0].recipient == "dave@example.com"
+
+
+def test_huge_attachment_is_capped(tmp_path: Path) -> None:
+    """A 30 MB bounce is read only up to --max-bytes and still classified."""
+    blob = (DATA / "exim-rcpt.eml").read_bytes() + b"A" * (30 * 1024 * 1024)
+    path = tmp_path / "huge.eml"
+    path.write_bytes(blob)
+    out = subprocess.run(
+        [*MAILMON, "classify", str(path), "--json", "--max-bytes", "100000"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (row,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert row["reason"] == "mailboxfull" and row["truncated"] is True
+
+
+def test_cli_json_lines_and_errors(tmp_path: Path) -> None:
+    """The CLI prints one JSON object per recipient and an error line (exit 1) per bad file."""
+    out = subprocess.run(
+        [*MAILMON, "classify", str(DATA / "postfix-multi.eml"), str(tmp_path / "nope.eml"),
+         "--json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert out.returncode == 1
+    assert [r.get("recipient") for r in rows[:2]] == ["alice@gmail.com", "bob@outlook.com"]
+    for key in ("status", "reply_code", "reason", "hard", "diagnostic", "blame", "rule"):
+        assert key in rows[0]
+    assert rows[0]["original_message_id"] == "receipt-20261124-0001@example.net"
+    assert rows[2]["file"].endswith("nope.eml") and "error" in rows[2]
+
+
+def test_cli_reads_mbox_and_stdin(tmp_path: Path) -> None:
+    """An mbox yields each of its messages; ``-`` reads one email from stdin."""
+    box = tmp_path / "bounces.mbox"
+    with box.open("wb") as f:
+        for name in ("qmail.eml", "exim-rcpt.eml"):
+            f.write(b"From MAILER-DAEMON Tue Nov 24 08:00:00 2026\n")
+            f.write((DATA / name).read_bytes().replace(b"\nFrom ", b"\n>From ") + b"\n")
+    out = subprocess.run(
+        [*MAILMON, "classify", str(box), "--json"], capture_output=True, text=True, check=True
+    )
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["message"], r["recipient"]) for r in rows] == [
+        (1, "frank@example.jp"), (2, "dave@example.com"),
+    ]  # fmt: skip
+    stdin = subprocess.run(
+        [*MAILMON, "classify", "-", "--json"],
+        input=(DATA / "vacation.eml").read_text(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(stdin.stdout)["reason"] == "vacation"
+
+
+def test_refusal_at_connection_is_blocked() -> None:
+    """A 5xx answer to the connection itself is a block of the sending host (Sisimai's rule)."""
+    from monitor.classify import classify
+
+    verdict = classify(550, None, "550 Access denied...", command="CONNECT")
+    assert (verdict.reason, verdict.rule) == ("blocked", "reports.refused_at_connect")
+    assert classify(550, None, "550 Access denied...", command="RCPT").reason != "blocked"
+
+
+def test_trace_shows_the_bounce_in_the_original_delivery(tmp_path: Path) -> None:
+    """Stored with the original submission, a DSN's bounce lands on that delivery row."""
+    from datetime import UTC, datetime
+
+    from monitor.model import Event
+    from monitor.pipeline import Pipeline
+    from monitor.store import Store
+
+    with Store.open(f"sqlite:///{tmp_path / 'mailmon.db'}") as store:
+        pipeline = Pipeline(store)
+        pipeline.put(
+            Event(
+                EventType.SUBMITTED,
+                datetime(2026, 11, 24, 7, 14, 58, tzinfo=UTC),
+                "postfix:mx-out1",
+                message_id="receipt-20261124-0001@example.net",
+                queue_id="4XyZ12AbCdz9sW",
+                sender="shop@example.net",
+                recipient="alice@gmail.com",
+            )
+        )
+        report = parse((DATA / "postfix-multi.eml").read_bytes())
+        for event in report_events(report, source="mailbox:bounces"):
+            pipeline.put(event)
+        pipeline.flush()
+        (found,) = [
+            t for t in store.trace("receipt-20261124-0001@example.net")
+            if t["delivery"]["recipient"] == "alice@gmail.com"
+        ]  # fmt: skip
+    delivery = found["delivery"]
+    assert (delivery["state"], delivery["reason"], delivery["rule"]) == (
+        "bounced", "userunknown", "google.no_such_user",
+    )  # fmt: skip
+    assert [e.type for e in found["events"]] == [EventType.SUBMITTED, EventType.BOUNCED]
