@@ -200,3 +200,13 @@ def test_schema_1_database_is_migrated(db_url: str) -> None:
                         blame="recipient", rule="rfc3463.5.1.1")])
         (carol,) = store.trace("carol@gmail.com")
         assert (carol["delivery"]["blame"], carol["events"][0].rule) == ("recipient", "rfc3463.5.1.1")
+
+
+def test_stats_by_reason(db_url: str) -> None:
+    """Failures break down by their classified reason; successes carry none."""
+    with Store.open(db_url) as store:
+        store.write(_flow())
+        rows = {r["reason"]: r for r in store.stats("reason")}
+        assert rows["userunknown"]["bounced"] == 1
+        assert rows["speeding"]["deferred"] == 1
+        assert rows[""]["delivered"] == 1

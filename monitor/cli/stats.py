@@ -21,7 +21,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Per group: delivered, bounced, expired and rejected count "
         "recipients with that final outcome; deferred counts deferral attempts.",
     )
-    p.add_argument("--by", choices=("domain", "provider"), default="domain")
+    p.add_argument("--by", choices=("domain", "provider", "reason"), default="domain",
+                   help="group by recipient domain, mailbox provider, or failure reason")
     p.add_argument(
         "--since", metavar="WHEN", help="a duration back from now (24h, 7d) or an ISO 8601 time"
     )

@@ -52,9 +52,14 @@ def stats(
     until: float | None = None,
     include_ndr: bool = False,
 ) -> list[dict[str, Any]]:
-    if by not in ("domain", "provider"):
-        raise ValueError(f"stats by {by!r}: expected 'domain' or 'provider'")
-    group = counters.c.recipient_domain if by == "domain" else counters.c.provider
+    columns = {
+        "domain": counters.c.recipient_domain,
+        "provider": counters.c.provider,
+        "reason": counters.c.reason,  # the failure class; successes have none ("")
+    }
+    if by not in columns:
+        raise ValueError(f"stats by {by!r}: expected one of {', '.join(columns)}")
+    group = columns[by]
     query = (
         select(group, counters.c.outcome, func.sum(counters.c.count))
         .where(counters.c.outcome.in_(STAT_FIELDS))
