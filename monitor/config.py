@@ -44,7 +44,7 @@ class LogSource(_Strict):
     path: str
     start_at: Literal["beginning", "end"] = "beginning"
     tz: str = "UTC"
-    poll_interval_seconds: float = Field(1.0, gt=0, le=3600)
+    poll_interval_seconds: float = Field(0.5, gt=0, le=3600)
     max_bytes_per_poll: int = Field(8 << 20, ge=4096)  # a catch-up is checkpointed in steps
 
 

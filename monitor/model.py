@@ -127,17 +127,19 @@ def identity(
     diagnostic: str | None,
     relay: str | None,
     delay_seconds: float | None,
+    client: str | None = None,
 ) -> str:
     """The id of an event from its identifying fields (``seconds``: the time as ``%.6f``).
 
     Relay and delay are part of it so that two attempts in the same second with the
-    same reply (a queue flush) stay two attempts.  The id starts with the event's
+    same reply (a queue flush) stay two attempts; the client, so that the same refusal
+    of two clients in one second stays two refusals.  The id starts with the event's
     UNIX second in hex, so ids sort by time and a growing store appends to its index
     instead of writing all over it.
     """
     digest = event_id(
         source, kind, seconds, queue_id, message_id, provider_message_id, recipient,
-        reply_code, enhanced_status, diagnostic, relay, delay_seconds,
+        reply_code, enhanced_status, diagnostic, relay, delay_seconds, client,
     )  # fmt: skip
     return f"{int(float(seconds)) & 0xFFFFFFFF:08x}{digest[:24]}"
 
@@ -201,6 +203,7 @@ class Event:
             self.diagnostic,
             self.relay,
             self.delay_seconds,
+            self.client,
         )
 
     @property

@@ -17,7 +17,7 @@ def test_id_is_stable_across_instances() -> None:
 def test_id_is_a_known_value() -> None:
     """The id does not depend on process state (hash seeds): it is a fixed function."""
     assert event_id("postfix:mx1", "delivered", "x") == event_id("postfix:mx1", "delivered", "x")
-    assert ev("delivered").id == "69a802a02a9c42e5c3eda8f02933222c"
+    assert ev("delivered").id == "69a802a0fc42c1379ba87f5688bc0314"
 
 
 def test_id_ignores_raw_reference_and_enrichment() -> None:
@@ -76,3 +76,10 @@ def test_ids_sort_by_time() -> None:
     """An event id starts with its UNIX second, so later events sort after earlier ones."""
     assert ev("delivered", 0).id[:8] == f"{int(T0.timestamp()):08x}"
     assert ev("delivered", 0).id < ev("delivered", 2).id
+
+
+def test_the_same_refusal_of_two_clients_stays_two() -> None:
+    """Two NOQUEUE rejects of one recipient in one second from different clients differ."""
+    a = ev("rejected", 1, queue_id=None, message_id=None, reply_code=554, client="a[192.0.2.1]")
+    b = ev("rejected", 1, queue_id=None, message_id=None, reply_code=554, client="b[192.0.2.2]")
+    assert a.id != b.id

@@ -20,7 +20,7 @@ whose prefix is there are tried.  Whole verdicts are cached too.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import NamedTuple
 
 from monitor.classify.rules import Rule, RuleSet, load_rules
@@ -134,6 +134,12 @@ def _matcher(
     return _join(kept)
 
 
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """Each rule pattern compiled once: there are more of them than ``re`` caches."""
+    return re.compile(pattern)
+
+
 @lru_cache(maxsize=512)
 def _join(rules: tuple[Rule, ...]) -> _Matcher:
     always = next((i for i, r in enumerate(rules) if r.match is None), len(rules))
@@ -141,7 +147,7 @@ def _join(rules: tuple[Rule, ...]) -> _Matcher:
     loose: list[_Entry] = []
     for i, rule in enumerate(rules[:always]):
         for alternative in rule.alternatives:
-            compiled = re.compile(alternative)
+            compiled = _compiled(alternative)
             prefix = literal_prefix(alternative)
             if len(prefix) < 3:
                 loose.append((i, compiled))

@@ -161,7 +161,7 @@ class EventMaker:
             self._domain = domain_of(recipient)
         ident = identity(
             source, _KIND[kind], seconds, queue_id, message_id, None, recipient,
-            reply_code, enhanced_status, diagnostic, relay, delay_seconds,
+            reply_code, enhanced_status, diagnostic, relay, delay_seconds, client,
         )  # fmt: skip
         event = _new(Event)
         _type(event, kind)
