@@ -140,7 +140,8 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-@lru_cache(maxsize=512)
+# A matcher holds one compiled screen of every pattern (~1.7 MB): bound how many live.
+@lru_cache(maxsize=64)
 def _join(rules: tuple[Rule, ...]) -> _Matcher:
     always = next((i for i, r in enumerate(rules) if r.match is None), len(rules))
     trie: dict[str | None, object] = {}

@@ -42,6 +42,7 @@ class _Followed:
         self.state_prefix = f"{self.key}\x1fstate\x1f"
         if saved and hasattr(self.parser, "restore_state"):
             self.parser.restore_state(pipeline.store.checkpoints_under(self.state_prefix))
+        self.state_changes()  # starts change tracking before the first line
 
     def state_changes(self) -> dict[str, object]:
         if not hasattr(self.parser, "state_changes"):

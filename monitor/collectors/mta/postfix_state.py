@@ -94,7 +94,9 @@ class QueueTable:
         self._aged_at: datetime | None = None
         self.get = self._queues.get
         # What changed since the last checkpoint (see changes()), so that a follower can
-        # store exactly the state that goes with the lines it has committed.
+        # store exactly the state that goes with the lines it has committed.  Off until
+        # asked for: a one-shot ingest never drains them and they would only grow.
+        self.tracking = False
         self._dirty: set[Key] = set()
         self._gone: set[Key] = set()
 
@@ -106,7 +108,8 @@ class QueueTable:
         key = (host, instance, qid)
         queues = self._queues
         state = queues.get(key)
-        self._dirty.add(key)
+        if self.tracking:
+            self._dirty.add(key)
         if state is not None:
             queues.move_to_end(key)
             state.seen = moment
@@ -123,8 +126,9 @@ class QueueTable:
         return state
 
     def _forget(self, key: Key) -> None:
-        self._dirty.discard(key)
-        self._gone.add(key)
+        if self.tracking:
+            self._dirty.discard(key)
+            self._gone.add(key)
 
     def drop(self, host: str, instance: str, qid: str) -> Queued | None:
         """Forget a queue id (``removed``, or refused whole); its state if it had one."""
@@ -135,7 +139,11 @@ class QueueTable:
         return state
 
     def changes(self) -> tuple[dict[Key, Queued], set[Key]]:
-        """Queue ids touched and forgotten since the last call (the call resets both)."""
+        """Queue ids touched and forgotten since the last call (the call resets both).
+
+        The first call starts the tracking; it reports nothing from before it.
+        """
+        self.tracking = True
         touched = {k: self._queues[k] for k in self._dirty if k in self._queues}
         gone = self._gone
         self._dirty, self._gone = set(), set()
