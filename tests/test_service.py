@@ -61,6 +61,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+    assert proc.returncode == 0, "serve did not shut down cleanly on SIGTERM"
 
 
 def _sample(text: str, line_start: str) -> float | None:

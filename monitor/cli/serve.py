@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import threading
 from typing import Any
 
@@ -15,6 +16,10 @@ __all__ = ["register"]
 log = logging.getLogger(__name__)
 
 _TOP_DOMAINS_REFRESH_SECONDS = 3600.0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -116,8 +121,13 @@ def run(args: argparse.Namespace) -> int:
         f"database {db}, following {len(config.logs)} log(s)",
         flush=True,
     )
+    # uvicorn re-raises SIGTERM once it has shut down; with the default action the
+    # process would die before the cleanup below. Turn it into an orderly exit.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         server.run()
+    except SystemExit:
+        pass
     finally:
         stop.set()
         if thread.is_alive():
