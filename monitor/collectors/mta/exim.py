@@ -301,6 +301,26 @@ class EximParser(StatefulParser):
                 )
         return state, rcpt, source
 
+    def _attempt(
+        self,
+        kind: EventType,
+        moment: datetime,
+        source: str,
+        state: Queued,
+        qid: str,
+        delivery: Delivery,
+        rcpt: Recipient,
+        code: int | None,
+        enhanced: str | None,
+        text: str | None,
+        ref: str | None,
+    ) -> Event:
+        """The event of one delivery attempt (delivered, deferred or bounced)."""
+        return self._make.outcome(
+            kind, moment, source, state, qid, delivery.recipient, delivery.orig_recipient,
+            delivery.relay, code, enhanced, text, delivery.delay, rcpt.attempts, ref,
+        )  # fmt: skip
+
     def _delivered(
         self, moment: datetime, host: str, qid: str, rest: str, ref: str | None
     ) -> list[Event] | int:
@@ -314,24 +334,9 @@ class EximParser(StatefulParser):
         code, enhanced = reply_of(text)
         rcpt.attempts += 1
         rcpt.final = True
-        events.append(
-            self._make.outcome(
-                kind,
-                moment,
-                source,
-                state,
-                qid,
-                delivery.recipient,
-                delivery.orig_recipient,
-                delivery.relay,
-                code,
-                enhanced,
-                text,
-                delivery.delay,
-                rcpt.attempts,
-                ref,
-            )
-        )
+        events.append(self._attempt(
+            kind, moment, source, state, qid, delivery, rcpt, code, enhanced, text, ref
+        ))  # fmt: skip
         return events
 
     def _deferred(
@@ -349,24 +354,10 @@ class EximParser(StatefulParser):
         code, enhanced = remote_reply(text)
         rcpt.attempts += 1
         rcpt.code, rcpt.enhanced, rcpt.diagnostic = code, enhanced, text
-        events.append(
-            self._make.outcome(
-                EventType.DEFERRED,
-                moment,
-                source,
-                state,
-                qid,
-                delivery.recipient,
-                delivery.orig_recipient,
-                delivery.relay,
-                code,
-                enhanced,
-                text,
-                delivery.delay,
-                rcpt.attempts,
-                ref,
-            )
-        )
+        events.append(self._attempt(
+            EventType.DEFERRED, moment, source, state, qid, delivery, rcpt, code, enhanced, text,
+            ref,
+        ))  # fmt: skip
         return events
 
     def _failed(
@@ -387,24 +378,10 @@ class EximParser(StatefulParser):
             return events
         code, enhanced = remote_reply(text)
         rcpt.attempts += 1
-        events.append(
-            self._make.outcome(
-                EventType.BOUNCED,
-                moment,
-                source,
-                state,
-                qid,
-                delivery.recipient,
-                delivery.orig_recipient,
-                delivery.relay,
-                code,
-                enhanced,
-                text or None,
-                delivery.delay,
-                rcpt.attempts,
-                ref,
-            )
-        )
+        events.append(self._attempt(
+            EventType.BOUNCED, moment, source, state, qid, delivery, rcpt, code, enhanced,
+            text or None, ref,
+        ))  # fmt: skip
         return events
 
     def _rejected(
