@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from golden import REGEN, check_json
+from parsing import outcome
 
 from monitor.collectors.mta.exim import EximParser
 
@@ -46,23 +47,6 @@ def corpus_lines(name: str) -> Iterator[tuple[int, str]]:
     for number, line in enumerate(text.split("\n"), start=1):
         if line.strip() and not line.startswith(("#", "********")):
             yield number, line
-
-
-def outcome(parser: EximParser, line: str) -> str:
-    """What the parser made of one line, from its counters."""
-    before = parser.stats.to_dict()
-    events = parser.feed(line)
-    after = parser.stats.to_dict()
-    if events:
-        return "event:" + "+".join(e.type.value for e in events)
-    for key in ("tracked", "ignored"):
-        if after[key] != before[key]:
-            return key
-    unparsed_before, unparsed_after = before["unparsed"], after["unparsed"]
-    assert isinstance(unparsed_before, dict) and isinstance(unparsed_after, dict)
-    changed = [k for k, v in unparsed_after.items() if unparsed_before.get(k) != v]
-    assert len(changed) == 1, f"line counted {len(changed)} times: {line!r}"
-    return f"unparsed:{changed[0]}"
 
 
 @functools.cache

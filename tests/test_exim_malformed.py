@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+from parsing import accounted
 
 from monitor.collectors.mta.exim import EximParser
 from monitor.collectors.mta.postfix import MAX_LINE_CHARS
@@ -18,13 +19,6 @@ GOOD = (DATA / "deferred_then_delivered.log").read_text(encoding="utf-8").splitl
 def feed_all(lines: list[str]) -> tuple[list[Event], EximParser]:
     parser = EximParser()
     return [e for line in lines for e in parser.feed(line)], parser
-
-
-def accounted(parser: EximParser, events: list[Event]) -> bool:
-    """Every line is in exactly one bucket (a line with events makes at least one)."""
-    s = parser.stats
-    with_events = s.lines - s.ignored - s.tracked - sum(s.unparsed.values())
-    return s.events == len(events) and 0 <= with_events <= s.events
 
 
 def interleave(junk: list[str]) -> list[str]:
