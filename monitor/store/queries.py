@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, case, func, or_, select
@@ -81,8 +82,6 @@ def stats(
 
 
 def _event_from_row(row: Any) -> Event:
-    from datetime import UTC, datetime
-
     return Event(
         type=EventType(row["type"]),
         occurred_at=datetime.fromtimestamp(row["occurred_at"], UTC),
