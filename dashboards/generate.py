@@ -390,8 +390,8 @@ def ingestion() -> dict:
                 stat("Oldest source lag", "Seconds since the newest event of the quietest source (MailmonIngestionStalled: 30 min).",
                      q(f"max(time() - mailmon_source_last_event_timestamp_seconds{sel})", instant=True),
                      unit="s", thresholds=[(None, "green"), (900, "orange"), (1800, "red")]),
-                stat("Bytes behind", "Written to followed logs and not read yet.",
-                     q(f"sum(mailmon_source_bytes_behind{sel})", instant=True), unit="bytes"),
+                stat("Bytes behind", "Written to followed logs and not read yet (log sources only, whatever the source selection).",
+                     q("sum(mailmon_source_bytes_behind)", instant=True), unit="bytes"),
             ]),
             ("Flow", [
                 timeseries("Events stored per second", "New events per source (duplicates are not counted).",

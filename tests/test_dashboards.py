@@ -129,7 +129,7 @@ def test_template_variables_resolve(name: str) -> None:
     defined: list[str] = []
     for v in variables(board):
         if v["type"] == "query":
-            selector, label = label_values(v["definition"])
+            selector, _ = label_values(v["definition"])
             assert selector is not None
             metric = re.match(r"\w+", selector)
             assert metric and metric.group(0) in _metric_names(), v["definition"]
@@ -165,7 +165,7 @@ def test_layout_fits_the_grid_without_overlaps(name: str) -> None:
     taken: set[tuple[int, int]] = set()
     for p in panels(BOARDS[name]):
         g: dict[str, Any] = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
         cells = {(x, y) for x in range(g["x"], g["x"] + g["w"])
                  for y in range(g["y"], g["y"] + g["h"])}  # fmt: skip
         assert not cells & taken, f"panel {p['title']!r} overlaps another"

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor.cli import classify, incidents, ingest, rollup, serve, stats, trace
+from monitor.cli import classify, dashboards, incidents, ingest, rollup, serve, stats, trace
 from monitor.errors import MailmonError
 
 __all__ = ["main"]
 
-_COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup)
+_COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, dashboards)
 
 
 def build_parser() -> argparse.ArgumentParser:

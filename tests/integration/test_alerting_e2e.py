@@ -22,14 +22,13 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +37,12 @@ from typing import Any
 
 import pytest
 import yaml
+from servers.prometheus import free_port as _free_port
+from servers.prometheus import get as _get
+from servers.prometheus import prometheus_config
+from servers.prometheus import start as _start
+from servers.prometheus import tool as _tool
+from servers.prometheus import wait as _wait
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +51,6 @@ ALERTS = ROOT / "alerts"
 ALERT = "MailmonDomainRejecting"
 BAD, GOOD = "gmail.test", "outlook.test"
 FOR = "5s"  # the test copy's `for:` of MailmonDomainRejecting (alerts/: 3m)
-INSTALL_HINT = (
-    "install Debian's prometheus and prometheus-alertmanager: sudo scripts/install-test-deps.sh"
-)
 
 RELAYS = {
     BAD: "gmail-smtp-in.l.google.com[142.250.1.26]:25",
@@ -65,63 +67,6 @@ GMAIL_421 = (
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found on PATH: {INSTALL_HINT}")
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=2) as response:
-        return bytes(response.read())
-
-
-def _tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return f"--- {path.name} ---\n{path.read_text(errors='replace')[-chars:]}"
-    except OSError:
-        return f"--- {path.name}: missing ---"
-
-
-def _wait(what: str, predicate: Callable[[], Any], timeout: float, logs: list[Path]) -> Any:
-    """Poll ``predicate`` every 0.2 s until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except OSError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s\n" + "\n".join(map(_tail, logs)))
-        time.sleep(0.2)
-
-
-def _start(stack: ExitStack, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-    """Popen ``args`` (output to ``log``) and make sure teardown stops it."""
-    with log.open("w") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-    def stop() -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-
-    stack.callback(stop)
 
 
 class Webhook:
@@ -221,19 +166,7 @@ def _prometheus_config(tmp: Path, mailmon: int, alertmanager: int) -> Path:
                 found += 1
     assert found == 1, f"{ALERT} not found exactly once in alerts/mailmon.rules.yml"
     (tmp / "mailmon.rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["recording.rules.yml", "mailmon.rules.yml"],
-        "alerting": {
-            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager}"]}]}]
-        },
-        "scrape_configs": [
-            {"job_name": "mailmon", "static_configs": [{"targets": [f"127.0.0.1:{mailmon}"]}]}
-        ],
-    }
-    path = tmp / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return prometheus_config(tmp, ["recording.rules.yml", "mailmon.rules.yml"], mailmon, alertmanager)
 
 
 def _alertmanager_config(tmp: Path, hook: str) -> Path:

@@ -1,0 +1,236 @@
+"""Every dashboard query, run against a real Prometheus that scraped a real ``mailmon serve``.
+
+``mailmon serve`` follows a Postfix log (BSD syslog) and takes KumoMTA log-hook records
+(complaints arrive as ``Feedback`` records) on ``POST /ingest/kumomta``; a private
+Prometheus (Debian ``prometheus``) scrapes it every second and evaluates
+``alerts/recording.rules.yml`` every second (the test copy's only change).  Traffic comes
+in two rounds so that every counter has grown between two scrapes and every ``rate()`` is
+above zero.  Then each dashboard's template variables are resolved with the
+``label_values()`` queries Grafana would run, and every panel target is run with them
+substituted, once with the first value of each variable and once with "All": each must
+parse and return data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from grafana_boards import label_values, load_all, query_panels, substitute, variables
+from servers.prometheus import free_port, get, prometheus_config, query, start, tool, wait
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DOMAINS = ("gmail.com", "outlook.com", "yahoo.com")
+RELAYS = {
+    "gmail.com": "gmail-smtp-in.l.google.com[142.250.1.26]:25",
+    "outlook.com": "outlook-com.olc.protection.outlook.com[52.101.1.2]:25",
+    "yahoo.com": "mta5.am0.yahoodns.net[67.195.228.106]:25",
+}
+DEFERRED = (
+    "dsn=4.7.28, status=deferred (host {host} said: 421 4.7.28 Our system has detected an "
+    "unusual rate of unsolicited mail originating from your IP address. "
+    "(in reply to end of DATA command))"
+)
+BOUNCED = {  # two reasons with different blames per domain
+    "userunknown": "dsn=5.1.1, status=bounced (host {host} said: 550 5.1.1 <{rcpt}>: "
+    "Recipient address rejected: User unknown in virtual mailbox table "
+    "(in reply to RCPT TO command))",
+    "spamdetected": "dsn=5.7.1, status=bounced (host {host} said: 554 5.7.1 Message rejected "
+    "as spam by Content Filtering. (in reply to end of DATA command))",
+}
+_QUEUE_IDS = itertools.count(0x4B1000000)
+
+
+def _bsd(t: float) -> str:
+    d = datetime.fromtimestamp(t, UTC)
+    return f"{d:%b} {d.day:2d} {d:%H:%M:%S}"
+
+
+def _postfix(t: float, rcpt: str, outcome: str) -> str:
+    """One message to ``rcpt``: qmgr from=..., then the smtp line for ``outcome``."""
+    qid = f"{next(_QUEUE_IDS):010X}"
+    relay = RELAYS[rcpt.rpartition("@")[2]]
+    host = relay.rsplit(":", 1)[0].replace("[", " [")
+    stamp = _bsd(t)
+    head = (
+        f"{stamp} mx1 postfix/qmgr[1102]: {qid}: from=<news@app.example>, size=4211, "
+        "nrcpt=1 (queue active)\n"
+        f"{stamp} mx1 postfix/smtp[1203]: {qid}: to=<{rcpt}>, relay={relay}, "
+        "delay=42, delays=0.05/0.01/0.21/41, "
+    )
+    if outcome == "sent":
+        tail = f"dsn=2.0.0, status=sent (250 2.0.0 OK {int(t)} q{qid.lower()})\n"
+    elif outcome == "deferred":
+        tail = DEFERRED.format(host=host) + "\n"
+    else:
+        tail = BOUNCED[outcome].format(host=host, rcpt=rcpt) + "\n"
+    removed = f"{stamp} mx1 postfix/qmgr[1102]: {qid}: removed\n" if outcome != "deferred" else ""
+    return head + tail + removed
+
+
+def _round(log: Path, hook: str, n: int, now: float) -> None:
+    """One round of traffic: Postfix lines to every domain, a complaint, one bad record each."""
+    lines = []
+    for i, domain in enumerate(DOMAINS):
+        for j, outcome in enumerate(["sent"] * 8 + ["deferred", "userunknown", "spamdetected"]):
+            t = now - 200 + 10 * i + j  # event time: inside the rollup's short window
+            lines.append(_postfix(t, f"r{n}-{j}@{domain}", outcome))
+    lines.append("this line is no syslog line\n")  # counted as unparsed
+    with log.open("a") as f:
+        f.writelines(lines)
+    records = [
+        {
+            "type": "Feedback", "id": f"fbl-{n}-{domain}", "timestamp": int(now) - 100 + n,
+            "sender": "news@app.example", "recipient": "fbl@app.example",
+            "headers": {"Message-ID": f"<r{n}@app.example>"},
+            "feedback_report": {"feedback_type": "abuse",
+                                "original_rcpto_to": [f"<r{n}-0@{domain}>"]},
+            "response": {"code": 250, "content": "", "command": "."},
+        }
+        for domain in DOMAINS
+    ]
+    body = "\n".join([*map(json.dumps, records), '{"type": "NoSuchRecord"}']).encode()
+    request = urllib.request.Request(hook, data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def _run(prom: str, target: dict[str, Any], expr: str) -> list[dict[str, Any]]:
+    """Run ``expr`` as Grafana would (instant or range over the last minute); 400 -> fail."""
+    now = time.time()
+    if target.get("instant"):
+        params = {"query": expr, "time": f"{now:.3f}"}
+        url = f"{prom}/api/v1/query?" + urllib.parse.urlencode(params)
+    else:
+        params = {"query": expr, "start": f"{now - 60:.3f}", "end": f"{now:.3f}", "step": "5"}
+        url = f"{prom}/api/v1/query_range?" + urllib.parse.urlencode(params)
+    try:
+        body = json.loads(get(url))
+    except urllib.error.HTTPError as exc:
+        pytest.fail(f"Prometheus refused {expr!r}: {exc.read().decode(errors='replace')}")
+    return list(body["data"]["result"])
+
+
+def _has_number(result: list[dict[str, Any]]) -> bool:
+    values = [v for s in result for v in ([s["value"]] if "value" in s else s["values"])]
+    return any(not math.isnan(float(v[1])) for v in values)
+
+
+def _resolve(prom: str, board: dict[str, Any]) -> dict[str, list[str]]:
+    """Each query variable's values, as Grafana's label_values() would list them."""
+    resolved: dict[str, list[str]] = {}
+    for v in variables(board):
+        if v["type"] != "query":
+            continue
+        selector, label = label_values(v["definition"])
+        match = substitute(selector or "", {k: "|".join(vs) for k, vs in resolved.items()})
+        url = f"{prom}/api/v1/label/{label}/values?" + urllib.parse.urlencode({"match[]": match})
+        values = sorted(json.loads(get(url))["data"])
+        assert values, f"{board['uid']}: variable {v['name']} ({v['definition']}) has no values"
+        resolved[v["name"]] = values
+    return resolved
+
+
+def _selections(resolved: dict[str, list[str]]) -> Iterator[dict[str, str]]:
+    """The first value of every variable, then "All" (Grafana's allValue .*)."""
+    first: dict[str, str] = {}
+    for name, values in resolved.items():
+        first[name] = values[0]
+    yield first
+    yield dict.fromkeys(resolved, ".*")
+
+
+def _empty_panels(prom: str, boards: dict[str, dict[str, Any]]) -> list[str]:
+    """Every (dashboard, panel, target, selection) whose query returns no number."""
+    empty = []
+    for name, board in boards.items():
+        resolved = _resolve(prom, board)
+        for selection in _selections(resolved):
+            for p in query_panels(board):
+                for t in p["targets"]:
+                    expr = substitute(t["expr"], selection)
+                    if not _has_number(_run(prom, t, expr)):
+                        empty.append(f"{name} / {p['title']} / {t['refId']} {selection}: {expr}")
+    return empty
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as s:
+        yield s
+
+
+def test_every_panel_query_returns_data(tmp_path: Path, stack: ExitStack) -> None:
+    """Every target of every dashboard parses and returns data from a Prometheus scraping a
+    mailmon that followed real Postfix log lines and took KumoMTA complaints."""
+    prometheus, promtool = tool("prometheus"), tool("promtool")
+    ports = {name: free_port() for name in ("mailmon", "prometheus")}
+    mm, prom = (f"http://127.0.0.1:{ports[n]}" for n in ("mailmon", "prometheus"))
+    logs = [tmp_path / "mailmon.out", tmp_path / "prometheus.out"]
+
+    maillog = tmp_path / "mail.log"
+    maillog.touch()
+    (tmp_path / "mailmon.toml").write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "mailmon.db"}"\n'
+        f'[service]\nlisten_host = "127.0.0.1"\nlisten_port = {ports["mailmon"]}\n'
+        f'[[logs]]\nkind = "postfix"\npath = "{maillog}"\npoll_interval_seconds = 0.1\n'
+        f"[metrics]\ndomains = {json.dumps(list(DOMAINS))}\n"
+        "[rollup]\ninterval_seconds = 1\n"
+    )
+    # TEST COPY of the recording rules: evaluated every second instead of every minute.
+    rules = yaml.safe_load((ROOT / "alerts" / "recording.rules.yml").read_text())
+    for group in rules["groups"]:
+        group["interval"] = "1s"
+    (tmp_path / "recording.rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
+    prom_yml = prometheus_config(tmp_path, ["recording.rules.yml"], ports["mailmon"])
+    check = subprocess.run([promtool, "check", "config", str(prom_yml)],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    env = os.environ | {"MAILMON_RESOLVE_MX": "0", "MAILMON_DATA_DIR": str(tmp_path)}
+    env.pop("MAILMON_DB_URL", None)
+    env.pop("MAILMON_CONFIG", None)
+    start(stack, [sys.executable, "-m", "monitor", "serve", "--config",
+                  str(tmp_path / "mailmon.toml")], logs[0], env=env)  # fmt: skip
+    start(stack, [prometheus, f"--config.file={prom_yml}",
+                  f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                  f"--web.listen-address=127.0.0.1:{ports['prometheus']}"], logs[1])  # fmt: skip
+    wait("mailmon /healthz", lambda: b'"ok"' in get(f"{mm}/healthz"), 30, logs)
+
+    # Round 1 creates the series; once Prometheus has scraped them, round 2 makes them grow.
+    now = time.time()
+    _round(maillog, f"{mm}/ingest/kumomta", 1, now)
+    wait("mailmon counted round 1",
+         lambda: b'mailmon_complaints_total{domain="yahoo.com"' in get(f"{mm}/metrics")
+         and b'outcome="bounced"' in get(f"{mm}/metrics"), 30, logs)  # fmt: skip
+    wait("Prometheus scraped round 1",
+         lambda: query(prom, 'count(mailmon_bounces_total) >= 6 and count(mailmon_complaints_total) >= 3'),
+         30, logs)  # fmt: skip
+    _round(maillog, f"{mm}/ingest/kumomta", 2, now)
+    wait("Prometheus scraped round 2",
+         lambda: query(prom, f'sum(mailmon_complaints_total) >= {2 * len(DOMAINS)}'),
+         30, logs)  # fmt: skip
+
+    boards = load_all()
+    # The recording rules and the rollup gauges need a few evaluations after the scrape.
+    deadline = time.monotonic() + 30
+    while (empty := _empty_panels(prom, boards)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not empty, "panels without data:\n" + "\n".join(empty)
