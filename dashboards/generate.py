@@ -4,8 +4,9 @@
     python dashboards/generate.py --check  # exit 1 when a JSON file differs from this file
 
 Plain dicts in the Grafana dashboard JSON model (schemaVersion 39, Grafana 10/11), no SDK:
-the model is small and stable, and a dependency-free script is what CI and reviewers can
-run anywhere.  Panel ids and grid positions are computed, so adding a panel is one line.
+grafana-foundation-sdk (PyPI) builds dashboards, but its JSON needed patching afterwards
+(no panel ids, empty refIds, ``options: null``, schemaVersion 36), and a dependency-free
+script is what CI and reviewers can run anywhere.  Panel ids and grid positions are computed, so adding a panel is one line.
 Every panel and query uses the ``$datasource`` variable; no datasource uid is hard-coded.
 Queries read the recording rules of ``alerts/recording.rules.yml`` where one exists and
 the raw counters of ``docs/metrics.md`` otherwise.

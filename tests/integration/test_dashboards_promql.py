@@ -85,8 +85,13 @@ def _postfix(t: float, rcpt: str, outcome: str) -> str:
     return head + tail + removed
 
 
-def _round(log: Path, hook: str, n: int, now: float) -> None:
-    """One round of traffic: Postfix lines to every domain, a complaint, one bad record each."""
+def _round(log: Path, mailmon: str, n: int, now: float, logs: list[Path]) -> None:
+    """One round of traffic: Postfix lines to every domain, then a complaint per domain and
+    one bad record through the KumoMTA hook.
+
+    The hook's events are newer, so they come second: the rollup engine evaluates when the
+    newest event time moves on, and must find the Postfix attempts stored by then.
+    """
     lines = []
     for i, domain in enumerate(DOMAINS):
         for j, outcome in enumerate(["sent"] * 8 + ["deferred", "userunknown", "spamdetected"]):
@@ -95,6 +100,10 @@ def _round(log: Path, hook: str, n: int, now: float) -> None:
     lines.append("this line is no syslog line\n")  # counted as unparsed
     with log.open("a") as f:
         f.writelines(lines)
+    total = log.read_text().count("\n")
+    wait(f"mailmon read the {total} log lines of round {n}",
+         lambda: f'mailmon_source_lines_total{{source="postfix"}} {total}.0'.encode()
+         in get(f"{mailmon}/metrics"), 30, logs)  # fmt: skip
     records = [
         {
             "type": "Feedback", "id": f"fbl-{n}-{domain}", "timestamp": int(now) - 100 + n,
@@ -107,7 +116,7 @@ def _round(log: Path, hook: str, n: int, now: float) -> None:
         for domain in DOMAINS
     ]
     body = "\n".join([*map(json.dumps, records), '{"type": "NoSuchRecord"}']).encode()
-    request = urllib.request.Request(hook, data=body, method="POST")
+    request = urllib.request.Request(f"{mailmon}/ingest/kumomta", data=body, method="POST")
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 200
 
@@ -133,36 +142,28 @@ def _has_number(result: list[dict[str, Any]]) -> bool:
     return any(not math.isnan(float(v[1])) for v in values)
 
 
-def _resolve(prom: str, board: dict[str, Any]) -> dict[str, list[str]]:
-    """Each query variable's values, as Grafana's label_values() would list them."""
-    resolved: dict[str, list[str]] = {}
+def _selection(prom: str, board: dict[str, Any], all_values: bool) -> dict[str, str]:
+    """Each query variable's value as Grafana would set it: its label_values() are listed
+    (under the values chosen for the variables before it), then the first one or "All"."""
+    chosen: dict[str, str] = {}
     for v in variables(board):
         if v["type"] != "query":
             continue
         selector, label = label_values(v["definition"])
-        match = substitute(selector or "", {k: "|".join(vs) for k, vs in resolved.items()})
+        match = substitute(selector or "", chosen)
         url = f"{prom}/api/v1/label/{label}/values?" + urllib.parse.urlencode({"match[]": match})
         values = sorted(json.loads(get(url))["data"])
-        assert values, f"{board['uid']}: variable {v['name']} ({v['definition']}) has no values"
-        resolved[v["name"]] = values
-    return resolved
-
-
-def _selections(resolved: dict[str, list[str]]) -> Iterator[dict[str, str]]:
-    """The first value of every variable, then "All" (Grafana's allValue .*)."""
-    first: dict[str, str] = {}
-    for name, values in resolved.items():
-        first[name] = values[0]
-    yield first
-    yield dict.fromkeys(resolved, ".*")
+        assert values, f"{board['uid']}: variable {v['name']} ({match}) has no values"
+        chosen[v["name"]] = v["allValue"] if all_values else values[0]
+    return chosen
 
 
 def _empty_panels(prom: str, boards: dict[str, dict[str, Any]]) -> list[str]:
     """Every (dashboard, panel, target, selection) whose query returns no number."""
     empty = []
     for name, board in boards.items():
-        resolved = _resolve(prom, board)
-        for selection in _selections(resolved):
+        for all_values in (False, True):
+            selection = _selection(prom, board, all_values)
             for p in query_panels(board):
                 for t in p["targets"]:
                     expr = substitute(t["expr"], selection)
@@ -216,14 +217,14 @@ def test_every_panel_query_returns_data(tmp_path: Path, stack: ExitStack) -> Non
 
     # Round 1 creates the series; once Prometheus has scraped them, round 2 makes them grow.
     now = time.time()
-    _round(maillog, f"{mm}/ingest/kumomta", 1, now)
+    _round(maillog, mm, 1, now, logs)
     wait("mailmon counted round 1",
          lambda: b'mailmon_complaints_total{domain="yahoo.com"' in get(f"{mm}/metrics")
          and b'outcome="bounced"' in get(f"{mm}/metrics"), 30, logs)  # fmt: skip
     wait("Prometheus scraped round 1",
          lambda: query(prom, 'count(mailmon_bounces_total) >= 6 and count(mailmon_complaints_total) >= 3'),
          30, logs)  # fmt: skip
-    _round(maillog, f"{mm}/ingest/kumomta", 2, now)
+    _round(maillog, mm, 2, now, logs)
     wait("Prometheus scraped round 2",
          lambda: query(prom, f'sum(mailmon_complaints_total) >= {2 * len(DOMAINS)}'),
          30, logs)  # fmt: skip
