@@ -203,10 +203,36 @@ def test_unreachable_and_malformed_urls_are_clear_errors(
     url = f"http://127.0.0.1:{free_port()}"
     assert _push(url, "--token", TOKEN, "--timeout", "2") == 2
     err = capsys.readouterr().err
-    assert f"cannot reach Grafana at {url}" in err and TOKEN not in err
+    assert f"cannot reach Grafana at {url}: Connection refused" in err and TOKEN not in err
     for bad in ("grafana:3000", "ftp://grafana", "http://"):
         assert _push(bad, "--token", TOKEN) == 2
         assert "expected http(s)://HOST" in capsys.readouterr().err
+
+
+def test_a_server_that_is_not_grafana_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A web server answering HTML (a wrong port, a login page) is named as not Grafana."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>hello</html>")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert _push(url, "--token", TOKEN) == 2
+        assert "does not answer like Grafana's HTTP API" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_user_info_in_the_url_is_never_printed(

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import urllib.parse
 from pathlib import Path
@@ -158,7 +159,6 @@ def push(
     timeout: float = 10.0,
 ) -> list[dict[str, str]]:
     """Create or update ``boards`` in the folder; one {uid, title, action} per dashboard."""
-    import niquests
     from grafana_client import GrafanaApi
     from grafana_client.client import (
         GrafanaClientError,
@@ -170,7 +170,8 @@ def push(
     api = GrafanaApi.from_url(_check_url(url), credential=token, timeout=timeout)
     try:
         try:
-            api.folder.get_folder(folder_uid)
+            if not isinstance(api.folder.get_folder(folder_uid), dict):
+                raise ValueError("the folder lookup did not answer JSON")
         except GrafanaClientError as exc:
             if exc.status_code != 404:
                 raise
@@ -184,6 +185,8 @@ def push(
                 if exc.status_code != 404:
                     raise
                 stored = None
+            if stored is not None and not isinstance(stored, dict):
+                raise ValueError("the dashboard lookup did not answer JSON")
             if (
                 stored is not None
                 and stored.get("meta", {}).get("folderUid") == folder_uid
@@ -217,8 +220,10 @@ def push(
         if exc.status_code:
             raise MailmonError(f"Grafana at {where} answered {exc.message}") from None
         raise MailmonError(f"cannot reach Grafana at {where}: {exc.message}") from None
-    except niquests.exceptions.RequestException as exc:
-        raise MailmonError(f"cannot reach Grafana at {where}: {type(exc).__name__}") from None
+    except OSError as exc:  # the HTTP library's connection errors (refused, DNS) are OSErrors
+        errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+        reason = errno.group(1) if errno else type(exc).__name__
+        raise MailmonError(f"cannot reach Grafana at {where}: {reason}") from None
     except ValueError as exc:  # a 2xx answer that is not JSON: not Grafana's API
         raise MailmonError(f"{where} does not answer like Grafana's HTTP API ({exc})") from None
 
