@@ -20,12 +20,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	scripts/install-test-deps.sh
-	$(BIN)/ruff check monitor tests bench
+	$(BIN)/ruff check monitor tests bench dashboards
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 lint: $(STAMP)
-	$(BIN)/ruff check monitor tests bench
+	$(BIN)/ruff check monitor tests bench dashboards
 	$(BIN)/mypy
 
 bench: $(STAMP)
