@@ -305,3 +305,31 @@ def test_every_alert_has_cases_that_fire_pend_and_stay_quiet() -> None:
         assert seen.get("pending"), f"{name}: no case pending inside for: (ALERTS, exp_alerts: [])"
         if name not in UNGUARDED:
             assert seen.get("quiet"), f"{name}: no test group where it stays quiet at low volume"
+
+
+def test_domain_rejecting_group_evaluates_every_minute_and_its_tests_model_it() -> None:
+    """MailmonDomainRejecting's group has `interval: 1m`, and every promtool file testing it evaluates every 1m too.
+
+    promtool evaluates every group at the test file's `evaluation_interval`, not at the
+    group's own interval, so a test file with another cadence would test a different rule.
+    """
+    groups = [
+        group
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        if any(rule.get("alert") == "MailmonDomainRejecting" for rule in group["rules"])
+    ]
+    assert len(groups) == 1
+    assert groups[0].get("interval") == "1m"
+    testing = [
+        path
+        for path in TEST_FILES
+        if any(
+            case["alertname"] == "MailmonDomainRejecting"
+            for group in yaml.safe_load(path.read_text()).get("tests", [])
+            for case in group.get("alert_rule_test", [])
+        )
+    ]
+    assert testing
+    for path in testing:
+        assert yaml.safe_load(path.read_text()).get("evaluation_interval") == "1m", path.name
