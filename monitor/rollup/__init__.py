@@ -5,6 +5,7 @@ from __future__ import annotations
 from monitor.rollup.detectors import Decision, RejectingDetector, wilson
 from monitor.rollup.engine import DomainState, Evaluation, RollupEngine, newest_event_time
 from monitor.rollup.incidents import list_incidents
+from monitor.rollup.live import LiveClock
 from monitor.rollup.windows import REJECTING_REASONS, WINDOWS, Counts, window_counts
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Decision",
     "DomainState",
     "Evaluation",
+    "LiveClock",
     "RejectingDetector",
     "RollupEngine",
     "list_incidents",
