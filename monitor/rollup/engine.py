@@ -21,6 +21,7 @@ from monitor.rollup import incidents
 from monitor.rollup.detectors import Decision, RejectingDetector
 from monitor.rollup.windows import (
     BASELINE,
+    BASELINE_SECONDS,
     REJECTING_REASONS,
     SHORT,
     WINDOWS,
@@ -28,6 +29,7 @@ from monitor.rollup.windows import (
     Key,
     WindowReader,
     align,
+    exclude_from_baseline,
 )
 from monitor.store import Store
 from monitor.store.schema import BUCKET_SECONDS, counters
@@ -103,6 +105,7 @@ class RollupEngine:
         with self.store.engine.connect() as conn:
             table = self.windows.read(conn, end)
             current = incidents.active(conn, kind, end)
+            excluded = self._exclude_incident_time(conn, table, end)
         to_open: dict[Key, Decision] = {}
         to_close: dict[Key, Decision] = {}
         open_now: set[Key] = set()
@@ -124,6 +127,7 @@ class RollupEngine:
                         continue
                     windows = table[key]
                     evidence = self._evidence(conn, key, end, windows) | decision.as_dict()
+                    evidence["baseline_excluded_seconds"] = excluded.get(key, 0)
                     incidents.open_incident(conn, kind, *key, end, evidence)
                     result.opened.append(key)
                 for key, decision in to_close.items():
@@ -151,6 +155,19 @@ class RollupEngine:
         while at <= end:
             yield self.evaluate(at)
             at += step
+
+    def _exclude_incident_time(
+        self, conn: Any, table: dict[Key, dict[str, Counts]], end: float
+    ) -> dict[Key, int]:
+        """Leave each subject's incident time (from its short window before the start to its
+        end, or ``end`` while open) out of its baseline; the seconds left out per subject."""
+        spans: dict[Key, list[tuple[float, float]]] = {}
+        for row in incidents.overlapping(conn, end - BASELINE_SECONDS, end):
+            stop = end if row["ended_at"] is None else min(row["ended_at"], end)
+            spans.setdefault((row["provider"], row["domain"]), []).append(
+                (row["started_at"] - WINDOWS[SHORT], stop)
+            )
+        return exclude_from_baseline(conn, table, spans, end)
 
     def _evidence(
         self, conn: Any, key: Key, end: float, windows: dict[str, Counts]

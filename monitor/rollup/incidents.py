@@ -9,7 +9,15 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from monitor.store.schema import counters, deliveries, incidents
 
-__all__ = ["active", "close", "list_incidents", "open_incident", "top_reasons", "top_replies"]
+__all__ = [
+    "active",
+    "close",
+    "list_incidents",
+    "open_incident",
+    "overlapping",
+    "top_reasons",
+    "top_replies",
+]
 
 
 def active(conn: Connection, kind: str, at: float) -> dict[tuple[str, str], dict[str, Any]]:
@@ -22,6 +30,23 @@ def active(conn: Connection, kind: str, at: float) -> dict[tuple[str, str], dict
         )
     ).mappings()
     return {(r["provider"], r["domain"]): dict(r) for r in rows}
+
+
+def overlapping(conn: Connection, start: float, end: float) -> list[dict[str, Any]]:
+    """Incidents of every kind that started before ``end`` and were open after ``start``."""
+    rows = conn.execute(
+        select(
+            incidents.c.kind,
+            incidents.c.provider,
+            incidents.c.domain,
+            incidents.c.started_at,
+            incidents.c.ended_at,
+        ).where(
+            incidents.c.started_at < end,
+            or_(incidents.c.ended_at.is_(None), incidents.c.ended_at > start),
+        )
+    ).mappings()
+    return [dict(r) for r in rows]
 
 
 def open_incident(

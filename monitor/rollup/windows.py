@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, select
+from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
 from monitor.store.schema import BUCKET_SECONDS, counters
 
@@ -28,6 +28,7 @@ __all__ = [
     "Key",
     "WindowReader",
     "align",
+    "exclude_from_baseline",
     "window_counts",
 ]
 
@@ -310,3 +311,51 @@ class WindowReader:
                 _merge(self._sum7, self._hours.pop(h), -1)
         self._range = (lo7, lo24, hi)
         self._day = day
+
+
+def exclude_from_baseline(
+    conn: Connection,
+    table: dict[Key, dict[str, Counts]],
+    spans: dict[Key, list[tuple[float, float]]],
+    at: float,
+) -> dict[Key, int]:
+    """Take the counts inside ``spans`` (incident time) out of each key's baseline.
+
+    An incident's own failures must not raise the baseline it is judged against, or a
+    long incident would end itself while the domain still rejects.  Spans are clipped to
+    the baseline window and merged; returns the seconds taken out per key.
+    """
+    end = align(at)
+    lo, hi = end - BASELINE_SECONDS, end - WINDOWS[SHORT]
+    removed: dict[Key, int] = {}
+    for key, raw in spans.items():
+        merged: list[list[int]] = []
+        for start, stop in sorted(raw):
+            a, b = max(lo, align(start)), min(hi, -(-int(stop) // BUCKET_SECONDS) * BUCKET_SECONDS)
+            if a >= b:
+                continue
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        if not merged or key not in table:
+            continue
+        rejecting = _rejecting()
+        query = (
+            select(counters.c.outcome, rejecting, func.sum(counters.c.count))
+            .where(
+                or_(*(and_(counters.c.bucket >= a, counters.c.bucket < b) for a, b in merged)),
+                counters.c.provider == key[0],
+                counters.c.recipient_domain == key[1],
+                counters.c.outcome.in_(_OUTCOMES),
+                counters.c.stream != "ndr",
+            )
+            .group_by(counters.c.outcome, rejecting)
+        )
+        base = table[key][BASELINE]
+        for outcome, is_rejecting, n in conn.execute(query):
+            setattr(base, outcome, getattr(base, outcome) - int(n or 0))
+            if is_rejecting:
+                base.rejecting -= int(n or 0)
+        removed[key] = sum(b - a for a, b in merged)
+    return removed
