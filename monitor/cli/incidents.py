@@ -61,22 +61,36 @@ def _table(rows: list[dict[str, Any]]) -> None:
         console.print("no incidents")
         return
     table = Table(box=None, header_style="bold")
-    columns = ("id", "kind", "provider", "domain", "started", "ended", "attempts", "share", "top")
+    columns = ("id", "kind", "provider", "domain", "started", "ended", "value", "top")
     for name in columns:
         table.add_column(name, no_wrap=True)
     for r in rows:
-        short = r["evidence"].get("windows", {}).get("5m", {})
-        share = short.get("rejecting_share")
-        reasons = r["evidence"].get("top_reasons") or [{}]
+        evidence = r["evidence"]
+        reasons = evidence.get("top_reasons") or evidence.get("top_replies") or [{}]
         table.add_row(
             str(r["id"]),
             r["kind"],
             r["provider"],
-            r["domain"],
+            r["domain"] or "*",
             iso(r["started_at"]) or "",
             iso(r["ended_at"]) or "open",
-            str(short.get("attempts", "")),
-            "-" if share is None else f"{share * 100:.0f}%",
-            str(reasons[0].get("reason", "")),
+            _value(r["kind"], evidence),
+            str(reasons[0].get("reason") or ""),
         )
     console.print(table)
+
+
+def _value(kind: str, evidence: dict[str, Any]) -> str:
+    """What the detector measured when the incident opened, in its unit."""
+    value = evidence.get("value")
+    if value is None and kind == "domain_rejecting":  # incidents stored before "value"
+        value = evidence.get("windows", {}).get("5m", {}).get("rejecting_share")
+    if value is None:
+        return "-"
+    if kind == "delivery_latency":
+        return f"p95 {value / 60:.0f} min"
+    if kind == "queue_age":
+        return f"{value:.0f} stuck"
+    if kind == "provider_silent":
+        return f"0 of >={value:.0f}"
+    return f"{value * 100:.2f}%" if value < 0.01 else f"{value * 100:.0f}%"

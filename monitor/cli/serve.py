@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from sqlalchemy.engine import make_url
 
-    from monitor.cli.rollup import detector_for
+    from monitor.cli.rollup import detectors_for
     from monitor.metrics import DomainLabeler, Metrics
     from monitor.pipeline import Pipeline
     from monitor.rollup import LiveClock, RollupEngine, newest_event_time
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             min_interval = min((s.poll_interval_seconds for s in config.logs), default=1.0)
             stop.wait(min_interval)
 
-    engine = RollupEngine(store, detector_for(config), gauges=metrics.rollup)
+    engine = RollupEngine(store, detectors_for(config), gauges=metrics.rollup)
 
     def rollup() -> None:
         # Event time: evaluate at the newest event seen, on the interval's grid, so that a

@@ -28,8 +28,10 @@ __all__ = [
     "Key",
     "WindowReader",
     "align",
-    "exclude_from_baseline",
+    "baseline_of",
+    "incident_counts",
     "window_counts",
+    "with_baselines",
 ]
 
 #: Reasons that mean the receiving side refuses *us* (reputation, policy, rate or block),
@@ -55,9 +57,10 @@ REJECTING_REASONS = frozenset(
 )
 
 #: Window name -> length in seconds; ``SHORT`` is the one detectors judge.
-WINDOWS: dict[str, int] = {"5m": 300, "1h": 3600, "24h": 86400}
+WINDOWS: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600, "24h": 86400}
 SHORT = "5m"
-#: The baseline: the trailing 7 days before ``at``, without the short window.
+#: The baseline: the trailing 7 days before ``at``, without the short window; for a
+#: longer window ``w``, ``baseline_<w>`` leaves that window out (``baseline_of``).
 BASELINE = "baseline"
 BASELINE_SECONDS = 7 * 86400
 
@@ -65,7 +68,7 @@ Key = tuple[str, str]  # (provider, recipient domain)
 
 #: Attempts are the tries that got an answer: delivered, deferred or bounced.
 _ATTEMPT_OUTCOMES = ("delivered", "deferred", "bounced")
-_OUTCOMES = (*_ATTEMPT_OUTCOMES, "expired")
+_OUTCOMES = (*_ATTEMPT_OUTCOMES, "expired", "complained")
 
 
 @dataclass(slots=True)
@@ -77,10 +80,22 @@ class Counts:
     bounced: int = 0
     expired: int = 0
     rejecting: int = 0  # deferred or bounced attempts for a REJECTING_REASONS reason
+    complained: int = 0
 
     @property
     def attempts(self) -> int:
         return self.delivered + self.deferred + self.bounced
+
+    @property
+    def finished(self) -> int:
+        """Recipients with a final outcome: the bounce rate's denominator."""
+        return self.delivered + self.bounced + self.expired
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
 
     @property
     def rejecting_share(self) -> float | None:
@@ -92,7 +107,10 @@ class Counts:
         share = self.rejecting_share
         out["rejecting_share"] = None if share is None else round(share, 6)
         out["deferral_rate"] = round(self.deferred / self.attempts, 6) if self.attempts else None
-        out["bounce_rate"] = round(self.bounced / self.attempts, 6) if self.attempts else None
+        out["bounce_rate"] = round(self.bounced / self.finished, 6) if self.finished else None
+        out["complaint_rate"] = (
+            round(self.complained / self.delivered, 6) if self.delivered else None
+        )
         return out
 
 
@@ -245,6 +263,18 @@ class WindowReader:
             _add(table, BASELINE, tally)
         return table
 
+    def same_hour(self, at: float, days: int) -> dict[str, list[int]]:
+        """Per provider: attempts in the hour before ``at`` on each of the ``days`` previous
+        days (hour-aligned), from the settled hours the last ``read`` kept; 0 where none."""
+        end = align(at)
+        out: dict[str, list[int]] = {}
+        for k in range(1, days + 1):
+            hour = (end - k * 86400) // HOUR * HOUR - HOUR
+            for (provider, _domain, outcome, _rej), n in self._hours.get(hour, {}).items():
+                if outcome in _ATTEMPT_OUTCOMES:
+                    out.setdefault(provider, [0] * days)[k - 1] += n
+        return out
+
     def _minutes(self, conn: Connection, start: float, end: float) -> Tally:
         rows = _scan(conn, start, end, [func.sum(counters.c.count)])
         return {(p, d, o, int(r)): int(n or 0) for p, d, o, r, n in rows}
@@ -313,36 +343,65 @@ class WindowReader:
         self._day = day
 
 
-def exclude_from_baseline(
-    conn: Connection,
-    table: dict[Key, dict[str, Counts]],
-    spans: dict[Key, list[tuple[float, float]]],
-    at: float,
-) -> dict[Key, int]:
-    """Take the counts inside ``spans`` (incident time) out of each key's baseline.
+def baseline_of(windows: dict[str, Counts], name: str) -> Counts:
+    """The baseline that goes with window ``name``: the week before it."""
+    return windows[BASELINE if name == SHORT else f"{BASELINE}_{name}"]
+
+
+def with_baselines(
+    windows: dict[str, Counts], excluded: dict[str, Counts] | None = None
+) -> dict[str, Counts]:
+    """``windows`` plus ``baseline_<w>`` for every longer window, minus incident time.
+
+    ``excluded[w]`` holds the counts of incident time inside ``w``'s baseline (see
+    ``incident_counts``), so every baseline leaves it out exactly once.
+    """
+    excluded = excluded or {}
+    raw = windows[BASELINE]
+    out = dict(windows)
+    out[BASELINE] = raw - excluded.get(SHORT, Counts())
+    for name in WINDOWS:
+        if name != SHORT:
+            inner = windows[name] - windows[SHORT]
+            out[f"{BASELINE}_{name}"] = raw - inner - excluded.get(name, Counts())
+    return out
+
+
+def incident_counts(
+    conn: Connection, spans: dict[Key, list[tuple[float, float]]], at: float
+) -> tuple[dict[Key, dict[str, Counts]], dict[Key, int]]:
+    """Counts inside ``spans`` (incident time), per key and per window's baseline.
 
     An incident's own failures must not raise the baseline it is judged against, or a
     long incident would end itself while the domain still rejects.  Spans are clipped to
-    the baseline window and merged; returns the seconds taken out per key.
+    the baseline window and merged.  Returns the counts to take out of each window's
+    baseline, and the seconds taken out of the short window's baseline, per key.
     """
     end = align(at)
     lo, hi = end - BASELINE_SECONDS, end - WINDOWS[SHORT]
-    removed: dict[Key, int] = {}
+    found: dict[Key, dict[str, Counts]] = {}
+    seconds: dict[Key, int] = {}
     for key, raw in spans.items():
         merged: list[list[int]] = []
         for start, stop in sorted(raw):
-            a, b = max(lo, align(start)), min(hi, -(-int(stop) // BUCKET_SECONDS) * BUCKET_SECONDS)
+            a = max(lo, align(start))
+            b = min(hi, -(-int(stop) // BUCKET_SECONDS) * BUCKET_SECONDS)
             if a >= b:
                 continue
             if merged and a <= merged[-1][1]:
                 merged[-1][1] = max(merged[-1][1], b)
             else:
                 merged.append([a, b])
-        if not merged or key not in table:
+        if not merged:
             continue
         rejecting = _rejecting()
+        # Per window: the part of the spans inside that window's baseline (before it).
+        sums = [
+            func.sum(case((counters.c.bucket < end - WINDOWS[name], counters.c.count), else_=0))
+            for name in WINDOWS
+        ]
         query = (
-            select(counters.c.outcome, rejecting, func.sum(counters.c.count))
+            select(counters.c.outcome, rejecting, *sums)
             .where(
                 or_(*(and_(counters.c.bucket >= a, counters.c.bucket < b) for a, b in merged)),
                 counters.c.provider == key[0],
@@ -352,10 +411,12 @@ def exclude_from_baseline(
             )
             .group_by(counters.c.outcome, rejecting)
         )
-        base = table[key][BASELINE]
-        for outcome, is_rejecting, n in conn.execute(query):
-            setattr(base, outcome, getattr(base, outcome) - int(n or 0))
-            if is_rejecting:
-                base.rejecting -= int(n or 0)
-        removed[key] = sum(b - a for a, b in merged)
-    return removed
+        per = found[key] = {name: Counts() for name in WINDOWS}
+        for outcome, is_rejecting, *totals in conn.execute(query):
+            for name, n in zip(WINDOWS, totals, strict=True):
+                counts = per[name]
+                setattr(counts, outcome, getattr(counts, outcome) + int(n or 0))
+                if is_rejecting:
+                    counts.rejecting += int(n or 0)
+        seconds[key] = sum(b - a for a, b in merged)
+    return found, seconds
