@@ -41,8 +41,16 @@ ISSUE_5_ALERTS = {
     "MailmonDnsblListed",
     "MailmonDown",
 }
-# Alerts on a 0/1 gauge or on `up`: no volume to guard, so no low-volume case.
-UNGUARDED = {"MailmonDomainRejecting", "MailmonDnsblListed", "MailmonDown"}
+# Alerts on a 0/1 gauge or on `up`: no volume to guard, so no low-volume case. The rollup
+# engine's incident gauges (domain rejecting, provider silent, queue stuck) carry their
+# volume guards and statistical tests in the engine (tests/test_rollup*.py).
+UNGUARDED = {
+    "MailmonDomainRejecting",
+    "MailmonProviderSilent",
+    "MailmonQueueStuck",
+    "MailmonDnsblListed",
+    "MailmonDown",
+}
 
 
 def _tool(name: str) -> str:
