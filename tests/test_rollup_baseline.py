@@ -44,3 +44,34 @@ def test_a_long_incident_does_not_raise_its_own_baseline(db_url: str) -> None:
     # The gauges still show it open at the end.
     last = [s for s in runs[-1].states if s.domain == "gmail.com"]
     assert last and last[0].open
+
+
+def test_incident_counts_from_hours_equal_a_minute_scan(db_url: str) -> None:
+    """The incident time taken out of each window's baseline, read from settled hours plus
+    ragged minute edges, equals a plain scan of the minute buckets inside the spans."""
+    from monitor.rollup.windows import BASELINE_SECONDS, SHORT, WINDOWS, WindowReader
+
+    with Store.open(db_url) as store:
+        _background(store, DAY - timedelta(days=2), LONG)
+        _gmail_rejects_for_hours(store, _ts(ATTACK), _ts(LONG))
+        end = _ts(LONG) - 7 * 60
+        spans = [(_ts(DAY - timedelta(hours=30, minutes=17)), _ts(DAY - timedelta(hours=20))),
+                 (_ts(ATTACK) - 300, end)]  # fmt: skip
+        key = ("google", "gmail.com")
+        reader = WindowReader()
+        with store.engine.connect() as conn:
+            reader.read(conn, end)
+            found, seconds = reader.incident_counts(conn, {key: spans}, end)
+            rows = list(conn.execute(
+                counters.select().where(counters.c.provider == "google",
+                                        counters.c.recipient_domain == "gmail.com")))
+    lo = end - BASELINE_SECONDS
+    for name, width in WINDOWS.items():
+        stop = end - max(width, WINDOWS[SHORT])
+        inside = [r for r in rows if lo <= r.bucket < stop
+                  and any(a <= r.bucket < b for a, b in spans)]  # fmt: skip
+        got = found[key][name]
+        assert got.attempts == sum(r.count for r in inside if r.outcome != "complained"), name
+        assert got.rejecting == sum(r.count for r in inside if r.reason in ("blocked", "spamdetected")), name
+    assert seconds[key] == (_ts(DAY - timedelta(hours=20)) - _ts(DAY - timedelta(hours=30, minutes=17))) + (
+        end - WINDOWS[SHORT] - (_ts(ATTACK) - 300))

@@ -37,7 +37,6 @@ from monitor.rollup.windows import (
     Key,
     WindowReader,
     align,
-    incident_counts,
     with_baselines,
 )
 from monitor.store import Store
@@ -58,6 +57,11 @@ _EVIDENCE: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
     "bounce_rate": (None, ("bounced",)),
     "deferral_spike": (None, ("deferred",)),
 }
+
+
+#: Kinds whose detectors compare a share with the domain's baseline: their incident time
+#: is left out of that baseline.
+_BASELINE_KINDS = frozenset({"domain_rejecting", "bounce_rate", "deferral_spike"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +166,8 @@ class RollupEngine:
     def _inputs(self, conn: Any, end: float) -> tuple[dict[str, dict[Key, Any]], dict[Key, int]]:
         """Every detector source's input per subject, and the incident seconds excluded."""
         table = self.windows.read(conn, end)
-        excluded, seconds = incident_counts(conn, self._incident_spans(conn, end), end)
+        spans = self._incident_spans(conn, end)
+        excluded, seconds = self.windows.incident_counts(conn, spans, end)
         domains = {key: with_baselines(w, excluded.get(key)) for key, w in table.items()}
         for windows in domains.values():
             windows["same_hour_min"] = Counts()
@@ -187,11 +192,14 @@ class RollupEngine:
         return out, seconds
 
     def _incident_spans(self, conn: Any, end: float) -> dict[Key, list[tuple[float, float]]]:
-        """Each subject's incident time in the last week: from the detector's window before
-        the start to the end (``end`` while open); it stays out of the subject's baseline."""
-        lookback = {d.kind: WINDOWS.get(d.window, WINDOWS[SHORT]) for d in self.detectors}
+        """Each domain's share-incident time in the last week: from the detector's window
+        before the start to the end (``end`` while open); it stays out of the domain's
+        baselines.  Only the kinds judged against a baseline share count."""
+        lookback = {d.kind: WINDOWS[d.window] for d in self.detectors}
         spans: dict[Key, list[tuple[float, float]]] = {}
         for row in incidents.overlapping(conn, end - BASELINE_SECONDS, end):
+            if row["kind"] not in _BASELINE_KINDS:
+                continue
             stop = end if row["ended_at"] is None else min(row["ended_at"], end)
             start = row["started_at"] - lookback.get(row["kind"], WINDOWS[SHORT])
             spans.setdefault((row["provider"], row["domain"]), []).append((start, stop))

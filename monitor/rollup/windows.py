@@ -29,7 +29,6 @@ __all__ = [
     "WindowReader",
     "align",
     "baseline_of",
-    "incident_counts",
     "window_counts",
     "with_baselines",
 ]
@@ -205,6 +204,12 @@ def _ceil_hour(t: float) -> int:
     return -(-int(t) // HOUR) * HOUR
 
 
+def _bump(counts: Counts, outcome: str, rejecting: int, n: int) -> None:
+    setattr(counts, outcome, getattr(counts, outcome) + n)
+    if rejecting:
+        counts.rejecting += n
+
+
 def _merge(into: Tally, tally: Tally, sign: int = 1) -> None:
     for k, n in tally.items():
         into[k] = into.get(k, 0) + sign * n
@@ -262,6 +267,91 @@ class WindowReader:
         for tally in (tail[BASELINE], head7, self._sum7):
             _add(table, BASELINE, tally)
         return table
+
+    def incident_counts(
+        self, conn: Connection, spans: dict[Key, list[tuple[float, float]]], at: float
+    ) -> tuple[dict[Key, dict[str, Counts]], dict[Key, int]]:
+        """Counts inside ``spans`` (incident time), per key and per window's baseline.
+
+        An incident's own failures must not raise the baseline it is judged against, or a
+        long incident would end itself while the domain still rejects.  Spans are clipped
+        to the baseline window, merged and cut at the windows' starts; settled hours come
+        from the hourly sums of the last ``read(at)``, only the ragged ends from minute
+        buckets.  Returns, per key, the counts to take out of each window's baseline (the
+        part before that window) and the seconds taken out of the short window's.
+        """
+        end = align(at)
+        lo, top = end - BASELINE_SECONDS, end - WINDOWS[SHORT]
+        cuts = sorted({end - seconds for seconds in WINDOWS.values()})
+        settled_lo, _, settled_hi = self._range or (end, end, end)
+        found: dict[Key, dict[str, Counts]] = {}
+        seconds: dict[Key, int] = {}
+        for key, raw in spans.items():
+            merged: list[list[int]] = []
+            for start, stop in sorted(raw):
+                a = max(lo, align(start))
+                b = min(top, -(-int(stop) // BUCKET_SECONDS) * BUCKET_SECONDS)
+                if a >= b:
+                    continue
+                if merged and a <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], b)
+                else:
+                    merged.append([a, b])
+            if not merged:
+                continue
+            pieces = []
+            for a, b in merged:
+                for cut in (c for c in cuts if a < c < b):
+                    pieces.append((a, cut))
+                    a = cut
+                pieces.append((a, b))
+            per = found[key] = {name: Counts() for name in WINDOWS}
+            minutes: list[tuple[int, int]] = []
+            for a, b in pieces:
+                h0, h1 = max(_ceil_hour(a), settled_lo), min(b // HOUR * HOUR, settled_hi)
+                if h0 >= h1:
+                    minutes.append((a, b))
+                    continue
+                minutes += [(a, h0), (h1, b)]
+                names = [name for name, w in WINDOWS.items() if b <= end - w]
+                for h in range(h0, h1, HOUR):
+                    for (p, d, outcome, rej), n in self._hours.get(h, {}).items():
+                        if (p, d) == key:
+                            for name in names:
+                                _bump(per[name], outcome, rej, n)
+            ranges = [(a, b) for a, b in minutes if a < b]
+            if ranges:
+                self._minute_counts(conn, key, ranges, end, per)
+            seconds[key] = sum(b - a for a, b in merged)
+        return found, seconds
+
+    def _minute_counts(
+        self,
+        conn: Connection,
+        key: Key,
+        ranges: list[tuple[int, int]],
+        end: int,
+        per: dict[str, Counts],
+    ) -> None:
+        rejecting = _rejecting()
+        sums = [
+            func.sum(case((counters.c.bucket < end - WINDOWS[name], counters.c.count), else_=0))
+            for name in WINDOWS
+        ]
+        query = (
+            select(counters.c.outcome, rejecting, *sums)
+            .where(
+                or_(*(and_(counters.c.bucket >= a, counters.c.bucket < b) for a, b in ranges)),
+                counters.c.provider == key[0],
+                counters.c.recipient_domain == key[1],
+                counters.c.outcome.in_(_OUTCOMES),
+                counters.c.stream != "ndr",
+            )
+            .group_by(counters.c.outcome, rejecting)
+        )
+        for outcome, is_rejecting, *totals in conn.execute(query):
+            for name, n in zip(WINDOWS, totals, strict=True):
+                _bump(per[name], outcome, int(is_rejecting), int(n or 0))
 
     def same_hour(self, at: float, days: int) -> dict[str, list[int]]:
         """Per provider: attempts in the hour before ``at`` on each of the ``days`` previous
@@ -365,58 +455,3 @@ def with_baselines(
             inner = windows[name] - windows[SHORT]
             out[f"{BASELINE}_{name}"] = raw - inner - excluded.get(name, Counts())
     return out
-
-
-def incident_counts(
-    conn: Connection, spans: dict[Key, list[tuple[float, float]]], at: float
-) -> tuple[dict[Key, dict[str, Counts]], dict[Key, int]]:
-    """Counts inside ``spans`` (incident time), per key and per window's baseline.
-
-    An incident's own failures must not raise the baseline it is judged against, or a
-    long incident would end itself while the domain still rejects.  Spans are clipped to
-    the baseline window and merged.  Returns the counts to take out of each window's
-    baseline, and the seconds taken out of the short window's baseline, per key.
-    """
-    end = align(at)
-    lo, hi = end - BASELINE_SECONDS, end - WINDOWS[SHORT]
-    found: dict[Key, dict[str, Counts]] = {}
-    seconds: dict[Key, int] = {}
-    for key, raw in spans.items():
-        merged: list[list[int]] = []
-        for start, stop in sorted(raw):
-            a = max(lo, align(start))
-            b = min(hi, -(-int(stop) // BUCKET_SECONDS) * BUCKET_SECONDS)
-            if a >= b:
-                continue
-            if merged and a <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        if not merged:
-            continue
-        rejecting = _rejecting()
-        # Per window: the part of the spans inside that window's baseline (before it).
-        sums = [
-            func.sum(case((counters.c.bucket < end - WINDOWS[name], counters.c.count), else_=0))
-            for name in WINDOWS
-        ]
-        query = (
-            select(counters.c.outcome, rejecting, *sums)
-            .where(
-                or_(*(and_(counters.c.bucket >= a, counters.c.bucket < b) for a, b in merged)),
-                counters.c.provider == key[0],
-                counters.c.recipient_domain == key[1],
-                counters.c.outcome.in_(_OUTCOMES),
-                counters.c.stream != "ndr",
-            )
-            .group_by(counters.c.outcome, rejecting)
-        )
-        per = found[key] = {name: Counts() for name in WINDOWS}
-        for outcome, is_rejecting, *totals in conn.execute(query):
-            for name, n in zip(WINDOWS, totals, strict=True):
-                counts = per[name]
-                setattr(counts, outcome, getattr(counts, outcome) + int(n or 0))
-                if is_rejecting:
-                    counts.rejecting += int(n or 0)
-        seconds[key] = sum(b - a for a, b in merged)
-    return found, seconds
