@@ -304,6 +304,8 @@ def test_cli_rollup_and_incidents_json(store: Store, db_url: str, capsys: pytest
     assert [(r["kind"], r["domain"]) for r in json.loads(capsys.readouterr().out)] == [
         ("bounce_rate", "gmail.com")
     ]
+    assert main(["incidents", "--db", db_url, "--kind", "deferral_spike", "--json"]) == 0
+    assert [r["kind"] for r in json.loads(capsys.readouterr().out)] == ["deferral_spike"]
     assert main(["incidents", "--db", db_url]) == 0
     out = capsys.readouterr().out
     assert "gmail.com" in out and "70%" in out
@@ -330,6 +332,10 @@ def test_api_incidents_over_a_real_socket(store: Store) -> None:
         body = httpx.get(f"http://127.0.0.1:{port}/api/incidents?open=1", timeout=5).json()
         assert [(i["domain"], i["ended_at"]) for i in body] == [("gmail.com", None)]
         assert body[0]["evidence"]["windows"]["5m"]["rejecting"] == 35
+        assert httpx.get(f"http://127.0.0.1:{port}/api/incidents?kind=domain_rejecting",
+                         timeout=5).json() == body
+        assert httpx.get(f"http://127.0.0.1:{port}/api/incidents?kind=queue_age",
+                         timeout=5).json() == []
         bad = httpx.get(f"http://127.0.0.1:{port}/api/incidents?since=yesterday", timeout=5)
         assert bad.status_code == 400
     finally:

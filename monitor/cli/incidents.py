@@ -25,6 +25,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="WHEN",
         help="only incidents open at or ended after this (24h, 7d or an ISO 8601 time)",
     )
+    p.add_argument(
+        "--kind",
+        help="only this kind: domain_rejecting, bounce_rate, deferral_spike, complaint_rate, "
+        "provider_silent, delivery_latency, queue_age",
+    )
     p.add_argument("--json", action="store_true", help="machine output: a JSON array")
     p.set_defaults(run=run)
 
@@ -34,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_of(args)
     with open_store(args, config) as store, store.engine.connect() as conn:
-        rows = list_incidents(conn, open_only=args.open, since=parse_since(args.since))
+        rows = list_incidents(
+            conn, open_only=args.open, since=parse_since(args.since), kind=args.kind
+        )
     if args.json:
         print_json([_jsonable(r) for r in rows])
     else:

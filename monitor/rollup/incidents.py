@@ -122,10 +122,17 @@ def top_replies(
 
 
 def list_incidents(
-    conn: Connection, *, open_only: bool = False, since: float | None = None, limit: int = 500
+    conn: Connection,
+    *,
+    open_only: bool = False,
+    since: float | None = None,
+    kind: str | None = None,
+    limit: int = 500,
 ) -> list[dict[str, Any]]:
     """Incidents, newest first; ``since`` keeps those still open or ended after it."""
     query = select(incidents).order_by(incidents.c.started_at.desc(), incidents.c.id.desc())
+    if kind is not None:
+        query = query.where(incidents.c.kind == kind)
     if open_only:
         query = query.where(incidents.c.ended_at.is_(None))
     if since is not None:
