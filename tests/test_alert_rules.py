@@ -171,7 +171,7 @@ def _http(url: str, body: Any = None) -> Any:
 
 
 def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) -> None:
-    """A real Alertmanager with the example config mutes bounce/deferral alerts of the rejecting domain only."""
+    """A real Alertmanager with the example config mutes bounce/deferral alerts of the rejecting domain only, and provider silence while ingestion is stalled."""
     binary = _tool("prometheus-alertmanager")
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
     # Receivers without integrations: nothing leaves this machine.
@@ -209,6 +209,10 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
                 alert("MailmonDeferralSpike", "warning", "gmail.com", "google"),
                 alert("MailmonDeferralSpike", "warning", "outlook.com", "microsoft"),
                 alert("MailmonDeliveryLatencyHigh", "warning", "gmail.com", "google"),
+                {"labels": {"alertname": "MailmonIngestionStalled", "severity": "warning",
+                            "source": "postfix"}},
+                {"labels": {"alertname": "MailmonProviderSilent", "severity": "warning",
+                            "provider": "microsoft"}},
             ],
         )
         expected = {
@@ -217,12 +221,14 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
             ("MailmonDeferralSpike", "gmail.com"): "suppressed",
             ("MailmonDeferralSpike", "outlook.com"): "active",
             ("MailmonDeliveryLatencyHigh", "gmail.com"): "active",
+            ("MailmonIngestionStalled", "postfix"): "active",
+            ("MailmonProviderSilent", "microsoft"): "suppressed",  # blind, not silent
         }
         # Alertmanager marks inhibited alerts asynchronously: wait for it to settle.
         deadline = time.monotonic() + 15
         while True:
             states = {
-                (a["labels"]["alertname"], a["labels"]["domain"]): a["status"]["state"]
+                (a["labels"]["alertname"], _subject(a["labels"])): a["status"]["state"]
                 for a in _http(f"{base}/api/v2/alerts")
             }
             if states == expected or time.monotonic() > deadline:
@@ -232,6 +238,11 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
         process.terminate()
         process.wait(timeout=20)
     assert states == expected
+
+
+def _subject(labels: dict[str, str]) -> str:
+    """What an alert is about: its domain, else its provider, else its source."""
+    return labels.get("domain") or labels.get("provider") or labels.get("source", "")
 
 
 def test_issue_5_alerts_exist() -> None:

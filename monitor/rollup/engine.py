@@ -304,6 +304,10 @@ class RollupEngine:
             evidence["top_replies"] = stuck_replies(conn, key, end, max_age, self.top_replies)
             return evidence
         if detector.source == "latency":
+            # Slow delivery is mostly retried delivery: why the provider deferred us.
+            evidence["top_reasons"] = incidents.top_reasons(
+                conn, key[0], key[1], end - WINDOWS["1h"], end, outcomes=("deferred",)
+            )
             return evidence
         since = end - WINDOWS.get(detector.window, WINDOWS[SHORT])
         if detector.kind == "complaint_rate":
