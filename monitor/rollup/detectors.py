@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from monitor.rollup.windows import BASELINE, SHORT, Counts, baseline_of
 
@@ -38,6 +38,7 @@ __all__ = [
     "ComplaintRateDetector",
     "Decision",
     "DeferralSpikeDetector",
+    "Detector",
     "LatencyDetector",
     "LatencyStats",
     "ProviderSilentDetector",
@@ -62,6 +63,21 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     centre = (p + z2 / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+class Detector(Protocol):
+    """What the engine needs of a detector (module docstring)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def level(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def window(self) -> str: ...
+    def decide(self, data: Any, /) -> Decision: ...
+    def tunables(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +388,7 @@ class QueueAgeDetector:
         return asdict(self)
 
 
-def default_detectors() -> tuple[Any, ...]:
+def default_detectors() -> tuple[Detector, ...]:
     """Every detector of issue 5 with its default tunables."""
     return (
         RejectingDetector(),

@@ -22,7 +22,11 @@ from monitor.rollup import incidents
 from monitor.rollup.deliveries import LatencyReader, queue_stats, stuck_replies
 from monitor.rollup.detectors import (
     Decision,
+    Detector,
+    LatencyDetector,
     LatencyStats,
+    ProviderSilentDetector,
+    QueueAgeDetector,
     QueueStats,
     RejectingDetector,
     default_detectors,
@@ -125,6 +129,11 @@ def _empty() -> dict[str, Counts]:
     return with_baselines({name: Counts() for name in names})
 
 
+def _input_of(detector: Detector) -> str:
+    """The engine input a detector judges: domain or provider windows, latency, queue."""
+    return detector.level if detector.source == "counters" else detector.source
+
+
 def _empty_input(detector: Any) -> Any:
     if detector.source == "latency":
         return LatencyStats()
@@ -139,7 +148,7 @@ class RollupEngine:
     def __init__(
         self,
         store: Store,
-        detectors: Any = None,
+        detectors: Detector | Sequence[Detector] | None = None,
         *,
         gauges: GaugeSink | None = None,
         top_replies: int = 5,
@@ -150,7 +159,7 @@ class RollupEngine:
             detectors = default_detectors()
         elif not isinstance(detectors, Sequence):
             detectors = (detectors,)
-        self.detectors: tuple[Any, ...] = tuple(detectors)
+        self.detectors: tuple[Detector, ...] = tuple(detectors)
         kinds = [d.kind for d in self.detectors]
         if len(set(kinds)) != len(kinds):
             raise ValueError(f"one detector per kind: {kinds}")
@@ -176,7 +185,7 @@ class RollupEngine:
             per = providers.setdefault((provider, ""), {})
             for name, counts in windows.items():
                 per[name] = per.get(name, Counts()) + counts
-        silent = [d for d in self.detectors if d.kind == "provider_silent"]
+        silent = [d for d in self.detectors if isinstance(d, ProviderSilentDetector)]
         if silent:
             for provider, days in self.windows.same_hour(end, silent[0].days).items():
                 key = (provider, "")
@@ -184,9 +193,9 @@ class RollupEngine:
                 per["same_hour_min"] = Counts(delivered=min(days))
         out: dict[str, dict[Key, Any]] = {"domain": domains, "provider": providers}
         for detector in self.detectors:
-            if detector.source == "latency":
+            if isinstance(detector, LatencyDetector):
                 out["latency"] = self.latency.read(conn, end, detector)
-            elif detector.source == "queue":
+            elif isinstance(detector, QueueAgeDetector):
                 names = {domain for _provider, domain in table}
                 out["queue"] = queue_stats(conn, end, names, detector)
         return out, seconds
@@ -224,7 +233,7 @@ class RollupEngine:
         open_now: set[tuple[str, Key]] = set()
         decisions: dict[tuple[str, Key], Decision] = {}
         for detector in self.detectors:
-            source = detector.source if detector.source != "counters" else detector.level
+            source = _input_of(detector)
             subjects = inputs.get(source, {})
             active = current.get(detector.kind, {})
             for key in sorted(subjects.keys() | active.keys()):
@@ -244,7 +253,7 @@ class RollupEngine:
                     open_now.add((detector.kind, key))
                     if key in fresh.get(detector.kind, {}):
                         continue
-                    source = detector.source if detector.source != "counters" else detector.level
+                    source = _input_of(detector)
                     evidence = self._evidence(conn, detector, key, end, inputs[source][key])
                     evidence |= decision.as_dict()
                     evidence["baseline_excluded_seconds"] = excluded.get(key, 0)
@@ -256,7 +265,7 @@ class RollupEngine:
                     row = fresh.get(detector.kind, {}).get(key)
                     if row is None or row["ended_at"] is not None:
                         continue
-                    source = detector.source if detector.source != "counters" else detector.level
+                    source = _input_of(detector)
                     data = inputs.get(source, {}).get(key)
                     resolution = _input_evidence(detector, data) | decision.as_dict()
                     incidents.close(conn, row, end, resolution)
