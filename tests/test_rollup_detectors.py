@@ -248,3 +248,35 @@ def test_mail_stuck_deferred_for_hours_opens_a_queue_incident(db_url: str) -> No
         at = (T0 + timedelta(hours=5, minutes=5)).timestamp()
         assert engine.evaluate(at).incidents_closed == [("queue_age", "yahoo", "yahoo.com")]
         assert value("mailmon_domain_queue_stuck", labels) == 0
+
+
+def test_user_unknown_bounces_count_for_bounce_rate_not_for_rejecting(db_url: str) -> None:
+    """A list with 30 % dead addresses at outlook.com: a bounce-rate incident, no domain-rejecting
+    one; the engine's ratio gauges pool small domains into 'other'."""
+    end = T0.timestamp()
+    rows = []
+    for m in range(3 * 1440):
+        t = end - 3 * 86400 + 60 * m
+        recent = t >= end - HOUR
+        rows.append((t, "outlook.com", "microsoft", "delivered", "", 7 if recent else 10))
+        if recent:
+            rows.append((t, "outlook.com", "microsoft", "bounced", "userunknown", 3))
+        rows.append((t, f"corp{m % 3}.example", "other", "delivered", "", 1))
+        if m % 7 == 0:
+            rows.append((t, f"corp{m % 3}.example", "other", "deferred", "greylisting", 1))
+    with Store.open(db_url) as store:
+        _counter_rows(store, rows)
+        metrics = Metrics(CollectorRegistry(), DomainLabeler(allow=["outlook.com"]))
+        engine = RollupEngine(store, gauges=metrics.rollup)
+        result = engine.evaluate(end)
+        assert result.incidents_opened == [("bounce_rate", "microsoft", "outlook.com")]
+        value = metrics.registry.get_sample_value
+        labels = {"provider": "microsoft", "domain": "outlook.com"}
+        assert value("mailmon_domain_bounce_ratio", labels) == pytest.approx(0.3)
+        assert value("mailmon_domain_rejecting", labels) == 0
+        assert value("mailmon_domain_incident_open", labels | {"kind": "bounce_rate"}) == 1
+        assert value("mailmon_domain_incident_open", labels | {"kind": "domain_rejecting"}) == 0
+        other = {"provider": "other", "domain": "other"}
+        assert value("mailmon_domain_bounce_ratio", other) == 0
+        deferred = value("mailmon_domain_deferral_ratio", other)
+        assert deferred is not None and 0 < deferred < 0.25
