@@ -280,3 +280,13 @@ def test_user_unknown_bounces_count_for_bounce_rate_not_for_rejecting(db_url: st
         assert value("mailmon_domain_bounce_ratio", other) == 0
         deferred = value("mailmon_domain_deferral_ratio", other)
         assert deferred is not None and 0 < deferred < 0.25
+
+
+def test_gauge_kinds_are_the_detectors_kinds() -> None:
+    """The `kind` label's declared values are exactly the detectors' kinds, split by level."""
+    from monitor.metrics import DOMAIN_KINDS, PROVIDER_KINDS
+    from monitor.rollup import default_detectors
+
+    levels = {d.kind: d.level for d in default_detectors()}
+    assert set(DOMAIN_KINDS) == {k for k, level in levels.items() if level == "domain"}
+    assert set(PROVIDER_KINDS) == {k for k, level in levels.items() if level == "provider"}
