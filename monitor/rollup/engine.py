@@ -306,7 +306,6 @@ class RollupEngine:
         self, conn: Any, detector: Any, key: Key, end: float, data: Any
     ) -> dict[str, Any]:
         evidence: dict[str, Any] = {"detector": detector.tunables()}
-        evidence |= detector.tunables()  # flat too: the rejecting evidence always had them
         evidence |= _input_evidence(detector, data)
         if detector.source == "queue":
             max_age = detector.max_age_seconds
