@@ -163,8 +163,6 @@ class RollupEngine:
         kinds = [d.kind for d in self.detectors]
         if len(set(kinds)) != len(kinds):
             raise ValueError(f"one detector per kind: {kinds}")
-        rejecting = [d for d in self.detectors if isinstance(d, RejectingDetector)]
-        self.detector = rejecting[0] if rejecting else None
         self.gauges = gauges
         self.top_replies = top_replies
         self.windows = WindowReader()
@@ -190,6 +188,7 @@ class RollupEngine:
             for provider, days in self.windows.same_hour(end, silent[0].days).items():
                 key = (provider, "")
                 per = providers.setdefault(key, _empty())
+                # The quietest of those hours, as attempts (ProviderSilentDetector).
                 per["same_hour_min"] = Counts(delivered=min(days))
         out: dict[str, dict[Key, Any]] = {"domain": domains, "provider": providers}
         for detector in self.detectors:
