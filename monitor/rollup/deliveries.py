@@ -180,6 +180,7 @@ def stuck_replies(
             deliveries.c.recipient_domain == key[1],
             deliveries.c.state == "deferred",
             deliveries.c.first_attempt_at <= end - max_age,
+            deliveries.c.stream != "ndr",
         )
         .limit(5000)
     )
