@@ -61,12 +61,28 @@ class MetricsConfig(_Strict):
 
 
 class RollupConfig(_Strict):
-    """The rollup engine in ``serve`` and the *domain starts rejecting* detector."""
+    """The rollup engine in ``serve`` and its detectors (``monitor.rollup.detectors``).
+
+    ``min_attempts``, ``factor`` and ``floor`` tune *domain starts rejecting*; the others
+    are named after their detector.
+    """
 
     interval_seconds: float = Field(60.0, ge=1, le=86400)
     min_attempts: int = Field(20, ge=1)
     factor: float = Field(3.0, gt=0)
     floor: float = Field(0.10, gt=0, lt=1)
+    bounce_min_finished: int = Field(100, ge=1)
+    bounce_floor: float = Field(0.05, gt=0, lt=1)
+    deferral_min_attempts: int = Field(50, ge=1)
+    deferral_floor: float = Field(0.25, gt=0, lt=1)
+    complaint_min_delivered: int = Field(5000, ge=1)
+    complaint_warning: float = Field(0.001, gt=0, lt=1)
+    complaint_critical: float = Field(0.003, gt=0, lt=1)
+    silent_min_expected: int = Field(20, ge=1)
+    latency_min_deliveries: int = Field(100, ge=1)
+    latency_floor_seconds: float = Field(1800.0, gt=0)
+    queue_max_age_seconds: float = Field(4 * 3600.0, gt=0)
+    queue_min_stuck: int = Field(20, ge=1)
 
 
 class Config(_Strict):

@@ -69,29 +69,75 @@ class _DomainState(Protocol):
     def open(self) -> bool: ...
 
 
-class RollupGauges:
-    """The rollup engine's per-domain gauges, built at scrape time from its last evaluation.
+class _SubjectState(Protocol):
+    """One detector's subject as ``monitor.rollup.SubjectState`` describes it."""
 
-    Domains outside the labeler aggregate into ``other``: rejecting is 1 when any of them
-    has an open incident, the ratio is their pooled short-window rejecting share.
+    @property
+    def kind(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def open(self) -> bool: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def numerator(self) -> float: ...
+    @property
+    def denominator(self) -> float: ...
+    @property
+    def extra(self) -> dict[str, float | None]: ...
+
+
+#: Detector kinds judged per (provider, domain) and per provider (monitor.rollup.detectors).
+DOMAIN_KINDS = ("domain_rejecting", "bounce_rate", "deferral_spike", "queue_age")
+PROVIDER_KINDS = ("complaint_rate", "provider_silent", "delivery_latency")
+#: Share gauges pooled as numerator / denominator: kind -> (name, help).
+_DOMAIN_RATIOS = {
+    "bounce_rate": (
+        "mailmon_domain_bounce_ratio",
+        "Bounced / finished recipients in the last hour (event time), rollup engine.",
+    ),
+    "deferral_spike": (
+        "mailmon_domain_deferral_ratio",
+        "Deferred / all attempts in the last 15 minutes (event time), rollup engine.",
+    ),
+}
+
+
+class RollupGauges:
+    """The rollup engine's gauges, built at scrape time from its last evaluation.
+
+    Domains outside the labeler aggregate into ``other``: an incident gauge is 1 when any
+    of them has an open incident, a ratio is their pooled share, a count their sum.
+    Providers outside the known set become ``other`` the same way.
     """
 
     def __init__(self, labeler: DomainLabeler) -> None:
         self._labeler = labeler
         self._lock = threading.Lock()
         self._states: list[_DomainState] = []
+        self._subjects: list[_SubjectState] = []
 
-    def update(self, states: Iterable[_DomainState]) -> None:
+    def update(
+        self, states: Iterable[_DomainState], subjects: Iterable[_SubjectState] = ()
+    ) -> None:
         with self._lock:
             self._states = list(states)
+            self._subjects = list(subjects)
+
+    def _provider(self, provider: str) -> str:
+        return provider if provider in _PROVIDERS else "other"
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             states = list(self._states)
+            subjects = list(self._subjects)
         pooled: dict[tuple[str, str], list[int]] = {}
         for s in states:
-            provider = s.provider if s.provider in _PROVIDERS else "other"
-            slot = pooled.setdefault((provider, self._labeler(s.domain)), [0, 0, 0])
+            pair = (self._provider(s.provider), self._labeler(s.domain))
+            slot = pooled.setdefault(pair, [0, 0, 0])
             slot[0] += s.attempts
             slot[1] += s.rejecting
             slot[2] = max(slot[2], int(s.open))
@@ -111,6 +157,91 @@ class RollupGauges:
                 ratio.add_metric([provider, domain], failing / attempts)
         yield rejecting
         yield ratio
+        yield from self._subject_families(subjects)
+
+    def _subject_families(self, subjects: list[_SubjectState]) -> Iterator[Metric]:
+        domain_open = GaugeMetricFamily(
+            "mailmon_domain_incident_open",
+            "1 while the rollup engine has an open incident of this kind for the domain.",
+            labels=["kind", "provider", "domain"],
+        )
+        provider_open = GaugeMetricFamily(
+            "mailmon_provider_incident_open",
+            "1 while the rollup engine has an open incident of this kind for the provider.",
+            labels=["kind", "provider"],
+        )
+        opened: dict[tuple[str, ...], int] = {}
+        shares: dict[tuple[str, str, str], list[float]] = {}
+        stuck: dict[tuple[str, str], list[float]] = {}
+        complaints: dict[str, list[float]] = {}
+        latency: dict[tuple[str, str], float] = {}
+        for s in subjects:
+            provider = self._provider(s.provider)
+            if s.kind in PROVIDER_KINDS:
+                k: tuple[str, ...] = (s.kind, provider)
+            else:
+                k = (s.kind, provider, self._labeler(s.domain))
+            opened[k] = max(opened.get(k, 0), int(s.open))
+            if s.kind in _DOMAIN_RATIOS:
+                slot = shares.setdefault((s.kind, provider, self._labeler(s.domain)), [0.0, 0.0])
+                slot[0] += s.numerator
+                slot[1] += s.denominator
+            elif s.kind == "complaint_rate":
+                pair = complaints.setdefault(provider, [0.0, 0.0])
+                pair[0] += s.numerator
+                pair[1] += s.denominator
+            elif s.kind == "queue_age":
+                slot = stuck.setdefault((provider, self._labeler(s.domain)), [0.0, 0.0])
+                slot[0] += s.numerator
+                slot[1] = max(slot[1], s.extra.get("oldest_age") or 0.0)
+            elif s.kind == "delivery_latency" and provider == s.provider:
+                # Quantiles do not pool: only the known providers get a latency series.
+                for q, name in (("0.5", "p50"), ("0.95", "p95")):
+                    value = s.extra.get(name)
+                    if value is not None:
+                        latency[(provider, q)] = value
+        for k, is_open in sorted(opened.items()):
+            (provider_open if len(k) == 2 else domain_open).add_metric(list(k), is_open)
+        yield domain_open
+        yield provider_open
+        for kind, (name, help_text) in _DOMAIN_RATIOS.items():
+            family = GaugeMetricFamily(name, help_text, labels=["provider", "domain"])
+            for (k_kind, provider, domain), (num, den) in sorted(shares.items()):
+                if k_kind == kind and den:
+                    family.add_metric([provider, domain], num / den)
+            yield family
+        family = GaugeMetricFamily(
+            "mailmon_provider_complaint_ratio",
+            "Complaints / delivered over the last 24 hours (event time), rollup engine.",
+            labels=["provider"],
+        )
+        for provider, (num, den) in sorted(complaints.items()):
+            if den:
+                family.add_metric([provider], num / den)
+        yield family
+        family = GaugeMetricFamily(
+            "mailmon_provider_delivery_latency_seconds",
+            "Submission-to-delivery latency quantile of the last hour's deliveries.",
+            labels=["provider", "quantile"],
+        )
+        for (provider, q), value in sorted(latency.items()):
+            family.add_metric([provider, q], value)
+        yield family
+        count = GaugeMetricFamily(
+            "mailmon_domain_queue_stuck",
+            "Deliveries still deferred longer than the queue-age detector's max age.",
+            labels=["provider", "domain"],
+        )
+        oldest = GaugeMetricFamily(
+            "mailmon_domain_queue_oldest_age_seconds",
+            "Age of the oldest stuck deferred delivery since its first attempt (0: none).",
+            labels=["provider", "domain"],
+        )
+        for (provider, domain), (n, age) in sorted(stuck.items()):
+            count.add_metric([provider, domain], n)
+            oldest.add_metric([provider, domain], age)
+        yield count
+        yield oldest
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

@@ -41,8 +41,16 @@ ISSUE_5_ALERTS = {
     "MailmonDnsblListed",
     "MailmonDown",
 }
-# Alerts on a 0/1 gauge or on `up`: no volume to guard, so no low-volume case.
-UNGUARDED = {"MailmonDomainRejecting", "MailmonDnsblListed", "MailmonDown"}
+# Alerts on a 0/1 gauge or on `up`: no volume to guard, so no low-volume case. The rollup
+# engine's incident gauges (domain rejecting, provider silent, queue stuck) carry their
+# volume guards and statistical tests in the engine (tests/test_rollup*.py).
+UNGUARDED = {
+    "MailmonDomainRejecting",
+    "MailmonProviderSilent",
+    "MailmonQueueStuck",
+    "MailmonDnsblListed",
+    "MailmonDown",
+}
 
 
 def _tool(name: str) -> str:
@@ -163,7 +171,7 @@ def _http(url: str, body: Any = None) -> Any:
 
 
 def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) -> None:
-    """A real Alertmanager with the example config mutes bounce/deferral alerts of the rejecting domain only."""
+    """A real Alertmanager with the example config mutes bounce/deferral alerts of the rejecting domain only, and provider silence while ingestion is stalled."""
     binary = _tool("prometheus-alertmanager")
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
     # Receivers without integrations: nothing leaves this machine.
@@ -201,6 +209,10 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
                 alert("MailmonDeferralSpike", "warning", "gmail.com", "google"),
                 alert("MailmonDeferralSpike", "warning", "outlook.com", "microsoft"),
                 alert("MailmonDeliveryLatencyHigh", "warning", "gmail.com", "google"),
+                {"labels": {"alertname": "MailmonIngestionStalled", "severity": "warning",
+                            "source": "postfix"}},
+                {"labels": {"alertname": "MailmonProviderSilent", "severity": "warning",
+                            "provider": "microsoft"}},
             ],
         )
         expected = {
@@ -209,12 +221,14 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
             ("MailmonDeferralSpike", "gmail.com"): "suppressed",
             ("MailmonDeferralSpike", "outlook.com"): "active",
             ("MailmonDeliveryLatencyHigh", "gmail.com"): "active",
+            ("MailmonIngestionStalled", "postfix"): "active",
+            ("MailmonProviderSilent", "microsoft"): "suppressed",  # blind, not silent
         }
         # Alertmanager marks inhibited alerts asynchronously: wait for it to settle.
         deadline = time.monotonic() + 15
         while True:
             states = {
-                (a["labels"]["alertname"], a["labels"]["domain"]): a["status"]["state"]
+                (a["labels"]["alertname"], _subject(a["labels"])): a["status"]["state"]
                 for a in _http(f"{base}/api/v2/alerts")
             }
             if states == expected or time.monotonic() > deadline:
@@ -224,6 +238,11 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
         process.terminate()
         process.wait(timeout=20)
     assert states == expected
+
+
+def _subject(labels: dict[str, str]) -> str:
+    """What an alert is about: its domain, else its provider, else its source."""
+    return labels.get("domain") or labels.get("provider") or labels.get("source", "")
 
 
 def test_issue_5_alerts_exist() -> None:
@@ -305,3 +324,31 @@ def test_every_alert_has_cases_that_fire_pend_and_stay_quiet() -> None:
         assert seen.get("pending"), f"{name}: no case pending inside for: (ALERTS, exp_alerts: [])"
         if name not in UNGUARDED:
             assert seen.get("quiet"), f"{name}: no test group where it stays quiet at low volume"
+
+
+def test_domain_rejecting_group_evaluates_every_minute_and_its_tests_model_it() -> None:
+    """MailmonDomainRejecting's group has `interval: 1m`, and every promtool file testing it evaluates every 1m too.
+
+    promtool evaluates every group at the test file's `evaluation_interval`, not at the
+    group's own interval, so a test file with another cadence would test a different rule.
+    """
+    groups = [
+        group
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        if any(rule.get("alert") == "MailmonDomainRejecting" for rule in group["rules"])
+    ]
+    assert len(groups) == 1
+    assert groups[0].get("interval") == "1m"
+    testing = [
+        path
+        for path in TEST_FILES
+        if any(
+            case["alertname"] == "MailmonDomainRejecting"
+            for group in yaml.safe_load(path.read_text()).get("tests", [])
+            for case in group.get("alert_rule_test", [])
+        )
+    ]
+    assert testing
+    for path in testing:
+        assert yaml.safe_load(path.read_text()).get("evaluation_interval") == "1m", path.name

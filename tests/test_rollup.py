@@ -148,7 +148,7 @@ def test_detector_needs_volume_and_a_lower_bound_above_the_threshold() -> None:
 
 def test_gmail_rejecting_opens_and_closes_one_incident(store: Store) -> None:
     """Replaying the day opens one Gmail incident at 10:45 with its evidence and ends it at 11:25."""
-    engine = RollupEngine(store)
+    engine = RollupEngine(store, RejectingDetector())
     list(engine.replay(_ts(DAY), _ts(END), 300))
     subjects = _subjects(store)
     assert subjects == [("domain_rejecting", "google", "gmail.com",
@@ -161,6 +161,8 @@ def test_gmail_rejecting_opens_and_closes_one_incident(store: Store) -> None:
     assert short["rejecting_share"] == 0.7
     assert evidence["windows"]["baseline"]["attempts"] > 10_000
     assert evidence["wilson_lower"] > evidence["threshold"] == 0.1
+    assert evidence["detector"] == {"min_attempts": 20, "factor": 3.0, "floor": 0.1}
+    assert evidence["value"] == 0.7 and evidence["baseline_excluded_seconds"] == 0
     assert [r["reason"] for r in evidence["top_reasons"][:2]] == ["blocked", "spamdetected"]
     assert evidence["top_replies"][0]["enhanced_status"] == "4.7.28"
     assert evidence["top_replies"][0]["count"] == 25
@@ -199,7 +201,7 @@ def test_gauges_follow_the_incident(store: Store) -> None:
 
 def test_evaluation_is_idempotent(store: Store) -> None:
     """Evaluating the same time twice, or replaying the period twice, never duplicates incidents."""
-    engine = RollupEngine(store)
+    engine = RollupEngine(store, RejectingDetector())
     at = _ts(ATTACK + timedelta(minutes=5))
     assert engine.evaluate(at).opened == [("google", "gmail.com")]
     assert engine.evaluate(at).opened == []
@@ -233,11 +235,24 @@ def test_live_and_replay_find_the_same_incidents(tmp_path: Path) -> None:
         replay.write(_four_days(replay))
         list(RollupEngine(replay).replay(_ts(DAY), stop, 300))
         expected = _subjects(replay)
-    assert [(s[1], s[3]) for s in expected] == [
+    rejecting = [s for s in expected if s[0] == "domain_rejecting"]
+    assert [(s[1], s[3]) for s in rejecting] == [
         ("google", _ts(ATTACK + timedelta(minutes=5))),
         ("microsoft", _ts(DAY + timedelta(days=3, hours=3, minutes=5))),
     ]
-    assert all(s[4] is not None for s in expected)
+    assert all(s[4] is not None for s in rejecting)
+    # The other detectors see the same two episodes; Gmail's 200 deferred recipients are
+    # never retried in this traffic, so after 4 hours they are stuck in the queue for good.
+    throttle = DAY + timedelta(days=3, hours=3)
+    assert [(s[0], s[2], s[3], s[4]) for s in expected if s[0] != "domain_rejecting"] == [
+        ("bounce_rate", "gmail.com", _ts(ATTACK + timedelta(minutes=20)),
+         _ts(RECOVERY + timedelta(minutes=55))),
+        ("deferral_spike", "gmail.com", _ts(ATTACK + timedelta(minutes=10)),
+         _ts(RECOVERY + timedelta(minutes=10))),
+        ("deferral_spike", "outlook.com", _ts(throttle + timedelta(minutes=15)),
+         _ts(throttle + timedelta(minutes=40))),
+        ("queue_age", "gmail.com", _ts(ATTACK + timedelta(hours=4, minutes=5)), None),
+    ]
     with Store.open(live_url) as live:
         # Counters written directly (background, throttling) are in place up front: a window
         # ending at ``at`` never reads buckets at or after it, so only the events need pacing.
@@ -269,20 +284,33 @@ def test_schema_2_database_gets_the_incidents_table(db_url: str) -> None:
 
 
 def test_cli_rollup_and_incidents_json(store: Store, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """`mailmon rollup --from --to --step 5m` records the incident; `mailmon incidents --json` shows it."""
+    """`mailmon rollup --from --to --step 5m` records the incidents; `mailmon incidents --json` shows them."""
     assert main(["rollup", "--db", db_url, "--from", DAY.isoformat(), "--to", END.isoformat(),
                  "--step", "5m", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)
-    assert [r["at"] for r in runs if r["opened"]] == [(ATTACK + timedelta(minutes=5)).isoformat()]
+    iso = [(ATTACK + timedelta(minutes=m)).isoformat() for m in (5, 10, 20)]
+    assert [(r["at"], r["opened"]) for r in runs if r["opened"]] == [
+        (iso[0], [["domain_rejecting", "google", "gmail.com"]]),
+        (iso[1], [["deferral_spike", "google", "gmail.com"]]),
+        (iso[2], [["bounce_rate", "google", "gmail.com"]]),
+    ]
     assert main(["incidents", "--db", db_url, "--json"]) == 0
-    (incident,) = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)
+    (incident,) = [r for r in rows if r["kind"] == "domain_rejecting"]
     assert (incident["provider"], incident["domain"]) == ("google", "gmail.com")
     assert incident["started_at"] == (ATTACK + timedelta(minutes=5)).isoformat()
     assert incident["ended_at"] == (RECOVERY + timedelta(minutes=5)).isoformat()
+    assert sorted(r["kind"] for r in rows) == ["bounce_rate", "deferral_spike", "domain_rejecting"]
+    # At 12:00 the last hour still holds 20 minutes of Gmail's 40 % bounces: still open.
     assert main(["incidents", "--db", db_url, "--open", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == []
+    assert [(r["kind"], r["domain"]) for r in json.loads(capsys.readouterr().out)] == [
+        ("bounce_rate", "gmail.com")
+    ]
+    assert main(["incidents", "--db", db_url, "--kind", "deferral_spike", "--json"]) == 0
+    assert [r["kind"] for r in json.loads(capsys.readouterr().out)] == ["deferral_spike"]
     assert main(["incidents", "--db", db_url]) == 0
-    assert "gmail.com" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "gmail.com" in out and "70%" in out
 
 
 def _free_port() -> int:
@@ -306,6 +334,10 @@ def test_api_incidents_over_a_real_socket(store: Store) -> None:
         body = httpx.get(f"http://127.0.0.1:{port}/api/incidents?open=1", timeout=5).json()
         assert [(i["domain"], i["ended_at"]) for i in body] == [("gmail.com", None)]
         assert body[0]["evidence"]["windows"]["5m"]["rejecting"] == 35
+        assert httpx.get(f"http://127.0.0.1:{port}/api/incidents?kind=domain_rejecting",
+                         timeout=5).json() == body
+        assert httpx.get(f"http://127.0.0.1:{port}/api/incidents?kind=queue_age",
+                         timeout=5).json() == []
         bad = httpx.get(f"http://127.0.0.1:{port}/api/incidents?since=yesterday", timeout=5)
         assert bad.status_code == 400
     finally:

@@ -25,6 +25,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="WHEN",
         help="only incidents open at or ended after this (24h, 7d or an ISO 8601 time)",
     )
+    p.add_argument(
+        "--kind",
+        help="only this kind: domain_rejecting, bounce_rate, deferral_spike, complaint_rate, "
+        "provider_silent, delivery_latency, queue_age",
+    )
     p.add_argument("--json", action="store_true", help="machine output: a JSON array")
     p.set_defaults(run=run)
 
@@ -34,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_of(args)
     with open_store(args, config) as store, store.engine.connect() as conn:
-        rows = list_incidents(conn, open_only=args.open, since=parse_since(args.since))
+        rows = list_incidents(
+            conn, open_only=args.open, since=parse_since(args.since), kind=args.kind
+        )
     if args.json:
         print_json([_jsonable(r) for r in rows])
     else:
@@ -61,22 +68,36 @@ def _table(rows: list[dict[str, Any]]) -> None:
         console.print("no incidents")
         return
     table = Table(box=None, header_style="bold")
-    columns = ("id", "kind", "provider", "domain", "started", "ended", "attempts", "share", "top")
+    columns = ("id", "kind", "provider", "domain", "started", "ended", "value", "top")
     for name in columns:
         table.add_column(name, no_wrap=True)
     for r in rows:
-        short = r["evidence"].get("windows", {}).get("5m", {})
-        share = short.get("rejecting_share")
-        reasons = r["evidence"].get("top_reasons") or [{}]
+        evidence = r["evidence"]
+        reasons = evidence.get("top_reasons") or evidence.get("top_replies") or [{}]
         table.add_row(
             str(r["id"]),
             r["kind"],
             r["provider"],
-            r["domain"],
+            r["domain"] or "*",
             iso(r["started_at"]) or "",
             iso(r["ended_at"]) or "open",
-            str(short.get("attempts", "")),
-            "-" if share is None else f"{share * 100:.0f}%",
-            str(reasons[0].get("reason", "")),
+            _value(r["kind"], evidence),
+            str(reasons[0].get("reason") or ""),
         )
     console.print(table)
+
+
+def _value(kind: str, evidence: dict[str, Any]) -> str:
+    """What the detector measured when the incident opened, in its unit."""
+    value = evidence.get("value")
+    if value is None and kind == "domain_rejecting":  # incidents stored before "value"
+        value = evidence.get("windows", {}).get("5m", {}).get("rejecting_share")
+    if value is None:
+        return "-"
+    if kind == "delivery_latency":
+        return f"p95 {value / 60:.0f} min"
+    if kind == "queue_age":
+        return f"{value:.0f} stuck"
+    if kind == "provider_silent":
+        return f"0 of >={value:.0f}"
+    return f"{value * 100:.2f}%" if value < 0.01 else f"{value * 100:.0f}%"

@@ -12,7 +12,7 @@ from monitor.errors import ConfigError
 if TYPE_CHECKING:
     from monitor.rollup import RejectingDetector
 
-__all__ = ["detector_for", "register"]
+__all__ = ["detector_for", "detectors_for", "register"]
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -31,7 +31,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--step", default="5m", help="replay step (60s, 5m, 1h; default 5m)")
     p.add_argument(
-        "--json", action="store_true", help="machine output: opened/closed per evaluation"
+        "--json",
+        action="store_true",
+        help="machine output: per evaluation, [kind, provider, domain] opened and closed",
     )
     p.set_defaults(run=run)
 
@@ -41,6 +43,28 @@ def detector_for(config: Config) -> RejectingDetector:
 
     r = config.rollup
     return RejectingDetector(min_attempts=r.min_attempts, factor=r.factor, floor=r.floor)
+
+
+def detectors_for(config: Config) -> tuple[Any, ...]:
+    """Every detector, tuned by the config's [rollup] section."""
+    from monitor.rollup import detectors as d
+
+    r = config.rollup
+    return (
+        detector_for(config),
+        d.BounceRateDetector(min_finished=r.bounce_min_finished, floor=r.bounce_floor),
+        d.DeferralSpikeDetector(min_attempts=r.deferral_min_attempts, floor=r.deferral_floor),
+        d.ComplaintRateDetector(
+            min_delivered=r.complaint_min_delivered,
+            warning=r.complaint_warning,
+            critical=r.complaint_critical,
+        ),
+        d.ProviderSilentDetector(min_expected=r.silent_min_expected),
+        d.LatencyDetector(
+            min_deliveries=r.latency_min_deliveries, floor_seconds=r.latency_floor_seconds
+        ),
+        d.QueueAgeDetector(max_age_seconds=r.queue_max_age_seconds, min_stuck=r.queue_min_stuck),
+    )
 
 
 def _seconds(text: str) -> float:
@@ -61,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_of(args)
     with open_store(args, config) as store:
-        engine = RollupEngine(store, detector_for(config))
+        engine = RollupEngine(store, detectors_for(config))
         newest = newest_event_time(store)
         start = parse_since(args.start)
         if start is not None:
@@ -73,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = [
         {
             "at": iso(r.at),
-            "opened": [list(k) for k in r.opened],
-            "closed": [list(k) for k in r.closed],
+            "opened": [list(k) for k in r.incidents_opened],
+            "closed": [list(k) for k in r.incidents_closed],
         }
         for r in runs
     ]
@@ -85,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         print("no counters stored: nothing to evaluate")
         return 0
     for r in runs:
-        for verb, keys in (("opened", r.opened), ("closed", r.closed)):
-            for provider, domain in keys:
-                print(f"{iso(r.at)}  {verb}  domain_rejecting  {provider}  {domain}")
+        for verb, keys in (("opened", r.incidents_opened), ("closed", r.incidents_closed)):
+            for kind, provider, domain in keys:
+                print(f"{iso(r.at)}  {verb}  {kind}  {provider}  {domain or '*'}")
     print(f"{len(runs)} evaluation(s), last at {iso(runs[-1].at)}")
     return 0

@@ -38,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from sqlalchemy.engine import make_url
 
-    from monitor.cli.rollup import detector_for
+    from monitor.cli.rollup import detectors_for
     from monitor.metrics import DomainLabeler, Metrics
     from monitor.pipeline import Pipeline
-    from monitor.rollup import RollupEngine, newest_event_time
+    from monitor.rollup import LiveClock, RollupEngine, newest_event_time
     from monitor.service.app import create_app
     from monitor.service.follow import Follower
 
@@ -73,21 +73,21 @@ def run(args: argparse.Namespace) -> int:
             min_interval = min((s.poll_interval_seconds for s in config.logs), default=1.0)
             stop.wait(min_interval)
 
-    engine = RollupEngine(store, detector_for(config), gauges=metrics.rollup)
+    engine = RollupEngine(store, detectors_for(config), gauges=metrics.rollup)
 
     def rollup() -> None:
         # Event time: evaluate at the newest event seen, on the interval's grid, so that a
-        # replay with the same step finds the same incidents; wall clock only paces it.
+        # replay with the same step finds the same incidents; while the log is quiet the
+        # wall clock moves event time on (LiveClock), so incidents open and resolve then too.
+        import time
+
         interval = config.rollup.interval_seconds
-        grid = max(60, int(interval) // 60 * 60)
-        last: float | None = None
+        clock = LiveClock(grid_seconds=max(60, int(interval) // 60 * 60))
         while not stop.is_set():
             try:
-                newest = newest_event_time(store)
-                at = None if newest is None else newest - newest % grid
-                if at is not None and at != last:
+                at = clock.next_at(newest_event_time(store), time.monotonic())
+                if at is not None:
                     engine.evaluate(at)
-                    last = at
             except Exception:  # the service keeps running; the next round retries
                 log.exception("rollup evaluation failed; retrying")
             stop.wait(interval)

@@ -12,17 +12,42 @@ The 95 % Wilson score interval keeps small domains and single typo'd addresses q
 an open incident needs enough clean attempts to push the upper bound down again.  The
 upper bound is taken at 80 % so that a domain with 20-35 attempts in five minutes can
 resolve at all (at 95 %, 0 failures out of 34 still leave the upper bound above 10 %).
+
+The bounce-rate and deferral-spike detectors apply the same test to their own share and
+window; complaint rate, provider silence, latency and queue age are described on their
+classes.  Every detector has a ``kind`` (the incident's kind and the gauges' label), a
+``level`` (``domain``: one subject per (provider, domain); ``provider``: per provider,
+stored with domain ``""``), the ``source`` of its input and ``decide(input)``::
+
+    class MyDetector:
+        kind, level, source, window = "my_kind", "domain", "counters", "1h"
+
+        def decide(self, windows: dict[str, Counts]) -> Decision: ...
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Protocol
 
-from monitor.rollup.windows import BASELINE, SHORT, Counts
+from monitor.rollup.windows import BASELINE, SHORT, Counts, baseline_of
 
-__all__ = ["Decision", "RejectingDetector", "wilson"]
+__all__ = [
+    "BounceRateDetector",
+    "ComplaintRateDetector",
+    "Decision",
+    "DeferralSpikeDetector",
+    "Detector",
+    "LatencyDetector",
+    "LatencyStats",
+    "ProviderSilentDetector",
+    "QueueAgeDetector",
+    "QueueStats",
+    "RejectingDetector",
+    "default_detectors",
+    "wilson",
+]
 
 Z95 = 1.959964
 Z80 = 1.281552
@@ -40,9 +65,28 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+class Detector(Protocol):
+    """What the engine needs of a detector (module docstring)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def level(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def window(self) -> str: ...
+    def decide(self, data: Any, /) -> Decision: ...
+    def tunables(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What a detector concluded for one (provider, domain) at one evaluation."""
+    """What a detector concluded for one subject at one evaluation.
+
+    ``value`` is what the gauges export (a share, seconds or a count), ``numerator`` and
+    ``denominator`` let the gauges pool subjects into ``other``.
+    """
 
     firing: bool
     resolved: bool
@@ -50,39 +94,308 @@ class Decision:
     upper: float
     threshold: float
     baseline_share: float | None
+    value: float | None = None
+    numerator: float = 0.0
+    denominator: float = 0.0
+    severity: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         base = self.baseline_share
-        return {
+        out: dict[str, Any] = {
             "wilson_lower": round(self.lower, 6),
             "wilson_upper": round(self.upper, 6),
             "threshold": round(self.threshold, 6),
             "baseline_share": None if base is None else round(base, 6),
+            "value": None if self.value is None else round(self.value, 6),
         }
+        if self.severity:
+            out["severity"] = self.severity
+        return out
+
+
+def _share(
+    k: int, n: int, base_k: int, base_n: int, *, min_n: int, factor: float, floor: float,
+    silent: bool,
+) -> Decision:
+    """The share test of the module docstring: fire above ``max(baseline * factor, floor)``."""
+    baseline_share = base_k / base_n if base_n > 0 else None
+    threshold = max((baseline_share or 0.0) * factor, floor)
+    lower = wilson(k, n, Z95)[0]
+    upper = wilson(k, n, Z80)[1]
+    firing = n >= min_n and lower > threshold
+    return Decision(
+        firing=firing,
+        resolved=not firing and (upper < threshold or silent),
+        lower=lower,
+        upper=upper,
+        threshold=threshold,
+        baseline_share=baseline_share,
+        value=k / n if n else None,
+        numerator=k,
+        denominator=n,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class RejectingDetector:
     """The *domain starts rejecting* rule (module docstring) with its tunables."""
 
-    kind = "domain_rejecting"
+    kind: ClassVar[str] = "domain_rejecting"
+    level: ClassVar[str] = "domain"
+    source: ClassVar[str] = "counters"
+    window: ClassVar[str] = SHORT
     min_attempts: int = 20
     factor: float = 3.0
     floor: float = 0.10
 
     def decide(self, windows: dict[str, Counts]) -> Decision:
         short, base = windows[SHORT], windows[BASELINE]
-        baseline_share = base.rejecting_share
-        threshold = max((baseline_share or 0.0) * self.factor, self.floor)
-        lower = wilson(short.rejecting, short.attempts, Z95)[0]
-        upper = wilson(short.rejecting, short.attempts, Z80)[1]
-        firing = short.attempts >= self.min_attempts and lower > threshold
-        silent = windows["1h"].attempts == 0
+        return _share(
+            short.rejecting, short.attempts, base.rejecting, base.attempts,
+            min_n=self.min_attempts, factor=self.factor, floor=self.floor,
+            silent=windows["1h"].attempts == 0,
+        )  # fmt: skip
+
+    def tunables(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class BounceRateDetector:
+    """Bounced / finished recipients over 1 h, against the domain's own week (all reasons:
+    user-unknown bounces are a list-hygiene problem worth an incident of their own)."""
+
+    kind: ClassVar[str] = "bounce_rate"
+    level: ClassVar[str] = "domain"
+    source: ClassVar[str] = "counters"
+    window: ClassVar[str] = "1h"
+    min_finished: int = 100
+    factor: float = 3.0
+    floor: float = 0.05
+
+    def decide(self, windows: dict[str, Counts]) -> Decision:
+        short, base = windows[self.window], baseline_of(windows, self.window)
+        return _share(
+            short.bounced, short.finished, base.bounced, base.finished,
+            min_n=self.min_finished, factor=self.factor, floor=self.floor,
+            silent=short.finished == 0,
+        )  # fmt: skip
+
+    def tunables(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class DeferralSpikeDetector:
+    """Deferred / all attempts over 15 min, against the domain's week: a domain that always
+    greylists a little has a high baseline and does not fire."""
+
+    kind: ClassVar[str] = "deferral_spike"
+    level: ClassVar[str] = "domain"
+    source: ClassVar[str] = "counters"
+    window: ClassVar[str] = "15m"
+    min_attempts: int = 50
+    factor: float = 3.0
+    floor: float = 0.25
+
+    def decide(self, windows: dict[str, Counts]) -> Decision:
+        short, base = windows[self.window], baseline_of(windows, self.window)
+        return _share(
+            short.deferred, short.attempts, base.deferred, base.attempts,
+            min_n=self.min_attempts, factor=self.factor, floor=self.floor,
+            silent=windows["1h"].attempts == 0,
+        )  # fmt: skip
+
+    def tunables(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ComplaintRateDetector:
+    """Complaints / delivered over 24 h per provider, at the Gmail and Yahoo sender rules.
+
+    The rules are absolute (stay below 0.1 %, never reach 0.3 %,
+    https://support.google.com/a/answer/81126 , https://senders.yahooinc.com/best-practices/)
+    and are measured as a plain daily rate, so the point estimate decides, over at least
+    ``min_delivered`` deliveries a day (the bulk-sender volume); it resolves once the 80 %
+    Wilson upper bound is below the warning level, so it does not flap at the line.
+    """
+
+    kind: ClassVar[str] = "complaint_rate"
+    level: ClassVar[str] = "provider"
+    source: ClassVar[str] = "counters"
+    window: ClassVar[str] = "24h"
+    min_delivered: int = 5000
+    warning: float = 0.001
+    critical: float = 0.003
+
+    def decide(self, windows: dict[str, Counts]) -> Decision:
+        day = windows[self.window]
+        k, n = day.complained, day.delivered
+        rate = k / n if n else None
+        lower, upper = wilson(k, n, Z95)[0], wilson(k, n, Z80)[1]
+        firing = n >= self.min_delivered and rate is not None and rate > self.warning
+        severity = ""
+        if firing and rate is not None:
+            severity = "critical" if rate >= self.critical else "warning"
         return Decision(
             firing=firing,
-            resolved=not firing and (upper < threshold or silent),
+            resolved=not firing and (upper < self.warning or n == 0),
             lower=lower,
             upper=upper,
-            threshold=threshold,
-            baseline_share=baseline_share,
+            threshold=self.warning,
+            baseline_share=None,
+            value=rate,
+            numerator=k,
+            denominator=n,
+            severity=severity,
         )
+
+    def tunables(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSilentDetector:
+    """A provider with steady traffic at this hour goes silent: no attempt for a whole hour.
+
+    The baseline is the same hour on each of the previous ``days`` days (traffic follows
+    the clock: a provider quiet every night must not fire at night), and it must have
+    had at least ``min_expected`` attempts on *every* one of them; with that many expected,
+    seeing none by chance has a Poisson probability below ``exp(-min_expected)``.
+    Resolves at the first attempt in the short window.
+    """
+
+    kind: ClassVar[str] = "provider_silent"
+    level: ClassVar[str] = "provider"
+    source: ClassVar[str] = "counters"
+    window: ClassVar[str] = "1h"
+    min_expected: int = 20
+    days: int = 6
+
+    def decide(self, windows: dict[str, Counts]) -> Decision:
+        seen = windows[self.window].attempts
+        expected = windows["same_hour_min"].attempts
+        firing = seen == 0 and expected >= self.min_expected
+        return Decision(
+            firing=firing,
+            resolved=not firing and windows[SHORT].attempts > 0,
+            lower=0.0,
+            upper=0.0,
+            threshold=float(self.min_expected),
+            baseline_share=None,
+            value=float(expected),
+            numerator=seen,
+            denominator=expected,
+        )
+
+    def tunables(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyStats:
+    """Submission-to-delivery latency of one provider's deliveries in the last hour."""
+
+    deliveries: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    baseline_p95: float | None = None
+    slow: int = 0  # deliveries slower than the detector's threshold
+    threshold: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyDetector:
+    """Latency regression: more than 5 % of the last hour's deliveries (the p95) slower than
+    ``max(baseline_p95 * factor, floor_seconds)``, tested with the Wilson bound on that 5 %.
+
+    The baseline p95 is the provider's 24 hours before the short window's hour.
+    """
+
+    kind: ClassVar[str] = "delivery_latency"
+    level: ClassVar[str] = "provider"
+    source: ClassVar[str] = "latency"
+    window: ClassVar[str] = "1h"
+    min_deliveries: int = 100
+    factor: float = 2.0
+    floor_seconds: float = 1800.0
+    quantile: float = 0.95
+
+    def threshold(self, baseline_p95: float | None) -> float:
+        return max((baseline_p95 or 0.0) * self.factor, self.floor_seconds)
+
+    def decide(self, stats: LatencyStats) -> Decision:
+        share = 1 - self.quantile
+        lower, upper = wilson(stats.slow, stats.deliveries, Z95)[0], wilson(
+            stats.slow, stats.deliveries, Z80
+        )[1]
+        firing = stats.deliveries >= self.min_deliveries and lower > share
+        return Decision(
+            firing=firing,
+            resolved=not firing and (upper < share or stats.deliveries == 0),
+            lower=lower,
+            upper=upper,
+            threshold=stats.threshold,
+            baseline_share=None,
+            value=stats.p95,
+            numerator=stats.slow,
+            denominator=stats.deliveries,
+        )
+
+    def tunables(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Deliveries of one (provider, domain) still deferred, first tried long ago."""
+
+    stuck: int = 0  # first attempt more than the detector's max age ago
+    oldest_age: float | None = None  # seconds since the oldest stuck one's first attempt
+    deferred: int = 0  # all deliveries in state deferred
+
+
+@dataclass(frozen=True, slots=True)
+class QueueAgeDetector:
+    """Mail stuck deferred for hours (a batch overran a provider's rate limit): at least
+    ``min_stuck`` deliveries of a domain still deferred ``max_age_seconds`` after their first
+    attempt.  A count, not a share: one stuck message is the MTA's retry doing its job."""
+
+    kind: ClassVar[str] = "queue_age"
+    level: ClassVar[str] = "domain"
+    source: ClassVar[str] = "queue"
+    window: ClassVar[str] = "1h"
+    max_age_seconds: float = 4 * 3600.0
+    min_stuck: int = 20
+
+    def decide(self, stats: QueueStats) -> Decision:
+        firing = stats.stuck >= self.min_stuck
+        return Decision(
+            firing=firing,
+            # Half the trigger: a queue draining slowly does not flap around the line.
+            resolved=not firing and stats.stuck < max(1, self.min_stuck // 2),
+            lower=0.0,
+            upper=0.0,
+            threshold=float(self.min_stuck),
+            baseline_share=None,
+            value=float(stats.stuck),
+            numerator=stats.stuck,
+            denominator=stats.deferred,
+        )
+
+    def tunables(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_detectors() -> tuple[Detector, ...]:
+    """Every detector of issue 5 with its default tunables."""
+    return (
+        RejectingDetector(),
+        BounceRateDetector(),
+        DeferralSpikeDetector(),
+        ComplaintRateDetector(),
+        ProviderSilentDetector(),
+        LatencyDetector(),
+        QueueAgeDetector(),
+    )

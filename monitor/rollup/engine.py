@@ -2,7 +2,8 @@
 
 ::
 
-    engine = RollupEngine(store, RejectingDetector(min_attempts=20), gauges=metrics.rollup)
+    engine = RollupEngine(store, gauges=metrics.rollup)        # every detector of issue 5
+    engine = RollupEngine(store, RejectingDetector(min_attempts=20))  # just this one
     result = engine.evaluate(at)           # at: UNIX seconds of event time
     engine.replay(start, end, step=300)    # back-filled logs: the same incidents as live
 
@@ -11,16 +12,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
 
 from monitor.rollup import incidents
-from monitor.rollup.detectors import Decision, RejectingDetector
+from monitor.rollup.deliveries import LatencyReader, queue_stats, stuck_replies
+from monitor.rollup.detectors import (
+    Decision,
+    Detector,
+    LatencyDetector,
+    LatencyStats,
+    ProviderSilentDetector,
+    QueueAgeDetector,
+    QueueStats,
+    RejectingDetector,
+    default_detectors,
+)
 from monitor.rollup.windows import (
     BASELINE,
+    BASELINE_SECONDS,
     REJECTING_REASONS,
     SHORT,
     WINDOWS,
@@ -28,16 +41,36 @@ from monitor.rollup.windows import (
     Key,
     WindowReader,
     align,
+    with_baselines,
 )
 from monitor.store import Store
 from monitor.store.schema import BUCKET_SECONDS, counters
 
-__all__ = ["DomainState", "Evaluation", "GaugeSink", "RollupEngine", "newest_event_time"]
+__all__ = [
+    "DomainState",
+    "Evaluation",
+    "GaugeSink",
+    "RollupEngine",
+    "SubjectState",
+    "newest_event_time",
+]
+
+#: Per kind: what the evidence's top replies and reasons look at.
+_EVIDENCE: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
+    "domain_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
+    "bounce_rate": (None, ("bounced",)),
+    "deferral_spike": (None, ("deferred",)),
+}
+
+
+#: Kinds whose detectors compare a share with the domain's baseline: their incident time
+#: is left out of that baseline.
+_BASELINE_KINDS = frozenset({"domain_rejecting", "bounce_rate", "deferral_spike"})
 
 
 @dataclass(frozen=True, slots=True)
 class DomainState:
-    """The gauge-facing state of one (provider, domain) after an evaluation."""
+    """The gauge-facing state of one (provider, domain) after an evaluation (rejecting)."""
 
     provider: str
     domain: str
@@ -46,20 +79,38 @@ class DomainState:
     open: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SubjectState:
+    """One detector's gauge-facing state of one subject (domain ``""``: the provider)."""
+
+    kind: str
+    provider: str
+    domain: str
+    open: bool
+    value: float | None
+    numerator: float
+    denominator: float
+    extra: dict[str, float | None] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Evaluation:
-    """What one ``evaluate(at)`` did."""
+    """What one ``evaluate(at)`` did: ``opened``/``closed`` list the domain-rejecting subjects
+    (the page), ``incidents_opened``/``incidents_closed`` every kind as (kind, provider, domain)."""
 
     at: float
     opened: list[Key] = field(default_factory=list)
     closed: list[Key] = field(default_factory=list)
     states: list[DomainState] = field(default_factory=list)
+    subjects: list[SubjectState] = field(default_factory=list)
+    incidents_opened: list[tuple[str, str, str]] = field(default_factory=list)
+    incidents_closed: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class GaugeSink(Protocol):
-    """Receives the per-domain state after each evaluation (``monitor.metrics.RollupGauges``)."""
+    """Receives the states after each evaluation (``monitor.metrics.RollupGauges``)."""
 
-    def update(self, states: list[DomainState]) -> None: ...
+    def update(self, states: list[DomainState], subjects: Sequence[SubjectState] = ()) -> None: ...
 
 
 def newest_event_time(store: Store) -> float | None:
@@ -73,25 +124,99 @@ def newest_event_time(store: Store) -> float | None:
     return None if newest is None else float(newest)
 
 
+def _empty() -> dict[str, Counts]:
+    names = (*WINDOWS, BASELINE, "same_hour_min")
+    return with_baselines({name: Counts() for name in names})
+
+
+def _input_of(detector: Detector) -> str:
+    """The engine input a detector judges: domain or provider windows, latency, queue."""
+    return detector.level if detector.source == "counters" else detector.source
+
+
+def _empty_input(detector: Any) -> Any:
+    if detector.source == "latency":
+        return LatencyStats()
+    if detector.source == "queue":
+        return QueueStats()
+    return _empty()
+
+
 class RollupEngine:
-    """Evaluates detectors over the store's counters at event times."""
+    """Evaluates detectors over the store's counters (and delivery rows) at event times."""
 
     def __init__(
         self,
         store: Store,
-        detector: RejectingDetector | None = None,
+        detectors: Detector | Sequence[Detector] | None = None,
         *,
         gauges: GaugeSink | None = None,
         top_replies: int = 5,
     ) -> None:
+        """``detectors``: one detector, a sequence of them, or None for every default one."""
         self.store = store
-        self.detector = detector or RejectingDetector()
+        if detectors is None:
+            detectors = default_detectors()
+        elif not isinstance(detectors, Sequence):
+            detectors = (detectors,)
+        self.detectors: tuple[Detector, ...] = tuple(detectors)
+        kinds = [d.kind for d in self.detectors]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"one detector per kind: {kinds}")
         self.gauges = gauges
         self.top_replies = top_replies
         self.windows = WindowReader()
+        self.latency = LatencyReader()
+
+    # -- inputs ---------------------------------------------------------------
+
+    def _inputs(self, conn: Any, end: float) -> tuple[dict[str, dict[Key, Any]], dict[Key, int]]:
+        """Every detector source's input per subject, and the incident seconds excluded."""
+        table = self.windows.read(conn, end)
+        spans = self._incident_spans(conn, end)
+        excluded, seconds = self.windows.incident_counts(conn, spans, end)
+        domains = {key: with_baselines(w, excluded.get(key)) for key, w in table.items()}
+        for windows in domains.values():
+            windows["same_hour_min"] = Counts()
+        providers: dict[Key, dict[str, Counts]] = {}
+        for (provider, _domain), windows in domains.items():
+            per = providers.setdefault((provider, ""), {})
+            for name, counts in windows.items():
+                per[name] = per.get(name, Counts()) + counts
+        silent = [d for d in self.detectors if isinstance(d, ProviderSilentDetector)]
+        if silent:
+            for provider, days in self.windows.same_hour(end, silent[0].days).items():
+                key = (provider, "")
+                per = providers.setdefault(key, _empty())
+                # The quietest of those hours, as attempts (ProviderSilentDetector).
+                per["same_hour_min"] = Counts(delivered=min(days))
+        out: dict[str, dict[Key, Any]] = {"domain": domains, "provider": providers}
+        for detector in self.detectors:
+            if isinstance(detector, LatencyDetector):
+                out["latency"] = self.latency.read(conn, end, detector)
+            elif isinstance(detector, QueueAgeDetector):
+                names = {domain for _provider, domain in table}
+                out["queue"] = queue_stats(conn, end, names, detector)
+        return out, seconds
+
+    def _incident_spans(self, conn: Any, end: float) -> dict[Key, list[tuple[float, float]]]:
+        """Each domain's share-incident time in the last week: from the detector's window
+        before the start to the end (``end`` while open); it stays out of the domain's
+        baselines.  Only the kinds judged against a baseline share count."""
+        lookback = {d.kind: WINDOWS[d.window] for d in self.detectors}
+        spans: dict[Key, list[tuple[float, float]]] = {}
+        for row in incidents.overlapping(conn, end - BASELINE_SECONDS, end):
+            if row["kind"] not in _BASELINE_KINDS:
+                continue
+            stop = end if row["ended_at"] is None else min(row["ended_at"], end)
+            start = row["started_at"] - lookback.get(row["kind"], WINDOWS[SHORT])
+            spans.setdefault((row["provider"], row["domain"]), []).append((start, stop))
+        return spans
+
+    # -- evaluation -------------------------------------------------------------
 
     def evaluate(self, at: float) -> Evaluation:
-        """Judge every (provider, domain) over the windows ending at ``at``.
+        """Judge every subject of every detector over the windows ending at ``at``.
 
         Reading is one snapshot; only when something opens or closes does a short write
         transaction follow, re-checking the incidents so that a concurrent evaluation of
@@ -99,48 +224,72 @@ class RollupEngine:
         """
         end = float(align(at))
         result = Evaluation(at=end)
-        kind = self.detector.kind
         with self.store.engine.connect() as conn:
-            table = self.windows.read(conn, end)
-            current = incidents.active(conn, kind, end)
-        to_open: dict[Key, Decision] = {}
-        to_close: dict[Key, Decision] = {}
-        open_now: set[Key] = set()
-        for key in sorted(table.keys() | current.keys()):
-            decision = self.detector.decide(table.get(key) or _empty())
-            row = current.get(key)
-            if row is None and decision.firing:
-                to_open[key] = decision
-            elif row is not None and row["ended_at"] is None and decision.resolved:
-                to_close[key] = decision
-            elif row is not None:
-                open_now.add(key)
+            inputs, excluded = self._inputs(conn, end)
+            current = incidents.active_all(conn, end)
+        to_open: list[tuple[Any, Key, Decision]] = []
+        to_close: list[tuple[Any, Key, Decision]] = []
+        open_now: set[tuple[str, Key]] = set()
+        decisions: dict[tuple[str, Key], Decision] = {}
+        for detector in self.detectors:
+            source = _input_of(detector)
+            subjects = inputs.get(source, {})
+            active = current.get(detector.kind, {})
+            for key in sorted(subjects.keys() | active.keys()):
+                decision = detector.decide(subjects.get(key) or _empty_input(detector))
+                decisions[(detector.kind, key)] = decision
+                row = active.get(key)
+                if row is None and decision.firing:
+                    to_open.append((detector, key, decision))
+                elif row is not None and row["ended_at"] is None and decision.resolved:
+                    to_close.append((detector, key, decision))
+                elif row is not None:
+                    open_now.add((detector.kind, key))
         if to_open or to_close:
             with self.store.engine.begin() as conn:
-                fresh = incidents.active(conn, kind, end)
-                for key, decision in to_open.items():
-                    open_now.add(key)
-                    if key in fresh:
+                fresh = incidents.active_all(conn, end)
+                for detector, key, decision in to_open:
+                    open_now.add((detector.kind, key))
+                    if key in fresh.get(detector.kind, {}):
                         continue
-                    windows = table[key]
-                    evidence = self._evidence(conn, key, end, windows) | decision.as_dict()
-                    incidents.open_incident(conn, kind, *key, end, evidence)
-                    result.opened.append(key)
-                for key, decision in to_close.items():
-                    row = fresh.get(key)
+                    source = _input_of(detector)
+                    evidence = self._evidence(conn, detector, key, end, inputs[source][key])
+                    evidence |= decision.as_dict()
+                    evidence["baseline_excluded_seconds"] = excluded.get(key, 0)
+                    incidents.open_incident(conn, detector.kind, *key, end, evidence)
+                    result.incidents_opened.append((detector.kind, *key))
+                    if detector.kind == RejectingDetector.kind:
+                        result.opened.append(key)
+                for detector, key, decision in to_close:
+                    row = fresh.get(detector.kind, {}).get(key)
                     if row is None or row["ended_at"] is not None:
                         continue
-                    windows = table.get(key) or _empty()
-                    resolution = {"windows": _windows_dict(windows)} | decision.as_dict()
+                    source = _input_of(detector)
+                    data = inputs.get(source, {}).get(key)
+                    resolution = _input_evidence(detector, data) | decision.as_dict()
                     incidents.close(conn, row, end, resolution)
-                    result.closed.append(key)
-        for key in sorted(table.keys() | current.keys()):
-            short = (table.get(key) or _empty())[SHORT]
-            result.states.append(
-                DomainState(key[0], key[1], short.attempts, short.rejecting, key in open_now)
-            )
+                    result.incidents_closed.append((detector.kind, *key))
+                    if detector.kind == RejectingDetector.kind:
+                        result.closed.append(key)
+        for (kind, key), decision in sorted(decisions.items()):
+            extra: dict[str, float | None] = {}
+            if kind == "delivery_latency":
+                stats = inputs["latency"].get(key) or LatencyStats()
+                extra = {"p50": stats.p50, "p95": stats.p95}
+            elif kind == "queue_age":
+                extra = {"oldest_age": (inputs["queue"].get(key) or QueueStats()).oldest_age}
+            result.subjects.append(
+                SubjectState(kind, key[0], key[1], (kind, key) in open_now, decision.value,
+                             decision.numerator, decision.denominator, extra)
+            )  # fmt: skip
+            if kind == RejectingDetector.kind:
+                short = (inputs["domain"].get(key) or _empty())[SHORT]
+                is_open = (kind, key) in open_now
+                result.states.append(
+                    DomainState(key[0], key[1], short.attempts, short.rejecting, is_open)
+                )
         if self.gauges is not None:
-            self.gauges.update(result.states)
+            self.gauges.update(result.states, result.subjects)
         return result
 
     def replay(self, start: float, end: float, step: float = 300) -> Iterator[Evaluation]:
@@ -153,24 +302,43 @@ class RollupEngine:
             at += step
 
     def _evidence(
-        self, conn: Any, key: Key, end: float, windows: dict[str, Counts]
+        self, conn: Any, detector: Any, key: Key, end: float, data: Any
     ) -> dict[str, Any]:
-        since = end - WINDOWS[SHORT]
-        return {
-            "windows": _windows_dict(windows),
-            "top_reasons": incidents.top_reasons(conn, key[0], key[1], since, end),
-            "top_replies": incidents.top_replies(
-                conn, key[1], since, end, REJECTING_REASONS, self.top_replies
-            ),
-            "min_attempts": self.detector.min_attempts,
-            "factor": self.detector.factor,
-            "floor": self.detector.floor,
-        }
+        evidence: dict[str, Any] = {"detector": detector.tunables()}
+        evidence |= _input_evidence(detector, data)
+        if detector.source == "queue":
+            max_age = detector.max_age_seconds
+            evidence["top_replies"] = stuck_replies(conn, key, end, max_age, self.top_replies)
+            return evidence
+        if detector.source == "latency":
+            # Slow delivery is mostly retried delivery: why the provider deferred us.
+            evidence["top_reasons"] = incidents.top_reasons(
+                conn, key[0], key[1], end - WINDOWS["1h"], end, outcomes=("deferred",)
+            )
+            return evidence
+        since = end - WINDOWS.get(detector.window, WINDOWS[SHORT])
+        if detector.kind == "complaint_rate":
+            evidence["top_reasons"] = incidents.top_reasons(
+                conn, key[0], key[1], since, end, outcomes=("complained",)
+            )
+            return evidence
+        reasons, states = _EVIDENCE.get(detector.kind, (None, ("deferred", "bounced")))
+        evidence["top_reasons"] = incidents.top_reasons(
+            conn, key[0], key[1], since, end, outcomes=states
+        )
+        evidence["top_replies"] = (
+            incidents.top_replies(conn, key[1], since, end, reasons, self.top_replies, states)
+            if key[1]
+            else []
+        )
+        return evidence
 
 
-def _empty() -> dict[str, Counts]:
-    return {name: Counts() for name in (*WINDOWS, BASELINE)}
-
-
-def _windows_dict(windows: dict[str, Counts]) -> dict[str, Any]:
-    return {name: counts.as_dict() for name, counts in windows.items()}
+def _input_evidence(detector: Any, data: Any) -> dict[str, Any]:
+    """A detector's input as evidence: ``windows``, ``latency`` or ``queue``."""
+    if data is None:
+        data = _empty_input(detector)
+    if isinstance(data, dict):
+        return {"windows": {name: counts.as_dict() for name, counts in data.items()}}
+    name = "windows" if detector.source == "counters" else detector.source
+    return {name: {f: getattr(data, f) for f in data.__dataclass_fields__}}

@@ -9,19 +9,52 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from monitor.store.schema import counters, deliveries, incidents
 
-__all__ = ["active", "close", "list_incidents", "open_incident", "top_reasons", "top_replies"]
+__all__ = [
+    "active",
+    "active_all",
+    "close",
+    "list_incidents",
+    "open_incident",
+    "overlapping",
+    "top_reasons",
+    "top_replies",
+]
 
 
 def active(conn: Connection, kind: str, at: float) -> dict[tuple[str, str], dict[str, Any]]:
     """Incidents of ``kind`` covering ``at`` (started at or before, not ended by then)."""
+    return active_all(conn, at).get(kind, {})
+
+
+def active_all(conn: Connection, at: float) -> dict[str, dict[tuple[str, str], dict[str, Any]]]:
+    """Incidents covering ``at`` by kind, then by (provider, domain)."""
     rows = conn.execute(
         select(incidents).where(
-            incidents.c.kind == kind,
             incidents.c.started_at <= at,
             or_(incidents.c.ended_at.is_(None), incidents.c.ended_at > at),
         )
     ).mappings()
-    return {(r["provider"], r["domain"]): dict(r) for r in rows}
+    out: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["kind"], {})[(r["provider"], r["domain"])] = dict(r)
+    return out
+
+
+def overlapping(conn: Connection, start: float, end: float) -> list[dict[str, Any]]:
+    """Incidents of every kind that started before ``end`` and were open after ``start``."""
+    rows = conn.execute(
+        select(
+            incidents.c.kind,
+            incidents.c.provider,
+            incidents.c.domain,
+            incidents.c.started_at,
+            incidents.c.ended_at,
+        ).where(
+            incidents.c.started_at < end,
+            or_(incidents.c.ended_at.is_(None), incidents.c.ended_at > start),
+        )
+    ).mappings()
+    return [dict(r) for r in rows]
 
 
 def open_incident(
@@ -51,28 +84,32 @@ def close(conn: Connection, row: dict[str, Any], at: float, resolution: dict[str
 
 
 def top_replies(
-    conn: Connection, domain: str, since: float, until: float, reasons: frozenset[str], limit: int
+    conn: Connection,
+    domain: str,
+    since: float,
+    until: float,
+    reasons: frozenset[str] | None,
+    limit: int,
+    states: tuple[str, ...] = ("deferred", "bounced"),
 ) -> list[dict[str, Any]]:
     """The most frequent failing replies of ``domain`` in ``[since, until)`` from delivery rows.
 
     Delivery rows keep each recipient's latest reply; through the (domain, state) index
     this stays cheap, and it only runs when an incident opens.
     """
-    rows = conn.execute(
-        select(
-            deliveries.c.reply_code,
-            deliveries.c.enhanced_status,
-            deliveries.c.reason,
-            deliveries.c.diagnostic,
-        )
-        .where(
-            deliveries.c.recipient_domain == domain,
-            deliveries.c.state.in_(("deferred", "bounced")),
-            and_(deliveries.c.last_event_at >= since, deliveries.c.last_event_at < until),
-            deliveries.c.reason.in_(sorted(reasons)),
-        )
-        .limit(5000)
+    query = select(
+        deliveries.c.reply_code,
+        deliveries.c.enhanced_status,
+        deliveries.c.reason,
+        deliveries.c.diagnostic,
+    ).where(
+        deliveries.c.recipient_domain == domain,
+        deliveries.c.state.in_(states),
+        and_(deliveries.c.last_event_at >= since, deliveries.c.last_event_at < until),
     )
+    if reasons is not None:
+        query = query.where(deliveries.c.reason.in_(sorted(reasons)))
+    rows = conn.execute(query.limit(5000))
     tally: dict[tuple[Any, ...], int] = {}
     for code, status, reason, text in rows:
         key = (code, status, reason, (text or "")[:300])
@@ -85,10 +122,17 @@ def top_replies(
 
 
 def list_incidents(
-    conn: Connection, *, open_only: bool = False, since: float | None = None, limit: int = 500
+    conn: Connection,
+    *,
+    open_only: bool = False,
+    since: float | None = None,
+    kind: str | None = None,
+    limit: int = 500,
 ) -> list[dict[str, Any]]:
     """Incidents, newest first; ``since`` keeps those still open or ended after it."""
     query = select(incidents).order_by(incidents.c.started_at.desc(), incidents.c.id.desc())
+    if kind is not None:
+        query = query.where(incidents.c.kind == kind)
     if open_only:
         query = query.where(incidents.c.ended_at.is_(None))
     if since is not None:
@@ -102,18 +146,29 @@ def list_incidents(
 
 
 def top_reasons(
-    conn: Connection, provider: str, domain: str, since: float, until: float, limit: int = 5
+    conn: Connection,
+    provider: str,
+    domain: str,
+    since: float,
+    until: float,
+    limit: int = 5,
+    outcomes: tuple[str, ...] = ("deferred", "bounced"),
 ) -> list[dict[str, Any]]:
-    """Failed attempts by reason for one (provider, domain) in ``[since, until)``, from counters."""
+    """Failed attempts by reason for one (provider, domain) in ``[since, until)``, from counters.
+
+    Domain ``""`` means the whole provider.
+    """
     total = func.sum(counters.c.count)
+    subject = [counters.c.provider == provider]
+    if domain:
+        subject.append(counters.c.recipient_domain == domain)
     rows = conn.execute(
         select(counters.c.outcome, counters.c.reason, total)
         .where(
             counters.c.bucket >= since,
             counters.c.bucket < until,
-            counters.c.provider == provider,
-            counters.c.recipient_domain == domain,
-            counters.c.outcome.in_(("deferred", "bounced")),
+            *subject,
+            counters.c.outcome.in_(outcomes),
             counters.c.stream != "ndr",
         )
         .group_by(counters.c.outcome, counters.c.reason)

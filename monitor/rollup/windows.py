@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, select
+from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
 from monitor.store.schema import BUCKET_SECONDS, counters
 
@@ -28,7 +28,9 @@ __all__ = [
     "Key",
     "WindowReader",
     "align",
+    "baseline_of",
     "window_counts",
+    "with_baselines",
 ]
 
 #: Reasons that mean the receiving side refuses *us* (reputation, policy, rate or block),
@@ -54,9 +56,10 @@ REJECTING_REASONS = frozenset(
 )
 
 #: Window name -> length in seconds; ``SHORT`` is the one detectors judge.
-WINDOWS: dict[str, int] = {"5m": 300, "1h": 3600, "24h": 86400}
+WINDOWS: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600, "24h": 86400}
 SHORT = "5m"
-#: The baseline: the trailing 7 days before ``at``, without the short window.
+#: The baseline: the trailing 7 days before ``at``, without the short window; for a
+#: longer window ``w``, ``baseline_<w>`` leaves that window out (``baseline_of``).
 BASELINE = "baseline"
 BASELINE_SECONDS = 7 * 86400
 
@@ -64,7 +67,7 @@ Key = tuple[str, str]  # (provider, recipient domain)
 
 #: Attempts are the tries that got an answer: delivered, deferred or bounced.
 _ATTEMPT_OUTCOMES = ("delivered", "deferred", "bounced")
-_OUTCOMES = (*_ATTEMPT_OUTCOMES, "expired")
+_OUTCOMES = (*_ATTEMPT_OUTCOMES, "expired", "complained")
 
 
 @dataclass(slots=True)
@@ -76,10 +79,37 @@ class Counts:
     bounced: int = 0
     expired: int = 0
     rejecting: int = 0  # deferred or bounced attempts for a REJECTING_REASONS reason
+    complained: int = 0
 
     @property
     def attempts(self) -> int:
         return self.delivered + self.deferred + self.bounced
+
+    @property
+    def finished(self) -> int:
+        """Recipients with a final outcome: the bounce rate's denominator."""
+        return self.delivered + self.bounced + self.expired
+
+    # Spelled out, not via fields(): the engine adds thousands of these per evaluation.
+    def __add__(self, o: Counts) -> Counts:
+        return Counts(
+            self.delivered + o.delivered,
+            self.deferred + o.deferred,
+            self.bounced + o.bounced,
+            self.expired + o.expired,
+            self.rejecting + o.rejecting,
+            self.complained + o.complained,
+        )
+
+    def __sub__(self, o: Counts) -> Counts:
+        return Counts(
+            self.delivered - o.delivered,
+            self.deferred - o.deferred,
+            self.bounced - o.bounced,
+            self.expired - o.expired,
+            self.rejecting - o.rejecting,
+            self.complained - o.complained,
+        )
 
     @property
     def rejecting_share(self) -> float | None:
@@ -91,7 +121,10 @@ class Counts:
         share = self.rejecting_share
         out["rejecting_share"] = None if share is None else round(share, 6)
         out["deferral_rate"] = round(self.deferred / self.attempts, 6) if self.attempts else None
-        out["bounce_rate"] = round(self.bounced / self.attempts, 6) if self.attempts else None
+        out["bounce_rate"] = round(self.bounced / self.finished, 6) if self.finished else None
+        out["complaint_rate"] = (
+            round(self.complained / self.delivered, 6) if self.delivered else None
+        )
         return out
 
 
@@ -186,6 +219,12 @@ def _ceil_hour(t: float) -> int:
     return -(-int(t) // HOUR) * HOUR
 
 
+def _bump(counts: Counts, outcome: str, rejecting: int, n: int) -> None:
+    setattr(counts, outcome, getattr(counts, outcome) + n)
+    if rejecting:
+        counts.rejecting += n
+
+
 def _merge(into: Tally, tally: Tally, sign: int = 1) -> None:
     for k, n in tally.items():
         into[k] = into.get(k, 0) + sign * n
@@ -243,6 +282,103 @@ class WindowReader:
         for tally in (tail[BASELINE], head7, self._sum7):
             _add(table, BASELINE, tally)
         return table
+
+    def incident_counts(
+        self, conn: Connection, spans: dict[Key, list[tuple[float, float]]], at: float
+    ) -> tuple[dict[Key, dict[str, Counts]], dict[Key, int]]:
+        """Counts inside ``spans`` (incident time), per key and per window's baseline.
+
+        An incident's own failures must not raise the baseline it is judged against, or a
+        long incident would end itself while the domain still rejects.  Spans are clipped
+        to the baseline window, merged and cut at the windows' starts; settled hours come
+        from the hourly sums of the last ``read(at)``, only the ragged ends from minute
+        buckets.  Returns, per key, the counts to take out of each window's baseline (the
+        part before that window) and the seconds taken out of the short window's.
+        """
+        end = align(at)
+        lo, top = end - BASELINE_SECONDS, end - WINDOWS[SHORT]
+        cuts = sorted({end - seconds for seconds in WINDOWS.values()})
+        settled_lo, _, settled_hi = self._range or (end, end, end)
+        found: dict[Key, dict[str, Counts]] = {}
+        seconds: dict[Key, int] = {}
+        for key, raw in spans.items():
+            merged: list[list[int]] = []
+            for start, stop in sorted(raw):
+                a = max(lo, align(start))
+                b = min(top, -(-int(stop) // BUCKET_SECONDS) * BUCKET_SECONDS)
+                if a >= b:
+                    continue
+                if merged and a <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], b)
+                else:
+                    merged.append([a, b])
+            if not merged:
+                continue
+            pieces = []
+            for a, b in merged:
+                for cut in (c for c in cuts if a < c < b):
+                    pieces.append((a, cut))
+                    a = cut
+                pieces.append((a, b))
+            per = found[key] = {name: Counts() for name in WINDOWS}
+            minutes: list[tuple[int, int]] = []
+            for a, b in pieces:
+                h0, h1 = max(_ceil_hour(a), settled_lo), min(b // HOUR * HOUR, settled_hi)
+                if h0 >= h1:
+                    minutes.append((a, b))
+                    continue
+                minutes += [(a, h0), (h1, b)]
+                names = [name for name, w in WINDOWS.items() if b <= end - w]
+                for h in range(h0, h1, HOUR):
+                    for (p, d, outcome, rej), n in self._hours.get(h, {}).items():
+                        if (p, d) == key:
+                            for name in names:
+                                _bump(per[name], outcome, rej, n)
+            ranges = [(a, b) for a, b in minutes if a < b]
+            if ranges:
+                self._minute_counts(conn, key, ranges, end, per)
+            seconds[key] = sum(b - a for a, b in merged)
+        return found, seconds
+
+    def _minute_counts(
+        self,
+        conn: Connection,
+        key: Key,
+        ranges: list[tuple[int, int]],
+        end: int,
+        per: dict[str, Counts],
+    ) -> None:
+        rejecting = _rejecting()
+        sums = [
+            func.sum(case((counters.c.bucket < end - WINDOWS[name], counters.c.count), else_=0))
+            for name in WINDOWS
+        ]
+        query = (
+            select(counters.c.outcome, rejecting, *sums)
+            .where(
+                or_(*(and_(counters.c.bucket >= a, counters.c.bucket < b) for a, b in ranges)),
+                counters.c.provider == key[0],
+                counters.c.recipient_domain == key[1],
+                counters.c.outcome.in_(_OUTCOMES),
+                counters.c.stream != "ndr",
+            )
+            .group_by(counters.c.outcome, rejecting)
+        )
+        for outcome, is_rejecting, *totals in conn.execute(query):
+            for name, n in zip(WINDOWS, totals, strict=True):
+                _bump(per[name], outcome, int(is_rejecting), int(n or 0))
+
+    def same_hour(self, at: float, days: int) -> dict[str, list[int]]:
+        """Per provider: attempts in the hour before ``at`` on each of the ``days`` previous
+        days (hour-aligned), from the settled hours the last ``read`` kept; 0 where none."""
+        end = align(at)
+        out: dict[str, list[int]] = {}
+        for k in range(1, days + 1):
+            hour = (end - k * 86400) // HOUR * HOUR - HOUR
+            for (provider, _domain, outcome, _rej), n in self._hours.get(hour, {}).items():
+                if outcome in _ATTEMPT_OUTCOMES:
+                    out.setdefault(provider, [0] * days)[k - 1] += n
+        return out
 
     def _minutes(self, conn: Connection, start: float, end: float) -> Tally:
         rows = _scan(conn, start, end, [func.sum(counters.c.count)])
@@ -310,3 +446,28 @@ class WindowReader:
                 _merge(self._sum7, self._hours.pop(h), -1)
         self._range = (lo7, lo24, hi)
         self._day = day
+
+
+def baseline_of(windows: dict[str, Counts], name: str) -> Counts:
+    """The baseline that goes with window ``name``: the week before it."""
+    return windows[BASELINE if name == SHORT else f"{BASELINE}_{name}"]
+
+
+def with_baselines(
+    windows: dict[str, Counts], excluded: dict[str, Counts] | None = None
+) -> dict[str, Counts]:
+    """``windows`` plus ``baseline_<w>`` for every longer window, minus incident time.
+
+    ``excluded[w]`` holds the counts of incident time inside ``w``'s baseline (see
+    ``incident_counts``), so every baseline leaves it out exactly once.
+    """
+    raw = windows[BASELINE]
+    out = dict(windows)
+    if excluded:
+        out[BASELINE] = raw - excluded[SHORT]
+    short = windows[SHORT]
+    for name in WINDOWS:
+        if name != SHORT:
+            base = raw - (windows[name] - short)
+            out[f"{BASELINE}_{name}"] = base - excluded[name] if excluded else base
+    return out

@@ -40,7 +40,8 @@ def create_app(
 
     With a ``pipeline``, ``POST /ingest/kumomta`` takes KumoMTA log-hook records (one
     JSON object, an array of them, or one per line) into it.  With a ``store``,
-    ``GET /api/incidents[?open=1][&since=UNIX seconds]`` lists the rollup engine's incidents.
+    ``GET /api/incidents[?open=1][&since=UNIX seconds][&kind=KIND]`` lists the rollup engine's
+    incidents.
     """
     hook_lock = threading.Lock()  # the pipeline batches; one request at a time fills it
 
@@ -82,13 +83,16 @@ def create_app(
             since = None if raw_since is None else float(raw_since)
         except ValueError:
             return JSONResponse({"error": "since: expected UNIX seconds"}, status_code=400)
-        return JSONResponse(await run_in_threadpool(_incidents, open_only, since))
+        kind = request.query_params.get("kind")
+        return JSONResponse(await run_in_threadpool(_incidents, open_only, since, kind))
 
-    def _incidents(open_only: bool, since: float | None) -> list[dict[str, object]]:
+    def _incidents(
+        open_only: bool, since: float | None, kind: str | None
+    ) -> list[dict[str, object]]:
         from monitor.rollup import list_incidents
 
         with store.engine.connect() as conn:  # type: ignore[union-attr]
-            rows = list_incidents(conn, open_only=open_only, since=since)
+            rows = list_incidents(conn, open_only=open_only, since=since, kind=kind)
         return [r | {"started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"])}
                 for r in rows]
 
