@@ -17,6 +17,41 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "sisimai"
 
 # (provider, reply line, reason, blame, rule id) per family: the providers' documented texts.
 FAMILY_CASES = {
+    "status": [
+        (None, "551 5.1.6 not our customer", "hasmoved", "recipient", "status.hasmoved"),
+        (
+            None,
+            "552 5.2.3 Message size exceeds fixed maximum message size (10485760)",
+            "exceedlimit",
+            "content",
+            "status.exceedlimit",
+        ),
+        (
+            None,
+            "550 5.1.7 No such domain example.net",
+            "rejected",
+            "policy",
+            "status.sender_rejected",
+        ),
+    ],
+    "cable_isps": [
+        (
+            None,
+            "550 5.1.0 <bounce@example.net> sender rejected. Refer to Error Codes section at "
+            "https://www.cox.com/residential/support/email-error-codes.html AUP#CDRBL",
+            "blocked",
+            "reputation",
+            "cable_isps.cox_cdrbl",
+        ),
+        (
+            None,
+            "550 5.1.0 <bounce@example.net> sender rejected. Please see "
+            "https://www.spectrum.net/support/internet/understanding-email-error-codes AUP#In-1310",
+            "toomanyconn",
+            "rate",
+            "cable_isps.spectrum_connections",
+        ),
+    ],
     "google": [
         (
             "google",

@@ -223,6 +223,7 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
                 or _expanded_from(context),
                 remote_mta=host_of(fields.get("remote-mta")),
                 last_attempt=parse_date(fields.get("last-attempt-date")) or arrival,
+                diagnostic_type=fields.get("diagnostic-code", "").partition(";")[0].strip(),
             )
         )
     named = _failed_recipients(message) or [t.recipient for t in texts]

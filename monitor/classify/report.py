@@ -120,6 +120,19 @@ def by_command(
     return verdict
 
 
+def _from_code(verdict: Verdict) -> bool:
+    """Whether no text rule decided (the code tables or the fallbacks did)."""
+    return verdict.rule.startswith(("rfc3463.", "rfc5321.", "fallback."))
+
+
+# Postfix's smtpd names the address it refuses, "<a@b>: User unknown ...", only at RCPT.
+_RCPT_FORM = re.compile(r"<[^<>\s@]+@[^<>\s]+>: user unknown", re.I)
+
+
+def _rcpt_form(text: str) -> str | None:
+    return "RCPT" if text and _RCPT_FORM.search(text) else None
+
+
 def classify_recipient(
     address: str | None,
     *,
@@ -131,24 +144,34 @@ def classify_recipient(
     remote_mta: str | None = None,
     last_attempt: datetime | None = None,
     provider: str | None = None,
+    diagnostic_type: str | None = None,
 ) -> RecipientReport:
     """Classify one recipient with everything known about its failure."""
     status = status_of(status_field, diagnostic or context)
     reply = reply_of(diagnostic) or reply_of(context)
-    command = command_of(diagnostic) or command_of(context)
+    command = command_of(diagnostic) or command_of(context) or _rcpt_form(diagnostic)
     mx = remote_mta or remote_host_of(diagnostic) or None
     final = (action or "failed").lower() not in ("delayed",)
     hint = None if mx else provider
     verdict = classify(
         reply, status, diagnostic or None, command=command, provider=hint, mx_host=mx, final=final
     )
-    if verdict.reason in ("onhold", "undefined") and context and context != diagnostic:
+    decided_by_text = not _from_code(verdict)
+    if _from_code(verdict) and context and context != diagnostic:
+        # the code alone decided: a text rule on the whole explanation knows better
         wider = classify(
             reply, status, context, command=command, provider=hint, mx_host=mx, final=final
         )
-        if wider.reason not in ("onhold", "undefined"):
-            verdict = wider
+        vague = verdict.reason in ("onhold", "undefined")
+        if not _from_code(wider) or (vague and wider.reason not in ("onhold", "undefined")):
+            verdict, decided_by_text = wider, False
     verdict = by_command(verdict, status, reply, command, final)
+    if (diagnostic_type or "").lower() == "x-unix" and (
+        not decided_by_text or verdict.reason in ("userunknown", "filtered")
+    ):
+        # RFC 3464 2.3.6: an X-Unix diagnostic is a local delivery program's exit status;
+        # its "no such user" is the program failing, not the address (Sisimai: mailererror)
+        verdict = Verdict("mailererror", False, "infrastructure", "rfc3464.x-unix")
     if (action or "").lower() in ("delivered", "relayed", "expanded"):
         verdict = Verdict("delivered", False, "unknown", "rfc3464.action")
     return RecipientReport(
