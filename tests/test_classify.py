@@ -10,6 +10,7 @@ import pytest
 
 from monitor.classify import BLAMES, REASONS, RuleError, classify, classify_reply
 from monitor.classify.engine import literal_prefix, normalize
+from monitor.classify.report import classify_recipient
 from monitor.classify.rules import load_rules, parse_files
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "monitor" / "data" / "classify"
@@ -681,3 +682,50 @@ REASON_FLOOR = 0.835
 DSN_REASON_FLOOR = 0.84
 HARD_FLOOR = 0.945
 RECIPIENT_FLOOR = 0.975
+
+
+def test_x_unix_diagnostic_is_a_mailer_error() -> None:
+    """An X-Unix Diagnostic-Code is a local delivery program failing, even when it says "no such user"."""
+    r = classify_recipient(
+        "a@example.org",
+        action="failed",
+        status_field="5.1.1",
+        diagnostic='procmail: Couldn\'t create "/var/spool/mail/a": No such user',
+        diagnostic_type="x-unix",
+    )
+    assert (r.reason, r.rule) == ("mailererror", "rfc3464.x-unix")
+
+
+def test_transcript_failure_wins_over_earlier_success() -> None:
+    """In a session transcript the 4xx/5xx reply is the failure, not an earlier "250 2.1.5 Ok"."""
+    text = (
+        "Out: 250 2.1.5 Ok In: DATA Out: 354 End data Out: 451 4.3.0 Error: queue file write error"
+    )
+    r = classify_recipient("a@example.org", action="failed", status_field=None, diagnostic=text)
+    assert (r.status, r.reply_code, r.reason) == ("4.3.0", 451, "systemerror")
+
+
+def test_unknown_user_in_postfix_rcpt_form_is_userunknown() -> None:
+    """ "550 <a@b>: User unknown" is Postfix's RCPT-time form: the address is unknown, not filtered."""
+    r = classify_recipient(
+        "a@example.org",
+        action="failed",
+        status_field="5.0.0",
+        diagnostic="550 <a@example.org>: User unknown",
+    )
+    assert (r.reason, r.hard, r.command) == ("userunknown", True, "RCPT")
+
+
+def test_unknown_user_with_the_address_left_out_is_filtered() -> None:
+    """ "550 : User unknown" (the address elided, au/ezweb's sender filter) is filtered."""
+    r = classify_recipient(
+        "a@example.org", action="failed", status_field="5.0.0", diagnostic="550 : User unknown"
+    )
+    assert (r.reason, r.hard) == ("filtered", False)
+
+
+def test_sender_status_decides_before_domain_texts() -> None:
+    """x.1.7 at MAIL FROM ("No such domain" of our sender) is rejected, not hostunknown."""
+    text = "SMTP error from remote mail server after MAIL FROM:<s@example.net>: 550 5.1.7 No such domain"
+    r = classify_recipient("a@example.org", action="failed", status_field=None, diagnostic=text)
+    assert (r.reason, r.hard) == ("rejected", False)

@@ -77,15 +77,25 @@ def status_of(value: str | None, text: str) -> str | None:
     found = _STATUS_RE.search(value or "")
     status = found.group(0) if found else None
     if status is None or status.endswith(".0.0"):
-        precise = _STATUS_RE.search(text)
+        precise = _failure(_STATUS_RE, text)
         same_class = precise and (status is None or precise.group(1) == status[0])
         if precise and same_class and (status is None or not precise.group(0).endswith(".0.0")):
             status = precise.group(0)
     return status
 
 
+def _failure(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The first failure code in ``text``: a session transcript's "250 2.1.5 Ok" is not it."""
+    first = None
+    for found in pattern.finditer(text):
+        if found.group(1)[0] in "45":
+            return found
+        first = first or found
+    return first
+
+
 def reply_of(text: str) -> int | None:
-    found = _REPLY_RE.search(text)
+    found = _failure(_REPLY_RE, text)
     return int(found.group(1)) if found else None
 
 
@@ -95,6 +105,10 @@ def host_of(value: str | None) -> str | None:
         return None
     host = host.split()[0].strip("[]").rstrip(".").lower()
     return host or None
+
+
+#: Unknown-user texts an SMTP server gives at RCPT; given at any other time, they are a filter.
+_RCPT_ONLY_UNKNOWN = frozenset({"generic_mta.userunknown", "google.no_such_user"})
 
 
 def by_command(
@@ -110,13 +124,11 @@ def by_command(
         return Verdict("userunknown", hard, "recipient", "sisimai.status_x11")
     if verdict.rule == "generic_mta.filtered_unknown_user" and at_rcpt:
         return Verdict("userunknown", final, "recipient", "sisimai.userunknown_at_rcpt")
-    if (
-        verdict.rule == "generic_mta.userunknown"
-        and not at_rcpt
-        and not detail.startswith("1.")
-        and reply is not None  # an SMTP server said it (texts of mail stores are not filters)
-    ):
+    if verdict.rule in _RCPT_ONLY_UNKNOWN and not at_rcpt and not detail.startswith("1."):
         return Verdict("filtered", False, "recipient", "sisimai.unknown_user_not_at_rcpt")
+    if command in ("CONNECT", "HELO", "EHLO") and _from_code(verdict):
+        # refused before any address was given: the sending host is what is refused
+        return Verdict("blocked", False, "reputation", "sisimai.refused_at_connect")
     return verdict
 
 
