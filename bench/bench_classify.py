@@ -158,7 +158,8 @@ def flufl_recipients(corpus: Path, names: list[str]) -> dict[str, set[str]] | No
 
 
 def compare_recipients(reports: dict[str, Report], flufl: dict[str, set[str]]) -> dict[str, object]:
-    """Addresses found by each (Mailmon: Final- and Original-Recipient), and what Mailmon misses.
+    """Addresses found by each (Mailmon: Final- and Original-Recipient, also of a DSN returned
+    inside the report), and what Mailmon misses.
 
     flufl.bounce also returns what is no recipient (JSON fragments of SES notifications, the
     original's Message-ID or sender): those are counted apart as ``junk``, not as misses.
@@ -167,7 +168,10 @@ def compare_recipients(reports: dict[str, Report], flufl: dict[str, set[str]]) -
     missed: list[tuple[str, str]] = []
     for name, report in reports.items():
         ours = {
-            a.lower() for r in report.recipients for a in (r.recipient, r.original_recipient) if a
+            a.lower()
+            for r in (*report.recipients, *report.nested)
+            for a in (r.recipient, r.original_recipient)
+            if a
         }
         found = flufl.get(name, set())
         original = report.original

@@ -248,3 +248,44 @@ def test_trace_shows_the_bounce_in_the_original_delivery(tmp_path: Path) -> None
         "bounced", "userunknown", "google.no_such_user",
     )  # fmt: skip
     assert [e.type for e in found["events"]] == [EventType.SUBMITTED, EventType.BOUNCED]
+
+
+def _dsn(boundary: str, recipient: str, diagnostic: str, returned: str) -> str:
+    return (
+        "From: MAILER-DAEMON@mx.example.net\nTo: bounces@example.net\n"
+        "Subject: Returned mail: see transcript for details\nMIME-Version: 1.0\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\n\n'
+        f"--{boundary}\nContent-Type: text/plain\n\nThe message could not be delivered.\n\n"
+        f"--{boundary}\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        f"Final-Recipient: rfc822; {recipient}\nAction: failed\nStatus: 5.1.1\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\n\n"
+        f"--{boundary}\nContent-Type: message/rfc822\n\n{returned}\n--{boundary}--\n"
+    )
+
+
+def test_dsn_returned_inside_a_dsn_is_reported_apart() -> None:
+    """A bounce of a bounce: the inner DSN's recipient is found, kept apart from the outer's."""
+    inner = _dsn("inner", "gone@example.org", "550 5.1.1 <gone@example.org>: User unknown",
+                 "From: a@example.net\nTo: gone@example.org\nSubject: hi\n\nhi")  # fmt: skip
+    outer = _dsn("outer", "postmaster@example.net", "550 5.1.1 No such user", inner)
+    report = parse(outer.encode())
+    assert [r.recipient for r in report.recipients] == ["postmaster@example.net"]
+    assert [(r.recipient, r.reason) for r in report.nested] == [("gone@example.org", "userunknown")]
+    assert all(e.recipient != "gone@example.org" for e in report_events(report, source="test"))
+
+
+def test_sendmail_expanded_alias_is_the_original_recipient() -> None:
+    """Sendmail's "(expanded from: <a@b>)" above a failed pipe names the original recipient."""
+    text = (
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.edu>\nTo: <s@example.com>\n"
+        "Subject: Returned mail: Service unavailable\n\n"
+        "   ----- The following addresses had permanent fatal errors -----\n"
+        '"|exec /usr/local/bin/procmail -f- || exit 75 #kim"\n'
+        "    (expanded from: <kim@example.edu>)\n\n"
+        "   ----- Transcript of session follows -----\n"
+        '554 "|exec /usr/local/bin/procmail -f- || exit 75 #kim"... Service unavailable\n\n'
+        "Final-Recipient: RFC822; kim@mx.example.edu\nAction: failed\nStatus: 5.5.0\n"
+    )
+    report = parse(text.encode())
+    assert report.recipients[0].original_recipient == "kim@example.edu"

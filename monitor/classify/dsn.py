@@ -94,7 +94,9 @@ def _parse(data: bytes, defects: list[str]) -> Report:
         addressed_to=_first_address(header(message, "To")),
     )
     if dsn_part is not None:
-        return _from_dsn(message, dsn_part, base, defects)
+        report = _from_dsn(message, dsn_part, base, defects)
+        report.nested = _nested(dsn_part, message)
+        return report
     if arf.is_feedback(message):
         return _from_arf(message, base, defects)
     if not message.is_multipart():
@@ -110,6 +112,21 @@ def _parse(data: bytes, defects: list[str]) -> Report:
     if not report.recipients and not bounce_like and autoreply.is_autoreply(message):
         return _from_autoreply(message, base, defects)
     return report
+
+
+def _nested(outer: Message, message: Message) -> list[RecipientReport]:
+    """The recipients of the first DSN inside a returned message (not ``outer`` itself)."""
+    for part in message.walk():
+        if part.get_content_type() not in ("message/rfc822", "message/global"):
+            continue
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else None
+        if not isinstance(inner, Message):
+            continue
+        dsn = next((p for p in inner.walk() if p.get_content_type() in _DSN_TYPES), None)
+        if dsn is not None and dsn is not outer:
+            return _from_dsn(inner, dsn, Report("unknown"), []).recipients
+    return []
 
 
 def _first_address(value: str | None) -> str | None:
@@ -280,6 +297,10 @@ def _from_text(message: Message, base: Report, defects: list[str]) -> Report:
                 original_recipient=_expanded_from(t.diagnostic),
             )
         )
+    expanded = _expanded_from(errors)
+    if expanded and base.recipients and not any(r.original_recipient for r in base.recipients):
+        # Sendmail names the alias above its failed pipe or file: "(expanded from: <a@b>)"
+        base.recipients[0] = replace(base.recipients[0], original_recipient=expanded)
     if not base.recipients:
         fallback = base.original.verp_recipient or base.original.to
         if fallback and errors:

@@ -63,6 +63,9 @@ class Report:
     reporting_mta: str | None = None
     addressed_to: str | None = None  # the report's To: for a bounce, the original's sender
     feedback: arf.FeedbackFields | None = None
+    #: recipients of a DSN returned inside this one (a bounce of a bounce): an earlier
+    #: failure of another message, reported apart so it never joins this one's original
+    nested: list[RecipientReport] = field(default_factory=list)
     truncated: bool = False
     defects: list[str] = field(default_factory=list)
 
