@@ -129,6 +129,19 @@ def _nested(outer: Message, message: Message) -> list[RecipientReport]:
     return []
 
 
+def _sections(text: str, addresses: list[str]) -> dict[str, str]:
+    """Each address -> the text from its first mention up to the next address's."""
+    low = text.lower()
+    starts = sorted(
+        (i, a.lower()) for a in dict.fromkeys(addresses) if (i := low.find(a.lower())) >= 0
+    )
+    out = {}
+    for n, (start, address) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(text)
+        out[address] = " ".join(text[start:end].split())[:4000]
+    return out
+
+
 def _first_address(value: str | None) -> str | None:
     found = ADDRESS_RE.search(value or "")
     return found.group(0) if found else None
@@ -221,6 +234,10 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
     )
     texts, errors, _ = parse_text(human, _exclusions(message, base.original))
     by_address = {t.recipient.lower(): t.diagnostic for t in texts}
+    # a reply may quote other addresses ("... (a@b) [0]"): cut the text at the report's
+    # own recipients only, so each keeps its whole explanation
+    finals = [a for b in people if (a := strip_angle(dict(b).get("final-recipient")))]
+    by_address |= _sections(errors, finals)
     arrival = parse_date(per_message.get("arrival-date"))
     for block in people:
         fields = dict(block)
