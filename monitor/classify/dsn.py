@@ -108,10 +108,35 @@ def _parse(data: bytes, defects: list[str]) -> Report:
     bounce_like = bool(_BOUNCE_FROM.search(from_)) or bool(_BOUNCE_SUBJECT.search(subject))
     if not bounce_like and autoreply.is_autoreply(message):
         return _from_autoreply(message, base, defects)
+    fields = _fields_in_text(message, defects)
+    if fields is not None:
+        defects.append("delivery-status fields outside a message/delivery-status part")
+        return _from_dsn(message, fields, base, defects)
     report = _from_text(message, base, defects)
     if not report.recipients and not bounce_like and autoreply.is_autoreply(message):
         return _from_autoreply(message, base, defects)
     return report
+
+
+_FIELDS_START = re.compile(
+    r"^(?:Reporting-MTA|Original-Recipient|Final-Recipient):[ \t]*\S", re.I | re.M
+)
+
+
+def _fields_in_text(message: Message, defects: list[str]) -> Message | None:
+    """The delivery-status fields of a DSN whose MIME structure broke (a boundary the
+    parser did not see), as a part :func:`_blocks` reads; ``None`` when the text has no
+    ``Final-Recipient`` field."""
+    text = _human_text(message, [])
+    if not re.search(r"^Final-Recipient:[ \t]*\S", text, re.I | re.M):
+        return None
+    start = _FIELDS_START.search(text)
+    assert start is not None
+    body = text[start.start() :]
+    end = re.search(r"^[ \t]*--\S|^(?:Received|Return-Path|Content-Type):", body, re.I | re.M)
+    part = Message()
+    part.set_payload(body[: end.start()] if end else body)
+    return part
 
 
 def _nested(outer: Message, message: Message) -> list[RecipientReport]:
@@ -127,6 +152,22 @@ def _nested(outer: Message, message: Message) -> list[RecipientReport]:
         if dsn is not None and dsn is not outer:
             return _from_dsn(inner, dsn, Report("unknown"), []).recipients
     return []
+
+
+def _original_recipient(fields: dict[str, str], address: str | None, context: str) -> str | None:
+    """Original-Recipient; when it only repeats the final one, the alias the text names."""
+    given = strip_angle(fields.get("original-recipient"))
+    if given and given.lower() != (address or "").lower():
+        return given
+    return _expanded_from(context) or given
+
+
+def _name_alias(report: Report, errors: str) -> None:
+    """Sendmail names the alias above its failed pipe or file, "(expanded from: <a@b>)":
+    with one recipient and no Original-Recipient, that is its original address."""
+    expanded = _expanded_from(errors)
+    if expanded and len(report.recipients) == 1 and not report.recipients[0].original_recipient:
+        report.recipients[0] = replace(report.recipients[0], original_recipient=expanded)
 
 
 def _sections(text: str, addresses: list[str]) -> dict[str, str]:
@@ -197,7 +238,7 @@ def _blocks(part: Message, defects: list[str]) -> list[list[tuple[str, str]]]:
 
 def _expanded_from(text: str) -> str | None:
     """Sendmail and Postfix name an alias's original address: "(expanded from: <a@b>)"."""
-    m = re.search(r"expanded from:?\s*<(" + ADDRESS_RE.pattern + ")>", text, re.I)
+    m = re.search(r"expanded\s+from:?\s*<(" + ADDRESS_RE.pattern + ")>", text, re.I)
     return m.group(1) if m else None
 
 
@@ -253,13 +294,13 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
                 status_field=fields.get("status"),
                 diagnostic=diagnostic,
                 context=context,
-                original_recipient=strip_angle(fields.get("original-recipient"))
-                or _expanded_from(context),
+                original_recipient=_original_recipient(fields, address, context),
                 remote_mta=host_of(fields.get("remote-mta")),
                 last_attempt=parse_date(fields.get("last-attempt-date")) or arrival,
                 diagnostic_type=fields.get("diagnostic-code", "").partition(";")[0].strip(),
             )
         )
+    _name_alias(base, errors)
     named = _failed_recipients(message) or [t.recipient for t in texts]
     if base.recipients and named and any(r.recipient is None for r in base.recipients):
         defects.append("delivery-status block without a recipient; named from the text")
@@ -314,10 +355,7 @@ def _from_text(message: Message, base: Report, defects: list[str]) -> Report:
                 original_recipient=_expanded_from(t.diagnostic),
             )
         )
-    expanded = _expanded_from(errors)
-    if expanded and base.recipients and not any(r.original_recipient for r in base.recipients):
-        # Sendmail names the alias above its failed pipe or file: "(expanded from: <a@b>)"
-        base.recipients[0] = replace(base.recipients[0], original_recipient=expanded)
+    _name_alias(base, errors)
     if not base.recipients:
         fallback = base.original.verp_recipient or base.original.to
         if fallback and errors:
