@@ -200,12 +200,17 @@ def _human_text(message: Message, defects: list[str]) -> str:
     """The report's text for people: its text parts before the original message."""
     texts: list[str] = []
     for part in message.walk():
-        ctype = part.get_content_type()
+        # "text/plain\n   charset=..." (the ";" forgotten) is still text/plain
+        ctype = part.get_content_type().split()[0]
         if ctype in ("message/rfc822", "message/global", "text/rfc822-headers") or (
             ctype in _DSN_TYPES
         ):
             break
         if part.is_multipart():
+            continue
+        if ctype.startswith("multipart/"):  # its boundary was lost: its parts are one text
+            raw = part.get_payload()
+            texts.append(raw if isinstance(raw, str) else "")
             continue
         if ctype == "text/plain" or (ctype == "text/html" and not texts):
             text = part_text(part, defects)
