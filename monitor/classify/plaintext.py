@@ -119,6 +119,7 @@ def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, 
     """
     errors, quoted = split_original(body)
     spans: list[tuple[str, int]] = []
+    mentions: list[tuple[int, str]] = []  # every mention of a kept address
     seen: set[str] = set()
     for m in ADDRESS_RE.finditer(errors):
         address = m.group(0).rstrip(".")
@@ -126,13 +127,17 @@ def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, 
         before = errors[max(0, m.start() - 14) : m.start()].lower()
         if low in exclude or _DAEMON.match(low) or "message-id" in before or "from:" in before:
             continue
+        mentions.append((m.start(), low))
         if low in seen:
             continue
         seen.add(low)
         spans.append((address, m.start()))
     recipients = []
     for i, (address, start) in enumerate(spans):
-        end = spans[i + 1][1] if i + 1 < len(spans) else len(errors)
+        # up to the next mention of another address: a report that explains each address
+        # twice (in two languages, say) must not lend one address the other's reason
+        low = address.lower()
+        end = next((p for p, a in mentions if p > start and a != low), len(errors))
         block = errors[start:end]
         if not _SMTPISH.search(block) and len(block.split()) < 6 and i + 1 < len(spans):
             # "the following addresses failed: a, b" then one shared reason further down
