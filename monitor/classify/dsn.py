@@ -285,6 +285,7 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
     finals = [a for b in people if (a := strip_angle(dict(b).get("final-recipient")))]
     by_address |= _sections(errors, finals)
     arrival = parse_date(per_message.get("arrival-date"))
+    provider = _sender_provider(message)  # the provider's own mail system wrote the report
     for block in people:
         fields = dict(block)
         address = strip_angle(fields.get("final-recipient")) or strip_angle(
@@ -303,6 +304,7 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
                 remote_mta=host_of(fields.get("remote-mta")),
                 last_attempt=parse_date(fields.get("last-attempt-date")) or arrival,
                 diagnostic_type=fields.get("diagnostic-code", "").partition(";")[0].strip(),
+                provider=provider,
             )
         )
     _name_alias(base, errors)
