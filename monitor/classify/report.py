@@ -162,7 +162,7 @@ def classify_recipient(
     diagnostic_type: str | None = None,
 ) -> RecipientReport:
     """Classify one recipient with everything known about its failure."""
-    status = status_of(status_field, diagnostic or context)
+    status = status_of(status_field, diagnostic or context) or status_of(None, context)
     reply = reply_of(diagnostic) or reply_of(context)
     command = command_of(diagnostic) or command_of(context) or _rcpt_form(diagnostic)
     mx = remote_mta or remote_host_of(diagnostic) or None
