@@ -305,6 +305,7 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
                 last_attempt=parse_date(fields.get("last-attempt-date")) or arrival,
                 diagnostic_type=fields.get("diagnostic-code", "").partition(";")[0].strip(),
                 provider=provider,
+                mta_category=fields.get("x-powermta-bouncecategory"),
             )
         )
     _name_alias(base, errors)

@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 _STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+_WITH_CODE_RE = re.compile(r"(?<![\w.])[45]\d\d[ \-]['\"]?([45]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 _REPLY_RE = re.compile(r"(?<![\w.\-#])([245][0-5]\d)(?=[\s\-]|$)")
 
 
@@ -80,10 +81,14 @@ def status_of(value: str | None, text: str) -> str | None:
     found = _STATUS_RE.search(value or "")
     status = found.group(0) if found else None
     if status is None or status.endswith(".0.0"):
-        precise = _failure(_STATUS_RE, text)
-        same_class = precise and (status is None or precise.group(1) == status[0])
-        if precise and same_class and (status is None or not precise.group(0).endswith(".0.0")):
-            status = precise.group(0)
+        # the status a reply code carries ("550-5.7.1") is the server's own; a report may
+        # put its summary first ("5.1.0 - Unknown address error 550-'5.7.1 ...")
+        carried = _WITH_CODE_RE.search(text)
+        found = _failure(_STATUS_RE, text)
+        precise = carried.group(1) if carried else found.group(0) if found else None
+        same_class = precise and (status is None or precise[0] == status[0])
+        if precise and same_class and (status is None or not precise.endswith(".0.0")):
+            status = precise
     return status
 
 
@@ -160,6 +165,7 @@ def classify_recipient(
     last_attempt: datetime | None = None,
     provider: str | None = None,
     diagnostic_type: str | None = None,
+    mta_category: str | None = None,
 ) -> RecipientReport:
     """Classify one recipient with everything known about its failure."""
     status = status_of(status_field, diagnostic or context) or status_of(None, context)
@@ -181,6 +187,14 @@ def classify_recipient(
         if not _from_code(wider) or (vague and wider.reason not in ("onhold", "undefined")):
             verdict, decided_by_text = wider, False
     verdict = by_command(verdict, status, reply, command, final)
+    if mta_category and (_from_code(verdict) or verdict.rule == "sisimai.unknown_user_not_at_rcpt"):
+        # the sending MTA's own verdict (PowerMTA's bounce category) settles what the text
+        # leaves open
+        said = classify(
+            reply, status, f"x-powermta-bouncecategory: {mta_category.strip()}", final=final
+        )
+        if said.rule.startswith("powermta."):
+            verdict = said
     if (diagnostic_type or "").lower() == "x-unix" and (
         not decided_by_text or verdict.reason in ("userunknown", "filtered")
     ):
