@@ -291,3 +291,37 @@ def test_sendmail_expanded_alias_is_the_original_recipient() -> None:
     )
     report = parse(text.encode())
     assert report.recipients[0].original_recipient == "kim@example.edu"
+
+
+def test_cli_ingest_mbox_joins_bounces_to_the_original(tmp_path: Path) -> None:
+    """`mailmon ingest mbox` stores a report's bounces on the original's deliveries, once."""
+    import mailbox
+
+    box = mailbox.mbox(tmp_path / "bounces.mbox")
+    for name in ("postfix-microsoft-rcpt.eml", "arf-abuse.eml"):
+        box.add((DATA / name).read_bytes())
+    box.close()
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+
+    def ingest() -> dict[str, object]:
+        out = subprocess.run(
+            [*MAILMON, "ingest", "mbox", str(tmp_path / "bounces.mbox"), "--db", db, "--json"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        result = json.loads(out.stdout)
+        assert isinstance(result, dict)
+        return result
+
+    first, again = ingest(), ingest()
+    assert (first["messages"], first["by_kind"], first["events"]) == (2, {"dsn": 1, "arf": 1}, 5)
+    assert (again["stored"], again["duplicates"]) == (0, 5)
+    original = json.loads(EXPECTED.read_text())["postfix-microsoft-rcpt.eml"]["original_message_id"]
+    trace = json.loads(
+        subprocess.run(
+            [*MAILMON, "trace", f"<{original}>", "--json", "--db", db],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    found = {d["recipient"]: (d["state"], d["reason"]) for d in trace["deliveries"]}
+    assert found["o365-recipient-not-found@microsoft.test"] == ("bounced", "userunknown")
+    assert found["outlook-blocklist@microsoft.test"] == ("bounced", "blocked")
