@@ -126,6 +126,8 @@ def _emit(row: dict[str, object], as_json: bool) -> None:
         return
     kind = "hard" if row.get("hard") else "soft"
     note = " (best effort)" if row.get("best_effort") else ""
+    if row.get("nested"):
+        note += " (from a report returned inside this one)"
     print(
         f"{where}: {row.get('recipient') or '-'} {row.get('status') or ''} "
         f"{row['reason']} ({kind}, blame: {row.get('blame', 'unknown')}) "
