@@ -122,9 +122,11 @@ _RCPT_ONLY_UNKNOWN = frozenset({"generic_mta.userunknown", "google.no_such_user"
 def by_command(
     verdict: Verdict, status: str | None, reply: int | None, command: str | None, final: bool
 ) -> Verdict:
-    """Sisimai's rule for "unknown user" texts: the address is unknown only when the status
-    says so (x.1.x) or the server answered RCPT; after DATA, or with nothing to tell, it is
-    the recipient's filter (go-sisimai reason/why-userunknown.go, why-filtered.go)."""
+    """Sisimai's rules by the SMTP command answered: an "unknown user" text means the
+    address is unknown only when the status says so (x.1.x) or the server answered RCPT;
+    after DATA, or with nothing to tell, it is the recipient's filter (go-sisimai
+    reason/why-userunknown.go, why-filtered.go).  A bare code refusing the connection or
+    the greeting refuses the sending host: blocked (reason/lib.go)."""
     detail = status.partition(".")[2] if status else ""
     at_rcpt = command in ("RCPT", "MAIL")
     if verdict.rule == "generic_mta.filtered_after_data" and detail.startswith("1."):
