@@ -784,3 +784,10 @@ def test_status_carried_by_the_reply_wins_over_a_summary() -> None:
     text = "5.1.0 - Unknown address error 550-'5.7.1 <a@example.com>... Access denied'"
     r = classify_recipient("a@example.com", action="failed", status_field="5.0.0", diagnostic=text)
     assert r.status == "5.7.1"
+
+
+def test_vetoed_connect_rule_lets_a_text_rule_decide() -> None:
+    """A refusal at connect naming a missing PTR is requireptr: the catch-all's veto lets it through."""
+    text = "554-No SMTP service 554-Bad DNS PTR resource record. 554 For explanation visit ..."
+    verdict = classify(554, None, text, command="CONNECT")
+    assert (verdict.reason, verdict.rule) == ("requireptr", "generic_mta.requireptr")

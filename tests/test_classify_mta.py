@@ -4,7 +4,8 @@ An aiosmtpd peer on 127.0.0.1 answers each recipient with a provider's documente
 (``tests/data/bounces/provider-replies.json``: Gmail, Microsoft, Yahoo, iCloud, Postfix
 and postgrey texts, each with its source URL and the reason it means), at RCPT or after
 DATA as that provider does.  The private Postfix and Exim of the integration tests relay
-one message per DATA refusal and one per provider for the RCPT refusals, and send their
+one message per DATA refusal and one per provider for the RCPT refusals (Postfix also
+meets refusals as the greeting, one peer each), and send their
 non-delivery reports back to the sender's domain on the same peer.  Every report must name
 the refused recipients with the labelled reason and hard flag.
 
@@ -33,6 +34,7 @@ from aiosmtpd.controller import Controller
 from golden import REGEN
 from servers.exim import EximInstance, EximMissing, find_exim
 from servers.postfix import PostfixInstance, PostfixMissing, find_postfix
+from servers.smtp_sink import GreetingRejectServer
 
 from monitor.classify.dsn import parse
 
@@ -58,6 +60,8 @@ class Reply:
 
     @property
     def recipient(self) -> str:
+        if self.command == "CONNECT":  # a domain of its own, routed to its own peer
+            return f"{self.id}@{self.id}.test"
         return f"{self.id}@{self.provider or 'other'}.test"
 
 
@@ -77,16 +81,18 @@ def replies() -> list[Reply]:
     ]
 
 
-def bounced_by_mta() -> list[Reply]:
-    """The replies an MTA turns into a report at once: permanent refusals at RCPT or DATA."""
-    return [r for r in replies() if r.text.startswith("5") and r.command in ("RCPT", "DATA")]
+def bounced_by_mta(kind: str) -> list[Reply]:
+    """The replies ``kind`` turns into a report at once: permanent refusals at RCPT or DATA,
+    and for Postfix (which routes each domain to a peer of its own) as the greeting."""
+    stages = ("RCPT", "DATA", "CONNECT") if kind == "postfix" else ("RCPT", "DATA")
+    return [r for r in replies() if r.text.startswith("5") and r.command in stages]
 
 
-def messages() -> dict[str, list[Reply]]:
+def messages(kind: str) -> dict[str, list[Reply]]:
     """Message key -> its refused recipients: one message per provider for the RCPT
-    refusals (a report with several recipients), one per DATA refusal (it refuses all)."""
+    refusals (a report with several recipients), one per DATA or greeting refusal."""
     out: dict[str, list[Reply]] = {}
-    for r in bounced_by_mta():
+    for r in bounced_by_mta(kind):
         key = f"{r.provider or 'other'}-rcpt" if r.command == "RCPT" else r.id
         out.setdefault(key, []).append(r)
     return out
@@ -126,10 +132,10 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _submit_all(mta: PostfixInstance | EximInstance) -> dict[str, str]:
+def _submit_all(kind: str, mta: PostfixInstance | EximInstance) -> dict[str, str]:
     """Send every message; Message-ID -> message key."""
     sent = {}
-    for key, refused in messages().items():
+    for key, refused in messages(kind).items():
         message = EmailMessage()
         message["From"] = SENDER
         message["To"] = ", ".join(r.recipient for r in refused)
@@ -154,8 +160,9 @@ def _wait_for_reports(peer: _Peer, want: int, timeout: float = 90.0) -> list[byt
 
 def run_mta(kind: str, workdir: Path) -> dict[str, bytes]:
     """Run ``kind`` (postfix or exim) through every message; message key -> its report."""
-    domains = sorted({r.recipient.split("@")[1] for r in bounced_by_mta()} | {"app.test"})
-    peer = _Peer(bounced_by_mta())
+    script = bounced_by_mta(kind)
+    domains = sorted({r.recipient.split("@")[1] for r in script} | {"app.test"})
+    peer = _Peer(script)
     with ExitStack() as stack:
         controller = Controller(peer, hostname="127.0.0.1", port=_free_port())
         controller.start()
@@ -163,12 +170,19 @@ def run_mta(kind: str, workdir: Path) -> dict[str, bytes]:
         mta: PostfixInstance | EximInstance
         if kind == "postfix":
             routes = {d: f"smtp:[127.0.0.1]:{controller.port}" for d in domains}
-            mta = PostfixInstance(workdir, _free_port(), routes)
+            for r in script:
+                if r.command == "CONNECT":
+                    greeter = stack.enter_context(GreetingRejectServer(greeting=r.text))
+                    routes[r.recipient.split("@")[1]] = f"smtp:[127.0.0.1]:{greeter.port}"
+            # a 5xx greeting refuses the mail, as the server means (Postfix would try
+            # another MX and defer by default)
+            settings = {"smtp_skip_5xx_greeting": "no"}
+            mta = PostfixInstance(workdir, _free_port(), routes, settings=settings)
         else:
             mta = EximInstance(workdir, _free_port(), controller.port, domains)
         stack.callback(mta.stop)  # registered first: a failed start is cleaned up too
         mta.start()
-        sent = _submit_all(mta)
+        sent = _submit_all(kind, mta)
         reports = _wait_for_reports(peer, len(sent))
     by_key = {}
     for report in reports:
@@ -194,7 +208,7 @@ def labels(kind: str) -> dict[str, dict[str, object]]:
                 for r in refused
             ],
         }
-        for key, refused in messages().items()
+        for key, refused in messages(kind).items()
     }
 
 
@@ -226,9 +240,9 @@ def reports(
 
 def test_every_message_is_reported(reports: tuple[str, dict[str, bytes]]) -> None:
     """The MTA sent one report per message, each naming the recipients that were refused."""
-    _, found = reports
-    assert set(found) == set(messages())
-    for key, refused in messages().items():
+    kind, found = reports
+    assert set(found) == set(messages(kind))
+    for key, refused in messages(kind).items():
         assert set(_verdicts(found[key])) == {r.recipient for r in refused}, key
 
 
@@ -237,7 +251,7 @@ def test_reports_classify_as_the_documents_say(reports: tuple[str, dict[str, byt
     kind, found = reports
     wrong = [
         (r.id, (r.reason, r.hard), _verdicts(found[key]).get(r.recipient))
-        for key, refused in messages().items()
+        for key, refused in messages(kind).items()
         for r in refused
         if _verdicts(found[key]).get(r.recipient) != (r.reason, r.hard)
     ]

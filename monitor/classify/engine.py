@@ -179,7 +179,9 @@ def _candidates(
     """(rank, rule index) of every applicable rule found in ``text``, plus the rules
     without a pattern; the caller tries them in rank order."""
     found = {(rank[i], i) for i in matcher.always if ok[i]}
-    limit = min(found)[0] if found else len(rank)  # nothing after a pattern-less rule counts
+    # nothing ranked after a pattern-less rule can win, unless its veto may set it aside
+    sure = [r for r, i in found if matcher.rules[i].unless is None]
+    limit = min(sure) if sure else len(rank)
     if text:
         for index, regex in matcher.loose:
             if ok[index] and rank[index] < limit and regex.search(text):

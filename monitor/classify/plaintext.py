@@ -42,7 +42,8 @@ _COMMAND_RE = re.compile(
     r"(?:in reply to (?:end of )?|after (?:end of )?|>>> ?|command[:=]?\s*|\bour |\["
     r"|progress was |smtp:)"
     r"(RCPT(?:[ _]TO)?|MAIL(?: FROM)?|DATA|HELO|EHLO|STARTTLS|connect|initial connection)\b"
-    r"|(does not like recipient)",
+    r"|(does not like recipient)"
+    r"|(refused to talk to me)",  # Postfix: the greeting refused us
     re.I,
 )
 _HOST_RE = re.compile(
@@ -84,6 +85,8 @@ def command_of(text: str) -> str | None:
         return None
     if found.group(2):
         return "RCPT"
+    if found.group(3):
+        return "CONNECT"
     word = found.group(1).upper().replace("_", " ").split()[0]
     return "CONNECT" if word in ("CONNECT", "INITIAL") else word
 
