@@ -5,9 +5,10 @@ An aiosmtpd peer on 127.0.0.1 answers each recipient with a provider's documente
 and postgrey texts, each with its source URL and the reason it means), at RCPT or after
 DATA as that provider does.  The private Postfix and Exim of the integration tests relay
 one message per DATA refusal and one per provider for the RCPT refusals (Postfix also
-meets refusals as the greeting, one peer each), and send their
-non-delivery reports back to the sender's domain on the same peer.  Every report must name
-the refused recipients with the labelled reason and hard flag.
+meets refusals as the greeting, one peer each, and temporary failures, which it reports
+in a delay warning), and send their non-delivery reports back to the sender's domain on
+the same peer.  Every report must name the refused recipients with the labelled reason
+and hard flag.
 
 ``MAILMON_REGEN_GOLDEN=1`` also writes the reports as fixtures (``postfix-*.eml``,
 ``exim-*.eml`` in ``tests/data/bounces/``) with their labels (``mta-labels.json``, taken
@@ -82,10 +83,12 @@ def replies() -> list[Reply]:
 
 
 def bounced_by_mta(kind: str) -> list[Reply]:
-    """The replies ``kind`` turns into a report at once: permanent refusals at RCPT or DATA,
-    and for Postfix (which routes each domain to a peer of its own) as the greeting."""
-    stages = ("RCPT", "DATA", "CONNECT") if kind == "postfix" else ("RCPT", "DATA")
-    return [r for r in replies() if r.text.startswith("5") and r.command in stages]
+    """The replies ``kind`` reports on: permanent refusals at RCPT or DATA at once; for
+    Postfix (which routes each domain to a peer of its own) refusals as the greeting too,
+    and temporary ones, which it reports in a delay warning."""
+    if kind == "postfix":
+        return [r for r in replies() if r.text[0] in "45"]
+    return [r for r in replies() if r.text[0] == "5" and r.command in ("RCPT", "DATA")]
 
 
 def messages(kind: str) -> dict[str, list[Reply]]:
@@ -93,7 +96,8 @@ def messages(kind: str) -> dict[str, list[Reply]]:
     refusals (a report with several recipients), one per DATA or greeting refusal."""
     out: dict[str, list[Reply]] = {}
     for r in bounced_by_mta(kind):
-        key = f"{r.provider or 'other'}-rcpt" if r.command == "RCPT" else r.id
+        permanent_rcpt = r.command == "RCPT" and r.text.startswith("5")
+        key = f"{r.provider or 'other'}-rcpt" if permanent_rcpt else r.id
         out.setdefault(key, []).append(r)
     return out
 
@@ -176,7 +180,8 @@ def run_mta(kind: str, workdir: Path) -> dict[str, bytes]:
                     routes[r.recipient.split("@")[1]] = f"smtp:[127.0.0.1]:{greeter.port}"
             # a 5xx greeting refuses the mail, as the server means (Postfix would try
             # another MX and defer by default)
-            settings = {"smtp_skip_5xx_greeting": "no"}
+            # and a delay warning at the first retry of a temporary failure
+            settings = {"smtp_skip_5xx_greeting": "no", "delay_warning_time": "1s"}
             mta = PostfixInstance(workdir, _free_port(), routes, settings=settings)
         else:
             mta = EximInstance(workdir, _free_port(), controller.port, domains)
