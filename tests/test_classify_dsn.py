@@ -1,8 +1,10 @@
 """DSN, ARF and auto-reply parsing: labelled fixtures, events, CLI and damaged input.
 
 The fixtures in ``tests/data/bounces/`` are hand-written in the shapes Postfix, Exim,
-qmail, Sendmail, Gmail, Office 365, Yahoo and Amazon SES (over SNS) send, with the expected per-recipient
-verdicts in ``expected.json`` beside them (regenerate with ``MAILMON_REGEN=1``).
+qmail, Sendmail, Gmail, Office 365, Yahoo and Amazon SES (over SNS) send, plus the reports
+real Postfix and Exim wrote for documented provider replies (``postfix-*``/``exim-*``, see
+``test_classify_mta.py``), with the parser's per-recipient verdicts in ``expected.json``
+beside them (regenerate with ``MAILMON_REGEN_GOLDEN=1``, then review the diff).
 """
 
 from __future__ import annotations
@@ -248,3 +250,78 @@ def test_trace_shows_the_bounce_in_the_original_delivery(tmp_path: Path) -> None
         "bounced", "userunknown", "google.no_such_user",
     )  # fmt: skip
     assert [e.type for e in found["events"]] == [EventType.SUBMITTED, EventType.BOUNCED]
+
+
+def _dsn(boundary: str, recipient: str, diagnostic: str, returned: str) -> str:
+    return (
+        "From: MAILER-DAEMON@mx.example.net\nTo: bounces@example.net\n"
+        "Subject: Returned mail: see transcript for details\nMIME-Version: 1.0\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\n\n'
+        f"--{boundary}\nContent-Type: text/plain\n\nThe message could not be delivered.\n\n"
+        f"--{boundary}\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        f"Final-Recipient: rfc822; {recipient}\nAction: failed\nStatus: 5.1.1\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\n\n"
+        f"--{boundary}\nContent-Type: message/rfc822\n\n{returned}\n--{boundary}--\n"
+    )
+
+
+def test_dsn_returned_inside_a_dsn_is_reported_apart() -> None:
+    """A bounce of a bounce: the inner DSN's recipient is found, kept apart from the outer's."""
+    inner = _dsn("inner", "gone@example.org", "550 5.1.1 <gone@example.org>: User unknown",
+                 "From: a@example.net\nTo: gone@example.org\nSubject: hi\n\nhi")  # fmt: skip
+    outer = _dsn("outer", "postmaster@example.net", "550 5.1.1 No such user", inner)
+    report = parse(outer.encode())
+    assert [r.recipient for r in report.recipients] == ["postmaster@example.net"]
+    assert [(r.recipient, r.reason) for r in report.nested] == [("gone@example.org", "userunknown")]
+    assert all(e.recipient != "gone@example.org" for e in report_events(report, source="test"))
+
+
+def test_sendmail_expanded_alias_is_the_original_recipient() -> None:
+    """Sendmail's "(expanded from: <a@b>)" above a failed pipe names the original recipient."""
+    text = (
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.edu>\nTo: <s@example.com>\n"
+        "Subject: Returned mail: Service unavailable\n\n"
+        "   ----- The following addresses had permanent fatal errors -----\n"
+        '"|exec /usr/local/bin/procmail -f- || exit 75 #kim"\n'
+        "    (expanded from: <kim@example.edu>)\n\n"
+        "   ----- Transcript of session follows -----\n"
+        '554 "|exec /usr/local/bin/procmail -f- || exit 75 #kim"... Service unavailable\n\n'
+        "Final-Recipient: RFC822; kim@mx.example.edu\nAction: failed\nStatus: 5.5.0\n"
+    )
+    report = parse(text.encode())
+    assert report.recipients[0].original_recipient == "kim@example.edu"
+
+
+def test_cli_ingest_mbox_joins_bounces_to_the_original(tmp_path: Path) -> None:
+    """`mailmon ingest mbox` stores a report's bounces on the original's deliveries, once."""
+    import mailbox
+
+    box = mailbox.mbox(tmp_path / "bounces.mbox")
+    for name in ("postfix-microsoft-rcpt.eml", "arf-abuse.eml"):
+        box.add((DATA / name).read_bytes())
+    box.close()
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+
+    def ingest() -> dict[str, object]:
+        out = subprocess.run(
+            [*MAILMON, "ingest", "mbox", str(tmp_path / "bounces.mbox"), "--db", db, "--json"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        result = json.loads(out.stdout)
+        assert isinstance(result, dict)
+        return result
+
+    first, again = ingest(), ingest()
+    assert (first["messages"], first["by_kind"], first["events"]) == (2, {"dsn": 1, "arf": 1}, 5)
+    assert (again["stored"], again["duplicates"]) == (0, 5)
+    original = json.loads(EXPECTED.read_text())["postfix-microsoft-rcpt.eml"]["original_message_id"]
+    trace = json.loads(
+        subprocess.run(
+            [*MAILMON, "trace", f"<{original}>", "--json", "--db", db],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    found = {d["recipient"]: (d["state"], d["reason"]) for d in trace["deliveries"]}
+    assert found["o365-recipient-not-found@microsoft.test"] == ("bounced", "userunknown")
+    assert found["outlook-blocklist@microsoft.test"] == ("bounced", "blocked")

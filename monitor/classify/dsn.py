@@ -94,7 +94,9 @@ def _parse(data: bytes, defects: list[str]) -> Report:
         addressed_to=_first_address(header(message, "To")),
     )
     if dsn_part is not None:
-        return _from_dsn(message, dsn_part, base, defects)
+        report = _from_dsn(message, dsn_part, base, defects)
+        report.nested = _nested(dsn_part, message)
+        return report
     if arf.is_feedback(message):
         return _from_arf(message, base, defects)
     if not message.is_multipart():
@@ -106,10 +108,79 @@ def _parse(data: bytes, defects: list[str]) -> Report:
     bounce_like = bool(_BOUNCE_FROM.search(from_)) or bool(_BOUNCE_SUBJECT.search(subject))
     if not bounce_like and autoreply.is_autoreply(message):
         return _from_autoreply(message, base, defects)
+    fields = _fields_in_text(message, defects)
+    if fields is not None:
+        defects.append("delivery-status fields outside a message/delivery-status part")
+        return _from_dsn(message, fields, base, defects)
     report = _from_text(message, base, defects)
     if not report.recipients and not bounce_like and autoreply.is_autoreply(message):
         return _from_autoreply(message, base, defects)
     return report
+
+
+_FIELDS_START = re.compile(
+    r"^(?:Reporting-MTA|Original-Recipient|Final-Recipient):[ \t]*\S", re.I | re.M
+)
+
+
+def _fields_in_text(message: Message, defects: list[str]) -> Message | None:
+    """The delivery-status fields of a DSN whose MIME structure broke (a boundary the
+    parser did not see), as a part :func:`_blocks` reads; ``None`` when the text has no
+    ``Final-Recipient`` field."""
+    text = _human_text(message, [])
+    if not re.search(r"^Final-Recipient:[ \t]*\S", text, re.I | re.M):
+        return None
+    start = _FIELDS_START.search(text)
+    assert start is not None
+    body = text[start.start() :]
+    end = re.search(r"^[ \t]*--\S|^(?:Received|Return-Path|Content-Type):", body, re.I | re.M)
+    part = Message()
+    part.set_payload(body[: end.start()] if end else body)
+    return part
+
+
+def _nested(outer: Message, message: Message) -> list[RecipientReport]:
+    """The recipients of the first DSN inside a returned message (not ``outer`` itself)."""
+    for part in message.walk():
+        if part.get_content_type() not in ("message/rfc822", "message/global"):
+            continue
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else None
+        if not isinstance(inner, Message):
+            continue
+        dsn = next((p for p in inner.walk() if p.get_content_type() in _DSN_TYPES), None)
+        if dsn is not None and dsn is not outer:
+            return _from_dsn(inner, dsn, Report("unknown"), []).recipients
+    return []
+
+
+def _original_recipient(fields: dict[str, str], address: str | None, context: str) -> str | None:
+    """Original-Recipient; when it only repeats the final one, the alias the text names."""
+    given = strip_angle(fields.get("original-recipient"))
+    if given and given.lower() != (address or "").lower():
+        return given
+    return _expanded_from(context) or given
+
+
+def _name_alias(report: Report, errors: str) -> None:
+    """Sendmail names the alias above its failed pipe or file, "(expanded from: <a@b>)":
+    with one recipient and no Original-Recipient, that is its original address."""
+    expanded = _expanded_from(errors)
+    if expanded and len(report.recipients) == 1 and not report.recipients[0].original_recipient:
+        report.recipients[0] = replace(report.recipients[0], original_recipient=expanded)
+
+
+def _sections(text: str, addresses: list[str]) -> dict[str, str]:
+    """Each address -> the text from its first mention up to the next address's."""
+    low = text.lower()
+    starts = sorted(
+        (i, a.lower()) for a in dict.fromkeys(addresses) if (i := low.find(a.lower())) >= 0
+    )
+    out = {}
+    for n, (start, address) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(text)
+        out[address] = " ".join(text[start:end].split())[:4000]
+    return out
 
 
 def _first_address(value: str | None) -> str | None:
@@ -129,12 +200,17 @@ def _human_text(message: Message, defects: list[str]) -> str:
     """The report's text for people: its text parts before the original message."""
     texts: list[str] = []
     for part in message.walk():
-        ctype = part.get_content_type()
+        # "text/plain\n   charset=..." (the ";" forgotten) is still text/plain
+        ctype = part.get_content_type().split()[0]
         if ctype in ("message/rfc822", "message/global", "text/rfc822-headers") or (
             ctype in _DSN_TYPES
         ):
             break
         if part.is_multipart():
+            continue
+        if ctype.startswith("multipart/"):  # its boundary was lost: its parts are one text
+            raw = part.get_payload()
+            texts.append(raw if isinstance(raw, str) else "")
             continue
         if ctype == "text/plain" or (ctype == "text/html" and not texts):
             text = part_text(part, defects)
@@ -167,7 +243,7 @@ def _blocks(part: Message, defects: list[str]) -> list[list[tuple[str, str]]]:
 
 def _expanded_from(text: str) -> str | None:
     """Sendmail and Postfix name an alias's original address: "(expanded from: <a@b>)"."""
-    m = re.search(r"expanded from:?\s*<(" + ADDRESS_RE.pattern + ")>", text, re.I)
+    m = re.search(r"expanded\s+from:?\s*<(" + ADDRESS_RE.pattern + ")>", text, re.I)
     return m.group(1) if m else None
 
 
@@ -204,7 +280,12 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
     )
     texts, errors, _ = parse_text(human, _exclusions(message, base.original))
     by_address = {t.recipient.lower(): t.diagnostic for t in texts}
+    # a reply may quote other addresses ("... (a@b) [0]"): cut the text at the report's
+    # own recipients only, so each keeps its whole explanation
+    finals = [a for b in people if (a := strip_angle(dict(b).get("final-recipient")))]
+    by_address |= _sections(errors, finals)
     arrival = parse_date(per_message.get("arrival-date"))
+    provider = _sender_provider(message)  # the provider's own mail system wrote the report
     for block in people:
         fields = dict(block)
         address = strip_angle(fields.get("final-recipient")) or strip_angle(
@@ -219,12 +300,15 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
                 status_field=fields.get("status"),
                 diagnostic=diagnostic,
                 context=context,
-                original_recipient=strip_angle(fields.get("original-recipient"))
-                or _expanded_from(context),
+                original_recipient=_original_recipient(fields, address, context),
                 remote_mta=host_of(fields.get("remote-mta")),
                 last_attempt=parse_date(fields.get("last-attempt-date")) or arrival,
+                diagnostic_type=fields.get("diagnostic-code", "").partition(";")[0].strip(),
+                provider=provider,
+                mta_category=fields.get("x-powermta-bouncecategory"),
             )
         )
+    _name_alias(base, errors)
     named = _failed_recipients(message) or [t.recipient for t in texts]
     if base.recipients and named and any(r.recipient is None for r in base.recipients):
         defects.append("delivery-status block without a recipient; named from the text")
@@ -279,6 +363,7 @@ def _from_text(message: Message, base: Report, defects: list[str]) -> Report:
                 original_recipient=_expanded_from(t.diagnostic),
             )
         )
+    _name_alias(base, errors)
     if not base.recipients:
         fallback = base.original.verp_recipient or base.original.to
         if fallback and errors:

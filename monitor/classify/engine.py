@@ -11,16 +11,18 @@ enhanced status (then its class-less form, then its subject), then from the repl
 a text nothing recognises is ``onhold`` and no information at all is ``undefined``
 (Sisimai's convention).
 
-Speed: the rules whose code / status / provider / command conditions hold are indexed
-once per distinct condition set: a trie of their literal prefixes, compiled into one
-factored regex, finds the few positions where any rule can start, and only the rules
-whose prefix is there are tried.  Whole verdicts are cached too.
+Speed and memory: every rule is indexed once, in one matcher: a trie of their literal
+prefixes, compiled into one factored regex, finds the few positions where any rule can
+start, and only the rules whose prefix is there are tried.  The conditions (code, status,
+provider, command) and the provider's order are applied to those few hits at lookup, from
+small per-reply tables (a byte per rule), so memory does not grow with the variety of
+replies.  Whole verdicts are cached too.
 """
 
 from __future__ import annotations
 
 import re
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import NamedTuple
 
 from monitor.classify.rules import Rule, RuleSet, load_rules
@@ -105,19 +107,22 @@ _Entry = tuple[int, "re.Pattern[str]"]
 
 
 class _Matcher(NamedTuple):
-    """The rules that apply under one set of conditions, indexed for one pass over the text.
+    """Every text rule indexed once, for one pass over the text, whatever the conditions.
 
-    ``screen`` finds every position where some rule's literal prefix starts; ``trie``
-    (nested dicts of characters, ``None`` holding the rules whose prefix ends there) then
-    names the candidates at that position, each confirmed with its own compiled regex.
-    Alternatives without a usable prefix are searched one by one (``loose``: keep few).
+    ``screen`` (a regex of the rules' literal prefixes, factored as a trie) finds each
+    position where some prefix starts; being greedy along the trie it matches the longest
+    prefix there, and ``at`` names every rule whose prefix is a prefix of that one, each
+    confirmed with its own compiled regex.  Alternatives without a usable prefix are
+    searched one by one (``loose``: keep few).  Which rules may decide a reply (code,
+    status, provider, command) and in which order is applied per hit at lookup, so one
+    matcher serves every reply and memory stays that of one.
     """
 
     rules: tuple[Rule, ...]
     screen: re.Pattern[str] | None
-    trie: dict[str | None, object]
+    at: dict[str, tuple[_Entry, ...]]
     loose: tuple[_Entry, ...]
-    always: int  # index of the first rule without a text pattern (len(rules) if none)
+    always: tuple[int, ...]  # the rules without a text pattern
 
 
 @lru_cache(maxsize=1)
@@ -125,30 +130,15 @@ def _rules() -> RuleSet:
     return load_rules()
 
 
-@lru_cache(maxsize=4096)
-def _matcher(
-    code: int | None, status: str | None, provider: str | None, command: str | None
-) -> _Matcher:
-    ordered = _rules().ordered(provider)
-    kept = tuple(r for r in ordered if r.accepts(code, status, provider, command))
-    return _join(kept)
-
-
-@cache
-def _compiled(pattern: str) -> re.Pattern[str]:
-    """Each rule pattern compiled once: there are more of them than ``re`` caches."""
-    return re.compile(pattern)
-
-
-# A matcher holds one compiled screen of every pattern (~1.7 MB): bound how many live.
-@lru_cache(maxsize=64)
-def _join(rules: tuple[Rule, ...]) -> _Matcher:
-    always = next((i for i, r in enumerate(rules) if r.match is None), len(rules))
+@lru_cache(maxsize=1)
+def _index() -> _Matcher:
+    rules = _rules().rules
     trie: dict[str | None, object] = {}
+    words: dict[str, list[_Entry]] = {}
     loose: list[_Entry] = []
-    for i, rule in enumerate(rules[:always]):
+    for i, rule in enumerate(rules):
         for alternative in rule.alternatives:
-            compiled = _compiled(alternative)
+            compiled = re.compile(alternative)
             prefix = literal_prefix(alternative)
             if len(prefix) < 3:
                 loose.append((i, compiled))
@@ -156,46 +146,59 @@ def _join(rules: tuple[Rule, ...]) -> _Matcher:
             node = trie
             for ch in prefix:
                 node = node.setdefault(ch, {})  # type: ignore[assignment]
-            entries = node.setdefault(None, [])
-            assert isinstance(entries, list)
-            entries.append((i, compiled))
+            node[None] = True
+            words.setdefault(prefix, []).append((i, compiled))
+    at: dict[str, tuple[_Entry, ...]] = {}
+    for word in words:  # the screen's match at a position is the longest word there
+        found = [e for n in range(3, len(word) + 1) for e in words.get(word[:n], ())]
+        at[word] = tuple(found)
     screen = re.compile(_trie_regex(trie)) if trie else None
-    return _Matcher(rules, screen, trie, tuple(loose), always)
+    always = tuple(i for i, r in enumerate(rules) if r.match is None)
+    return _Matcher(rules, screen, at, tuple(loose), always)
 
 
-def _first_rule(matcher: _Matcher, text: str) -> int:
-    """The index of the first rule (in order) whose pattern is found in ``text``."""
-    best = matcher.always
-    if not text:
-        return best
-    for index, regex in matcher.loose:
-        if index < best and regex.search(text):
-            best = index
-    screen = matcher.screen
-    if screen is None:
-        return best
-    root = matcher.trie
-    end = len(text)
-    pos = 0
-    while best > 0:
-        found = screen.search(text, pos)
-        if found is None:
-            break
-        start = found.start()
-        node: dict[str | None, object] | None = root
-        i = start
-        while node is not None:
-            entries = node.get(None)
-            if entries is not None:
-                for index, regex in entries:  # type: ignore[attr-defined]
-                    if index < best and regex.match(text, start):
-                        best = index
-            if i >= end:
+@lru_cache(maxsize=64)
+def _rank(provider: str | None) -> tuple[int, ...]:
+    """Each rule's place in the order it is tried: the provider's own families first."""
+    ruleset = _rules()
+    position = {id(r): n for n, r in enumerate(ruleset.ordered(provider))}
+    return tuple(position[id(r)] for r in ruleset.rules)
+
+
+# One byte per rule (~150 B a key): which rules' non-text conditions hold for a reply.
+@lru_cache(maxsize=1024)
+def _accepted(
+    code: int | None, status: str | None, provider: str | None, command: str | None
+) -> bytes:
+    return bytes(r.accepts(code, status, provider, command) for r in _rules().rules)
+
+
+def _candidates(
+    matcher: _Matcher, text: str, ok: bytes, rank: tuple[int, ...]
+) -> list[tuple[int, int]]:
+    """(rank, rule index) of every applicable rule found in ``text``, plus the rules
+    without a pattern; the caller tries them in rank order."""
+    found = {(rank[i], i) for i in matcher.always if ok[i]}
+    # nothing ranked after a pattern-less rule can win, unless its veto may set it aside
+    sure = [r for r, i in found if matcher.rules[i].unless is None]
+    limit = min(sure) if sure else len(rank)
+    if text:
+        for index, regex in matcher.loose:
+            if ok[index] and rank[index] < limit and regex.search(text):
+                found.add((rank[index], index))
+        screen = matcher.screen
+        at = matcher.at
+        pos = 0
+        while screen is not None:
+            hit = screen.search(text, pos)
+            if hit is None:
                 break
-            node = node.get(text[i])  # type: ignore[assignment]
-            i += 1
-        pos = start + 1
-    return best
+            start = hit.start()
+            for index, regex in at[hit.group()]:
+                if ok[index] and rank[index] < limit and regex.match(text, start):
+                    found.add((rank[index], index))
+            pos = start + 1
+    return sorted(found)
 
 
 def _permanent(code: int | None, status: str | None, final: bool) -> bool:
@@ -259,18 +262,14 @@ def classify_uncached(
     if status and status.startswith("2."):
         return Verdict("delivered", False, "unknown", "rfc3463.2.x.x")
 
-    matcher = _matcher(reply_code, status, provider, command)
-    while True:
-        index = _first_rule(matcher, text)
-        if index >= len(matcher.rules):
-            break
+    matcher = _index()
+    ok = _accepted(reply_code, status, provider, command)
+    for _, index in _candidates(matcher, text, ok, _rank(provider)):
         rule = matcher.rules[index]
-        if rule.unless is None or not rule.unless.search(text):
+        if rule.unless is None or not rule.unless.search(text):  # else vetoed: the next
             return Verdict(
                 rule.reason, _hard(rule.reason, permanent, final, rule.hard), rule.blame, rule.id
             )
-        # vetoed: try again without it (the joined matcher is cached per rule tuple)
-        matcher = _join(matcher.rules[:index] + matcher.rules[index + 1 :])
 
     reason, blame, rule_id = _from_table(reply_code, status, text)
     return Verdict(reason, _hard(reason, permanent, final, None), blame, rule_id)

@@ -25,7 +25,8 @@ _ORIGINAL_MARK = re.compile(
     r"|undelivered message|copy of|below this line|message follows|included message"
     r"|message header|original mail|headers of)[^\n]*"
     r"|original message headers:?|-+ ?original message ?-+|original message follows\.?"
-    r"|the headers of your message|your message reads .*)[ \t]*$",
+    r"|message headers follow\.?"
+    r"|the headers of your message|your message reads .*)[ \t\r]*$",
     re.I | re.M,
 )
 # A quoted header block without a separator: a header line right after a blank line.
@@ -38,10 +39,11 @@ _DAEMON = re.compile(
     re.I,
 )
 _COMMAND_RE = re.compile(
-    r"(?:in reply to (?:end of )?|after (?:end of )?|>>> ?|command[:=]?\s*|our |\["
+    r"(?:in reply to (?:end of )?|after (?:end of )?|>>> ?|command[:=]?\s*|\bour |\["
     r"|progress was |smtp:)"
     r"(RCPT(?:[ _]TO)?|MAIL(?: FROM)?|DATA|HELO|EHLO|STARTTLS|connect|initial connection)\b"
-    r"|(does not like recipient)",
+    r"|(does not like recipient)"
+    r"|(refused to talk to me)",  # Postfix: the greeting refused us
     re.I,
 )
 _HOST_RE = re.compile(
@@ -83,6 +85,8 @@ def command_of(text: str) -> str | None:
         return None
     if found.group(2):
         return "RCPT"
+    if found.group(3):
+        return "CONNECT"
     word = found.group(1).upper().replace("_", " ").split()[0]
     return "CONNECT" if word in ("CONNECT", "INITIAL") else word
 
@@ -97,6 +101,19 @@ def _squeeze(text: str) -> str:
     return " ".join(text.split())[:_MAX_TEXT]
 
 
+def _lead(errors: str, start: int) -> str:
+    """What explains an address before it: "Unknown user: <a@b>", or the line above
+    "User not listed in ...\na@b" when the address starts its line (IMail, Notes)."""
+    line_start = errors.rfind("\n", 0, start) + 1
+    lead = errors[line_start:start]
+    if lead.strip(" \t<\"'"):
+        return lead
+    above = errors[errors.rfind("\n", 0, max(line_start - 1, 0)) + 1 : line_start].strip()
+    if above and not ADDRESS_RE.search(above) and not above.startswith(("-", "*", "=")):
+        return above + " " + lead
+    return lead
+
+
 def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, str]:
     """(recipients with their texts, error section, quoted original) of a bounce body.
 
@@ -105,23 +122,28 @@ def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, 
     """
     errors, quoted = split_original(body)
     spans: list[tuple[str, int]] = []
+    mentions: list[tuple[int, str]] = []  # every mention of a kept address
     seen: set[str] = set()
     for m in ADDRESS_RE.finditer(errors):
         address = m.group(0).rstrip(".")
         low = address.lower()
-        before = errors[max(0, m.start() - 12) : m.start()].lower()
+        before = errors[max(0, m.start() - 14) : m.start()].lower()
         if low in exclude or _DAEMON.match(low) or "message-id" in before or "from:" in before:
             continue
+        mentions.append((m.start(), low))
         if low in seen:
             continue
         seen.add(low)
         spans.append((address, m.start()))
     recipients = []
     for i, (address, start) in enumerate(spans):
-        end = spans[i + 1][1] if i + 1 < len(spans) else len(errors)
+        # up to the next mention of another address: a report that explains each address
+        # twice (in two languages, say) must not lend one address the other's reason
+        low = address.lower()
+        end = next((p for p, a in mentions if p > start and a != low), len(errors))
         block = errors[start:end]
         if not _SMTPISH.search(block) and len(block.split()) < 6 and i + 1 < len(spans):
             # "the following addresses failed: a, b" then one shared reason further down
             block = errors[start:]
-        recipients.append(TextRecipient(address, _squeeze(block)))
+        recipients.append(TextRecipient(address, _squeeze(_lead(errors, start) + block)))
     return recipients, _squeeze(errors), quoted

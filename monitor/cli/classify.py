@@ -93,7 +93,9 @@ def recipient_rows(report: Report, item: MailItem) -> list[dict[str, object]]:
     if not report.recipients:
         return [{"recipient": None, "reason": "undefined", "hard": False, **common}]
     rows = []
-    for r in report.recipients:
+    listed = [(r, False) for r in report.recipients] + [(r, True) for r in report.nested]
+    for r, nested in listed:
+        extra: dict[str, object] = {"nested": True} if nested else {}
         rows.append(
             {
                 "recipient": r.recipient,
@@ -107,6 +109,7 @@ def recipient_rows(report: Report, item: MailItem) -> list[dict[str, object]]:
                 "action": r.action,
                 "remote_mta": r.remote_mta,
                 "original_recipient": r.original_recipient,
+                **extra,
                 **common,
             }
         )
@@ -123,6 +126,8 @@ def _emit(row: dict[str, object], as_json: bool) -> None:
         return
     kind = "hard" if row.get("hard") else "soft"
     note = " (best effort)" if row.get("best_effort") else ""
+    if row.get("nested"):
+        note += " (from a report returned inside this one)"
     print(
         f"{where}: {row.get('recipient') or '-'} {row.get('status') or ''} "
         f"{row['reason']} ({kind}, blame: {row.get('blame', 'unknown')}) "

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import IO, Any, cast
 
+from monitor.classify.ingest import MAIL_SOURCES, ingest_mail
 from monitor.cli.common import config_of, open_store, print_json, resolver_for
 from monitor.collectors.mta import PARSERS
 from monitor.errors import InputError
@@ -24,7 +25,7 @@ __all__ = ["open_log", "register"]
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(PARSERS)
+SOURCES = (*PARSERS, *MAIL_SOURCES)
 _PROGRESS_EVERY = 20_000  # lines between progress-bar updates
 _FLUSH_CHECK_EVERY = 256  # lines between looks at the clock
 _FLUSH_SECONDS = 2.0  # longest a parsed event waits for its batch
@@ -35,8 +36,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "ingest",
         parents=[common],
         help="ingest log files once",
-        description="Read MTA log files (plain or gzip, '-' for stdin) into "
-        "the store. Reading the same input twice changes nothing.",
+        description="Read MTA log files (plain or gzip, '-' for stdin), or bounce, "
+        "complaint and auto-reply emails (eml, mbox), into the store. Reading the same "
+        "input twice changes nothing.",
     )
     p.add_argument("source", choices=SOURCES, help="what wrote the input")
     p.add_argument("paths", nargs="+", metavar="PATH", help="log file, .gz file, or - for stdin")
@@ -109,6 +111,15 @@ def run(args: argparse.Namespace) -> int:
         metrics=metrics,
         batch_size=config.database.batch_size,
     )
+    if args.source in MAIL_SOURCES:  # bounce, complaint and auto-reply emails
+        mail = ingest_mail(args.paths, pipeline, kind=args.source, metrics=metrics)
+        mail |= {"stored": pipeline.stored, "duplicates": pipeline.duplicates}
+        store.close()
+        if args.json:
+            print_json(mail)
+        else:
+            print(", ".join(f"{k}: {v}" for k, v in mail.items()))
+        return 1 if mail["failed"] else 0
     show = not args.no_progress and not args.json and sys.stderr.isatty()
     progress = _progress(show)
     failed: list[str] = []
