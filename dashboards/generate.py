@@ -256,8 +256,10 @@ def overview() -> dict:
                         instant=True, fmt="table")),
                 timeseries("Open incidents by kind", "Open rollup-engine incidents per detector kind (kind:mailmon_incidents_open:sum).",
                            q("kind:mailmon_incidents_open:sum", "{{kind}}"), stack=True),
-                incidents("Domain incidents", "Per detector kind and provider/domain: the engine's verdict (domains outside metrics.domains pool into other).",
-                          q("max by (kind, provider, domain) (mailmon_domain_incident_open)", "{{kind}} {{provider}} {{domain}}")),
+                incidents("Domain incidents", "Per detector kind, the provider/domain pairs that had an incident in the time range (4 kinds per domain would bury them); domains outside metrics.domains pool into other.",
+                          q("max by (kind, provider, domain) (mailmon_domain_incident_open)\nand on (kind, provider, domain)\n"
+                            "(max by (kind, provider, domain) (max_over_time(mailmon_domain_incident_open[$__range])) == 1)",
+                            "{{kind}} {{provider}} {{domain}}")),
                 incidents("Provider incidents", "Complaint rate, provider silent and delivery latency, per provider.",
                           q("max by (kind, provider) (mailmon_provider_incident_open)", "{{kind}} {{provider}}")),
                 timeseries("Rejecting share (5 m, event time)", "Share of attempts failing for reputation, policy, rate or block reasons: the detector's input.",
