@@ -8,8 +8,10 @@ in two rounds so that every counter has grown between two scrapes and every ``ra
 above zero.  The rollup engine judges the same traffic in event time: Postfix lines three
 minutes ago, each round's complaints in a later minute (the engine evaluates at the start
 of the newest minute, so round 2's complaints bring round 1's into its windows), and one
-gmail.com delivery deferred since five hours ago, which opens a queue-age incident (the
-test config lowers ``queue_min_stuck`` to 1).  Then each dashboard's template variables
+gmail.com delivery deferred since five hours ago, which opens a queue-age incident, and
+yandex.ru mail at this hour on the six days before and none since, which opens a
+provider-silent one (the test config lowers ``queue_min_stuck`` and
+``silent_min_expected`` to 1).  Then each dashboard's template variables
 are resolved with the ``label_values()`` queries Grafana would run, and every panel target
 is run with them substituted, once with the first value of each variable and once with
 "All": each must parse and return data.
@@ -46,6 +48,7 @@ RELAYS = {
     "gmail.com": "gmail-smtp-in.l.google.com[142.250.1.26]:25",
     "outlook.com": "outlook-com.olc.protection.outlook.com[52.101.1.2]:25",
     "yahoo.com": "mta5.am0.yahoodns.net[67.195.228.106]:25",
+    "yandex.ru": "mx.yandex.ru[77.88.21.249]:25",  # the provider that goes silent
 }
 DEFERRED = (
     "dsn=4.7.28, status=deferred (host {host} said: 421 4.7.28 Our system has detected an "
@@ -113,16 +116,28 @@ def _stuck(t: float) -> list[tuple[float, str]]:
     ]
 
 
+def _silent(at: float) -> list[tuple[float, str]]:
+    """A yandex.ru delivery in the hour before ``at``'s hour on each of the six days before
+    (the provider-silent detector's baseline) and none in the last hour: yandex went silent."""
+    hour = at // 3600 * 3600 - 3600
+    return [
+        line
+        for day in range(1, 7)
+        for line in _postfix(hour - day * 86400 + 1800, f"h{day}@yandex.ru", "sent")
+    ]
+
+
 def _round(log: Path, mailmon: str, n: int, minute: float, logs: list[Path]) -> None:
     """One round of traffic: Postfix lines to every domain in the event-time ``minute`` (the
-    first round: also the stuck delivery), then a complaint per domain ``n`` minutes later
+    first round: also the stuck delivery and yandex's past), then a complaint per domain ``n`` minutes later
     and one bad record through the KumoMTA hook.
 
     The hook's events are newer, so they come second: the rollup engine evaluates when the
     newest event time moves on (to the start of its minute), and must find the Postfix
     attempts stored by then.
     """
-    timed = _stuck(minute + 40) if n == 1 else []
+    # The engine's last evaluation is at minute + 2 min, when round 2's complaints arrive.
+    timed = [*_stuck(minute + 40), *_silent(minute + 120)] if n == 1 else []
     for i, domain in enumerate(DOMAINS):
         for j, outcome in enumerate(["sent"] * 8 + ["deferred", "userunknown", "spamdetected"]):
             t = minute + 10 * i + j  # event time: inside the rollup's short window
@@ -224,8 +239,9 @@ def test_every_panel_query_returns_data(tmp_path: Path, stack: ExitStack) -> Non
         f'[service]\nlisten_host = "127.0.0.1"\nlisten_port = {ports["mailmon"]}\n'
         f'[[logs]]\nkind = "postfix"\npath = "{maillog}"\npoll_interval_seconds = 0.1\n'
         f"[metrics]\ndomains = {json.dumps(list(DOMAINS))}\n"
-        # One stuck delivery is enough to open a queue-age incident (default: 20).
-        "[rollup]\ninterval_seconds = 1\nqueue_min_stuck = 1\n"
+        # One stuck delivery opens a queue-age incident, one delivery a day makes a provider's
+        # silence an incident (defaults: 20 each), so a short test shows both.
+        "[rollup]\ninterval_seconds = 1\nqueue_min_stuck = 1\nsilent_min_expected = 1\n"
     )
     # TEST COPY of the recording rules: evaluated every second instead of every minute.
     rules = yaml.safe_load((ROOT / "alerts" / "recording.rules.yml").read_text())
