@@ -260,8 +260,10 @@ def overview() -> dict:
                           q("max by (kind, provider, domain) (mailmon_domain_incident_open)\nand on (kind, provider, domain)\n"
                             "(max by (kind, provider, domain) (max_over_time(mailmon_domain_incident_open[$__range])) == 1)",
                             "{{kind}} {{provider}} {{domain}}")),
-                incidents("Provider incidents", "Complaint rate, provider silent and delivery latency, per provider.",
-                          q("max by (kind, provider) (mailmon_provider_incident_open)", "{{kind}} {{provider}}")),
+                incidents("Provider incidents", "Complaint rate, provider silent and delivery latency: the providers that had an incident in the time range.",
+                          q("max by (kind, provider) (mailmon_provider_incident_open)\nand on (kind, provider)\n"
+                            "(max by (kind, provider) (max_over_time(mailmon_provider_incident_open[$__range])) == 1)",
+                            "{{kind}} {{provider}}")),
                 timeseries("Rejecting share (5 m, event time)", "Share of attempts failing for reputation, policy, rate or block reasons: the detector's input.",
                            q("max by (provider, domain) (mailmon_domain_rejecting_ratio)", "{{provider}} {{domain}}"), unit="percentunit", w=24),
             ]),
