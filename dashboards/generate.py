@@ -104,6 +104,14 @@ def table(title: str, description: str, target: dict, *, w: int = 12, h: int = 8
                  options={"showHeader": True, "sortBy": [{"displayName": "Value", "desc": True}]})  # fmt: skip
 
 
+def incidents(title: str, description: str, *targets: dict, w: int = 12) -> dict:
+    """A state timeline of 0/1 incident gauges: ok (green) or open (red)."""
+    return panel("state-timeline", title, description, list(targets), w=w,
+                 options={"showValue": "never", "mergeValues": True},
+                 defaults={"mappings": [{"type": "value", "options": {
+                     "0": {"text": "ok", "color": "green"}, "1": {"text": "open", "color": "red"}}}]})  # fmt: skip
+
+
 def variable(name: str, label: str, definition: str, *, multi: bool = True) -> dict:
     """A query variable over label values, refreshed when the time range changes."""
     return {
@@ -220,6 +228,15 @@ def overview() -> dict:
                 stat("Domains rejecting", "Provider/domain pairs with an open domain-rejecting incident (MailmonDomainRejecting).",
                      q("sum(max without (instance, job) (mailmon_domain_rejecting))", instant=True),
                      thresholds=[(None, "green"), (1, "red")]),
+                stat("Open incidents", "Open rollup-engine incidents of every kind; which: Open incidents now below, details: mailmon incidents.",
+                     q("sum(kind:mailmon_incidents_open:sum)", instant=True),
+                     thresholds=[(None, "green"), (1, "red")], w=8),
+                stat("Providers silent", "Providers with no attempt for an hour that always have traffic at this hour (MailmonProviderSilent).",
+                     q('sum(max by (provider) (mailmon_provider_incident_open{kind="provider_silent"}))', instant=True),
+                     thresholds=[(None, "green"), (1, "red")], w=8),
+                stat("Queues stuck", "Provider/domain pairs with deliveries deferred for hours (MailmonQueueStuck).",
+                     q('sum(max by (provider, domain) (mailmon_domain_incident_open{kind="queue_age"}))', instant=True),
+                     thresholds=[(None, "green"), (1, "red")], w=8),
             ]),
             ("Rates", [
                 timeseries("Bounce rate by provider (5 m)", "Bounced / finished recipients per provider.",
@@ -230,16 +247,25 @@ def overview() -> dict:
                                    "sum by (provider) (provider_domain:mailmon_delivery_attempts:rate15m)"), "{{provider}}"),
                            unit="percentunit", w=8),
                 timeseries("Complaint rate by provider (24 h)", "The measure of Gmail's and Yahoo's sender rules (MailmonComplaintRateHigh).",
-                           q("provider:mailmon_complaint_ratio:rate1d", "{{provider}}"), unit="percentunit", w=8),
+                           q("provider:mailmon_complaint_ratio:rate1d", "{{provider}}"),
+                           q("max by (provider) (mailmon_provider_complaint_ratio)", "{{provider}} engine"), unit="percentunit", w=8),
             ]),
             ("Incidents", [
-                panel("state-timeline", "Domain rejecting", "1 while the rollup engine has an open domain-rejecting incident for the pair; details: mailmon incidents.",
-                      [q("max by (provider, domain) (mailmon_domain_rejecting)", "{{provider}} {{domain}}")],
-                      options={"showValue": "never", "mergeValues": True},
-                      defaults={"mappings": [{"type": "value", "options": {
-                          "0": {"text": "ok", "color": "green"}, "1": {"text": "rejecting", "color": "red"}}}]}),
+                table("Open incidents now", "Which detector fired for which provider (and domain); a provider-level kind has no domain.",
+                      q("max by (kind, provider, domain) (mailmon_domain_incident_open == 1)\nor\nmax by (kind, provider) (mailmon_provider_incident_open == 1)",
+                        instant=True, fmt="table")),
+                timeseries("Open incidents by kind", "Open rollup-engine incidents per detector kind (kind:mailmon_incidents_open:sum).",
+                           q("kind:mailmon_incidents_open:sum", "{{kind}}"), stack=True),
+                incidents("Domain incidents", "Per detector kind, the provider/domain pairs that had an incident in the time range (4 kinds per domain would bury them); domains outside metrics.domains pool into other.",
+                          q("max by (kind, provider, domain) (mailmon_domain_incident_open)\nand on (kind, provider, domain)\n"
+                            "(max by (kind, provider, domain) (max_over_time(mailmon_domain_incident_open[$__range])) == 1)",
+                            "{{kind}} {{provider}} {{domain}}")),
+                incidents("Provider incidents", "Complaint rate, provider silent and delivery latency: the providers that had an incident in the time range.",
+                          q("max by (kind, provider) (mailmon_provider_incident_open)\nand on (kind, provider)\n"
+                            "(max by (kind, provider) (max_over_time(mailmon_provider_incident_open[$__range])) == 1)",
+                            "{{kind}} {{provider}}")),
                 timeseries("Rejecting share (5 m, event time)", "Share of attempts failing for reputation, policy, rate or block reasons: the detector's input.",
-                           q("max by (provider, domain) (mailmon_domain_rejecting_ratio)", "{{provider}} {{domain}}"), unit="percentunit"),
+                           q("max by (provider, domain) (mailmon_domain_rejecting_ratio)", "{{provider}} {{domain}}"), unit="percentunit", w=24),
             ]),
             ("Volumes", [
                 timeseries("Outcomes per minute", "Recipients by final outcome; deferred counts attempts.",
@@ -285,24 +311,37 @@ def domain() -> dict:
                            q(ratio(f'sum by (provider, domain) (provider_domain_outcome:mailmon_deliveries:rate5m{{{FILTER}, outcome="delivered"}})',
                                    f"sum by (provider, domain) (provider_domain:mailmon_deliveries:rate5m{sel})"), "{{domain}}"),
                            unit="percentunit"),
-                timeseries("Bounce rate", "Bounced / finished recipients, short and long window.",
+                timeseries("Bounce rate", "Bounced / finished recipients, short and long window; engine: the bounce-rate detector's 1 h in event time.",
                            q(f"provider_domain:mailmon_bounce_ratio:rate5m{sel}", "{{domain}} 5m"),
-                           q(f"provider_domain:mailmon_bounce_ratio:rate1h{sel}", "{{domain}} 1h"), unit="percentunit"),
-                timeseries("Deferral rate against its baseline", "15 m deferral rate and the 1 d baseline it is compared with.",
+                           q(f"provider_domain:mailmon_bounce_ratio:rate1h{sel}", "{{domain}} 1h"),
+                           q(f"mailmon_domain_bounce_ratio{sel}", "{{domain}} 1h engine"), unit="percentunit"),
+                timeseries("Deferral rate against its baseline", "15 m deferral rate and the 1 d baseline it is compared with; engine: the deferral-spike detector's 15 m in event time.",
                            q(f"provider_domain:mailmon_deferral_ratio:rate15m{sel}", "{{domain}} 15m"),
-                           q(f"provider_domain:mailmon_deferral_ratio:rate1d{sel}", "{{domain}} 1d baseline"), unit="percentunit"),
+                           q(f"provider_domain:mailmon_deferral_ratio:rate1d{sel}", "{{domain}} 1d baseline"),
+                           q(f"mailmon_domain_deferral_ratio{sel}", "{{domain}} 15m engine"), unit="percentunit"),
                 timeseries("Complaint rate (24 h)", "Complaints / delivered over 24 h per domain.",
                            q(f"provider_domain:mailmon_complaint_ratio:rate1d{sel}", "{{domain}}"), unit="percentunit"),
                 timeseries("Rejecting share (5 m, event time)", "The domain-rejecting detector's input, and its verdict.",
                            q(f"mailmon_domain_rejecting_ratio{sel}", "{{domain}} share"),
                            q(f"mailmon_domain_rejecting{sel}", "{{domain}} rejecting"), unit="percentunit"),
             ]),
+            ("Incidents and queue", [
+                incidents("Incidents", "The rollup engine's verdict per detector kind: the selected domains' and their providers' (details: mailmon incidents).",
+                          q(f"max by (kind, domain) (mailmon_domain_incident_open{sel})", "{{kind}} {{domain}}"),
+                          q('max by (kind, provider) (mailmon_provider_incident_open{provider=~"$provider"})', "{{kind}} {{provider}}"), w=8),
+                timeseries("Deliveries stuck in the queue", "Still deferred longer than [rollup] queue_max_age_seconds after their first attempt (MailmonQueueStuck).",
+                           q(f"sum by (domain) (mailmon_domain_queue_stuck{sel})", "{{domain}}"), w=8),
+                timeseries("Oldest stuck delivery", "Seconds since the first attempt of the oldest stuck delivery (0: none stuck).",
+                           q(f"max by (domain) (mailmon_domain_queue_oldest_age_seconds{sel})", "{{domain}}"), unit="s", w=8),
+            ]),
             ("Bounces and latency", [
                 timeseries("Bounces per minute by reason", "Bounced recipients by class; hard: userunknown, hostunknown, hasmoved, notaccept.",
                            q(f"sum by (reason) (rate(mailmon_bounces_total{sel}[$__rate_interval])) * 60", "{{reason}}"), stack=True),
-                timeseries("Delivery latency by provider (1 h)", "Submission to delivery; the histogram is per provider, not per domain.",
+                timeseries("Delivery latency by provider (1 h)", "Submission to delivery, per provider (not per domain): the histogram's quantiles and the latency detector's from the delivery rows.",
                            q('provider:mailmon_delivery_delay_seconds:p50_rate1h{provider=~"$provider"}', "{{provider}} p50"),
-                           q('provider:mailmon_delivery_delay_seconds:p95_rate1h{provider=~"$provider"}', "{{provider}} p95"), unit="s"),
+                           q('provider:mailmon_delivery_delay_seconds:p95_rate1h{provider=~"$provider"}', "{{provider}} p95"),
+                           q('mailmon_provider_delivery_latency_seconds{provider=~"$provider", quantile="0.5"}', "{{provider}} p50 engine"),
+                           q('mailmon_provider_delivery_latency_seconds{provider=~"$provider", quantile="0.95"}', "{{provider}} p95 engine"), unit="s"),
             ]),
             ("Share of traffic", [
                 table("Finished recipients by domain (range)", "Delivered + bounced + expired per domain over the dashboard's time range.",
@@ -354,12 +393,15 @@ def latency() -> dict:
         "Submission-to-delivery delay per delivered recipient, per provider.",
         [
             ("Quantiles", [
-                timeseries("p50 and p95 (1 h)", "From the recording rules; MailmonDeliveryLatencyHigh fires when p95 passes 30 minutes.",
+                timeseries("p50 and p95 (1 h)", "From the histogram's recording rules; MailmonDeliveryLatencyHigh fires when p95 passes 30 minutes.",
                            q(f"provider:mailmon_delivery_delay_seconds:p50_rate1h{sel}", "{{provider}} p50"),
-                           q(f"provider:mailmon_delivery_delay_seconds:p95_rate1h{sel}", "{{provider}} p95"), unit="s"),
+                           q(f"provider:mailmon_delivery_delay_seconds:p95_rate1h{sel}", "{{provider}} p95"), unit="s", w=8),
+                timeseries("p50 and p95 (1 h, rollup engine)", "The latency detector's, exact from the delivery rows over the last hour of event time; it opens a delivery_latency incident when more than 5 % are slower than max(2 x the previous day's p95, 30 min).",
+                           q('mailmon_provider_delivery_latency_seconds{provider=~"$provider", quantile="0.5"}', "{{provider}} p50"),
+                           q('mailmon_provider_delivery_latency_seconds{provider=~"$provider", quantile="0.95"}', "{{provider}} p95"), unit="s", w=8),
                 timeseries("p99 (dashboard interval)", "The slowest percent, at the dashboard's resolution.",
                            q(f"histogram_quantile(0.99, sum by (provider, le) (rate(mailmon_delivery_delay_seconds_bucket{sel}[$__rate_interval])))",
-                             "{{provider}} p99"), unit="s"),
+                             "{{provider}} p99"), unit="s", w=8),
             ]),
             ("Distribution", [
                 panel("bargauge", "Delivered by delay bucket (range)", "How many deliveries took at most each bucket's delay, cumulative.",
@@ -369,6 +411,10 @@ def latency() -> dict:
                                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
                 timeseries("Deliveries per minute with a measured delay", "The volume behind the quantiles; few deliveries make noisy quantiles.",
                            q(f"sum by (provider) (rate(mailmon_delivery_delay_seconds_count{sel}[$__rate_interval])) * 60", "{{provider}}")),
+            ]),
+            ("Incidents", [
+                incidents("Delivery latency incidents", "1 while the rollup engine has an open delivery_latency incident for the provider (details: mailmon incidents).",
+                          q('max by (provider) (mailmon_provider_incident_open{kind="delivery_latency", provider=~"$provider"})', "{{provider}}"), w=24),
             ]),
         ],
         [PROVIDER],

@@ -172,6 +172,19 @@ def test_layout_fits_the_grid_without_overlaps(name: str) -> None:
         taken |= cells
 
 
+def test_every_rollup_series_is_on_a_dashboard() -> None:
+    """Each rollup-engine gauge of docs/metrics.md (mailmon_domain_*, mailmon_provider_*) and
+    the open-incidents recording rule is read by some panel: a new detector shows up."""
+    rollup = {n for n in _metric_names() if n.startswith(("mailmon_domain_", "mailmon_provider_"))}
+    wanted = rollup | {"kind:mailmon_incidents_open:sum"}
+    read: set[str] = set()
+    for board in BOARDS.values():
+        for p in query_panels(board):
+            for t in p["targets"]:
+                read |= set(re.findall(r"[a-z_:]*mailmon_[a-z0-9_:]*", t["expr"]))
+    assert wanted <= read, f"on no dashboard: {sorted(wanted - read)}"
+
+
 def test_blame_groups_cover_every_reason_once() -> None:
     """The blame panels' reason groups partition the bounce vocabulary."""
     groups = _generator().BLAME_OF_REASON

@@ -5,10 +5,16 @@
 Prometheus (Debian ``prometheus``) scrapes it every second and evaluates
 ``alerts/recording.rules.yml`` every second (the test copy's only change).  Traffic comes
 in two rounds so that every counter has grown between two scrapes and every ``rate()`` is
-above zero.  Then each dashboard's template variables are resolved with the
-``label_values()`` queries Grafana would run, and every panel target is run with them
-substituted, once with the first value of each variable and once with "All": each must
-parse and return data.
+above zero.  The rollup engine judges the same traffic in event time: Postfix lines three
+minutes ago, each round's complaints in a later minute (the engine evaluates at the start
+of the newest minute, so round 2's complaints bring round 1's into its windows), and one
+gmail.com delivery deferred since five hours ago, which opens a queue-age incident, and
+yandex.ru mail at this hour on the six days before and none since, which opens a
+provider-silent one (the test config lowers ``queue_min_stuck`` and
+``silent_min_expected`` to 1).  Then each dashboard's template variables
+are resolved with the ``label_values()`` queries Grafana would run, and every panel target
+is run with them substituted, once with the first value of each variable and once with
+"All": each must parse and return data.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ RELAYS = {
     "gmail.com": "gmail-smtp-in.l.google.com[142.250.1.26]:25",
     "outlook.com": "outlook-com.olc.protection.outlook.com[52.101.1.2]:25",
     "yahoo.com": "mta5.am0.yahoodns.net[67.195.228.106]:25",
+    "yandex.ru": "mx.yandex.ru[77.88.21.249]:25",  # the provider that goes silent
 }
 DEFERRED = (
     "dsn=4.7.28, status=deferred (host {host} said: 421 4.7.28 Our system has detected an "
@@ -56,6 +63,7 @@ BOUNCED = {  # two reasons with different blames per domain
     "as spam by Content Filtering. (in reply to end of DATA command))",
 }
 _QUEUE_IDS = itertools.count(0x4B1000000)
+TRANSMIT = 42  # seconds from an attempt's start (qmgr) to its result (smtp)
 
 
 def _bsd(t: float) -> str:
@@ -63,40 +71,78 @@ def _bsd(t: float) -> str:
     return f"{d:%b} {d.day:2d} {d:%H:%M:%S}"
 
 
-def _postfix(t: float, rcpt: str, outcome: str) -> str:
-    """One message to ``rcpt``: qmgr from=..., then the smtp line for ``outcome``."""
-    qid = f"{next(_QUEUE_IDS):010X}"
+def _postfix(
+    t: float, rcpt: str, outcome: str, *, qid: str | None = None, arrived: float | None = None
+) -> list[tuple[float, str]]:
+    """One delivery attempt to ``rcpt`` as (event time, line): qmgr from=... when the attempt
+    starts (TRANSMIT seconds before ``t``), the smtp line for ``outcome`` at ``t``.
+
+    ``qid`` and ``arrived`` make it a retry of an earlier attempt: Postfix's delay= counts
+    from the message's arrival, the rollup engine's latency from its first qmgr line.
+    """
+    qid = qid or f"{next(_QUEUE_IDS):010X}"
+    start = t - TRANSMIT
+    delay = t - (start if arrived is None else arrived)
     relay = RELAYS[rcpt.rpartition("@")[2]]
     host = relay.rsplit(":", 1)[0].replace("[", " [")
-    stamp = _bsd(t)
-    head = (
-        f"{stamp} mx1 postfix/qmgr[1102]: {qid}: from=<news@app.example>, size=4211, "
-        "nrcpt=1 (queue active)\n"
-        f"{stamp} mx1 postfix/smtp[1203]: {qid}: to=<{rcpt}>, relay={relay}, "
-        "delay=42, delays=0.05/0.01/0.21/41, "
+    smtp = (
+        f"{_bsd(t)} mx1 postfix/smtp[1203]: {qid}: to=<{rcpt}>, relay={relay}, "
+        f"delay={delay:g}, delays={delay - TRANSMIT + 0.05:g}/0.01/0.21/{TRANSMIT - 0.27:g}, "
     )
     if outcome == "sent":
-        tail = f"dsn=2.0.0, status=sent (250 2.0.0 OK {int(t)} q{qid.lower()})\n"
+        smtp += f"dsn=2.0.0, status=sent (250 2.0.0 OK {int(t)} q{qid.lower()})\n"
     elif outcome == "deferred":
-        tail = DEFERRED.format(host=host) + "\n"
+        smtp += DEFERRED.format(host=host) + "\n"
     else:
-        tail = BOUNCED[outcome].format(host=host, rcpt=rcpt) + "\n"
-    removed = f"{stamp} mx1 postfix/qmgr[1102]: {qid}: removed\n" if outcome != "deferred" else ""
-    return head + tail + removed
+        smtp += BOUNCED[outcome].format(host=host, rcpt=rcpt) + "\n"
+    lines = [
+        (start, f"{_bsd(start)} mx1 postfix/qmgr[1102]: {qid}: from=<news@app.example>, "
+                "size=4211, nrcpt=1 (queue active)\n"),
+        (t, smtp),
+    ]  # fmt: skip
+    if outcome != "deferred":
+        lines.append((t, f"{_bsd(t)} mx1 postfix/qmgr[1102]: {qid}: removed\n"))
+    return lines
 
 
-def _round(log: Path, mailmon: str, n: int, now: float, logs: list[Path]) -> None:
-    """One round of traffic: Postfix lines to every domain, then a complaint per domain and
-    one bad record through the KumoMTA hook.
+def _stuck(t: float) -> list[tuple[float, str]]:
+    """A gmail.com message first deferred five hours before ``t`` and deferred again at
+    ``t``: older than ``[rollup] queue_max_age_seconds`` (4 h), so it counts as stuck."""
+    first = t - 5 * 3600
+    qid = f"{next(_QUEUE_IDS):010X}"
+    return [
+        *_postfix(first, "stuck@gmail.com", "deferred", qid=qid),
+        *_postfix(t, "stuck@gmail.com", "deferred", qid=qid, arrived=first - TRANSMIT),
+    ]
+
+
+def _silent(at: float) -> list[tuple[float, str]]:
+    """A yandex.ru delivery in the hour before ``at``'s hour on each of the six days before
+    (the provider-silent detector's baseline) and none in the last hour: yandex went silent."""
+    hour = at // 3600 * 3600 - 3600
+    return [
+        line
+        for day in range(1, 7)
+        for line in _postfix(hour - day * 86400 + 1800, f"h{day}@yandex.ru", "sent")
+    ]
+
+
+def _round(log: Path, mailmon: str, n: int, minute: float, logs: list[Path]) -> None:
+    """One round of traffic: Postfix lines to every domain in the event-time ``minute`` (the
+    first round: also the stuck delivery and yandex's past), then a complaint per domain ``n`` minutes later
+    and one bad record through the KumoMTA hook.
 
     The hook's events are newer, so they come second: the rollup engine evaluates when the
-    newest event time moves on, and must find the Postfix attempts stored by then.
+    newest event time moves on (to the start of its minute), and must find the Postfix
+    attempts stored by then.
     """
-    lines = []
+    # The engine's last evaluation is at minute + 2 min, when round 2's complaints arrive.
+    timed = [*_stuck(minute + 40), *_silent(minute + 120)] if n == 1 else []
     for i, domain in enumerate(DOMAINS):
         for j, outcome in enumerate(["sent"] * 8 + ["deferred", "userunknown", "spamdetected"]):
-            t = now - 200 + 10 * i + j  # event time: inside the rollup's short window
-            lines.append(_postfix(t, f"r{n}-{j}@{domain}", outcome))
+            t = minute + 10 * i + j  # event time: inside the rollup's short window
+            timed += _postfix(t, f"r{n}-{j}@{domain}", outcome)
+    lines = [line for _t, line in sorted(timed, key=lambda tl: tl[0])]  # a log is in time order
     lines.append("this line is no syslog line\n")  # counted as unparsed
     with log.open("a") as f:
         f.writelines(lines)
@@ -106,7 +152,7 @@ def _round(log: Path, mailmon: str, n: int, now: float, logs: list[Path]) -> Non
          in get(f"{mailmon}/metrics"), 30, logs)  # fmt: skip
     records = [
         {
-            "type": "Feedback", "id": f"fbl-{n}-{domain}", "timestamp": int(now) - 100 + n,
+            "type": "Feedback", "id": f"fbl-{n}-{domain}", "timestamp": int(minute) + 60 * n + 10,
             "sender": "news@app.example", "recipient": "fbl@app.example",
             "headers": {"Message-ID": f"<r{n}@app.example>"},
             "feedback_report": {"feedback_type": "abuse",
@@ -193,7 +239,9 @@ def test_every_panel_query_returns_data(tmp_path: Path, stack: ExitStack) -> Non
         f'[service]\nlisten_host = "127.0.0.1"\nlisten_port = {ports["mailmon"]}\n'
         f'[[logs]]\nkind = "postfix"\npath = "{maillog}"\npoll_interval_seconds = 0.1\n'
         f"[metrics]\ndomains = {json.dumps(list(DOMAINS))}\n"
-        "[rollup]\ninterval_seconds = 1\n"
+        # One stuck delivery opens a queue-age incident, one delivery a day makes a provider's
+        # silence an incident (defaults: 20 each), so a short test shows both.
+        "[rollup]\ninterval_seconds = 1\nqueue_min_stuck = 1\nsilent_min_expected = 1\n"
     )
     # TEST COPY of the recording rules: evaluated every second instead of every minute.
     rules = yaml.safe_load((ROOT / "alerts" / "recording.rules.yml").read_text())
@@ -216,15 +264,16 @@ def test_every_panel_query_returns_data(tmp_path: Path, stack: ExitStack) -> Non
     wait("mailmon /healthz", lambda: b'"ok"' in get(f"{mm}/healthz"), 30, logs)
 
     # Round 1 creates the series; once Prometheus has scraped them, round 2 makes them grow.
-    now = time.time()
-    _round(maillog, mm, 1, now, logs)
+    # Postfix traffic three minutes ago: round 2's complaints (minute + 2 min) are still past.
+    minute = time.time() // 60 * 60 - 180
+    _round(maillog, mm, 1, minute, logs)
     wait("mailmon counted round 1",
          lambda: b'mailmon_complaints_total{domain="yahoo.com"' in get(f"{mm}/metrics")
          and b'outcome="bounced"' in get(f"{mm}/metrics"), 30, logs)  # fmt: skip
     wait("Prometheus scraped round 1",
          lambda: query(prom, 'count(mailmon_bounces_total) >= 6 and count(mailmon_complaints_total) >= 3'),
          30, logs)  # fmt: skip
-    _round(maillog, mm, 2, now, logs)
+    _round(maillog, mm, 2, minute, logs)
     wait("Prometheus scraped round 2",
          lambda: query(prom, f'sum(mailmon_complaints_total) >= {2 * len(DOMAINS)}'),
          30, logs)  # fmt: skip
