@@ -189,3 +189,42 @@ def test_kumomta_log_hook(served: tuple[str, Path]) -> None:
     )
     assert 'mailmon_events_rejected_total{reason="unparsed",source="kumomta"} 1.0' in text
     assert 'mailmon_events_ingested_total{source="kumomta"} 7.0' in text
+
+
+def test_kumomta_hook_counts_survive_a_restart(tmp_path: Path) -> None:
+    """The log hook's records read and rejected are stored with its events and seed a new process."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from monitor.metrics import DELAY_BUCKETS, Metrics
+    from monitor.pipeline import Pipeline
+    from monitor.service.app import MAX_HOOK_BODY_BYTES, create_app
+    from monitor.store import Store
+    from monitor.store.totals import read_totals
+
+    records = (Path(__file__).parent / "data" / "kumomta" / "records.jsonl").read_text()
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        first = Metrics(CollectorRegistry())
+        app = create_app(first, pipeline=Pipeline(store, metrics=first))
+
+        async def post_twice() -> list[int]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://mailmon") as c:
+                ok = await c.post("/ingest/kumomta", content=records + "{broken\n")
+                big = await c.post("/ingest/kumomta", content=b"x" * (MAX_HOOK_BODY_BYTES + 1))
+                return [ok.status_code, big.status_code]
+
+        assert asyncio.run(post_twice()) == [200, 413]
+        with store.engine.connect() as conn:
+            totals = read_totals(conn, DELAY_BUCKETS)
+    second = Metrics(CollectorRegistry())
+    second.seed(totals)
+    for name, labels in (
+        ("mailmon_source_lines_total", {"source": "kumomta"}),
+        ("mailmon_events_rejected_total", {"source": "kumomta", "reason": "unparsed"}),
+        ("mailmon_events_rejected_total", {"source": "kumomta", "reason": "too_large"}),
+        ("mailmon_events_ingested_total", {"source": "kumomta"}),
+    ):
+        value = first.registry.get_sample_value(name, labels)
+        assert value and second.registry.get_sample_value(name, labels) == value, name
