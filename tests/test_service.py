@@ -228,3 +228,47 @@ def test_kumomta_hook_counts_survive_a_restart(tmp_path: Path) -> None:
     ):
         value = first.registry.get_sample_value(name, labels)
         assert value and second.registry.get_sample_value(name, labels) == value, name
+
+
+def test_counters_of_several_files_and_a_concurrent_ingest_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Two followed files and events another process stored: a restart's seed adds them all up."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.collectors.mta import PARSERS
+    from monitor.config import LogSource
+    from monitor.metrics import DELAY_BUCKETS, Metrics
+    from monitor.pipeline import Pipeline
+    from monitor.service.follow import Follower
+    from monitor.store import Store
+    from monitor.store.totals import read_totals
+
+    (tmp_path / "a.log").write_text(BSD_FLOW + "garbage that is no log line\n")
+    (tmp_path / "b.log").write_text(_delivered_line("C000000001", "x@gmail.com", 5))
+    sources = (LogSource(path=str(tmp_path / "*.log")),)
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        live = Metrics(CollectorRegistry())
+        follower = Follower(sources, Pipeline(store, metrics=live), live)
+        assert follower.poll_once() == 8
+        with (tmp_path / "b.log").open("a") as f:
+            f.write(_delivered_line("C000000002", "y@gmail.com", 6))
+        assert follower.poll_once() == 1
+        # `mailmon ingest` in another process: its events reach this process's counters
+        # only through the next start's seed.
+        other = Pipeline(store)
+        other.put_many(PARSERS["postfix"]("postfix").feed(
+            _delivered_line("D000000001", "z@gmail.com", 7).rstrip("\n"), "other"))
+        other.flush()
+        with store.engine.connect() as conn:
+            totals = read_totals(conn, DELAY_BUCKETS)
+    seeded = Metrics(CollectorRegistry())
+    seeded.seed(totals)
+    value = seeded.registry.get_sample_value
+    assert value("mailmon_source_lines_total", {"source": "postfix"}) == 9
+    assert value("mailmon_events_rejected_total", {"source": "postfix", "reason": "unparsed"}) \
+        == live.registry.get_sample_value(
+            "mailmon_events_rejected_total", {"source": "postfix", "reason": "unparsed"}) == 1
+    delivered = {"provider": "other", "domain": "other", "outcome": "delivered"}
+    assert live.registry.get_sample_value("mailmon_deliveries_total", delivered) == 3
+    assert value("mailmon_deliveries_total", delivered) == 4
