@@ -135,6 +135,70 @@ def test_rotation_while_following_loses_nothing(served: tuple[str, Path]) -> Non
     _wait_metric(base, key, 41.0)
 
 
+#: A process that appends one delivered line every few milliseconds and reopens its log
+#: on SIGHUP, as syslog daemons do after logrotate.
+WRITER = """
+import signal, sys, time
+path, count, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+reopen = False
+def hup(signum, frame):
+    global reopen
+    reopen = True
+signal.signal(signal.SIGHUP, hup)
+out = open(path, "a")
+for i in range(count):
+    if reopen:
+        out.close()
+        out = open(path, "a")
+        reopen = False
+    out.write(
+        f"Mar  4 12:{i // 60 % 60:02d}:{i % 60:02d} mx1 postfix/smtp[104]: C{i:09X}: "
+        f"to=<live{i}@gmail.com>, relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, delay=1, "
+        "delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 2.0.0 OK)\\n")
+    out.flush()
+    time.sleep(pause)
+out.close()
+"""
+
+
+def test_live_writer_with_logrotate_in_the_middle(served: tuple[str, Path], tmp_path: Path) -> None:
+    """A separate process writes the log while serve follows it; logrotate renames it half way."""
+    base, log = served
+    key = 'mailmon_deliveries_total{domain="gmail.com",outcome="delivered",provider="google"}'
+    _wait_metric(base, key, 1.0)
+    count = 600
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(count), "0.004"])
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(
+        f"{log} {{\n  rotate 2\n  create\n  nocompress\n"
+        f"  postrotate\n    kill -HUP {writer.pid}\n  endscript\n}}\n"
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while log.read_bytes().count(b"\n") < len(BSD_FLOW.splitlines()) + count // 2:
+            assert writer.poll() is None and time.monotonic() < deadline, "writer stopped early"
+            time.sleep(0.01)
+        # serve is following the writer, not reading a finished file afterwards
+        read = _sample(httpx.get(f"{base}/metrics").text, 'mailmon_source_lines_total{source="postfix"}')
+        assert read is not None and read > len(BSD_FLOW.splitlines())
+        assert writer.poll() is None
+        rotated = subprocess.run(
+            ["logrotate", "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert rotated.returncode == 0, rotated.stderr
+        assert writer.wait(timeout=60) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    old, new = log.with_name("mail.log.1").read_text(), log.read_text()
+    assert "live0@" in old and f"live{count - 1}@" in new, "the rotation was not mid-stream"
+    text = _wait_metric(base, key, 1.0 + count)
+    lines = len(old.splitlines()) + len(new.splitlines())
+    assert lines == len(BSD_FLOW.splitlines()) + count
+    assert _sample(text, 'mailmon_source_lines_total{source="postfix"}') == lines
+
+
 def test_restart_resumes_without_repeating(tmp_path: Path) -> None:
     """Stopping serve, appending, and starting it again stores every line exactly once."""
     log = tmp_path / "mail.log"
