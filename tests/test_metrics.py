@@ -117,11 +117,11 @@ def _mixed_events() -> list[Event]:
     ]  # fmt: skip
 
 
-def test_seeded_counters_equal_observed_ones(tmp_path: Path) -> None:
-    """Counters seeded from a store equal those of the process that stored its events."""
+def test_seeded_counters_equal_observed_ones(db_url: str) -> None:
+    """Counters seeded from a store (SQLite and PostgreSQL) equal those of the process that stored its events."""
     labeler = DomainLabeler(allow=["gmail.com", "x.example"])
     live = Metrics(CollectorRegistry(), labeler)
-    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+    with Store.open(db_url) as store:
         batch = _mixed_events()
         for start in range(0, len(batch), 37):  # batches in a different order than the read
             live.observe(store.write(batch[start : start + 37]))
