@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from factories import ev
 from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import Connection
 
 from monitor.classify import REASONS
 from monitor.metrics import DELAY_BUCKETS, OUTCOMES, DomainLabeler, Metrics
 from monitor.model import Event, Provider
-from monitor.store import Store
+from monitor.store import Store, totals
 from monitor.store.totals import read_totals
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
@@ -152,3 +154,23 @@ def test_input_counts_are_seeded_from_checkpoints(tmp_path: Path) -> None:
     assert value("mailmon_source_lines_total", {"source": "exim"}) == 7
     assert value("mailmon_events_rejected_total", {"source": "postfix", "reason": "unparsed"}) == 2
     assert value("mailmon_events_rejected_total", {"source": "exim", "reason": "unparsed"}) == 1
+
+
+def test_totals_are_read_in_one_snapshot(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch committed by another writer during the read is in all the totals or in none."""
+    with Store.open(db_url) as store:
+        store.write([ev("delivered", 1, delay_seconds=1.0)])
+        begin = totals._snapshot
+
+        def begin_then_another_writer(conn: Connection) -> None:
+            begin(conn)
+            conn.exec_driver_sql("SELECT count(*) FROM counters").scalar()  # the snapshot starts
+            store.write([ev("delivered", 2, recipient="z@gmail.com", delay_seconds=2.0)])
+
+        monkeypatch.setattr(totals, "_snapshot", begin_then_another_writer)
+        with store.engine.connect() as conn:
+            seen = read_totals(conn, DELAY_BUCKETS)
+        assert store.count("events") == 2
+    assert [n for _, n, _ in seen.sources] == [1]
+    assert sum(n for *_, n in seen.outcomes) == 1
+    assert sum(n for _, _, n, _ in seen.delays) == 1

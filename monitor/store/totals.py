@@ -72,7 +72,12 @@ class Totals:
 
 
 def read_totals(conn: Connection, delay_buckets: Sequence[float]) -> Totals:
-    """The store's totals by the fields metrics label with, and the checkpoints' input counts."""
+    """The store's totals by the fields metrics label with, and the checkpoints' input counts.
+
+    ``conn`` must be fresh (nothing run on it yet): the reads share one snapshot, so a
+    batch another process commits meanwhile is in all the totals or in none.
+    """
+    _snapshot(conn)
     c, k = events.c, counters.c
     outcomes = conn.execute(
         select(k.provider, k.recipient_domain, k.outcome, func.sum(k.count)).group_by(
@@ -96,6 +101,16 @@ def read_totals(conn: Connection, delay_buckets: Sequence[float]) -> Totals:
         delays=_delays(conn, delay_buckets),
         inputs=_input_counts(conn),
     )
+
+
+def _snapshot(conn: Connection) -> None:
+    """One read snapshot for the statements that follow on ``conn``."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    elif conn.dialect.name == "sqlite":
+        # pysqlite begins transactions only before writes; without BEGIN every SELECT
+        # would read the newest commit. The connection's end rolls it back.
+        conn.exec_driver_sql("BEGIN")
 
 
 def _delays(conn: Connection, bounds: Sequence[float]) -> list[tuple[str | None, int, int, int]]:
