@@ -692,6 +692,11 @@ def print_report(report: dict[str, object]) -> None:
         ),
         ("peak RSS", f"{f['peak_rss_bytes'] / 1e6:.1f} MB"),
         (
+            "serve ready after",
+            f"{report.get('serve_ready_seconds')} s (store of {report.get('base_events', 0):,} "
+            "events: its counters seeded first)",
+        ),
+        (
             "scrapes / errors / slowest",
             f"{f['scrapes']:,} / {f['scrape_errors']} / {f['slowest_scrape_seconds']:.3f} s",
         ),
