@@ -37,6 +37,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
+    from prometheus_client import disable_created_metrics
     from sqlalchemy.engine import make_url
 
     from monitor.cli.rollup import detector_for
@@ -50,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_of(args)
     store = open_store(args, config)
     labeler = DomainLabeler(config.metrics.domains, store.top_domains(config.metrics.top_domains))
+    # Seeded counters carry the store's history: a `_created` time of this start would tell
+    # Prometheus (its created-timestamp handling) that they began from zero now.
+    disable_created_metrics()
     metrics = Metrics(labeler=labeler)
     # Before anything is followed or served: /metrics goes on from the store's totals, and
     # no batch stored during the read is both in them and observed.
