@@ -142,7 +142,7 @@ def kumomta_stream(n: int, seed: int) -> tuple[list[bytes], dict[str, int]]:
         body = {
             "type": kind, "id": f"{message:032x}", "sender": "news@shop.example",
             "recipient": rcpt, "queue": f"{domain}", "site": f"src1->{host}.",
-            "size": 4096, "created": 0, "nodeid": "557f3ad4-2c8c-11ee-976e-782d7e12e173",
+            "size": 4096, "nodeid": "557f3ad4-2c8c-11ee-976e-782d7e12e173",
             "headers": {"Message-ID": f"<m{message}.{seed}@shop.example>"}, "meta": {},
             "num_attempts": attempts, "bounce_classification": "Uncategorized",
             "egress_pool": "pool0", "egress_source": "src1",
