@@ -1,15 +1,17 @@
-"""Follow benchmark: ``mailmon serve`` following a Postfix log written at a fixed rate.
+"""Follow benchmark: ``mailmon serve`` following a Postfix, Exim or KumoMTA log written at a fixed rate.
 
-    .venv/bin/python bench/bench_follow.py [--seconds 60] [--cpu-seconds 30] [--rate 2000]
-                                           [--poll-interval 0.2] [--profile]
+    .venv/bin/python bench/bench_follow.py [--mta postfix exim kumomta] [--seconds 60]
+        [--cpu-seconds 30] [--rate 2000] [--poll-interval 0.2] [--base-db PATH] [--profile]
 
-Starts ``mailmon serve`` as a subprocess (fresh SQLite database in ``bench/out/``,
-a config with one Postfix log polled every ``--poll-interval`` s,
-``MAILMON_RESOLVE_MX=0``, a free loopback port), then appends lines to that log
-from this process at ``--rate`` lines/s, a chunk every ``--chunk-ms``.  The lines
-come from ``gen_postfix_log.py`` (same seed, same lines; its message rate is scaled
-so that simulated time runs about as fast as the wall clock) with the syslog
-timestamp replaced by the wall clock (UTC) at the moment of writing.
+For each MTA in turn: starts ``mailmon serve`` as a subprocess (a SQLite database in
+``bench/out/``, fresh or a copy of ``--base-db`` to measure on a large store, a config
+with one log of that kind polled every ``--poll-interval`` s, ``MAILMON_RESOLVE_MX=0``,
+a free loopback port), then appends lines to that log from this process at ``--rate``
+lines/s, a chunk every ``--chunk-ms``.  Postfix lines come from ``gen_postfix_log.py``
+(same seed, same lines; its message rate is scaled so that simulated time runs about as
+fast as the wall clock), Exim ``mainlog`` lines and KumoMTA JSON records from
+``gen_mta_stream.py``; each line gets the wall-clock time (UTC) at the moment of
+writing as its timestamp.
 
 Two phases, one writer:
 
@@ -18,7 +20,7 @@ Two phases, one writer:
    create a new file; the writer puts one more chunk into the old file before it
    reopens, as syslog does until its HUP).  Lag: the writer records (time written,
    lines so far) per chunk; the lag of line N is the time of the first scrape whose
-   ``mailmon_source_lines_total{source="postfix"}`` (counted once the lines' events
+   ``mailmon_source_lines_total{source=MTA}`` (counted once the lines' events
    are committed with their checkpoint) is at least N, minus the time line N was
    written.  p50 / p99 / max over every line of the phase, and p99 after the first
    ``WARM_UP_SECONDS``; the scrape interval is the resolution.
@@ -33,7 +35,7 @@ tree's summed RSS sampled every 100 ms.  Targets at 2,000 lines/s: lag p99 < 2 s
 CPU < 15 % of one core.  A missed target prints MISSED and still exits 0: this is
 a report.  It also checks that every line written was counted (``lines_total ==
 written``, across the rotation) and the stored events against the generator's
-ground truth, and writes everything to ``bench/out/follow.json``.  ``--profile``
+ground truth, and writes everything to ``bench/out/follow.json`` (one report per MTA).  ``--profile``
 attaches ``py-spy`` (``.venv/bin/pip install py-spy``; not a project dependency)
 to the serve process for the whole writing and summarises the samples of threads
 not idle (wall time, I/O waits included); the figures of a profiled run are not
@@ -53,6 +55,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -60,6 +63,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,6 +75,7 @@ from bench_ingest import (
     stored_events,
     verdict,
 )
+from gen_mta_stream import exim_stamp, exim_stream, kumomta_stamp, kumomta_stream
 from gen_postfix_log import PostfixLogSimulation
 
 BENCH = Path(__file__).resolve().parent
@@ -91,22 +96,25 @@ SIM_START = datetime(2026, 11, 20, 9, tzinfo=UTC)
 #: "Nov 20 09:00:00 " -- the BSD syslog timestamp the writer replaces.
 STAMP_CHARS = 16
 
-LINES_METRIC = re.compile(rb'^mailmon_source_lines_total\{source="postfix"\} (\S+)$', re.M)
-LAST_EVENT_METRIC = re.compile(
-    rb'^mailmon_source_last_event_timestamp_seconds\{source="postfix"\} (\S+)$', re.M
-)
+MTAS = ("postfix", "exim", "kumomta")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def generate(lines: int, rate: int, seed: int) -> tuple[list[bytes], dict[str, int]]:
-    """``lines`` Postfix log lines without their timestamp, and what they hold."""
+def generate(
+    mta: str, lines: int, rate: int, seed: int
+) -> tuple[list[bytes], dict[str, int], Callable[[float], bytes]]:
+    """``lines`` log lines without their timestamp, what they hold, and the timestamp's maker."""
+    if mta == "exim":
+        return (*exim_stream(lines, seed), exim_stamp)
+    if mta == "kumomta":
+        return (*kumomta_stream(lines, seed), kumomta_stamp)
     sim = PostfixLogSimulation(
         seed, start=SIM_START, rate=rate / LINES_PER_MESSAGE, max_inflight=50_000
     )
     buffer = io.StringIO()
     counts = sim.run(buffer, lines)
     payloads = [line[STAMP_CHARS:].encode("ascii") for line in buffer.getvalue().splitlines()]
-    return payloads, dict(counts)
+    return payloads, dict(counts), syslog_stamp
 
 
 def syslog_stamp(now: float) -> bytes:
@@ -119,10 +127,17 @@ class Writer(threading.Thread):
     """Appends the lines at a fixed rate, with one rename-and-create rotation half way."""
 
     def __init__(
-        self, log: Path, payloads: list[bytes], rate: int, chunk_seconds: float, rotate_at: int
+        self,
+        log: Path,
+        payloads: list[bytes],
+        rate: int,
+        chunk_seconds: float,
+        rotate_at: int,
+        stamp: Callable[[float], bytes] = syslog_stamp,
     ) -> None:
         super().__init__(name="writer", daemon=True)
         self.log = log
+        self.stamp = stamp
         self.payloads = payloads
         self.rate = rate
         self.chunk_seconds = chunk_seconds
@@ -152,7 +167,7 @@ class Writer(threading.Thread):
             due = min(total, int(self.rate * (time.monotonic() - self.started)))
             if due <= written:
                 continue
-            stamp = syslog_stamp(time.time())
+            stamp = self.stamp(time.time())
             data = b"".join(stamp + p + b"\n" for p in self.payloads[written:due])
             (old or out).write(data)
             self.marks.append((time.monotonic(), due))
@@ -171,9 +186,17 @@ class Writer(threading.Thread):
 class Scraper(threading.Thread):
     """Scrapes ``/metrics`` at a fixed interval while ``active`` is set."""
 
-    def __init__(self, url: str, interval: float) -> None:
+    def __init__(self, url: str, interval: float, source: str = "postfix") -> None:
         super().__init__(name="scraper", daemon=True)
         self.url = url
+        self.lines_metric = re.compile(
+            rb'^mailmon_source_lines_total\{source="%s"\} (\S+)$' % source.encode(), re.M
+        )
+        self.last_event_metric = re.compile(
+            rb'^mailmon_source_last_event_timestamp_seconds\{source="%s"\} (\S+)$'
+            % source.encode(),
+            re.M,
+        )
         self.interval = interval
         self.samples: list[tuple[float, int]] = []  # (monotonic time of the answer, lines)
         #: (monotonic time, wall time minus the newest event's time): what a staleness
@@ -202,10 +225,10 @@ class Scraper(threading.Thread):
             return None
         answered = time.monotonic()
         self.slowest = max(self.slowest, answered - asked)
-        found = LINES_METRIC.search(body)
+        found = self.lines_metric.search(body)
         lines = int(float(found.group(1))) if found else 0
         self.samples.append((answered, lines))
-        if last := LAST_EVENT_METRIC.search(body):
+        if last := self.last_event_metric.search(body):
             self.freshness.append((answered, time.time() - float(last.group(1))))
         return lines
 
@@ -345,23 +368,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-seconds", type=float, default=60.0,
                         help="how long to wait after the writer for the service to catch up")  # fmt: skip
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--mta", nargs="+", choices=MTAS, default=list(MTAS),
+                        help="which logs to follow, one run each")  # fmt: skip
+    parser.add_argument("--base-db", type=Path,
+                        help="start from a copy of this store (a large one: bench_ingest's)")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="attach py-spy to serve")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
 
-    total = round(args.rate * (args.seconds + args.cpu_seconds))
-    print(f"generating {total:,} lines (seed {args.seed}) ...", flush=True)
-    payloads, truth = generate(total, args.rate, args.seed)
+    reports = {mta: follow(args, mta) for mta in args.mta}
+    if len(reports) > 1:
+        print_summary(reports)
+    (OUT / "follow.json").write_text(json.dumps(reports, indent=2) + "\n")
+    print(f"\nwrote {(OUT / 'follow.json').relative_to(REPO)}")
+    return 0
 
-    log, db = OUT / "follow-postfix.log", OUT / "follow.db"
-    for stale in [*OUT.glob("follow-postfix.log*"), *OUT.glob("follow.db*")]:
+
+def follow(args: argparse.Namespace, mta: str) -> dict[str, object]:
+    """One run: serve following a log of ``mta``'s kind; its report."""
+    total = round(args.rate * (args.seconds + args.cpu_seconds))
+    print(f"\n=== {mta}: generating {total:,} lines (seed {args.seed}) ...", flush=True)
+    payloads, truth, stamp = generate(mta, total, args.rate, args.seed)
+
+    log, db = OUT / f"follow-{mta}.log", OUT / f"follow-{mta}.db"
+    for stale in [*OUT.glob(f"follow-{mta}.log*"), *OUT.glob(f"follow-{mta}.db*")]:
         stale.unlink()
+    base_events = 0
+    if args.base_db:
+        with sqlite3.connect(args.base_db) as conn:  # one file, the WAL folded in
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        shutil.copyfile(args.base_db, db)
+        base_events = stored_events(db).get("total", 0)
+        print(f"starting from a copy of {args.base_db} ({base_events:,} events)", flush=True)
     log.touch()
-    config = OUT / "follow.toml"
+    config = OUT / f"follow-{mta}.toml"
     config.write_text(
         "# the follow benchmark's config (bench/bench_follow.py)\n"
         "[providers]\nresolve_mx = false\n\n"
-        f'[[logs]]\nkind = "postfix"\npath = "{log}"\n'
+        f'[[logs]]\nkind = "{mta}"\npath = "{log}"\n'
         f"poll_interval_seconds = {args.poll_interval}\n"
     )
     port = free_port()
@@ -369,12 +413,14 @@ def main(argv: list[str] | None = None) -> int:
     command = [*mailmon_command(), "serve", "--config", str(config), "--db", f"sqlite:///{db}",
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    with open(OUT / "follow-serve.log", "wb") as serve_log:
+    with open(OUT / f"follow-{mta}-serve.log", "wb") as serve_log:
         proc = subprocess.Popen(command, stdout=serve_log, stderr=subprocess.STDOUT, env=env,
                                 cwd=REPO)  # fmt: skip
+    started = time.monotonic()
     try:
-        wait_ready(f"{base}/healthz", proc)
-        report = run(args, proc, base, log, db, payloads, truth, total)
+        wait_ready(f"{base}/healthz", proc, timeout=600)
+        ready = time.monotonic() - started
+        report = run(args, proc, base, log, db, payloads, truth, total, mta, stamp)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # uvicorn's graceful shutdown
@@ -383,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    report["mta"] = mta
+    report["serve_ready_seconds"] = round(ready, 2)
+    report["base_events"] = base_events
     report["serve_exit"] = proc.returncode
     if db.exists():
         try:
@@ -390,17 +439,29 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a report, not a test: say so and go on
             print(f"cannot count events in {db.name}: {exc}")
             events = {}
-        report["event_checks"] = {
-            kind: {"stored": events.get(kind, 0), "in_log": truth.get(key, 0)}
-            for kind, key in EXPECTED_EVENTS.items()
-        }
+        if base_events:
+            print("(a copy of --base-db: the events stored are not checked against the log)")
+        else:
+            report["event_checks"] = {
+                kind: {"stored": events.get(kind, 0), "in_log": truth.get(key, 0)}
+                for kind, key in EXPECTED_EVENTS.items()
+            }
         report["events_stored"] = events.get("total", 0)
     report["command"] = command
     report["config"] = config.read_text()
     print_report(report)
-    (OUT / "follow.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {(OUT / 'follow.json').relative_to(REPO)}")
-    return 0
+    return report
+
+
+def print_summary(reports: dict[str, dict[str, object]]) -> None:
+    """One line per MTA: the figures the targets judge."""
+    print(f"\n{'mta':<9} {'lag p50':>8} {'lag p99':>8} {'CPU %':>6}  counted")
+    for mta, report in reports.items():
+        f = report["figures"]
+        assert isinstance(f, dict)
+        print(f"{mta:<9} {f['lag_p50_seconds']:>7.2f}s {f['lag_p99_seconds']:>7.2f}s "
+              f"{f['cpu_percent_of_one_core']:>6.1f}  {f['lines_counted']:,} / "
+              f"{f['lines_written']:,}")  # fmt: skip
 
 
 def run(
@@ -412,14 +473,17 @@ def run(
     payloads: list[bytes],
     truth: dict[str, int],
     total: int,
+    mta: str = "postfix",
+    stamp: Callable[[float], bytes] = syslog_stamp,
 ) -> dict[str, object]:
     """Write, scrape and measure; everything for the report."""
-    scraper = Scraper(f"{base}/metrics", args.scrape_ms / 1000.0)
+    scraper = Scraper(f"{base}/metrics", args.scrape_ms / 1000.0, source=mta)
     scraper.start()
     sampler = TreeSampler(proc.pid, interval=0.1)
     sampler.start()
     lag_lines = min(total, round(args.rate * args.seconds))
-    writer = Writer(log, payloads, args.rate, args.chunk_ms / 1000.0, rotate_at=lag_lines // 2)
+    writer = Writer(log, payloads, args.rate, args.chunk_ms / 1000.0, rotate_at=lag_lines // 2,
+                    stamp=stamp)  # fmt: skip
     quiet = args.cpu_seconds > 0
     profiler = start_profiler(proc.pid, total / args.rate) if args.profile else None
 
@@ -627,6 +691,11 @@ def print_report(report: dict[str, object]) -> None:
             f"{f['idle_cpu_percent']:.1f} / {f['idle_scraped_cpu_percent']:.1f} %",
         ),
         ("peak RSS", f"{f['peak_rss_bytes'] / 1e6:.1f} MB"),
+        (
+            "serve ready after",
+            f"{report.get('serve_ready_seconds')} s (store of {report.get('base_events', 0):,} "
+            "events: its counters seeded first)",
+        ),
         (
             "scrapes / errors / slowest",
             f"{f['scrapes']:,} / {f['scrape_errors']} / {f['slowest_scrape_seconds']:.3f} s",

@@ -12,14 +12,16 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from monitor import __version__
 from monitor.classify import REASONS
 from monitor.model import Event, EventType, Provider
+from monitor.store.totals import Totals, delay_micros
 
-__all__ = ["OUTCOMES", "DomainLabeler", "Metrics", "RollupGauges"]
+__all__ = ["DELAY_BUCKETS", "OUTCOMES", "DomainLabeler", "Metrics", "RollupGauges"]
 
 OUTCOMES = frozenset({"delivered", "deferred", "bounced", "expired", "rejected", "suppressed"})
 _PROVIDERS = frozenset(p.value for p in Provider)
@@ -29,7 +31,8 @@ _ENGAGEMENT = {
     EventType.UNSUBSCRIBED: "unsubscribe",
     EventType.REPLIED: "reply",
 }
-_DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 5 * 86400)
+_ENGAGEMENT_BY_NAME = {t.value: kind for t, kind in _ENGAGEMENT.items()}
+DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 5 * 86400)
 
 
 class DomainLabeler:
@@ -247,6 +250,51 @@ class RollupGauges:
         return iter(())
 
 
+class DelayHistogram:
+    """``mailmon_delivery_delay_seconds``: per provider, bucket counts and a sum kept exact.
+
+    The sum is kept in whole microseconds, so a sum seeded from the store and one added up
+    event by event in another order are the same number (float addition is not associative).
+    """
+
+    name = "mailmon_delivery_delay_seconds"
+    doc = "Submission to delivery, per delivered recipient."
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self._lock = threading.Lock()
+        #: provider -> [count per bucket (+Inf last)..., sum in microseconds]
+        self._data: dict[str, list[int]] = {}
+
+    def add(self, provider: str, index: int, count: int, micros: int) -> None:
+        """Count ``count`` observations in bucket ``index`` (``len(bounds)``: above all)."""
+        with self._lock:
+            row = self._data.get(provider)
+            if row is None:
+                row = self._data[provider] = [0] * (len(self.bounds) + 2)
+            row[index] += count
+            row[-1] += micros
+
+    def observe(self, provider: str, seconds: float) -> None:
+        index = next((i for i, b in enumerate(self.bounds) if seconds <= b), len(self.bounds))
+        self.add(provider, index, 1, delay_micros(seconds))
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.doc, labels=["provider"])
+        with self._lock:
+            rows = {p: list(r) for p, r in self._data.items()}
+        for provider, row in sorted(rows.items()):
+            cumulative, buckets = 0, []
+            for bound, n in zip((*self.bounds, float("inf")), row[:-1], strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound), cumulative))
+            family.add_metric([provider], buckets, row[-1] / 1_000_000)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.doc, labels=["provider"])
+
+
 class Metrics:
     """Mailmon's metrics, registered on ``registry`` (tests pass their own)."""
 
@@ -283,10 +331,8 @@ class Metrics:
         self.lines = Counter(
             "mailmon_source_lines", "Log lines read per source.", ["source"], registry=r,
         )  # fmt: skip
-        self.delay = Histogram(
-            "mailmon_delivery_delay_seconds", "Submission to delivery, per delivered recipient.",
-            ["provider"], buckets=_DELAY_BUCKETS, registry=r,
-        )  # fmt: skip
+        self.delay = DelayHistogram(DELAY_BUCKETS)
+        r.register(self.delay)
         self.last_event = Gauge(
             "mailmon_source_last_event_timestamp_seconds",
             "Event time of the newest event stored per source.", ["source"], registry=r,
@@ -325,7 +371,7 @@ class Metrics:
                 k = (self.bounces, provider, domain, reason, "true" if e.hard else "false")
                 tally[k] = tally.get(k, 0) + 1
             elif e.type is EventType.DELIVERED and e.delay_seconds is not None:
-                self.delay.labels(provider).observe(e.delay_seconds)
+                self.delay.observe(provider, e.delay_seconds)
             elif e.type is EventType.COMPLAINED:
                 k = (self.complaints, provider, domain, source)
                 tally[k] = tally.get(k, 0) + 1
@@ -337,6 +383,53 @@ class Metrics:
             counter.labels(*labels).inc(n)
         for source, n in ingested.items():
             self.ingested.labels(source).inc(n)
+        for source, ts in latest.items():
+            if ts > self._latest.get(source, 0.0):
+                self._latest[source] = ts
+                self.last_event.labels(source).set(ts)
+
+    def seed(self, totals: Totals) -> None:
+        """Start from what the store has counted (``monitor.store.totals``), as observe() would.
+
+        Called once at start-up, before anything is observed: a restarted process then
+        shows the counters an uninterrupted one would.
+        """
+        tally: dict[tuple[Any, ...], int] = {}
+
+        def add(key: tuple[Any, ...], n: int) -> None:
+            tally[key] = tally.get(key, 0) + n
+
+        def bounded(provider: str | None) -> str:
+            return provider if provider in _PROVIDERS else "other"
+
+        for provider, domain, outcome, n in totals.outcomes:
+            where = (bounded(provider), self.labeler(domain))
+            if outcome in OUTCOMES:
+                add((self.deliveries, *where, outcome), n)
+            elif outcome in _ENGAGEMENT_BY_NAME:
+                add((self.engagement, *where, _ENGAGEMENT_BY_NAME[outcome]), n)
+        latest: dict[str, float] = {}
+        for source, n, newest in totals.sources:
+            kind = source_kind(source)
+            add((self.ingested, kind), n)
+            latest[kind] = max(latest.get(kind, 0.0), newest)
+        for d in totals.details:
+            where = (bounded(d.provider), self.labeler(d.recipient_domain))
+            if d.type == EventType.BOUNCED.value:
+                reason = d.reason if d.reason in REASONS else "undefined"
+                add((self.bounces, *where, reason, "true" if d.hard else "false"), d.count)
+            else:
+                add((self.complaints, *where, source_kind(d.source)), d.count)
+        for delayed_at, index, n, micros in totals.delays:
+            self.delay.add(bounded(delayed_at), index, n, micros)
+        for counts in totals.inputs:
+            read_by = source_kind(counts.source)
+            add((self.lines, read_by), counts.lines)
+            for why, n in counts.rejected.items():
+                add((self.rejected, read_by, why), n)
+        for (counter, *labels), n in tally.items():
+            if n:
+                counter.labels(*labels).inc(n)
         for source, ts in latest.items():
             if ts > self._latest.get(source, 0.0):
                 self._latest[source] = ts

@@ -1,16 +1,20 @@
-"""Metrics: the documented list matches /metrics, labels stay inside their declared sets."""
+"""Metrics: the documented list matches /metrics, labels stay bounded, seeding from the store."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
 from factories import ev
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import Connection
 
 from monitor.classify import REASONS
-from monitor.metrics import OUTCOMES, DomainLabeler, Metrics
-from monitor.model import Provider
+from monitor.metrics import DELAY_BUCKETS, OUTCOMES, DomainLabeler, Metrics
+from monitor.model import Event, Provider
+from monitor.store import Store, totals
+from monitor.store.totals import read_totals
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
@@ -77,3 +81,96 @@ def test_last_event_timestamp_only_moves_forward() -> None:
         "mailmon_source_last_event_timestamp_seconds", {"source": "postfix"}
     )
     assert ts == ev("delivered", 10).timestamp
+
+
+def _samples(metrics: Metrics) -> set[str]:
+    """The /metrics sample lines, without the series' creation times (a process's own)."""
+    text = generate_latest(metrics.registry).decode()
+    return {
+        line for line in text.splitlines() if line and not line.startswith("#")
+        and "_created{" not in line and not line.startswith("mailmon_build_info")
+    }  # fmt: skip
+
+
+def _mixed_events() -> list[Event]:
+    """Every kind of event a counter is made from, with awkward values."""
+    return [
+        ev("submitted", 0, recipient="a@gmail.com", provider="google"),
+        ev("delivered", 1, recipient="a@gmail.com", provider="google", delay_seconds=0.1),
+        ev("delivered", 2, recipient="b@gmail.com", provider="google", delay_seconds=0.2),
+        ev("delivered", 3, recipient="c@corp.example", provider="weird", delay_seconds=3599.7),
+        ev("delivered", 4, recipient="d@corp.example", provider=None),
+        ev("deferred", 5, recipient="e@yahoo.com", provider="yahoo", reason="ratelimited"),
+        ev("bounced", 6, recipient="f@gmail.com", provider="google", reason="userunknown",
+           hard=True),
+        ev("bounced", 7, recipient="g@gmail.com", provider="google", reason="nonsense"),
+        ev("bounced", 8, recipient="h@x.example", provider="other", reason="blocked", hard=False,
+           tags=("ndr",)),
+        ev("expired", 9, recipient="i@x.example", provider="other", reason="expired"),
+        ev("complained", 10, recipient="j@gmail.com", provider="google", source="arf:mbox"),
+        ev("opened", 11, recipient="k@gmail.com", provider="google", source="ses"),
+        ev("clicked", 12, recipient="k@gmail.com", provider="google", source="ses"),
+        ev("delivered", 13, recipient="l@gmail.com", provider="google", source="exim:mx2",
+           delay_seconds=1e-7),
+    ] + [
+        ev("delivered", 20 + i, recipient=f"m{i}@gmail.com", provider="google",
+           delay_seconds=0.1 * (i % 7) + 0.01)
+        for i in range(200)
+    ]  # fmt: skip
+
+
+def test_seeded_counters_equal_observed_ones(db_url: str) -> None:
+    """Counters seeded from a store (SQLite and PostgreSQL) equal those of the process that stored its events."""
+    labeler = DomainLabeler(allow=["gmail.com", "x.example"])
+    live = Metrics(CollectorRegistry(), labeler)
+    with Store.open(db_url) as store:
+        batch = _mixed_events()
+        for start in range(0, len(batch), 37):  # batches in a different order than the read
+            live.observe(store.write(batch[start : start + 37]))
+        live.observe(store.write(batch[:10]))  # duplicates: stored and counted once
+        with store.engine.connect() as conn:
+            totals = read_totals(conn, DELAY_BUCKETS)
+    seeded = Metrics(CollectorRegistry(), labeler)
+    seeded.seed(totals)
+    assert _samples(seeded) == _samples(live)
+    assert 'mailmon_bounces_total{domain="gmail.com",hard="false",provider="google",' \
+           'reason="undefined"} 1.0' in _samples(seeded)
+
+
+def test_input_counts_are_seeded_from_checkpoints(tmp_path: Path) -> None:
+    """Lines read and unparsed lines kept in the checkpoints of two files add up per source."""
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        for key, lines, bad in (("postfix:/a", 10, 2), ("postfix:/b", 5, 0), ("exim:/c", 7, 1)):
+            counts = {"source": key.partition(":")[0], "lines": lines,
+                      "rejected": {"unparsed": bad}}  # fmt: skip
+            store.write([], checkpoint=(key, {"position": None, "counts": counts}))
+        store.write([], checkpoint=("postfix:/old", {"position": None}))  # from before counts
+        with store.engine.connect() as conn:
+            totals = read_totals(conn, DELAY_BUCKETS)
+    metrics = Metrics(CollectorRegistry())
+    metrics.seed(totals)
+    value = metrics.registry.get_sample_value
+    assert value("mailmon_source_lines_total", {"source": "postfix"}) == 15
+    assert value("mailmon_source_lines_total", {"source": "exim"}) == 7
+    assert value("mailmon_events_rejected_total", {"source": "postfix", "reason": "unparsed"}) == 2
+    assert value("mailmon_events_rejected_total", {"source": "exim", "reason": "unparsed"}) == 1
+
+
+def test_totals_are_read_in_one_snapshot(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch committed by another writer during the read is in all the totals or in none."""
+    with Store.open(db_url) as store:
+        store.write([ev("delivered", 1, delay_seconds=1.0)])
+        begin = totals._snapshot
+
+        def begin_then_another_writer(conn: Connection) -> None:
+            begin(conn)
+            conn.exec_driver_sql("SELECT count(*) FROM counters").scalar()  # the snapshot starts
+            store.write([ev("delivered", 2, recipient="z@gmail.com", delay_seconds=2.0)])
+
+        monkeypatch.setattr(totals, "_snapshot", begin_then_another_writer)
+        with store.engine.connect() as conn:
+            seen = read_totals(conn, DELAY_BUCKETS)
+        assert store.count("events") == 2
+    assert [n for _, n, _ in seen.sources] == [1]
+    assert sum(n for *_, n in seen.outcomes) == 1
+    assert sum(n for _, _, n, _ in seen.delays) == 1

@@ -135,6 +135,70 @@ def test_rotation_while_following_loses_nothing(served: tuple[str, Path]) -> Non
     _wait_metric(base, key, 41.0)
 
 
+#: A process that appends one delivered line every few milliseconds and reopens its log
+#: on SIGHUP, as syslog daemons do after logrotate.
+WRITER = """
+import signal, sys, time
+path, count, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+reopen = False
+def hup(signum, frame):
+    global reopen
+    reopen = True
+signal.signal(signal.SIGHUP, hup)
+out = open(path, "a")
+for i in range(count):
+    if reopen:
+        out.close()
+        out = open(path, "a")
+        reopen = False
+    out.write(
+        f"Mar  4 12:{i // 60 % 60:02d}:{i % 60:02d} mx1 postfix/smtp[104]: C{i:09X}: "
+        f"to=<live{i}@gmail.com>, relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, delay=1, "
+        "delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 2.0.0 OK)\\n")
+    out.flush()
+    time.sleep(pause)
+out.close()
+"""
+
+
+def test_live_writer_with_logrotate_in_the_middle(served: tuple[str, Path], tmp_path: Path) -> None:
+    """A separate process writes the log while serve follows it; logrotate renames it half way."""
+    base, log = served
+    key = 'mailmon_deliveries_total{domain="gmail.com",outcome="delivered",provider="google"}'
+    _wait_metric(base, key, 1.0)
+    count = 600
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(count), "0.004"])
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(
+        f"{log} {{\n  rotate 2\n  create\n  nocompress\n"
+        f"  postrotate\n    kill -HUP {writer.pid}\n  endscript\n}}\n"
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while log.read_bytes().count(b"\n") < len(BSD_FLOW.splitlines()) + count // 2:
+            assert writer.poll() is None and time.monotonic() < deadline, "writer stopped early"
+            time.sleep(0.01)
+        # serve is following the writer, not reading a finished file afterwards
+        read = _sample(httpx.get(f"{base}/metrics").text, 'mailmon_source_lines_total{source="postfix"}')
+        assert read is not None and read > len(BSD_FLOW.splitlines())
+        assert writer.poll() is None
+        rotated = subprocess.run(
+            ["logrotate", "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert rotated.returncode == 0, rotated.stderr
+        assert writer.wait(timeout=60) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    old, new = log.with_name("mail.log.1").read_text(), log.read_text()
+    assert "live0@" in old and f"live{count - 1}@" in new, "the rotation was not mid-stream"
+    text = _wait_metric(base, key, 1.0 + count)
+    lines = len(old.splitlines()) + len(new.splitlines())
+    assert lines == len(BSD_FLOW.splitlines()) + count
+    assert _sample(text, 'mailmon_source_lines_total{source="postfix"}') == lines
+
+
 def test_restart_resumes_without_repeating(tmp_path: Path) -> None:
     """Stopping serve, appending, and starting it again stores every line exactly once."""
     log = tmp_path / "mail.log"
@@ -189,3 +253,86 @@ def test_kumomta_log_hook(served: tuple[str, Path]) -> None:
     )
     assert 'mailmon_events_rejected_total{reason="unparsed",source="kumomta"} 1.0' in text
     assert 'mailmon_events_ingested_total{source="kumomta"} 7.0' in text
+
+
+def test_kumomta_hook_counts_survive_a_restart(tmp_path: Path) -> None:
+    """The log hook's records read and rejected are stored with its events and seed a new process."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from monitor.metrics import DELAY_BUCKETS, Metrics
+    from monitor.pipeline import Pipeline
+    from monitor.service.app import MAX_HOOK_BODY_BYTES, create_app
+    from monitor.store import Store
+    from monitor.store.totals import read_totals
+
+    records = (Path(__file__).parent / "data" / "kumomta" / "records.jsonl").read_text()
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        first = Metrics(CollectorRegistry())
+        app = create_app(first, pipeline=Pipeline(store, metrics=first))
+
+        async def post_twice() -> list[int]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://mailmon") as c:
+                ok = await c.post("/ingest/kumomta", content=records + "{broken\n")
+                big = await c.post("/ingest/kumomta", content=b"x" * (MAX_HOOK_BODY_BYTES + 1))
+                return [ok.status_code, big.status_code]
+
+        assert asyncio.run(post_twice()) == [200, 413]
+        with store.engine.connect() as conn:
+            totals = read_totals(conn, DELAY_BUCKETS)
+    second = Metrics(CollectorRegistry())
+    second.seed(totals)
+    for name, labels in (
+        ("mailmon_source_lines_total", {"source": "kumomta"}),
+        ("mailmon_events_rejected_total", {"source": "kumomta", "reason": "unparsed"}),
+        ("mailmon_events_rejected_total", {"source": "kumomta", "reason": "too_large"}),
+        ("mailmon_events_ingested_total", {"source": "kumomta"}),
+    ):
+        value = first.registry.get_sample_value(name, labels)
+        assert value and second.registry.get_sample_value(name, labels) == value, name
+
+
+def test_counters_of_several_files_and_a_concurrent_ingest_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Two followed files and events another process stored: a restart's seed adds them all up."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.collectors.mta import PARSERS
+    from monitor.config import LogSource
+    from monitor.metrics import DELAY_BUCKETS, Metrics
+    from monitor.pipeline import Pipeline
+    from monitor.service.follow import Follower
+    from monitor.store import Store
+    from monitor.store.totals import read_totals
+
+    (tmp_path / "a.log").write_text(BSD_FLOW + "garbage that is no log line\n")
+    (tmp_path / "b.log").write_text(_delivered_line("C000000001", "x@gmail.com", 5))
+    sources = (LogSource(path=str(tmp_path / "*.log")),)
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        live = Metrics(CollectorRegistry())
+        follower = Follower(sources, Pipeline(store, metrics=live), live)
+        assert follower.poll_once() == 8
+        with (tmp_path / "b.log").open("a") as f:
+            f.write(_delivered_line("C000000002", "y@gmail.com", 6))
+        assert follower.poll_once() == 1
+        # `mailmon ingest` in another process: its events reach this process's counters
+        # only through the next start's seed.
+        other = Pipeline(store)
+        other.put_many(PARSERS["postfix"]("postfix").feed(
+            _delivered_line("D000000001", "z@gmail.com", 7).rstrip("\n"), "other"))
+        other.flush()
+        with store.engine.connect() as conn:
+            totals = read_totals(conn, DELAY_BUCKETS)
+    seeded = Metrics(CollectorRegistry())
+    seeded.seed(totals)
+    value = seeded.registry.get_sample_value
+    assert value("mailmon_source_lines_total", {"source": "postfix"}) == 9
+    assert value("mailmon_events_rejected_total", {"source": "postfix", "reason": "unparsed"}) \
+        == live.registry.get_sample_value(
+            "mailmon_events_rejected_total", {"source": "postfix", "reason": "unparsed"}) == 1
+    delivered = {"provider": "other", "domain": "other", "outcome": "delivered"}
+    assert live.registry.get_sample_value("mailmon_deliveries_total", delivered) == 3
+    assert value("mailmon_deliveries_total", delivered) == 4

@@ -6,10 +6,13 @@ import argparse
 import io
 import logging
 import os
+import queue
+import stat
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import IO, Any, cast
@@ -79,6 +82,13 @@ def open_log(path: str, stack: ExitStack) -> tuple[IO[str], IO[bytes], int, date
     return text, raw, size, ref
 
 
+def _regular(raw: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(raw.fileno()).st_mode)
+    except (OSError, ValueError):  # no file descriptor: treat as a stream
+        return False
+
+
 def _progress(enabled: bool) -> Any:
     if not enabled:
         return None
@@ -96,9 +106,36 @@ def _progress(enabled: bool) -> Any:
     )  # fmt: skip
 
 
-def _lines(text: IO[str]) -> Iterator[str]:
-    for line in text:
-        yield line.rstrip("\r\n")
+def _lines(text: IO[str], idle: Callable[[], object] | None = None) -> Iterator[str]:
+    """The lines of ``text``; with ``idle``, a stream: called when no line came for a while."""
+    if idle is None:
+        for line in text:
+            yield line.rstrip("\r\n")
+        return
+    # A pipe blocks in read while its writer is quiet: read it in a thread, so that what
+    # was parsed is stored after _FLUSH_SECONDS of silence instead of at the next line.
+    lines: queue.Queue[str | BaseException | None] = queue.Queue(maxsize=4096)
+
+    def read() -> None:
+        try:
+            for line in text:
+                lines.put(line)
+        except BaseException as exc:  # handed to the reading loop, raised there
+            lines.put(exc)
+        lines.put(None)
+
+    threading.Thread(target=read, name="mailmon-ingest-read", daemon=True).start()
+    while True:
+        try:
+            item = lines.get(timeout=_FLUSH_SECONDS)
+        except queue.Empty:
+            idle()
+            continue
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item.rstrip("\r\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,11 +178,14 @@ def run(args: argparse.Namespace) -> int:
                 parser = PARSERS[args.source](args.source, reference_time=ref, tz=args.tz)
                 task = progress.add_task(path, total=size or None) if progress else None
                 name = "stdin" if path == "-" else path
+                # A stream (stdin, a named pipe) is live: look at the clock on every line.
+                live = not size and not _regular(raw)
+                check_every = 1 if live else _FLUSH_CHECK_EVERY
                 try:
-                    for n, line in enumerate(_lines(text), 1):
+                    for n, line in enumerate(_lines(text, pipeline.flush if live else None), 1):
                         for event in parser.feed(line, f"{name}:{n}"):
                             pipeline.put(event)
-                        if n % _FLUSH_CHECK_EVERY == 0 and time.monotonic() > flush_due:
+                        if n % check_every == 0 and time.monotonic() > flush_due:
                             # A live stream (journalctl -f | mailmon ingest postfix -) must
                             # not wait for a full batch to show up in the store.
                             pipeline.flush()

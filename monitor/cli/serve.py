@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 from monitor.cli.common import config_of, open_store, resolver_for
@@ -36,19 +37,30 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
+    from prometheus_client import disable_created_metrics
     from sqlalchemy.engine import make_url
 
     from monitor.cli.rollup import detectors_for
-    from monitor.metrics import DomainLabeler, Metrics
+    from monitor.metrics import DELAY_BUCKETS, DomainLabeler, Metrics
     from monitor.pipeline import Pipeline
     from monitor.rollup import LiveClock, RollupEngine, newest_event_time
     from monitor.service.app import create_app
     from monitor.service.follow import Follower
+    from monitor.store.totals import read_totals
 
     config = config_of(args)
     store = open_store(args, config)
     labeler = DomainLabeler(config.metrics.domains, store.top_domains(config.metrics.top_domains))
+    # Seeded counters carry the store's history: a `_created` time of this start would tell
+    # Prometheus (its created-timestamp handling) that they began from zero now.
+    disable_created_metrics()
     metrics = Metrics(labeler=labeler)
+    # Before anything is followed or served: /metrics goes on from the store's totals, and
+    # no batch stored during the read is both in them and observed.
+    seeding = time.monotonic()
+    with store.engine.connect() as conn:
+        metrics.seed(read_totals(conn, DELAY_BUCKETS))
+    log.info("counters seeded from the store in %.2f s", time.monotonic() - seeding)
     pipeline = Pipeline(
         store,
         resolver=resolver_for(config, store),
@@ -60,8 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     def follow() -> None:
         refreshed = 0.0
-        import time
-
         while not stop.is_set():
             try:
                 follower.poll_once()

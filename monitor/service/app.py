@@ -6,7 +6,7 @@ import json
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -27,6 +27,8 @@ __all__ = ["create_app"]
 
 
 MAX_HOOK_BODY_BYTES = 10 << 20
+#: The checkpoint key under which the log hook keeps its input counts.
+HOOK_CHECKPOINT = "hook:kumomta"
 
 
 def create_app(
@@ -44,15 +46,39 @@ def create_app(
     incidents.
     """
     hook_lock = threading.Lock()  # the pipeline batches; one request at a time fills it
+    # What the hook has read, kept in a checkpoint stored with each request's events, so a
+    # restarted service's counters (seeded from the store) include it.
+    saved = (pipeline.store.checkpoint(HOOK_CHECKPOINT) or {}) if pipeline is not None else {}
+    hook_counts: dict[str, Any] = saved.get("counts") or {
+        "source": "kumomta", "lines": 0, "rejected": {},
+    }  # fmt: skip
+
+    def _store_hook_counts(lines: int, rejected: dict[str, int]) -> None:
+        """Add to the hook's counts and store them with the pending events (hold hook_lock)."""
+        counts = {
+            "source": "kumomta",
+            "lines": hook_counts["lines"] + lines,
+            "rejected": dict(hook_counts["rejected"]),
+        }
+        for reason, n in rejected.items():
+            if n:
+                counts["rejected"][reason] = counts["rejected"].get(reason, 0) + n
+        pipeline.flush(checkpoint=(HOOK_CHECKPOINT, {"counts": counts}))  # type: ignore[union-attr]
+        hook_counts.update(counts)
 
     async def kumomta_hook(request: Request) -> Response:
         if pipeline is None:
             return JSONResponse({"error": "no pipeline"}, status_code=404)
         body = await request.body()
         if len(body) > MAX_HOOK_BODY_BYTES:
-            metrics.rejected.labels("kumomta", "too_large").inc()
+            await run_in_threadpool(_too_large)
             return JSONResponse({"error": "body too large"}, status_code=413)
         return JSONResponse(await run_in_threadpool(_ingest_kumomta, body))
+
+    def _too_large() -> None:
+        with hook_lock:
+            _store_hook_counts(0, {"too_large": 1})
+        metrics.rejected.labels("kumomta", "too_large").inc()
 
     def _ingest_kumomta(body: bytes) -> dict[str, int]:
         text = body.decode("utf-8", "replace").strip()
@@ -69,8 +95,8 @@ def create_app(
             for line in records:
                 for event in parser.feed(line, "http:/ingest/kumomta"):
                     pipeline.put(event)  # type: ignore[union-attr]
-            pipeline.flush()  # type: ignore[union-attr]
-        bad = sum(parser.stats.unparsed.values())
+            bad = sum(parser.stats.unparsed.values())
+            _store_hook_counts(parser.stats.lines, {"unparsed": bad})
         metrics.count_input("kumomta", parser.stats.lines, bad)
         return {"records": parser.stats.lines, "events": parser.stats.events, "rejected": bad}
 

@@ -3,7 +3,9 @@
 The tailer's position is written in the same transaction as the events read up to
 it, so a restart resumes where the store is: no line lost, none stored twice
 (events carry deterministic ids, so a line read again after a crash is a duplicate
-the store drops).
+the store drops).  The checkpoint also carries what the store cannot tell, the file's
+lines read and lines not understood so far, so that a restarted process's counters
+(seeded by ``monitor.store.totals``) go on from the same numbers.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ class _Followed:
             start_at=source.start_at,
         )
         self.parser = PARSERS[source.kind](source.kind, tz=source.tz)
-        self.unparsed_seen = 0
+        self.unparsed_seen = 0  # by this parser, which starts from zero
+        counts = (saved or {}).get("counts") or {}
+        self.lines = int(counts.get("lines", 0))  # since the file was first followed
+        self.unparsed = int(counts.get("rejected", {}).get("unparsed", 0))
         # What the parser remembered of messages still in flight at the checkpoint.
         self.state_prefix = f"{self.key}\x1fstate\x1f"
         if saved and hasattr(self.parser, "restore_state"):
@@ -102,12 +107,18 @@ class Follower:
             for event in f.parser.feed(raw.decode("utf-8", "replace").rstrip("\r"), ref):
                 self.pipeline.put(event)
         if lines:
+            unparsed = sum(f.parser.stats.unparsed.values())
+            new_unparsed = unparsed - f.unparsed_seen
+            total_lines, total_unparsed = f.lines + len(lines), f.unparsed + new_unparsed
+            counts = {"source": f.source.kind, "lines": total_lines,
+                      "rejected": {"unparsed": total_unparsed}}
             self.pipeline.flush(
                 checkpoint=(f.key, {"path": f.tailer.path,
-                                    "position": f.tailer.position().to_dict()}),
+                                    "position": f.tailer.position().to_dict(),
+                                    "counts": counts}),
                 state=f.state_changes(),
             )  # fmt: skip
-            unparsed = sum(f.parser.stats.unparsed.values())
-            self.metrics.count_input(f.source.kind, len(lines), unparsed - f.unparsed_seen)
-            f.unparsed_seen = unparsed
+            # Only once stored: a failed batch is read again from the checkpoint.
+            f.lines, f.unparsed, f.unparsed_seen = total_lines, total_unparsed, unparsed
+            self.metrics.count_input(f.source.kind, len(lines), new_unparsed)
         return len(lines)
