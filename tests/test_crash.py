@@ -123,12 +123,13 @@ def _contents(db: Path) -> dict[str, list[tuple[object, ...]]]:
 
 
 #: Series that belong to one process and so differ between any two runs: the rollup
-#: gauges show the engine's last evaluation, which the wall clock paces (every [rollup]
+#: gauges (``RollupGauges``: every ``mailmon_domain_*`` and ``mailmon_provider_*`` series,
+#: and nothing else is named so) show the engine's last evaluation, which the wall clock paces (every [rollup]
 #: interval_seconds, the first at start-up), so each process has evaluated at different
 #: points of the log (tests/test_rollup.py checks that the same events give the same
 #: evaluations).  serve exports no ``*_created`` series (the counters carry the store's
 #: history, not the process's).
-PROCESS_SPECIFIC = re.compile(r"^mailmon_domain_rejecting(_ratio)?\{")
+PROCESS_SPECIFIC = re.compile(r"^mailmon_(domain|provider)_[a-z_]+\{")
 
 
 def _samples(text: str) -> list[str]:
