@@ -169,12 +169,21 @@ class Pipeline:
         *,
         checkpoint: tuple[str, Mapping[str, Any]] | None = None,
         state: Mapping[str, Any] | None = None,
+        wait: bool = True,
     ) -> list[Event]:
         """Write what is pending (with a checkpoint and state, in the same transaction).
 
         Returns the new events of this write; a batch that was in flight is stored
-        (and counted) before it.
+        (and counted) before it.  ``wait=False`` (no checkpoint, no state) only starts
+        writing what is pending, in the background where it can, and returns nothing:
+        for a caller that wants recent events stored soon, without stopping.
         """
+        if not wait and checkpoint is None and not state and self._overlap:
+            # While a write is still running, the pending events go with the next one:
+            # smaller batches would only mean more commits.
+            if self._pending and (self._inflight is None or self._inflight[1].done()):
+                self._hand_off()
+            return []
         self._collect()
         batch, self._pending = self._pending, []
         if not batch and checkpoint is None and not state:
