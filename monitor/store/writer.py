@@ -148,9 +148,14 @@ def write_events(conn: Connection, batch: Iterable[Event]) -> list[Event]:
         if key is None:
             key = keys[ident] = delivery_key(e)
         keyed.append((key, e.occurred_at.timestamp(), e))
-    conn.exec_driver_sql(
-        _insert_sql(conn, events, _EVENT_COLUMNS), [_event_row(e, k, t) for k, t, e in keyed]
-    )
+    # Rows are made as the driver takes them: a batch's rows never all sit in memory.
+    cursor = conn.connection.cursor()
+    try:
+        rows = (_event_row(e, k, t) for k, t, e in keyed)
+        # sqlite3 and psycopg take any iterable, not only the sequence PEP 249 names.
+        cursor.executemany(_insert_sql(conn, events, _EVENT_COLUMNS), rows)  # type: ignore[arg-type]
+    finally:
+        cursor.close()
     _count(conn, keyed)
     _fold_deliveries(conn, keyed)
     return fresh
