@@ -46,7 +46,9 @@ def _engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: random-key index inserts
+            # 32 MiB: pages it evicts stay in the OS page cache; at 1M lines 64 MiB saved
+            # no CPU time and cost 20 MB of RSS (the budget is 250 MB).
+            cur.execute("PRAGMA cache_size=-32768")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
