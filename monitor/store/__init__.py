@@ -44,6 +44,10 @@ def _engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
+            # Applies to a new database only (an existing one keeps its size).  Bulk
+            # inserts split and write fewer, larger pages: at 1M lines 8 % less wall
+            # time and a third less system time than 4 KiB.
+            cur.execute("PRAGMA page_size=16384")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             # 32 MiB: pages it evicts stay in the OS page cache; at 1M lines 64 MiB saved
