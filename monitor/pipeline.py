@@ -129,8 +129,8 @@ class Pipeline:
 
     def _hand_off(self) -> None:
         """Start writing the pending batch in the background (after the one in flight)."""
+        self._collect()  # first: if the batch in flight failed, this one is kept
         batch, self._pending = self._pending, []
-        self._collect()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="mailmon-store")
         self._inflight = (len(batch), self._writer.submit(self.store.write, batch))

@@ -72,3 +72,22 @@ def test_a_failed_background_write_is_raised_by_the_next_flush(
     pipeline.put_many(_events(3))
     pipeline.close()
     assert store.count("events") == 3
+
+
+def test_a_failed_background_write_does_not_take_the_next_batch_with_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch being handed on when the one before turns out refused stays pending."""
+    pipeline = Pipeline(store, batch_size=10)
+
+    def refuse(*args: object, **kwargs: object) -> list[Event]:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "write", refuse)
+    pipeline.put_many(_events(10))
+    later = [ev("deferred", 100 + i, recipient=f"s{i}@example.org") for i in range(10)]
+    with pytest.raises(OSError, match="disk full"):
+        pipeline.put_many(later)
+    monkeypatch.undo()
+    pipeline.close()
+    assert sorted(store.event_ids()) == sorted(e.id for e in later)
