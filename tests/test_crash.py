@@ -30,10 +30,10 @@ def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _config(workdir: Path, log: Path) -> Path:
+def _config(workdir: Path, log: Path, batch_size: int) -> Path:
     config = workdir / "mailmon.toml"
     config.write_text(
-        f'[database]\nurl = "sqlite:///{workdir / "m.db"}"\nbatch_size = 3000\n'
+        f'[database]\nurl = "sqlite:///{workdir / "m.db"}"\nbatch_size = {batch_size}\n'
         "[service]\nlisten_port = 0\n"
         f'[[logs]]\npath = "{log}"\npoll_interval_seconds = 0.05\nmax_bytes_per_poll = 131072\n'
     )
@@ -87,14 +87,18 @@ def _contents(db: Path) -> dict[str, list[tuple[object, ...]]]:
         }  # fmt: skip
 
 
-def test_sigkill_at_random_points_changes_nothing(big_log: Path, tmp_path: Path) -> None:
+# 100: several batches per poll go to the background writer, so kills land mid-batch too.
+@pytest.mark.parametrize("batch_size", [3000, 100])
+def test_sigkill_at_random_points_changes_nothing(
+    big_log: Path, tmp_path: Path, batch_size: int
+) -> None:
     """Killed with SIGKILL several times while catching up, then restarted: same store as one clean run."""
     clean_dir, crash_dir = tmp_path / "clean", tmp_path / "crash"
     clean_dir.mkdir()
     crash_dir.mkdir()
-    _run_to_end(_config(clean_dir, big_log), clean_dir / "m.db", big_log)
+    _run_to_end(_config(clean_dir, big_log, 3000), clean_dir / "m.db", big_log)
 
-    config, db = _config(crash_dir, big_log), crash_dir / "m.db"
+    config, db = _config(crash_dir, big_log, batch_size), crash_dir / "m.db"
     rng = random.Random(20261124)
     kills = 0
     while kills < 5 and _offset(db, big_log) < big_log.stat().st_size * 0.9:
