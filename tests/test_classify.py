@@ -539,7 +539,10 @@ def test_greylisting_is_not_mailboxfull() -> None:
     [
         (550, "5.1.1", "User unknown", True, True),
         (550, "5.1.1", "User unknown", False, False),  # a deferral is never hard
-        (450, "4.1.1", "User unknown", True, False),  # transient class
+        # a final failure naming an unknown user is hard whatever the class (Sisimai 5.2
+        # is_hardbounce): a 450 kept until the message expired still means no such user
+        (450, "4.1.1", "User unknown", True, True),
+        (450, "4.1.1", None, True, False),  # a 4xx status alone is only a guess
         (550, "5.1.2", "Host unknown", True, True),
         (551, "5.1.6", "User has moved", True, True),
         (556, "5.1.10", "Recipient address has null MX", True, True),  # permanent notaccept
@@ -549,7 +552,7 @@ def test_greylisting_is_not_mailboxfull() -> None:
     ],
 )
 def test_hard_only_for_addresses_that_will_never_work(
-    code: int, status: str, text: str, final: bool, hard: bool
+    code: int, status: str, text: str | None, final: bool, hard: bool
 ) -> None:
     """Hard: userunknown, hostunknown, hasmoved and a permanent notaccept, on a final failure."""
     assert classify(code, status, text, final=final).hard is hard

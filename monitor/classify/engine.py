@@ -29,7 +29,8 @@ from monitor.classify.rules import Rule, RuleSet, load_rules
 
 __all__ = ["HARD_REASONS", "Verdict", "classify", "classify_uncached", "normalize"]
 
-#: Reasons that mean the address will never work (DESIGN.md); ``notaccept`` only when permanent.
+#: Reasons that mean the address will never work (DESIGN.md): hard on a final failure;
+#: ``notaccept`` only when permanent.
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
 
 #: The blame of the reasons the code table and the fallbacks produce.
@@ -209,12 +210,23 @@ def _permanent(code: int | None, status: str | None, final: bool) -> bool:
     return final
 
 
-def _hard(reason: str, permanent: bool, final: bool, override: bool | None) -> bool:
+def _hard(
+    reason: str, permanent: bool, final: bool, override: bool | None, by_text: bool
+) -> bool:
+    """Sisimai 5.2's hard bounces (``SMTP::Failure::is_hardbounce``), once delivery ended.
+
+    An address that never works is hard whatever the reply's class: a final "450 4.1.1
+    User unknown" is what Postfix's soft configurations answer until the message expires.
+    A 4xx status with no text saying so is only a guess, so that stays soft; ``notaccept``
+    is hard only when permanent.  A deferral is never hard.
+    """
     if not final:
         return False
     if override is not None:
         return override
-    return permanent and (reason in HARD_REASONS or reason == "notaccept")
+    if reason in HARD_REASONS:
+        return permanent or by_text
+    return permanent and reason == "notaccept"
 
 
 def _from_table(code: int | None, status: str | None, text: str) -> tuple[str, str, str]:
@@ -267,12 +279,11 @@ def classify_uncached(
     for _, index in _candidates(matcher, text, ok, _rank(provider)):
         rule = matcher.rules[index]
         if rule.unless is None or not rule.unless.search(text):  # else vetoed: the next
-            return Verdict(
-                rule.reason, _hard(rule.reason, permanent, final, rule.hard), rule.blame, rule.id
-            )
+            hard = _hard(rule.reason, permanent, final, rule.hard, by_text=True)
+            return Verdict(rule.reason, hard, rule.blame, rule.id)
 
     reason, blame, rule_id = _from_table(reply_code, status, text)
-    return Verdict(reason, _hard(reason, permanent, final, None), blame, rule_id)
+    return Verdict(reason, _hard(reason, permanent, final, None, by_text=False), blame, rule_id)
 
 
 @lru_cache(maxsize=65536)

@@ -130,8 +130,8 @@ def by_command(
     detail = status.partition(".")[2] if status else ""
     at_rcpt = command in ("RCPT", "MAIL")
     if verdict.rule == "generic_mta.filtered_after_data" and detail.startswith("1."):
-        hard = final and bool(status) and status[0] == "5"  # type: ignore[index]
-        return Verdict("userunknown", hard, "recipient", "sisimai.status_x11")
+        # the text and the status both name an unknown address: hard once delivery ended
+        return Verdict("userunknown", final, "recipient", "sisimai.status_x11")
     if verdict.rule == "generic_mta.filtered_unknown_user" and at_rcpt:
         return Verdict("userunknown", final, "recipient", "sisimai.userunknown_at_rcpt")
     if verdict.rule in _RCPT_ONLY_UNKNOWN and not at_rcpt and not detail.startswith("1."):
