@@ -277,6 +277,33 @@ def test_dsn_returned_inside_a_dsn_is_reported_apart() -> None:
     assert all(e.recipient != "gone@example.org" for e in report_events(report, source="test"))
 
 
+def test_recipient_groups_without_blank_lines_are_split() -> None:
+    """Per-recipient fields run together (no blank line, RFC 3464 section 2) still give one
+    recipient each, with its own Original-Recipient, status and reason."""
+    fields = (
+        "Reporting-MTA: dns; relay.example.net\n"
+        "Final-Recipient: rfc822; full@example.org\nAction: failed\nStatus: 5.2.2\n"
+        "Diagnostic-Code: smtp; 550 5.2.2 <full@example.org>... Mailbox Full\n"
+        "Original-Recipient: rfc822; alias@example.org\n"
+        "Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 <gone@example.org>... User Unknown\n"
+    )
+    text = (
+        "From: MAILER-DAEMON@relay.example.net\nTo: s@example.net\nSubject: Undeliverable\n"
+        'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; '
+        'boundary="b"\n\n--b\nContent-Type: text/plain\n\nNot delivered.\n\n'
+        f"--b\nContent-Type: message/delivery-status\n\n{fields}\n--b--\n"
+    )
+    got = [
+        (r.recipient, r.original_recipient, r.status, r.reason, r.hard)
+        for r in parse(text.encode()).recipients
+    ]
+    assert got == [
+        ("full@example.org", None, "5.2.2", "mailboxfull", False),
+        ("gone@example.org", "alias@example.org", "5.1.1", "userunknown", True),
+    ]
+
+
 def test_sendmail_expanded_alias_is_the_original_recipient() -> None:
     """Sendmail's "(expanded from: <a@b>)" above a failed pipe names the original recipient."""
     text = (

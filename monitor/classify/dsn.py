@@ -39,6 +39,7 @@ from monitor.classify import arf, autoreply
 from monitor.classify.mime import (
     ADDRESS_RE,
     header,
+    header_items,
     parse_bytes,
     parse_date,
     part_text,
@@ -235,10 +236,33 @@ def _blocks(part: Message, defects: list[str]) -> list[list[tuple[str, str]]]:
                 subs.append(HeaderParser().parsestr(chunk.lstrip() + "\n\n", headersonly=True))
     blocks = []
     for sub in subs:
-        fields = [(k.lower(), v) for k in sub if (v := header(sub, k)) is not None]
-        if fields:
-            blocks.append(fields)
+        blocks.extend(_per_recipient(header_items(sub)))
     return blocks
+
+
+_RECIPIENT_FIELDS = ("final-recipient", "original-recipient")
+
+
+def _per_recipient(fields: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """One block split where another recipient's fields start without the blank line
+    RFC 3464 section 2 puts between them: at a recipient field the block already holds."""
+    out: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    for name, value in fields:
+        if name in _RECIPIENT_FIELDS and any(n == name for n, _ in current):
+            carried = []
+            if (
+                len(current) > 1
+                and current[-1][0] == "original-recipient"
+                and current[-2][0] != "final-recipient"
+            ):
+                carried = [current.pop()]  # the next recipient's, given before its Final-
+            out.append(current)
+            current = carried
+        current.append((name, value))
+    if current:
+        out.append(current)
+    return out
 
 
 def _expanded_from(text: str) -> str | None:
