@@ -304,6 +304,26 @@ def test_recipient_groups_without_blank_lines_are_split() -> None:
     ]
 
 
+def test_sendmail_result_line_is_explained_by_the_session_above_it() -> None:
+    """In an old Sendmail transcript each "554 <a@b>... ..." line ends its own session: the
+    next host's "550 Host unknown" is not lent to the address before it."""
+    text = (
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@relay.example.net>\n"
+        "To: s@example.net\nSubject: Returned mail: Remote protocol error\n\n"
+        "   ----- Transcript of session follows -----\n"
+        "While talking to mx.example.org:\n>>> MAIL From:<s@example.net>\n"
+        "<<< 550 Relaying denied for your host\n"
+        "554 <ann@example.org>... Remote protocol error\n"
+        "550 example.com (smtp)... 550 Host unknown\n"
+        "554 <bob@example.com>... 550 Host unknown (Authoritative answer from name server)\n"
+    )
+    got = {r.recipient: (r.reason, r.hard) for r in parse(text.encode()).recipients}
+    assert got == {
+        "ann@example.org": ("norelaying", False),  # the refused MAIL FROM of its session
+        "bob@example.com": ("hostunknown", True),
+    }
+
+
 def test_sendmail_expanded_alias_is_the_original_recipient() -> None:
     """Sendmail's "(expanded from: <a@b>)" above a failed pipe names the original recipient."""
     text = (

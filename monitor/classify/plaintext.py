@@ -52,6 +52,10 @@ _HOST_RE = re.compile(
     r"(?=[\s\[(:,.]|$)",
     re.I,
 )
+# Sendmail's per-recipient result line, "554 <a@b>... Remote protocol error": what explains
+# it is the session transcript above it ("While talking to host:"), what follows is the next's.
+_RESULT_LINE = re.compile(r"^[ \t]*[45]\d\d[ \t]+<?[^\s<>]+@[^\s<>]+?>?\.\.\.[ \t]", re.M)
+_TALKING_TO = re.compile(r"^[ \t.]*while talking to [^\n]*", re.I | re.M)
 _SMTPISH = re.compile(r"(?<![\d.])[245]\d\d(?=[\s\-])|(?<![\d.])[245]\.\d{1,3}\.\d{1,3}\b")
 _MAX_TEXT = 4000
 
@@ -135,8 +139,13 @@ def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, 
             continue
         seen.add(low)
         spans.append((address, m.start()))
+    results = [(m.start(), m.end()) for m in _RESULT_LINE.finditer(errors)]
     recipients = []
     for i, (address, start) in enumerate(spans):
+        result = _result_text(errors, results, start)
+        if result is not None:
+            recipients.append(TextRecipient(address, _squeeze(result)))
+            continue
         # up to the next mention of another address: a report that explains each address
         # twice (in two languages, say) must not lend one address the other's reason
         low = address.lower()
@@ -147,3 +156,17 @@ def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, 
             block = errors[start:]
         recipients.append(TextRecipient(address, _squeeze(_lead(errors, start) + block)))
     return recipients, _squeeze(errors), quoted
+
+
+def _result_text(errors: str, results: list[tuple[int, int]], start: int) -> str | None:
+    """When an address is first named by a Sendmail result line, that line and the session
+    it ends ("While talking to ..." since the previous result line); else ``None``."""
+    for n, (line_start, line_end) in enumerate(results):
+        if line_start <= start < line_end:
+            end = errors.find("\n", line_end)
+            end = len(errors) if end < 0 else end
+            since = results[n - 1][1] if n else 0
+            talks = list(_TALKING_TO.finditer(errors, since, line_start))
+            begin = talks[-1].start() if talks else line_start
+            return errors[begin:end]
+    return None
