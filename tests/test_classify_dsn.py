@@ -290,7 +290,7 @@ def test_recipient_groups_without_blank_lines_are_split() -> None:
     )
     text = (
         "From: MAILER-DAEMON@relay.example.net\nTo: s@example.net\nSubject: Undeliverable\n"
-        'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; '
+        "MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; "
         'boundary="b"\n\n--b\nContent-Type: text/plain\n\nNot delivered.\n\n'
         f"--b\nContent-Type: message/delivery-status\n\n{fields}\n--b--\n"
     )

@@ -210,9 +210,7 @@ def _permanent(code: int | None, status: str | None, final: bool) -> bool:
     return final
 
 
-def _hard(
-    reason: str, permanent: bool, final: bool, override: bool | None, by_text: bool
-) -> bool:
+def _hard(reason: str, permanent: bool, final: bool, override: bool | None, by_text: bool) -> bool:
     """Sisimai 5.2's hard bounces (``SMTP::Failure::is_hardbounce``), once delivery ended.
 
     An address that never works is hard whatever the reply's class: a final "450 4.1.1
