@@ -324,6 +324,28 @@ def test_sendmail_result_line_is_explained_by_the_session_above_it() -> None:
     }
 
 
+def test_one_line_statement_above_the_recipients_explains_them() -> None:
+    """A report's own one-line statement above its recipient lines ("The user(s) account is
+    disabled.", blank lines between) is part of their explanation; a longer paragraph's
+    last line is not."""
+
+    def report(notice: str) -> tuple[str, bool]:
+        text = (
+            "From: Postmaster <postmaster@mail.example.jp>\nTo: s@example.net\n"
+            "Subject: Mail System Error - Returned Mail\nMIME-Version: 1.0\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+            f"--b\nContent-Type: text/plain\n\n{notice}\n\n\n"
+            "<kim@example.jp>: 550 user unknown (in reply to RCPT TO command)\n\n"
+            "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mail.example.jp\n\n"
+            "Final-Recipient: rfc822; kim@example.jp\nAction: failed\nStatus: 5.0.0\n\n--b--\n"
+        )
+        (r,) = parse(text.encode()).recipients
+        return r.reason, r.hard
+
+    assert report("The user(s) account is disabled.") == ("suspend", False)
+    assert report("We tried.\nThe user(s) account is disabled.") == ("userunknown", True)
+
+
 def test_sendmail_expanded_alias_is_the_original_recipient() -> None:
     """Sendmail's "(expanded from: <a@b>)" above a failed pipe names the original recipient."""
     text = (

@@ -46,7 +46,7 @@ from monitor.classify.mime import (
     strip_angle,
 )
 from monitor.classify.original import OriginalMessage, find_original
-from monitor.classify.plaintext import TextRecipient, parse_text
+from monitor.classify.plaintext import TextRecipient, lead_of, parse_text, split_original
 from monitor.classify.report import RecipientReport, Report, classify_recipient, host_of
 from monitor.classify.sesjson import from_ses, ses_notification
 
@@ -180,7 +180,7 @@ def _sections(text: str, addresses: list[str]) -> dict[str, str]:
     out = {}
     for n, (start, address) in enumerate(starts):
         end = starts[n + 1][0] if n + 1 < len(starts) else len(text)
-        out[address] = " ".join(text[start:end].split())[:4000]
+        out[address] = " ".join((lead_of(text, start) + text[start:end]).split())[:4000]
     return out
 
 
@@ -307,7 +307,7 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
     # a reply may quote other addresses ("... (a@b) [0]"): cut the text at the report's
     # own recipients only, so each keeps its whole explanation
     finals = [a for b in people if (a := strip_angle(dict(b).get("final-recipient")))]
-    by_address |= _sections(errors, finals)
+    by_address |= _sections(split_original(human)[0], finals)
     arrival = parse_date(per_message.get("arrival-date"))
     provider = _sender_provider(message)  # the provider's own mail system wrote the report
     for block in people:

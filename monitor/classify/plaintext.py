@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 from monitor.classify.mime import ADDRESS_RE
 
-__all__ = ["TextRecipient", "command_of", "parse_text", "remote_host_of", "split_original"]
+__all__ = [
+    "TextRecipient",
+    "command_of",
+    "lead_of",
+    "parse_text",
+    "remote_host_of",
+    "split_original",
+]
 
 # The line that starts the copy of the original message (qmail, Exim, Sendmail, Exchange).
 _ORIGINAL_MARK = re.compile(
@@ -105,17 +112,34 @@ def _squeeze(text: str) -> str:
     return " ".join(text.split())[:_MAX_TEXT]
 
 
-def _lead(errors: str, start: int) -> str:
+def lead_of(errors: str, start: int) -> str:
     """What explains an address before it: "Unknown user: <a@b>", or the line above
     "User not listed in ...\na@b" when the address starts its line (IMail, Notes)."""
     line_start = errors.rfind("\n", 0, start) + 1
     lead = errors[line_start:start]
     if lead.strip(" \t<\"'"):
         return lead
-    above = errors[errors.rfind("\n", 0, max(line_start - 1, 0)) + 1 : line_start].strip()
+    above = _line_above(errors, line_start)
+    if not above.strip():
+        # or a one-line statement above the blank lines: "The user(s) account is disabled."
+        at = line_start
+        while at > 0 and not above.strip():
+            at = errors.rfind("\n", 0, at - 1) + 1
+            above = _line_above(errors, at)
+        at = errors.rfind("\n", 0, max(at - 1, 0)) + 1
+        if _line_above(errors, at).strip():
+            above = ""  # the last line of a longer paragraph
+    above = above.strip()
     if above and not ADDRESS_RE.search(above) and not above.startswith(("-", "*", "=")):
         return above + " " + lead
     return lead
+
+
+def _line_above(text: str, line_start: int) -> str:
+    """The line that ends just before ``line_start`` ("" at the top)."""
+    if line_start <= 0:
+        return ""
+    return text[text.rfind("\n", 0, line_start - 1) + 1 : line_start]
 
 
 def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, str]:
@@ -154,7 +178,7 @@ def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, 
         if not _SMTPISH.search(block) and len(block.split()) < 6 and i + 1 < len(spans):
             # "the following addresses failed: a, b" then one shared reason further down
             block = errors[start:]
-        recipients.append(TextRecipient(address, _squeeze(_lead(errors, start) + block)))
+        recipients.append(TextRecipient(address, _squeeze(lead_of(errors, start) + block)))
     return recipients, _squeeze(errors), quoted
 
 
