@@ -697,10 +697,10 @@ def test_sisimai_corpus_accuracy_floor() -> None:
 
 # Measured floors (bench/bench_classify.py prints the current figures); raise them as the
 # parser and the rules improve, never lower them to make a change pass.
-REASON_FLOOR = 0.95
-DSN_REASON_FLOOR = 0.94
-HARD_FLOOR = 0.98
-RECIPIENT_FLOOR = 0.985
+REASON_FLOOR = 0.956  # 638 of 667 rows
+DSN_REASON_FLOOR = 0.949  # 358 of 377
+HARD_FLOOR = 0.989  # 660 of 667
+RECIPIENT_FLOOR = 0.986  # 658 of 667
 #: Our own corpora (provider replies from their docs, real Postfix/Exim reports of them,
 #: hand-written fixtures): every label is met.
 OWN_REASON_FLOOR = 1.0
