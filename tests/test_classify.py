@@ -543,6 +543,8 @@ def test_greylisting_is_not_mailboxfull() -> None:
         # is_hardbounce): a 450 kept until the message expired still means no such user
         (450, "4.1.1", "User unknown", True, True),
         (450, "4.1.1", None, True, False),  # a 4xx status alone is only a guess
+        (450, "4.1.1", "User unknown, try again later", True, False),  # says it is temporary
+        (450, "4.1.2", "Domain not found", True, True),
         (550, "5.1.2", "Host unknown", True, True),
         (551, "5.1.6", "User has moved", True, True),
         (556, "5.1.10", "Recipient address has null MX", True, True),  # permanent notaccept
