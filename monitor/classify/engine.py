@@ -225,21 +225,23 @@ def _permanent(code: int | None, status: str | None, final: bool) -> bool:
     return final
 
 
-def _hard(reason: str, permanent: bool, final: bool, override: bool | None, by_text: bool) -> bool:
+def _hard(
+    reason: str, permanent: bool, final: bool, override: bool | None, text: str | None
+) -> bool:
     """Sisimai 5.2's hard bounces (``SMTP::Failure::is_hardbounce``), once delivery ended.
 
     An address that never works is hard whatever the reply's class: a final "450 4.1.1
     User unknown" is what Postfix's soft configurations answer until the message expires.
-    A 4xx status with no text saying so is only a guess, and a 4xx text that calls itself
-    temporary is no verdict on the address: both stay soft (``by_text`` is false).
-    ``notaccept`` is hard only when permanent.  A deferral is never hard.
+    A 4xx status with no text saying so (``text`` is None: the code table decided) is only
+    a guess, and a 4xx text that calls itself temporary is no verdict on the address: both
+    stay soft.  ``notaccept`` is hard only when permanent.  A deferral is never hard.
     """
     if not final:
         return False
     if override is not None:
         return override
     if reason in HARD_REASONS:
-        return permanent or by_text
+        return permanent or (text is not None and not _TEMPORARY_RE.search(text))
     return permanent and reason == "notaccept"
 
 
@@ -293,12 +295,11 @@ def classify_uncached(
     for _, index in _candidates(matcher, text, ok, _rank(provider)):
         rule = matcher.rules[index]
         if rule.unless is None or not rule.unless.search(text):  # else vetoed: the next
-            by_text = not permanent and not _TEMPORARY_RE.search(text)
-            hard = _hard(rule.reason, permanent, final, rule.hard, by_text)
+            hard = _hard(rule.reason, permanent, final, rule.hard, text)
             return Verdict(rule.reason, hard, rule.blame, rule.id)
 
     reason, blame, rule_id = _from_table(reply_code, status, text)
-    return Verdict(reason, _hard(reason, permanent, final, None, by_text=False), blame, rule_id)
+    return Verdict(reason, _hard(reason, permanent, final, None, None), blame, rule_id)
 
 
 @lru_cache(maxsize=65536)

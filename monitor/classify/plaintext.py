@@ -114,7 +114,9 @@ def _squeeze(text: str) -> str:
 
 def lead_of(errors: str, start: int) -> str:
     """What explains an address before it: "Unknown user: <a@b>", or the line above
-    "User not listed in ...\na@b" when the address starts its line (IMail, Notes)."""
+    "User not listed in ...\na@b" when the address starts its line (IMail, Notes), or a
+    one-line statement above blank lines ("The user(s) account is disabled.\n\n<a@b>: ...",
+    au/EZweb)."""
     line_start = errors.rfind("\n", 0, start) + 1
     lead = errors[line_start:start]
     if lead.strip(" \t<\"'"):
