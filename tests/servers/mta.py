@@ -20,6 +20,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self, TypeVar
@@ -59,6 +60,10 @@ class MtaInstance:
         raise NotImplementedError
 
     def stop(self, timeout: float = 15.0) -> None:
+        raise NotImplementedError
+
+    def submit(self, message: EmailMessage, sender: str, recipients: Sequence[str]) -> str:
+        """Send one message over SMTP to this instance; return the id the MTA gave it."""
         raise NotImplementedError
 
     def __enter__(self) -> Self:
