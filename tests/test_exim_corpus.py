@@ -15,21 +15,16 @@ separators) and the test suite's ``******** SERVER ********`` banners are not lo
 from __future__ import annotations
 
 import functools
-import json
 import re
-from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-from golden import REGEN, check_json
-from parsing import outcome
+from corpus import MTA_LOGS, check_expectations, missed_outcomes
+from corpus import corpus_outcomes as read_outcomes
 
 from monitor.collectors.mta.exim import EximParser
 
-CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
-MTA_LOGS = CORPORA / "mta-logs"
 EXPECTATIONS = Path(__file__).parent / "data" / "exim" / "corpus_expectations.json"
 REFERENCE = datetime(2024, 12, 31, tzinfo=UTC)
 
@@ -52,47 +47,12 @@ def corpus_lines(name: str) -> Iterator[tuple[int, str]]:
 @functools.cache
 def corpus_outcomes() -> tuple[dict[str, str], dict[str, str]]:
     """Outcome per "file:line", and the lines themselves (for messages only)."""
-    if not MTA_LOGS.is_dir():
-        pytest.fail(
-            f"corpus missing: {MTA_LOGS} (the repository's parent directory must hold "
-            "shared/corpora, as in CI); this test never skips"
-        )
-    outcomes: dict[str, str] = {}
-    texts: dict[str, str] = {}
-    for name in LOG_FILES:
-        parser = EximParser(reference_time=REFERENCE)  # one per file: messages correlate
-        for number, line in corpus_lines(name):
-            key = f"{name}:{number}"
-            outcomes[key] = outcome(parser, line)
-            texts[key] = line
-    return outcomes, texts
+    return read_outcomes(LOG_FILES, corpus_lines, lambda: EximParser(reference_time=REFERENCE))
 
 
 def test_corpus_lines_match_expectations() -> None:
     """Each corpus line has the committed outcome; the unsupported ones are listed by kind."""
-    outcomes, texts = corpus_outcomes()
-    unsupported: dict[str, list[str]] = defaultdict(list)
-    for key, result in outcomes.items():
-        if result.startswith("unparsed:"):
-            unsupported[result[9:]].append(f"  {key}: {texts[key][:160]}")
-    report = "\n".join(
-        f"{kind} ({len(items)}):\n" + "\n".join(items)
-        for kind, items in sorted(unsupported.items())
-    )
-    print(f"unsupported corpus lines by kind:\n{report}")
-    if REGEN:
-        check_json(EXPECTATIONS, outcomes)
-        return
-    assert EXPECTATIONS.exists(), f"{EXPECTATIONS} missing: run with MAILMON_REGEN_GOLDEN=1"
-    expected = json.loads(EXPECTATIONS.read_text(encoding="utf-8"))
-    diffs = [
-        f"  {key}: expected {expected.get(key)}, got {outcomes.get(key)}: {texts.get(key, '')[:120]}"
-        for key in sorted(set(expected) | set(outcomes))
-        if expected.get(key) != outcomes.get(key)
-    ]
-    assert not diffs, "corpus outcomes changed (MAILMON_REGEN_GOLDEN=1 to accept):\n" + "\n".join(
-        diffs
-    )
+    check_expectations(EXPECTATIONS, *corpus_outcomes(), kind="kind")
 
 
 # Lines that must always become events: a recipient's outcome or a refused recipient.
@@ -103,12 +63,7 @@ _SHOULD_BE_EVENTS = re.compile(
 
 def test_no_delivery_outcome_is_left_unparsed() -> None:
     """Delivery, failure, deferral and recipient-rejection lines are never unsupported."""
-    outcomes, texts = corpus_outcomes()
-    missed = [
-        f"{key}: {texts[key][:160]}"
-        for key, result in outcomes.items()
-        if result.startswith("unparsed:") and _SHOULD_BE_EVENTS.search(texts[key])
-    ]
+    missed = missed_outcomes(*corpus_outcomes(), _SHOULD_BE_EVENTS)
     assert not missed, "\n".join(missed)
 
 

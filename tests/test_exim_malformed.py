@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
-from parsing import accounted
+from parsing import accounted, feed, interleave
 
 from monitor.collectors.mta.exim import EximParser
 from monitor.collectors.mta.postfix import MAX_LINE_CHARS
@@ -18,15 +18,7 @@ GOOD = (DATA / "deferred_then_delivered.log").read_text(encoding="utf-8").splitl
 
 def feed_all(lines: list[str]) -> tuple[list[Event], EximParser]:
     parser = EximParser()
-    return [e for line in lines for e in parser.feed(line)], parser
-
-
-def interleave(junk: list[str]) -> list[str]:
-    out: list[str] = []
-    for n, line in enumerate(GOOD):
-        out.append(line)
-        out.append(junk[n % len(junk)])
-    return out
+    return feed(parser, lines), parser
 
 
 def test_truncated_and_malformed_lines_are_counted_and_neighbours_kept() -> None:
@@ -41,7 +33,7 @@ def test_truncated_and_malformed_lines_are_counted_and_neighbours_kept() -> None
         "2026-03-05 09:00:02 something nobody logs",
     ]
     clean, _ = feed_all(GOOD)
-    dirty, parser = feed_all(interleave(junk))
+    dirty, parser = feed_all(interleave(GOOD, junk))
     assert dirty == clean
     assert accounted(parser, dirty)
     assert parser.stats.unparsed == {
@@ -60,7 +52,7 @@ def test_binary_junk_never_raises(errors: str) -> None:
     junk += [f"2026-03-05 09:00:00 1vR9zz-000BxD-Kq ** {j}" for j in junk[:400]]
     junk += [f"2026-03-05 09:00:00 1vR9zz-000BxD-Kq <= {j}" for j in junk[:400]]
     clean, _ = feed_all(GOOD)
-    events, parser = feed_all(interleave(junk) + junk)
+    events, parser = feed_all(interleave(GOOD, junk) + junk)
     # Junk "**" lines may fail recipients of their own message id, never the good one's.
     assert [e for e in events if e.queue_id == "1vR9aa-000BxD-Kq"] == clean
     assert accounted(parser, events)

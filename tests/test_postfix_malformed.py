@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from parsing import accounted
+from parsing import accounted, feed, interleave
 
 from monitor.collectors.mta.postfix import MAX_LINE_CHARS, PostfixParser
 from monitor.model import Event, EventType
@@ -20,15 +20,7 @@ GOOD = (DATA / "deferred_then_delivered.log").read_text(encoding="utf-8").splitl
 
 def feed_all(lines: list[str], **kw: object) -> tuple[list[Event], PostfixParser]:
     parser = PostfixParser(reference_time=REFERENCE, **kw)  # type: ignore[arg-type]
-    return [e for line in lines for e in parser.feed(line)], parser
-
-
-def interleave(junk: list[str]) -> list[str]:
-    out: list[str] = []
-    for n, line in enumerate(GOOD):
-        out.append(line)
-        out.append(junk[n % len(junk)])
-    return out
+    return feed(parser, lines), parser
 
 
 def test_truncated_and_malformed_lines_are_counted_and_neighbours_kept() -> None:
@@ -43,7 +35,7 @@ def test_truncated_and_malformed_lines_are_counted_and_neighbours_kept() -> None
         "status=sent (250 2.0.0 Ok)",
     ]
     clean, _ = feed_all(GOOD)
-    dirty, parser = feed_all(interleave(junk))
+    dirty, parser = feed_all(interleave(GOOD, junk))
     assert dirty == clean
     assert accounted(parser, dirty)
     assert parser.stats.unparsed == {"smtp": 2, "qmgr": 2, "smtpd": 2, "cleanup": 2, "<framing>": 4}
@@ -59,7 +51,7 @@ def test_binary_junk_never_raises(errors: str) -> None:
     junk += [f"Mar  5 09:00:00 mx-out1 postfix/smtp[1]: {j}" for j in junk[:1000]]
     junk += [f"Mar  5 09:00:00 mx-out1 postfix/smtp[1]: 0A1B2C3D4E: to=<{j}" for j in junk[:500]]
     clean, _ = feed_all(GOOD)
-    events, parser = feed_all(interleave(junk) + junk)
+    events, parser = feed_all(interleave(GOOD, junk) + junk)
     assert events == clean
     assert accounted(parser, events)
     assert parser.stats.lines == 2 * len(GOOD) + len(junk)

@@ -20,22 +20,28 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from servers.exim import INSTALL_HINT, EximInstance, EximMissing, find_exim
 from servers.smtp_sink import Accepted, Behaviour, SmtpSink, behaviour_for
 
-from integration.test_postfix_real import COUNTS, counts, mailmon
+from integration.mta_scenario import (
+    Design,
+    check_designed_traffic,
+    check_ndrs_only_when_asked,
+    counts,
+    free_port,
+    mailmon,
+    stats,
+    submit_all,
+    trace,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -60,10 +66,6 @@ _NULL_ARRIVAL = re.compile(r" ([0-9A-Za-z-]{16,23}) <= <> ")
 _COMPLETED = re.compile(r" ([0-9A-Za-z-]{16,23}) Completed$")
 
 
-def domain(address: str) -> str:
-    return address.rpartition("@")[2]
-
-
 def outcome(recipient: str) -> str:
     """The final outcome the scripted peer gives ``recipient``."""
     return {
@@ -73,26 +75,10 @@ def outcome(recipient: str) -> str:
     }[behaviour_for(RULES, recipient)]
 
 
-def expected_by_domain() -> dict[str, dict[str, int]]:
-    """Per recipient domain: recipients by final outcome, and deferral attempts."""
-    rows: dict[str, dict[str, int]] = {}
-    for recipients in MESSAGES.values():
-        for rcpt in recipients:
-            row = rows.setdefault(domain(rcpt), dict.fromkeys(COUNTS, 0))
-            final = outcome(rcpt)
-            row["submitted"] += 1
-            row[final] += 1
-            if final == "expired":
-                row["deferred"] += ROUNDS
-    return rows
-
-
-def messages_with(final: str) -> set[str]:
-    return {key for key, rcpts in MESSAGES.items() if any(outcome(r) == final for r in rcpts)}
-
+DESIGN = Design(MESSAGES, outcome, ROUNDS)
 
 #: Exim returns a message once for the addresses failed in round 1, once more at expiry.
-NDRS = len(messages_with("bounced")) + len(messages_with("expired"))
+NDRS = len(DESIGN.messages_with("bounced")) + len(DESIGN.messages_with("expired"))
 
 
 @dataclass(frozen=True)
@@ -105,12 +91,6 @@ class Scenario:
     queue_ids: dict[str, str]
     message_ids: dict[str, str]
     accepted: list[Accepted]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _outcomes(lines: list[str]) -> Counter[tuple[str, str, str]]:
@@ -131,22 +111,13 @@ def _notices_done(lines: list[str], want: int) -> bool:
 
 
 def _run(mta: EximInstance) -> tuple[dict[str, str], dict[str, str]]:
-    queue_ids, message_ids = {}, {}
-    for key, recipients in MESSAGES.items():
-        message = EmailMessage()
-        message["From"] = SENDER
-        message["To"] = ", ".join(recipients)
-        message["Subject"] = f"integration {key}"
-        message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = message_ids[key] = make_msgid(idstring=key, domain="app.test")
-        message.set_content(f"message {key}\n")
-        queue_ids[key] = mta.submit(message, SENDER, recipients)
+    queue_ids, message_ids = submit_all(mta, MESSAGES, SENDER)
     first_failure = time.monotonic()
     sent = {(queue_ids[k], r) for k, rcpts in MESSAGES.items() for r in rcpts}
 
     def round_one(lines: list[str]) -> bool:
         seen = {(q, r) for q, r, _ in _outcomes(lines)}
-        return sent <= seen and _notices_done(lines, len(messages_with("bounced")))
+        return sent <= seen and _notices_done(lines, len(DESIGN.messages_with("bounced")))
 
     mta.wait_for_log(round_one)
     flags = {"delivered": ("=>", "->"), "bounced": ("**",), "expired": ("==",)}
@@ -183,7 +154,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     (workdir / "mailmon.toml").write_text("", encoding="utf-8")
     with ExitStack() as stack:
         sink = stack.enter_context(SmtpSink(RULES))
-        mta = EximInstance(workdir, _free_port(), sink.port, DOMAINS)
+        mta = EximInstance(workdir, free_port(), sink.port, DOMAINS)
         stack.callback(mta.stop)  # registered first: a failed start is cleaned up too
         mta.start()
         queue_ids, message_ids = _run(mta)
@@ -191,18 +162,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     db_url = f"sqlite:///{workdir / 'm.db'}"
     mailmon(workdir, "ingest", "exim", str(mta.log_file), "--db", db_url)
     yield Scenario(workdir, mta.log_file, db_url, queue_ids, message_ids, sink.accepted)
-
-
-def stats(s: Scenario, *flags: str) -> list[dict[str, Any]]:
-    rows = json.loads(mailmon(s.workdir, "stats", "--json", "--db", s.db_url, *flags))
-    assert isinstance(rows, list)
-    return rows
-
-
-def trace(s: Scenario, query: str) -> dict[str, Any]:
-    result = json.loads(mailmon(s.workdir, "trace", query, "--json", "--db", s.db_url))
-    assert isinstance(result, dict)
-    return result
 
 
 def test_exim_is_available() -> None:
@@ -215,18 +174,13 @@ def test_exim_is_available() -> None:
 
 def test_peer_received_the_designed_traffic(scenario: Scenario) -> None:
     """The scripted peer saw exactly the designed deliveries, so the expectations are sound."""
-    delivered = Counter(
-        rcpt for m in scenario.accepted if m.mail_from == SENDER for rcpt in m.rcpt_tos
-    )
-    want = Counter(r for rcpts in MESSAGES.values() for r in rcpts if outcome(r) == "delivered")
-    assert delivered == want
-    assert [m.rcpt_tos for m in scenario.accepted if m.mail_from == ""] == [(SENDER,)] * NDRS
+    check_designed_traffic(scenario.accepted, DESIGN, SENDER, NDRS)
 
 
 def test_stats_by_domain_count_exactly_what_was_sent(scenario: Scenario) -> None:
     """`stats --by domain` has per domain the exact recipients by outcome and deferral attempts."""
     rows = stats(scenario, "--by", "domain")
-    assert counts(rows, "domain") == expected_by_domain()
+    assert counts(rows, "domain") == DESIGN.expected_by_domain()
     by_domain = {row["domain"]: row for row in rows}
     assert by_domain["ok.test"]["delivery_rate"] == 1.0
     assert by_domain["userunknown.test"]["bounce_rate"] == 1.0
@@ -235,26 +189,18 @@ def test_stats_by_domain_count_exactly_what_was_sent(scenario: Scenario) -> None
 
 def test_stats_count_our_bounce_notices_only_when_asked(scenario: Scenario) -> None:
     """Exim's null-sender notices count only with `--include-ndr`, and only for app.test."""
-    plain = counts(stats(scenario, "--by", "domain"), "domain")
-    with_ndr = counts(stats(scenario, "--by", "domain", "--include-ndr"), "domain")
-    ndr_row = dict.fromkeys(COUNTS, 0) | {"submitted": NDRS, "delivered": NDRS}
-    assert with_ndr == plain | {"app.test": ndr_row}
+    check_ndrs_only_when_asked(scenario, NDRS)
 
 
 def test_trace_shows_each_recipients_attempts(scenario: Scenario) -> None:
     """`trace <message-id>` and `trace <exim id>` list each recipient's designed timeline."""
-    events_of = {
-        "delivered": ["submitted", "delivered"],
-        "bounced": ["submitted", "bounced"],
-        "expired": ["submitted", *["deferred"] * ROUNDS, "expired"],
-    }
     for key, recipients in MESSAGES.items():
         found = trace(scenario, scenario.message_ids[key])
         deliveries = {d["recipient"]: d for d in found["deliveries"]}
         assert sorted(deliveries) == sorted(recipients)
         for rcpt, delivery in deliveries.items():
             assert delivery["queue_id"] == scenario.queue_ids[key]
-            assert [e["type"] for e in delivery["events"]] == events_of[outcome(rcpt)], rcpt
+            assert [e["type"] for e in delivery["events"]] == DESIGN.timeline(rcpt), rcpt
         by_queue_id = trace(scenario, scenario.queue_ids[key])
         assert by_queue_id["deliveries"] == found["deliveries"]
     m1 = {

@@ -19,21 +19,16 @@ sender) go to ``sender@app.test`` on the accepting peer.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +41,20 @@ from servers.smtp_sink import (
     RefusedPort,
     SmtpSink,
     behaviour_for,
+)
+
+from integration.mta_scenario import (
+    COUNTS,
+    Design,
+    check_designed_traffic,
+    check_ndrs_only_when_asked,
+    counts,
+    domain,
+    free_port,
+    mailmon,
+    stats,
+    submit_all,
+    trace,
 )
 
 pytestmark = pytest.mark.integration
@@ -101,8 +110,6 @@ PINNED_RETRIES = {
     "bounce_queue_lifetime": "1d",
 }
 
-COUNTS = ("submitted", "delivered", "deferred", "bounced", "expired", "rejected", "complained")
-RATES = ("delivery_rate", "bounce_rate", "deferral_rate", "complaint_rate")
 POSTFIX_STATUS = {"delivered": "sent", "bounced": "bounced", "expired": "deferred"}
 
 _STATUS = re.compile(r" (?P<qid>[0-9A-F]+): to=<(?P<rcpt>[^>]*)>,.*? status=(?P<status>[a-z-]+)")
@@ -111,10 +118,6 @@ _REMOVED = re.compile(r" (?P<qid>[0-9A-F]+): removed$")
 
 
 # -- the design: what must happen --------------------------------------------------------
-
-
-def domain(address: str) -> str:
-    return address.rpartition("@")[2]
 
 
 def outcome(recipient: str) -> str:
@@ -132,28 +135,12 @@ def outcome(recipient: str) -> str:
     }[behaviour_for(MAIN_RULES, recipient)]
 
 
-def expected_by_domain() -> dict[str, dict[str, int]]:
-    """Per recipient domain: recipients by final outcome, and deferral attempts."""
-    rows: dict[str, dict[str, int]] = {}
-    for recipients in MESSAGES.values():
-        for rcpt in recipients:
-            row = rows.setdefault(domain(rcpt), dict.fromkeys(COUNTS, 0))
-            final = outcome(rcpt)
-            row["submitted"] += 1
-            row[final] += 1
-            if final == "expired":
-                row["deferred"] += ROUNDS
-    return rows
-
-
-def messages_with(final: str) -> set[str]:
-    return {key for key, rcpts in MESSAGES.items() if any(outcome(r) == final for r in rcpts)}
-
+DESIGN = Design(MESSAGES, outcome, ROUNDS)
 
 #: Postfix returns a message once for the recipients bounced in a round and once more
 #: for those still queued when it expires.
-NDRS_AFTER_ROUND_ONE = len(messages_with("bounced"))
-NDRS = NDRS_AFTER_ROUND_ONE + len(messages_with("expired"))
+NDRS_AFTER_ROUND_ONE = len(DESIGN.messages_with("bounced"))
+NDRS = NDRS_AFTER_ROUND_ONE + len(DESIGN.messages_with("expired"))
 
 
 # -- running the scenario ----------------------------------------------------------------
@@ -172,12 +159,6 @@ class Scenario:
     finished: datetime
     accepted: list[Accepted]  # what the accepting peer took
     spam_refusals: list[tuple[str, ...]]  # recipients of transactions refused after DATA
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _statuses(lines: list[str]) -> Counter[tuple[str, str, str]]:
@@ -203,20 +184,6 @@ def _next_second() -> None:
     time.sleep(1.02 - time.time() % 1)
 
 
-def _submit_all(mta: PostfixInstance) -> tuple[dict[str, str], dict[str, str]]:
-    queue_ids, message_ids = {}, {}
-    for key, recipients in MESSAGES.items():
-        message = EmailMessage()
-        message["From"] = SENDER
-        message["To"] = ", ".join(recipients)
-        message["Subject"] = f"integration {key}"
-        message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = message_ids[key] = make_msgid(idstring=key, domain="app.test")
-        message.set_content(f"message {key}\n")
-        queue_ids[key] = mta.submit(message, SENDER, recipients)
-    return queue_ids, message_ids
-
-
 def _run_rounds(mta: PostfixInstance, queue_ids: dict[str, str]) -> None:
     """Round 1, one flush, then force-expiry; each waits until Postfix has logged it all."""
     sent = {(queue_ids[k], r) for k, rcpts in MESSAGES.items() for r in rcpts}
@@ -235,7 +202,7 @@ def _run_rounds(mta: PostfixInstance, queue_ids: dict[str, str]) -> None:
         seen = _statuses(lines)
         return all(seen[q, r, "deferred"] >= ROUNDS for q, r in temporary) and settled()
 
-    expiring = {queue_ids[k] for k in messages_with("expired")}
+    expiring = {queue_ids[k] for k in DESIGN.messages_with("expired")}
 
     def expired(lines: list[str]) -> bool:
         removed = {m["qid"] for line in lines if (m := _REMOVED.search(line))}
@@ -286,11 +253,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         ports = {"main": main.port, "spam": spam.port, "greeting": greeting.port}
         ports["refused"] = refused.port
         transports = {d: f"smtp:[127.0.0.1]:{ports[peer]}" for d, peer in ROUTES.items()}
-        mta = PostfixInstance(workdir, _free_port(), transports, settings=PINNED_RETRIES)
+        mta = PostfixInstance(workdir, free_port(), transports, settings=PINNED_RETRIES)
         stack.callback(mta.stop)  # registered first: a failed start is cleaned up too
         mta.start()
         started = datetime.now(UTC)
-        queue_ids, message_ids = _submit_all(mta)
+        queue_ids, message_ids = submit_all(mta, MESSAGES, SENDER)
         _run_rounds(mta, queue_ids)
         finished = datetime.now(UTC)
         mta.stop()
@@ -309,56 +276,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     )
 
 
-# -- the CLI, as a user runs it ------------------------------------------------------------
-
-
-def mailmon(workdir: Path, *args: str, stdin: bytes | None = None) -> str:
-    """Run the installed ``mailmon`` with an empty config and no DNS; return its stdout."""
-    executable = Path(sys.executable).with_name("mailmon")
-    if not executable.exists():
-        pytest.fail(f"{executable} not found: install the project (pip install -e '.[test]')")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILMON_")}
-    env |= {
-        "MAILMON_RESOLVE_MX": "0",
-        "MAILMON_CONFIG": str(workdir / "mailmon.toml"),
-        "MAILMON_DATA_DIR": str(workdir / "data"),
-    }
-    done = subprocess.run(
-        [str(executable), *args],
-        cwd=workdir,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, (
-        f"mailmon {' '.join(args)} exited {done.returncode}\n"
-        f"stdout:\n{done.stdout.decode(errors='replace')}\n"
-        f"stderr:\n{done.stderr.decode(errors='replace')}"
-    )
-    return done.stdout.decode()
-
-
-def stats(s: Scenario, *flags: str, db_url: str | None = None) -> list[dict[str, Any]]:
-    out = mailmon(s.workdir, "stats", "--json", "--db", db_url or s.db_url, *flags)
-    rows = json.loads(out)
-    assert isinstance(rows, list)
-    return rows
-
-
-def counts(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, int]]:
-    """``{group: {count: n}}`` from stats rows, after checking every row has every field."""
-    for row in rows:
-        missing = {key, *COUNTS, *RATES} - set(row)
-        assert not missing, f"stats row lacks {sorted(missing)}: {row}"
-    return {row[key]: {c: row[c] for c in COUNTS} for row in rows}
-
-
-def trace(s: Scenario, query: str) -> dict[str, Any]:
-    result = json.loads(mailmon(s.workdir, "trace", query, "--json", "--db", s.db_url))
-    assert isinstance(result, dict)
-    return result
+# -- reading the CLI's answers -------------------------------------------------------------
 
 
 def bare(message_id: str) -> str:
@@ -383,20 +301,14 @@ def test_postfix_is_installed() -> None:
 
 def test_peers_received_the_designed_traffic(scenario: Scenario) -> None:
     """The scripted peers saw exactly the designed deliveries, so the expectations are sound."""
-    delivered = Counter(
-        rcpt for m in scenario.accepted if m.mail_from == SENDER for rcpt in m.rcpt_tos
-    )
-    want = Counter(r for rcpts in MESSAGES.values() for r in rcpts if outcome(r) == "delivered")
-    assert delivered == want
-    ndrs = [m.rcpt_tos for m in scenario.accepted if m.mail_from == ""]
-    assert ndrs == [(SENDER,)] * NDRS
+    check_designed_traffic(scenario.accepted, DESIGN, SENDER, NDRS)
     assert scenario.spam_refusals == [tuple(r for r in MESSAGES["m3"] if outcome(r) == "bounced")]
 
 
 def test_stats_by_domain_count_exactly_what_was_sent(scenario: Scenario) -> None:
     """`stats --by domain` has per domain the exact recipients by outcome and deferral attempts."""
     rows = stats(scenario, "--by", "domain")
-    assert counts(rows, "domain") == expected_by_domain()
+    assert counts(rows, "domain") == DESIGN.expected_by_domain()
     by_domain = {row["domain"]: row for row in rows}
     # Rates that every definition agrees on: the domains with one outcome only.
     assert by_domain["ok.test"]["delivery_rate"] == 1.0
@@ -416,7 +328,7 @@ def test_stats_by_domain_count_exactly_what_was_sent(scenario: Scenario) -> None
 def test_stats_by_provider_add_up_to_the_domains(scenario: Scenario) -> None:
     """`stats --by provider` puts the test domains (no known provider, no DNS) under `other`."""
     total = dict.fromkeys(COUNTS, 0)
-    for row in expected_by_domain().values():
+    for row in DESIGN.expected_by_domain().values():
         for name in COUNTS:
             total[name] += row[name]
     assert counts(stats(scenario, "--by", "provider"), "provider") == {"other": total}
@@ -424,20 +336,11 @@ def test_stats_by_provider_add_up_to_the_domains(scenario: Scenario) -> None:
 
 def test_stats_leave_out_our_own_bounce_notices_unless_asked(scenario: Scenario) -> None:
     """Postfix's null-sender notices count only with `--include-ndr`, and only for app.test."""
-    plain = counts(stats(scenario, "--by", "domain"), "domain")
-    assert "app.test" not in plain
-    with_ndr = counts(stats(scenario, "--by", "domain", "--include-ndr"), "domain")
-    ndr_row = dict.fromkeys(COUNTS, 0) | {"submitted": NDRS, "delivered": NDRS}
-    assert with_ndr == plain | {"app.test": ndr_row}
+    check_ndrs_only_when_asked(scenario, NDRS)
 
 
 def _check_timeline(s: Scenario, found: dict[str, Any], key: str) -> None:
     """Each recipient of message ``key`` has its designed attempts, in time order."""
-    events_of = {
-        "delivered": ["submitted", "delivered"],
-        "bounced": ["submitted", "bounced"],
-        "expired": ["submitted", *["deferred"] * ROUNDS, "expired"],
-    }
     deliveries = {d["recipient"]: d for d in found["deliveries"]}
     assert sorted(deliveries) == sorted(MESSAGES[key])
     for rcpt, delivery in deliveries.items():
@@ -446,7 +349,7 @@ def _check_timeline(s: Scenario, found: dict[str, Any], key: str) -> None:
         assert delivery["queue_id"] == s.queue_ids[key]
         assert delivery["state"] == final, rcpt
         events = delivery["events"]
-        assert [e["type"] for e in events] == events_of[final], rcpt
+        assert [e["type"] for e in events] == DESIGN.timeline(rcpt), rcpt
         times = [_when(e["occurred_at"]) for e in events]
         assert times == sorted(times), rcpt
         slack = timedelta(seconds=2)

@@ -26,19 +26,16 @@ import re
 import shutil
 import signal
 import smtplib
-import stat
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self
+
+from servers.mta import MtaInstance, let_others_traverse
 
 __all__ = ["EXIM_ROOT", "INSTALL_HINT", "EximInstance", "EximMissing", "find_exim"]
-
-T = TypeVar("T")
 
 #: Where install-test-deps.sh unpacks exim4-daemon-light (fetched once per machine).
 EXIM_ROOT = Path(os.environ.get("MAILMON_EXIM_ROOT", "/var/cache/mailmon-test/exim"))
@@ -108,15 +105,6 @@ def find_exim() -> Path:
     return binary
 
 
-def _let_others_traverse(directory: Path) -> None:
-    """Add search permission for others to ``directory`` and every parent (Exim drops root)."""
-    for path in [directory, *directory.parents]:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        wanted = mode | stat.S_IXGRP | stat.S_IXOTH
-        if wanted != mode:
-            path.chmod(wanted)
-
-
 def _edit_trusted(config: Path, add: bool) -> None:
     """Add or remove ``config`` in Exim's list of trusted ``-C`` files, under a lock."""
     lock_path = Path(tempfile.gettempdir()) / "mailmon-exim-trusted_configs.lock"
@@ -139,13 +127,16 @@ def _edit_trusted(config: Path, add: bool) -> None:
                 TRUSTED_CONFIGS.parent.rmdir()
 
 
-class EximInstance:
+class EximInstance(MtaInstance):
     """An Exim daemon on ``127.0.0.1:port`` relaying ``domains`` to ``127.0.0.1:sink_port``.
 
     ``retry_rule`` is the one line of the retry section; the default gives up on an address
     5 s after its first temporary failure and never retries on its own (no queue runner:
     :meth:`run_queue` runs one, forced).
     """
+
+    name = "Exim"
+    log_name = "mainlog"
 
     def __init__(
         self,
@@ -182,20 +173,8 @@ class EximInstance:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as client:
-                    client.noop()
-                return self
-            except OSError as error:
-                if self._daemon.poll() is not None or time.monotonic() > deadline:
-                    err = self._daemon.stderr.read().decode() if self._daemon.stderr else ""
-                    raise TimeoutError(
-                        f"Exim did not answer on 127.0.0.1:{self.port}: {error}\n{err}\n"
-                        + self.log_tail()
-                    ) from error
-                time.sleep(0.05)
+        self._await_smtp(timeout)
+        return self
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the daemon and drop the trusted-config entry; safe to call twice."""
@@ -212,14 +191,6 @@ class EximInstance:
                 daemon.stderr.close()
         with contextlib.suppress(OSError):
             _edit_trusted(self.config, add=False)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- queue control ---------------------------------------------------------------
 
@@ -247,33 +218,13 @@ class EximInstance:
         assert found is not None, lines[0]
         return found.group(1)
 
-    # -- the log ---------------------------------------------------------------------
-
-    def log_lines(self) -> list[str]:
-        try:
-            return self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-
-    def log_tail(self, lines: int = 40) -> str:
-        tail = "\n".join(self.log_lines()[-lines:])
-        return f"--- last lines of {self.log_file} ---\n{tail}"
-
-    def wait_for_log(self, predicate: Callable[[list[str]], T], timeout: float = 30.0) -> T:
-        """Poll the mainlog until ``predicate(lines)`` is truthy and return its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate(self.log_lines())
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"mainlog did not satisfy {getattr(predicate, '__name__', predicate)} "
-                    f"within {timeout:.0f} s\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
-
     # -- internals -------------------------------------------------------------------
+
+    def _exit_output(self) -> str | None:
+        daemon = self._daemon
+        if daemon is None or daemon.poll() is None:
+            return None
+        return daemon.stderr.read().decode() if daemon.stderr else ""
 
     def _env(self) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TZ": "UTC"}
@@ -282,7 +233,7 @@ class EximInstance:
         for directory in (self.root, self.spool, self.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
             directory.chmod(0o755)
-        _let_others_traverse(self.root)
+        let_others_traverse(self.root)
         for directory in (self.spool, self.log_dir):
             shutil.chown(directory, "Debian-exim", "Debian-exim")
         text = _CONFIG.format(
@@ -299,12 +250,4 @@ class EximInstance:
 
     def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         argv = [str(find_exim()), "-C", str(self.config), *args]
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, check=False, env=self._env()
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}\n"
-                + self.log_tail()
-            )
-        return done
+        return self._command(argv, self._env(), timeout=timeout)

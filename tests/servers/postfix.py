@@ -26,18 +26,16 @@ import re
 import shutil
 import signal
 import smtplib
-import stat
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
+
+from servers.mta import MtaInstance, let_others_traverse
 
 __all__ = ["INSTALL_HINT", "PostfixInstance", "PostfixMissing", "find_postfix"]
-
-T = TypeVar("T")
 
 INSTALL_HINT = (
     "Postfix is not installed: run `sudo scripts/install-test-deps.sh` "
@@ -116,26 +114,17 @@ def find_postfix(command: str = "postfix") -> str:
     return path
 
 
-def _let_others_traverse(directory: Path) -> None:
-    """Add search permission for others to ``directory`` and every parent.
-
-    pytest's and mkdtemp()'s directories are 0700, and Postfix's daemons (user
-    ``postfix``) must reach the queue and data directories inside.
-    """
-    for path in [directory, *directory.parents]:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        wanted = mode | stat.S_IXGRP | stat.S_IXOTH
-        if wanted != mode:
-            path.chmod(wanted)
-
-
-class PostfixInstance:
+class PostfixInstance(MtaInstance):
     """A Postfix listening on ``127.0.0.1:port`` with config, queue and maillog under ``tmpdir``.
 
     ``transport_map`` maps a recipient domain to a transport, e.g.
     ``{"ok.test": "smtp:[127.0.0.1]:2526"}``; other domains bounce (``default_transport``).
     ``settings`` override main.cf parameters (backoff times, queue lifetimes, ...).
     """
+
+    name = "Postfix"
+    log_name = "maillog"
+    log_timeout = 20.0
 
     def __init__(
         self,
@@ -167,19 +156,8 @@ class PostfixInstance:
         self._write_config()
         self._started = True
         self._run("postfix", "start")
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as client:
-                    client.noop()
-                return self
-            except OSError as error:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"Postfix did not answer on 127.0.0.1:{self.port}: {error}\n"
-                        + self.log_tail()
-                    ) from error
-                time.sleep(0.05)
+        self._await_smtp(timeout)
+        return self
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the master and its daemons; safe to call twice or after a failed start."""
@@ -196,14 +174,6 @@ class PostfixInstance:
                 os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.05)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- queue control ---------------------------------------------------------------
 
@@ -242,34 +212,10 @@ class PostfixInstance:
             raise smtplib.SMTPDataError(code, reply)
         return match.group(1)
 
-    # -- the log ---------------------------------------------------------------------
-
-    def log_lines(self) -> list[str]:
-        try:
-            return self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-
-    def log_tail(self, lines: int = 40) -> str:
-        tail = "\n".join(self.log_lines()[-lines:])
-        return f"--- last lines of {self.log_file} ---\n{tail}"
-
-    def wait_for_log(self, predicate: Callable[[list[str]], T], timeout: float = 20.0) -> T:
-        """Poll the maillog until ``predicate(lines)`` is truthy and return its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate(self.log_lines())
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"maillog did not satisfy {getattr(predicate, '__name__', predicate)} "
-                    f"within {timeout:.0f} s\n{self.log_tail()}\n"
-                    f"--- postqueue -p ---\n{self.queue_listing()}"
-                )
-            time.sleep(0.05)
-
     # -- internals -------------------------------------------------------------------
+
+    def _queue_report(self) -> str:
+        return f"\n--- postqueue -p ---\n{self.queue_listing()}"
 
     def main_cf(self) -> dict[str, str]:
         """The main.cf parameters this instance runs with."""
@@ -289,7 +235,7 @@ class PostfixInstance:
         for directory in (self.config_dir, self.queue_dir, self.data_dir, self.log_file.parent):
             directory.mkdir(parents=True, exist_ok=True)
             directory.chmod(0o755)
-        _let_others_traverse(self.root)
+        let_others_traverse(self.root)
         shutil.chown(self.data_dir, "postfix", "postfix")
         main = "".join(f"{key} = {value}\n" for key, value in self.main_cf().items())
         (self.config_dir / "main.cf").write_text(main, encoding="utf-8")
@@ -310,15 +256,7 @@ class PostfixInstance:
         argv = [find_postfix(command), "-c", str(self.config_dir), *args]
         # TZ reaches every daemon (import_environment): the maillog is written in UTC.
         env = {**os.environ, "TZ": "UTC"}
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, check=False, env=env
-        )
-        if check and done.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}\n"
-                + self.log_tail()
-            )
-        return done
+        return self._command(argv, env, check=check, timeout=timeout)
 
 
 def _alive(pid: int) -> bool:
