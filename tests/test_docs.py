@@ -8,9 +8,12 @@ import typing
 from pathlib import Path
 
 from pydantic import BaseModel
+from starlette.routing import Route
 
 from monitor.cli import build_parser
 from monitor.config import Config, load_config
+from monitor.metrics import Metrics
+from monitor.service.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -101,3 +104,30 @@ def test_readme_shows_every_subcommand() -> None:
     assert shown == _subcommands()
     everywhere = set(re.findall(r"`mailmon ([a-z]+)", readme))
     assert everywhere <= _subcommands()
+
+
+def _subparser(*command: str) -> typing.Any:
+    parser = build_parser()
+    for name in command:
+        action = next(a for a in parser._actions if isinstance(a.choices, dict) and name in a.choices)
+        parser = typing.cast(dict[str, typing.Any], action.choices)[name]
+    return parser
+
+
+def _help(*command: str) -> str:
+    return " ".join(_subparser(*command).format_help().split())
+
+
+def test_serve_help_names_every_endpoint() -> None:
+    """`mailmon serve --help` names every path the service answers, as the README does."""
+    app = create_app(Metrics())
+    paths = {route.path for route in app.routes if isinstance(route, Route)} - {"/"}
+    text = _help("serve")
+    assert {p for p in paths if p not in text} == set()
+
+
+def test_dashboards_export_usage_is_unambiguous() -> None:
+    """`dashboards export` shows where it reads and where it writes under different names."""
+    usage = _subparser("dashboards", "export").format_usage()
+    metavars = re.findall(r"\b[A-Z]{3,}\b", usage)
+    assert len(metavars) == len(set(metavars)), usage
