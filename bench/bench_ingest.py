@@ -68,6 +68,8 @@ class Run:
     peak_rss_bytes: int
     returncode: int
     output: str = ""
+    cpu_seconds: float = 0.0  # user + system, all threads: barely moved by other load
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after
     events: dict[str, int] = field(default_factory=dict)
     db_bytes: int = 0
 
@@ -80,6 +82,7 @@ class Run:
         out["lines_per_second"] = round(self.lines_per_second)
         out["peak_rss_mb"] = round(self.peak_rss_bytes / 1e6, 1)
         out["wall_seconds"] = round(self.wall_seconds, 3)
+        out["cpu_seconds"] = round(self.cpu_seconds, 3)
         return out
 
 
@@ -134,6 +137,7 @@ def measure(
 ) -> Run:
     """Run ``command`` to completion; its stdout goes to ``output`` (or /dev/null)."""
     sink = open(output, "wb") if output else open(os.devnull, "wb")  # noqa: SIM115
+    load_before = os.getloadavg()[0]
     with sink, open(OUT / f"{name}.stderr", "wb") as errors:
         started = time.perf_counter()
         proc = subprocess.Popen(command, stdout=sink, stderr=errors, env=env, cwd=REPO)
@@ -148,7 +152,9 @@ def measure(
     text = output.read_text(errors="replace") if output else ""
     if proc.returncode:
         text += (OUT / f"{name}.stderr").read_text(errors="replace")[-4000:]
-    return Run(name, command, lines, wall, peak, proc.returncode, text)
+    cpu = usage.ru_utime + usage.ru_stime
+    load = (round(load_before, 2), round(os.getloadavg()[0], 2))
+    return Run(name, command, lines, wall, peak, proc.returncode, text, cpu_seconds=cpu, load=load)
 
 
 def fingerprint() -> str:
@@ -367,12 +373,17 @@ def print_report(
     assert isinstance(code, dict)
     dirty = " + uncommitted changes in monitor/" if code["monitor_dirty"] else ""
     print(f"\nmailmon at commit {code['commit']}{dirty}; config {report['mailmon_config']}")
-    print(f"{'command':<18} {'lines':>10} {'wall s':>8} {'lines/s':>10} {'peak RSS MB':>12}  rc")
+    print(
+        f"{'command':<18} {'lines':>10} {'wall s':>8} {'cpu s':>7} {'lines/s':>10} "
+        f"{'peak RSS MB':>12}  rc  load before/after"
+    )
     for r in runs:
         print(
-            f"{r.name:<18} {r.lines:>10,} {r.wall_seconds:>8.2f} {r.lines_per_second:>10,.0f} "
-            f"{r.peak_rss_bytes / 1e6:>12.1f}  {r.returncode}"
+            f"{r.name:<18} {r.lines:>10,} {r.wall_seconds:>8.2f} {r.cpu_seconds:>7.2f} "
+            f"{r.lines_per_second:>10,.0f} {r.peak_rss_bytes / 1e6:>12.1f}  {r.returncode:>2}"
+            f"  {r.load[0]:.2f} / {r.load[1]:.2f}"
         )
+    print(f"(load: 1-minute load average; {os.cpu_count()} CPUs. Above 1, something else ran.)")
 
     for n, run in mailmon.items():
         print(f"\nmailmon {label(n)} says:")

@@ -539,7 +539,12 @@ def test_greylisting_is_not_mailboxfull() -> None:
     [
         (550, "5.1.1", "User unknown", True, True),
         (550, "5.1.1", "User unknown", False, False),  # a deferral is never hard
-        (450, "4.1.1", "User unknown", True, False),  # transient class
+        # a final failure naming an unknown user is hard whatever the class (Sisimai 5.2
+        # is_hardbounce): a 450 kept until the message expired still means no such user
+        (450, "4.1.1", "User unknown", True, True),
+        (450, "4.1.1", None, True, False),  # a 4xx status alone is only a guess
+        (450, "4.1.1", "User unknown, try again later", True, False),  # says it is temporary
+        (450, "4.1.2", "Domain not found", True, True),
         (550, "5.1.2", "Host unknown", True, True),
         (551, "5.1.6", "User has moved", True, True),
         (556, "5.1.10", "Recipient address has null MX", True, True),  # permanent notaccept
@@ -549,7 +554,7 @@ def test_greylisting_is_not_mailboxfull() -> None:
     ],
 )
 def test_hard_only_for_addresses_that_will_never_work(
-    code: int, status: str, text: str, final: bool, hard: bool
+    code: int, status: str, text: str | None, final: bool, hard: bool
 ) -> None:
     """Hard: userunknown, hostunknown, hasmoved and a permanent notaccept, on a final failure."""
     assert classify(code, status, text, final=final).hard is hard
@@ -694,10 +699,10 @@ def test_sisimai_corpus_accuracy_floor() -> None:
 
 # Measured floors (bench/bench_classify.py prints the current figures); raise them as the
 # parser and the rules improve, never lower them to make a change pass.
-REASON_FLOOR = 0.95
-DSN_REASON_FLOOR = 0.94
-HARD_FLOOR = 0.98
-RECIPIENT_FLOOR = 0.985
+REASON_FLOOR = 0.956  # 638 of 667 rows
+DSN_REASON_FLOOR = 0.949  # 358 of 377
+HARD_FLOOR = 0.989  # 660 of 667
+RECIPIENT_FLOOR = 0.986  # 658 of 667
 #: Our own corpora (provider replies from their docs, real Postfix/Exim reports of them,
 #: hand-written fixtures): every label is met.
 OWN_REASON_FLOOR = 1.0

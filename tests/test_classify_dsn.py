@@ -277,6 +277,75 @@ def test_dsn_returned_inside_a_dsn_is_reported_apart() -> None:
     assert all(e.recipient != "gone@example.org" for e in report_events(report, source="test"))
 
 
+def test_recipient_groups_without_blank_lines_are_split() -> None:
+    """Per-recipient fields run together (no blank line, RFC 3464 section 2) still give one
+    recipient each, with its own Original-Recipient, status and reason."""
+    fields = (
+        "Reporting-MTA: dns; relay.example.net\n"
+        "Final-Recipient: rfc822; full@example.org\nAction: failed\nStatus: 5.2.2\n"
+        "Diagnostic-Code: smtp; 550 5.2.2 <full@example.org>... Mailbox Full\n"
+        "Original-Recipient: rfc822; alias@example.org\n"
+        "Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 <gone@example.org>... User Unknown\n"
+    )
+    text = (
+        "From: MAILER-DAEMON@relay.example.net\nTo: s@example.net\nSubject: Undeliverable\n"
+        "MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; "
+        'boundary="b"\n\n--b\nContent-Type: text/plain\n\nNot delivered.\n\n'
+        f"--b\nContent-Type: message/delivery-status\n\n{fields}\n--b--\n"
+    )
+    got = [
+        (r.recipient, r.original_recipient, r.status, r.reason, r.hard)
+        for r in parse(text.encode()).recipients
+    ]
+    assert got == [
+        ("full@example.org", None, "5.2.2", "mailboxfull", False),
+        ("gone@example.org", "alias@example.org", "5.1.1", "userunknown", True),
+    ]
+
+
+def test_sendmail_result_line_is_explained_by_the_session_above_it() -> None:
+    """In an old Sendmail transcript each "554 <a@b>... ..." line ends its own session: the
+    next host's "550 Host unknown" is not lent to the address before it."""
+    text = (
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@relay.example.net>\n"
+        "To: s@example.net\nSubject: Returned mail: Remote protocol error\n\n"
+        "   ----- Transcript of session follows -----\n"
+        "While talking to mx.example.org:\n>>> MAIL From:<s@example.net>\n"
+        "<<< 550 Relaying denied for your host\n"
+        "554 <ann@example.org>... Remote protocol error\n"
+        "550 example.com (smtp)... 550 Host unknown\n"
+        "554 <bob@example.com>... 550 Host unknown (Authoritative answer from name server)\n"
+    )
+    got = {r.recipient: (r.reason, r.hard) for r in parse(text.encode()).recipients}
+    assert got == {
+        "ann@example.org": ("norelaying", False),  # the refused MAIL FROM of its session
+        "bob@example.com": ("hostunknown", True),
+    }
+
+
+def test_one_line_statement_above_the_recipients_explains_them() -> None:
+    """A report's own one-line statement above its recipient lines ("The user(s) account is
+    disabled.", blank lines between) is part of their explanation; a longer paragraph's
+    last line is not."""
+
+    def report(notice: str) -> tuple[str, bool]:
+        text = (
+            "From: Postmaster <postmaster@mail.example.jp>\nTo: s@example.net\n"
+            "Subject: Mail System Error - Returned Mail\nMIME-Version: 1.0\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+            f"--b\nContent-Type: text/plain\n\n{notice}\n\n\n"
+            "<kim@example.jp>: 550 user unknown (in reply to RCPT TO command)\n\n"
+            "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mail.example.jp\n\n"
+            "Final-Recipient: rfc822; kim@example.jp\nAction: failed\nStatus: 5.0.0\n\n--b--\n"
+        )
+        (r,) = parse(text.encode()).recipients
+        return r.reason, r.hard
+
+    assert report("The user(s) account is disabled.") == ("suspend", False)
+    assert report("We tried.\nThe user(s) account is disabled.") == ("userunknown", True)
+
+
 def test_sendmail_expanded_alias_is_the_original_recipient() -> None:
     """Sendmail's "(expanded from: <a@b>)" above a failed pipe names the original recipient."""
     text = (

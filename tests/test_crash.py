@@ -44,11 +44,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _config(workdir: Path, log: Path, port: int = 0) -> Path:
+def _config(workdir: Path, log: Path, port: int = 0, batch_size: int = 3000) -> Path:
     """The service's config; the labelled domains are fixed (see test_sigkill_...)."""
     config = workdir / "mailmon.toml"
     config.write_text(
-        f'[database]\nurl = "sqlite:///{workdir / "m.db"}"\nbatch_size = 3000\n'
+        f'[database]\nurl = "sqlite:///{workdir / "m.db"}"\nbatch_size = {batch_size}\n'
         f"[service]\nlisten_port = {port}\n"
         '[metrics]\ndomains = ["gmail.com", "yahoo.com", "outlook.com"]\ntop_domains = 0\n'
         f'[[logs]]\npath = "{log}"\npoll_interval_seconds = 0.05\nmax_bytes_per_poll = 131072\n'
@@ -140,7 +140,11 @@ def _samples(text: str) -> list[str]:
     )  # fmt: skip
 
 
-def test_sigkill_at_random_points_changes_nothing(big_log: Path, tmp_path: Path) -> None:
+# 100: several batches per poll go to the background writer, so kills land mid-batch too.
+@pytest.mark.parametrize("batch_size", [3000, 100])
+def test_sigkill_at_random_points_changes_nothing(
+    big_log: Path, tmp_path: Path, batch_size: int
+) -> None:
     """Killed with SIGKILL several times while catching up, then restarted: same store and /metrics as one clean run.
 
     The labelled domains are fixed in the config: the top-N domains are chosen from what
@@ -156,7 +160,7 @@ def test_sigkill_at_random_points_changes_nothing(big_log: Path, tmp_path: Path)
         _config(clean_dir, big_log, port), clean_dir / "m.db", big_log, port
     )
 
-    config, db = _config(crash_dir, big_log), crash_dir / "m.db"
+    config, db = _config(crash_dir, big_log, batch_size=batch_size), crash_dir / "m.db"
     rng = random.Random(20261124)
     kills = 0
     while kills < 5 and _offset(db, big_log) < big_log.stat().st_size * 0.9:

@@ -192,6 +192,7 @@ def test_schema_1_database_is_migrated(db_url: str) -> None:
             conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN blame"))
             conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN rule"))
         conn.execute(sa.text("DROP TABLE incidents"))  # schema 3
+        conn.execute(sa.text("DROP INDEX ix_deliveries_delivered_final"))  # schema 4
         conn.execute(sa.text("UPDATE mailmon_meta SET value = '1' WHERE key = 'schema_version'"))
     engine.dispose()
     with Store.open(db_url) as store:
@@ -200,6 +201,8 @@ def test_schema_1_database_is_migrated(db_url: str) -> None:
                         blame="recipient", rule="rfc3463.5.1.1")])
         (carol,) = store.trace("carol@gmail.com")
         assert (carol["delivery"]["blame"], carol["events"][0].rule) == ("recipient", "rfc3463.5.1.1")
+        indexes = {i["name"] for i in sa.inspect(store.engine).get_indexes("deliveries")}
+        assert "ix_deliveries_delivered_final" in indexes
 
 
 def test_stats_by_reason(db_url: str) -> None:

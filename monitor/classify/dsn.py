@@ -39,13 +39,14 @@ from monitor.classify import arf, autoreply
 from monitor.classify.mime import (
     ADDRESS_RE,
     header,
+    header_items,
     parse_bytes,
     parse_date,
     part_text,
     strip_angle,
 )
 from monitor.classify.original import OriginalMessage, find_original
-from monitor.classify.plaintext import TextRecipient, parse_text
+from monitor.classify.plaintext import TextRecipient, lead_of, parse_text, split_original
 from monitor.classify.report import RecipientReport, Report, classify_recipient, host_of
 from monitor.classify.sesjson import from_ses, ses_notification
 
@@ -179,7 +180,7 @@ def _sections(text: str, addresses: list[str]) -> dict[str, str]:
     out = {}
     for n, (start, address) in enumerate(starts):
         end = starts[n + 1][0] if n + 1 < len(starts) else len(text)
-        out[address] = " ".join(text[start:end].split())[:4000]
+        out[address] = " ".join((lead_of(text, start) + text[start:end]).split())[:4000]
     return out
 
 
@@ -235,10 +236,33 @@ def _blocks(part: Message, defects: list[str]) -> list[list[tuple[str, str]]]:
                 subs.append(HeaderParser().parsestr(chunk.lstrip() + "\n\n", headersonly=True))
     blocks = []
     for sub in subs:
-        fields = [(k.lower(), v) for k in sub if (v := header(sub, k)) is not None]
-        if fields:
-            blocks.append(fields)
+        blocks.extend(_per_recipient(header_items(sub)))
     return blocks
+
+
+_RECIPIENT_FIELDS = ("final-recipient", "original-recipient")
+
+
+def _per_recipient(fields: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """One block split where another recipient's fields start without the blank line
+    RFC 3464 section 2 puts between them: at a recipient field the block already holds."""
+    out: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    for name, value in fields:
+        if name in _RECIPIENT_FIELDS and any(n == name for n, _ in current):
+            carried = []
+            if (
+                len(current) > 1
+                and current[-1][0] == "original-recipient"
+                and current[-2][0] != "final-recipient"
+            ):
+                carried = [current.pop()]  # the next recipient's, given before its Final-
+            out.append(current)
+            current = carried
+        current.append((name, value))
+    if current:
+        out.append(current)
+    return out
 
 
 def _expanded_from(text: str) -> str | None:
@@ -283,7 +307,7 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
     # a reply may quote other addresses ("... (a@b) [0]"): cut the text at the report's
     # own recipients only, so each keeps its whole explanation
     finals = [a for b in people if (a := strip_angle(dict(b).get("final-recipient")))]
-    by_address |= _sections(errors, finals)
+    by_address |= _sections(split_original(human)[0], finals)
     arrival = parse_date(per_message.get("arrival-date"))
     provider = _sender_provider(message)  # the provider's own mail system wrote the report
     for block in people:

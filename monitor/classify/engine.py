@@ -27,9 +27,17 @@ from typing import NamedTuple
 
 from monitor.classify.rules import Rule, RuleSet, load_rules
 
-__all__ = ["HARD_REASONS", "Verdict", "classify", "classify_uncached", "normalize"]
+__all__ = [
+    "HARD_REASONS",
+    "Verdict",
+    "classify",
+    "classify_uncached",
+    "normalize",
+    "says_temporary",
+]
 
-#: Reasons that mean the address will never work (DESIGN.md); ``notaccept`` only when permanent.
+#: Reasons that mean the address will never work (DESIGN.md): hard on a final failure;
+#: ``notaccept`` only when permanent.
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
 
 #: The blame of the reasons the code table and the fallbacks produce.
@@ -41,6 +49,9 @@ _CODE_RE = re.compile(r"^\s*([245]\d\d)(?=[\s\-]|$)")
 # multi-line reply (RFC 5321 section 4.2.1) split phrases; drop them after the first.
 _CONTINUATION_RE = re.compile(r"(?<=\s)[245]\d\d[\- ](?:[245]\.\d{1,3}\.\d{1,3}\s+)?(?=\S)")
 _SPACE_RE = re.compile(r"\s+")
+# A 4xx text that calls itself temporary ("Host not found, try again"): not a verdict on
+# the address (Sisimai's is_temporary reads " temporar" and " persistent").
+_TEMPORARY_RE = re.compile(r"temporar|persistent|try again|try later")
 
 
 class Verdict(NamedTuple):
@@ -59,6 +70,11 @@ def normalize(text: str) -> str:
         head, rest = folded[:4], folded[4:]
         folded = head + _CONTINUATION_RE.sub("", rest)
     return folded
+
+
+def says_temporary(text: str) -> bool:
+    """Whether a reply text calls the failure temporary ("try again", "temporarily")."""
+    return bool(_TEMPORARY_RE.search(normalize(text)))
 
 
 _META = frozenset(".^$*+?{}[]\\|()")
@@ -209,12 +225,24 @@ def _permanent(code: int | None, status: str | None, final: bool) -> bool:
     return final
 
 
-def _hard(reason: str, permanent: bool, final: bool, override: bool | None) -> bool:
+def _hard(
+    reason: str, permanent: bool, final: bool, override: bool | None, text: str | None
+) -> bool:
+    """Sisimai 5.2's hard bounces (``SMTP::Failure::is_hardbounce``), once delivery ended.
+
+    An address that never works is hard whatever the reply's class: a final "450 4.1.1
+    User unknown" is what Postfix's soft configurations answer until the message expires.
+    A 4xx status with no text saying so (``text`` is None: the code table decided) is only
+    a guess, and a 4xx text that calls itself temporary is no verdict on the address: both
+    stay soft.  ``notaccept`` is hard only when permanent.  A deferral is never hard.
+    """
     if not final:
         return False
     if override is not None:
         return override
-    return permanent and (reason in HARD_REASONS or reason == "notaccept")
+    if reason in HARD_REASONS:
+        return permanent or (text is not None and not _TEMPORARY_RE.search(text))
+    return permanent and reason == "notaccept"
 
 
 def _from_table(code: int | None, status: str | None, text: str) -> tuple[str, str, str]:
@@ -267,12 +295,11 @@ def classify_uncached(
     for _, index in _candidates(matcher, text, ok, _rank(provider)):
         rule = matcher.rules[index]
         if rule.unless is None or not rule.unless.search(text):  # else vetoed: the next
-            return Verdict(
-                rule.reason, _hard(rule.reason, permanent, final, rule.hard), rule.blame, rule.id
-            )
+            hard = _hard(rule.reason, permanent, final, rule.hard, text)
+            return Verdict(rule.reason, hard, rule.blame, rule.id)
 
     reason, blame, rule_id = _from_table(reply_code, status, text)
-    return Verdict(reason, _hard(reason, permanent, final, None), blame, rule_id)
+    return Verdict(reason, _hard(reason, permanent, final, None, None), blame, rule_id)
 
 
 @lru_cache(maxsize=65536)

@@ -16,6 +16,7 @@ from email.message import Message
 __all__ = [
     "ADDRESS_RE",
     "header",
+    "header_items",
     "parse_bytes",
     "parse_date",
     "part_text",
@@ -60,6 +61,19 @@ def header(message: Message, name: str) -> str | None:
         return None
     if value is None:
         return None
+    return _one_line(value)
+
+
+def header_items(message: Message) -> list[tuple[str, str]]:
+    """Every field in order as (lower-cased name, one-line value), repeated names included."""
+    try:
+        items = message.items()
+    except Exception:
+        return []
+    return [(name.lower(), _one_line(value)) for name, value in items]
+
+
+def _one_line(value: object) -> str:
     try:
         if isinstance(value, email.header.Header):
             text = str(value)

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 from monitor.classify.mime import ADDRESS_RE
 
-__all__ = ["TextRecipient", "command_of", "parse_text", "remote_host_of", "split_original"]
+__all__ = [
+    "TextRecipient",
+    "command_of",
+    "lead_of",
+    "parse_text",
+    "remote_host_of",
+    "split_original",
+]
 
 # The line that starts the copy of the original message (qmail, Exim, Sendmail, Exchange).
 _ORIGINAL_MARK = re.compile(
@@ -52,6 +59,10 @@ _HOST_RE = re.compile(
     r"(?=[\s\[(:,.]|$)",
     re.I,
 )
+# Sendmail's per-recipient result line, "554 <a@b>... Remote protocol error": what explains
+# it is the session transcript above it ("While talking to host:"), what follows is the next's.
+_RESULT_LINE = re.compile(r"^[ \t]*[45]\d\d[ \t]+<?[^\s<>]+@[^\s<>]+?>?\.\.\.[ \t]", re.M)
+_TALKING_TO = re.compile(r"^[ \t.]*while talking to [^\n]*", re.I | re.M)
 _SMTPISH = re.compile(r"(?<![\d.])[245]\d\d(?=[\s\-])|(?<![\d.])[245]\.\d{1,3}\.\d{1,3}\b")
 _MAX_TEXT = 4000
 
@@ -101,17 +112,36 @@ def _squeeze(text: str) -> str:
     return " ".join(text.split())[:_MAX_TEXT]
 
 
-def _lead(errors: str, start: int) -> str:
+def lead_of(errors: str, start: int) -> str:
     """What explains an address before it: "Unknown user: <a@b>", or the line above
-    "User not listed in ...\na@b" when the address starts its line (IMail, Notes)."""
+    "User not listed in ...\na@b" when the address starts its line (IMail, Notes), or a
+    one-line statement above blank lines ("The user(s) account is disabled.\n\n<a@b>: ...",
+    au/EZweb)."""
     line_start = errors.rfind("\n", 0, start) + 1
     lead = errors[line_start:start]
     if lead.strip(" \t<\"'"):
         return lead
-    above = errors[errors.rfind("\n", 0, max(line_start - 1, 0)) + 1 : line_start].strip()
+    above = _line_above(errors, line_start)
+    if not above.strip():
+        # or a one-line statement above the blank lines: "The user(s) account is disabled."
+        at = line_start
+        while at > 0 and not above.strip():
+            at = errors.rfind("\n", 0, at - 1) + 1
+            above = _line_above(errors, at)
+        at = errors.rfind("\n", 0, max(at - 1, 0)) + 1
+        if _line_above(errors, at).strip():
+            above = ""  # the last line of a longer paragraph
+    above = above.strip()
     if above and not ADDRESS_RE.search(above) and not above.startswith(("-", "*", "=")):
         return above + " " + lead
     return lead
+
+
+def _line_above(text: str, line_start: int) -> str:
+    """The line that ends just before ``line_start`` ("" at the top)."""
+    if line_start <= 0:
+        return ""
+    return text[text.rfind("\n", 0, line_start - 1) + 1 : line_start]
 
 
 def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, str]:
@@ -135,8 +165,13 @@ def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, 
             continue
         seen.add(low)
         spans.append((address, m.start()))
+    results = [(m.start(), m.end()) for m in _RESULT_LINE.finditer(errors)]
     recipients = []
     for i, (address, start) in enumerate(spans):
+        result = _result_text(errors, results, start)
+        if result is not None:
+            recipients.append(TextRecipient(address, _squeeze(result)))
+            continue
         # up to the next mention of another address: a report that explains each address
         # twice (in two languages, say) must not lend one address the other's reason
         low = address.lower()
@@ -145,5 +180,19 @@ def parse_text(body: str, exclude: set[str]) -> tuple[list[TextRecipient], str, 
         if not _SMTPISH.search(block) and len(block.split()) < 6 and i + 1 < len(spans):
             # "the following addresses failed: a, b" then one shared reason further down
             block = errors[start:]
-        recipients.append(TextRecipient(address, _squeeze(_lead(errors, start) + block)))
+        recipients.append(TextRecipient(address, _squeeze(lead_of(errors, start) + block)))
     return recipients, _squeeze(errors), quoted
+
+
+def _result_text(errors: str, results: list[tuple[int, int]], start: int) -> str | None:
+    """When an address is first named by a Sendmail result line, that line and the session
+    it ends ("While talking to ..." since the previous result line); else ``None``."""
+    for n, (line_start, line_end) in enumerate(results):
+        if line_start <= start < line_end:
+            end = errors.find("\n", line_end)
+            end = len(errors) if end < 0 else end
+            since = results[n - 1][1] if n else 0
+            talks = list(_TALKING_TO.finditer(errors, since, line_start))
+            begin = talks[-1].start() if talks else line_start
+            return errors[begin:end]
+    return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitor.classify import arf
-from monitor.classify.engine import Verdict, classify
+from monitor.classify.engine import Verdict, classify, says_temporary
 from monitor.classify.mime import strip_angle
 from monitor.classify.original import OriginalMessage
 from monitor.classify.plaintext import command_of, remote_host_of
@@ -120,7 +120,12 @@ _RCPT_ONLY_UNKNOWN = frozenset({"generic_mta.userunknown", "google.no_such_user"
 
 
 def by_command(
-    verdict: Verdict, status: str | None, reply: int | None, command: str | None, final: bool
+    verdict: Verdict,
+    status: str | None,
+    reply: int | None,
+    command: str | None,
+    final: bool,
+    text: str = "",
 ) -> Verdict:
     """Sisimai's rules by the SMTP command answered: an "unknown user" text means the
     address is unknown only when the status says so (x.1.x) or the server answered RCPT;
@@ -130,10 +135,13 @@ def by_command(
     detail = status.partition(".")[2] if status else ""
     at_rcpt = command in ("RCPT", "MAIL")
     if verdict.rule == "generic_mta.filtered_after_data" and detail.startswith("1."):
-        hard = final and bool(status) and status[0] == "5"  # type: ignore[index]
+        # the text and the status both name an unknown address: hard once delivery ended,
+        # unless a 4xx text calls itself temporary (as the engine decides)
+        hard = final and (status[0] == "5" or not says_temporary(text))  # type: ignore[index]
         return Verdict("userunknown", hard, "recipient", "sisimai.status_x11")
     if verdict.rule == "generic_mta.filtered_unknown_user" and at_rcpt:
-        return Verdict("userunknown", final, "recipient", "sisimai.userunknown_at_rcpt")
+        hard = final and (status[0] == "5" or not says_temporary(text))  # type: ignore[index]
+        return Verdict("userunknown", hard, "recipient", "sisimai.userunknown_at_rcpt")
     if verdict.rule in _RCPT_ONLY_UNKNOWN and not at_rcpt and not detail.startswith("1."):
         return Verdict("filtered", False, "recipient", "sisimai.unknown_user_not_at_rcpt")
     if command in ("CONNECT", "HELO", "EHLO") and _from_code(verdict):
@@ -188,7 +196,7 @@ def classify_recipient(
         vague = verdict.reason in ("onhold", "undefined")
         if not _from_code(wider) or (vague and wider.reason not in ("onhold", "undefined")):
             verdict, decided_by_text = wider, False
-    verdict = by_command(verdict, status, reply, command, final)
+    verdict = by_command(verdict, status, reply, command, final, diagnostic or context)
     if mta_category and (_from_code(verdict) or verdict.rule == "sisimai.unknown_user_not_at_rcpt"):
         # the sending MTA's own verdict (PowerMTA's bounce category) settles what the text
         # leaves open

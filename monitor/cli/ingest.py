@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
                         if n % check_every == 0 and time.monotonic() > flush_due:
                             # A live stream (journalctl -f | mailmon ingest postfix -) must
                             # not wait for a full batch to show up in the store.
-                            pipeline.flush()
+                            pipeline.flush(wait=False)
                             flush_due = time.monotonic() + _FLUSH_SECONDS
                         if task is not None and n % _PROGRESS_EVERY == 0:
                             progress.update(task, completed=raw.tell())

@@ -1,11 +1,10 @@
 """Detector inputs from the deliveries table: latency (submitted -> delivered) and queue age.
 
-Counters carry no times per message, so these two read delivery rows.  The deliveries
-table has no index on ``final_at`` or ``first_attempt_at`` (the store's schema is not the
-rollup's to change), so:
+Counters carry no times per message, so these two read delivery rows:
 
-- latency reads the last hour by ``final_at`` (a table scan in SQLite) and the 24 h
-  baseline before it once per event-time hour, aggregated in SQL into a fixed histogram;
+- latency reads the last hour's delivered rows through the partial index on ``final_at``
+  (schema 4) and the 24 h baseline before it once per event-time hour, aggregated in SQL
+  into a fixed histogram;
 - queue age goes through the ``(recipient_domain, state)`` index: the deferred rows of
   the domains the windows saw.  It judges the rows' *current* state, so a replay of a past
   day sees only the mail that is still deferred now (live evaluation is exact).

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, select
 
 from monitor.errors import StoreError
-from monitor.store.schema import incidents, meta, metadata
+from monitor.store.schema import deliveries, incidents, meta, metadata
 
 __all__ = ["LATEST", "STEPS", "current_version", "migrate"]
 
@@ -28,11 +28,16 @@ def _add_incidents(conn: Connection) -> None:
     incidents.create(conn)
 
 
+def _add_delivered_index(conn: Connection) -> None:
+    next(i for i in deliveries.indexes if i.name == "ix_deliveries_delivered_final").create(conn)
+
+
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
     (2, "blame and classification rule on events and deliveries", _add_blame_and_rule),
     (3, "incidents from the rollup engine's detectors", _add_incidents),
+    (4, "index of delivered rows by final time (rollup latency)", _add_delivered_index),
 ]
 
 LATEST = STEPS[-1][0]

@@ -43,13 +43,13 @@ def stream_of(event: Event) -> str:
 _EVENT_COLUMNS = tuple(c.name for c in events.columns)
 
 
-def _event_row(event: Event, key: str) -> tuple[Any, ...]:
+def _event_row(event: Event, key: str, ts: float) -> tuple[Any, ...]:
     """The events-table row, in ``_EVENT_COLUMNS`` order."""
     return (
         event.id,
-        event.timestamp,
+        ts,
         event.source,
-        event.type.value,
+        str(event.type),
         key,
         event.message_id,
         event.queue_id,
@@ -133,48 +133,82 @@ def write_events(conn: Connection, batch: Iterable[Event]) -> list[Event]:
     fresh = [e for i, e in unique.items() if i not in seen]
     if not fresh:
         return []
-    keyed = [(delivery_key(e), e) for e in fresh]
-    conn.exec_driver_sql(
-        _insert_sql(conn, events, _EVENT_COLUMNS), [_event_row(e, k) for k, e in keyed]
-    )
-    _count(conn, fresh)
+    # Key and time once per event: both are used three times below, and a delivery's
+    # events usually share a batch, so one hash serves several of them.
+    keys: dict[tuple[str | None, ...], str] = {}
+    keyed: list[_Keyed] = []
+    for e in fresh:
+        if e.message_id:
+            ident: tuple[str | None, ...] = (e.message_id, e.recipient)
+        elif e.queue_id:
+            ident = (e.source, e.queue_id, e.recipient)
+        else:
+            ident = (e.id,)
+        key = keys.get(ident)
+        if key is None:
+            key = keys[ident] = delivery_key(e)
+        keyed.append((key, e.occurred_at.timestamp(), e))
+    # Rows are made as the driver takes them: a batch's rows never all sit in memory.
+    cursor = conn.connection.cursor()
+    try:
+        rows = (_event_row(e, k, t) for k, t, e in keyed)
+        # sqlite3 and psycopg take any iterable, not only the sequence PEP 249 names.
+        cursor.executemany(_insert_sql(conn, events, _EVENT_COLUMNS), rows)  # type: ignore[arg-type]
+    finally:
+        cursor.close()
+    _count(conn, keyed)
     _fold_deliveries(conn, keyed)
     return fresh
 
 
-def _count(conn: Connection, fresh: Sequence[Event]) -> None:
+_Keyed = tuple[str, float, Event]  # delivery key, UNIX time, event
+
+
+def _count(conn: Connection, keyed: Sequence[_Keyed]) -> None:
     totals: dict[tuple[int, str, str, str, str, str], int] = {}
-    for e in fresh:
-        bucket = int(e.timestamp // BUCKET_SECONDS) * BUCKET_SECONDS
+    for _, ts, e in keyed:
         k = (
-            bucket,
+            int(ts // BUCKET_SECONDS) * BUCKET_SECONDS,
             e.recipient_domain or "",
             e.provider or "other",
-            e.type.value,
+            str(e.type),
             e.reason or "",
-            stream_of(e),
+            "ndr" if "ndr" in e.tags else "",
         )
         totals[k] = totals.get(k, 0) + 1
-    rows = [
-        {
-            "bucket": k[0],
-            "recipient_domain": k[1],
-            "provider": k[2],
-            "outcome": k[3],
-            "reason": k[4],
-            "stream": k[5],
-            "count": n,
-        }
-        for k, n in totals.items()
-    ]
-    upsert(conn, counters, rows, [c.name for c in counters.primary_key], increment="count")
+    columns = [c.name for c in counters.columns]
+    keys = [c.name for c in counters.primary_key]
+    _upsert_rows(conn, counters, columns, keys, [(*k, n) for k, n in totals.items()], "count")
 
 
-def _fold_deliveries(conn: Connection, keyed: Sequence[tuple[str, Event]]) -> None:
-    by_key: dict[str, list[Event]] = {}
-    for key, e in keyed:
-        by_key.setdefault(key, []).append(e)
-    current: dict[str, dict[str, Any]] = {}
+def _upsert_rows(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    increment: str | None = None,
+) -> None:
+    """:func:`upsert` for rows already in ``columns`` order."""
+    if not rows:
+        return
+    if increment:
+        update = f"{increment} = {table.name}.{increment} + excluded.{increment}"
+    else:
+        update = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    tail = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update}"
+    conn.exec_driver_sql(_insert_sql(conn, table, columns, tail), rows)
+
+
+def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
+    by_key: dict[str, list[tuple[float, Event]]] = {}
+    for key, ts, e in keyed:
+        same = by_key.get(key)
+        if same is None:
+            by_key[key] = [(ts, e)]
+        else:
+            same.append((ts, e))
+    current: dict[str, list[Any]] = {}
     keys = list(by_key)
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]
@@ -183,88 +217,88 @@ def _fold_deliveries(conn: Connection, keyed: Sequence[tuple[str, Event]]) -> No
             f" WHERE key IN ({_marks(conn, len(chunk))})"
         )
         for found in conn.exec_driver_sql(sql, tuple(chunk)):
-            current[found[0]] = dict(zip(_DELIVERY_COLUMNS, found, strict=True))
-    rows: list[dict[str, Any]] = []
+            current[found[0]] = list(found)
+    rows: list[tuple[Any, ...]] = []
     for key, evs in by_key.items():
-        row = current.get(key) or _new_delivery(key, evs[0])
-        for e in sorted(evs, key=lambda ev: ev.timestamp):
-            _apply(row, e)
-        rows.append(row)
-    upsert(conn, deliveries, rows, ["key"])
+        row = current.get(key)
+        if row is None:
+            row = _new_delivery(key, *evs[0])
+        if len(evs) > 1:
+            evs.sort(key=_first)
+        for ts, e in evs:
+            _apply(row, ts, e)
+        rows.append(tuple(row))
+    _upsert_rows(conn, deliveries, _DELIVERY_COLUMNS, ["key"], rows)
+
+
+def _first(pair: tuple[float, Event]) -> float:
+    return pair[0]
 
 
 _DELIVERY_COLUMNS = tuple(c.name for c in deliveries.columns)
+# Positions in a delivery row (a list in _DELIVERY_COLUMNS order).
+(
+    _KEY, _SOURCE, _MESSAGE_ID, _QUEUE_ID, _SENDER, _RECIPIENT, _RECIPIENT_DOMAIN, _PROVIDER,
+    _STREAM, _STATE, _SUBMITTED_AT, _FIRST_ATTEMPT_AT, _LAST_EVENT_AT, _FINAL_AT, _ATTEMPTS,
+    _DEFERRALS, _REPLY_CODE, _ENHANCED_STATUS, _REASON, _HARD, _DIAGNOSTIC, _BLAME, _RULE,
+) = range(len(_DELIVERY_COLUMNS))  # fmt: skip
+assert _DELIVERY_COLUMNS[_RULE] == "rule" and _DELIVERY_COLUMNS[_STATE] == "state"
 
 
-def _new_delivery(key: str, e: Event) -> dict[str, Any]:
-    return {
-        "key": key,
-        "source": e.source,
-        "message_id": None,
-        "queue_id": None,
-        "sender": None,
-        "recipient": e.recipient,
-        "recipient_domain": e.recipient_domain,
-        "provider": None,
-        "stream": stream_of(e),
-        "state": e.type.value,
-        "submitted_at": None,
-        "first_attempt_at": None,
-        "last_event_at": e.timestamp,
-        "final_at": None,
-        "attempts": 0,
-        "deferrals": 0,
-        "reply_code": None,
-        "enhanced_status": None,
-        "reason": None,
-        "hard": None,
-        "diagnostic": None,
-        "blame": None,
-        "rule": None,
-    }
+def _new_delivery(key: str, ts: float, e: Event) -> list[Any]:
+    row: list[Any] = [None] * len(_DELIVERY_COLUMNS)
+    row[_KEY] = key
+    row[_SOURCE] = e.source
+    row[_RECIPIENT] = e.recipient
+    row[_RECIPIENT_DOMAIN] = e.recipient_domain
+    row[_STREAM] = stream_of(e)
+    row[_STATE] = str(e.type)
+    row[_LAST_EVENT_AT] = ts
+    row[_ATTEMPTS] = 0
+    row[_DEFERRALS] = 0
+    return row
 
 
 _RANK_OF = {k.value: _RANK.get(k, 2 if k in FINAL_TYPES else -1) for k in EventType}
+_SUBMITTED = EventType.SUBMITTED
+_DEFERRED = EventType.DEFERRED
 
 
-def _rank(state: str) -> int:
-    return _RANK_OF.get(state, -1)
-
-
-def _apply(row: dict[str, Any], e: Event) -> None:
-    """Fold one event into a delivery row; order-independent for its outcome."""
-    ts = e.timestamp
-    for column, value in (
-        ("message_id", e.message_id),
-        ("queue_id", e.queue_id),
-        ("sender", e.sender),
-        ("provider", e.provider),
-    ):
-        if row[column] is None and value is not None:
-            row[column] = value
-    previous_last = row["last_event_at"]
-    row["last_event_at"] = max(previous_last, ts)
+def _apply(row: list[Any], ts: float, e: Event) -> None:
+    """Fold one event at UNIX time ``ts`` into a delivery row; order-independent."""
+    if row[_MESSAGE_ID] is None:
+        row[_MESSAGE_ID] = e.message_id
+    if row[_QUEUE_ID] is None:
+        row[_QUEUE_ID] = e.queue_id
+    if row[_SENDER] is None:
+        row[_SENDER] = e.sender
+    if row[_PROVIDER] is None:
+        row[_PROVIDER] = e.provider
+    previous_last = row[_LAST_EVENT_AT]
+    if ts > previous_last:
+        row[_LAST_EVENT_AT] = ts
     kind = e.type
-    if kind is EventType.SUBMITTED:
-        row["submitted_at"] = ts if row["submitted_at"] is None else min(row["submitted_at"], ts)
+    if kind is _SUBMITTED:
+        at = row[_SUBMITTED_AT]
+        row[_SUBMITTED_AT] = ts if at is None or ts < at else at
     if kind in ATTEMPT_TYPES:
-        row["attempts"] += 1
-        first = row["first_attempt_at"]
-        row["first_attempt_at"] = ts if first is None else min(first, ts)
-    if kind is EventType.DEFERRED:
-        row["deferrals"] += 1
+        row[_ATTEMPTS] += 1
+        first = row[_FIRST_ATTEMPT_AT]
+        row[_FIRST_ATTEMPT_AT] = ts if first is None or ts < first else first
+        if kind is _DEFERRED:
+            row[_DEFERRALS] += 1
     if kind not in _STATEFUL:
         return
-    rank, held = _rank(kind.value), _rank(row["state"])
-    decided_at = row["final_at"] if held == 2 else previous_last
+    rank, held = _RANK_OF[kind], _RANK_OF.get(row[_STATE], -1)
+    decided_at = row[_FINAL_AT] if held == 2 else previous_last
     if rank > held or (rank == held and ts >= (decided_at or 0.0)):
-        row["state"] = kind.value
-        row["final_at"] = ts if rank == 2 else None
+        row[_STATE] = str(kind)
+        row[_FINAL_AT] = ts if rank == 2 else None
         if rank >= 1:
-            row["reply_code"] = e.reply_code
-            row["enhanced_status"] = e.enhanced_status
-            row["reason"] = e.reason
-            row["hard"] = e.hard
-            row["diagnostic"] = e.diagnostic
-            row["blame"] = e.blame
-            row["rule"] = e.rule
+            row[_REPLY_CODE] = e.reply_code
+            row[_ENHANCED_STATUS] = e.enhanced_status
+            row[_REASON] = e.reason
+            row[_HARD] = e.hard
+            row[_DIAGNOSTIC] = e.diagnostic
+            row[_BLAME] = e.blame
+            row[_RULE] = e.rule
