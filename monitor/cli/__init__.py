@@ -16,29 +16,44 @@ __all__ = ["main"]
 _COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, dashboards)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(default: object = None) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--db",
         metavar="URL",
+        default=default,
         help="database URL (default: MAILMON_DB_URL, "
         "the config file, else a SQLite file in the data directory)",
     )
     common.add_argument(
         "--config",
         metavar="FILE",
+        default=default,
         help="config file (default: MAILMON_CONFIG, ./mailmon.toml, /etc/mailmon/mailmon.toml)",
     )
-    common.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default if default is argparse.SUPPRESS else False,
+        help="log debug detail to stderr",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailmon",
         description="Email deliverability observability and monitoring.",
-        parents=[common],
+        parents=[_common_options()],
     )
     parser.add_argument("--version", action="version", version=f"mailmon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The options are accepted before and after the subcommand; the subcommand's copy
+    # sets nothing unless given, or its default would overwrite `mailmon --db URL CMD`.
+    after = _common_options(argparse.SUPPRESS)
     for module in _COMMANDS:
-        module.register(sub, common)
+        module.register(sub, after)
     return parser
 
 

@@ -72,7 +72,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "Grafana's import page or a provisioning directory.",
     )
     export_p.add_argument("target", metavar="DIR", help="directory to write into")
-    export_p.add_argument("--dir", metavar="DIR", help="dashboards directory to read from")
+    export_p.add_argument("--dir", metavar="SOURCE", help="dashboards directory to read from "
+                          f"(default: {DIR_ENV} or the bundled dashboards)")
     export_p.set_defaults(run=run_export)
 
 

@@ -28,7 +28,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "serve",
         parents=[common],
         help="run the service",
-        description="Serve /metrics and /healthz and follow the logs named in the config file.",
+        description="Serve /metrics, /healthz, /api/incidents and the KumoMTA log hook "
+        "(POST /ingest/kumomta), follow the logs named in the config file and run the "
+        "rollup engine.",
     )
     p.add_argument("--host", help="listen address (default: [service] listen_host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default: [service] listen_port, 8465)")
