@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -336,3 +337,41 @@ def test_counters_of_several_files_and_a_concurrent_ingest_survive_a_restart(
     delivered = {"provider": "other", "domain": "other", "outcome": "delivered"}
     assert live.registry.get_sample_value("mailmon_deliveries_total", delivered) == 3
     assert value("mailmon_deliveries_total", delivered) == 4
+
+
+def test_unparsed_lines_are_logged_by_service_at_a_bounded_rate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines not understood are counted and logged with where they came from, one line per
+    report interval with counts by service, never one log line per bad line."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.config import LogSource
+    from monitor.metrics import Metrics
+    from monitor.pipeline import Pipeline
+    from monitor.service import follow
+    from monitor.service.follow import Follower
+    from monitor.store import Store
+
+    log_file = tmp_path / "mail.log"
+    junk = "Mar  4 10:00:00 mx postfix/smtp[1]: something new in Postfix 9\n"
+    log_file.write_text(BSD_FLOW + junk * 3 + "garbage that is no log line\n")
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        metrics = Metrics(CollectorRegistry())
+        follower = Follower((LogSource(path=str(log_file)),), Pipeline(store, metrics=metrics),
+                            metrics)
+        with caplog.at_level(logging.WARNING, logger="monitor.service.follow"):
+            follower.poll_once()
+            (first,) = [r.getMessage() for r in caplog.records]
+            assert str(log_file) in first and "smtp: 3" in first
+            with log_file.open("a") as f:
+                f.write(junk)
+            follower.poll_once()  # inside the interval: counted, not logged again
+            assert len(caplog.records) == 1
+            monkeypatch.setattr(follow, "UNPARSED_LOG_INTERVAL_SECONDS", 0.0)
+            with log_file.open("a") as f:
+                f.write(junk)
+            follower.poll_once()
+            assert "smtp: 2" in caplog.records[-1].getMessage()  # only what is new since
+        assert metrics.registry.get_sample_value(
+            "mailmon_events_rejected_total", {"source": "postfix", "reason": "unparsed"}) == 6

@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     follower = Follower(config.logs, pipeline, metrics, stop=stop)
 
     def follow() -> None:
-        refreshed = 0.0
+        # After the first poll (a catch-up read tells most), then hourly; not 0.0: the
+        # monotonic clock starts near the host's boot, so a young host would wait an hour.
+        refreshed = float("-inf")
         while not stop.is_set():
             try:
                 follower.poll_once()

@@ -10,10 +10,12 @@ lines read and lines not understood so far, so that a restarted process's counte
 
 from __future__ import annotations
 
+import collections
 import glob
 import logging
 import os
 import threading
+import time
 
 from monitor.collectors.mta import PARSERS
 from monitor.collectors.tail import FileTailer, Position
@@ -24,6 +26,10 @@ from monitor.pipeline import Pipeline
 __all__ = ["Follower"]
 
 log = logging.getLogger(__name__)
+
+#: Lines not understood are logged at most this often per file, as one line with counts by
+#: service: a log full of unknown lines must not turn into a log of the same size.
+UNPARSED_LOG_INTERVAL_SECONDS = 60.0
 
 
 class _Followed:
@@ -40,6 +46,8 @@ class _Followed:
         )
         self.parser = PARSERS[source.kind](source.kind, tz=source.tz)
         self.unparsed_seen = 0  # by this parser, which starts from zero
+        self.unparsed_logged: collections.Counter[str] = collections.Counter()
+        self.unparsed_logged_at = float("-inf")
         counts = (saved or {}).get("counts") or {}
         self.lines = int(counts.get("lines", 0))  # since the file was first followed
         self.unparsed = int(counts.get("rejected", {}).get("unparsed", 0))
@@ -121,4 +129,19 @@ class Follower:
             # Only once stored: a failed batch is read again from the checkpoint.
             f.lines, f.unparsed, f.unparsed_seen = total_lines, total_unparsed, unparsed
             self.metrics.count_input(f.source.kind, len(lines), new_unparsed)
+            if new_unparsed:
+                self._log_unparsed(f)
         return len(lines)
+
+    @staticmethod
+    def _log_unparsed(f: _Followed) -> None:
+        now = time.monotonic()
+        if now - f.unparsed_logged_at < UNPARSED_LOG_INTERVAL_SECONDS:
+            return
+        by_service = collections.Counter(f.parser.stats.unparsed)
+        by_service.subtract(f.unparsed_logged)
+        shown = ", ".join(f"{name}: {n}" for name, n in sorted(by_service.items()) if n > 0)
+        log.warning("%s: lines not understood (by service or framing, since the last report): %s;"
+                    " `mailmon ingest %s FILE` lists them", f.tailer.path, shown, f.source.kind)
+        f.unparsed_logged = collections.Counter(f.parser.stats.unparsed)
+        f.unparsed_logged_at = now
