@@ -34,6 +34,15 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from monitor.collectors.mta.base import (
+    IGNORED,
+    MAX_LINE_CHARS,
+    NDR,
+    TRACKED,
+    UNPARSED,
+    QueueParser,
+    events_of,
+)
 from monitor.collectors.mta.exim_lines import (
     GENERAL_NOISE,
     MESSAGE_NOISE,
@@ -44,10 +53,8 @@ from monitor.collectors.mta.exim_lines import (
     remote_reply,
     split_id,
 )
-from monitor.collectors.mta.postfix import MAX_LINE_CHARS, ParseStats
-from monitor.collectors.mta.postfix_events import EventMaker
 from monitor.collectors.mta.postfix_lines import reply_of
-from monitor.collectors.mta.postfix_state import Queued, QueueTable, Recipient, StatefulParser
+from monitor.collectors.mta.postfix_state import Queued, Recipient
 from monitor.collectors.syslog import SyslogFramer
 from monitor.model import Event, EventType
 
@@ -63,15 +70,10 @@ _PROGRAM = re.compile(r"([^ \[\]:]+) (exim[^ \[\]:]*)(?:\[[0-9]+\])?: ")
 _PID = re.compile(r"\[[0-9]+\] ")
 
 _INSTANCE = "exim"  # the QueueTable key's middle part (Postfix keys it by instance)
-_NDR = ("ndr",)
 _LOCAL = "local"
 
-_IGNORED = 0  # understood, nothing to record
-_TRACKED = 1  # understood and remembered for the message id's later lines
-_UNPARSED = 2  # not understood
 
-
-class EximParser(StatefulParser):
+class EximParser(QueueParser):
     """Turns Exim mainlog lines into Events, one line at a time.
 
     >>> parser = EximParser()
@@ -89,15 +91,11 @@ class EximParser(StatefulParser):
         max_messages: int = 200_000,
         max_age_seconds: float = 7 * 86400,
     ) -> None:
-        self.stats = ParseStats()
-        self._make = EventMaker()
-        self._prefix = source_prefix
+        super().__init__(source_prefix, max_messages, max_age_seconds)
         if tz in (None, "UTC", "Etc/UTC"):
             tz = UTC
         self._tz: tzinfo = ZoneInfo(tz) if isinstance(tz, str) else tz
         self._syslog = SyslogFramer(reference_time=reference_time, tz=self._tz).fields
-        self._queues = QueueTable(max_messages, max_age_seconds)
-        self._sources: dict[str, str] = {}
         self._last_stamp = ""
         self._last_time = datetime(1970, 1, 1, tzinfo=UTC)
         self._flags: dict[str, Callable[..., list[Event] | int]] = {
@@ -108,10 +106,6 @@ class EximParser(StatefulParser):
             "** ": self._failed,
             "== ": self._deferred,
         }
-
-    def state_size(self) -> int:
-        """How many message ids the parser currently remembers."""
-        return len(self._queues)
 
     def feed(self, line: str, ref: str | None = None) -> list[Event]:
         """The Events ``line`` completes (often none); never raises."""
@@ -145,9 +139,9 @@ class EximParser(StatefulParser):
         if result.__class__ is list:
             stats.events += len(result)
             return result
-        if result == _TRACKED:
+        if result == TRACKED:
             stats.tracked += 1
-        elif result == _IGNORED:
+        elif result == IGNORED:
             stats.ignored += 1
         else:
             stats.unparsed[kind] += 1
@@ -223,14 +217,6 @@ class EximParser(StatefulParser):
         self._last_stamp, self._last_time = text, moment
         return moment
 
-    def _source(self, host: str) -> str:
-        source = self._sources.get(host)
-        if source is None:
-            source = f"{self._prefix}:{host}"
-            if len(self._sources) < 4096:  # junk hosts must not grow the cache without bound
-                self._sources[host] = source
-        return source
-
     # -- lines -----------------------------------------------------------------------------
 
     def _message(
@@ -241,12 +227,12 @@ class EximParser(StatefulParser):
             return handler(moment, host, qid, rest[3:], ref)
         if rest == "Completed" or rest.startswith("removed by "):
             self._queues.drop(host, _INSTANCE, qid)
-            return _TRACKED
+            return TRACKED
         if " rejected RCPT " in rest:
             return self._rejected(moment, host, qid, rest, ref)
         if rest.startswith(MESSAGE_NOISE) or rest.endswith(": error ignored"):
-            return _IGNORED
-        return _UNPARSED
+            return IGNORED
+        return UNPARSED
 
     def _general(
         self, moment: datetime, host: str, body: str, ref: str | None
@@ -254,8 +240,8 @@ class EximParser(StatefulParser):
         if "rejected RCPT " in body:
             return self._rejected(moment, host, None, body, ref)
         if body.startswith(GENERAL_NOISE) or " authenticator failed for " in body[:80]:
-            return _IGNORED
-        return _UNPARSED
+            return IGNORED
+        return UNPARSED
 
     def _arrival(
         self, moment: datetime, host: str, qid: str, rest: str, ref: str | None
@@ -269,8 +255,8 @@ class EximParser(StatefulParser):
         state.message_id = arrival.message_id
         state.client = arrival.client
         if not arrival.sender:  # <= <>: a bounce or notice Exim itself sends
-            state.tags = _NDR
-        return _TRACKED
+            state.tags = NDR
+        return TRACKED
 
     def _state(self, host: str, qid: str, moment: datetime) -> Queued:
         return self._queues.touch(host, _INSTANCE, qid, moment)
@@ -292,13 +278,9 @@ class EximParser(StatefulParser):
         recipient = delivery.recipient
         rcpt = state.rcpts.get(recipient)
         if rcpt is None:
-            rcpt = state.rcpts[recipient] = Recipient()
-            if state.arrival is not None:
-                events.append(
-                    self._make.submitted(
-                        state, state.arrival, source, qid, recipient, delivery.orig_recipient, ref
-                    )
-                )
+            rcpt = self._first_seen(
+                state, source, qid, recipient, delivery.orig_recipient, ref, events
+            )
         return state, rcpt, source
 
     def _attempt(
@@ -326,7 +308,7 @@ class EximParser(StatefulParser):
     ) -> list[Event] | int:
         delivery = parse_delivery(rest)
         if delivery is None:
-            return _UNPARSED
+            return UNPARSED
         events: list[Event] = []
         state, rcpt, source = self._recipient(moment, host, qid, delivery, ref, events)
         kind = EventType.DROPPED if delivery.blackhole else EventType.DELIVERED
@@ -344,11 +326,11 @@ class EximParser(StatefulParser):
     ) -> list[Event] | int:
         delivery = parse_delivery(rest)
         if delivery is None:
-            return _UNPARSED
+            return UNPARSED
         text = delivery.text
         if text is not None and "retry time not" in text.lower():
             # Not an attempt: Exim skipped the address because its retry time has not come.
-            return _IGNORED
+            return IGNORED
         events: list[Event] = []
         state, rcpt, source = self._recipient(moment, host, qid, delivery, ref, events)
         code, enhanced = remote_reply(text)
@@ -365,7 +347,7 @@ class EximParser(StatefulParser):
     ) -> list[Event] | int:
         delivery = parse_delivery(rest)
         if delivery is None:
-            return _UNPARSED
+            return UNPARSED
         text = delivery.text or ""
         events: list[Event] = []
         state, rcpt, source = self._recipient(moment, host, qid, delivery, ref, events)
@@ -389,9 +371,9 @@ class EximParser(StatefulParser):
     ) -> list[Event] | int:
         rejection = parse_rejection(body)
         if rejection is None:
-            return _UNPARSED
+            return UNPARSED
         if rejection.recipient is None:
-            return _IGNORED
+            return IGNORED
         code, enhanced = remote_reply(rejection.text)
         state = self._queues.get((host, _INSTANCE, qid)) if qid is not None else None
         return [
@@ -422,6 +404,4 @@ def _gave_up(text: str) -> bool:
 
 def parse(lines: Iterable[str], source_prefix: str = "exim", **kw: Any) -> Iterator[Event]:
     """The Events of ``lines`` in log order (keywords as for :class:`EximParser`)."""
-    feed = EximParser(source_prefix, **kw).feed
-    for line in lines:
-        yield from feed(line)
+    return events_of(EximParser(source_prefix, **kw).feed, lines)

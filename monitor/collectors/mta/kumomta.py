@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.collectors.mta.postfix import ParseStats
+from monitor.collectors.mta.base import ParseStats, events_of
 from monitor.model import Event, EventType
 
 __all__ = ["KumoParser", "parse", "record_events"]
@@ -169,6 +169,5 @@ class KumoParser:
 
 
 def parse(lines: Iterable[str], source_prefix: str = "kumomta") -> Iterator[Event]:
-    parser = KumoParser(source_prefix)
-    for line in lines:
-        yield from parser.feed(line)
+    """The events of ``lines`` in log order."""
+    return events_of(KumoParser(source_prefix).feed, lines)

@@ -17,13 +17,20 @@ Use :class:`PostfixParser` for a stream, :func:`parse` for an iterable.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from monitor.collectors.mta.postfix_events import EventMaker
+from monitor.collectors.mta.base import (
+    IGNORED,
+    MAX_LINE_CHARS,
+    NDR,
+    TRACKED,
+    UNPARSED,
+    ParseStats,
+    QueueParser,
+    events_of,
+)
 from monitor.collectors.mta.postfix_lines import (
     CLIENT_LINE,
     MESSAGE_ID_LINE,
@@ -46,14 +53,11 @@ from monitor.collectors.mta.postfix_rules import (
     REFUSALS,
     SERVER_NOISE,
 )
-from monitor.collectors.mta.postfix_state import QueueTable, Recipient, StatefulParser
+from monitor.collectors.mta.postfix_state import Recipient
 from monitor.collectors.syslog import SyslogFramer
 from monitor.model import Event, EventType
 
 __all__ = ["MAX_LINE_CHARS", "ParseStats", "PostfixParser", "parse"]
-
-#: Longer lines are counted as unparsed without running a single pattern over them.
-MAX_LINE_CHARS = 64 * 1024
 
 _DEFERRED = EventType.DEFERRED
 _OUTCOMES = {
@@ -63,37 +67,6 @@ _OUTCOMES = {
     "bounced": EventType.BOUNCED,
     "expired": EventType.EXPIRED,
 }
-_NDR = ("ndr",)
-
-# What a daemon handler returns when it made no Event (it returns the Events otherwise).
-_IGNORED = 0  # understood, nothing to record
-_TRACKED = 1  # understood and remembered for the queue id's later lines
-_UNPARSED = 2  # not understood
-
-
-@dataclass
-class ParseStats:
-    """What the parser did with its lines; ``unparsed`` is keyed by daemon or ``<framing>``.
-
-    Every line lands in exactly one of: a line with events, ``ignored``, ``tracked``,
-    ``unparsed``.
-    """
-
-    lines: int = 0
-    events: int = 0
-    ignored: int = 0  # understood, nothing to record (connect, TLS, anvil, not Postfix, ...)
-    tracked: int = 0  # understood and remembered for correlation (client=, message-id=, ...)
-    unparsed: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready counters."""
-        return {
-            "lines": self.lines,
-            "events": self.events,
-            "ignored": self.ignored,
-            "tracked": self.tracked,
-            "unparsed": dict(sorted(self.unparsed.items())),
-        }
 
 
 _Handler = Callable[[datetime, str, str, str, "str | None"], "list[Event] | int"]
@@ -108,7 +81,7 @@ class _NoHeads(dict[str, _Head]):
         pass
 
 
-class PostfixParser(StatefulParser):
+class PostfixParser(QueueParser):
     """Turns Postfix log lines into Events, one line at a time.
 
     >>> parser = PostfixParser(reference_time=datetime(2024, 3, 10, tzinfo=UTC))
@@ -126,13 +99,9 @@ class PostfixParser(StatefulParser):
         max_queue_ids: int = 200_000,
         max_age_seconds: float = 7 * 86400,
     ) -> None:
-        self.stats = ParseStats()
-        self._make = EventMaker()
-        self._prefix = source_prefix
+        super().__init__(source_prefix, max_queue_ids, max_age_seconds)
         self._fields = SyslogFramer(reference_time=reference_time, tz=tz).fields
-        self._queues = QueueTable(max_queue_ids, max_age_seconds)
         self._queue = self._queues.touch
-        self._sources: dict[str, str] = {}
         # program -> (handler, instance, daemon); header text -> (time, host, handler, ...).
         self._programs: dict[str, tuple[_Handler, str, str]] = {}
         self._heads: dict[str, _Head] = {}
@@ -149,10 +118,6 @@ class PostfixParser(StatefulParser):
             "postsuper": self._postsuper,
             "postscreen": self._postscreen,
         }
-
-    def state_size(self) -> int:
-        """How many queue ids the parser currently remembers."""
-        return len(self._queues)
 
     def feed(self, line: str, ref: str | None = None) -> list[Event]:
         """The Events ``line`` completes (often none); never raises."""
@@ -184,9 +149,9 @@ class PostfixParser(StatefulParser):
         if result.__class__ is list:
             stats.events += len(result)
             return result
-        if result == _TRACKED:
+        if result == TRACKED:
             stats.tracked += 1
-        elif result == _IGNORED:
+        elif result == IGNORED:
             stats.ignored += 1
         else:
             stats.unparsed[daemon] += 1
@@ -242,14 +207,6 @@ class PostfixParser(StatefulParser):
             self._programs[program] = known
         return known
 
-    def _source(self, host: str) -> str:
-        source = self._sources.get(host)
-        if source is None:
-            source = f"{self._prefix}:{host}"
-            if len(self._sources) < 4096:
-                self._sources[host] = source
-        return source
-
     # -- one handler per daemon: (moment, host, instance, message, ref) -> Events | code --
 
     def _smtpd(
@@ -260,19 +217,19 @@ class PostfixParser(StatefulParser):
             state = self._queue(host, instance, m.group(1), moment)
             state.arrived(moment)
             state.client = m.group(2)
-            return _TRACKED
+            return TRACKED
         qid, body = split_queue_id(message)
         if body.startswith(SERVER_NOISE) or body.startswith(ANY_NOISE):
-            return _IGNORED
-        return self._action(moment, host, instance, qid, body, ref, _UNPARSED)
+            return IGNORED
+        return self._action(moment, host, instance, qid, body, ref, UNPARSED)
 
     def _postscreen(
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
     ) -> list[Event] | int:
         qid, body = split_queue_id(message)
         if qid is None:  # CONNECT, PASS, DNSBL rank, HANGUP, ...
-            return _IGNORED
-        return self._action(moment, host, instance, qid, body, ref, _IGNORED)
+            return IGNORED
+        return self._action(moment, host, instance, qid, body, ref, IGNORED)
 
     def _cleanup(
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
@@ -282,39 +239,39 @@ class PostfixParser(StatefulParser):
             state = self._queue(host, instance, m.group(1), moment)
             state.arrived(moment)
             state.message_id = clean_message_id(m.group(2))
-            return _TRACKED
+            return TRACKED
         qid, body = split_queue_id(message)
         if body.startswith(ANY_NOISE) or body.startswith("resent-message-id="):
-            return _IGNORED
-        return self._action(moment, host, instance, qid, body, ref, _UNPARSED)
+            return IGNORED
+        return self._action(moment, host, instance, qid, body, ref, UNPARSED)
 
     def _pickup(
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
     ) -> list[Event] | int:
         qid, body = split_queue_id(message)
         if qid is None or not body.startswith("uid="):
-            return _IGNORED if body.startswith(ANY_NOISE) else _UNPARSED
+            return IGNORED if body.startswith(ANY_NOISE) else UNPARSED
         state = self._queue(host, instance, qid, moment)
         state.arrived(moment)
         state.client = "local"  # sendmail(1) on this host, not an SMTP client
         start = body.find("from=<")
         if start >= 0 and state.sender is None:
             state.sender = body[start + 6 : body.find(">", start)]
-        return _TRACKED
+        return TRACKED
 
     def _qmgr(
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
     ) -> list[Event] | int:
         if message.endswith(": removed") and message[:-9].isalnum():
             self._queues.drop(host, instance, message[:-9])
-            return _TRACKED
+            return TRACKED
         m = QUEUED_LINE.match(message)
         if m is not None:
             qid, sender, size = m.groups()
             return self._queued(moment, host, instance, qid, sender, int(size))
         qid, body = split_queue_id(message)
         if qid is None:
-            return _IGNORED if body.startswith(ANY_NOISE) else _UNPARSED
+            return IGNORED if body.startswith(ANY_NOISE) else UNPARSED
         if body.startswith("from="):
             if ", status=" in body:  # status=expired or force-expired, returned to sender
                 return self._expired(moment, host, instance, qid, body, ref)
@@ -322,15 +279,15 @@ class PostfixParser(StatefulParser):
             end = body.find(">, ")
             size = body.find(", size=")
             if end < 0 or size < 0:
-                return _UNPARSED
+                return UNPARSED
             digits = body[size + 7 :].partition(",")[0]
             sender = body[6:end]
             return self._queued(
                 moment, host, instance, qid, sender, int(digits) if digits.isdigit() else None
             )
         if body.startswith("skipped, still being delivered") or body.startswith(ANY_NOISE):
-            return _IGNORED
-        return _UNPARSED
+            return IGNORED
+        return UNPARSED
 
     def _queued(
         self,
@@ -346,10 +303,10 @@ class PostfixParser(StatefulParser):
         if sender is not None:
             state.sender = sender
             if not sender:  # from=<>: a bounce or notice Postfix itself sends
-                state.tags = _NDR
+                state.tags = NDR
         if size is not None:
             state.size = size
-        return _TRACKED
+        return TRACKED
 
     def _postsuper(
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
@@ -357,8 +314,8 @@ class PostfixParser(StatefulParser):
         qid, body = split_queue_id(message)
         if qid is not None and body in ("removed", "expired"):
             self._queues.drop(host, instance, qid)
-            return _TRACKED
-        return _IGNORED  # requeued, placed on hold, "Deleted: 3 messages", ...
+            return TRACKED
+        return IGNORED  # requeued, placed on hold, "Deleted: 3 messages", ...
 
     def _bounce(
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
@@ -368,14 +325,14 @@ class PostfixParser(StatefulParser):
             notice = body.rpartition(": ")[2].strip()
             if notice.isalnum():
                 # The notice is our own mail: its deliveries are tagged, not mixed with users'.
-                self._queue(host, instance, notice, moment).tags = _NDR
-                return _TRACKED
-        return _IGNORED if body.startswith(ANY_NOISE) else _UNPARSED
+                self._queue(host, instance, notice, moment).tags = NDR
+                return TRACKED
+        return IGNORED if body.startswith(ANY_NOISE) else UNPARSED
 
     def _quiet(
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
     ) -> list[Event] | int:
-        return _IGNORED
+        return IGNORED
 
     _foreign = _quiet
 
@@ -383,7 +340,7 @@ class PostfixParser(StatefulParser):
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
     ) -> list[Event] | int:
         body = split_queue_id(message)[1]
-        return _IGNORED if body.startswith(ANY_NOISE) else _UNPARSED
+        return IGNORED if body.startswith(ANY_NOISE) else UNPARSED
 
     def _delivery(
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
@@ -393,8 +350,8 @@ class PostfixParser(StatefulParser):
             return self._outcome(moment, host, instance, found[0], found[1], ref)
         body = split_queue_id(message)[1]
         if body.startswith(CLIENT_NOISE) or body.startswith(ANY_NOISE):
-            return _IGNORED
-        return _UNPARSED
+            return IGNORED
+        return UNPARSED
 
     # -- events --------------------------------------------------------------------------
 
@@ -405,21 +362,16 @@ class PostfixParser(StatefulParser):
         kind = _OUTCOMES.get(word)
         if kind is None:
             # Address-verification probes (deliverable, undeliverable...) deliver nothing.
-            return _IGNORED if "deliverable" in word else _UNPARSED
+            return IGNORED if "deliverable" in word else UNPARSED
         state = self._queue(host, instance, qid, moment)
         source = self._sources.get(host) or self._source(host)
-        make = self._make
         events: list[Event] = []
         rcpt = state.rcpts.get(recipient)
         if rcpt is None:
-            rcpt = state.rcpts[recipient] = Recipient()
-            if state.arrival is not None:
-                events.append(
-                    make.submitted(state, state.arrival, source, qid, recipient, orig, ref)
-                )
+            rcpt = self._first_seen(state, source, qid, recipient, orig, ref, events)
         if kind is _DEFERRED and text and text.startswith("delivery temporarily suspended"):
             # Not an attempt: Postfix skipped a destination it marked dead after failures.
-            return events or _IGNORED
+            return events or IGNORED
         code, enhanced = reply_of(text)
         enhanced = dsn or enhanced  # Postfix's dsn= is what the sender's DSN will say
         rcpt.attempts += 1
@@ -427,7 +379,7 @@ class PostfixParser(StatefulParser):
             rcpt.code, rcpt.enhanced, rcpt.diagnostic = code, enhanced, text
         else:
             rcpt.final = True
-        event = make.outcome(
+        event = self._make.outcome(
             kind, moment, source, state, qid, recipient, orig, relay, code, enhanced, text, delay,
             rcpt.attempts, ref,
         )  # fmt: skip
@@ -442,7 +394,7 @@ class PostfixParser(StatefulParser):
         if state.sender is None:
             state.sender = body[6 : body.find(">")]
             if not state.sender:
-                state.tags = _NDR
+                state.tags = NDR
         pending = [(r, rcpt) for r, rcpt in state.rcpts.items() if not rcpt.final]
         if not pending:  # its deferrals were logged before this log began
             pending = [(None, Recipient())]
@@ -464,14 +416,14 @@ class PostfixParser(StatefulParser):
         """``[QID|NOQUEUE]: ACTION: ...`` lines: reject, milter-reject, hold, discard, ..."""
         action = body[: body.find(":")]
         if action in QUIET_ACTIONS:
-            return _IGNORED
+            return IGNORED
         if action not in REFUSALS:
             return otherwise
         reject = parse_reject(body)
         if reject is None:
-            return _UNPARSED
+            return UNPARSED
         if reject.stage not in MESSAGE_STAGES:
-            return _IGNORED  # a refused connection, HELO or VRFY concerns no message
+            return IGNORED  # a refused connection, HELO or VRFY concerns no message
         state = None
         if qid == "NOQUEUE":
             qid = None
@@ -497,6 +449,4 @@ class PostfixParser(StatefulParser):
 
 def parse(lines: Iterable[str], source_prefix: str = "postfix", **kw: Any) -> Iterator[Event]:
     """The Events of ``lines`` in log order (keywords as for :class:`PostfixParser`)."""
-    feed = PostfixParser(source_prefix, **kw).feed
-    for line in lines:
-        yield from feed(line)
+    return events_of(PostfixParser(source_prefix, **kw).feed, lines)
