@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from monitor.collectors.tail import MAX_LINE_BYTES, FileTailer, Position
+from monitor.collectors.tail import MAX_LINE_BYTES, FileTailer, Position, gunzipped
 
 
 class Clock:
@@ -187,3 +188,13 @@ def test_very_long_line(tmp_path: Path) -> None:
     assert lines[0] == b"before" and lines[-1] == b"after"
     assert sum(len(line) for line in lines[1:-1]) == MAX_LINE_BYTES + 10
     assert tailer.position().offset == log.stat().st_size
+
+
+def test_gunzipped_reads_gzip_and_passes_plain_through() -> None:
+    """A gzip stream is decompressed by its magic bytes; plain and unpeekable ones are kept."""
+    packed = io.BufferedReader(io.BytesIO(gzip.compress(b"a line\n")))
+    assert gunzipped(packed).read() == b"a line\n"
+    plain = io.BufferedReader(io.BytesIO(b"\x1f not gzip\n"))
+    assert gunzipped(plain) is plain
+    unpeekable = io.BytesIO(gzip.compress(b"x"))
+    assert gunzipped(unpeekable) is unpeekable

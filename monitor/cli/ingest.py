@@ -15,11 +15,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from monitor.classify.ingest import MAIL_SOURCES, ingest_mail
 from monitor.cli.common import config_of, open_store, print_json, resolver_for
 from monitor.collectors.mta import PARSERS
+from monitor.collectors.tail import gunzipped
 from monitor.errors import InputError
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
@@ -73,11 +74,9 @@ def open_log(path: str, stack: ExitStack) -> tuple[IO[str], IO[bytes], int, date
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror}") from exc
         size, ref = st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)
-    stream: IO[bytes] = raw
-    if hasattr(raw, "peek") and raw.peek(2)[:2] == b"\x1f\x8b":
-        import gzip
-
-        stream = cast(IO[bytes], stack.enter_context(gzip.GzipFile(fileobj=raw)))
+    stream = gunzipped(raw)
+    if stream is not raw:
+        stack.enter_context(stream)
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")
     return text, raw, size, ref
 

@@ -28,9 +28,9 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
-__all__ = ["FileTailer", "Position"]
+__all__ = ["FileTailer", "Position", "gunzipped"]
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,20 @@ def _fingerprint(head: bytes) -> str:
     return hashlib.blake2b(first, digest_size=8).hexdigest() if first else ""
 
 
+def gunzipped(raw: IO[bytes]) -> IO[bytes]:
+    """``raw``, or its decompressed bytes when it starts with gzip's magic (RFC 1952 2.3.1).
+
+    Only a stream that can ``peek`` is looked at: reading the magic would lose it.
+    """
+    peek = getattr(raw, "peek", None)
+    if peek is not None and peek(2)[:2] == b"\x1f\x8b":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
+    return raw
+
+
 def _open_any(path: str) -> IO[bytes]:
-    """A plain or gzip file for reading, recognised by its magic bytes."""
-    handle = open(path, "rb")  # noqa: SIM115
-    if handle.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=handle)  # type: ignore[return-value]
-    return handle
+    """A plain or gzip file for reading (rotated logs are often compressed)."""
+    return gunzipped(open(path, "rb"))
 
 
 class FileTailer:
