@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from monitor.collectors.mta.postfix_lines import normalize_address
+from monitor.collectors.mta.smtp import ENHANCED_AFTER_CODE, normalize_address
 
 __all__ = [
     "GENERAL_NOISE",
@@ -47,9 +47,7 @@ _ADDRESS = re.compile(r"(\S*)((?: (?:<[^>]*>|\([^)]*\)))*)")
 _HOST = re.compile(r"(?:^| )H=(\S+)(?: \(([^)]*)\))?(?: \[([^\]\s]*)\]?(?::([0-9]+))?)?")
 _SENDER = re.compile(r"(?:^| )F=<?([^\s>]*)>?")
 # RFC 5321 section 4.2 reply code at the start of the remote's text ("...: 550 5.1.1 ...").
-_REPLY = re.compile(
-    r"(?:^|: )([2-5][0-9][0-9])(?![0-9])(?:[ -]#?([245][.][0-9]{1,3}[.][0-9]{1,3})(?![0-9.]))?"
-)
+_REPLY = re.compile(r"(?:^|: )([2-5][0-9][0-9])(?![0-9])" + ENHANCED_AFTER_CODE)
 _REJECT_RCPT = re.compile(r"(?:^|\s)(?:temporarily )?rejected RCPT <?([^\s>]*?)>?:\s*(.*)$")
 # Exim writes "... : 550 5.1.1 user unknown DT=0.000s": the times follow a failure's text.
 _TRAILING_TIMES = re.compile(r"(?: (?:QT|DT)=[0-9][0-9.wdhms]*)+$")

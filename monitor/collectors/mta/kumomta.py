@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.collectors.mta.base import ParseStats, events_of
+from monitor.collectors.mta.smtp import normalize_address
 from monitor.model import Event, EventType
 
 __all__ = ["KumoParser", "parse", "record_events"]
@@ -51,8 +52,7 @@ def _bare(address: Any) -> str | None:
     text = address.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
-    local, at, domain = text.rpartition("@")
-    return f"{local}@{domain.lower()}" if at else text
+    return normalize_address(text) or text  # "<>" stays ""
 
 
 def _header(headers: Any, name: str) -> str | None:

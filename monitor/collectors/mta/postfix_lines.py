@@ -12,6 +12,8 @@ import quopri
 import re
 from typing import NamedTuple
 
+from monitor.collectors.mta.smtp import ENHANCED, ENHANCED_AFTER_CODE, normalize_address
+
 __all__ = [
     "CLIENT_LINE",
     "MESSAGE_ID_LINE",
@@ -46,13 +48,11 @@ CLIENT_LINE = re.compile(_QID + r"client=([^,]*)")
 MESSAGE_ID_LINE = re.compile(_QID + r"message-id=(.*)")
 QUEUED_LINE = re.compile(_QID + r"from=<([^>]*)>, size=([0-9]+), nrcpt=[0-9]+ \(queue active\)$")
 _FIELD = re.compile(r"(\w+)=(<[^>]*>|[^,\s]*)")
-_DSN = re.compile(r"[245][.][0-9]{1,3}[.][0-9]{1,3}$")
+_DSN = re.compile(ENHANCED + "$")
 
 # RFC 5321 section 4.2 reply code, then an RFC 3463 enhanced code (written "#5.1.1" by some).
-_CODE = re.compile(
-    r"([2-5][0-9][0-9])(?![0-9.])(?:[ -]#?([245][.][0-9]{1,3}[.][0-9]{1,3})(?![0-9.]))?"
-)
-_ENHANCED = re.compile(r"#?([245][.][0-9]{1,3}[.][0-9]{1,3})(?![0-9.])")
+_CODE = re.compile(r"([2-5][0-9][0-9])(?![0-9.])" + ENHANCED_AFTER_CODE)
+_ENHANCED = re.compile("#?(" + ENHANCED + r")(?![0-9.])")
 
 # "ACTION: STAGE from CLIENT: TEXT; from=<s> to=<r> proto=... helo=<h>" (smtpd, postscreen,
 # milters); logwatch's samples pad the columns with spaces, so whitespace runs are allowed.
@@ -92,17 +92,6 @@ def split_queue_id(message: str) -> tuple[str | None, str]:
     if m is None:
         return None, message
     return m.group(1), message[m.end() :]
-
-
-def normalize_address(address: str | None) -> str | None:
-    """The address with its domain lower-cased (local parts may be case-sensitive)."""
-    if not address:
-        return None
-    at = address.rfind("@")
-    if at < 0:
-        return address
-    domain = address[at + 1 :]
-    return address if domain.islower() or not domain else address[: at + 1] + domain.lower()
 
 
 def _bare(value: str | None) -> str | None:
