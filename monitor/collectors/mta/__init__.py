@@ -2,6 +2,8 @@
 
 ``PARSERS[kind](kind, reference_time=..., tz=...)`` gives an object whose
 ``feed(line, ref)`` returns the line's events and whose ``stats`` counts lines by fate.
+What the parsers share lives in :mod:`.base` (counters, result codes, the queue-id
+skeleton) and :mod:`.smtp` (addresses, reply codes).
 """
 
 from __future__ import annotations
