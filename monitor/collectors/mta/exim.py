@@ -287,21 +287,30 @@ class EximParser(QueueParser):
         self,
         kind: EventType,
         moment: datetime,
-        source: str,
-        state: Queued,
+        host: str,
         qid: str,
         delivery: Delivery,
-        rcpt: Recipient,
         code: int | None,
         enhanced: str | None,
         text: str | None,
         ref: str | None,
-    ) -> Event:
-        """The event of one delivery attempt (delivered, deferred or bounced)."""
-        return self._make.outcome(
+    ) -> list[Event]:
+        """One delivery attempt's event, after ``submitted`` if the recipient is new.
+
+        A deferral is remembered: it says why, should Exim give up on the address later.
+        """
+        events: list[Event] = []
+        state, rcpt, source = self._recipient(moment, host, qid, delivery, ref, events)
+        rcpt.attempts += 1
+        if kind is EventType.DEFERRED:
+            rcpt.code, rcpt.enhanced, rcpt.diagnostic = code, enhanced, text
+        else:
+            rcpt.final = True
+        events.append(self._make.outcome(
             kind, moment, source, state, qid, delivery.recipient, delivery.orig_recipient,
             delivery.relay, code, enhanced, text, delivery.delay, rcpt.attempts, ref,
-        )  # fmt: skip
+        ))  # fmt: skip
+        return events
 
     def _delivered(
         self, moment: datetime, host: str, qid: str, rest: str, ref: str | None
@@ -309,17 +318,10 @@ class EximParser(QueueParser):
         delivery = parse_delivery(rest)
         if delivery is None:
             return UNPARSED
-        events: list[Event] = []
-        state, rcpt, source = self._recipient(moment, host, qid, delivery, ref, events)
         kind = EventType.DROPPED if delivery.blackhole else EventType.DELIVERED
         text = delivery.confirmation
         code, enhanced = reply_of(text)
-        rcpt.attempts += 1
-        rcpt.final = True
-        events.append(self._attempt(
-            kind, moment, source, state, qid, delivery, rcpt, code, enhanced, text, ref
-        ))  # fmt: skip
-        return events
+        return self._attempt(kind, moment, host, qid, delivery, code, enhanced, text, ref)
 
     def _deferred(
         self, moment: datetime, host: str, qid: str, rest: str, ref: str | None
@@ -331,16 +333,10 @@ class EximParser(QueueParser):
         if text is not None and "retry time not" in text.lower():
             # Not an attempt: Exim skipped the address because its retry time has not come.
             return IGNORED
-        events: list[Event] = []
-        state, rcpt, source = self._recipient(moment, host, qid, delivery, ref, events)
         code, enhanced = remote_reply(text)
-        rcpt.attempts += 1
-        rcpt.code, rcpt.enhanced, rcpt.diagnostic = code, enhanced, text
-        events.append(self._attempt(
-            EventType.DEFERRED, moment, source, state, qid, delivery, rcpt, code, enhanced, text,
-            ref,
-        ))  # fmt: skip
-        return events
+        return self._attempt(
+            EventType.DEFERRED, moment, host, qid, delivery, code, enhanced, text, ref
+        )
 
     def _failed(
         self, moment: datetime, host: str, qid: str, rest: str, ref: str | None
@@ -348,22 +344,17 @@ class EximParser(QueueParser):
         delivery = parse_delivery(rest)
         if delivery is None:
             return UNPARSED
-        text = delivery.text or ""
+        text = delivery.text
+        if not _gave_up(text or ""):
+            code, enhanced = remote_reply(text)
+            return self._attempt(
+                EventType.BOUNCED, moment, host, qid, delivery, code, enhanced, text or None, ref
+            )
+        # Exim stopped retrying: the last deferral says why (as Postfix's expiry does).
         events: list[Event] = []
         state, rcpt, source = self._recipient(moment, host, qid, delivery, ref, events)
         rcpt.final = True
-        if _gave_up(text):
-            # Exim stopped retrying: the last deferral says why (as Postfix's expiry does).
-            events.append(
-                self._make.expired(moment, source, state, qid, delivery.recipient, rcpt, ref)
-            )
-            return events
-        code, enhanced = remote_reply(text)
-        rcpt.attempts += 1
-        events.append(self._attempt(
-            EventType.BOUNCED, moment, source, state, qid, delivery, rcpt, code, enhanced,
-            text or None, ref,
-        ))  # fmt: skip
+        events.append(self._make.expired(moment, source, state, qid, delivery.recipient, rcpt, ref))
         return events
 
     def _rejected(
