@@ -98,14 +98,17 @@ class EximParser(QueueParser):
         self._syslog = SyslogFramer(reference_time=reference_time, tz=self._tz).fields
         self._last_stamp = ""
         self._last_time = datetime(1970, 1, 1, tzinfo=UTC)
-        self._flags: dict[str, Callable[..., list[Event] | int]] = {
-            "<= ": self._arrival,
+        # Every delivery flag's line reads alike: parsed once, then handled by its flag.
+        self._outcomes: dict[
+            str, Callable[[datetime, str, str, Delivery, str | None], list[Event] | int]
+        ] = {
             "=> ": self._delivered,
             "-> ": self._delivered,
             ">> ": self._delivered,
             "** ": self._failed,
             "== ": self._deferred,
         }
+        self._flags = {"<= ", *self._outcomes}
 
     def feed(self, line: str, ref: str | None = None) -> list[Event]:
         """The Events ``line`` completes (often none); never raises."""
@@ -222,9 +225,12 @@ class EximParser(QueueParser):
     def _message(
         self, moment: datetime, host: str, qid: str, rest: str, ref: str | None
     ) -> list[Event] | int:
-        handler = self._flags.get(rest[:3])
-        if handler is not None:
-            return handler(moment, host, qid, rest[3:], ref)
+        outcome = self._outcomes.get(rest[:3])
+        if outcome is not None:
+            delivery = parse_delivery(rest[3:])
+            return UNPARSED if delivery is None else outcome(moment, host, qid, delivery, ref)
+        if rest[:3] == "<= ":
+            return self._arrival(moment, host, qid, rest[3:], ref)
         if rest == "Completed" or rest.startswith("removed by "):
             self._queues.drop(host, _INSTANCE, qid)
             return TRACKED
@@ -313,22 +319,16 @@ class EximParser(QueueParser):
         return events
 
     def _delivered(
-        self, moment: datetime, host: str, qid: str, rest: str, ref: str | None
+        self, moment: datetime, host: str, qid: str, delivery: Delivery, ref: str | None
     ) -> list[Event] | int:
-        delivery = parse_delivery(rest)
-        if delivery is None:
-            return UNPARSED
         kind = EventType.DROPPED if delivery.blackhole else EventType.DELIVERED
         text = delivery.confirmation
         code, enhanced = reply_of(text)
         return self._attempt(kind, moment, host, qid, delivery, code, enhanced, text, ref)
 
     def _deferred(
-        self, moment: datetime, host: str, qid: str, rest: str, ref: str | None
+        self, moment: datetime, host: str, qid: str, delivery: Delivery, ref: str | None
     ) -> list[Event] | int:
-        delivery = parse_delivery(rest)
-        if delivery is None:
-            return UNPARSED
         text = delivery.text
         if text is not None and "retry time not" in text.lower():
             # Not an attempt: Exim skipped the address because its retry time has not come.
@@ -339,11 +339,8 @@ class EximParser(QueueParser):
         )
 
     def _failed(
-        self, moment: datetime, host: str, qid: str, rest: str, ref: str | None
+        self, moment: datetime, host: str, qid: str, delivery: Delivery, ref: str | None
     ) -> list[Event] | int:
-        delivery = parse_delivery(rest)
-        if delivery is None:
-            return UNPARSED
         text = delivery.text
         if not _gave_up(text or ""):
             code, enhanced = remote_reply(text)
