@@ -12,7 +12,9 @@ from prometheus_client import CollectorRegistry
 from monitor.metrics import IpLabeler, Metrics
 from monitor.model import Event
 from monitor.rollup import (
+    SENDER_DOMAINS,
     SENDING_IPS,
+    STREAMS,
     RejectingDetector,
     RollupEngine,
     SendingIpBounceRateDetector,
@@ -134,3 +136,28 @@ def test_ip_labels_are_bounded() -> None:
     labeler = IpLabeler(allow=["192.0.2.9"], top=1)
     labels = labeler.labels({"192.0.2.1": 10, "192.0.2.2": 50, "192.0.2.9": 1})
     assert labels == {"192.0.2.1": "other", "192.0.2.2": "192.0.2.2", "192.0.2.9": "192.0.2.9"}
+
+
+def test_windows_per_sending_domain_and_stream(db_url: str) -> None:
+    """The same windows per sending domain and per stream tag; our own notices stay out."""
+    at = ev("delivered").occurred_at
+    events = [
+        ev("delivered", 1, queue_id="A", sender="news@Mail.Example", tags=("stream:news",),
+           provider="google"),
+        ev("bounced", 2, queue_id="B", sender="bill@app.example", tags=("category:billing",),
+           provider="google", reason="blocked"),
+        ev("delivered", 30, queue_id="C", sender="bill@app.example", provider="google"),
+        ev("delivered", 3, queue_id="D", sender="", tags=("ndr",), provider="google"),
+    ]  # fmt: skip
+    with Store.open(db_url) as store:
+        store.write(events)
+        with store.engine.connect() as conn:
+            senders = window_counts(conn, (at + timedelta(minutes=5)).timestamp(), SENDER_DOMAINS)
+            streams = window_counts(conn, (at + timedelta(minutes=5)).timestamp(), STREAMS)
+            later = window_counts(conn, (at + timedelta(minutes=35)).timestamp(), SENDER_DOMAINS)
+    assert set(senders) == {("google", "mail.example"), ("google", "app.example")}
+    assert senders[("google", "app.example")]["5m"].rejecting == 1
+    assert set(streams) == {("google", "news"), ("google", "billing")}
+    assert streams[("google", "news")]["5m"].delivered == 1
+    app = later[("google", "app.example")]
+    assert (app["5m"].delivered, app["1h"].bounced, app["1h"].delivered) == (1, 1, 1)

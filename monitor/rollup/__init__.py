@@ -30,7 +30,9 @@ from monitor.rollup.live import LiveClock
 from monitor.rollup.windows import (
     RECIPIENT_DOMAINS,
     REJECTING_REASONS,
+    SENDER_DOMAINS,
     SENDING_IPS,
+    STREAMS,
     WINDOWS,
     Counts,
     View,
@@ -40,7 +42,9 @@ from monitor.rollup.windows import (
 __all__ = [
     "RECIPIENT_DOMAINS",
     "REJECTING_REASONS",
+    "SENDER_DOMAINS",
     "SENDING_IPS",
+    "STREAMS",
     "WINDOWS",
     "BounceRateDetector",
     "ComplaintRateDetector",

@@ -23,8 +23,10 @@ __all__ = [
     "BASELINE_SECONDS",
     "RECIPIENT_DOMAINS",
     "REJECTING_REASONS",
+    "SENDER_DOMAINS",
     "SENDING_IPS",
     "SHORT",
+    "STREAMS",
     "WINDOWS",
     "Counts",
     "Key",
@@ -32,6 +34,7 @@ __all__ = [
     "WindowReader",
     "align",
     "baseline_of",
+    "sender_view",
     "window_counts",
     "with_baselines",
 ]
@@ -96,11 +99,18 @@ RECIPIENT_DOMAINS = View(counters, "recipient_domain", (counters.c.stream != "nd
 SENDING_IPS = View(
     sender_counters,
     "value",
-    (
-        sender_counters.c.dimension == "sending_ip",
-        sender_counters.c.ndr == 0,
-    ),
+    (sender_counters.c.dimension == "sending_ip", sender_counters.c.ndr == 0),
 )
+
+
+def sender_view(dimension: str) -> View:
+    """(provider, value) of one ``sender_counters`` dimension (``SENDER_DIMENSIONS``)."""
+    c = sender_counters.c
+    return View(sender_counters, "value", (c.dimension == dimension, c.ndr == 0))
+
+
+SENDER_DOMAINS = sender_view("sender_domain")
+STREAMS = sender_view("stream")
 
 #: Attempts are the tries that got an answer: delivered, deferred or bounced.
 _ATTEMPT_OUTCOMES = ("delivered", "deferred", "bounced")
