@@ -7,7 +7,10 @@ Input: the ``counters`` table of a SQLite store filled directly (what ingest wou
 1,000 recipient domains in a Zipf mix of daily volume (the largest ~100,000 attempts a
 day, so it has a row every minute; the tail a row every few hours), each minute's row
 split into delivered, a share of deferred (some for rejecting reasons), bounced and
-complained rows.  The latency and queue-age detectors read delivery rows: the last
+complained rows.  ``sender_counters`` (schema 5) holds the same traffic per sending IP (8
+addresses, each domain sent from one), sending domain (2) and stream (3), summed per
+provider, as the writer would have folded it; the sending-IP detectors read it.  The
+latency and queue-age detectors read delivery rows: the last
 ``--delivery-days`` days get one row per delivered recipient in the same Zipf mix (about
 750,000 a day), a few of them still deferred.  The database is cached in ``bench/out/``
 while the generators are unchanged.
@@ -76,6 +79,17 @@ def _rows(domains: int, days: int, seed: int) -> object:
                 yield (bucket, domain, provider, "complained", "", "", 1)
 
 
+#: The sender side of the same traffic, from the counters: each domain has one sending IP,
+#: one sending domain and one stream (by its name's length, a stable spread).
+_SENDER_SQL = """
+INSERT INTO sender_counters (bucket, dimension, value, provider, outcome, reason, ndr, count)
+SELECT bucket, ?, ? || (length(recipient_domain) % ?), provider, outcome, reason, 0, sum(count)
+FROM counters GROUP BY 1, 2, 3, 4, 5, 6
+"""
+_SENDER_DIMENSIONS = (("sending_ip", "198.51.100.", 8), ("sender_domain", "mail", 2),
+                      ("stream", "stream", 3))  # fmt: skip
+
+
 def _deliveries(domains: int, days: int, delivery_days: int, seed: int) -> object:
     """Delivery rows for the last ``delivery_days`` days: one per delivered recipient."""
     rng = random.Random(seed)
@@ -138,7 +152,8 @@ def _steady(engine: RollupEngine, at: float, runs: int) -> tuple[float, float, E
 
 def build(domains: int, days: int) -> Path:
     """The cached benchmark database for these parameters, generated when missing."""
-    source = inspect.getsource(_rows) + f"{domains},{days}"  # regenerate when the data changes
+    # regenerate when the data changes
+    source = inspect.getsource(_rows) + f"{domains},{days}{_SENDER_SQL}{_SENDER_DIMENSIONS}"
     key = hashlib.sha256(source.encode()).hexdigest()[:10]
     path = OUT / f"rollup-{domains}x{days}-{key}.db"
     if path.exists():
@@ -155,6 +170,8 @@ def build(domains: int, days: int) -> Path:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             _rows(domains, days, seed=5),  # type: ignore[arg-type]
         )
+        for dimension, prefix, spread in _SENDER_DIMENSIONS:
+            conn.execute(_SENDER_SQL, (dimension, prefix, spread))
         rows = conn.execute("SELECT count(*) FROM counters").fetchone()[0]
     tmp.rename(path)
     print(f"generated {rows:,} counter rows in {time.perf_counter() - started:.0f} s: {path.name}")
@@ -172,6 +189,7 @@ def main() -> int:
     add_deliveries(path, args.domains, args.days, args.delivery_days)
     with Store.open(f"sqlite:///{path}") as store:
         rows = store.count("counters")
+        sender_rows = store.count("sender_counters")
         delivery_rows = store.count("deliveries")
         engine = RollupEngine(store)
         at = START + (args.days - 1) * 86400 + 12 * 3600  # noon of the last day
@@ -201,6 +219,7 @@ def main() -> int:
         with store.engine.begin() as conn:  # the benchmark's incidents are not the point
             conn.exec_driver_sql("DELETE FROM incidents")
     print(f"counters: {rows:,} rows, {args.domains} domains x {args.days} days (SQLite)")
+    print(f"sender_counters: {sender_rows:,} rows (8 sending IPs, 2 sending domains, 3 streams)")
     print(f"deliveries: {delivery_rows:,} rows (the last {args.delivery_days} days)")
     print(f"subjects evaluated: {len(result.subjects)} over {len(engine.detectors)} detectors")
     print(f"first evaluation (cold): {cold:.3f} s")

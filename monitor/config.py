@@ -58,6 +58,8 @@ class ProvidersConfig(_Strict):
 class MetricsConfig(_Strict):
     domains: tuple[str, ...] = ()
     top_domains: int = Field(20, ge=0, le=500)
+    sending_ips: tuple[str, ...] = ()
+    top_sending_ips: int = Field(20, ge=0, le=500)
 
 
 class RollupConfig(_Strict):

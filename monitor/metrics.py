@@ -21,7 +21,14 @@ from monitor.classify import REASONS
 from monitor.model import Event, EventType, Provider
 from monitor.store.totals import Totals, delay_micros
 
-__all__ = ["DELAY_BUCKETS", "OUTCOMES", "DomainLabeler", "Metrics", "RollupGauges"]
+__all__ = [
+    "DELAY_BUCKETS",
+    "OUTCOMES",
+    "DomainLabeler",
+    "IpLabeler",
+    "Metrics",
+    "RollupGauges",
+]
 
 OUTCOMES = frozenset({"delivered", "deferred", "bounced", "expired", "rejected", "suppressed"})
 _PROVIDERS = frozenset(p.value for p in Provider)
@@ -50,6 +57,21 @@ class DomainLabeler:
         if domain and (domain in self._allow or domain in self._top):
             return domain
         return "other"
+
+
+class IpLabeler:
+    """Maps a sending IP to a bounded ``sending_ip`` label value: the configured addresses
+    plus the ``top`` busiest ones of the last evaluation, the rest ``other``."""
+
+    def __init__(self, allow: Iterable[str] = (), top: int = 20) -> None:
+        self._allow = frozenset(allow)
+        self.top = top
+
+    def labels(self, volumes: dict[str, float]) -> dict[str, str]:
+        """Every IP of ``volumes`` (ip -> attempts) with its label value."""
+        busiest = sorted(volumes, key=lambda ip: (-volumes[ip], ip))[: self.top]
+        keep = self._allow | set(busiest)
+        return {ip: ip if ip in keep else "other" for ip in volumes}
 
 
 def source_kind(source: str) -> str:
@@ -93,9 +115,24 @@ class _SubjectState(Protocol):
     def extra(self) -> dict[str, float | None]: ...
 
 
-#: Detector kinds judged per (provider, domain) and per provider (monitor.rollup.detectors).
+#: Detector kinds judged per (provider, domain), per provider and per (provider, sending
+#: IP) (monitor.rollup.detectors).
 DOMAIN_KINDS = ("domain_rejecting", "bounce_rate", "deferral_spike", "queue_age")
 PROVIDER_KINDS = ("complaint_rate", "provider_silent", "delivery_latency")
+SENDING_IP_KINDS = ("sending_ip_rejecting", "sending_ip_bounce_rate")
+#: Sending-IP share gauges, pooled like the domain ones: kind -> (name, help).
+_IP_RATIOS = {
+    "sending_ip_rejecting": (
+        "mailmon_sending_ip_rejecting_ratio",
+        "Share of a sending IP's attempts at a provider failing for reputation/policy/rate/"
+        "block reasons (last 5 minutes, event time), rollup engine.",
+    ),
+    "sending_ip_bounce_rate": (
+        "mailmon_sending_ip_bounce_ratio",
+        "Bounced / finished recipients of a sending IP at a provider in the last hour "
+        "(event time), rollup engine.",
+    ),
+}
 #: Share gauges pooled as numerator / denominator: kind -> (name, help).
 _DOMAIN_RATIOS = {
     "bounce_rate": (
@@ -117,8 +154,9 @@ class RollupGauges:
     Providers outside the known set become ``other`` the same way.
     """
 
-    def __init__(self, labeler: DomainLabeler) -> None:
+    def __init__(self, labeler: DomainLabeler, ips: IpLabeler | None = None) -> None:
         self._labeler = labeler
+        self._ips = ips or IpLabeler()
         self._lock = threading.Lock()
         self._states: list[_DomainState] = []
         self._subjects: list[_SubjectState] = []
@@ -160,7 +198,39 @@ class RollupGauges:
                 ratio.add_metric([provider, domain], failing / attempts)
         yield rejecting
         yield ratio
-        yield from self._subject_families(subjects)
+        yield from self._subject_families([s for s in subjects if s.kind not in SENDING_IP_KINDS])
+        yield from self._ip_families([s for s in subjects if s.kind in SENDING_IP_KINDS])
+
+    def _ip_families(self, subjects: list[_SubjectState]) -> Iterator[Metric]:
+        """Per (provider, sending IP): open incidents and shares; IPs beyond the label
+        budget pool into ``other`` (an incident gauge is then 1 when any of them is)."""
+        volumes: dict[str, float] = {}
+        for s in subjects:
+            volumes[s.domain] = max(volumes.get(s.domain, 0.0), s.denominator)
+        label = self._ips.labels(volumes)
+        opened = GaugeMetricFamily(
+            "mailmon_sending_ip_incident_open",
+            "1 while the rollup engine has an open incident of this kind for the sending IP "
+            "at the provider.",
+            labels=["kind", "provider", "sending_ip"],
+        )
+        is_open: dict[tuple[str, str, str], int] = {}
+        shares: dict[tuple[str, str, str], list[float]] = {}
+        for s in subjects:
+            k = (s.kind, self._provider(s.provider), label[s.domain])
+            is_open[k] = max(is_open.get(k, 0), int(s.open))
+            slot = shares.setdefault(k, [0.0, 0.0])
+            slot[0] += s.numerator
+            slot[1] += s.denominator
+        for k, value in sorted(is_open.items()):
+            opened.add_metric(list(k), value)
+        yield opened
+        for kind, (name, help_text) in _IP_RATIOS.items():
+            family = GaugeMetricFamily(name, help_text, labels=["provider", "sending_ip"])
+            for (k_kind, provider, ip), (num, den) in sorted(shares.items()):
+                if k_kind == kind and den:
+                    family.add_metric([provider, ip], num / den)
+            yield family
 
     def _subject_families(self, subjects: list[_SubjectState]) -> Iterator[Metric]:
         domain_open = GaugeMetricFamily(
@@ -299,7 +369,10 @@ class Metrics:
     """Mailmon's metrics, registered on ``registry`` (tests pass their own)."""
 
     def __init__(
-        self, registry: CollectorRegistry | None = None, labeler: DomainLabeler | None = None
+        self,
+        registry: CollectorRegistry | None = None,
+        labeler: DomainLabeler | None = None,
+        ips: IpLabeler | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.labeler = labeler or DomainLabeler()
@@ -346,7 +419,7 @@ class Metrics:
             "mailmon_build_info", "Mailmon's version.", ["version"], registry=r,
         )  # fmt: skip
         self.build_info.labels(version=__version__).set(1)
-        self.rollup = RollupGauges(self.labeler)
+        self.rollup = RollupGauges(self.labeler, ips)
         r.register(self.rollup)
         self._latest: dict[str, float] = {}
 

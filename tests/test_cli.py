@@ -64,6 +64,24 @@ def test_ingest_stats_and_trace(tmp_path: Path, logs: tuple[Path, Path]) -> None
     assert "gmail.com" in table and "yahoo.com" in table
 
 
+def test_stats_by_sender_side(tmp_path: Path, logs: tuple[Path, Path]) -> None:
+    """--by sender-domain, sending-ip and stream print the same row shape as --by domain."""
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    mailmon("ingest", "postfix", *map(str, logs), "--db", db)
+    by_domain = json.loads(mailmon("stats", "--json", "--db", db).stdout)
+    rows = json.loads(mailmon("stats", "--by", "sender-domain", "--json", "--db", db).stdout)
+    assert [r["sender_domain"] for r in rows] == ["app.example"]
+    assert set(rows[0]) - {"sender_domain"} == set(by_domain[0]) - {"domain"}
+    for field in ("submitted", "delivered", "deferred", "bounced", "expired"):
+        assert rows[0][field] == sum(r[field] for r in by_domain)
+    # Postfix logs do not say which of the host's addresses sent; no tag names a stream.
+    for flag, key in (("sending-ip", "sending_ip"), ("stream", "stream")):
+        (row,) = json.loads(mailmon("stats", "--by", flag, "--json", "--db", db).stdout)
+        assert row[key] == "" and row["delivered"] == rows[0]["delivered"]
+    table = mailmon("stats", "--by", "sender-domain", "--db", db).stdout
+    assert "sender_domain" in table and "app.example" in table
+
+
 def test_ingest_twice_changes_nothing(tmp_path: Path, logs: tuple[Path, Path]) -> None:
     """Re-reading the same files stores nothing new and leaves the stats as they were."""
     db = f"sqlite:///{tmp_path / 'm.db'}"

@@ -284,9 +284,11 @@ def test_user_unknown_bounces_count_for_bounce_rate_not_for_rejecting(db_url: st
 
 def test_gauge_kinds_are_the_detectors_kinds() -> None:
     """The `kind` label's declared values are exactly the detectors' kinds, split by level."""
-    from monitor.metrics import DOMAIN_KINDS, PROVIDER_KINDS
+    from monitor.metrics import DOMAIN_KINDS, PROVIDER_KINDS, SENDING_IP_KINDS
     from monitor.rollup import default_detectors
 
     levels = {d.kind: d.level for d in default_detectors()}
     assert set(DOMAIN_KINDS) == {k for k, level in levels.items() if level == "domain"}
     assert set(PROVIDER_KINDS) == {k for k, level in levels.items() if level == "provider"}
+    assert set(SENDING_IP_KINDS) == {k for k, level in levels.items() if level == "sending_ip"}
+    assert set(levels) == {*DOMAIN_KINDS, *PROVIDER_KINDS, *SENDING_IP_KINDS}

@@ -9,6 +9,7 @@ from factories import T0, ev
 from monitor.errors import StoreError
 from monitor.store import Store
 from monitor.store.migrations import LATEST
+from monitor.store.writer import stream_tag
 
 
 def _flow() -> list:
@@ -193,6 +194,7 @@ def test_schema_1_database_is_migrated(db_url: str) -> None:
             conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN rule"))
         conn.execute(sa.text("DROP TABLE incidents"))  # schema 3
         conn.execute(sa.text("DROP INDEX ix_deliveries_delivered_final"))  # schema 4
+        conn.execute(sa.text("DROP TABLE sender_counters"))  # schema 5
         conn.execute(sa.text("UPDATE mailmon_meta SET value = '1' WHERE key = 'schema_version'"))
     engine.dispose()
     with Store.open(db_url) as store:
@@ -213,3 +215,92 @@ def test_stats_by_reason(db_url: str) -> None:
         assert rows["userunknown"]["bounced"] == 1
         assert rows["speeding"]["deferred"] == 1
         assert rows[""]["delivered"] == 1
+
+
+def _senders() -> list:
+    """Two sending domains, two IPs and three streams, one event of each kind per row."""
+    return [
+        ev("submitted", 0, sender="news@Mail.Example", tags=("campaign:spring", "x")),
+        ev("delivered", 1, sender="news@Mail.Example", sending_ip="203.0.113.7",
+           tags=("campaign:spring",), provider="google"),
+        ev("submitted", 0, recipient="bob@outlook.com", sender="billing@app.example",
+           tags=("stream:billing", "category:ignored")),
+        ev("bounced", 1, recipient="bob@outlook.com", sender="billing@app.example",
+           sending_ip="203.0.113.8", reason="blocked", provider="microsoft",
+           tags=("stream:billing",)),
+        ev("deferred", 1, recipient="carol@outlook.com", queue_id="Q2",
+           sender="billing@app.example", sending_ip="203.0.113.7", reason="blocked",
+           provider="microsoft"),
+        ev("delivered", 2, sender="", recipient="dave@gmail.com", queue_id="Q3",
+           sending_ip="203.0.113.7", tags=("ndr",), provider="google"),
+    ]  # fmt: skip
+
+
+def test_stats_by_sender_domain_ip_and_stream(db_url: str) -> None:
+    """Sender-side groups count like recipient-side ones; NDRs are left out unless asked."""
+    with Store.open(db_url) as store:
+        store.write(_senders())
+        by_domain = {r["sender_domain"]: r for r in store.stats("sender_domain")}
+        assert set(by_domain) == {"mail.example", "app.example"}
+        app = by_domain["app.example"]
+        assert (app["submitted"], app["bounced"], app["deferred"]) == (1, 1, 1)
+        assert app["bounce_rate"] == 1.0 and app["deferral_rate"] == 0.5
+        by_ip = {r["sending_ip"]: r for r in store.stats("sending_ip")}
+        assert set(by_ip) == {"", "203.0.113.7", "203.0.113.8"}
+        assert (by_ip["203.0.113.7"]["delivered"], by_ip["203.0.113.7"]["deferred"]) == (1, 1)
+        assert by_ip["203.0.113.8"]["bounced"] == 1
+        by_ip_ndr = {r["sending_ip"]: r for r in store.stats("sending_ip", include_ndr=True)}
+        assert by_ip_ndr["203.0.113.7"]["delivered"] == 2
+        by_stream = {r["stream"]: r for r in store.stats("stream")}
+        assert set(by_stream) == {"spring", "billing", ""}
+        assert by_stream["spring"]["delivered"] == 1 and by_stream["billing"]["bounced"] == 1
+        with_ndr = {r["stream"] for r in store.stats("stream", include_ndr=True)}
+        assert with_ndr == {"spring", "billing", "", "ndr"}
+
+
+def test_sender_counters_are_idempotent(db_url: str) -> None:
+    """A duplicate event adds nothing to the sender counters, in one batch or a later one."""
+    with Store.open(db_url) as store:
+        store.write(_senders() + _senders())
+        before = [store.stats(by) for by in ("sender_domain", "sending_ip", "stream")]
+        rows = store.count("sender_counters")
+        assert store.write(_senders()) == []
+        assert [store.stats(by) for by in ("sender_domain", "sending_ip", "stream")] == before
+        assert store.count("sender_counters") == rows
+
+
+def test_stats_by_unknown_group_is_refused(db_url: str) -> None:
+    """A grouping the store does not know is an error, not an empty table."""
+    with Store.open(db_url) as store, pytest.raises(ValueError, match="sender_domain"):
+        store.stats("sender")
+
+
+def test_stream_tag_names() -> None:
+    """stream: wins over category: over campaign:; ndr only when no tag names a stream."""
+    assert stream_tag(()) == ""
+    assert stream_tag(("queue:x",)) == ""
+    assert stream_tag(("campaign:c", "category:k")) == "k"
+    assert stream_tag(("category:k", "stream:s")) == "s"
+    assert stream_tag(("ndr",)) == "ndr"
+    assert stream_tag(("stream:",)) == ""
+    assert stream_tag(("stream:" + "x" * 100,)) == "x" * 64
+
+
+def test_schema_4_database_gets_sender_counters(db_url: str) -> None:
+    """Migrating a schema-4 store counts its stored events per sender, as the writer would."""
+    with Store.open(db_url) as store:
+        store.write(_senders())
+        expected = [store.stats(by, include_ndr=True)
+                    for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE sender_counters"))
+        conn.execute(sa.text("UPDATE mailmon_meta SET value = '4' WHERE key = 'schema_version'"))
+    engine.dispose()
+    with Store.open(db_url) as store:
+        assert store.schema_version == LATEST == 5
+        found = [store.stats(by, include_ndr=True)
+                 for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
+        assert found == expected and expected[0]
+        store.write([ev("delivered", 30, queue_id="Q9", sending_ip="203.0.113.9")])
+        assert "203.0.113.9" in {r["sending_ip"] for r in store.stats("sending_ip")}

@@ -28,7 +28,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kind",
         help="only this kind: domain_rejecting, bounce_rate, deferral_spike, complaint_rate, "
-        "provider_silent, delivery_latency, queue_age",
+        "provider_silent, delivery_latency, queue_age, sending_ip_rejecting, "
+        "sending_ip_bounce_rate",
     )
     p.add_argument("--json", action="store_true", help="machine output: a JSON array")
     p.set_defaults(run=run)
@@ -68,7 +69,8 @@ def _table(rows: list[dict[str, Any]]) -> None:
         console.print("no incidents")
         return
     table = Table(box=None, header_style="bold")
-    columns = ("id", "kind", "provider", "domain", "started", "ended", "value", "top")
+    # The sending_ip_* kinds keep the IP where the others keep the domain.
+    columns = ("id", "kind", "provider", "domain/ip", "started", "ended", "value", "top")
     for name in columns:
         table.add_column(name, no_wrap=True)
     for r in rows:

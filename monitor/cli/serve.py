@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
     from monitor.cli.rollup import detectors_for
-    from monitor.metrics import DELAY_BUCKETS, DomainLabeler, Metrics
+    from monitor.metrics import DELAY_BUCKETS, DomainLabeler, IpLabeler, Metrics
     from monitor.pipeline import Pipeline
     from monitor.rollup import LiveClock, RollupEngine, newest_event_time
     from monitor.service.app import create_app
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     # Seeded counters carry the store's history: a `_created` time of this start would tell
     # Prometheus (its created-timestamp handling) that they began from zero now.
     disable_created_metrics()
-    metrics = Metrics(labeler=labeler)
+    ips = IpLabeler(config.metrics.sending_ips, config.metrics.top_sending_ips)
+    metrics = Metrics(labeler=labeler, ips=ips)
     # Before anything is followed or served: /metrics goes on from the store's totals, and
     # no batch stored during the read is both in them and observed.
     seeding = time.monotonic()

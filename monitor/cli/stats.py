@@ -1,4 +1,5 @@
-"""``mailmon stats``: per recipient domain or provider outcomes and rates."""
+"""``mailmon stats``: outcomes and rates per recipient domain, provider, reason, sending
+domain, sending IP or stream."""
 
 from __future__ import annotations
 
@@ -11,18 +12,29 @@ __all__ = ["register"]
 
 _COLUMNS = ("submitted", "delivered", "deferred", "bounced", "expired", "rejected")
 _RATES = ("delivery_rate", "bounce_rate", "deferral_rate", "complaint_rate")
+#: --by value -> the store's grouping (also the group's key in --json rows)
+_BY = {
+    "domain": "domain",
+    "provider": "provider",
+    "reason": "reason",
+    "sender-domain": "sender_domain",
+    "sending-ip": "sending_ip",
+    "stream": "stream",
+}
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "stats",
         parents=[common],
-        help="delivery numbers per domain or provider",
+        help="delivery numbers per domain, provider, sender, IP or stream",
         description="Per group: delivered, bounced, expired and rejected count "
         "recipients with that final outcome; deferred counts deferral attempts.",
     )
-    p.add_argument("--by", choices=("domain", "provider", "reason"), default="domain",
-                   help="group by recipient domain, mailbox provider, or failure reason")
+    p.add_argument("--by", choices=_BY, default="domain",
+                   help="group by recipient domain, mailbox provider, failure reason, "
+                   "sending domain (of the sender address), sending IP, or stream "
+                   "(the stream:, category: or campaign: tag)")
     p.add_argument(
         "--since", metavar="WHEN", help="a duration back from now (24h, 7d) or an ISO 8601 time"
     )
@@ -40,8 +52,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_of(args)
     with open_store(args, config) as store:
+        by = _BY[args.by]
         rows = store.stats(
-            args.by,
+            by,
             since=parse_since(args.since),
             until=parse_since(args.until),
             include_ndr=args.include_ndr,
@@ -51,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        _table(rows, args.by)
+        _table(rows, by)
     return 0
 
 

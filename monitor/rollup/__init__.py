@@ -12,6 +12,8 @@ from monitor.rollup.detectors import (
     ProviderSilentDetector,
     QueueAgeDetector,
     RejectingDetector,
+    SendingIpBounceRateDetector,
+    SendingIpRejectingDetector,
     default_detectors,
     wilson,
 )
@@ -21,13 +23,28 @@ from monitor.rollup.engine import (
     RollupEngine,
     SubjectState,
     newest_event_time,
+    subject_of,
 )
 from monitor.rollup.incidents import list_incidents
 from monitor.rollup.live import LiveClock
-from monitor.rollup.windows import REJECTING_REASONS, WINDOWS, Counts, window_counts
+from monitor.rollup.windows import (
+    RECIPIENT_DOMAINS,
+    REJECTING_REASONS,
+    SENDER_DOMAINS,
+    SENDING_IPS,
+    STREAMS,
+    WINDOWS,
+    Counts,
+    View,
+    window_counts,
+)
 
 __all__ = [
+    "RECIPIENT_DOMAINS",
     "REJECTING_REASONS",
+    "SENDER_DOMAINS",
+    "SENDING_IPS",
+    "STREAMS",
     "WINDOWS",
     "BounceRateDetector",
     "ComplaintRateDetector",
@@ -43,10 +60,14 @@ __all__ = [
     "QueueAgeDetector",
     "RejectingDetector",
     "RollupEngine",
+    "SendingIpBounceRateDetector",
+    "SendingIpRejectingDetector",
     "SubjectState",
+    "View",
     "default_detectors",
     "list_incidents",
     "newest_event_time",
+    "subject_of",
     "wilson",
     "window_counts",
 ]

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, literal, select
 
 from monitor.rollup.detectors import LatencyDetector, LatencyStats, QueueAgeDetector, QueueStats
+from monitor.rollup.incidents import rank_replies
 from monitor.rollup.windows import Key, align
 from monitor.store.schema import deliveries
 
@@ -183,12 +184,4 @@ def stuck_replies(
         )
         .limit(5000)
     )
-    tally: dict[tuple[Any, ...], int] = {}
-    for code, status, reason, text in rows:
-        k = (code, status, reason, (text or "")[:300])
-        tally[k] = tally.get(k, 0) + 1
-    ranked = sorted(tally.items(), key=lambda kv: (-kv[1], str(kv[0])))[:limit]
-    return [
-        {"reply_code": c, "enhanced_status": s, "reason": r, "text": t, "count": n}
-        for (c, s, r, t), n in ranked
-    ]
+    return rank_replies(rows, limit)

@@ -17,7 +17,8 @@ The bounce-rate and deferral-spike detectors apply the same test to their own sh
 window; complaint rate, provider silence, latency and queue age are described on their
 classes.  Every detector has a ``kind`` (the incident's kind and the gauges' label), a
 ``level`` (``domain``: one subject per (provider, domain); ``provider``: per provider,
-stored with domain ``""``), the ``source`` of its input and ``decide(input)``::
+stored with domain ``""``; ``sending_ip``: per (provider, sending IP), the IP stored in
+the incident's domain column), the ``source`` of its input and ``decide(input)``::
 
     class MyDetector:
         kind, level, source, window = "my_kind", "domain", "counters", "1h"
@@ -31,7 +32,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
-from monitor.rollup.windows import BASELINE, SHORT, Counts, baseline_of
+from monitor.rollup.windows import SHORT, Counts, baseline_of
 
 __all__ = [
     "BounceRateDetector",
@@ -45,6 +46,8 @@ __all__ = [
     "QueueAgeDetector",
     "QueueStats",
     "RejectingDetector",
+    "SendingIpBounceRateDetector",
+    "SendingIpRejectingDetector",
     "default_detectors",
     "wilson",
 ]
@@ -136,32 +139,56 @@ def _share(
     )
 
 
+class _Tunable:
+    """``tunables()``: a detector's settings as the evidence records them."""
+
+    __slots__ = ()
+
+    def tunables(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
+class _ShareDetector(_Tunable):
+    """The share test of the module docstring on ``window`` against that window's baseline.
+
+    A subclass names the ``Counts`` fields of its share and the field holding its minimum
+    volume; every such detector resolves on silence when its 1 h window saw nothing.
+    """
+
+    __slots__ = ()
+    window: ClassVar[str]
+    share: ClassVar[tuple[str, str]]  # (numerator, denominator) Counts fields
+    minimum: ClassVar[str]  # the field holding the minimum denominator
+    factor: float
+    floor: float
+
+    def decide(self, windows: dict[str, Counts]) -> Decision:
+        k, n = self.share
+        short, base = windows[self.window], baseline_of(windows, self.window)
+        return _share(
+            getattr(short, k), getattr(short, n), getattr(base, k), getattr(base, n),
+            min_n=getattr(self, self.minimum), factor=self.factor, floor=self.floor,
+            silent=getattr(windows["1h"], n) == 0,
+        )  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
-class RejectingDetector:
+class RejectingDetector(_ShareDetector):
     """The *domain starts rejecting* rule (module docstring) with its tunables."""
 
     kind: ClassVar[str] = "domain_rejecting"
     level: ClassVar[str] = "domain"
     source: ClassVar[str] = "counters"
     window: ClassVar[str] = SHORT
+    share: ClassVar[tuple[str, str]] = ("rejecting", "attempts")
+    minimum: ClassVar[str] = "min_attempts"
     min_attempts: int = 20
     factor: float = 3.0
     floor: float = 0.10
 
-    def decide(self, windows: dict[str, Counts]) -> Decision:
-        short, base = windows[SHORT], windows[BASELINE]
-        return _share(
-            short.rejecting, short.attempts, base.rejecting, base.attempts,
-            min_n=self.min_attempts, factor=self.factor, floor=self.floor,
-            silent=windows["1h"].attempts == 0,
-        )  # fmt: skip
-
-    def tunables(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class BounceRateDetector:
+class BounceRateDetector(_ShareDetector):
     """Bounced / finished recipients over 1 h, against the domain's own week (all reasons:
     user-unknown bounces are a list-hygiene problem worth an incident of their own)."""
 
@@ -169,24 +196,15 @@ class BounceRateDetector:
     level: ClassVar[str] = "domain"
     source: ClassVar[str] = "counters"
     window: ClassVar[str] = "1h"
+    share: ClassVar[tuple[str, str]] = ("bounced", "finished")
+    minimum: ClassVar[str] = "min_finished"
     min_finished: int = 100
     factor: float = 3.0
     floor: float = 0.05
 
-    def decide(self, windows: dict[str, Counts]) -> Decision:
-        short, base = windows[self.window], baseline_of(windows, self.window)
-        return _share(
-            short.bounced, short.finished, base.bounced, base.finished,
-            min_n=self.min_finished, factor=self.factor, floor=self.floor,
-            silent=short.finished == 0,
-        )  # fmt: skip
-
-    def tunables(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class DeferralSpikeDetector:
+class DeferralSpikeDetector(_ShareDetector):
     """Deferred / all attempts over 15 min, against the domain's week: a domain that always
     greylists a little has a high baseline and does not fire."""
 
@@ -194,24 +212,33 @@ class DeferralSpikeDetector:
     level: ClassVar[str] = "domain"
     source: ClassVar[str] = "counters"
     window: ClassVar[str] = "15m"
+    share: ClassVar[tuple[str, str]] = ("deferred", "attempts")
+    minimum: ClassVar[str] = "min_attempts"
     min_attempts: int = 50
     factor: float = 3.0
     floor: float = 0.25
 
-    def decide(self, windows: dict[str, Counts]) -> Decision:
-        short, base = windows[self.window], baseline_of(windows, self.window)
-        return _share(
-            short.deferred, short.attempts, base.deferred, base.attempts,
-            min_n=self.min_attempts, factor=self.factor, floor=self.floor,
-            silent=windows["1h"].attempts == 0,
-        )  # fmt: skip
 
-    def tunables(self) -> dict[str, Any]:
-        return asdict(self)
+@dataclass(frozen=True, slots=True)
+class SendingIpRejectingDetector(RejectingDetector):
+    """*Domain starts rejecting* judged per (provider, sending IP): "is 203.0.113.7 blocked
+    at Microsoft?" -- one listed address of a pool shows here while the domains it sends
+    to stay below their line, its share diluted by the other addresses."""
+
+    kind: ClassVar[str] = "sending_ip_rejecting"
+    level: ClassVar[str] = "sending_ip"
 
 
 @dataclass(frozen=True, slots=True)
-class ComplaintRateDetector:
+class SendingIpBounceRateDetector(BounceRateDetector):
+    """The bounce-rate rule judged per (provider, sending IP)."""
+
+    kind: ClassVar[str] = "sending_ip_bounce_rate"
+    level: ClassVar[str] = "sending_ip"
+
+
+@dataclass(frozen=True, slots=True)
+class ComplaintRateDetector(_Tunable):
     """Complaints / delivered over 24 h per provider, at the Gmail and Yahoo sender rules.
 
     The rules are absolute (stay below 0.1 %, never reach 0.3 %,
@@ -251,12 +278,9 @@ class ComplaintRateDetector:
             severity=severity,
         )
 
-    def tunables(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class ProviderSilentDetector:
+class ProviderSilentDetector(_Tunable):
     """A provider with steady traffic at this hour goes silent: no attempt for a whole hour.
 
     The baseline is the same hour on each of the previous ``days`` days (traffic follows
@@ -289,9 +313,6 @@ class ProviderSilentDetector:
             denominator=expected,
         )
 
-    def tunables(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True, slots=True)
 class LatencyStats:
@@ -306,7 +327,7 @@ class LatencyStats:
 
 
 @dataclass(frozen=True, slots=True)
-class LatencyDetector:
+class LatencyDetector(_Tunable):
     """Latency regression: more than 5 % of the last hour's deliveries (the p95) slower than
     ``max(baseline_p95 * factor, floor_seconds)``, tested with the Wilson bound on that 5 %.
 
@@ -343,9 +364,6 @@ class LatencyDetector:
             denominator=stats.deliveries,
         )
 
-    def tunables(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
@@ -357,7 +375,7 @@ class QueueStats:
 
 
 @dataclass(frozen=True, slots=True)
-class QueueAgeDetector:
+class QueueAgeDetector(_Tunable):
     """Mail stuck deferred for hours (a batch overran a provider's rate limit): at least
     ``min_stuck`` deliveries of a domain still deferred ``max_age_seconds`` after their first
     attempt.  A count, not a share: one stuck message is the MTA's retry doing its job."""
@@ -384,9 +402,6 @@ class QueueAgeDetector:
             denominator=stats.deferred,
         )
 
-    def tunables(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def default_detectors() -> tuple[Detector, ...]:
     """Every detector of issue 5 with its default tunables."""
@@ -398,4 +413,6 @@ def default_detectors() -> tuple[Detector, ...]:
         ProviderSilentDetector(),
         LatencyDetector(),
         QueueAgeDetector(),
+        SendingIpRejectingDetector(),
+        SendingIpBounceRateDetector(),
     )

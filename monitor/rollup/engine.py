@@ -35,6 +35,7 @@ from monitor.rollup.windows import (
     BASELINE,
     BASELINE_SECONDS,
     REJECTING_REASONS,
+    SENDING_IPS,
     SHORT,
     WINDOWS,
     Counts,
@@ -53,6 +54,7 @@ __all__ = [
     "RollupEngine",
     "SubjectState",
     "newest_event_time",
+    "subject_of",
 ]
 
 #: Per kind: what the evidence's top replies and reasons look at.
@@ -60,12 +62,31 @@ _EVIDENCE: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
     "domain_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
     "bounce_rate": (None, ("bounced",)),
     "deferral_spike": (None, ("deferred",)),
+    "sending_ip_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
+    "sending_ip_bounce_rate": (None, ("bounced",)),
 }
 
 
-#: Kinds whose detectors compare a share with the domain's baseline: their incident time
+#: Kinds whose detectors compare a share with the subject's baseline: their incident time
 #: is left out of that baseline.
-_BASELINE_KINDS = frozenset({"domain_rejecting", "bounce_rate", "deferral_spike"})
+_BASELINE_KINDS = frozenset(
+    {
+        "domain_rejecting",
+        "bounce_rate",
+        "deferral_spike",
+        "sending_ip_rejecting",
+        "sending_ip_bounce_rate",
+    }
+)
+#: The window readers' levels: which counters a subject's key comes from.
+_WINDOW_LEVELS = ("domain", "sending_ip")
+
+
+def subject_of(kind: str, provider: str, domain: str) -> str:
+    """An incident's subject in words: ``domain`` is a sending IP for the sending_ip kinds."""
+    if kind.startswith("sending_ip_"):
+        return f"sending IP {domain} at {provider}"
+    return f"{domain} ({provider})" if domain else provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,16 +187,32 @@ class RollupEngine:
         self.gauges = gauges
         self.top_replies = top_replies
         self.windows = WindowReader()
+        # Read only when a detector judges sending IPs: a store without them pays nothing.
+        self.ip_windows = (
+            WindowReader(view=SENDING_IPS)
+            if any(d.level == "sending_ip" for d in self.detectors)
+            else None
+        )
         self.latency = LatencyReader()
 
     # -- inputs ---------------------------------------------------------------
 
-    def _inputs(self, conn: Any, end: float) -> tuple[dict[str, dict[Key, Any]], dict[Key, int]]:
-        """Every detector source's input per subject, and the incident seconds excluded."""
-        table = self.windows.read(conn, end)
-        spans = self._incident_spans(conn, end)
-        excluded, seconds = self.windows.incident_counts(conn, spans, end)
-        domains = {key: with_baselines(w, excluded.get(key)) for key, w in table.items()}
+    def _windows(
+        self, conn: Any, reader: WindowReader, level: str, end: float
+    ) -> tuple[dict[Key, dict[str, Counts]], dict[Key, int]]:
+        """One reader's windows with baselines, minus that level's incident time."""
+        table = reader.read(conn, end)
+        spans = self._incident_spans(conn, end, level)
+        excluded, seconds = reader.incident_counts(conn, spans, end)
+        return {key: with_baselines(w, excluded.get(key)) for key, w in table.items()}, seconds
+
+    def _inputs(
+        self, conn: Any, end: float
+    ) -> tuple[dict[str, dict[Key, Any]], dict[str, dict[Key, int]]]:
+        """Every detector source's input per subject, and per level the incident seconds
+        excluded from the baselines."""
+        domains, seconds = self._windows(conn, self.windows, "domain", end)
+        excluded = {"domain": seconds}
         for windows in domains.values():
             windows["same_hour_min"] = Counts()
         providers: dict[Key, dict[str, Counts]] = {}
@@ -191,22 +228,30 @@ class RollupEngine:
                 # The quietest of those hours, as attempts (ProviderSilentDetector).
                 per["same_hour_min"] = Counts(delivered=min(days))
         out: dict[str, dict[Key, Any]] = {"domain": domains, "provider": providers}
+        if self.ip_windows is not None:
+            out["sending_ip"], excluded["sending_ip"] = self._windows(
+                conn, self.ip_windows, "sending_ip", end
+            )
         for detector in self.detectors:
             if isinstance(detector, LatencyDetector):
                 out["latency"] = self.latency.read(conn, end, detector)
             elif isinstance(detector, QueueAgeDetector):
-                names = {domain for _provider, domain in table}
+                names = {domain for _provider, domain in domains}
                 out["queue"] = queue_stats(conn, end, names, detector)
-        return out, seconds
+        return out, excluded
 
-    def _incident_spans(self, conn: Any, end: float) -> dict[Key, list[tuple[float, float]]]:
-        """Each domain's share-incident time in the last week: from the detector's window
-        before the start to the end (``end`` while open); it stays out of the domain's
-        baselines.  Only the kinds judged against a baseline share count."""
+    def _incident_spans(
+        self, conn: Any, end: float, level: str
+    ) -> dict[Key, list[tuple[float, float]]]:
+        """Each subject's share-incident time in the last week: from the detector's window
+        before the start to the end (``end`` while open); it stays out of the subject's
+        baselines.  Only the kinds of ``level`` judged against a baseline share count."""
         lookback = {d.kind: WINDOWS[d.window] for d in self.detectors}
+        ip_level = level == "sending_ip"
         spans: dict[Key, list[tuple[float, float]]] = {}
         for row in incidents.overlapping(conn, end - BASELINE_SECONDS, end):
-            if row["kind"] not in _BASELINE_KINDS:
+            kind = row["kind"]
+            if kind not in _BASELINE_KINDS or kind.startswith("sending_ip_") != ip_level:
                 continue
             stop = end if row["ended_at"] is None else min(row["ended_at"], end)
             start = row["started_at"] - lookback.get(row["kind"], WINDOWS[SHORT])
@@ -255,7 +300,9 @@ class RollupEngine:
                     source = _input_of(detector)
                     evidence = self._evidence(conn, detector, key, end, inputs[source][key])
                     evidence |= decision.as_dict()
-                    evidence["baseline_excluded_seconds"] = excluded.get(key, 0)
+                    level_excluded = excluded.get(detector.level, {})
+                    evidence["baseline_excluded_seconds"] = level_excluded.get(key, 0)
+                    evidence["subject"] = subject_of(detector.kind, *key)
                     incidents.open_incident(conn, detector.kind, *key, end, evidence)
                     result.incidents_opened.append((detector.kind, *key))
                     if detector.kind == RejectingDetector.kind:
@@ -317,12 +364,20 @@ class RollupEngine:
             )
             return evidence
         since = end - WINDOWS.get(detector.window, WINDOWS[SHORT])
+        reasons, states = _EVIDENCE.get(detector.kind, (None, ("deferred", "bounced")))
+        if detector.level == "sending_ip":
+            evidence["top_reasons"] = incidents.top_reasons(
+                conn, key[0], key[1], since, end, outcomes=states, view=SENDING_IPS
+            )
+            evidence["top_replies"] = incidents.top_ip_replies(
+                conn, key, since, end, reasons, self.top_replies, states
+            )
+            return evidence
         if detector.kind == "complaint_rate":
             evidence["top_reasons"] = incidents.top_reasons(
                 conn, key[0], key[1], since, end, outcomes=("complained",)
             )
             return evidence
-        reasons, states = _EVIDENCE.get(detector.kind, (None, ("deferred", "bounced")))
         evidence["top_reasons"] = incidents.top_reasons(
             conn, key[0], key[1], since, end, outcomes=states
         )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from monitor.store.schema import counters, deliveries, incidents
+from monitor.rollup.windows import RECIPIENT_DOMAINS, View
+from monitor.store.schema import deliveries, events, incidents
 
 __all__ = [
     "active",
@@ -16,6 +18,8 @@ __all__ = [
     "list_incidents",
     "open_incident",
     "overlapping",
+    "rank_replies",
+    "top_ip_replies",
     "top_reasons",
     "top_replies",
 ]
@@ -109,7 +113,41 @@ def top_replies(
     )
     if reasons is not None:
         query = query.where(deliveries.c.reason.in_(sorted(reasons)))
-    rows = conn.execute(query.limit(5000))
+    return rank_replies(conn.execute(query.limit(5000)), limit)
+
+
+def top_ip_replies(
+    conn: Connection,
+    key: tuple[str, str],
+    since: float,
+    until: float,
+    reasons: frozenset[str] | None,
+    limit: int,
+    states: tuple[str, ...] = ("deferred", "bounced"),
+) -> list[dict[str, Any]]:
+    """The most frequent failing replies to one (provider, sending IP) in ``[since, until)``.
+
+    Delivery rows do not keep the sending IP, so this reads events: their ids start with
+    the event's UNIX second in hex (``monitor.model.identity``), so the id range is the
+    time range and the primary key index serves it.
+    """
+    c = events.c
+    query = select(c.reply_code, c.enhanced_status, c.reason, c.diagnostic).where(
+        c.id >= f"{int(since) & 0xFFFFFFFF:08x}",
+        c.id < f"{int(until) & 0xFFFFFFFF:08x}",
+        c.occurred_at >= since,
+        c.occurred_at < until,
+        c.provider == key[0],
+        c.sending_ip == key[1],
+        c.type.in_(states),
+    )
+    if reasons is not None:
+        query = query.where(c.reason.in_(sorted(reasons)))
+    return rank_replies(conn.execute(query.limit(5000)), limit)
+
+
+def rank_replies(rows: Iterable[Any], limit: int) -> list[dict[str, Any]]:
+    """(reply code, enhanced status, reason, text) rows, most frequent first, as evidence."""
     tally: dict[tuple[Any, ...], int] = {}
     for code, status, reason, text in rows:
         key = (code, status, reason, (text or "")[:300])
@@ -153,26 +191,22 @@ def top_reasons(
     until: float,
     limit: int = 5,
     outcomes: tuple[str, ...] = ("deferred", "bounced"),
+    view: View | None = None,
 ) -> list[dict[str, Any]]:
-    """Failed attempts by reason for one (provider, domain) in ``[since, until)``, from counters.
-
-    Domain ``""`` means the whole provider.
+    """Failed attempts by reason for one (provider, subject) in ``[since, until)``, from
+    the counters ``view`` reads (by default: recipient domains, ``""`` the whole provider).
     """
-    total = func.sum(counters.c.count)
-    subject = [counters.c.provider == provider]
+    view = view or RECIPIENT_DOMAINS
+    c = view.c
+    total = func.sum(c.count)
+    subject = [c.provider == provider]
     if domain:
-        subject.append(counters.c.recipient_domain == domain)
+        subject.append(view.column == domain)
     rows = conn.execute(
-        select(counters.c.outcome, counters.c.reason, total)
-        .where(
-            counters.c.bucket >= since,
-            counters.c.bucket < until,
-            *subject,
-            counters.c.outcome.in_(outcomes),
-            counters.c.stream != "ndr",
-        )
-        .group_by(counters.c.outcome, counters.c.reason)
-        .order_by(total.desc(), counters.c.reason)
+        select(c.outcome, c.reason, total)
+        .where(c.bucket >= since, c.bucket < until, *subject, c.outcome.in_(outcomes), *view.where)
+        .group_by(c.outcome, c.reason)
+        .order_by(total.desc(), c.reason)
         .limit(limit)
     )
     return [{"outcome": o, "reason": r or "undefined", "count": int(n)} for o, r, n in rows]

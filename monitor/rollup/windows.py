@@ -14,21 +14,27 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Connection, Table, and_, case, func, literal, or_, select
 
-from monitor.store.schema import BUCKET_SECONDS, counters
+from monitor.store.schema import BUCKET_SECONDS, counters, sender_counters
 
 __all__ = [
     "BASELINE",
     "BASELINE_SECONDS",
+    "RECIPIENT_DOMAINS",
     "REJECTING_REASONS",
+    "SENDER_DOMAINS",
+    "SENDING_IPS",
     "SHORT",
+    "STREAMS",
     "WINDOWS",
     "Counts",
     "Key",
+    "View",
     "WindowReader",
     "align",
     "baseline_of",
+    "sender_view",
     "window_counts",
     "with_baselines",
 ]
@@ -63,7 +69,48 @@ SHORT = "5m"
 BASELINE = "baseline"
 BASELINE_SECONDS = 7 * 86400
 
-Key = tuple[str, str]  # (provider, recipient domain)
+Key = tuple[str, str]  # (provider, recipient domain) or (provider, sending IP)
+
+
+@dataclass(frozen=True)
+class View:
+    """Which counter rows a reader sums, and the column that names the subject.
+
+    Windows read only rows whose subject is known (not ``""``); ``where`` is the rest.
+    """
+
+    table: Table
+    subject: str  # the column that is the key's second part
+    where: tuple[ColumnElement[bool], ...]
+
+    @property
+    def c(self) -> Any:
+        return self.table.c
+
+    @property
+    def column(self) -> Any:
+        return self.table.c[self.subject]
+
+
+#: (provider, recipient domain): our own non-delivery notices are left out.
+RECIPIENT_DOMAINS = View(counters, "recipient_domain", (counters.c.stream != "ndr",))
+#: (provider, sending IP) from ``sender_counters``: the same outcomes seen from our side,
+#: for the sources that say which address sent.
+SENDING_IPS = View(
+    sender_counters,
+    "value",
+    (sender_counters.c.dimension == "sending_ip", sender_counters.c.ndr == 0),
+)
+
+
+def sender_view(dimension: str) -> View:
+    """(provider, value) of one ``sender_counters`` dimension (``SENDER_DIMENSIONS``)."""
+    c = sender_counters.c
+    return View(sender_counters, "value", (c.dimension == dimension, c.ndr == 0))
+
+
+SENDER_DOMAINS = sender_view("sender_domain")
+STREAMS = sender_view("stream")
 
 #: Attempts are the tries that got an answer: delivered, deferred or bounced.
 _ATTEMPT_OUTCOMES = ("delivered", "deferred", "bounced")
@@ -133,12 +180,12 @@ def align(at: float) -> int:
     return int(at // BUCKET_SECONDS) * BUCKET_SECONDS
 
 
-def _rejecting() -> Any:
+def _rejecting(view: View) -> Any:
     return case(
         (
             and_(
-                counters.c.outcome.in_(("deferred", "bounced")),
-                counters.c.reason.in_(sorted(REJECTING_REASONS)),
+                view.c.outcome.in_(("deferred", "bounced")),
+                view.c.reason.in_(sorted(REJECTING_REASONS)),
             ),
             literal(1),
         ),
@@ -150,25 +197,22 @@ def _rejecting() -> Any:
 Tally = dict[tuple[str, str, str, int], int]
 
 
-def _scan(conn: Connection, start: float, end: float, sums: list[Any]) -> list[Any]:
-    """Counter rows in ``[start, end)`` grouped by (provider, domain, outcome, rejecting)."""
-    rejecting = _rejecting()
+def _scan(
+    conn: Connection, view: View, start: float, end: float, sums: list[Any]
+) -> list[Any]:
+    """Counter rows in ``[start, end)`` grouped by (provider, subject, outcome, rejecting)."""
+    rejecting = _rejecting(view)
+    c = view.c
     query = (
-        select(
-            counters.c.provider,
-            counters.c.recipient_domain,
-            counters.c.outcome,
-            rejecting,
-            *sums,
-        )
+        select(c.provider, view.column, c.outcome, rejecting, *sums)
         .where(
-            counters.c.bucket >= start,
-            counters.c.bucket < end,
-            counters.c.outcome.in_(_OUTCOMES),
-            counters.c.stream != "ndr",
-            counters.c.recipient_domain != "",
+            c.bucket >= start,
+            c.bucket < end,
+            c.outcome.in_(_OUTCOMES),
+            *view.where,
+            view.column != "",
         )
-        .group_by(counters.c.provider, counters.c.recipient_domain, counters.c.outcome, rejecting)
+        .group_by(c.provider, view.column, c.outcome, rejecting)
     )
     return list(conn.execute(query))
 
@@ -186,18 +230,22 @@ def _add(table: dict[Key, dict[str, Counts]], name: str, tally: Tally) -> None:
             counts.rejecting += n
 
 
-def window_counts(conn: Connection, at: float) -> dict[Key, dict[str, Counts]]:
-    """Per (provider, domain): ``Counts`` for every window in WINDOWS and for the baseline.
+def window_counts(
+    conn: Connection, at: float, view: View = RECIPIENT_DOMAINS
+) -> dict[Key, dict[str, Counts]]:
+    """Per (provider, subject): ``Counts`` for every window in WINDOWS and for the baseline.
 
-    Windows end at ``at`` (aligned down to a bucket, exclusive); our own non-delivery
-    notices (stream ``ndr``) and rows without a recipient domain are left out.
+    Windows end at ``at`` (aligned down to a bucket, exclusive); ``view`` says which rows
+    count (by default, our own non-delivery notices and rows without a recipient domain
+    are left out).
     """
     end = align(at)
+    c = view.c
     sums = [
-        func.sum(case((counters.c.bucket >= end - seconds, counters.c.count), else_=0))
+        func.sum(case((c.bucket >= end - seconds, c.count), else_=0))
         for seconds in WINDOWS.values()
     ]
-    rows = _scan(conn, end - BASELINE_SECONDS, end, [*sums, func.sum(counters.c.count)])
+    rows = _scan(conn, view, end - BASELINE_SECONDS, end, [*sums, func.sum(c.count)])
     names = (*WINDOWS, BASELINE)
     short = list(WINDOWS).index(SHORT)
     tallies: dict[str, Tally] = {name: {} for name in names}
@@ -241,10 +289,11 @@ class WindowReader:
     crosses a UTC day.
     """
 
-    def __init__(self, settle_seconds: int = 2 * HOUR) -> None:
+    def __init__(self, settle_seconds: int = 2 * HOUR, view: View = RECIPIENT_DOMAINS) -> None:
         if settle_seconds < HOUR:
             raise ValueError("settle_seconds must cover the 1 h window")
         self.settle_seconds = settle_seconds
+        self.view = view
         self._hours: dict[int, Tally] = {}
         self._range: tuple[int, int, int] | None = None  # (lo7, lo24, hi) of the sums
         self._sum7: Tally = {}
@@ -257,14 +306,15 @@ class WindowReader:
         lo7 = _ceil_hour(end - BASELINE_SECONDS)
         lo24 = _ceil_hour(end - WINDOWS["24h"])
         self._advance(conn, lo7, lo24, hi, day=end // 86400)
+        c = self.view.c
         sums = [
-            func.sum(case((counters.c.bucket >= end - WINDOWS[name], counters.c.count), else_=0))
+            func.sum(case((c.bucket >= end - WINDOWS[name], c.count), else_=0))
             for name in WINDOWS
             if name != "24h"
         ]
         tail: dict[str, Tally] = {name: {} for name in (*WINDOWS, BASELINE)}
         for provider, domain, outcome, rej, *totals in _scan(
-            conn, hi, end, [*sums, func.sum(counters.c.count)]
+            conn, self.view, hi, end, [*sums, func.sum(c.count)]
         ):
             k = (provider, domain, outcome, int(rej))
             *short_sums, total = (int(t or 0) for t in totals)
@@ -348,21 +398,22 @@ class WindowReader:
         end: int,
         per: dict[str, Counts],
     ) -> None:
-        rejecting = _rejecting()
+        view = self.view
+        c = view.c
+        rejecting = _rejecting(view)
         sums = [
-            func.sum(case((counters.c.bucket < end - WINDOWS[name], counters.c.count), else_=0))
-            for name in WINDOWS
+            func.sum(case((c.bucket < end - WINDOWS[name], c.count), else_=0)) for name in WINDOWS
         ]
         query = (
-            select(counters.c.outcome, rejecting, *sums)
+            select(c.outcome, rejecting, *sums)
             .where(
-                or_(*(and_(counters.c.bucket >= a, counters.c.bucket < b) for a, b in ranges)),
-                counters.c.provider == key[0],
-                counters.c.recipient_domain == key[1],
-                counters.c.outcome.in_(_OUTCOMES),
-                counters.c.stream != "ndr",
+                or_(*(and_(c.bucket >= a, c.bucket < b) for a, b in ranges)),
+                c.provider == key[0],
+                view.column == key[1],
+                c.outcome.in_(_OUTCOMES),
+                *view.where,
             )
-            .group_by(counters.c.outcome, rejecting)
+            .group_by(c.outcome, rejecting)
         )
         for outcome, is_rejecting, *totals in conn.execute(query):
             for name, n in zip(WINDOWS, totals, strict=True):
@@ -381,37 +432,26 @@ class WindowReader:
         return out
 
     def _minutes(self, conn: Connection, start: float, end: float) -> Tally:
-        rows = _scan(conn, start, end, [func.sum(counters.c.count)])
+        rows = _scan(conn, self.view, start, end, [func.sum(self.view.c.count)])
         return {(p, d, o, int(r)): int(n or 0) for p, d, o, r, n in rows}
 
     def _fetch_hours(self, conn: Connection, start: int, end: int) -> None:
         if end <= start:
             return
-        hour = (counters.c.bucket // HOUR).label("hour")
-        rejecting = _rejecting()
+        view = self.view
+        c = view.c
+        hour = (c.bucket // HOUR).label("hour")
+        rejecting = _rejecting(view)
         query = (
-            select(
-                hour,
-                counters.c.provider,
-                counters.c.recipient_domain,
-                counters.c.outcome,
-                rejecting,
-                func.sum(counters.c.count),
-            )
+            select(hour, c.provider, view.column, c.outcome, rejecting, func.sum(c.count))
             .where(
-                counters.c.bucket >= start,
-                counters.c.bucket < end,
-                counters.c.outcome.in_(_OUTCOMES),
-                counters.c.stream != "ndr",
-                counters.c.recipient_domain != "",
-            )
-            .group_by(
-                hour,
-                counters.c.provider,
-                counters.c.recipient_domain,
-                counters.c.outcome,
-                rejecting,
-            )
+            c.bucket >= start,
+            c.bucket < end,
+            c.outcome.in_(_OUTCOMES),
+            *view.where,
+            view.column != "",
+        )
+            .group_by(hour, c.provider, view.column, c.outcome, rejecting)
         )
         for h in range(start, end, HOUR):
             self._hours[h] = {}

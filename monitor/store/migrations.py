@@ -12,7 +12,17 @@ from collections.abc import Callable
 from sqlalchemy import Connection, select
 
 from monitor.errors import StoreError
-from monitor.store.schema import deliveries, incidents, meta, metadata
+from monitor.model import domain_of
+from monitor.store.schema import (
+    BUCKET_SECONDS,
+    deliveries,
+    events,
+    incidents,
+    meta,
+    metadata,
+    sender_counters,
+)
+from monitor.store.writer import SenderTally, fold_sender, sender_rows
 
 __all__ = ["LATEST", "STEPS", "current_version", "migrate"]
 
@@ -32,12 +42,39 @@ def _add_delivered_index(conn: Connection) -> None:
     next(i for i in deliveries.indexes if i.name == "ix_deliveries_delivered_final").create(conn)
 
 
+def _add_sender_counters(conn: Connection) -> None:
+    # Counted from the stored events, as the writer would have: stats and rollups per
+    # sender then cover the store's whole history, not only what arrives after the
+    # upgrade. Memory grows with the distinct keys, not with the events.
+    sender_counters.create(conn)
+    c = events.c
+    query = select(c.occurred_at, c.sender, c.sending_ip, c.tags, c.provider, c.type, c.reason)
+    totals: SenderTally = {}
+    domains: dict[str, str] = {}
+    for ts, sender, ip, tags, provider, kind, reason in conn.execute(
+        query.execution_options(yield_per=10_000)
+    ):
+        domain = domains.get(sender or "")
+        if domain is None:
+            domain = domains[sender or ""] = (domain_of(sender) or "")[:255]
+        bucket = int(ts // BUCKET_SECONDS) * BUCKET_SECONDS
+        fold_sender(
+            totals, bucket, domain, ip or "", tuple(tags.split(",")) if tags else (),
+            provider or "other", kind, reason or "",
+        )  # fmt: skip
+    rows = sender_rows(totals)
+    if rows:
+        columns = [col.name for col in sender_counters.columns]
+        conn.execute(sender_counters.insert(), [dict(zip(columns, r, strict=True)) for r in rows])
+
+
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
     (2, "blame and classification rule on events and deliveries", _add_blame_and_rule),
     (3, "incidents from the rollup engine's detectors", _add_incidents),
     (4, "index of delivered rows by final time (rollup latency)", _add_delivered_index),
+    (5, "counters per sending domain, sending IP and stream", _add_sender_counters),
 ]
 
 LATEST = STEPS[-1][0]

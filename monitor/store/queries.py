@@ -8,9 +8,18 @@ from typing import Any
 from sqlalchemy import Connection, case, func, or_, select
 
 from monitor.model import Event, EventType
-from monitor.store.schema import counters, deliveries, events
+from monitor.store.schema import SENDER_DIMENSIONS, counters, deliveries, events, sender_counters
 
-__all__ = ["STAT_FIELDS", "count", "event_ids", "rates", "stats", "top_domains", "trace"]
+__all__ = [
+    "STATS_BY",
+    "STAT_FIELDS",
+    "count",
+    "event_ids",
+    "rates",
+    "stats",
+    "top_domains",
+    "trace",
+]
 
 #: Counted outcomes reported per group; ``deferred`` counts attempts, the rest recipients.
 STAT_FIELDS = ("submitted", "delivered", "deferred", "bounced", "expired", "rejected", "complained")
@@ -45,6 +54,16 @@ def rates(row: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
+_RECIPIENT_SIDE = {
+    "domain": counters.c.recipient_domain,
+    "provider": counters.c.provider,
+    "reason": counters.c.reason,  # the failure class; successes have none ("")
+}
+#: What ``stats`` groups by: the recipient side from ``counters``, the sender side
+#: (sending domain, sending IP, stream tag) from ``sender_counters``.
+STATS_BY = (*_RECIPIENT_SIDE, *SENDER_DIMENSIONS)
+
+
 def stats(
     conn: Connection,
     by: str,
@@ -53,30 +72,31 @@ def stats(
     until: float | None = None,
     include_ndr: bool = False,
 ) -> list[dict[str, Any]]:
-    columns = {
-        "domain": counters.c.recipient_domain,
-        "provider": counters.c.provider,
-        "reason": counters.c.reason,  # the failure class; successes have none ("")
-    }
-    if by not in columns:
-        raise ValueError(f"stats by {by!r}: expected one of {', '.join(columns)}")
-    group = columns[by]
+    if by not in STATS_BY:
+        raise ValueError(f"stats by {by!r}: expected one of {', '.join(STATS_BY)}")
+    if by in _RECIPIENT_SIDE:
+        table, group = counters, _RECIPIENT_SIDE[by]
+        where = [] if include_ndr else [counters.c.stream != "ndr"]
+    else:
+        table, group = sender_counters, sender_counters.c.value
+        where = [sender_counters.c.dimension == by]
+        if not include_ndr:
+            where.append(sender_counters.c.ndr == 0)
+    c = table.c
     query = (
-        select(group, counters.c.outcome, func.sum(counters.c.count))
-        .where(counters.c.outcome.in_(STAT_FIELDS))
-        .group_by(group, counters.c.outcome)
+        select(group, c.outcome, func.sum(c.count))
+        .where(c.outcome.in_(STAT_FIELDS), *where)
+        .group_by(group, c.outcome)
     )
     if since is not None:
-        query = query.where(counters.c.bucket >= since)
+        query = query.where(c.bucket >= since)
     if until is not None:
-        query = query.where(counters.c.bucket < until)
-    if not include_ndr:
-        query = query.where(counters.c.stream != "ndr")
-    table: dict[str, dict[str, Any]] = {}
+        query = query.where(c.bucket < until)
+    groups: dict[str, dict[str, Any]] = {}
     for name, outcome, total in conn.execute(query):
-        row = table.setdefault(name or "", {by: name or ""} | dict.fromkeys(STAT_FIELDS, 0))
+        row = groups.setdefault(name or "", {by: name or ""} | dict.fromkeys(STAT_FIELDS, 0))
         row[outcome] = int(total)
-    result = [row | rates(row) for row in table.values()]
+    result = [row | rates(row) for row in groups.values()]
     result.sort(key=lambda r: (-(r["submitted"] + r["delivered"] + r["deferred"]), r[by]))
     return result
 
@@ -152,7 +172,12 @@ def top_domains(conn: Connection, n: int, *, since: float | None = None) -> list
 
 
 def count(conn: Connection, table: str) -> int:
-    tables = {"events": events, "deliveries": deliveries, "counters": counters}
+    tables = {
+        "events": events,
+        "deliveries": deliveries,
+        "counters": counters,
+        "sender_counters": sender_counters,
+    }
     return int(conn.execute(select(func.count()).select_from(tables[table])).scalar_one())
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
 
 __all__ = [
     "BUCKET_SECONDS",
+    "SENDER_DIMENSIONS",
     "checkpoints",
     "counters",
     "deliveries",
@@ -29,6 +30,7 @@ __all__ = [
     "meta",
     "metadata",
     "provider_cache",
+    "sender_counters",
 ]
 
 #: Width of one pre-aggregated counter bucket.
@@ -129,6 +131,28 @@ counters = Table(
     Column("reason", String(32), primary_key=True),
     Column("stream", String(64), primary_key=True),
     Column("count", Integer, nullable=False),
+)
+
+#: The sender-side dimensions ``sender_counters`` counts by (schema 5).
+SENDER_DIMENSIONS = ("sender_domain", "sending_ip", "stream")
+
+# schema 5: per minute x sender-side dimension x value, the recipient side summed to
+# the provider.  One narrow table for the three dimensions (rather than three tables or
+# one wide key) keeps each row's key small and a dimension's rows one index range; the
+# provider stays because "is this IP blocked at Microsoft?" is the question asked.
+sender_counters = Table(
+    "sender_counters",
+    metadata,
+    Column("bucket", Integer, primary_key=True),  # UNIX seconds, multiple of BUCKET_SECONDS
+    Column("dimension", String(16), primary_key=True),  # one of SENDER_DIMENSIONS
+    Column("value", String(255), primary_key=True),  # "" when the event does not say
+    Column("provider", String(32), primary_key=True),
+    Column("outcome", String(16), primary_key=True),
+    Column("reason", String(32), primary_key=True),
+    Column("ndr", Integer, primary_key=True),  # 1: our own non-delivery notices
+    Column("count", Integer, nullable=False),
+    # Reads go by dimension and time (stats, rollup windows), not by minute first.
+    Index("ix_sender_counters_dimension_bucket", "dimension", "bucket"),
 )
 
 provider_cache = Table(
