@@ -90,9 +90,9 @@ def timeseries(title: str, description: str, *targets: dict, unit: str = "short"
 
 
 def stat(title: str, description: str, target: dict, *, unit: str = "short",
-         thresholds: list[tuple[float | None, str]] | None = None, w: int = 4) -> dict:  # fmt: skip
+         thresholds: list[tuple[float | None, str]] | None = None, w: int = 4, h: int = 4) -> dict:  # fmt: skip
     steps = [{"value": v, "color": c} for v, c in (thresholds or [(None, "green")])]
-    return panel("stat", title, description, [target], w=w, h=4, unit=unit,
+    return panel("stat", title, description, [target], w=w, h=h, unit=unit,
                  defaults={"thresholds": {"mode": "absolute", "steps": steps}},
                  options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
                                             "values": False},
@@ -144,6 +144,12 @@ PROVIDER = variable("provider", "Provider", "label_values(mailmon_deliveries_tot
 DOMAIN = variable(
     "domain", "Domain", 'label_values(mailmon_deliveries_total{provider=~"$provider"}, domain)'
 )
+# Chained to $provider only: the sending-IP gauges have no domain label.
+SENDING_IP = variable(
+    "sending_ip", "Sending IP",
+    'label_values(mailmon_sending_ip_incident_open{provider=~"$provider"}, sending_ip)',
+)
+IP_FILTER = 'provider=~"$provider", sending_ip=~"$sending_ip"'
 SOURCE = variable("source", "Source", "label_values(mailmon_events_ingested_total, source)")
 
 
@@ -267,6 +273,17 @@ def overview() -> dict:
                 timeseries("Rejecting share (5 m, event time)", "Share of attempts failing for reputation, policy, rate or block reasons: the detector's input.",
                            q("max by (provider, domain) (mailmon_domain_rejecting_ratio)", "{{provider}} {{domain}}"), unit="percentunit", w=24),
             ]),
+            ("Sending IPs", [
+                stat("Sending IPs with incidents", "Provider/sending-IP pairs with an open sending_ip_rejecting or sending_ip_bounce_rate incident (MailmonSendingIpRejecting); KumoMTA sources only.",
+                     q("sum(max by (provider, sending_ip) (mailmon_sending_ip_incident_open))", instant=True),
+                     thresholds=[(None, "green"), (1, "red")], h=8),
+                table("Sending IPs with open incidents now", "Which of our addresses a provider refuses or bounces (details: mailmon incidents; per IP: the drill-down's Sending IPs row).",
+                      q("max by (kind, provider, sending_ip) (mailmon_sending_ip_incident_open == 1)", instant=True, fmt="table"), w=10),
+                incidents("Sending-IP incidents", "Per detector kind, the provider/sending-IP pairs that had an incident in the time range; IPs outside metrics.sending_ips and the top ones pool into other.",
+                          q("max by (kind, provider, sending_ip) (mailmon_sending_ip_incident_open)\nand on (kind, provider, sending_ip)\n"
+                            "(max by (kind, provider, sending_ip) (max_over_time(mailmon_sending_ip_incident_open[$__range])) == 1)",
+                            "{{kind}} {{provider}} {{sending_ip}}"), w=10),
+            ]),
             ("Volumes", [
                 timeseries("Outcomes per minute", "Recipients by final outcome; deferred counts attempts.",
                            q("sum by (outcome) (provider_domain_outcome:mailmon_deliveries:rate5m) * 60", "{{outcome}}"), stack=True),
@@ -348,8 +365,16 @@ def domain() -> dict:
                       q(f"sort_desc(sum by (provider, domain) (increase(mailmon_deliveries_total{{{FILTER}, {FINISHED}}}[$__range])))",
                         instant=True, fmt="table"), w=24),
             ]),
+            ("Sending IPs", [
+                timeseries("Rejecting share per sending IP (5 m, event time)", "Share of the IP's attempts at the provider refused or deferred for reputation, policy, rate or block reasons: the sending_ip_rejecting detector's input (KumoMTA sources only; $domain does not apply).",
+                           q(f"mailmon_sending_ip_rejecting_ratio{{{IP_FILTER}}}", "{{provider}} {{sending_ip}}"), unit="percentunit", w=8),
+                timeseries("Bounce rate per sending IP (1 h, event time)", "Bounced / finished recipients of the IP at the provider: the sending_ip_bounce_rate detector's input.",
+                           q(f"mailmon_sending_ip_bounce_ratio{{{IP_FILTER}}}", "{{provider}} {{sending_ip}}"), unit="percentunit", w=8),
+                incidents("Sending-IP incidents", "The rollup engine's verdict per sending IP and provider (MailmonSendingIpRejecting; details: mailmon incidents).",
+                          q(f"max by (kind, provider, sending_ip) (mailmon_sending_ip_incident_open{{{IP_FILTER}}})", "{{kind}} {{provider}} {{sending_ip}}"), w=8),
+            ]),
         ],
-        [PROVIDER, DOMAIN],
+        [PROVIDER, DOMAIN, SENDING_IP],
     )  # fmt: skip
 
 

@@ -173,9 +173,12 @@ def test_layout_fits_the_grid_without_overlaps(name: str) -> None:
 
 
 def test_every_rollup_series_is_on_a_dashboard() -> None:
-    """Each rollup-engine gauge of docs/metrics.md (mailmon_domain_*, mailmon_provider_*) and
-    the open-incidents recording rule is read by some panel: a new detector shows up."""
-    rollup = {n for n in _metric_names() if n.startswith(("mailmon_domain_", "mailmon_provider_"))}
+    """Each rollup-engine gauge of docs/metrics.md (mailmon_domain_*, mailmon_provider_*,
+    mailmon_sending_ip_*) and the open-incidents recording rule is read by some panel: a new
+    detector shows up."""
+    levels = ("mailmon_domain_", "mailmon_provider_", "mailmon_sending_ip_")
+    rollup = {n for n in _metric_names() if n.startswith(levels)}
+    assert {n for n in rollup if n.startswith("mailmon_sending_ip_")}, "docs/metrics.md lost them"
     wanted = rollup | {"kind:mailmon_incidents_open:sum"}
     read: set[str] = set()
     for board in BOARDS.values():

@@ -11,7 +11,9 @@ of the newest minute, so round 2's complaints bring round 1's into its windows),
 gmail.com delivery deferred since five hours ago, which opens a queue-age incident, and
 yandex.ru mail at this hour on the six days before and none since, which opens a
 provider-silent one (the test config lowers ``queue_min_stuck`` and
-``silent_min_expected`` to 1).  Then each dashboard's template variables
+``silent_min_expected`` to 1), and KumoMTA deliveries and bounces from two egress
+addresses, one of which Microsoft refuses often enough to open a sending-IP incident
+(default minimum volumes).  Then each dashboard's template variables
 are resolved with the ``label_values()`` queries Grafana would run, and every panel target
 is run with them substituted, once with the first value of each variable and once with
 "All": each must parse and return data.
@@ -62,6 +64,13 @@ BOUNCED = {  # two reasons with different blames per domain
     "spamdetected": "dsn=5.7.1, status=bounced (host {host} said: 554 5.7.1 Message rejected "
     "as spam by Content Filtering. (in reply to end of DATA command))",
 }
+# KumoMTA egress sources: 203.0.113.7 is listed and Microsoft refuses it, 203.0.113.8 gets
+# through.  The refusals are spread over three Microsoft domains, each below [rollup]
+# min_attempts (20) after both rounds, while the IP's 24 pass it: an IP incident its
+# domains do not have (the runbook's case).
+BLOCKED_IP, GOOD_IP = "203.0.113.7", "203.0.113.8"
+LISTED = "Service unavailable, Client host [203.0.113.7] blocked using Spamhaus"
+MICROSOFT_DOMAINS = ("hotmail.com", "live.com", "msn.com")
 _QUEUE_IDS = itertools.count(0x4B1000000)
 TRANSMIT = 42  # seconds from an attempt's start (qmgr) to its result (smtp)
 
@@ -127,10 +136,54 @@ def _silent(at: float) -> list[tuple[float, str]]:
     ]
 
 
+def _kumomta(n: int, t: int, kind: str, ip: str, rcpt: str) -> dict[str, Any]:
+    """One KumoMTA Delivery or Bounce log record sent from egress address ``ip``."""
+    domain = rcpt.rpartition("@")[2]
+    ok = kind == "Delivery"
+    code, text = (250, "OK") if ok else (550, LISTED)
+    return {
+        "type": kind, "id": f"kumo-{n}-{ip}-{rcpt}", "timestamp": t, "created": t - 5,
+        "sender": "news@app.example", "recipient": rcpt, "queue": domain, "num_attempts": 1,
+        "headers": {"Message-ID": f"<kumo-{n}-{rcpt}@app.example>"},
+        "source_address": {"address": f"{ip}:0", "name": "mx1"},
+        "peer_address": {"name": f"{domain.replace('.', '-')}.mail.protection.example.",
+                         "addr": "192.0.2.25"},
+        "response": {"code": code, "enhanced_code": {"class": 2 if ok else 5, "subject": 0 if ok else 7,
+                                                      "detail": 0 if ok else 1},
+                     "content": text, "command": "."},
+    }  # fmt: skip
+
+
+def _egress(n: int, minute: float) -> list[dict[str, Any]]:
+    """Round ``n``'s KumoMTA traffic, after the Postfix lines and before the complaints:
+    per IP 12 attempts at Microsoft and 3 deliveries at Gmail (so the first provider that
+    $provider lists has sending IPs too)."""
+    records = []
+    for k in range(12):
+        t = int(minute) + 45 + k // 2  # inside the minute of the Postfix lines
+        ms = MICROSOFT_DOMAINS[k % len(MICROSOFT_DOMAINS)]
+        records.append(_kumomta(n, t, "Bounce", BLOCKED_IP, f"r{n}-k{k}@{ms}"))
+        records.append(_kumomta(n, t, "Delivery", GOOD_IP, f"r{n}-k{k}@outlook.com"))
+    for k in range(3):
+        for ip in (BLOCKED_IP, GOOD_IP):
+            rcpt = f"r{n}-{ip}-{k}@gmail.com"
+            records.append(_kumomta(n, int(minute) + 50 + k, "Delivery", ip, rcpt))
+    return records
+
+
+def _post(mailmon: str, lines: list[str]) -> None:
+    request = urllib.request.Request(
+        f"{mailmon}/ingest/kumomta", data="\n".join(lines).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
 def _round(log: Path, mailmon: str, n: int, minute: float, logs: list[Path]) -> None:
     """One round of traffic: Postfix lines to every domain in the event-time ``minute`` (the
-    first round: also the stuck delivery and yandex's past), then a complaint per domain ``n`` minutes later
-    and one bad record through the KumoMTA hook.
+    first round: also the stuck delivery and yandex's past), then KumoMTA deliveries and
+    bounces from two sending IPs in the same minute, a complaint per domain ``n`` minutes
+    later and one bad record through the KumoMTA hook.
 
     The hook's events are newer, so they come second: the rollup engine evaluates when the
     newest event time moves on (to the start of its minute), and must find the Postfix
@@ -161,10 +214,10 @@ def _round(log: Path, mailmon: str, n: int, minute: float, logs: list[Path]) -> 
         }
         for domain in DOMAINS
     ]
-    body = "\n".join([*map(json.dumps, records), '{"type": "NoSuchRecord"}']).encode()
-    request = urllib.request.Request(f"{mailmon}/ingest/kumomta", data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.status == 200
+    # Deliveries and bounces in their own request, stored before the newer complaints move
+    # the engine's evaluation on.
+    _post(mailmon, [json.dumps(r) for r in _egress(n, minute)])
+    _post(mailmon, [*map(json.dumps, records), '{"type": "NoSuchRecord"}'])
 
 
 def _run(prom: str, target: dict[str, Any], expr: str) -> list[dict[str, Any]]:
@@ -284,3 +337,9 @@ def test_every_panel_query_returns_data(tmp_path: Path, stack: ExitStack) -> Non
     while (empty := _empty_panels(prom, boards)) and time.monotonic() < deadline:
         time.sleep(1)
     assert not empty, "panels without data:\n" + "\n".join(empty)
+    # The sending-IP rows show the incident the traffic was built for, not some other one.
+    ip = f'provider="microsoft", sending_ip="{BLOCKED_IP}"'
+    assert query(prom, f'mailmon_sending_ip_incident_open{{kind="sending_ip_rejecting", {ip}}} == 1')
+    assert query(prom, f'mailmon_sending_ip_incident_open{{provider="microsoft", sending_ip="{GOOD_IP}"}}')
+    assert not query(prom, f'mailmon_sending_ip_incident_open{{sending_ip="{GOOD_IP}"}} == 1')
+    assert not query(prom, 'mailmon_domain_incident_open{kind="domain_rejecting"} == 1')
