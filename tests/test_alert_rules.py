@@ -171,7 +171,7 @@ def _http(url: str, body: Any = None) -> Any:
 
 
 def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) -> None:
-    """A real Alertmanager with the example config mutes bounce/deferral alerts of the rejecting domain only, and provider silence while ingestion is stalled."""
+    """A real Alertmanager with the example config mutes bounce/deferral alerts of the rejecting domain only, and provider silence while ingestion is stalled; sending-IP alerts are neither muted nor grouped together."""
     binary = _tool("prometheus-alertmanager")
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
     # Receivers without integrations: nothing leaves this machine.
@@ -213,6 +213,10 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
                             "source": "postfix"}},
                 {"labels": {"alertname": "MailmonProviderSilent", "severity": "warning",
                             "provider": "microsoft"}},
+                alert("MailmonDomainRejecting", "critical", "hotmail.com", "microsoft"),
+                *({"labels": {"alertname": "MailmonSendingIpRejecting", "severity": "warning",
+                              "provider": "microsoft", "sending_ip": ip}}
+                  for ip in ("203.0.113.7", "203.0.113.8")),
             ],
         )
         expected = {
@@ -223,6 +227,10 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
             ("MailmonDeliveryLatencyHigh", "gmail.com"): "active",
             ("MailmonIngestionStalled", "postfix"): "active",
             ("MailmonProviderSilent", "microsoft"): "suppressed",  # blind, not silent
+            ("MailmonDomainRejecting", "hotmail.com"): "active",
+            # A rejecting domain does not say which IP to pull, nor the reverse: both stay.
+            ("MailmonSendingIpRejecting", "203.0.113.7"): "active",
+            ("MailmonSendingIpRejecting", "203.0.113.8"): "active",
         }
         # Alertmanager marks inhibited alerts asynchronously: wait for it to settle.
         deadline = time.monotonic() + 15
@@ -234,15 +242,22 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
             if states == expected or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
+        # Two listed IPs at one provider are two notifications, each with its own summary.
+        ip_groups = [
+            g["labels"] for g in _http(f"{base}/api/v2/alerts/groups")
+            if g["labels"].get("alertname") == "MailmonSendingIpRejecting"
+        ]
     finally:
         process.terminate()
         process.wait(timeout=20)
     assert states == expected
+    assert sorted(str(g.get("sending_ip")) for g in ip_groups) == ["203.0.113.7", "203.0.113.8"]
 
 
 def _subject(labels: dict[str, str]) -> str:
-    """What an alert is about: its domain, else its provider, else its source."""
-    return labels.get("domain") or labels.get("provider") or labels.get("source", "")
+    """What an alert is about: its sending IP or domain, else its provider, else its source."""
+    return (labels.get("sending_ip") or labels.get("domain") or labels.get("provider")
+            or labels.get("source", ""))
 
 
 def test_issue_5_alerts_exist() -> None:
