@@ -278,6 +278,7 @@ def test_schema_2_database_gets_the_incidents_table(db_url: str) -> None:
         conn.execute(sa.text("DROP TABLE incidents"))
         conn.execute(sa.text("DROP INDEX ix_deliveries_delivered_final"))  # schema 4
         conn.execute(sa.text("DROP TABLE sender_counters"))  # schema 5
+        conn.execute(sa.text("DROP TABLE failure_counters"))  # schema 6
         conn.execute(sa.text("UPDATE mailmon_meta SET value = '2' WHERE key = 'schema_version'"))
     engine.dispose()
     with Store.open(db_url) as store:

@@ -195,6 +195,7 @@ def test_schema_1_database_is_migrated(db_url: str) -> None:
         conn.execute(sa.text("DROP TABLE incidents"))  # schema 3
         conn.execute(sa.text("DROP INDEX ix_deliveries_delivered_final"))  # schema 4
         conn.execute(sa.text("DROP TABLE sender_counters"))  # schema 5
+        conn.execute(sa.text("DROP TABLE failure_counters"))  # schema 6
         conn.execute(sa.text("UPDATE mailmon_meta SET value = '1' WHERE key = 'schema_version'"))
     engine.dispose()
     with Store.open(db_url) as store:
@@ -295,12 +296,77 @@ def test_schema_4_database_gets_sender_counters(db_url: str) -> None:
     engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE sender_counters"))
+        conn.execute(sa.text("DROP TABLE failure_counters"))
         conn.execute(sa.text("UPDATE mailmon_meta SET value = '4' WHERE key = 'schema_version'"))
     engine.dispose()
     with Store.open(db_url) as store:
-        assert store.schema_version == LATEST == 5
+        assert store.schema_version == LATEST == 6
         found = [store.stats(by, include_ndr=True)
                  for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
         assert found == expected and expected[0]
         store.write([ev("delivered", 30, queue_id="Q9", sending_ip="203.0.113.9")])
         assert "203.0.113.9" in {r["sending_ip"] for r in store.stats("sending_ip")}
+
+
+def _failures() -> list:
+    """A hard and a soft bounce, a deferral and an unclassified bounce, one NDR."""
+    return [
+        ev("bounced", 1, reason="userunknown", hard=True, blame="recipient"),
+        ev("bounced", 1, recipient="bob@gmail.com", reason="blocked", hard=False,
+           blame="reputation"),
+        ev("deferred", 2, recipient="carol@gmail.com", reason="speeding", hard=False,
+           blame="rate"),
+        ev("bounced", 2, recipient="dave@gmail.com", queue_id="Q7"),
+        ev("bounced", 2, recipient="erin@gmail.com", queue_id="Q8", reason="userunknown",
+           hard=True, blame="recipient", tags=("ndr",)),
+        ev("delivered", 3, recipient="fred@gmail.com", queue_id="Q9"),
+    ]  # fmt: skip
+
+
+def _failure_rows(store: Store) -> dict[tuple, int]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT outcome, reason, hard, blame, stream, count FROM failure_counters"
+        ))  # fmt: skip
+        return {tuple(r[:5]): r[5] for r in rows}
+
+
+_EXPECTED_FAILURES = {
+    ("bounced", "userunknown", "hard", "recipient", ""): 1,
+    ("bounced", "blocked", "soft", "reputation", ""): 1,
+    ("deferred", "speeding", "soft", "rate", ""): 1,
+    ("bounced", "", "", "", ""): 1,
+    ("bounced", "userunknown", "hard", "recipient", "ndr"): 1,
+}
+
+
+def test_failure_counters_by_hard_and_blame(db_url: str) -> None:
+    """Failures count by hard/soft and blame; unclassified is neither; deliveries not at all."""
+    with Store.open(db_url) as store:
+        store.write(_failures())
+        assert _failure_rows(store) == _EXPECTED_FAILURES
+
+
+def test_failure_counters_are_idempotent(db_url: str) -> None:
+    """A duplicate event adds nothing to the failure counters, in one batch or a later one."""
+    with Store.open(db_url) as store:
+        store.write(_failures() + _failures())
+        assert store.write(_failures()) == []
+        assert _failure_rows(store) == _EXPECTED_FAILURES
+
+
+def test_schema_5_database_gets_failure_counters(db_url: str) -> None:
+    """Migrating a schema-5 store counts its stored failures, as the writer would."""
+    with Store.open(db_url) as store:
+        store.write(_failures())
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE failure_counters"))
+        conn.execute(sa.text("UPDATE mailmon_meta SET value = '5' WHERE key = 'schema_version'"))
+    engine.dispose()
+    with Store.open(db_url) as store:
+        assert store.schema_version == LATEST == 6
+        assert _failure_rows(store) == _EXPECTED_FAILURES
+        store.write([ev("bounced", 30, recipient="gina@gmail.com", queue_id="QA",
+                        reason="spamdetected", hard=True, blame="content")])  # fmt: skip
+        assert _failure_rows(store)[("bounced", "spamdetected", "hard", "content", "")] == 1

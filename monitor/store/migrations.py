@@ -15,14 +15,16 @@ from monitor.errors import StoreError
 from monitor.model import domain_of
 from monitor.store.schema import (
     BUCKET_SECONDS,
+    FAILURE_OUTCOMES,
     deliveries,
     events,
+    failure_counters,
     incidents,
     meta,
     metadata,
     sender_counters,
 )
-from monitor.store.writer import SenderTally, fold_sender, sender_rows
+from monitor.store.writer import SenderTally, fold_sender, hardness, sender_rows
 
 __all__ = ["LATEST", "STEPS", "current_version", "migrate"]
 
@@ -68,6 +70,31 @@ def _add_sender_counters(conn: Connection) -> None:
         conn.execute(sender_counters.insert(), [dict(zip(columns, r, strict=True)) for r in rows])
 
 
+def _add_failure_counters(conn: Connection) -> None:
+    # Counted from the stored events, as the writer would have (see schema 5): events are
+    # never pruned, so the new table covers the store's whole history.
+    failure_counters.create(conn)
+    c = events.c
+    query = select(
+        c.occurred_at, c.recipient_domain, c.provider, c.type, c.reason, c.hard, c.blame, c.tags
+    ).where(c.type.in_(FAILURE_OUTCOMES))
+    totals: dict[tuple[object, ...], int] = {}
+    for ts, domain, provider, kind, reason, hard, blame, tags in conn.execute(
+        query.execution_options(yield_per=10_000)
+    ):
+        bucket = int(ts // BUCKET_SECONDS) * BUCKET_SECONDS
+        stream = "ndr" if tags and "ndr" in tags.split(",") else ""
+        k = (bucket, domain or "", provider or "other", kind, reason or "",
+             hardness(hard), blame or "", stream)  # fmt: skip
+        totals[k] = totals.get(k, 0) + 1
+    if totals:
+        columns = [col.name for col in failure_counters.columns]
+        conn.execute(
+            failure_counters.insert(),
+            [dict(zip(columns, (*k, n), strict=True)) for k, n in totals.items()],
+        )
+
+
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
@@ -75,6 +102,7 @@ STEPS: list[tuple[int, str, Step]] = [
     (3, "incidents from the rollup engine's detectors", _add_incidents),
     (4, "index of delivered rows by final time (rollup latency)", _add_delivered_index),
     (5, "counters per sending domain, sending IP and stream", _add_sender_counters),
+    (6, "failure counters by hard/soft and blame", _add_failure_counters),
 ]
 
 LATEST = STEPS[-1][0]

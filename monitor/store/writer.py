@@ -13,13 +13,22 @@ from typing import Any
 from sqlalchemy import Connection, Table
 
 from monitor.model import ATTEMPT_TYPES, FINAL_TYPES, Event, EventType, domain_of, event_id
-from monitor.store.schema import BUCKET_SECONDS, counters, deliveries, events, sender_counters
+from monitor.store.schema import (
+    BUCKET_SECONDS,
+    FAILURE_OUTCOMES,
+    counters,
+    deliveries,
+    events,
+    failure_counters,
+    sender_counters,
+)
 
 __all__ = [
     "STREAM_TAGS",
     "SenderTally",
     "delivery_key",
     "fold_sender",
+    "hardness",
     "sender_rows",
     "stream_of",
     "stream_tag",
@@ -43,6 +52,11 @@ def delivery_key(event: Event) -> str:
     if event.queue_id:
         return event_id(event.source, "queue", event.queue_id, event.recipient)
     return event.id
+
+
+def hardness(hard: bool | None) -> str:
+    """``failure_counters.hard``: None (not classified) must not read as soft."""
+    return "" if hard is None else "hard" if hard else "soft"
 
 
 def stream_of(event: Event) -> str:
@@ -230,6 +244,7 @@ _Keyed = tuple[str, float, Event]  # delivery key, UNIX time, event
 def _count(conn: Connection, keyed: Sequence[_Keyed]) -> None:
     """Fold the batch into both counter tables in memory: one upsert per distinct key."""
     totals: dict[tuple[int, str, str, str, str, str], int] = {}
+    failures: dict[tuple[Any, ...], int] = {}
     by_sender: SenderTally = {}
     domains: dict[str, str] = {}  # sender -> its domain: a batch has few senders
     for _, ts, e in keyed:
@@ -241,6 +256,10 @@ def _count(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         ndr = 1 if tags and "ndr" in tags else 0
         k = (bucket, e.recipient_domain or "", provider, outcome, reason, "ndr" if ndr else "")
         totals[k] = totals.get(k, 0) + 1
+        if outcome in _FAILURES:
+            h = e.hard
+            fk = (*k[:5], "" if h is None else "hard" if h else "soft", e.blame or "", k[5])
+            failures[fk] = failures.get(fk, 0) + 1
         sender = e.sender or ""
         domain = domains.get(sender)
         if domain is None:
@@ -253,6 +272,10 @@ def _count(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         by_sender[sk] = by_sender.get(sk, 0) + 1
     _upsert_counts(conn, counters, [(*k, n) for k, n in totals.items()])
     _upsert_counts(conn, sender_counters, sender_rows(by_sender))
+    _upsert_counts(conn, failure_counters, [(*k, n) for k, n in failures.items()])
+
+
+_FAILURES = frozenset(FAILURE_OUTCOMES)
 
 
 def _upsert_counts(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
