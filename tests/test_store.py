@@ -370,3 +370,15 @@ def test_schema_5_database_gets_failure_counters(db_url: str) -> None:
         store.write([ev("bounced", 30, recipient="gina@gmail.com", queue_id="QA",
                         reason="spamdetected", hard=True, blame="content")])  # fmt: skip
         assert _failure_rows(store)[("bounced", "spamdetected", "hard", "content", "")] == 1
+
+
+def test_stats_by_blame(db_url: str) -> None:
+    """Failures break down by blame; NDRs are left out unless asked; deliveries appear nowhere."""
+    with Store.open(db_url) as store:
+        store.write(_failures())
+        rows = {r["blame"]: r for r in store.stats("blame")}
+        assert set(rows) == {"recipient", "reputation", "rate", ""}
+        assert (rows["recipient"]["bounced"], rows["rate"]["deferred"]) == (1, 1)
+        assert all(r["delivered"] == 0 for r in rows.values())
+        with_ndr = {r["blame"]: r for r in store.stats("blame", include_ndr=True)}
+        assert with_ndr["recipient"]["bounced"] == 2

@@ -17,6 +17,7 @@ _BY = {
     "domain": "domain",
     "provider": "provider",
     "reason": "reason",
+    "blame": "blame",
     "sender-domain": "sender_domain",
     "sending-ip": "sending_ip",
     "stream": "stream",
@@ -33,6 +34,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--by", choices=_BY, default="domain",
                    help="group by recipient domain, mailbox provider, failure reason, "
+                   "who is to blame for failures (failures only), "
                    "sending domain (of the sender address), sending IP, or stream "
                    "(the stream:, category: or campaign: tag)")
     p.add_argument(

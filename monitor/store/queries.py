@@ -8,7 +8,14 @@ from typing import Any
 from sqlalchemy import Connection, case, func, or_, select
 
 from monitor.model import Event, EventType
-from monitor.store.schema import SENDER_DIMENSIONS, counters, deliveries, events, sender_counters
+from monitor.store.schema import (
+    SENDER_DIMENSIONS,
+    counters,
+    deliveries,
+    events,
+    failure_counters,
+    sender_counters,
+)
 
 __all__ = [
     "STATS_BY",
@@ -61,7 +68,7 @@ _RECIPIENT_SIDE = {
 }
 #: What ``stats`` groups by: the recipient side from ``counters``, the sender side
 #: (sending domain, sending IP, stream tag) from ``sender_counters``.
-STATS_BY = (*_RECIPIENT_SIDE, *SENDER_DIMENSIONS)
+STATS_BY = (*_RECIPIENT_SIDE, "blame", *SENDER_DIMENSIONS)
 
 
 def stats(
@@ -77,6 +84,10 @@ def stats(
     if by in _RECIPIENT_SIDE:
         table, group = counters, _RECIPIENT_SIDE[by]
         where = [] if include_ndr else [counters.c.stream != "ndr"]
+    elif by == "blame":
+        # Only failures carry a blame: failure_counters holds them and nothing else.
+        table, group = failure_counters, failure_counters.c.blame
+        where = [] if include_ndr else [failure_counters.c.stream != "ndr"]
     else:
         table, group = sender_counters, sender_counters.c.value
         where = [sender_counters.c.dimension == by]
