@@ -82,6 +82,19 @@ def test_stats_by_sender_side(tmp_path: Path, logs: tuple[Path, Path]) -> None:
     assert "sender_domain" in table and "app.example" in table
 
 
+def test_stats_by_blame(tmp_path: Path, logs: tuple[Path, Path]) -> None:
+    """--by blame prints --by reason's row shape and counts every failure once."""
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    mailmon("ingest", "postfix", *map(str, logs), "--db", db)
+    by_reason = json.loads(mailmon("stats", "--by", "reason", "--json", "--db", db).stdout)
+    rows = json.loads(mailmon("stats", "--by", "blame", "--json", "--db", db).stdout)
+    assert rows and set(rows[0]) - {"blame"} == set(by_reason[0]) - {"reason"}
+    for field in ("deferred", "bounced", "expired"):
+        assert sum(r[field] for r in rows) == sum(r[field] for r in by_reason)
+    assert sum(r["bounced"] + r["deferred"] for r in rows) > 0
+    assert "blame" in mailmon("stats", "--by", "blame", "--db", db).stdout
+
+
 def test_ingest_twice_changes_nothing(tmp_path: Path, logs: tuple[Path, Path]) -> None:
     """Re-reading the same files stores nothing new and leaves the stats as they were."""
     db = f"sqlite:///{tmp_path / 'm.db'}"
