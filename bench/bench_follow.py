@@ -50,7 +50,6 @@ import io
 import itertools
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -70,8 +69,8 @@ from pathlib import Path
 from bench_ingest import (
     EXPECTED_EVENTS,
     TreeSampler,
-    code_version,
     mailmon_command,
+    report_header,
     stored_events,
     verdict,
 )
@@ -619,13 +618,7 @@ def run(
         },
     }
     return {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code": code_version(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **report_header(),
         "settings": {
             "rate_lines_per_second": args.rate,
             "seconds": args.seconds,

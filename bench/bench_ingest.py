@@ -207,6 +207,19 @@ def stored_events(db: Path) -> dict[str, int]:
     return out
 
 
+def report_header() -> dict[str, object]:
+    """What every benchmark report starts with: when, which code, on what machine."""
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code": code_version(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
+
+
 def code_version() -> dict[str, object]:
     """The commit measured, and whether monitor/ had changes not committed yet."""
     try:
@@ -347,13 +360,7 @@ def build_report(
             for kind, key in EXPECTED_EVENTS.items()
         }
     return {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code": code_version(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **report_header(),
         "logs": {
             label(n): {"path": str(p.relative_to(REPO)), "counts": c} for n, (p, c) in logs.items()
         },
