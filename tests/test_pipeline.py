@@ -55,16 +55,21 @@ def test_flush_without_wait_starts_writing_and_returns(store: Store) -> None:
     pipeline.close()
 
 
-def test_a_failed_background_write_is_raised_by_the_next_flush(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A batch the store refused in the background is not lost silently."""
-    pipeline = Pipeline(store, batch_size=10)
+def _refuse_writes(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store refuses every batch (disk full) until ``monkeypatch.undo()``."""
 
     def refuse(*args: object, **kwargs: object) -> list[Event]:
         raise OSError("disk full")
 
     monkeypatch.setattr(store, "write", refuse)
+
+
+def test_a_failed_background_write_is_raised_by_the_next_flush(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch the store refused in the background is not lost silently."""
+    pipeline = Pipeline(store, batch_size=10)
+    _refuse_writes(store, monkeypatch)
     pipeline.put_many(_events(10))
     with pytest.raises(OSError, match="disk full"):
         pipeline.flush()
@@ -79,11 +84,7 @@ def test_a_failed_background_write_does_not_take_the_next_batch_with_it(
 ) -> None:
     """The batch being handed on when the one before turns out refused stays pending."""
     pipeline = Pipeline(store, batch_size=10)
-
-    def refuse(*args: object, **kwargs: object) -> list[Event]:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(store, "write", refuse)
+    _refuse_writes(store, monkeypatch)
     pipeline.put_many(_events(10))
     later = [ev("deferred", 100 + i, recipient=f"s{i}@example.org") for i in range(10)]
     with pytest.raises(OSError, match="disk full"):
