@@ -15,6 +15,13 @@ Peak RSS is the larger of the kernel's high-water mark for the child
 sum of the RSS of all live processes of the tree, sampled from /proc every
 20 ms (it catches helpers that run side by side).
 
+It also measures the storage floor: the rows mailmon stored for the first log
+(events and deliveries), re-inserted with Python's sqlite3 into fresh tables of
+the same columns with no key and no index, in batches, one transaction.  That is
+what persisting those rows costs before any reading, parsing, deduplication or
+indexing; the lines/s it allows is a ceiling for any Python ingest that stores
+them, and the report sets it beside the speed target.
+
 Targets: mailmon's lines/s >= 4x pflogsumm's; peak RSS of the first log
 < 250 MB; peak RSS of the largest log <= 1.2x that of the first (memory must
 not grow with the input).  A missed target prints MISSED and still exits 0:
@@ -207,6 +214,66 @@ def stored_events(db: Path) -> dict[str, int]:
     return out
 
 
+@dataclass
+class Floor:
+    """Re-inserting stored rows into bare tables: the cost of persisting them at all."""
+
+    rows: dict[str, int]
+    wall_seconds: float
+    cpu_seconds: float
+    lines: int
+
+    @property
+    def lines_per_second(self) -> float:
+        return self.lines / self.wall_seconds if self.wall_seconds else 0.0
+
+
+FLOOR_TABLES = ("events", "deliveries")
+FLOOR_BATCH = 3000  # what mailmon's pipeline writes per batch by default
+
+
+def storage_floor(db: Path, lines: int) -> Floor:
+    """Time storing ``db``'s events and deliveries again, with nothing else to do.
+
+    The rows are read into memory first, so only the writes are timed: executemany
+    into tables of the same columns (no primary key, no index, rowid order), WAL and
+    synchronous=NORMAL as mailmon opens SQLite, one commit at the end.
+    """
+    data: dict[str, tuple[int, list[tuple[object, ...]]]] = {}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as source:
+        for table in FLOOR_TABLES:
+            cursor = source.execute(f"SELECT * FROM {table}")
+            data[table] = (len(cursor.description), cursor.fetchall())
+    source.close()
+    target = OUT / "floor.db"
+    for path in OUT.glob("floor.db*"):
+        path.unlink()
+    conn = sqlite3.connect(target, isolation_level=None)
+    conn.execute("PRAGMA page_size=16384")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    for table, (width, _) in data.items():
+        columns = ", ".join(f"c{i}" for i in range(width))
+        conn.execute(f"CREATE TABLE {table} ({columns})")
+    cpu, wall = time.process_time(), time.perf_counter()
+    conn.execute("BEGIN")
+    for table, (width, rows) in data.items():
+        sql = f"INSERT INTO {table} VALUES ({', '.join('?' * width)})"
+        for start in range(0, len(rows), FLOOR_BATCH):
+            conn.executemany(sql, rows[start : start + FLOOR_BATCH])
+    conn.execute("COMMIT")
+    floor = Floor(
+        rows={table: len(rows) for table, (_, rows) in data.items()},
+        wall_seconds=time.perf_counter() - wall,
+        cpu_seconds=time.process_time() - cpu,
+        lines=lines,
+    )
+    conn.close()
+    for path in OUT.glob("floor.db*"):
+        path.unlink()
+    return floor
+
+
 def report_header() -> dict[str, object]:
     """What every benchmark report starts with: when, which code, on what machine."""
     return {
@@ -311,7 +378,13 @@ def main(argv: list[str] | None = None) -> int:
         mailmon[n] = run
         runs.append(run)
 
-    report = build_report(runs, reference, mailmon, logs)
+    floor: Floor | None = None
+    first_db = OUT / f"bench-{label(first)}.db"
+    if mailmon[first].events and first_db.exists():
+        print("storage floor ...", flush=True)
+        floor = storage_floor(first_db, first)
+
+    report = build_report(runs, reference, mailmon, logs, floor)
     report["mailmon_config"] = env["MAILMON_CONFIG"]
     print_report(report, runs, mailmon, logs)
     (OUT / "ingest.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -328,6 +401,7 @@ def build_report(
     reference: Run | None,
     mailmon: dict[int, Run],
     logs: dict[int, tuple[Path, dict[str, int]]],
+    floor: Floor | None = None,
 ) -> dict[str, object]:
     sizes = sorted(mailmon)
     first, last = mailmon[sizes[0]], mailmon[sizes[-1]]
@@ -359,8 +433,21 @@ def build_report(
             kind: {"stored": run.events.get(kind, 0), "in_log": truth.get(key, 0)}
             for kind, key in EXPECTED_EVENTS.items()
         }
+    floor_report: dict[str, object] | None = None
+    if floor is not None:
+        floor_report = {
+            "rows": floor.rows,
+            "wall_seconds": round(floor.wall_seconds, 3),
+            "cpu_seconds": round(floor.cpu_seconds, 3),
+            "lines_per_second_ceiling": round(floor.lines_per_second),
+        }
+        if reference is not None and reference.lines_per_second:
+            floor_report["ceiling_vs_pflogsumm"] = round(
+                floor.lines_per_second / reference.lines_per_second, 2
+            )
     return {
         **report_header(),
+        "storage_floor": floor_report,
         "logs": {
             label(n): {"path": str(p.relative_to(REPO)), "counts": c} for n, (p, c) in logs.items()
         },
@@ -414,6 +501,21 @@ def print_report(
         print(f"  {size}: " + "; ".join(parts))
     _, first_counts = logs[min(logs)]
     print(f"  (log {label(min(logs))}: {first_counts.get('received', 0):,} messages received)")
+
+    floor = report.get("storage_floor")
+    if isinstance(floor, dict):
+        rows = ", ".join(f"{n:,} {t}" for t, n in floor["rows"].items())
+        print(
+            f"\nstorage floor ({label(min(logs))}): re-inserting the stored rows ({rows}) into"
+            f" bare tables took {floor['wall_seconds']:.2f} s wall, {floor['cpu_seconds']:.2f}"
+            f" s CPU: at most {floor['lines_per_second_ceiling']:,} lines/s for any Python"
+            " ingest that stores them, before reading or parsing a line"
+        )
+        if "ceiling_vs_pflogsumm" in floor:
+            print(
+                f"  = {floor['ceiling_vs_pflogsumm']}x pflogsumm's lines/s"
+                f" (speed target {SPEEDUP_TARGET:g}x)"
+            )
 
     print("\ntargets:")
     targets = report["targets"]
