@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
+
 from monitor.model import Event, EventType
+from monitor.store.migrations import LATEST
 
 T0 = datetime(2026, 3, 4, 10, 0, 0, tzinfo=UTC)
 
@@ -21,3 +24,31 @@ def ev(kind: str, minutes: float = 0, **fields: Any) -> Event:
     }
     defaults.update(fields)
     return Event(type=EventType(kind), occurred_at=T0 + timedelta(minutes=minutes), **defaults)
+
+
+#: What each schema step added, undone: a test builds an older store from a new one.
+_UNDO = {
+    7: ("ALTER TABLE deliveries DROP COLUMN sending_ip",
+        "ALTER TABLE deliveries DROP COLUMN stream_tag"),
+    6: ("DROP TABLE failure_counters",),
+    5: ("DROP TABLE sender_counters",),
+    4: ("DROP INDEX ix_deliveries_delivered_final",),
+    3: ("DROP TABLE incidents",),
+    2: tuple(f"ALTER TABLE {t} DROP COLUMN {c}"
+             for t in ("events", "deliveries") for c in ("blame", "rule")),
+}  # fmt: skip
+
+
+def downgrade(db_url: str, version: int) -> None:
+    """Turn the (closed) store at ``db_url`` into one at schema ``version``, data kept."""
+    assert set(_UNDO) == set(range(2, LATEST + 1)), "a schema step has no undo here"
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        for step in range(LATEST, version, -1):
+            for statement in _UNDO[step]:
+                conn.execute(sa.text(statement))
+        conn.execute(
+            sa.text("UPDATE mailmon_meta SET value = :v WHERE key = 'schema_version'"),
+            {"v": str(version)},
+        )
+    engine.dispose()

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import uvicorn
-from factories import ev
+from factories import downgrade, ev
 from prometheus_client import CollectorRegistry
 
 from monitor.cli import main
@@ -273,14 +272,7 @@ def test_live_and_replay_find_the_same_incidents(tmp_path: Path) -> None:
 def test_schema_2_database_gets_the_incidents_table(db_url: str) -> None:
     """A version-2 database (no incidents table) is migrated to the latest on open and the engine runs."""
     Store.open(db_url).close()
-    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE incidents"))
-        conn.execute(sa.text("DROP INDEX ix_deliveries_delivered_final"))  # schema 4
-        conn.execute(sa.text("DROP TABLE sender_counters"))  # schema 5
-        conn.execute(sa.text("DROP TABLE failure_counters"))  # schema 6
-        conn.execute(sa.text("UPDATE mailmon_meta SET value = '2' WHERE key = 'schema_version'"))
-    engine.dispose()
+    downgrade(db_url, 2)
     with Store.open(db_url) as store:
         store.write(_scenario(store))
         assert RollupEngine(store).evaluate(_ts(ATTACK + timedelta(minutes=5))).opened

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from factories import T0, ev
+from factories import T0, downgrade, ev
 
 from monitor.errors import StoreError
 from monitor.store import Store
@@ -187,17 +187,7 @@ def test_schema_1_database_is_migrated(db_url: str) -> None:
     """A database at schema 1 (no blame/rule columns) is migrated on open and keeps its data."""
     with Store.open(db_url) as store:
         store.write(_flow())
-    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        for table in ("events", "deliveries"):
-            conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN blame"))
-            conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN rule"))
-        conn.execute(sa.text("DROP TABLE incidents"))  # schema 3
-        conn.execute(sa.text("DROP INDEX ix_deliveries_delivered_final"))  # schema 4
-        conn.execute(sa.text("DROP TABLE sender_counters"))  # schema 5
-        conn.execute(sa.text("DROP TABLE failure_counters"))  # schema 6
-        conn.execute(sa.text("UPDATE mailmon_meta SET value = '1' WHERE key = 'schema_version'"))
-    engine.dispose()
+    downgrade(db_url, 1)
     with Store.open(db_url) as store:
         assert store.count("events") == 5
         store.write([ev("bounced", 20, recipient="carol@gmail.com", reason="userunknown",
@@ -293,14 +283,9 @@ def test_schema_4_database_gets_sender_counters(db_url: str) -> None:
         store.write(_senders())
         expected = [store.stats(by, include_ndr=True)
                     for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
-    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE sender_counters"))
-        conn.execute(sa.text("DROP TABLE failure_counters"))
-        conn.execute(sa.text("UPDATE mailmon_meta SET value = '4' WHERE key = 'schema_version'"))
-    engine.dispose()
+    downgrade(db_url, 4)
     with Store.open(db_url) as store:
-        assert store.schema_version == LATEST == 6
+        assert store.schema_version == LATEST == 7
         found = [store.stats(by, include_ndr=True)
                  for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
         assert found == expected and expected[0]
@@ -359,13 +344,9 @@ def test_schema_5_database_gets_failure_counters(db_url: str) -> None:
     """Migrating a schema-5 store counts its stored failures, as the writer would."""
     with Store.open(db_url) as store:
         store.write(_failures())
-    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE failure_counters"))
-        conn.execute(sa.text("UPDATE mailmon_meta SET value = '5' WHERE key = 'schema_version'"))
-    engine.dispose()
+    downgrade(db_url, 5)
     with Store.open(db_url) as store:
-        assert store.schema_version == LATEST == 6
+        assert store.schema_version == LATEST == 7
         assert _failure_rows(store) == _EXPECTED_FAILURES
         store.write([ev("bounced", 30, recipient="gina@gmail.com", queue_id="QA",
                         reason="spamdetected", hard=True, blame="content")])  # fmt: skip
@@ -382,3 +363,45 @@ def test_stats_by_blame(db_url: str) -> None:
         assert all(r["delivered"] == 0 for r in rows.values())
         with_ndr = {r["blame"]: r for r in store.stats("blame", include_ndr=True)}
         assert with_ndr["recipient"]["bounced"] == 2
+
+
+def _delivery_rows(store: Store) -> dict[str, tuple[str | None, str]]:
+    """recipient -> (sending_ip, stream_tag) of its delivery row."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT recipient, sending_ip, stream_tag FROM deliveries"))
+        return {r: (ip, stream) for r, ip, stream in rows}
+
+
+def test_deliveries_carry_sending_ip_and_stream(db_url: str) -> None:
+    """A delivery row holds the IP of the attempt that decided its state and its tag stream,
+    whatever order its events arrive in."""
+    expected = {
+        "alice@gmail.com": ("203.0.113.7", "spring"),
+        "bob@outlook.com": ("203.0.113.8", "billing"),
+        "carol@outlook.com": ("203.0.113.7", ""),
+        "dave@gmail.com": ("203.0.113.7", "ndr"),
+    }
+    for order in (1, -1):
+        with Store.open(db_url) as store:
+            if order == -1:
+                with store.engine.begin() as conn:
+                    for table in ("events", "deliveries", "counters", "sender_counters",
+                                  "failure_counters"):  # fmt: skip
+                        conn.execute(sa.text(f"DELETE FROM {table}"))
+            for e in _senders()[::order]:
+                store.write([e])
+            assert _delivery_rows(store) == expected
+
+
+def test_schema_6_database_gains_delivery_ip_and_stream(db_url: str) -> None:
+    """Migrating a schema-6 database back-fills sending IP and stream from the stored events."""
+    with Store.open(db_url) as store:
+        store.write(_senders())
+    downgrade(db_url, 6)
+    with Store.open(db_url) as store:
+        assert _delivery_rows(store) == {
+            "alice@gmail.com": ("203.0.113.7", "spring"),
+            "bob@outlook.com": ("203.0.113.8", "billing"),
+            "carol@outlook.com": ("203.0.113.7", ""),
+            "dave@gmail.com": ("203.0.113.7", "ndr"),
+        }

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from monitor.errors import StoreError
-from monitor.model import domain_of
+from monitor.model import FINAL_TYPES, EventType, domain_of
 from monitor.store.schema import (
     BUCKET_SECONDS,
     FAILURE_OUTCOMES,
@@ -24,7 +24,7 @@ from monitor.store.schema import (
     metadata,
     sender_counters,
 )
-from monitor.store.writer import SenderTally, fold_sender, hardness, sender_rows
+from monitor.store.writer import SenderTally, fold_sender, hardness, sender_rows, stream_tag
 
 __all__ = ["LATEST", "STEPS", "current_version", "migrate"]
 
@@ -95,6 +95,41 @@ def _add_failure_counters(conn: Connection) -> None:
         )
 
 
+def _add_delivery_ip_and_stream(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE deliveries ADD COLUMN sending_ip VARCHAR(64)")
+    conn.exec_driver_sql(
+        "ALTER TABLE deliveries ADD COLUMN stream_tag VARCHAR(64) NOT NULL DEFAULT ''"
+    )
+    # As the writer would have set them: the IP of the newest attempt that decided the
+    # state (one indexed lookup per delivery), the stream of the first tagged event.
+    deciding = sorted(str(t) for t in (EventType.DEFERRED, *FINAL_TYPES))
+    attempts = ", ".join(f"'{t}'" for t in deciding)
+    conn.exec_driver_sql(
+        "UPDATE deliveries SET sending_ip = (SELECT e.sending_ip FROM events e"
+        " WHERE e.delivery_key = deliveries.key AND e.type = deliveries.state"
+        f" AND e.type IN ({attempts}) ORDER BY e.occurred_at DESC LIMIT 1)"
+    )
+    c = events.c
+    query = (
+        select(c.delivery_key, c.tags)
+        .where(c.tags.is_not(None), c.tags != "")
+        .order_by(c.delivery_key, c.occurred_at)
+    )
+    found: dict[str, str] = {}
+    for key, tags in conn.execute(query.execution_options(yield_per=10_000)):
+        if key not in found:
+            stream = stream_tag(tuple(tags.split(",")))
+            if stream:
+                found[key] = stream
+    if found:
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.key == bindparam("k"))
+            .values(stream_tag=bindparam("s")),
+            [{"k": k, "s": s} for k, s in found.items()],
+        )
+
+
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
@@ -103,6 +138,7 @@ STEPS: list[tuple[int, str, Step]] = [
     (4, "index of delivered rows by final time (rollup latency)", _add_delivered_index),
     (5, "counters per sending domain, sending IP and stream", _add_sender_counters),
     (6, "failure counters by hard/soft and blame", _add_failure_counters),
+    (7, "sending IP and tag stream on deliveries", _add_delivery_ip_and_stream),
 ]
 
 LATEST = STEPS[-1][0]

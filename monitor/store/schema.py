@@ -109,6 +109,10 @@ deliveries = Table(
     Column("diagnostic", Text),
     Column("blame", String(16)),  # schema 2
     Column("rule", String(64)),  # schema 2
+    # schema 7: the sending IP of the attempt that decided the state, and the stream the
+    # tags name (as in sender_counters): latency per sending IP and stream reads them.
+    Column("sending_ip", String(64)),
+    Column("stream_tag", String(64), nullable=False, default="", server_default=""),
     Index("ix_deliveries_message_id", "message_id"),
     Index("ix_deliveries_queue_id", "queue_id"),
     Index("ix_deliveries_recipient", "recipient"),

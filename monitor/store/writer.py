@@ -344,8 +344,10 @@ _DELIVERY_COLUMNS = tuple(c.name for c in deliveries.columns)
     _KEY, _SOURCE, _MESSAGE_ID, _QUEUE_ID, _SENDER, _RECIPIENT, _RECIPIENT_DOMAIN, _PROVIDER,
     _STREAM, _STATE, _SUBMITTED_AT, _FIRST_ATTEMPT_AT, _LAST_EVENT_AT, _FINAL_AT, _ATTEMPTS,
     _DEFERRALS, _REPLY_CODE, _ENHANCED_STATUS, _REASON, _HARD, _DIAGNOSTIC, _BLAME, _RULE,
+    _SENDING_IP, _STREAM_TAG,
 ) = range(len(_DELIVERY_COLUMNS))  # fmt: skip
 assert _DELIVERY_COLUMNS[_RULE] == "rule" and _DELIVERY_COLUMNS[_STATE] == "state"
+assert _DELIVERY_COLUMNS[_STREAM_TAG] == "stream_tag"
 
 
 def _new_delivery(key: str, ts: float, e: Event) -> list[Any]:
@@ -359,6 +361,7 @@ def _new_delivery(key: str, ts: float, e: Event) -> list[Any]:
     row[_LAST_EVENT_AT] = ts
     row[_ATTEMPTS] = 0
     row[_DEFERRALS] = 0
+    row[_STREAM_TAG] = ""
     return row
 
 
@@ -377,6 +380,8 @@ def _apply(row: list[Any], ts: float, e: Event) -> None:
         row[_SENDER] = e.sender
     if row[_PROVIDER] is None:
         row[_PROVIDER] = e.provider
+    if e.tags and not row[_STREAM_TAG]:  # the submission usually carries the tags
+        row[_STREAM_TAG] = stream_tag(e.tags)
     previous_last = row[_LAST_EVENT_AT]
     if ts > previous_last:
         row[_LAST_EVENT_AT] = ts
@@ -405,3 +410,4 @@ def _apply(row: list[Any], ts: float, e: Event) -> None:
             row[_DIAGNOSTIC] = e.diagnostic
             row[_BLAME] = e.blame
             row[_RULE] = e.rule
+            row[_SENDING_IP] = e.sending_ip
