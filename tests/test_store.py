@@ -372,15 +372,18 @@ def _delivery_rows(store: Store) -> dict[str, tuple[str | None, str]]:
         return {r: (ip, stream) for r, ip, stream in rows}
 
 
+#: What _senders() leaves in the deliveries' sending_ip and stream_tag columns.
+_SENDER_DELIVERIES = {
+    "alice@gmail.com": ("203.0.113.7", "spring"),
+    "bob@outlook.com": ("203.0.113.8", "billing"),
+    "carol@outlook.com": ("203.0.113.7", ""),
+    "dave@gmail.com": ("203.0.113.7", "ndr"),
+}
+
+
 def test_deliveries_carry_sending_ip_and_stream(db_url: str) -> None:
     """A delivery row holds the IP of the attempt that decided its state and its tag stream,
     whatever order its events arrive in."""
-    expected = {
-        "alice@gmail.com": ("203.0.113.7", "spring"),
-        "bob@outlook.com": ("203.0.113.8", "billing"),
-        "carol@outlook.com": ("203.0.113.7", ""),
-        "dave@gmail.com": ("203.0.113.7", "ndr"),
-    }
     for order in (1, -1):
         with Store.open(db_url) as store:
             if order == -1:
@@ -390,7 +393,7 @@ def test_deliveries_carry_sending_ip_and_stream(db_url: str) -> None:
                         conn.execute(sa.text(f"DELETE FROM {table}"))
             for e in _senders()[::order]:
                 store.write([e])
-            assert _delivery_rows(store) == expected
+            assert _delivery_rows(store) == _SENDER_DELIVERIES
 
 
 def test_schema_6_database_gains_delivery_ip_and_stream(db_url: str) -> None:
@@ -399,9 +402,4 @@ def test_schema_6_database_gains_delivery_ip_and_stream(db_url: str) -> None:
         store.write(_senders())
     downgrade(db_url, 6)
     with Store.open(db_url) as store:
-        assert _delivery_rows(store) == {
-            "alice@gmail.com": ("203.0.113.7", "spring"),
-            "bob@outlook.com": ("203.0.113.8", "billing"),
-            "carol@outlook.com": ("203.0.113.7", ""),
-            "dave@gmail.com": ("203.0.113.7", "ndr"),
-        }
+        assert _delivery_rows(store) == _SENDER_DELIVERIES
