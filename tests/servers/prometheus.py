@@ -28,6 +28,7 @@ import yaml
 
 __all__ = [
     "INSTALL_HINT",
+    "backfill",
     "free_port",
     "get",
     "prometheus_config",
@@ -125,3 +126,28 @@ def prometheus_config(
     path = tmp / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def backfill(
+    promtool: str,
+    tsdb: Path,
+    family: str,
+    series: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]],
+) -> None:
+    """Write counter samples into ``tsdb`` before Prometheus starts there, as blocks made by
+    ``promtool tsdb create-blocks-from openmetrics``: the history a Prometheus that had been
+    scraping for a day would hold.  ``series`` maps sorted (label, value) pairs to (time,
+    value) samples of ``{family}_total``."""
+    lines = [f"# TYPE {family} counter"]
+    for labels, samples in series.items():
+        selector = ",".join(f'{k}="{v}"' for k, v in labels)
+        lines += [f"{family}_total{{{selector}}} {v:g} {t:.3f}" for t, v in sorted(samples)]
+    lines.append("# EOF")
+    source = tsdb.parent / f"{tsdb.name}-backfill.om"
+    source.write_text("\n".join(lines) + "\n")
+    tsdb.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(source), str(tsdb)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
