@@ -253,7 +253,9 @@ def _from_table(code: int | None, status: str | None, text: str) -> tuple[str, s
             found = table.status.get(key)
             if found:
                 return found[0], found[1], f"rfc3463.{key}"
-    if code is not None:
+    # a text nobody recognised beside "x.0.0" and a code of many meanings: onhold, not a guess
+    undecided = bool(text and status and status.endswith(".0.0") and str(code) in table.vague)
+    if code is not None and not undecided:
         found = table.reply_code.get(str(code))
         if found:
             return found[0], found[1], f"rfc5321.{code}"
