@@ -399,6 +399,13 @@ FAMILY_CASES = {
             "recipient",
             "reports.interscan_unable_to_deliver",
         ),
+        (
+            None,
+            "Duplicated Message-ID in <neko@example.org>. Original mail as follows:",
+            "systemerror",
+            "infrastructure",
+            "reports.fml_duplicate_message_id",
+        ),
     ],
     "generic_mta": [
         (
@@ -726,7 +733,7 @@ def test_sisimai_corpus_accuracy_floor() -> None:
 
 # Measured floors (bench/bench_classify.py prints the current figures); raise them as the
 # parser and the rules improve, never lower them to make a change pass.
-REASON_FLOOR = 0.964  # 643 of 667 rows
+REASON_FLOOR = 0.965  # 644 of 667 rows
 DSN_REASON_FLOOR = 0.949  # 358 of 377
 HARD_FLOOR = 0.991  # 661 of 667
 RECIPIENT_FLOOR = 0.986  # 658 of 667
