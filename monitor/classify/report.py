@@ -188,9 +188,9 @@ def classify_recipient(
     # "Status: 5.2.1 (mailbox disabled, not accepting messages)": the comment is the
     # reporting MTA's own words on the failure, read with the reply it explains
     comment = _COMMENT_RE.match(status_field or "")
-    said = f"{diagnostic} ({comment.group(1)})" if comment and diagnostic else diagnostic
+    explained = f"{diagnostic} ({comment.group(1)})" if comment and diagnostic else diagnostic
     verdict = classify(
-        reply, status, said or None, command=command, provider=hint, mx_host=mx, final=final
+        reply, status, explained or None, command=command, provider=hint, mx_host=mx, final=final
     )
     decided_by_text = not _from_code(verdict)
     if _from_code(verdict) and context and context != diagnostic:
