@@ -637,6 +637,16 @@ def test_literal_prefix() -> None:
     assert literal_prefix("non-?existent") == "non"
     assert literal_prefix("a|b") == ""
     assert literal_prefix("resolver\\.adr") == "resolver.adr"
+    assert literal_prefix("^x-powermta-bouncecategory: spam$") == "x-powermta-bouncecategory: spam"
+    assert literal_prefix("^a|b") == ""
+
+
+def test_anchored_rules_match_only_at_the_start() -> None:
+    """A rule indexed by the text after its "^" still decides only at the start of the text."""
+    assert classify(None, None, "x-powermta-bouncecategory: bad-mailbox").rule == (
+        "powermta.bad_mailbox"
+    )
+    assert classify(None, None, "see x-powermta-bouncecategory: bad-mailbox").reason == "onhold"
 
 
 def test_packaged_rule_files_validate() -> None:

@@ -81,7 +81,13 @@ _META = frozenset(".^$*+?{}[]\\|()")
 
 
 def literal_prefix(pattern: str) -> str:
-    """The literal text every match of ``pattern`` starts with ("" when there is none)."""
+    """The literal text every match of ``pattern`` starts with ("" when there is none).
+
+    A leading "^" is skipped: the rule's own regex, tried where the prefix is found,
+    still matches only at the start of the text.
+    """
+    if pattern.startswith("^"):
+        pattern = pattern[1:]
     depth = 0
     for i, c in enumerate(pattern):  # a top-level "|" means no common prefix
         if c == "\\":
