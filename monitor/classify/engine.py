@@ -48,7 +48,6 @@ _CODE_RE = re.compile(r"^\s*([245]\d\d)(?=[\s\-]|$)")
 # "550-5.1.1 The email ... 550-5.1.1 https://..." : the continuation prefixes of a
 # multi-line reply (RFC 5321 section 4.2.1) split phrases; drop them after the first.
 _CONTINUATION_RE = re.compile(r"(?<=\s)[245]\d\d[\- ](?:[245]\.\d{1,3}\.\d{1,3}\s+)?(?=\S)")
-_SPACE_RE = re.compile(r"\s+")
 # A 4xx text that calls itself temporary ("Host not found, try again"): not a verdict on
 # the address (Sisimai's is_temporary reads " temporar" and " persistent").
 _TEMPORARY_RE = re.compile(r"temporar|persistent|try again|try later")
@@ -65,7 +64,7 @@ class Verdict(NamedTuple):
 
 def normalize(text: str) -> str:
     """Lower-case, fold whitespace and drop multi-line reply continuation prefixes."""
-    folded = _SPACE_RE.sub(" ", text.lower()).strip()
+    folded = " ".join(text.lower().split())  # str.split's whitespace is re's \s
     if "-" in folded:
         head, rest = folded[:4], folded[4:]
         folded = head + _CONTINUATION_RE.sub("", rest)
