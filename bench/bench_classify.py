@@ -389,16 +389,18 @@ def main(argv: list[str] | None = None) -> int:
         f"\nthroughput: {rate:,.0f} emails parsed/s  target {TARGET_FILES_PER_SECOND:,}: {verdict}"
     )
     print("responses (distinct, uncached engine; the pipeline's cached entry in brackets):")
-    for name, subset in (
-        ("DSN Diagnostic-Code lines", [s for s in rows if s.has_dsn and s.diagnostic]),
-        ("all recipient texts", [s for s in rows if s.diagnostic]),
+    for name, single, subset in (
+        ("DSN Diagnostic-Code lines", True, [s for s in rows if s.has_dsn and s.diagnostic]),
+        ("all recipient texts", False, [s for s in rows if s.diagnostic]),
     ):
         texts = sorted({(None, s.status, s.diagnostic) for s in subset}, key=str)
         uncached, cached = throughput(texts, args.seconds)  # type: ignore[arg-type]
         mean = sum(len(t[2]) for t in texts) // max(len(texts), 1)
+        # the target is for single reply lines; whole explanations are reported beside it
         verdict = "ok" if uncached >= TARGET_PER_SECOND else "MISSED"
+        judged = f"target {TARGET_PER_SECOND:,}: {verdict}" if single else "(no target)"
         print(f"  {name:<38} {len(texts):>4} texts, mean {mean:>4} chars: "
-              f"{uncached:>9,.0f}/s [{cached:,.0f}/s]  target {TARGET_PER_SECOND:,}: {verdict}")  # fmt: skip
+              f"{uncached:>9,.0f}/s [{cached:,.0f}/s]  {judged}")  # fmt: skip
     lines = sorted({(None, s.status, s.diagnostic) for s in rows if s.diagnostic}, key=str)
     held, done = matcher_memory(lines)  # type: ignore[arg-type]
     print(f"engine memory after {done:,} replies (every provider x command): {held:.1f} MB")
