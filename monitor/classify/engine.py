@@ -7,7 +7,8 @@ Text rules (``monitor/data/classify/*.toml``, see :mod:`monitor.classify.rules`)
 first, the receiving provider's own families before the others, and the first rule in that
 order whose conditions hold and whose regex is found decides; provider texts thereby win
 over the bare code.  When no text rule decides, the RFC 3463 table decides from the
-enhanced status (then its class-less form, then its subject), then from the reply code;
+enhanced status (then its class-less form, then its subject), then from the reply code
+(not a code of many meanings beside an "x.0.0" status and a text: that says nothing);
 a text nothing recognises is ``onhold`` and no information at all is ``undefined``
 (Sisimai's convention).
 
