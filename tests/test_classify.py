@@ -433,6 +433,13 @@ FAMILY_CASES = {
         (None, "550 Sender verify failed", "rejected", "policy", "generic_mta.rejected"),
         (
             None,
+            "554 5.7.1 Email cannot be delivered. Reason: Email flagged as Spam.",
+            "spamdetected",
+            "content",
+            "generic_mta.spamdetected",
+        ),
+        (
+            None,
             "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
             "norelaying",
             "policy",
