@@ -324,6 +324,13 @@ FAMILY_CASES = {
             "policy",
             "mimecast.policy",
         ),
+        (
+            None,
+            "554 email rejected due to security policies - MCSpamSignature.sa.2.2",
+            "spamdetected",
+            "content",
+            "mimecast.spam_signature",
+        ),
     ],
     "barracuda": [
         (
