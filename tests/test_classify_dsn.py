@@ -1,10 +1,11 @@
 """DSN, ARF and auto-reply parsing: labelled fixtures, events, CLI and damaged input.
 
 The fixtures in ``tests/data/bounces/`` are hand-written in the shapes Postfix, Exim,
-qmail, Sendmail, Gmail, Office 365, Yahoo and Amazon SES (over SNS) send, plus the reports
-real Postfix and Exim wrote for documented provider replies (``postfix-*``/``exim-*``, see
-``test_classify_mta.py``), with the parser's per-recipient verdicts in ``expected.json``
-beside them (regenerate with ``MAILMON_REGEN_GOLDEN=1``, then review the diff).
+qmail, Sendmail, Gmail, Office 365, Yahoo, Amazon SES (over SNS), Trend Micro InterScan and
+PowerMTA send, plus the reports real Postfix and Exim wrote for documented provider replies
+(``postfix-*``/``exim-*``, see ``test_classify_mta.py``), with the parser's per-recipient
+verdicts in ``expected.json`` beside them (regenerate with ``MAILMON_REGEN_GOLDEN=1``, then
+review the diff).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Text rules (``monitor/data/classify/*.toml``, see :mod:`monitor.classify.rules`)
 first, the receiving provider's own families before the others, and the first rule in that
 order whose conditions hold and whose regex is found decides; provider texts thereby win
 over the bare code.  When no text rule decides, the RFC 3463 table decides from the
-enhanced status (then its class-less form, then its subject), then from the reply code;
+enhanced status (then its class-less form, then its subject), then from the reply code
+(not a code of many meanings beside an "x.0.0" status and a text: that says nothing);
 a text nothing recognises is ``onhold`` and no information at all is ``undefined``
 (Sisimai's convention).
 
@@ -48,7 +49,6 @@ _CODE_RE = re.compile(r"^\s*([245]\d\d)(?=[\s\-]|$)")
 # "550-5.1.1 The email ... 550-5.1.1 https://..." : the continuation prefixes of a
 # multi-line reply (RFC 5321 section 4.2.1) split phrases; drop them after the first.
 _CONTINUATION_RE = re.compile(r"(?<=\s)[245]\d\d[\- ](?:[245]\.\d{1,3}\.\d{1,3}\s+)?(?=\S)")
-_SPACE_RE = re.compile(r"\s+")
 # A 4xx text that calls itself temporary ("Host not found, try again"): not a verdict on
 # the address (Sisimai's is_temporary reads " temporar" and " persistent").
 _TEMPORARY_RE = re.compile(r"temporar|persistent|try again|try later")
@@ -65,7 +65,7 @@ class Verdict(NamedTuple):
 
 def normalize(text: str) -> str:
     """Lower-case, fold whitespace and drop multi-line reply continuation prefixes."""
-    folded = _SPACE_RE.sub(" ", text.lower()).strip()
+    folded = " ".join(text.lower().split())  # str.split's whitespace is re's \s
     if "-" in folded:
         head, rest = folded[:4], folded[4:]
         folded = head + _CONTINUATION_RE.sub("", rest)
@@ -81,7 +81,13 @@ _META = frozenset(".^$*+?{}[]\\|()")
 
 
 def literal_prefix(pattern: str) -> str:
-    """The literal text every match of ``pattern`` starts with ("" when there is none)."""
+    """The literal text every match of ``pattern`` starts with ("" when there is none).
+
+    A leading "^" is skipped: the rule's own regex, tried where the prefix is found,
+    still matches only at the start of the text.
+    """
+    if pattern.startswith("^"):
+        pattern = pattern[1:]
     depth = 0
     for i, c in enumerate(pattern):  # a top-level "|" means no common prefix
         if c == "\\":
@@ -253,7 +259,9 @@ def _from_table(code: int | None, status: str | None, text: str) -> tuple[str, s
             found = table.status.get(key)
             if found:
                 return found[0], found[1], f"rfc3463.{key}"
-    if code is not None:
+    # a text nobody recognised beside "x.0.0" and a code of many meanings: onhold, not a guess
+    undecided = bool(text and status and status.endswith(".0.0") and str(code) in table.vague)
+    if code is not None and not undecided:
         found = table.reply_code.get(str(code))
         if found:
             return found[0], found[1], f"rfc5321.{code}"

@@ -30,6 +30,7 @@ __all__ = [
 
 _STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 _WITH_CODE_RE = re.compile(r"(?<![\w.])[45]\d\d[ \-]['\"]?([45]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
+_COMMENT_RE = re.compile(r"\s*[245]\.\d{1,3}\.\d{1,3}\s*\((.+)\)\s*$")
 _REPLY_RE = re.compile(r"(?<![\w.\-#])([245][0-5]\d)(?=[\s\-]|$)")
 
 
@@ -184,8 +185,12 @@ def classify_recipient(
     mx = remote_mta or remote_host_of(diagnostic) or None
     final = (action or "failed").lower() not in ("delayed",)
     hint = None if mx else provider
+    # "Status: 5.2.1 (mailbox disabled, not accepting messages)": the comment is the
+    # reporting MTA's own words on the failure, read with the reply it explains
+    comment = _COMMENT_RE.match(status_field or "")
+    explained = f"{diagnostic} ({comment.group(1)})" if comment and diagnostic else diagnostic
     verdict = classify(
-        reply, status, diagnostic or None, command=command, provider=hint, mx_host=mx, final=final
+        reply, status, explained or None, command=command, provider=hint, mx_host=mx, final=final
     )
     decided_by_text = not _from_code(verdict)
     if _from_code(verdict) and context and context != diagnostic:

@@ -72,7 +72,9 @@ _RULE_KEYS = frozenset(
         "reason", "blame", "hard", "source", "note",
     }
 )  # fmt: skip
-_TABLE_KEYS = frozenset({"family", "priority", "source", "description", "status", "reply_code"})
+_TABLE_KEYS = frozenset(
+    {"family", "priority", "source", "description", "status", "reply_code", "vague_reply_codes"}
+)
 _STATUS_FORM = re.compile(r"(?:[245x]\.)(?:\d{1,3}\.?(?:\d{1,3})?)?|[245x]\.")
 _COMMANDS = frozenset({"CONNECT", "HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA"})
 
@@ -128,6 +130,8 @@ class CodeTable:
     source: str
     status: Mapping[str, tuple[str, str]]
     reply_code: Mapping[str, tuple[str, str]]
+    #: reply codes that say nothing more than an "x.0.0" status beside them
+    vague: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +282,10 @@ def _table(data: Mapping[str, object], where: str) -> CodeTable:
                 raise RuleError(f"{where}.{key}.{code}: expected [reason, blame]")
             entries[code] = _verdict(value[0], value[1], f"{where}.{key}.{code}")
         out[key] = entries
-    return CodeTable(source, out["status"], out["reply_code"])
+    vague = data.get("vague_reply_codes", [])
+    if not isinstance(vague, list) or not all(v in out["reply_code"] for v in vague):
+        raise RuleError(f"{where}: vague_reply_codes must list codes of [reply_code]")
+    return CodeTable(source, out["status"], out["reply_code"], frozenset(vague))
 
 
 def parse_files(files: Iterable[tuple[str, str]]) -> RuleSet:
