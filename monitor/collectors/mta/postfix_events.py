@@ -5,7 +5,7 @@
 carries one event per three or four lines, so that alone would eat a third of the parse
 budget.  :class:`EventMaker` builds the very same object (equal fields, equal ``id``)
 through the slot descriptors, with the timestamp text and the id's time prefix cached
-for the line's second.  The fast path is used only while
+per time.  The fast path is used only while
 ``Event``'s fields are the ones listed here; otherwise it falls back to ``Event(...)``,
 and ``tests/test_postfix_parser.py`` checks both agree.
 """
@@ -60,6 +60,7 @@ _EXPIRED = EventType.EXPIRED
 _REJECTED = EventType.REJECTED
 _new = object.__new__
 _KIND = {kind: kind.value for kind in EventType}
+_MAX_TIMES = 4096
 if FAST_PATH:
     (
         _type,
@@ -97,11 +98,9 @@ class EventMaker:
 
     def __init__(self) -> None:
         # Two timestamps: a "submitted" (arrival time) and its outcome (the line's time).
-        # Each with its "%.6f" text and the id prefix (the UNIX second) worked out from it.
-        self._moment: datetime | None = None
-        self._seconds = self._prefix = ""
-        self._moment2: datetime | None = None
-        self._seconds2 = self._prefix2 = ""
+        # Recent times -> their "%.6f" text and the id prefix (the UNIX second).  Outcomes
+        # come at the line's time, their "submitted" at each message's own arrival time.
+        self._times: dict[datetime, tuple[str, str]] = {}
         self._recipient: str | None = None
         self._domain: str | None = None
 
@@ -149,15 +148,14 @@ class EventMaker:
                 tags=tags,
                 raw_ref=raw_ref,
             )
-        if occurred_at is self._moment:
-            seconds, prefix = self._seconds, self._prefix
-        elif occurred_at is self._moment2:
-            seconds, prefix = self._seconds2, self._prefix2
-        else:
+        texts = self._times.get(occurred_at)
+        if texts is None:
             seconds = f"{occurred_at.timestamp():.6f}"
-            prefix = second_prefix(seconds)
-            self._moment2, self._seconds2, self._prefix2 = self._moment, self._seconds, self._prefix
-            self._moment, self._seconds, self._prefix = occurred_at, seconds, prefix
+            texts = (seconds, second_prefix(seconds))
+            if len(self._times) >= _MAX_TIMES:
+                self._times.clear()
+            self._times[occurred_at] = texts
+        seconds, prefix = texts
         if recipient is not self._recipient:  # "submitted" and its outcome share one
             self._recipient = recipient
             self._domain = domain_of(recipient)
