@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -38,6 +39,9 @@ _ENGAGEMENT = {
     EventType.UNSUBSCRIBED: "unsubscribe",
     EventType.REPLIED: "reply",
 }
+_BOUNCED = EventType.BOUNCED
+_DELIVERED = EventType.DELIVERED
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ENGAGEMENT_BY_NAME = {t.value: kind for t, kind in _ENGAGEMENT.items()}
 DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 5 * 86400)
 
@@ -345,9 +349,12 @@ class DelayHistogram:
             row[index] += count
             row[-1] += micros
 
+    def bucket(self, seconds: float) -> int:
+        """The index of the bucket ``seconds`` falls in (``len(bounds)``: above all)."""
+        return next((i for i, b in enumerate(self.bounds) if seconds <= b), len(self.bounds))
+
     def observe(self, provider: str, seconds: float) -> None:
-        index = next((i for i, b in enumerate(self.bounds) if seconds <= b), len(self.bounds))
-        self.add(provider, index, 1, delay_micros(seconds))
+        self.add(provider, self.bucket(seconds), 1, delay_micros(seconds))
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.doc, labels=["provider"])
@@ -425,37 +432,60 @@ class Metrics:
 
     def observe(self, events: Iterable[Event]) -> None:
         """Count events that the store accepted as new."""
-        latest: dict[str, float] = {}
+        # First the events by what decides their labels, then each group once: a batch of
+        # thousands of events has a few hundred groups.  Groups keep the order of their
+        # first event, so label sets are created in event order and /metrics lists them
+        # the same way whatever the batch size.
+        groups: dict[tuple[Any, ...], int] = {}
+        delays: dict[tuple[str | None, float], int] = {}
+        newest: dict[str, datetime] = {}
+        for e in events:
+            kind = e.type
+            if kind is _BOUNCED:
+                key: tuple[Any, ...] = (
+                    e.source, kind, e.provider, e.recipient_domain, e.reason, e.hard,
+                )  # fmt: skip
+            else:
+                key = (e.source, kind, e.provider, e.recipient_domain)
+                if kind is _DELIVERED and e.delay_seconds is not None:
+                    slot = (e.provider, e.delay_seconds)
+                    delays[slot] = delays.get(slot, 0) + 1
+            groups[key] = groups.get(key, 0) + 1
+            if e.occurred_at > newest.get(e.source, _EPOCH):  # only times after 1970 count
+                newest[e.source] = e.occurred_at
         ingested: dict[str, int] = {}
         tally: dict[tuple[Any, ...], int] = {}
-        for e in events:
-            source = source_kind(e.source)
-            ingested[source] = ingested.get(source, 0) + 1
-            if e.timestamp > latest.get(source, 0.0):
-                latest[source] = e.timestamp
-            provider = e.provider if e.provider in _PROVIDERS else "other"
-            domain = self.labeler(e.recipient_domain)
-            kind = e.type.value
-            if kind in OUTCOMES:
-                k: tuple[Any, ...] = (self.deliveries, provider, domain, kind)
-                tally[k] = tally.get(k, 0) + 1
-            if e.type is EventType.BOUNCED:
-                reason = e.reason if e.reason in REASONS else "undefined"
-                k = (self.bounces, provider, domain, reason, "true" if e.hard else "false")
-                tally[k] = tally.get(k, 0) + 1
-            elif e.type is EventType.DELIVERED and e.delay_seconds is not None:
-                self.delay.observe(provider, e.delay_seconds)
-            elif e.type is EventType.COMPLAINED:
+        for (source, kind, provider, recipient_domain, *bounce), n in groups.items():
+            source = source_kind(source)
+            ingested[source] = ingested.get(source, 0) + n
+            provider = provider if provider in _PROVIDERS else "other"
+            domain = self.labeler(recipient_domain)
+            if kind.value in OUTCOMES:
+                k: tuple[Any, ...] = (self.deliveries, provider, domain, kind.value)
+                tally[k] = tally.get(k, 0) + n
+            if kind is _BOUNCED:
+                reason, hard = bounce
+                reason = reason if reason in REASONS else "undefined"
+                k = (self.bounces, provider, domain, reason, "true" if hard else "false")
+                tally[k] = tally.get(k, 0) + n
+            elif kind is EventType.COMPLAINED:
                 k = (self.complaints, provider, domain, source)
-                tally[k] = tally.get(k, 0) + 1
-            elif e.type in _ENGAGEMENT:
-                k = (self.engagement, provider, domain, _ENGAGEMENT[e.type])
-                tally[k] = tally.get(k, 0) + 1
+                tally[k] = tally.get(k, 0) + n
+            elif kind in _ENGAGEMENT:
+                k = (self.engagement, provider, domain, _ENGAGEMENT[kind])
+                tally[k] = tally.get(k, 0) + n
         # One increment per label set and batch: labels() is the costly part.
         for (counter, *labels), n in tally.items():
             counter.labels(*labels).inc(n)
         for source, n in ingested.items():
             self.ingested.labels(source).inc(n)
+        for (provider, seconds), n in delays.items():
+            bounded = provider if provider in _PROVIDERS else "other"
+            self.delay.add(bounded, self.delay.bucket(seconds), n, n * delay_micros(seconds))
+        latest: dict[str, float] = {}
+        for source, moment in newest.items():
+            kind_of = source_kind(source)
+            latest[kind_of] = max(latest.get(kind_of, 0.0), moment.timestamp())
         for source, ts in latest.items():
             if ts > self._latest.get(source, 0.0):
                 self._latest[source] = ts

@@ -24,6 +24,8 @@ __all__ = [
     "domain_of",
     "event_id",
     "identity",
+    "identity_after",
+    "second_prefix",
     "utc",
 ]
 
@@ -104,6 +106,10 @@ def domain_of(address: str | None) -> str | None:
 def event_id(source: str, kind: str, *parts: object) -> str:
     """A stable 128-bit hex id from the fields that identify an event."""
     text = "\x1f".join([source, kind, *["" if p is None else str(p) for p in parts]])
+    return _digest(text)
+
+
+def _digest(text: str) -> str:
     try:
         raw = text.encode()
     except UnicodeEncodeError:  # undecodable input bytes kept as surrogates
@@ -112,6 +118,11 @@ def event_id(source: str, kind: str, *parts: object) -> str:
 
 
 _blake2b = hashlib.blake2b
+
+
+def second_prefix(seconds: str) -> str:
+    """The start of an id: the UNIX second of ``seconds`` (``%.6f`` text) in 8 hex digits."""
+    return f"{int(float(seconds)) & 0xFFFFFFFF:08x}"
 
 
 def identity(
@@ -137,11 +148,49 @@ def identity(
     UNIX second in hex, so ids sort by time and a growing store appends to its index
     instead of writing all over it.
     """
-    digest = event_id(
-        source, kind, seconds, queue_id, message_id, provider_message_id, recipient,
-        reply_code, enhanced_status, diagnostic, relay, delay_seconds, client,
+    return identity_after(
+        second_prefix(seconds), source, kind, seconds, queue_id, message_id,
+        provider_message_id, recipient, reply_code, enhanced_status, diagnostic, relay,
+        delay_seconds, client,
     )  # fmt: skip
-    return f"{int(float(seconds)) & 0xFFFFFFFF:08x}{digest[:24]}"
+
+
+def identity_after(
+    prefix: str,
+    source: str,
+    kind: str,
+    seconds: str,
+    queue_id: str | None,
+    message_id: str | None,
+    provider_message_id: str | None,
+    recipient: str | None,
+    reply_code: int | None,
+    enhanced_status: str | None,
+    diagnostic: str | None,
+    relay: str | None,
+    delay_seconds: float | None,
+    client: str | None,
+) -> str:
+    """:func:`identity` with its :func:`second_prefix` worked out already (by a caller that
+    makes many events of one second).
+
+    The text hashed is :func:`event_id`'s (the fields joined by ``\\x1f``, None as "",
+    the others as ``str()``), in one f-string because it runs once per event.
+    """
+    text = (
+        f"{source}\x1f{kind}\x1f{seconds!s}"
+        f"\x1f{'' if queue_id is None else queue_id!s}"
+        f"\x1f{'' if message_id is None else message_id!s}"
+        f"\x1f{'' if provider_message_id is None else provider_message_id!s}"
+        f"\x1f{'' if recipient is None else recipient!s}"
+        f"\x1f{'' if reply_code is None else reply_code!s}"
+        f"\x1f{'' if enhanced_status is None else enhanced_status!s}"
+        f"\x1f{'' if diagnostic is None else diagnostic!s}"
+        f"\x1f{'' if relay is None else relay!s}"
+        f"\x1f{'' if delay_seconds is None else delay_seconds!s}"
+        f"\x1f{'' if client is None else client!s}"
+    )
+    return prefix + _digest(text)[:24]
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,28 @@ def _mixed_events() -> list[Event]:
     ]  # fmt: skip
 
 
+def test_batches_do_not_change_the_exposition() -> None:
+    """The same events observed one at a time, in batches or all at once give /metrics
+    line for line (label sets in the order their first event came)."""
+    before_1970 = ev("delivered", -60 * 24 * 366 * 60, source="kumomta:old", delay_seconds=2.0)
+    events = [before_1970, *_mixed_events()]
+    texts = []
+    for size in (1, 37, len(events)):
+        metrics = Metrics(CollectorRegistry(), DomainLabeler(allow=["gmail.com", "x.example"]))
+        for start in range(0, len(events), size):
+            metrics.observe(events[start : start + size])
+        text = generate_latest(metrics.registry).decode()
+        texts.append([line for line in text.splitlines() if "_created{" not in line])
+    assert texts[0] == texts[1] == texts[2]
+    newest = [line for line in texts[0] if line.startswith("mailmon_source_last_event_")]
+    assert [line.split(" ")[0] for line in newest] == [
+        'mailmon_source_last_event_timestamp_seconds{source="postfix"}',
+        'mailmon_source_last_event_timestamp_seconds{source="arf"}',
+        'mailmon_source_last_event_timestamp_seconds{source="ses"}',
+        'mailmon_source_last_event_timestamp_seconds{source="exim"}',
+    ]  # a time before 1970 is no newest event
+
+
 def test_seeded_counters_equal_observed_ones(db_url: str) -> None:
     """Counters seeded from a store (SQLite and PostgreSQL) equal those of the process that stored its events."""
     labeler = DomainLabeler(allow=["gmail.com", "x.example"])

@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from factories import T0, ev
 
-from monitor.model import FINAL_TYPES, Event, EventType, domain_of, event_id
+from monitor.model import (
+    FINAL_TYPES,
+    Event,
+    EventType,
+    domain_of,
+    event_id,
+    identity,
+    second_prefix,
+)
 
 
 def test_id_is_stable_across_instances() -> None:
@@ -18,6 +26,23 @@ def test_id_is_a_known_value() -> None:
     """The id does not depend on process state (hash seeds): it is a fixed function."""
     assert event_id("postfix:mx1", "delivered", "x") == event_id("postfix:mx1", "delivered", "x")
     assert ev("delivered").id == "69a802a0fc42c1379ba87f5688bc0314"
+
+
+def test_identity_hashes_what_event_id_hashes() -> None:
+    """identity() hashes the text event_id() would: None as "", zeros and "" kept apart."""
+    cases = [
+        ("postfix:mx", "deferred", "1709546400.250000", "1A2B", "m@x", None, "r@x", 450,
+         "4.2.0", "said: 450 later", "mx[192.0.2.1]:25", 1.5, "c[192.0.2.2]"),
+        ("ses", "bounced", "0.000000", "", "", "", "", 0, "", "", "", 0.0, ""),
+        ("postfix:mx", "bounced", "-1.500000", None, None, None, None, None, None, None,
+         None, None, None),
+        ("postfix:mx", "bounced", "1.000000", "q", "m\udcff", "p", "caf\udce9@x", 550,
+         "5.1.1", "550 unknown", "r", 12.0, None),
+    ]  # fmt: skip
+    for fields in cases:
+        source, kind, seconds, *parts = fields
+        expected = second_prefix(seconds) + event_id(source, kind, seconds, *parts)[:24]
+        assert identity(*fields) == expected  # type: ignore[arg-type]
 
 
 def test_id_ignores_raw_reference_and_enrichment() -> None:

@@ -4,8 +4,8 @@
 ``object.__setattr__`` and hashes its identity through a generic helper.  A Postfix log
 carries one event per three or four lines, so that alone would eat a third of the parse
 budget.  :class:`EventMaker` builds the very same object (equal fields, equal ``id``)
-through the slot descriptors, with the identity text formatted in one f-string and the
-timestamp text cached for the line's second.  The fast path is used only while
+through the slot descriptors, with the timestamp text and the id's time prefix cached
+per time.  The fast path is used only while
 ``Event``'s fields are the ones listed here; otherwise it falls back to ``Event(...)``,
 and ``tests/test_postfix_parser.py`` checks both agree.
 """
@@ -16,7 +16,7 @@ import dataclasses
 from datetime import datetime
 
 from monitor.collectors.mta.postfix_state import Queued, Recipient
-from monitor.model import Event, EventType, domain_of, identity
+from monitor.model import Event, EventType, domain_of, identity_after, second_prefix
 
 __all__ = ["FAST_PATH", "EventMaker"]
 
@@ -60,6 +60,7 @@ _EXPIRED = EventType.EXPIRED
 _REJECTED = EventType.REJECTED
 _new = object.__new__
 _KIND = {kind: kind.value for kind in EventType}
+_MAX_TIMES = 4096
 if FAST_PATH:
     (
         _type,
@@ -97,10 +98,9 @@ class EventMaker:
 
     def __init__(self) -> None:
         # Two timestamps: a "submitted" (arrival time) and its outcome (the line's time).
-        self._moment: datetime | None = None
-        self._seconds = ""
-        self._moment2: datetime | None = None
-        self._seconds2 = ""
+        # Recent times -> their "%.6f" text and the id prefix (the UNIX second).  Outcomes
+        # come at the line's time, their "submitted" at each message's own arrival time.
+        self._times: dict[datetime, tuple[str, str]] = {}
         self._recipient: str | None = None
         self._domain: str | None = None
 
@@ -148,19 +148,19 @@ class EventMaker:
                 tags=tags,
                 raw_ref=raw_ref,
             )
-        if occurred_at is self._moment:
-            seconds = self._seconds
-        elif occurred_at is self._moment2:
-            seconds = self._seconds2
-        else:
+        texts = self._times.get(occurred_at)
+        if texts is None:
             seconds = f"{occurred_at.timestamp():.6f}"
-            self._moment2, self._seconds2 = self._moment, self._seconds
-            self._moment, self._seconds = occurred_at, seconds
+            texts = (seconds, second_prefix(seconds))
+            if len(self._times) >= _MAX_TIMES:
+                self._times.clear()
+            self._times[occurred_at] = texts
+        seconds, prefix = texts
         if recipient is not self._recipient:  # "submitted" and its outcome share one
             self._recipient = recipient
             self._domain = domain_of(recipient)
-        ident = identity(
-            source, _KIND[kind], seconds, queue_id, message_id, None, recipient,
+        ident = identity_after(
+            prefix, source, _KIND[kind], seconds, queue_id, message_id, None, recipient,
             reply_code, enhanced_status, diagnostic, relay, delay_seconds, client,
         )  # fmt: skip
         event = _new(Event)
