@@ -33,7 +33,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="machine output: per evaluation, [kind, provider, domain] opened and closed",
+        help="machine output: per evaluation, [kind, provider, domain] opened and closed, "
+        "and the evidence of those opened",
     )
     p.set_defaults(run=run)
 
@@ -102,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
             "at": iso(r.at),
             "opened": [list(k) for k in r.incidents_opened],
             "closed": [list(k) for k in r.incidents_closed],
+            # What each opened incident was opened with (as `mailmon incidents` shows it).
+            "evidence": [
+                {"kind": k[0], "provider": k[1], "domain": k[2], "evidence": r.evidence[k]}
+                for k in r.incidents_opened
+            ],
         }
         for r in runs
     ]

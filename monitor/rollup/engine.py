@@ -126,6 +126,8 @@ class Evaluation:
     subjects: list[SubjectState] = field(default_factory=list)
     incidents_opened: list[tuple[str, str, str]] = field(default_factory=list)
     incidents_closed: list[tuple[str, str, str]] = field(default_factory=list)
+    #: The evidence each incident of ``incidents_opened`` was opened with.
+    evidence: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 class GaugeSink(Protocol):
@@ -305,6 +307,7 @@ class RollupEngine:
                     evidence["subject"] = subject_of(detector.kind, *key)
                     incidents.open_incident(conn, detector.kind, *key, end, evidence)
                     result.incidents_opened.append((detector.kind, *key))
+                    result.evidence[(detector.kind, *key)] = evidence
                     if detector.kind == RejectingDetector.kind:
                         result.opened.append(key)
                 for detector, key, decision in to_close:
@@ -359,8 +362,12 @@ class RollupEngine:
             return evidence
         if detector.source == "latency":
             # Slow delivery is mostly retried delivery: why the provider deferred us.
+            since = end - WINDOWS["1h"]
             evidence["top_reasons"] = incidents.top_reasons(
-                conn, key[0], key[1], end - WINDOWS["1h"], end, outcomes=("deferred",)
+                conn, key[0], key[1], since, end, outcomes=("deferred",)
+            )
+            evidence["failures"] = incidents.failure_breakdown(
+                conn, key[0], key[1], since, end, ("deferred",)
             )
             return evidence
         since = end - WINDOWS.get(detector.window, WINDOWS[SHORT])
@@ -381,6 +388,7 @@ class RollupEngine:
         evidence["top_reasons"] = incidents.top_reasons(
             conn, key[0], key[1], since, end, outcomes=states
         )
+        evidence["failures"] = incidents.failure_breakdown(conn, key[0], key[1], since, end, states)
         evidence["top_replies"] = (
             incidents.top_replies(conn, key[1], since, end, reasons, self.top_replies, states)
             if key[1]

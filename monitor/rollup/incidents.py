@@ -9,12 +9,13 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 
 from monitor.rollup.windows import RECIPIENT_DOMAINS, View
-from monitor.store.schema import deliveries, events, incidents
+from monitor.store.schema import deliveries, events, failure_counters, incidents
 
 __all__ = [
     "active",
     "active_all",
     "close",
+    "failure_breakdown",
     "list_incidents",
     "open_incident",
     "overlapping",
@@ -210,3 +211,54 @@ def top_reasons(
         .limit(limit)
     )
     return [{"outcome": o, "reason": r or "undefined", "count": int(n)} for o, r, n in rows]
+
+
+def failure_breakdown(
+    conn: Connection,
+    provider: str,
+    domain: str,
+    since: float,
+    until: float,
+    outcomes: tuple[str, ...] = ("deferred", "bounced", "expired"),
+    limit: int = 10,
+) -> dict[str, Any]:
+    """Failures of one (provider, recipient domain; ``""`` the whole provider) in
+    ``[since, until)`` by hard/soft, by blame and by reason, from ``failure_counters``.
+
+    ``hard`` and ``blame`` count every failure (``unclassified`` where the classifier said
+    nothing); ``reasons`` are the ``limit`` largest (outcome, reason, hard, blame) groups.
+    """
+    c = failure_counters.c
+    total = func.sum(c.count)
+    subject = [c.provider == provider]
+    if domain:
+        subject.append(c.recipient_domain == domain)
+    rows = conn.execute(
+        select(c.outcome, c.reason, c.hard, c.blame, total)
+        .where(
+            c.bucket >= since,
+            c.bucket < until,
+            *subject,
+            c.outcome.in_(outcomes),
+            c.stream != "ndr",
+        )
+        .group_by(c.outcome, c.reason, c.hard, c.blame)
+    )
+    hard: dict[str, int] = {}
+    blame: dict[str, int] = {}
+    groups = []
+    for outcome, reason, is_hard, who, n in rows:
+        n = int(n or 0)
+        hard[is_hard or "unclassified"] = hard.get(is_hard or "unclassified", 0) + n
+        blame[who or "unclassified"] = blame.get(who or "unclassified", 0) + n
+        groups.append((outcome, reason or "undefined", is_hard or "unclassified",
+                       who or "unclassified", n))  # fmt: skip
+    groups.sort(key=lambda g: (-g[4], g[:4]))
+    return {
+        "hard": dict(sorted(hard.items())),
+        "blame": dict(sorted(blame.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "reasons": [
+            {"outcome": o, "reason": r, "hard": h, "blame": b, "count": n}
+            for o, r, h, b, n in groups[:limit]
+        ],
+    }

@@ -14,13 +14,28 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, case, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
 
-from monitor.store.schema import BUCKET_SECONDS, counters, sender_counters
+from monitor.classify.rules import BLAMES
+from monitor.store.schema import BUCKET_SECONDS, counters, failure_counters, sender_counters
 
 __all__ = [
     "BASELINE",
     "BASELINE_SECONDS",
+    "FAILURE_BLAME",
+    "FAILURE_HARDNESS",
+    "FAILURE_VIEWS",
     "RECIPIENT_DOMAINS",
     "REJECTING_REASONS",
     "SENDER_DOMAINS",
@@ -34,6 +49,7 @@ __all__ = [
     "WindowReader",
     "align",
     "baseline_of",
+    "merge",
     "sender_view",
     "window_counts",
     "with_baselines",
@@ -77,11 +93,16 @@ class View:
     """Which counter rows a reader sums, and the column that names the subject.
 
     Windows read only rows whose subject is known (not ``""``); ``where`` is the rest.
+    A row counts towards the ``Counts`` field its outcome names, or, with ``field`` set,
+    towards ``prefix`` + that column's value (``bounced_hard``, ``blame_policy``); such a
+    view's ``where`` must keep that value to a known field.
     """
 
     table: Table
     subject: str  # the column that is the key's second part
     where: tuple[ColumnElement[bool], ...]
+    field: str = "outcome"
+    prefix: str = ""
 
     @property
     def c(self) -> Any:
@@ -90,6 +111,28 @@ class View:
     @property
     def column(self) -> Any:
         return self.table.c[self.subject]
+
+    @property
+    def outcome(self) -> Any:
+        return self.table.c[self.field]
+
+    def rejecting(self) -> Any:
+        """1 for rows that count as rejecting too (only outcome views have them)."""
+        if self.field != "outcome":
+            return literal_column("0").label("rejecting")
+        return _rejecting(self)
+
+    def grouped(self, rejecting: Any, *columns: Any) -> list[Any]:
+        """``columns``, the field and ``rejecting`` (the very expression selected, so
+        PostgreSQL sees the same parameters), to group by; a constant is left out."""
+        out = [*columns, self.outcome]
+        if self.field == "outcome":
+            out.append(rejecting)
+        return out
+
+    def name(self, value: str) -> str:
+        """The ``Counts`` field a row's field value counts to."""
+        return self.prefix + value if self.prefix else value
 
 
 #: (provider, recipient domain): our own non-delivery notices are left out.
@@ -112,14 +155,42 @@ def sender_view(dimension: str) -> View:
 SENDER_DOMAINS = sender_view("sender_domain")
 STREAMS = sender_view("stream")
 
+_fc = failure_counters.c
+#: Bounces by hard/soft from ``failure_counters`` (schema 6): ``bounced_hard``/``_soft``;
+#: unclassified ones (``hard = ""``) count in ``bounced`` only.
+FAILURE_HARDNESS = View(
+    failure_counters,
+    "recipient_domain",
+    (_fc.stream != "ndr", _fc.outcome == "bounced", _fc.hard.in_(("hard", "soft"))),
+    field="hard",
+    prefix="bounced_",
+)
+#: Failures (deferred attempts, bounces, expiries) by blame: ``blame_<blame>``.
+FAILURE_BLAME = View(
+    failure_counters,
+    "recipient_domain",
+    (_fc.stream != "ndr", _fc.blame.in_(sorted(BLAMES))),
+    field="blame",
+    prefix="blame_",
+)
+#: What ``failure_counters`` adds to the recipient-domain windows.
+FAILURE_VIEWS = (FAILURE_HARDNESS, FAILURE_BLAME)
+
 #: Attempts are the tries that got an answer: delivered, deferred or bounced.
 _ATTEMPT_OUTCOMES = ("delivered", "deferred", "bounced")
-_OUTCOMES = (*_ATTEMPT_OUTCOMES, "expired", "complained")
+#: The outcomes windows count (the ``counters.outcome`` values that are ``Counts`` fields).
+_OUTCOMES = (*_ATTEMPT_OUTCOMES, "expired", "complained", "submitted", "opened", "clicked")
+_BLAME_FIELDS = tuple(f"blame_{b}" for b in sorted(BLAMES))
 
 
 @dataclass(slots=True)
 class Counts:
-    """Outcome counts of one (provider, domain) over one window."""
+    """Outcome counts of one (provider, subject) over one window.
+
+    The hard/soft split and the blame counts come from ``failure_counters``, which knows
+    recipient domains only: sender-side windows leave them 0.  Failures by reason stay
+    out (three dozen classes): an incident's evidence lists them (``failure_breakdown``).
+    """
 
     delivered: int = 0
     deferred: int = 0
@@ -127,6 +198,20 @@ class Counts:
     expired: int = 0
     rejecting: int = 0  # deferred or bounced attempts for a REJECTING_REASONS reason
     complained: int = 0
+    submitted: int = 0
+    opened: int = 0
+    clicked: int = 0
+    bounced_hard: int = 0
+    bounced_soft: int = 0
+    # Failures (deferred attempts, bounces, expiries) by blame (monitor.classify.BLAMES).
+    blame_authentication: int = 0
+    blame_content: int = 0
+    blame_infrastructure: int = 0
+    blame_policy: int = 0
+    blame_rate: int = 0
+    blame_recipient: int = 0
+    blame_reputation: int = 0
+    blame_unknown: int = 0
 
     @property
     def attempts(self) -> int:
@@ -146,6 +231,19 @@ class Counts:
             self.expired + o.expired,
             self.rejecting + o.rejecting,
             self.complained + o.complained,
+            self.submitted + o.submitted,
+            self.opened + o.opened,
+            self.clicked + o.clicked,
+            self.bounced_hard + o.bounced_hard,
+            self.bounced_soft + o.bounced_soft,
+            self.blame_authentication + o.blame_authentication,
+            self.blame_content + o.blame_content,
+            self.blame_infrastructure + o.blame_infrastructure,
+            self.blame_policy + o.blame_policy,
+            self.blame_rate + o.blame_rate,
+            self.blame_recipient + o.blame_recipient,
+            self.blame_reputation + o.blame_reputation,
+            self.blame_unknown + o.blame_unknown,
         )
 
     def __sub__(self, o: Counts) -> Counts:
@@ -156,14 +254,40 @@ class Counts:
             self.expired - o.expired,
             self.rejecting - o.rejecting,
             self.complained - o.complained,
+            self.submitted - o.submitted,
+            self.opened - o.opened,
+            self.clicked - o.clicked,
+            self.bounced_hard - o.bounced_hard,
+            self.bounced_soft - o.bounced_soft,
+            self.blame_authentication - o.blame_authentication,
+            self.blame_content - o.blame_content,
+            self.blame_infrastructure - o.blame_infrastructure,
+            self.blame_policy - o.blame_policy,
+            self.blame_rate - o.blame_rate,
+            self.blame_recipient - o.blame_recipient,
+            self.blame_reputation - o.blame_reputation,
+            self.blame_unknown - o.blame_unknown,
         )
 
     @property
     def rejecting_share(self) -> float | None:
         return self.rejecting / self.attempts if self.attempts else None
 
+    @property
+    def failures_by_blame(self) -> dict[str, int]:
+        """Blame -> failures, the blames seen only."""
+        out = {}
+        for name in _BLAME_FIELDS:
+            n = getattr(self, name)
+            if n:
+                out[name[len("blame_") :]] = n
+        return out
+
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("blame_")
+        }
+        out["failures_by_blame"] = self.failures_by_blame
         out["attempts"] = self.attempts
         share = self.rejecting_share
         out["rejecting_share"] = None if share is None else round(share, 6)
@@ -172,6 +296,7 @@ class Counts:
         out["complaint_rate"] = (
             round(self.complained / self.delivered, 6) if self.delivered else None
         )
+        out["delivery_rate"] = round(self.delivered / self.finished, 6) if self.finished else None
         return out
 
 
@@ -197,14 +322,12 @@ def _rejecting(view: View) -> Any:
 Tally = dict[tuple[str, str, str, int], int]
 
 
-def _scan(
-    conn: Connection, view: View, start: float, end: float, sums: list[Any]
-) -> list[Any]:
-    """Counter rows in ``[start, end)`` grouped by (provider, subject, outcome, rejecting)."""
-    rejecting = _rejecting(view)
+def _scan(conn: Connection, view: View, start: float, end: float, sums: list[Any]) -> list[Any]:
+    """Counter rows in ``[start, end)`` grouped by (provider, subject, field, rejecting)."""
     c = view.c
+    rejecting = view.rejecting()
     query = (
-        select(c.provider, view.column, c.outcome, rejecting, *sums)
+        select(c.provider, view.column, view.outcome, rejecting, *sums)
         .where(
             c.bucket >= start,
             c.bucket < end,
@@ -212,9 +335,12 @@ def _scan(
             *view.where,
             view.column != "",
         )
-        .group_by(c.provider, view.column, c.outcome, rejecting)
+        .group_by(*view.grouped(rejecting, c.provider, view.column))
     )
-    return list(conn.execute(query))
+    rows = conn.execute(query)
+    if not view.prefix:
+        return list(rows)
+    return [(p, d, view.name(f), *rest) for p, d, f, *rest in rows]
 
 
 def _add(table: dict[Key, dict[str, Counts]], name: str, tally: Tally) -> None:
@@ -230,6 +356,17 @@ def _add(table: dict[Key, dict[str, Counts]], name: str, tally: Tally) -> None:
             counts.rejecting += n
 
 
+def merge(table: dict[Key, dict[str, Counts]], other: dict[Key, dict[str, Counts]]) -> None:
+    """Add ``other``'s windows into ``table`` (another view of the same subjects)."""
+    for key, windows in other.items():
+        per = table.get(key)
+        if per is None:
+            table[key] = windows
+            continue
+        for name, counts in windows.items():
+            per[name] = per[name] + counts
+
+
 def window_counts(
     conn: Connection, at: float, view: View = RECIPIENT_DOMAINS
 ) -> dict[Key, dict[str, Counts]]:
@@ -237,8 +374,16 @@ def window_counts(
 
     Windows end at ``at`` (aligned down to a bucket, exclusive); ``view`` says which rows
     count (by default, our own non-delivery notices and rows without a recipient domain
-    are left out).
+    are left out, and ``FAILURE_VIEWS`` add the hard/soft and blame counts).
     """
+    table = _window_counts(conn, at, view)
+    if view is RECIPIENT_DOMAINS:
+        for extra in FAILURE_VIEWS:
+            merge(table, _window_counts(conn, at, extra))
+    return table
+
+
+def _window_counts(conn: Connection, at: float, view: View) -> dict[Key, dict[str, Counts]]:
     end = align(at)
     c = view.c
     sums = [
@@ -281,6 +426,8 @@ def _merge(into: Tally, tally: Tally, sign: int = 1) -> None:
 class WindowReader:
     """``window_counts`` for successive evaluation times, with settled hours summed once.
 
+    A reader of ``RECIPIENT_DOMAINS`` reads ``FAILURE_VIEWS`` alongside, as window_counts does.
+
     Hours that ended ``settle_seconds`` before the evaluation time are read once and kept
     as running sums for the 24 h window and the baseline; each evaluation then reads the
     minute buckets of the last hours and the two partial hours at the windows' starts.
@@ -294,6 +441,12 @@ class WindowReader:
             raise ValueError("settle_seconds must cover the 1 h window")
         self.settle_seconds = settle_seconds
         self.view = view
+        # Recipient domains get the hard/soft and blame fields, as window_counts does.
+        self._extras = (
+            [WindowReader(settle_seconds, extra) for extra in FAILURE_VIEWS]
+            if view is RECIPIENT_DOMAINS
+            else []
+        )
         self._hours: dict[int, Tally] = {}
         self._range: tuple[int, int, int] | None = None  # (lo7, lo24, hi) of the sums
         self._sum7: Tally = {}
@@ -331,6 +484,8 @@ class WindowReader:
             _add(table, "24h", tally)
         for tally in (tail[BASELINE], head7, self._sum7):
             _add(table, BASELINE, tally)
+        for extra in self._extras:
+            merge(table, extra.read(conn, at))
         return table
 
     def incident_counts(
@@ -400,12 +555,12 @@ class WindowReader:
     ) -> None:
         view = self.view
         c = view.c
-        rejecting = _rejecting(view)
         sums = [
             func.sum(case((c.bucket < end - WINDOWS[name], c.count), else_=0)) for name in WINDOWS
         ]
+        rejecting = view.rejecting()
         query = (
-            select(c.outcome, rejecting, *sums)
+            select(view.outcome, rejecting, *sums)
             .where(
                 or_(*(and_(c.bucket >= a, c.bucket < b) for a, b in ranges)),
                 c.provider == key[0],
@@ -413,11 +568,11 @@ class WindowReader:
                 c.outcome.in_(_OUTCOMES),
                 *view.where,
             )
-            .group_by(c.outcome, rejecting)
+            .group_by(*view.grouped(rejecting))
         )
         for outcome, is_rejecting, *totals in conn.execute(query):
             for name, n in zip(WINDOWS, totals, strict=True):
-                _bump(per[name], outcome, int(is_rejecting), int(n or 0))
+                _bump(per[name], view.name(outcome), int(is_rejecting), int(n or 0))
 
     def same_hour(self, at: float, days: int) -> dict[str, list[int]]:
         """Per provider: attempts in the hour before ``at`` on each of the ``days`` previous
@@ -441,22 +596,23 @@ class WindowReader:
         view = self.view
         c = view.c
         hour = (c.bucket // HOUR).label("hour")
-        rejecting = _rejecting(view)
+        rejecting = view.rejecting()
         query = (
-            select(hour, c.provider, view.column, c.outcome, rejecting, func.sum(c.count))
+            select(hour, c.provider, view.column, view.outcome, rejecting, func.sum(c.count))
             .where(
-            c.bucket >= start,
-            c.bucket < end,
-            c.outcome.in_(_OUTCOMES),
-            *view.where,
-            view.column != "",
-        )
-            .group_by(hour, c.provider, view.column, c.outcome, rejecting)
+                c.bucket >= start,
+                c.bucket < end,
+                c.outcome.in_(_OUTCOMES),
+                *view.where,
+                view.column != "",
+            )
+            .group_by(*view.grouped(rejecting, hour, c.provider, view.column))
         )
         for h in range(start, end, HOUR):
             self._hours[h] = {}
         for h, provider, domain, outcome, rej, n in conn.execute(query):
-            self._hours[int(h) * HOUR][(provider, domain, outcome, int(rej))] = int(n or 0)
+            k = (provider, domain, view.name(outcome), int(rej))
+            self._hours[int(h) * HOUR][k] = int(n or 0)
 
     def _advance(self, conn: Connection, lo7: int, lo24: int, hi: int, day: int) -> None:
         current = self._range
