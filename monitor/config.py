@@ -60,6 +60,10 @@ class MetricsConfig(_Strict):
     top_domains: int = Field(20, ge=0, le=500)
     sending_ips: tuple[str, ...] = ()
     top_sending_ips: int = Field(20, ge=0, le=500)
+    sender_domains: tuple[str, ...] = ()
+    top_sender_domains: int = Field(20, ge=0, le=500)
+    streams: tuple[str, ...] = ()
+    top_streams: int = Field(20, ge=0, le=500)
 
 
 class RollupConfig(_Strict):

@@ -65,9 +65,17 @@ def detectors_for(config: Config) -> tuple[Any, ...]:
             min_deliveries=r.latency_min_deliveries, floor_seconds=r.latency_floor_seconds
         ),
         d.QueueAgeDetector(max_age_seconds=r.queue_max_age_seconds, min_stuck=r.queue_min_stuck),
-        # Per sending IP with the domain rules' tunables: the same evidence, another subject.
+        # Per sending IP, sending domain and stream with the domain rules' tunables.
         d.SendingIpRejectingDetector(min_attempts=r.min_attempts, factor=r.factor, floor=r.floor),
         d.SendingIpBounceRateDetector(min_finished=r.bounce_min_finished, floor=r.bounce_floor),
+        d.SenderDomainRejectingDetector(
+            min_attempts=r.min_attempts, factor=r.factor, floor=r.floor
+        ),
+        d.SenderDomainBounceRateDetector(
+            min_finished=r.bounce_min_finished, floor=r.bounce_floor
+        ),
+        d.StreamRejectingDetector(min_attempts=r.min_attempts, factor=r.factor, floor=r.floor),
+        d.StreamBounceRateDetector(min_finished=r.bounce_min_finished, floor=r.bounce_floor),
     )
 
 

@@ -56,8 +56,13 @@ def run(args: argparse.Namespace) -> int:
     # Seeded counters carry the store's history: a `_created` time of this start would tell
     # Prometheus (its created-timestamp handling) that they began from zero now.
     disable_created_metrics()
-    ips = IpLabeler(config.metrics.sending_ips, config.metrics.top_sending_ips)
-    metrics = Metrics(labeler=labeler, ips=ips)
+    m = config.metrics
+    metrics = Metrics(
+        labeler=labeler,
+        ips=IpLabeler(m.sending_ips, m.top_sending_ips),
+        sender_domains=IpLabeler(m.sender_domains, m.top_sender_domains),
+        streams=IpLabeler(m.streams, m.top_streams),
+    )
     # Before anything is followed or served: /metrics goes on from the store's totals, and
     # no batch stored during the read is both in them and observed.
     seeding = time.monotonic()

@@ -17,8 +17,9 @@ The bounce-rate and deferral-spike detectors apply the same test to their own sh
 window; complaint rate, provider silence, latency and queue age are described on their
 classes.  Every detector has a ``kind`` (the incident's kind and the gauges' label), a
 ``level`` (``domain``: one subject per (provider, domain); ``provider``: per provider,
-stored with domain ``""``; ``sending_ip``: per (provider, sending IP), the IP stored in
-the incident's domain column), the ``source`` of its input and ``decide(input)``::
+stored with domain ``""``; ``sending_ip``, ``sender_domain``, ``stream``: per (provider,
+sending IP / sending domain / stream), the value stored in the incident's domain column),
+the ``source`` of its input and ``decide(input)``::
 
     class MyDetector:
         kind, level, source, window = "my_kind", "domain", "counters", "1h"
@@ -46,8 +47,12 @@ __all__ = [
     "QueueAgeDetector",
     "QueueStats",
     "RejectingDetector",
+    "SenderDomainBounceRateDetector",
+    "SenderDomainRejectingDetector",
     "SendingIpBounceRateDetector",
     "SendingIpRejectingDetector",
+    "StreamBounceRateDetector",
+    "StreamRejectingDetector",
     "default_detectors",
     "wilson",
 ]
@@ -238,6 +243,40 @@ class SendingIpBounceRateDetector(BounceRateDetector):
 
 
 @dataclass(frozen=True, slots=True)
+class SenderDomainRejectingDetector(RejectingDetector):
+    """*Domain starts rejecting* judged per (provider, sending domain): the provider refuses
+    mail from one of our From domains (its DMARC or its reputation) and not the others."""
+
+    kind: ClassVar[str] = "sender_domain_rejecting"
+    level: ClassVar[str] = "sender_domain"
+
+
+@dataclass(frozen=True, slots=True)
+class SenderDomainBounceRateDetector(BounceRateDetector):
+    """The bounce-rate rule judged per (provider, sending domain)."""
+
+    kind: ClassVar[str] = "sender_domain_bounce_rate"
+    level: ClassVar[str] = "sender_domain"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRejectingDetector(RejectingDetector):
+    """*Domain starts rejecting* judged per (provider, stream): one stream (a newsletter, a
+    campaign) is blocked as spam while the transactional mail still gets through."""
+
+    kind: ClassVar[str] = "stream_rejecting"
+    level: ClassVar[str] = "stream"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBounceRateDetector(BounceRateDetector):
+    """The bounce-rate rule judged per (provider, stream): a stream sent to a stale list."""
+
+    kind: ClassVar[str] = "stream_bounce_rate"
+    level: ClassVar[str] = "stream"
+
+
+@dataclass(frozen=True, slots=True)
 class ComplaintRateDetector(_Tunable):
     """Complaints / delivered over 24 h per provider, at the Gmail and Yahoo sender rules.
 
@@ -415,4 +454,8 @@ def default_detectors() -> tuple[Detector, ...]:
         QueueAgeDetector(),
         SendingIpRejectingDetector(),
         SendingIpBounceRateDetector(),
+        SenderDomainRejectingDetector(),
+        SenderDomainBounceRateDetector(),
+        StreamRejectingDetector(),
+        StreamBounceRateDetector(),
     )

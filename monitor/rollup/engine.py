@@ -35,8 +35,10 @@ from monitor.rollup.windows import (
     BASELINE,
     BASELINE_SECONDS,
     REJECTING_REASONS,
+    SENDER_DOMAINS,
     SENDING_IPS,
     SHORT,
+    STREAMS,
     WINDOWS,
     Counts,
     Key,
@@ -48,11 +50,13 @@ from monitor.store import Store
 from monitor.store.schema import BUCKET_SECONDS, counters
 
 __all__ = [
+    "SENDER_LEVELS",
     "DomainState",
     "Evaluation",
     "GaugeSink",
     "RollupEngine",
     "SubjectState",
+    "level_of",
     "newest_event_time",
     "subject_of",
 ]
@@ -64,6 +68,10 @@ _EVIDENCE: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
     "deferral_spike": (None, ("deferred",)),
     "sending_ip_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
     "sending_ip_bounce_rate": (None, ("bounced",)),
+    "sender_domain_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
+    "sender_domain_bounce_rate": (None, ("bounced",)),
+    "stream_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
+    "stream_bounce_rate": (None, ("bounced",)),
 }
 
 
@@ -76,16 +84,35 @@ _BASELINE_KINDS = frozenset(
         "deferral_spike",
         "sending_ip_rejecting",
         "sending_ip_bounce_rate",
+        "sender_domain_rejecting",
+        "sender_domain_bounce_rate",
+        "stream_rejecting",
+        "stream_bounce_rate",
     }
 )
 #: The window readers' levels: which counters a subject's key comes from.
-_WINDOW_LEVELS = ("domain", "sending_ip")
+#: The sender-side levels: their counters and how an incident names its subject.
+SENDER_LEVELS = {
+    "sending_ip": (SENDING_IPS, "sending IP"),
+    "sender_domain": (SENDER_DOMAINS, "sending domain"),
+    "stream": (STREAMS, "stream"),
+}
+
+
+def level_of(kind: str) -> str:
+    """The level an incident kind judges: a sender-side one by its prefix, else ``domain``."""
+    for level in SENDER_LEVELS:
+        if kind.startswith(f"{level}_"):
+            return level
+    return "domain"
 
 
 def subject_of(kind: str, provider: str, domain: str) -> str:
-    """An incident's subject in words: ``domain`` is a sending IP for the sending_ip kinds."""
-    if kind.startswith("sending_ip_"):
-        return f"sending IP {domain} at {provider}"
+    """An incident's subject in words: ``domain`` is a sending IP, sending domain or stream
+    for the sender-side kinds."""
+    level = level_of(kind)
+    if level in SENDER_LEVELS:
+        return f"{SENDER_LEVELS[level][1]} {domain} at {provider}"
     return f"{domain} ({provider})" if domain else provider
 
 
@@ -189,12 +216,13 @@ class RollupEngine:
         self.gauges = gauges
         self.top_replies = top_replies
         self.windows = WindowReader()
-        # Read only when a detector judges sending IPs: a store without them pays nothing.
-        self.ip_windows = (
-            WindowReader(view=SENDING_IPS)
-            if any(d.level == "sending_ip" for d in self.detectors)
-            else None
-        )
+        # A sender-side level is read only when a detector judges it.
+        levels = {d.level for d in self.detectors}
+        self.sender_windows = {
+            level: WindowReader(view=view)
+            for level, (view, _words) in SENDER_LEVELS.items()
+            if level in levels
+        }
         self.latency = LatencyReader()
 
     # -- inputs ---------------------------------------------------------------
@@ -230,10 +258,8 @@ class RollupEngine:
                 # The quietest of those hours, as attempts (ProviderSilentDetector).
                 per["same_hour_min"] = Counts(delivered=min(days))
         out: dict[str, dict[Key, Any]] = {"domain": domains, "provider": providers}
-        if self.ip_windows is not None:
-            out["sending_ip"], excluded["sending_ip"] = self._windows(
-                conn, self.ip_windows, "sending_ip", end
-            )
+        for level, reader in self.sender_windows.items():
+            out[level], excluded[level] = self._windows(conn, reader, level, end)
         for detector in self.detectors:
             if isinstance(detector, LatencyDetector):
                 out["latency"] = self.latency.read(conn, end, detector)
@@ -249,11 +275,10 @@ class RollupEngine:
         before the start to the end (``end`` while open); it stays out of the subject's
         baselines.  Only the kinds of ``level`` judged against a baseline share count."""
         lookback = {d.kind: WINDOWS[d.window] for d in self.detectors}
-        ip_level = level == "sending_ip"
         spans: dict[Key, list[tuple[float, float]]] = {}
         for row in incidents.overlapping(conn, end - BASELINE_SECONDS, end):
             kind = row["kind"]
-            if kind not in _BASELINE_KINDS or kind.startswith("sending_ip_") != ip_level:
+            if kind not in _BASELINE_KINDS or level_of(kind) != level:
                 continue
             stop = end if row["ended_at"] is None else min(row["ended_at"], end)
             start = row["started_at"] - lookback.get(row["kind"], WINDOWS[SHORT])
@@ -372,12 +397,13 @@ class RollupEngine:
             return evidence
         since = end - WINDOWS.get(detector.window, WINDOWS[SHORT])
         reasons, states = _EVIDENCE.get(detector.kind, (None, ("deferred", "bounced")))
-        if detector.level == "sending_ip":
+        if detector.level in SENDER_LEVELS:
+            view = SENDER_LEVELS[detector.level][0]
             evidence["top_reasons"] = incidents.top_reasons(
-                conn, key[0], key[1], since, end, outcomes=states, view=SENDING_IPS
+                conn, key[0], key[1], since, end, outcomes=states, view=view
             )
-            evidence["top_replies"] = incidents.top_ip_replies(
-                conn, key, since, end, reasons, self.top_replies, states
+            evidence["top_replies"] = incidents.top_sender_replies(
+                conn, detector.level, key, since, end, reasons, self.top_replies, states
             )
             return evidence
         if detector.kind == "complaint_rate":
