@@ -89,6 +89,8 @@ class RollupConfig(_Strict):
     latency_floor_seconds: float = Field(1800.0, gt=0)
     queue_max_age_seconds: float = Field(4 * 3600.0, gt=0)
     queue_min_stuck: int = Field(20, ge=1)
+    weekly_weeks: int = Field(4, ge=0, le=12)
+    weekly_min_volume: int = Field(200, ge=0)
 
 
 class Config(_Strict):

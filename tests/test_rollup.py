@@ -161,7 +161,8 @@ def test_gmail_rejecting_opens_and_closes_one_incident(store: Store) -> None:
     assert short["rejecting_share"] == 0.7
     assert evidence["windows"]["baseline"]["attempts"] > 10_000
     assert evidence["wilson_lower"] > evidence["threshold"] == 0.1
-    assert evidence["detector"] == {"min_attempts": 20, "factor": 3.0, "floor": 0.1}
+    assert evidence["detector"] == {"min_attempts": 20, "factor": 3.0, "floor": 0.1, "weekly_min": 200}
+    assert evidence["baseline"] == "7d"  # one day of history: no same-hour weeks yet
     assert evidence["value"] == 0.7 and evidence["baseline_excluded_seconds"] == 0
     assert [r["reason"] for r in evidence["top_reasons"][:2]] == ["blocked", "spamdetected"]
     assert evidence["top_replies"][0]["enhanced_status"] == "4.7.28"

@@ -42,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import disable_created_metrics
     from sqlalchemy.engine import make_url
 
-    from monitor.cli.rollup import detectors_for
+    from monitor.cli.rollup import engine_for
     from monitor.metrics import DELAY_BUCKETS, DomainLabeler, IpLabeler, Metrics
     from monitor.pipeline import Pipeline
-    from monitor.rollup import LiveClock, RollupEngine, newest_event_time
+    from monitor.rollup import LiveClock, newest_event_time
     from monitor.service.app import create_app
     from monitor.service.follow import Follower
     from monitor.store.totals import read_totals
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             min_interval = min((s.poll_interval_seconds for s in config.logs), default=1.0)
             stop.wait(min_interval)
 
-    engine = RollupEngine(store, detectors_for(config), gauges=metrics.rollup)
+    engine = engine_for(config, store, gauges=metrics.rollup)
 
     def rollup() -> None:
         # Event time: evaluate at the newest event seen, on the interval's grid, so that a

@@ -13,6 +13,10 @@ an open incident needs enough clean attempts to push the upper bound down again.
 upper bound is taken at 80 % so that a domain with 20-35 attempts in five minutes can
 resolve at all (at 95 %, 0 failures out of 34 still leave the upper bound above 10 %).
 
+``baseline_share`` is the same clock hour on the same weekday of the last weeks when every
+usable week had ``weekly_min`` attempts then (``WEEKLY``, ``WEEKLY_MIN``: a Monday 09:00
+batch is usual at 09:00 on Mondays), else the trailing 7 days; the decision records which.
+
 The bounce-rate and deferral-spike detectors apply the same test to their own share and
 window; complaint rate, provider silence, latency and queue age are described on their
 classes.  Every detector has a ``kind`` (the incident's kind and the gauges' label), a
@@ -33,7 +37,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
-from monitor.rollup.windows import SHORT, Counts, baseline_of
+from monitor.rollup.windows import SHORT, WEEKLY, WEEKLY_MIN, Counts, baseline_of
 
 __all__ = [
     "BounceRateDetector",
@@ -106,6 +110,7 @@ class Decision:
     numerator: float = 0.0
     denominator: float = 0.0
     severity: str = ""
+    baseline: str = ""  # which baseline a share test used: "weekly" or "7d"
 
     def as_dict(self) -> dict[str, Any]:
         base = self.baseline_share
@@ -118,12 +123,14 @@ class Decision:
         }
         if self.severity:
             out["severity"] = self.severity
+        if self.baseline:
+            out["baseline"] = self.baseline
         return out
 
 
 def _share(
     k: int, n: int, base_k: int, base_n: int, *, min_n: int, factor: float, floor: float,
-    silent: bool,
+    silent: bool, baseline: str = "",
 ) -> Decision:
     """The share test of the module docstring: fire above ``max(baseline * factor, floor)``."""
     baseline_share = base_k / base_n if base_n > 0 else None
@@ -141,6 +148,7 @@ def _share(
         value=k / n if n else None,
         numerator=k,
         denominator=n,
+        baseline=baseline,
     )
 
 
@@ -167,13 +175,21 @@ class _ShareDetector(_Tunable):
     factor: float
     floor: float
 
+    weekly_min: int
+
     def decide(self, windows: dict[str, Counts]) -> Decision:
         k, n = self.share
         short, base = windows[self.window], baseline_of(windows, self.window)
+        baseline = "7d"
+        least = windows.get(WEEKLY_MIN)
+        # The same hour of the week when every usable week had the volume to say what is
+        # usual then (a Monday 09:00 batch); else the trailing week.
+        if least is not None and self.weekly_min and getattr(least, n) >= self.weekly_min:
+            base, baseline = windows[WEEKLY], "weekly"
         return _share(
             getattr(short, k), getattr(short, n), getattr(base, k), getattr(base, n),
             min_n=getattr(self, self.minimum), factor=self.factor, floor=self.floor,
-            silent=getattr(windows["1h"], n) == 0,
+            silent=getattr(windows["1h"], n) == 0, baseline=baseline,
         )  # fmt: skip
 
 
@@ -190,6 +206,7 @@ class RejectingDetector(_ShareDetector):
     min_attempts: int = 20
     factor: float = 3.0
     floor: float = 0.10
+    weekly_min: int = 200  # per same-hour-of-week hour; 0: always the trailing week
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +223,7 @@ class BounceRateDetector(_ShareDetector):
     min_finished: int = 100
     factor: float = 3.0
     floor: float = 0.05
+    weekly_min: int = 200  # per same-hour-of-week hour; 0: always the trailing week
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +240,7 @@ class DeferralSpikeDetector(_ShareDetector):
     min_attempts: int = 50
     factor: float = 3.0
     floor: float = 0.25
+    weekly_min: int = 200  # per same-hour-of-week hour; 0: always the trailing week
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,9 @@ from monitor.rollup.windows import (
     SENDING_IPS,
     SHORT,
     STREAMS,
+    WEEK_SECONDS,
+    WEEKLY,
+    WEEKLY_MIN,
     WINDOWS,
     Counts,
     Key,
@@ -48,6 +51,8 @@ from monitor.rollup.windows import (
 )
 from monitor.store import Store
 from monitor.store.schema import BUCKET_SECONDS, counters
+
+HOUR = 3600
 
 __all__ = [
     "SENDER_LEVELS",
@@ -202,8 +207,18 @@ class RollupEngine:
         *,
         gauges: GaugeSink | None = None,
         top_replies: int = 5,
+        weeks: int = 4,
+        min_weeks: int = 2,
     ) -> None:
-        """``detectors``: one detector, a sequence of them, or None for every default one."""
+        """``detectors``: one detector, a sequence of them, or None for every default one;
+        ``weeks``: how many weeks back the same-hour-of-week baseline looks (0: none), of
+        which ``min_weeks`` must be usable."""
+        if weeks < 0 or min_weeks < 1:
+            raise ValueError("weeks must be >= 0 and min_weeks >= 1")
+        self.weeks = weeks
+        self.min_weeks = min_weeks
+        # Per domain, the pooled and least same-hour counts for the reader's current slots.
+        self._weekly_cache: tuple[object, dict[Key, tuple[Counts, Counts]]] = (None, {})
         self.store = store
         if detectors is None:
             detectors = default_detectors()
@@ -245,6 +260,8 @@ class RollupEngine:
         excluded = {"domain": seconds}
         for windows in domains.values():
             windows["same_hour_min"] = Counts()
+        if self.weeks:
+            self._weekly(conn, end, domains)
         providers: dict[Key, dict[str, Counts]] = {}
         for (provider, _domain), windows in domains.items():
             per = providers.setdefault((provider, ""), {})
@@ -269,14 +286,15 @@ class RollupEngine:
         return out, excluded
 
     def _incident_spans(
-        self, conn: Any, end: float, level: str
+        self, conn: Any, end: float, level: str, seconds: float = BASELINE_SECONDS
     ) -> dict[Key, list[tuple[float, float]]]:
-        """Each subject's share-incident time in the last week: from the detector's window
-        before the start to the end (``end`` while open); it stays out of the subject's
-        baselines.  Only the kinds of ``level`` judged against a baseline share count."""
+        """Each subject's share-incident time in the last ``seconds``: from the detector's
+        window before the start to the end (``end`` while open); it stays out of the
+        subject's baselines.  Only the kinds of ``level`` judged against a baseline share
+        count."""
         lookback = {d.kind: WINDOWS[d.window] for d in self.detectors}
         spans: dict[Key, list[tuple[float, float]]] = {}
-        for row in incidents.overlapping(conn, end - BASELINE_SECONDS, end):
+        for row in incidents.overlapping(conn, end - seconds, end):
             kind = row["kind"]
             if kind not in _BASELINE_KINDS or level_of(kind) != level:
                 continue
@@ -284,6 +302,35 @@ class RollupEngine:
             start = row["started_at"] - lookback.get(row["kind"], WINDOWS[SHORT])
             spans.setdefault((row["provider"], row["domain"]), []).append((start, stop))
         return spans
+
+    def _weekly(self, conn: Any, end: float, domains: dict[Key, dict[str, Counts]]) -> None:
+        """Add ``WEEKLY`` and ``WEEKLY_MIN`` to each domain's windows: the same hour of the
+        week in the last ``weeks`` weeks, leaving out hours that overlap the domain's
+        incidents; fewer than ``min_weeks`` usable hours leave both empty (no pattern)."""
+        slots = self.windows.weekly(conn, end, self.weeks)
+        spans = self._incident_spans(conn, end, "domain", self.weeks * WEEK_SECONDS + HOUR)
+        if self._weekly_cache[0] is not slots:  # a new hour: pool afresh
+            self._weekly_cache = (slots, {})
+        cache = self._weekly_cache[1]
+        none = (Counts(), Counts())
+        for key, windows in domains.items():
+            own = spans.get(key)
+            pair = None if own else cache.get(key)
+            if pair is None:
+                usable = [
+                    counts
+                    for hour, counts in slots.get(key, ())
+                    if not own or not any(a < hour + HOUR and hour < b for a, b in own)
+                ]
+                pair = none
+                if len(usable) >= self.min_weeks:
+                    pooled, least = usable[0], usable[0]
+                    for counts in usable[1:]:
+                        pooled, least = pooled + counts, least.least(counts)
+                    pair = (pooled, least)
+                if not own:  # incident spans move with ``end``: not cached
+                    cache[key] = pair
+            windows[WEEKLY], windows[WEEKLY_MIN] = pair
 
     # -- evaluation -------------------------------------------------------------
 

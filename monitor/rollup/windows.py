@@ -42,6 +42,9 @@ __all__ = [
     "SENDING_IPS",
     "SHORT",
     "STREAMS",
+    "WEEKLY",
+    "WEEKLY_MIN",
+    "WEEK_SECONDS",
     "WINDOWS",
     "Counts",
     "Key",
@@ -84,6 +87,11 @@ SHORT = "5m"
 #: longer window ``w``, ``baseline_<w>`` leaves that window out (``baseline_of``).
 BASELINE = "baseline"
 BASELINE_SECONDS = 7 * 86400
+#: The same-hour-of-week baseline (``weekly``): ``WEEKLY`` pools the usable weeks' hours,
+#: ``WEEKLY_MIN`` holds, per field, the smallest of them (the volume every week had).
+WEEKLY = "weekly"
+WEEKLY_MIN = "weekly_min"
+WEEK_SECONDS = 7 * 86400
 
 Key = tuple[str, str]  # (provider, recipient domain) or (provider, sending IP)
 
@@ -269,6 +277,10 @@ class Counts:
             self.blame_unknown - o.blame_unknown,
         )
 
+    def least(self, o: Counts) -> Counts:
+        """Field by field, the smaller of the two."""
+        return Counts(*(min(getattr(self, f), getattr(o, f)) for f in _FIELDS))
+
     @property
     def rejecting_share(self) -> float | None:
         return self.rejecting / self.attempts if self.attempts else None
@@ -298,6 +310,9 @@ class Counts:
         )
         out["delivery_rate"] = round(self.delivered / self.finished, 6) if self.finished else None
         return out
+
+
+_FIELDS = tuple(f.name for f in fields(Counts))
 
 
 def align(at: float) -> int:
@@ -452,8 +467,14 @@ class WindowReader:
         self._sum7: Tally = {}
         self._sum24: Tally = {}
         self._day = -1
+        self._weekly: dict[int, Tally] = {}  # hour start -> tally, for weekly()
+        # weekly()'s last answer and its hours: the same for a whole event-time hour.
+        self._weekly_out: tuple[list[int], dict[Key, list[tuple[int, Counts]]]] | None = None
 
-    def read(self, conn: Connection, at: float) -> dict[Key, dict[str, Counts]]:
+    def read(
+        self, conn: Connection, at: float, into: dict[Key, dict[str, Counts]] | None = None
+    ) -> dict[Key, dict[str, Counts]]:
+        """The windows ending at ``at``, added into ``into`` (a fresh table by default)."""
         end = align(at)
         hi = (end - self.settle_seconds) // HOUR * HOUR
         lo7 = _ceil_hour(end - BASELINE_SECONDS)
@@ -477,7 +498,7 @@ class WindowReader:
             tail[BASELINE][k] = total - tail[SHORT][k]
         head24 = self._minutes(conn, end - WINDOWS["24h"], lo24)
         head7 = self._minutes(conn, end - BASELINE_SECONDS, lo7)
-        table: dict[Key, dict[str, Counts]] = {}
+        table: dict[Key, dict[str, Counts]] = {} if into is None else into
         for name in WINDOWS:
             _add(table, name, tail[name])
         for tally in (head24, self._sum24):
@@ -485,7 +506,7 @@ class WindowReader:
         for tally in (tail[BASELINE], head7, self._sum7):
             _add(table, BASELINE, tally)
         for extra in self._extras:
-            merge(table, extra.read(conn, at))
+            extra.read(conn, at, table)  # in place: no second table to add up
         return table
 
     def incident_counts(
@@ -590,9 +611,47 @@ class WindowReader:
         rows = _scan(conn, self.view, start, end, [func.sum(self.view.c.count)])
         return {(p, d, o, int(r)): int(n or 0) for p, d, o, r, n in rows}
 
+    def weekly(
+        self, conn: Connection, at: float, weeks: int
+    ) -> dict[Key, list[tuple[int, Counts]]]:
+        """Per key: (hour start, counts) of the same clock hour on the same weekday in each
+        of the ``weeks`` weeks before ``at`` -- the hour holding the instant before ``at``.
+
+        Those hours are fetched once each and kept while they are asked for, so an
+        evaluation every minute reads ``weeks`` hours once per event-time hour.  The
+        answer is shared between calls of the same hour: callers must not change it.
+        """
+        end = align(at)
+        hours = [(end - 1 - k * WEEK_SECONDS) // HOUR * HOUR for k in range(1, weeks + 1)]
+        for hour in hours:
+            if hour not in self._weekly:
+                self._weekly[hour] = self._hour_tallies(conn, hour, hour + HOUR).get(hour, {})
+        for hour in [h for h in self._weekly if h not in hours]:
+            del self._weekly[hour]
+        if self._weekly_out is not None and self._weekly_out[0] == hours:
+            return self._weekly_out[1]
+        out: dict[Key, list[tuple[int, Counts]]] = {}
+        for hour in hours:
+            per: dict[Key, Counts] = {}
+            for (provider, domain, outcome, rej), n in self._weekly[hour].items():
+                counts = per.get((provider, domain))
+                if counts is None:
+                    counts = per[(provider, domain)] = Counts()
+                _bump(counts, outcome, rej, n)
+            for key, counts in per.items():
+                out.setdefault(key, []).append((hour, counts))
+        self._weekly_out = (hours, out)
+        return out
+
     def _fetch_hours(self, conn: Connection, start: int, end: int) -> None:
         if end <= start:
             return
+        for h in range(start, end, HOUR):
+            self._hours[h] = {}
+        self._hours.update(self._hour_tallies(conn, start, end))
+
+    def _hour_tallies(self, conn: Connection, start: int, end: int) -> dict[int, Tally]:
+        """Hour start -> tally of ``[start, end)``, hours without rows left out."""
         view = self.view
         c = view.c
         hour = (c.bucket // HOUR).label("hour")
@@ -608,11 +667,11 @@ class WindowReader:
             )
             .group_by(*view.grouped(rejecting, hour, c.provider, view.column))
         )
-        for h in range(start, end, HOUR):
-            self._hours[h] = {}
+        out: dict[int, Tally] = {}
         for h, provider, domain, outcome, rej, n in conn.execute(query):
             k = (provider, domain, view.name(outcome), int(rej))
-            self._hours[int(h) * HOUR][k] = int(n or 0)
+            out.setdefault(int(h) * HOUR, {})[k] = int(n or 0)
+        return out
 
     def _advance(self, conn: Connection, lo7: int, lo24: int, hi: int, day: int) -> None:
         current = self._range
