@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 
 from monitor.rollup import incidents
-from monitor.rollup.deliveries import LatencyReader, queue_stats, stuck_replies
+from monitor.rollup.deliveries import LatencyReader, QueueReader, replies_before, stuck_replies
 from monitor.rollup.detectors import (
     Decision,
     Detector,
@@ -239,6 +239,7 @@ class RollupEngine:
             if level in levels
         }
         self.latency = LatencyReader()
+        self.queue = QueueReader()
 
     # -- inputs ---------------------------------------------------------------
 
@@ -282,7 +283,8 @@ class RollupEngine:
                 out["latency"] = self.latency.read(conn, end, detector)
             elif isinstance(detector, QueueAgeDetector):
                 names = {domain for _provider, domain in domains}
-                out["queue"] = queue_stats(conn, end, names, detector)
+                newest = conn.execute(select(func.max(counters.c.bucket))).scalar()
+                out["queue"] = self.queue.read(conn, end, names, detector, newest)
         return out, excluded
 
     def _incident_spans(
@@ -430,7 +432,12 @@ class RollupEngine:
         evidence |= _input_evidence(detector, data)
         if detector.source == "queue":
             max_age = detector.max_age_seconds
-            evidence["top_replies"] = stuck_replies(conn, key, end, max_age, self.top_replies)
+            keys = self.queue.stuck_keys(key)
+            evidence["top_replies"] = (
+                stuck_replies(conn, key, end, max_age, self.top_replies)
+                if keys is None
+                else replies_before(conn, keys, end, self.top_replies)
+            )
             return evidence
         if detector.source == "latency":
             # Slow delivery is mostly retried delivery: why the provider deferred us.
