@@ -267,6 +267,8 @@ class RollupEngine:
         for (provider, _domain), windows in domains.items():
             per = providers.setdefault((provider, ""), {})
             for name, counts in windows.items():
+                if name in (WEEKLY, WEEKLY_MIN):  # per domain only: minima do not add up
+                    continue
                 per[name] = per.get(name, Counts()) + counts
         silent = [d for d in self.detectors if isinstance(d, ProviderSilentDetector)]
         if silent:
