@@ -9,7 +9,9 @@ day, so it has a row every minute; the tail a row every few hours), each minute'
 split into delivered, a share of deferred (some for rejecting reasons), bounced and
 complained rows.  ``sender_counters`` (schema 5) holds the same traffic per sending IP (8
 addresses, each domain sent from one), sending domain (2) and stream (3), summed per
-provider, as the writer would have folded it; the sending-IP detectors read it.  The
+provider, as the writer would have folded it; the sending-IP detectors read it.
+``failure_counters`` (schema 6) holds the failures of ``counters`` by hard/soft and blame,
+as the classifier would have split them (the windows' hard/soft and blame fields).  The
 latency and queue-age detectors read delivery rows: the last
 ``--delivery-days`` days get one row per delivered recipient in the same Zipf mix (about
 750,000 a day), a few of them still deferred.  The database is cached in ``bench/out/``
@@ -88,6 +90,37 @@ FROM counters GROUP BY 1, 2, 3, 4, 5, 6
 """
 _SENDER_DIMENSIONS = (("sending_ip", "198.51.100.", 8), ("sender_domain", "mail", 2),
                       ("stream", "stream", 3))  # fmt: skip
+
+
+#: Failures of ``counters`` split by hard/soft and blame as the classifier would have.
+_FAILURE_SQL = """
+INSERT INTO failure_counters (bucket, recipient_domain, provider, outcome, reason, hard, blame,
+                              stream, count)
+SELECT bucket, recipient_domain, provider, outcome, reason,
+       CASE WHEN reason = 'userunknown' THEN 'hard' ELSE 'soft' END,
+       CASE reason WHEN 'userunknown' THEN 'recipient' WHEN 'mailboxfull' THEN 'recipient'
+                   WHEN 'networkerror' THEN 'infrastructure' WHEN 'ratelimited' THEN 'rate'
+                   ELSE 'reputation' END,
+       stream, count
+FROM counters WHERE outcome IN ('deferred', 'bounced', 'expired')
+"""
+
+
+def add_failures(path: Path) -> None:
+    """Fill ``failure_counters`` from ``counters`` once per version (marked in mailmon_meta)."""
+    key = hashlib.sha256(_FAILURE_SQL.encode()).hexdigest()[:10]
+    with sqlite3.connect(path) as conn:
+        done = conn.execute(
+            "SELECT value FROM mailmon_meta WHERE key = 'bench_failures'"
+        ).fetchone()
+        if done and done[0] == key:
+            return
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("DELETE FROM failure_counters")
+        conn.execute(_FAILURE_SQL)
+        conn.execute(
+            "INSERT OR REPLACE INTO mailmon_meta (key, value) VALUES ('bench_failures', ?)", (key,)
+        )
 
 
 def _deliveries(domains: int, days: int, delivery_days: int, seed: int) -> object:
@@ -186,10 +219,13 @@ def main() -> int:
     parser.add_argument("--delivery-days", type=int, default=2)
     args = parser.parse_args()
     path = build(args.domains, args.days)
+    add_failures(path)
     add_deliveries(path, args.domains, args.days, args.delivery_days)
     with Store.open(f"sqlite:///{path}") as store:
         rows = store.count("counters")
         sender_rows = store.count("sender_counters")
+        with store.engine.connect() as conn:  # Store.count does not know this table
+            failure_rows = conn.exec_driver_sql("SELECT count(*) FROM failure_counters").scalar()
         delivery_rows = store.count("deliveries")
         engine = RollupEngine(store)
         at = START + (args.days - 1) * 86400 + 12 * 3600  # noon of the last day
@@ -220,6 +256,7 @@ def main() -> int:
             conn.exec_driver_sql("DELETE FROM incidents")
     print(f"counters: {rows:,} rows, {args.domains} domains x {args.days} days (SQLite)")
     print(f"sender_counters: {sender_rows:,} rows (8 sending IPs, 2 sending domains, 3 streams)")
+    print(f"failure_counters: {failure_rows or 0:,} rows (hard/soft x blame)")
     print(f"deliveries: {delivery_rows:,} rows (the last {args.delivery_days} days)")
     print(f"subjects evaluated: {len(result.subjects)} over {len(engine.detectors)} detectors")
     print(f"first evaluation (cold): {cold:.3f} s")

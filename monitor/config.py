@@ -60,6 +60,10 @@ class MetricsConfig(_Strict):
     top_domains: int = Field(20, ge=0, le=500)
     sending_ips: tuple[str, ...] = ()
     top_sending_ips: int = Field(20, ge=0, le=500)
+    sender_domains: tuple[str, ...] = ()
+    top_sender_domains: int = Field(20, ge=0, le=500)
+    streams: tuple[str, ...] = ()
+    top_streams: int = Field(20, ge=0, le=500)
 
 
 class RollupConfig(_Strict):
@@ -85,6 +89,8 @@ class RollupConfig(_Strict):
     latency_floor_seconds: float = Field(1800.0, gt=0)
     queue_max_age_seconds: float = Field(4 * 3600.0, gt=0)
     queue_min_stuck: int = Field(20, ge=1)
+    weekly_weeks: int = Field(4, ge=0, le=12)
+    weekly_min_volume: int = Field(200, ge=0)
 
 
 class Config(_Strict):

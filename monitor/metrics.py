@@ -65,7 +65,8 @@ class DomainLabeler:
 
 class IpLabeler:
     """Maps a sending IP to a bounded ``sending_ip`` label value: the configured addresses
-    plus the ``top`` busiest ones of the last evaluation, the rest ``other``."""
+    plus the ``top`` busiest ones of the last evaluation, the rest ``other``.  Sending
+    domains and streams are labelled the same way."""
 
     def __init__(self, allow: Iterable[str] = (), top: int = 20) -> None:
         self._allow = frozenset(allow)
@@ -124,19 +125,32 @@ class _SubjectState(Protocol):
 DOMAIN_KINDS = ("domain_rejecting", "bounce_rate", "deferral_spike", "queue_age")
 PROVIDER_KINDS = ("complaint_rate", "provider_silent", "delivery_latency")
 SENDING_IP_KINDS = ("sending_ip_rejecting", "sending_ip_bounce_rate")
-#: Sending-IP share gauges, pooled like the domain ones: kind -> (name, help).
-_IP_RATIOS = {
-    "sending_ip_rejecting": (
-        "mailmon_sending_ip_rejecting_ratio",
-        "Share of a sending IP's attempts at a provider failing for reputation/policy/rate/"
-        "block reasons (last 5 minutes, event time), rollup engine.",
-    ),
-    "sending_ip_bounce_rate": (
-        "mailmon_sending_ip_bounce_ratio",
-        "Bounced / finished recipients of a sending IP at a provider in the last hour "
-        "(event time), rollup engine.",
-    ),
+SENDER_DOMAIN_KINDS = ("sender_domain_rejecting", "sender_domain_bounce_rate")
+STREAM_KINDS = ("stream_rejecting", "stream_bounce_rate")
+#: Sender-side levels: label name, what the incident gauge's help calls the subject, kinds.
+_SENDER_LEVELS = {
+    "sending_ip": ("sending_ip", "sending IP", SENDING_IP_KINDS),
+    "sender_domain": ("sender_domain", "sending domain", SENDER_DOMAIN_KINDS),
+    "stream": ("stream", "stream", STREAM_KINDS),
 }
+
+
+def _sender_ratios(level: str, words: str) -> dict[str, tuple[str, str]]:
+    """A sender-side level's share gauges, pooled like the domain ones: kind -> (name, help)."""
+    return {
+        f"{level}_rejecting": (
+            f"mailmon_{level}_rejecting_ratio",
+            f"Share of a {words}'s attempts at a provider failing for reputation/policy/rate/"
+            "block reasons (last 5 minutes, event time), rollup engine.",
+        ),
+        f"{level}_bounce_rate": (
+            f"mailmon_{level}_bounce_ratio",
+            f"Bounced / finished recipients of a {words} at a provider in the last hour "
+            "(event time), rollup engine.",
+        ),
+    }
+
+
 #: Share gauges pooled as numerator / denominator: kind -> (name, help).
 _DOMAIN_RATIOS = {
     "bounce_rate": (
@@ -158,9 +172,20 @@ class RollupGauges:
     Providers outside the known set become ``other`` the same way.
     """
 
-    def __init__(self, labeler: DomainLabeler, ips: IpLabeler | None = None) -> None:
+    def __init__(
+        self,
+        labeler: DomainLabeler,
+        ips: IpLabeler | None = None,
+        sender_domains: IpLabeler | None = None,
+        streams: IpLabeler | None = None,
+    ) -> None:
         self._labeler = labeler
-        self._ips = ips or IpLabeler()
+        # Sending IPs, sending domains and streams: the configured values plus the busiest.
+        self._senders = {
+            "sending_ip": ips or IpLabeler(),
+            "sender_domain": sender_domains or IpLabeler(),
+            "stream": streams or IpLabeler(),
+        }
         self._lock = threading.Lock()
         self._states: list[_DomainState] = []
         self._subjects: list[_SubjectState] = []
@@ -202,21 +227,26 @@ class RollupGauges:
                 ratio.add_metric([provider, domain], failing / attempts)
         yield rejecting
         yield ratio
-        yield from self._subject_families([s for s in subjects if s.kind not in SENDING_IP_KINDS])
-        yield from self._ip_families([s for s in subjects if s.kind in SENDING_IP_KINDS])
+        sender_kinds = {k for _l, _w, kinds in _SENDER_LEVELS.values() for k in kinds}
+        yield from self._subject_families([s for s in subjects if s.kind not in sender_kinds])
+        for level, (name, words, kinds) in _SENDER_LEVELS.items():
+            chosen = [s for s in subjects if s.kind in kinds]
+            yield from self._sender_families(level, name, words, chosen)
 
-    def _ip_families(self, subjects: list[_SubjectState]) -> Iterator[Metric]:
-        """Per (provider, sending IP): open incidents and shares; IPs beyond the label
-        budget pool into ``other`` (an incident gauge is then 1 when any of them is)."""
+    def _sender_families(
+        self, level: str, name: str, words: str, subjects: list[_SubjectState]
+    ) -> Iterator[Metric]:
+        """Per (provider, sender-side value): open incidents and shares; values beyond the
+        label budget pool into ``other`` (an incident gauge is then 1 when any of them is)."""
         volumes: dict[str, float] = {}
         for s in subjects:
             volumes[s.domain] = max(volumes.get(s.domain, 0.0), s.denominator)
-        label = self._ips.labels(volumes)
+        label = self._senders[level].labels(volumes)
         opened = GaugeMetricFamily(
-            "mailmon_sending_ip_incident_open",
-            "1 while the rollup engine has an open incident of this kind for the sending IP "
+            f"mailmon_{level}_incident_open",
+            f"1 while the rollup engine has an open incident of this kind for the {words} "
             "at the provider.",
-            labels=["kind", "provider", "sending_ip"],
+            labels=["kind", "provider", name],
         )
         is_open: dict[tuple[str, str, str], int] = {}
         shares: dict[tuple[str, str, str], list[float]] = {}
@@ -229,8 +259,8 @@ class RollupGauges:
         for k, value in sorted(is_open.items()):
             opened.add_metric(list(k), value)
         yield opened
-        for kind, (name, help_text) in _IP_RATIOS.items():
-            family = GaugeMetricFamily(name, help_text, labels=["provider", "sending_ip"])
+        for kind, (metric, help_text) in _sender_ratios(level, words).items():
+            family = GaugeMetricFamily(metric, help_text, labels=["provider", name])
             for (k_kind, provider, ip), (num, den) in sorted(shares.items()):
                 if k_kind == kind and den:
                     family.add_metric([provider, ip], num / den)
@@ -380,6 +410,8 @@ class Metrics:
         registry: CollectorRegistry | None = None,
         labeler: DomainLabeler | None = None,
         ips: IpLabeler | None = None,
+        sender_domains: IpLabeler | None = None,
+        streams: IpLabeler | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.labeler = labeler or DomainLabeler()
@@ -426,7 +458,7 @@ class Metrics:
             "mailmon_build_info", "Mailmon's version.", ["version"], registry=r,
         )  # fmt: skip
         self.build_info.labels(version=__version__).set(1)
-        self.rollup = RollupGauges(self.labeler, ips)
+        self.rollup = RollupGauges(self.labeler, ips, sender_domains, streams)
         r.register(self.rollup)
         self._latest: dict[str, float] = {}
 

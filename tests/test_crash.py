@@ -123,13 +123,16 @@ def _contents(db: Path) -> dict[str, list[tuple[object, ...]]]:
 
 
 #: Series that belong to one process and so differ between any two runs: the rollup
-#: gauges (``RollupGauges``: every ``mailmon_domain_*`` and ``mailmon_provider_*`` series,
+#: gauges (``RollupGauges``: every ``mailmon_domain_*``, ``mailmon_provider_*``,
+#: ``mailmon_sending_ip_*``, ``mailmon_sender_domain_*`` and ``mailmon_stream_*`` series,
 #: and nothing else is named so) show the engine's last evaluation, which the wall clock paces (every [rollup]
 #: interval_seconds, the first at start-up), so each process has evaluated at different
 #: points of the log (tests/test_rollup.py checks that the same events give the same
 #: evaluations).  serve exports no ``*_created`` series (the counters carry the store's
 #: history, not the process's).
-PROCESS_SPECIFIC = re.compile(r"^mailmon_(domain|provider)_[a-z_]+\{")
+PROCESS_SPECIFIC = re.compile(
+    r"^mailmon_(domain|provider|sending_ip|sender_domain|stream)_[a-z_]+\{"
+)
 
 
 def _samples(text: str) -> list[str]:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from monitor.cli import main
 from monitor.metrics import DomainLabeler, Metrics
 from monitor.model import Event
-from monitor.rollup import RejectingDetector, RollupEngine, list_incidents, wilson
+from monitor.rollup import RejectingDetector, RollupEngine, level_of, list_incidents, wilson
 from monitor.rollup.windows import window_counts
 from monitor.service.app import create_app
 from monitor.store import Store
@@ -160,7 +160,8 @@ def test_gmail_rejecting_opens_and_closes_one_incident(store: Store) -> None:
     assert short["rejecting_share"] == 0.7
     assert evidence["windows"]["baseline"]["attempts"] > 10_000
     assert evidence["wilson_lower"] > evidence["threshold"] == 0.1
-    assert evidence["detector"] == {"min_attempts": 20, "factor": 3.0, "floor": 0.1}
+    assert evidence["detector"] == {"min_attempts": 20, "factor": 3.0, "floor": 0.1, "weekly_min": 200}
+    assert evidence["baseline"] == "7d"  # one day of history: no same-hour weeks yet
     assert evidence["value"] == 0.7 and evidence["baseline_excluded_seconds"] == 0
     assert [r["reason"] for r in evidence["top_reasons"][:2]] == ["blocked", "spamdetected"]
     assert evidence["top_replies"][0]["enhanced_status"] == "4.7.28"
@@ -172,8 +173,12 @@ def test_small_domains_and_typos_stay_quiet(store: Store) -> None:
     """userunknown bounces at a small domain, a 3 a.m. typo and 3-of-3 blocks open no incident."""
     engine = RollupEngine(store)
     list(engine.replay(_ts(DAY), _ts(END), 300))
-    domains = {s[2] for s in _subjects(store)}
-    assert domains == {"gmail.com"}
+    found = _subjects(store)
+    assert {s[2] for s in found if level_of(s[0]) == "domain"} == {"gmail.com"}
+    # The one sending domain Gmail refuses; the noise's sender at small domains stays quiet.
+    assert {s[:3] for s in found if level_of(s[0]) != "domain"} == {
+        ("sender_domain_rejecting", "google", "app.example")
+    }
     with store.engine.connect() as conn:
         table = window_counts(conn, _ts(DAY + timedelta(hours=10, minutes=55)))
     assert table[("other", "tiny.example")]["5m"].rejecting == 3
@@ -251,6 +256,9 @@ def test_live_and_replay_find_the_same_incidents(tmp_path: Path) -> None:
         ("deferral_spike", "outlook.com", _ts(throttle + timedelta(minutes=15)),
          _ts(throttle + timedelta(minutes=40))),
         ("queue_age", "gmail.com", _ts(ATTACK + timedelta(hours=4, minutes=5)), None),
+        # All of Gmail's attempts come from app.example: its sending domain is refused too.
+        ("sender_domain_rejecting", "app.example", _ts(ATTACK + timedelta(minutes=5)),
+         _ts(RECOVERY + timedelta(minutes=5))),
     ]
     with Store.open(live_url) as live:
         # Counters written directly (background, throttling) are in place up front: a window
@@ -285,7 +293,8 @@ def test_cli_rollup_and_incidents_json(store: Store, db_url: str, capsys: pytest
     runs = json.loads(capsys.readouterr().out)
     iso = [(ATTACK + timedelta(minutes=m)).isoformat() for m in (5, 10, 20)]
     assert [(r["at"], r["opened"]) for r in runs if r["opened"]] == [
-        (iso[0], [["domain_rejecting", "google", "gmail.com"]]),
+        (iso[0], [["domain_rejecting", "google", "gmail.com"],
+                  ["sender_domain_rejecting", "google", "app.example"]]),
         (iso[1], [["deferral_spike", "google", "gmail.com"]]),
         (iso[2], [["bounce_rate", "google", "gmail.com"]]),
     ]
@@ -295,7 +304,9 @@ def test_cli_rollup_and_incidents_json(store: Store, db_url: str, capsys: pytest
     assert (incident["provider"], incident["domain"]) == ("google", "gmail.com")
     assert incident["started_at"] == (ATTACK + timedelta(minutes=5)).isoformat()
     assert incident["ended_at"] == (RECOVERY + timedelta(minutes=5)).isoformat()
-    assert sorted(r["kind"] for r in rows) == ["bounce_rate", "deferral_spike", "domain_rejecting"]
+    assert sorted(r["kind"] for r in rows) == [
+        "bounce_rate", "deferral_spike", "domain_rejecting", "sender_domain_rejecting"
+    ]
     # At 12:00 the last hour still holds 20 minutes of Gmail's 40 % bounces: still open.
     assert main(["incidents", "--db", db_url, "--open", "--json"]) == 0
     assert [(r["kind"], r["domain"]) for r in json.loads(capsys.readouterr().out)] == [
@@ -326,8 +337,13 @@ def test_api_incidents_over_a_real_socket(store: Store) -> None:
         deadline = time.monotonic() + 10
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
-        body = httpx.get(f"http://127.0.0.1:{port}/api/incidents?open=1", timeout=5).json()
-        assert [(i["domain"], i["ended_at"]) for i in body] == [("gmail.com", None)]
+        everything = httpx.get(f"http://127.0.0.1:{port}/api/incidents?open=1", timeout=5).json()
+        # Gmail's recipient domain and the one sending domain it refuses.
+        assert sorted((i["domain"], i["ended_at"]) for i in everything) == [
+            ("app.example", None), ("gmail.com", None)
+        ]
+        body = [i for i in everything if i["kind"] == "domain_rejecting"]
+        assert [i["domain"] for i in body] == ["gmail.com"]
         assert body[0]["evidence"]["windows"]["5m"]["rejecting"] == 35
         assert httpx.get(f"http://127.0.0.1:{port}/api/incidents?kind=domain_rejecting",
                          timeout=5).json() == body

@@ -284,11 +284,26 @@ def test_user_unknown_bounces_count_for_bounce_rate_not_for_rejecting(db_url: st
 
 def test_gauge_kinds_are_the_detectors_kinds() -> None:
     """The `kind` label's declared values are exactly the detectors' kinds, split by level."""
-    from monitor.metrics import DOMAIN_KINDS, PROVIDER_KINDS, SENDING_IP_KINDS
-    from monitor.rollup import default_detectors
+    from monitor.metrics import (
+        DOMAIN_KINDS,
+        PROVIDER_KINDS,
+        SENDER_DOMAIN_KINDS,
+        SENDING_IP_KINDS,
+        STREAM_KINDS,
+    )
+    from monitor.rollup import default_detectors, level_of
 
     levels = {d.kind: d.level for d in default_detectors()}
     assert set(DOMAIN_KINDS) == {k for k, level in levels.items() if level == "domain"}
     assert set(PROVIDER_KINDS) == {k for k, level in levels.items() if level == "provider"}
     assert set(SENDING_IP_KINDS) == {k for k, level in levels.items() if level == "sending_ip"}
-    assert set(levels) == {*DOMAIN_KINDS, *PROVIDER_KINDS, *SENDING_IP_KINDS}
+    assert set(SENDER_DOMAIN_KINDS) == {
+        k for k, level in levels.items() if level == "sender_domain"
+    }
+    assert set(STREAM_KINDS) == {k for k, level in levels.items() if level == "stream"}
+    assert set(levels) == {
+        *DOMAIN_KINDS, *PROVIDER_KINDS, *SENDING_IP_KINDS, *SENDER_DOMAIN_KINDS, *STREAM_KINDS
+    }
+    # The engine finds a stored incident's level from its kind alone.
+    for kind, level in levels.items():
+        assert level_of(kind) == (level if level != "provider" else "domain")

@@ -70,7 +70,9 @@ def _table(rows: list[dict[str, Any]]) -> None:
         return
     table = Table(box=None, header_style="bold")
     # The sending_ip_* kinds keep the IP where the others keep the domain.
-    columns = ("id", "kind", "provider", "domain/ip", "started", "ended", "value", "top")
+    columns = (
+        "id", "kind", "provider", "domain/ip", "started", "ended", "value", "top", "failures",
+    )  # fmt: skip
     for name in columns:
         table.add_column(name, no_wrap=True)
     for r in rows:
@@ -85,8 +87,20 @@ def _table(rows: list[dict[str, Any]]) -> None:
             iso(r["ended_at"]) or "open",
             _value(r["kind"], evidence),
             str(reasons[0].get("reason") or ""),
+            _failures(evidence.get("failures")),
         )
     console.print(table)
+
+
+def _failures(failures: dict[str, Any] | None) -> str:
+    """Hard/soft counts and the top blame, e.g. ``hard 5 soft 15 reputation``."""
+    if not failures:
+        return ""
+    hard = failures.get("hard") or {}
+    # The store keeps JSON with sorted keys: the largest blame is found, not first.
+    counts = failures.get("blame") or {}
+    blame = min(counts, key=lambda b: (-counts[b], b)) if counts else ""
+    return f"hard {hard.get('hard', 0)} soft {hard.get('soft', 0)} {blame}".strip()
 
 
 def _value(kind: str, evidence: dict[str, Any]) -> str:

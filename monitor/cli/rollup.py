@@ -10,9 +10,11 @@ from monitor.config import Config
 from monitor.errors import ConfigError
 
 if TYPE_CHECKING:
-    from monitor.rollup import RejectingDetector
+    from monitor.rollup import RejectingDetector, RollupEngine
+    from monitor.rollup.engine import GaugeSink
+    from monitor.store import Store
 
-__all__ = ["detector_for", "detectors_for", "register"]
+__all__ = ["detector_for", "detectors_for", "engine_for", "register"]
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -33,7 +35,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="machine output: per evaluation, [kind, provider, domain] opened and closed",
+        help="machine output: per evaluation, [kind, provider, domain] opened and closed, "
+        "and the evidence of those opened",
     )
     p.set_defaults(run=run)
 
@@ -42,7 +45,19 @@ def detector_for(config: Config) -> RejectingDetector:
     from monitor.rollup import RejectingDetector
 
     r = config.rollup
-    return RejectingDetector(min_attempts=r.min_attempts, factor=r.factor, floor=r.floor)
+    return RejectingDetector(
+        min_attempts=r.min_attempts, factor=r.factor, floor=r.floor, weekly_min=r.weekly_min_volume
+    )
+
+
+def engine_for(config: Config, store: Store, gauges: GaugeSink | None = None) -> RollupEngine:
+    """The rollup engine with every detector and the baselines the config's [rollup] asks."""
+    from monitor.rollup import RollupEngine
+
+    weeks = config.rollup.weekly_weeks
+    return RollupEngine(
+        store, detectors_for(config), gauges=gauges, weeks=weeks, min_weeks=min(2, weeks) or 1
+    )
 
 
 def detectors_for(config: Config) -> tuple[Any, ...]:
@@ -50,10 +65,15 @@ def detectors_for(config: Config) -> tuple[Any, ...]:
     from monitor.rollup import detectors as d
 
     r = config.rollup
+    weekly = r.weekly_min_volume
     return (
         detector_for(config),
-        d.BounceRateDetector(min_finished=r.bounce_min_finished, floor=r.bounce_floor),
-        d.DeferralSpikeDetector(min_attempts=r.deferral_min_attempts, floor=r.deferral_floor),
+        d.BounceRateDetector(
+            min_finished=r.bounce_min_finished, floor=r.bounce_floor, weekly_min=weekly
+        ),
+        d.DeferralSpikeDetector(
+            min_attempts=r.deferral_min_attempts, floor=r.deferral_floor, weekly_min=weekly
+        ),
         d.ComplaintRateDetector(
             min_delivered=r.complaint_min_delivered,
             warning=r.complaint_warning,
@@ -64,9 +84,17 @@ def detectors_for(config: Config) -> tuple[Any, ...]:
             min_deliveries=r.latency_min_deliveries, floor_seconds=r.latency_floor_seconds
         ),
         d.QueueAgeDetector(max_age_seconds=r.queue_max_age_seconds, min_stuck=r.queue_min_stuck),
-        # Per sending IP with the domain rules' tunables: the same evidence, another subject.
+        # Per sending IP, sending domain and stream with the domain rules' tunables.
         d.SendingIpRejectingDetector(min_attempts=r.min_attempts, factor=r.factor, floor=r.floor),
         d.SendingIpBounceRateDetector(min_finished=r.bounce_min_finished, floor=r.bounce_floor),
+        d.SenderDomainRejectingDetector(
+            min_attempts=r.min_attempts, factor=r.factor, floor=r.floor
+        ),
+        d.SenderDomainBounceRateDetector(
+            min_finished=r.bounce_min_finished, floor=r.bounce_floor
+        ),
+        d.StreamRejectingDetector(min_attempts=r.min_attempts, factor=r.factor, floor=r.floor),
+        d.StreamBounceRateDetector(min_finished=r.bounce_min_finished, floor=r.bounce_floor),
     )
 
 
@@ -84,11 +112,11 @@ def _seconds(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from monitor.cli.incidents import iso
-    from monitor.rollup import RollupEngine, newest_event_time
+    from monitor.rollup import newest_event_time
 
     config = config_of(args)
     with open_store(args, config) as store:
-        engine = RollupEngine(store, detectors_for(config))
+        engine = engine_for(config, store)
         newest = newest_event_time(store)
         start = parse_since(args.start)
         if start is not None:
@@ -102,6 +130,11 @@ def run(args: argparse.Namespace) -> int:
             "at": iso(r.at),
             "opened": [list(k) for k in r.incidents_opened],
             "closed": [list(k) for k in r.incidents_closed],
+            # What each opened incident was opened with (as `mailmon incidents` shows it).
+            "evidence": [
+                {"kind": k[0], "provider": k[1], "domain": k[2], "evidence": r.evidence[k]}
+                for k in r.incidents_opened
+            ],
         }
         for r in runs
     ]

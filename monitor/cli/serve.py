@@ -42,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import disable_created_metrics
     from sqlalchemy.engine import make_url
 
-    from monitor.cli.rollup import detectors_for
+    from monitor.cli.rollup import engine_for
     from monitor.metrics import DELAY_BUCKETS, DomainLabeler, IpLabeler, Metrics
     from monitor.pipeline import Pipeline
-    from monitor.rollup import LiveClock, RollupEngine, newest_event_time
+    from monitor.rollup import LiveClock, newest_event_time
     from monitor.service.app import create_app
     from monitor.service.follow import Follower
     from monitor.store.totals import read_totals
@@ -56,8 +56,13 @@ def run(args: argparse.Namespace) -> int:
     # Seeded counters carry the store's history: a `_created` time of this start would tell
     # Prometheus (its created-timestamp handling) that they began from zero now.
     disable_created_metrics()
-    ips = IpLabeler(config.metrics.sending_ips, config.metrics.top_sending_ips)
-    metrics = Metrics(labeler=labeler, ips=ips)
+    m = config.metrics
+    metrics = Metrics(
+        labeler=labeler,
+        ips=IpLabeler(m.sending_ips, m.top_sending_ips),
+        sender_domains=IpLabeler(m.sender_domains, m.top_sender_domains),
+        streams=IpLabeler(m.streams, m.top_streams),
+    )
     # Before anything is followed or served: /metrics goes on from the store's totals, and
     # no batch stored during the read is both in them and observed.
     seeding = time.monotonic()
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             min_interval = min((s.poll_interval_seconds for s in config.logs), default=1.0)
             stop.wait(min_interval)
 
-    engine = RollupEngine(store, detectors_for(config), gauges=metrics.rollup)
+    engine = engine_for(config, store, gauges=metrics.rollup)
 
     def rollup() -> None:
         # Event time: evaluate at the newest event seen, on the interval's grid, so that a

@@ -5,9 +5,14 @@ Counters carry no times per message, so these two read delivery rows:
 - latency reads the last hour's delivered rows through the partial index on ``final_at``
   (schema 4) and the 24 h baseline before it once per event-time hour, aggregated in SQL
   into a fixed histogram;
-- queue age goes through the ``(recipient_domain, state)`` index: the deferred rows of
-  the domains the windows saw.  It judges the rows' *current* state, so a replay of a past
-  day sees only the mail that is still deferred now (live evaluation is exact).
+- queue age, live (at the newest counter bucket or later), goes through the
+  ``(recipient_domain, state)`` index: the deferred rows of the domains the windows saw,
+  plus those that reached their final outcome since (the events after that time).  An
+  evaluation of an earlier time (a replay after ``mailmon ingest`` of an old log) judges
+  the queue *as of* that time instead: what had its first attempt by then and no final
+  outcome yet, from the rows ever deferred, read once per ``QueueReader`` (again when
+  events were stored since) and filtered in memory at each step.  Both give the same
+  answer for the same time.
 """
 
 from __future__ import annotations
@@ -15,14 +20,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, case, func, literal, select
+from sqlalchemy import Connection, case, func, literal, or_, select
 
 from monitor.rollup.detectors import LatencyDetector, LatencyStats, QueueAgeDetector, QueueStats
 from monitor.rollup.incidents import rank_replies
 from monitor.rollup.windows import Key, align
-from monitor.store.schema import deliveries
+from monitor.store.schema import deliveries, events
 
-__all__ = ["LatencyReader", "quantile", "queue_stats", "stuck_replies"]
+__all__ = [
+    "LatencyReader",
+    "QueueReader",
+    "quantile",
+    "queue_stats",
+    "replies_before",
+    "stuck_replies",
+]
 
 HOUR = 3600
 #: Histogram edges (seconds) for the baseline p95: fine where mail usually lands.
@@ -130,14 +142,29 @@ class LatencyReader:
 
 
 def queue_stats(
-    conn: Connection, at: float, domains: Iterable[str], detector: QueueAgeDetector
+    conn: Connection,
+    at: float,
+    domains: Iterable[str],
+    detector: QueueAgeDetector,
+    *,
+    final_after: bool = False,
 ) -> dict[Key, QueueStats]:
     """Per (provider, domain): deliveries deferred now and first tried by ``at``, and how
-    many of them more than the detector's max age before ``at``."""
+    many of them more than the detector's max age before ``at``.
+
+    ``final_after``: also those that were deferred at ``at`` and reached their final outcome
+    since (inside the newest bucket, live), found through the events after ``at``, so a
+    live evaluation and a replay of the same time agree.
+    """
     end = align(at)
     cut = end - detector.max_age_seconds
     names = sorted(set(domains))
     found: dict[Key, list[float]] = {}
+    if final_after:
+        wanted = set(names)
+        for provider, domain, first in _final_after(conn, end):
+            if domain in wanted:
+                found.setdefault((provider, domain), []).append(first)
     for i in range(0, len(names), _IN_CHUNK):
         rows = conn.execute(
             select(
@@ -153,15 +180,129 @@ def queue_stats(
         )
         for provider, domain, first in rows:
             found.setdefault((provider, domain), []).append(float(first))
-    out: dict[Key, QueueStats] = {}
-    for key, firsts in found.items():
-        stuck = [t for t in firsts if t <= cut]
-        out[key] = QueueStats(
-            stuck=len(stuck),
-            oldest_age=end - min(stuck) if stuck else None,
-            deferred=len(firsts),
+    return {key: _queue(firsts, end, cut) for key, firsts in found.items()}
+
+
+def _final_after(conn: Connection, end: float) -> list[tuple[str, str, float]]:
+    """(provider, domain, first attempt) of deliveries deferred at ``end`` and final since:
+    event ids start with their UNIX second (``monitor.model.identity``), so the events after
+    ``end`` are one primary-key range -- a minute's worth when live."""
+    e, d = events.c, deliveries.c
+    keys = select(e.delivery_key).where(
+        e.id >= f"{int(end) & 0xFFFFFFFF:08x}",
+        e.occurred_at > end,
+        e.type.in_(("delivered", "bounced", "expired")),
+    )
+    rows = conn.execute(
+        select(
+            func.coalesce(d.provider, literal("other")), d.recipient_domain, d.first_attempt_at
+        ).where(
+            d.key.in_(keys),
+            d.deferrals > 0,
+            d.first_attempt_at <= end,
+            d.final_at > end,
+            d.stream != "ndr",
         )
-    return out
+    )
+    return [(p, dom, float(first)) for p, dom, first in rows]
+
+
+def _queue(firsts: list[float], end: float, cut: float) -> QueueStats:
+    stuck = [t for t in firsts if t <= cut]
+    return QueueStats(
+        stuck=len(stuck), oldest_age=end - min(stuck) if stuck else None, deferred=len(firsts)
+    )
+
+
+class QueueReader:
+    """Queue age per (provider, domain) at an evaluation time: live from the deferred rows,
+    for an earlier time as of then (module docstring)."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None  # the earliest time the loaded rows answer for
+        # (provider, domain, first attempt, final time or None, delivery key)
+        self._rows: list[tuple[str, str, float, float | None, str]] = []
+        self._stuck: dict[Key, list[str]] = {}
+        self._mark: str | None = None
+
+    def read(
+        self,
+        conn: Connection,
+        at: float,
+        domains: Iterable[str],
+        detector: QueueAgeDetector,
+        newest: float | None,
+    ) -> dict[Key, QueueStats]:
+        """``queue_stats`` at ``at``; ``newest``: the newest counter bucket (None: none)."""
+        end = align(at)
+        self._stuck = {}
+        if newest is None or end >= newest:
+            self._since, self._rows = None, []
+            return queue_stats(conn, end, domains, detector, final_after=True)
+        # Stored events change the rows: the newest event id (time-ordered) tells.
+        mark = conn.execute(select(func.max(events.c.id))).scalar()
+        if self._since is None or end < self._since or mark != self._mark:
+            self._load(conn, end)
+            self._mark = mark
+        cut = end - detector.max_age_seconds
+        names = set(domains)
+        found: dict[Key, list[float]] = {}
+        for provider, domain, first, final, key in self._rows:
+            if domain in names and first <= end and (final is None or final > end):
+                found.setdefault((provider, domain), []).append(first)
+                if first <= cut:
+                    self._stuck.setdefault((provider, domain), []).append(key)
+        return {key: _queue(firsts, end, cut) for key, firsts in found.items()}
+
+    def stuck_keys(self, key: Key) -> list[str] | None:
+        """The delivery keys stuck at the last ``read`` of an earlier time (None: it was live)."""
+        return None if self._since is None else self._stuck.get(key, [])
+
+    def _load(self, conn: Connection, end: float) -> None:
+        """Every delivery ever deferred that was not final by ``end``: one scan per replay
+        (no index serves "final after"; deferred rows are a few percent of them)."""
+        c = deliveries.c
+        rows = conn.execute(
+            select(
+                func.coalesce(c.provider, literal("other")),
+                c.recipient_domain,
+                c.first_attempt_at,
+                c.final_at,
+                c.key,
+            ).where(
+                c.deferrals > 0,
+                c.first_attempt_at.is_not(None),
+                c.recipient_domain.is_not(None),
+                or_(c.final_at.is_(None), c.final_at > end),
+                c.stream != "ndr",
+            )
+        )
+        self._rows = [(p, d, float(first), final, k) for p, d, first, final, k in rows]
+        self._since = end
+
+
+def replies_before(
+    conn: Connection, keys: list[str], end: float, limit: int
+) -> list[dict[str, Any]]:
+    """The last deferral reply before ``end`` of each of these deliveries, ranked: why they
+    waited then (their delivery rows may hold a later outcome)."""
+    latest: dict[str, tuple[float, tuple[Any, ...]]] = {}
+    c = events.c
+    for i in range(0, min(len(keys), 5000), _IN_CHUNK):
+        rows = conn.execute(
+            select(
+                c.delivery_key, c.occurred_at, c.reply_code, c.enhanced_status, c.reason,
+                c.diagnostic,
+            ).where(
+                c.delivery_key.in_(keys[i : i + _IN_CHUNK]),
+                c.type == "deferred",
+                c.occurred_at < end,
+            )
+        )  # fmt: skip
+        for key, at, *reply in rows:
+            if key not in latest or at > latest[key][0]:
+                latest[key] = (at, tuple(reply))
+    return rank_replies((reply for _at, reply in latest.values()), limit)
 
 
 def stuck_replies(

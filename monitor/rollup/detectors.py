@@ -13,12 +13,17 @@ an open incident needs enough clean attempts to push the upper bound down again.
 upper bound is taken at 80 % so that a domain with 20-35 attempts in five minutes can
 resolve at all (at 95 %, 0 failures out of 34 still leave the upper bound above 10 %).
 
+``baseline_share`` is the same clock hour on the same weekday of the last weeks when every
+usable week had ``weekly_min`` attempts then (``WEEKLY``, ``WEEKLY_MIN``: a Monday 09:00
+batch is usual at 09:00 on Mondays), else the trailing 7 days; the decision records which.
+
 The bounce-rate and deferral-spike detectors apply the same test to their own share and
 window; complaint rate, provider silence, latency and queue age are described on their
 classes.  Every detector has a ``kind`` (the incident's kind and the gauges' label), a
 ``level`` (``domain``: one subject per (provider, domain); ``provider``: per provider,
-stored with domain ``""``; ``sending_ip``: per (provider, sending IP), the IP stored in
-the incident's domain column), the ``source`` of its input and ``decide(input)``::
+stored with domain ``""``; ``sending_ip``, ``sender_domain``, ``stream``: per (provider,
+sending IP / sending domain / stream), the value stored in the incident's domain column),
+the ``source`` of its input and ``decide(input)``::
 
     class MyDetector:
         kind, level, source, window = "my_kind", "domain", "counters", "1h"
@@ -32,7 +37,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
-from monitor.rollup.windows import SHORT, Counts, baseline_of
+from monitor.rollup.windows import SHORT, WEEKLY, WEEKLY_MIN, Counts, baseline_of
 
 __all__ = [
     "BounceRateDetector",
@@ -46,8 +51,12 @@ __all__ = [
     "QueueAgeDetector",
     "QueueStats",
     "RejectingDetector",
+    "SenderDomainBounceRateDetector",
+    "SenderDomainRejectingDetector",
     "SendingIpBounceRateDetector",
     "SendingIpRejectingDetector",
+    "StreamBounceRateDetector",
+    "StreamRejectingDetector",
     "default_detectors",
     "wilson",
 ]
@@ -101,6 +110,7 @@ class Decision:
     numerator: float = 0.0
     denominator: float = 0.0
     severity: str = ""
+    baseline: str = ""  # which baseline a share test used: "weekly" or "7d"
 
     def as_dict(self) -> dict[str, Any]:
         base = self.baseline_share
@@ -113,12 +123,14 @@ class Decision:
         }
         if self.severity:
             out["severity"] = self.severity
+        if self.baseline:
+            out["baseline"] = self.baseline
         return out
 
 
 def _share(
     k: int, n: int, base_k: int, base_n: int, *, min_n: int, factor: float, floor: float,
-    silent: bool,
+    silent: bool, baseline: str = "",
 ) -> Decision:
     """The share test of the module docstring: fire above ``max(baseline * factor, floor)``."""
     baseline_share = base_k / base_n if base_n > 0 else None
@@ -136,6 +148,7 @@ def _share(
         value=k / n if n else None,
         numerator=k,
         denominator=n,
+        baseline=baseline,
     )
 
 
@@ -162,13 +175,21 @@ class _ShareDetector(_Tunable):
     factor: float
     floor: float
 
+    weekly_min: int
+
     def decide(self, windows: dict[str, Counts]) -> Decision:
         k, n = self.share
         short, base = windows[self.window], baseline_of(windows, self.window)
+        baseline = "7d"
+        least = windows.get(WEEKLY_MIN)
+        # The same hour of the week when every usable week had the volume to say what is
+        # usual then (a Monday 09:00 batch); else the trailing week.
+        if least is not None and self.weekly_min and getattr(least, n) >= self.weekly_min:
+            base, baseline = windows[WEEKLY], "weekly"
         return _share(
             getattr(short, k), getattr(short, n), getattr(base, k), getattr(base, n),
             min_n=getattr(self, self.minimum), factor=self.factor, floor=self.floor,
-            silent=getattr(windows["1h"], n) == 0,
+            silent=getattr(windows["1h"], n) == 0, baseline=baseline,
         )  # fmt: skip
 
 
@@ -185,6 +206,7 @@ class RejectingDetector(_ShareDetector):
     min_attempts: int = 20
     factor: float = 3.0
     floor: float = 0.10
+    weekly_min: int = 200  # per same-hour-of-week hour; 0: always the trailing week
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +223,7 @@ class BounceRateDetector(_ShareDetector):
     min_finished: int = 100
     factor: float = 3.0
     floor: float = 0.05
+    weekly_min: int = 200  # per same-hour-of-week hour; 0: always the trailing week
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +240,7 @@ class DeferralSpikeDetector(_ShareDetector):
     min_attempts: int = 50
     factor: float = 3.0
     floor: float = 0.25
+    weekly_min: int = 200  # per same-hour-of-week hour; 0: always the trailing week
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +259,40 @@ class SendingIpBounceRateDetector(BounceRateDetector):
 
     kind: ClassVar[str] = "sending_ip_bounce_rate"
     level: ClassVar[str] = "sending_ip"
+
+
+@dataclass(frozen=True, slots=True)
+class SenderDomainRejectingDetector(RejectingDetector):
+    """*Domain starts rejecting* judged per (provider, sending domain): the provider refuses
+    mail from one of our From domains (its DMARC or its reputation) and not the others."""
+
+    kind: ClassVar[str] = "sender_domain_rejecting"
+    level: ClassVar[str] = "sender_domain"
+
+
+@dataclass(frozen=True, slots=True)
+class SenderDomainBounceRateDetector(BounceRateDetector):
+    """The bounce-rate rule judged per (provider, sending domain)."""
+
+    kind: ClassVar[str] = "sender_domain_bounce_rate"
+    level: ClassVar[str] = "sender_domain"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRejectingDetector(RejectingDetector):
+    """*Domain starts rejecting* judged per (provider, stream): one stream (a newsletter, a
+    campaign) is blocked as spam while the transactional mail still gets through."""
+
+    kind: ClassVar[str] = "stream_rejecting"
+    level: ClassVar[str] = "stream"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBounceRateDetector(BounceRateDetector):
+    """The bounce-rate rule judged per (provider, stream): a stream sent to a stale list."""
+
+    kind: ClassVar[str] = "stream_bounce_rate"
+    level: ClassVar[str] = "stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,4 +473,8 @@ def default_detectors() -> tuple[Detector, ...]:
         QueueAgeDetector(),
         SendingIpRejectingDetector(),
         SendingIpBounceRateDetector(),
+        SenderDomainRejectingDetector(),
+        SenderDomainBounceRateDetector(),
+        StreamRejectingDetector(),
+        StreamBounceRateDetector(),
     )

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 
 from monitor.rollup import incidents
-from monitor.rollup.deliveries import LatencyReader, queue_stats, stuck_replies
+from monitor.rollup.deliveries import LatencyReader, QueueReader, replies_before, stuck_replies
 from monitor.rollup.detectors import (
     Decision,
     Detector,
@@ -35,8 +35,13 @@ from monitor.rollup.windows import (
     BASELINE,
     BASELINE_SECONDS,
     REJECTING_REASONS,
+    SENDER_DOMAINS,
     SENDING_IPS,
     SHORT,
+    STREAMS,
+    WEEK_SECONDS,
+    WEEKLY,
+    WEEKLY_MIN,
     WINDOWS,
     Counts,
     Key,
@@ -47,12 +52,16 @@ from monitor.rollup.windows import (
 from monitor.store import Store
 from monitor.store.schema import BUCKET_SECONDS, counters
 
+HOUR = 3600
+
 __all__ = [
+    "SENDER_LEVELS",
     "DomainState",
     "Evaluation",
     "GaugeSink",
     "RollupEngine",
     "SubjectState",
+    "level_of",
     "newest_event_time",
     "subject_of",
 ]
@@ -64,6 +73,10 @@ _EVIDENCE: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
     "deferral_spike": (None, ("deferred",)),
     "sending_ip_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
     "sending_ip_bounce_rate": (None, ("bounced",)),
+    "sender_domain_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
+    "sender_domain_bounce_rate": (None, ("bounced",)),
+    "stream_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
+    "stream_bounce_rate": (None, ("bounced",)),
 }
 
 
@@ -76,16 +89,35 @@ _BASELINE_KINDS = frozenset(
         "deferral_spike",
         "sending_ip_rejecting",
         "sending_ip_bounce_rate",
+        "sender_domain_rejecting",
+        "sender_domain_bounce_rate",
+        "stream_rejecting",
+        "stream_bounce_rate",
     }
 )
 #: The window readers' levels: which counters a subject's key comes from.
-_WINDOW_LEVELS = ("domain", "sending_ip")
+#: The sender-side levels: their counters and how an incident names its subject.
+SENDER_LEVELS = {
+    "sending_ip": (SENDING_IPS, "sending IP"),
+    "sender_domain": (SENDER_DOMAINS, "sending domain"),
+    "stream": (STREAMS, "stream"),
+}
+
+
+def level_of(kind: str) -> str:
+    """The level an incident kind judges: a sender-side one by its prefix, else ``domain``."""
+    for level in SENDER_LEVELS:
+        if kind.startswith(f"{level}_"):
+            return level
+    return "domain"
 
 
 def subject_of(kind: str, provider: str, domain: str) -> str:
-    """An incident's subject in words: ``domain`` is a sending IP for the sending_ip kinds."""
-    if kind.startswith("sending_ip_"):
-        return f"sending IP {domain} at {provider}"
+    """An incident's subject in words: ``domain`` is a sending IP, sending domain or stream
+    for the sender-side kinds."""
+    level = level_of(kind)
+    if level in SENDER_LEVELS:
+        return f"{SENDER_LEVELS[level][1]} {domain} at {provider}"
     return f"{domain} ({provider})" if domain else provider
 
 
@@ -126,6 +158,8 @@ class Evaluation:
     subjects: list[SubjectState] = field(default_factory=list)
     incidents_opened: list[tuple[str, str, str]] = field(default_factory=list)
     incidents_closed: list[tuple[str, str, str]] = field(default_factory=list)
+    #: The evidence each incident of ``incidents_opened`` was opened with.
+    evidence: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 class GaugeSink(Protocol):
@@ -173,8 +207,18 @@ class RollupEngine:
         *,
         gauges: GaugeSink | None = None,
         top_replies: int = 5,
+        weeks: int = 4,
+        min_weeks: int = 2,
     ) -> None:
-        """``detectors``: one detector, a sequence of them, or None for every default one."""
+        """``detectors``: one detector, a sequence of them, or None for every default one;
+        ``weeks``: how many weeks back the same-hour-of-week baseline looks (0: none), of
+        which ``min_weeks`` must be usable."""
+        if weeks < 0 or min_weeks < 1:
+            raise ValueError("weeks must be >= 0 and min_weeks >= 1")
+        self.weeks = weeks
+        self.min_weeks = min_weeks
+        # Per domain, the pooled and least same-hour counts for the reader's current slots.
+        self._weekly_cache: tuple[object, dict[Key, tuple[Counts, Counts]]] = (None, {})
         self.store = store
         if detectors is None:
             detectors = default_detectors()
@@ -187,13 +231,15 @@ class RollupEngine:
         self.gauges = gauges
         self.top_replies = top_replies
         self.windows = WindowReader()
-        # Read only when a detector judges sending IPs: a store without them pays nothing.
-        self.ip_windows = (
-            WindowReader(view=SENDING_IPS)
-            if any(d.level == "sending_ip" for d in self.detectors)
-            else None
-        )
+        # A sender-side level is read only when a detector judges it.
+        levels = {d.level for d in self.detectors}
+        self.sender_windows = {
+            level: WindowReader(view=view)
+            for level, (view, _words) in SENDER_LEVELS.items()
+            if level in levels
+        }
         self.latency = LatencyReader()
+        self.queue = QueueReader()
 
     # -- inputs ---------------------------------------------------------------
 
@@ -215,10 +261,14 @@ class RollupEngine:
         excluded = {"domain": seconds}
         for windows in domains.values():
             windows["same_hour_min"] = Counts()
+        if self.weeks:
+            self._weekly(conn, end, domains)
         providers: dict[Key, dict[str, Counts]] = {}
         for (provider, _domain), windows in domains.items():
             per = providers.setdefault((provider, ""), {})
             for name, counts in windows.items():
+                if name in (WEEKLY, WEEKLY_MIN):  # per domain only: minima do not add up
+                    continue
                 per[name] = per.get(name, Counts()) + counts
         silent = [d for d in self.detectors if isinstance(d, ProviderSilentDetector)]
         if silent:
@@ -228,35 +278,63 @@ class RollupEngine:
                 # The quietest of those hours, as attempts (ProviderSilentDetector).
                 per["same_hour_min"] = Counts(delivered=min(days))
         out: dict[str, dict[Key, Any]] = {"domain": domains, "provider": providers}
-        if self.ip_windows is not None:
-            out["sending_ip"], excluded["sending_ip"] = self._windows(
-                conn, self.ip_windows, "sending_ip", end
-            )
+        for level, reader in self.sender_windows.items():
+            out[level], excluded[level] = self._windows(conn, reader, level, end)
         for detector in self.detectors:
             if isinstance(detector, LatencyDetector):
                 out["latency"] = self.latency.read(conn, end, detector)
             elif isinstance(detector, QueueAgeDetector):
                 names = {domain for _provider, domain in domains}
-                out["queue"] = queue_stats(conn, end, names, detector)
+                newest = conn.execute(select(func.max(counters.c.bucket))).scalar()
+                out["queue"] = self.queue.read(conn, end, names, detector, newest)
         return out, excluded
 
     def _incident_spans(
-        self, conn: Any, end: float, level: str
+        self, conn: Any, end: float, level: str, seconds: float = BASELINE_SECONDS
     ) -> dict[Key, list[tuple[float, float]]]:
-        """Each subject's share-incident time in the last week: from the detector's window
-        before the start to the end (``end`` while open); it stays out of the subject's
-        baselines.  Only the kinds of ``level`` judged against a baseline share count."""
+        """Each subject's share-incident time in the last ``seconds``: from the detector's
+        window before the start to the end (``end`` while open); it stays out of the
+        subject's baselines.  Only the kinds of ``level`` judged against a baseline share
+        count."""
         lookback = {d.kind: WINDOWS[d.window] for d in self.detectors}
-        ip_level = level == "sending_ip"
         spans: dict[Key, list[tuple[float, float]]] = {}
-        for row in incidents.overlapping(conn, end - BASELINE_SECONDS, end):
+        for row in incidents.overlapping(conn, end - seconds, end):
             kind = row["kind"]
-            if kind not in _BASELINE_KINDS or kind.startswith("sending_ip_") != ip_level:
+            if kind not in _BASELINE_KINDS or level_of(kind) != level:
                 continue
             stop = end if row["ended_at"] is None else min(row["ended_at"], end)
             start = row["started_at"] - lookback.get(row["kind"], WINDOWS[SHORT])
             spans.setdefault((row["provider"], row["domain"]), []).append((start, stop))
         return spans
+
+    def _weekly(self, conn: Any, end: float, domains: dict[Key, dict[str, Counts]]) -> None:
+        """Add ``WEEKLY`` and ``WEEKLY_MIN`` to each domain's windows: the same hour of the
+        week in the last ``weeks`` weeks, leaving out hours that overlap the domain's
+        incidents; fewer than ``min_weeks`` usable hours leave both empty (no pattern)."""
+        slots = self.windows.weekly(conn, end, self.weeks)
+        spans = self._incident_spans(conn, end, "domain", self.weeks * WEEK_SECONDS + HOUR)
+        if self._weekly_cache[0] is not slots:  # a new hour: pool afresh
+            self._weekly_cache = (slots, {})
+        cache = self._weekly_cache[1]
+        none = (Counts(), Counts())
+        for key, windows in domains.items():
+            own = spans.get(key)
+            pair = None if own else cache.get(key)
+            if pair is None:
+                usable = [
+                    counts
+                    for hour, counts in slots.get(key, ())
+                    if not own or not any(a < hour + HOUR and hour < b for a, b in own)
+                ]
+                pair = none
+                if len(usable) >= self.min_weeks:
+                    pooled, least = usable[0], usable[0]
+                    for counts in usable[1:]:
+                        pooled, least = pooled + counts, least.least(counts)
+                    pair = (pooled, least)
+                if not own:  # incident spans move with ``end``: not cached
+                    cache[key] = pair
+            windows[WEEKLY], windows[WEEKLY_MIN] = pair
 
     # -- evaluation -------------------------------------------------------------
 
@@ -305,6 +383,7 @@ class RollupEngine:
                     evidence["subject"] = subject_of(detector.kind, *key)
                     incidents.open_incident(conn, detector.kind, *key, end, evidence)
                     result.incidents_opened.append((detector.kind, *key))
+                    result.evidence[(detector.kind, *key)] = evidence
                     if detector.kind == RejectingDetector.kind:
                         result.opened.append(key)
                 for detector, key, decision in to_close:
@@ -355,22 +434,32 @@ class RollupEngine:
         evidence |= _input_evidence(detector, data)
         if detector.source == "queue":
             max_age = detector.max_age_seconds
-            evidence["top_replies"] = stuck_replies(conn, key, end, max_age, self.top_replies)
+            keys = self.queue.stuck_keys(key)
+            evidence["top_replies"] = (
+                stuck_replies(conn, key, end, max_age, self.top_replies)
+                if keys is None
+                else replies_before(conn, keys, end, self.top_replies)
+            )
             return evidence
         if detector.source == "latency":
             # Slow delivery is mostly retried delivery: why the provider deferred us.
+            since = end - WINDOWS["1h"]
             evidence["top_reasons"] = incidents.top_reasons(
-                conn, key[0], key[1], end - WINDOWS["1h"], end, outcomes=("deferred",)
+                conn, key[0], key[1], since, end, outcomes=("deferred",)
+            )
+            evidence["failures"] = incidents.failure_breakdown(
+                conn, key[0], key[1], since, end, ("deferred",)
             )
             return evidence
         since = end - WINDOWS.get(detector.window, WINDOWS[SHORT])
         reasons, states = _EVIDENCE.get(detector.kind, (None, ("deferred", "bounced")))
-        if detector.level == "sending_ip":
+        if detector.level in SENDER_LEVELS:
+            view = SENDER_LEVELS[detector.level][0]
             evidence["top_reasons"] = incidents.top_reasons(
-                conn, key[0], key[1], since, end, outcomes=states, view=SENDING_IPS
+                conn, key[0], key[1], since, end, outcomes=states, view=view
             )
-            evidence["top_replies"] = incidents.top_ip_replies(
-                conn, key, since, end, reasons, self.top_replies, states
+            evidence["top_replies"] = incidents.top_sender_replies(
+                conn, detector.level, key, since, end, reasons, self.top_replies, states
             )
             return evidence
         if detector.kind == "complaint_rate":
@@ -381,6 +470,7 @@ class RollupEngine:
         evidence["top_reasons"] = incidents.top_reasons(
             conn, key[0], key[1], since, end, outcomes=states
         )
+        evidence["failures"] = incidents.failure_breakdown(conn, key[0], key[1], since, end, states)
         evidence["top_replies"] = (
             incidents.top_replies(conn, key[1], since, end, reasons, self.top_replies, states)
             if key[1]

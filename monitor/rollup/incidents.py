@@ -8,13 +8,16 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
+from monitor.model import domain_of
 from monitor.rollup.windows import RECIPIENT_DOMAINS, View
-from monitor.store.schema import deliveries, events, incidents
+from monitor.store.schema import deliveries, events, failure_counters, incidents
+from monitor.store.writer import stream_tag
 
 __all__ = [
     "active",
     "active_all",
     "close",
+    "failure_breakdown",
     "list_incidents",
     "open_incident",
     "overlapping",
@@ -22,6 +25,7 @@ __all__ = [
     "top_ip_replies",
     "top_reasons",
     "top_replies",
+    "top_sender_replies",
 ]
 
 
@@ -125,25 +129,51 @@ def top_ip_replies(
     limit: int,
     states: tuple[str, ...] = ("deferred", "bounced"),
 ) -> list[dict[str, Any]]:
-    """The most frequent failing replies to one (provider, sending IP) in ``[since, until)``.
+    """The most frequent failing replies to one (provider, sending IP) in ``[since, until)``."""
+    return top_sender_replies(conn, "sending_ip", key, since, until, reasons, limit, states)
 
-    Delivery rows do not keep the sending IP, so this reads events: their ids start with
-    the event's UNIX second in hex (``monitor.model.identity``), so the id range is the
-    time range and the primary key index serves it.
+
+def top_sender_replies(
+    conn: Connection,
+    level: str,
+    key: tuple[str, str],
+    since: float,
+    until: float,
+    reasons: frozenset[str] | None,
+    limit: int,
+    states: tuple[str, ...] = ("deferred", "bounced"),
+) -> list[dict[str, Any]]:
+    """The most frequent failing replies to one (provider, sending IP / sending domain /
+    stream) in ``[since, until)``.
+
+    Delivery rows keep none of these, so this reads events: their ids start with the
+    event's UNIX second in hex (``monitor.model.identity``), so the id range is the time
+    range and the primary key index serves it.  A stream is found in the tags as the
+    writer finds it (``stream_tag``), after the SQL filter.
     """
     c = events.c
-    query = select(c.reply_code, c.enhanced_status, c.reason, c.diagnostic).where(
+    query = select(c.reply_code, c.enhanced_status, c.reason, c.diagnostic, c.sender, c.tags).where(
         c.id >= f"{int(since) & 0xFFFFFFFF:08x}",
         c.id < f"{int(until) & 0xFFFFFFFF:08x}",
         c.occurred_at >= since,
         c.occurred_at < until,
         c.provider == key[0],
-        c.sending_ip == key[1],
         c.type.in_(states),
     )
+    if level == "sending_ip":
+        query = query.where(c.sending_ip == key[1])
+    elif level == "sender_domain":  # LIKE narrows, domain_of decides (as the writer did)
+        query = query.where(func.lower(c.sender).like(f"%@{key[1]}"))
+    elif level == "stream":
+        query = query.where(c.tags.like(f"%{key[1]}%"))
     if reasons is not None:
         query = query.where(c.reason.in_(sorted(reasons)))
-    return rank_replies(conn.execute(query.limit(5000)), limit)
+    rows = list(conn.execute(query.limit(20000)))
+    if level == "sender_domain":
+        rows = [r for r in rows if domain_of(r[4]) == key[1]]
+    elif level == "stream":
+        rows = [r for r in rows if stream_tag((r[5] or "").split(",")) == key[1]]
+    return rank_replies((r[:4] for r in rows), limit)
 
 
 def rank_replies(rows: Iterable[Any], limit: int) -> list[dict[str, Any]]:
@@ -210,3 +240,54 @@ def top_reasons(
         .limit(limit)
     )
     return [{"outcome": o, "reason": r or "undefined", "count": int(n)} for o, r, n in rows]
+
+
+def failure_breakdown(
+    conn: Connection,
+    provider: str,
+    domain: str,
+    since: float,
+    until: float,
+    outcomes: tuple[str, ...] = ("deferred", "bounced", "expired"),
+    limit: int = 10,
+) -> dict[str, Any]:
+    """Failures of one (provider, recipient domain; ``""`` the whole provider) in
+    ``[since, until)`` by hard/soft, by blame and by reason, from ``failure_counters``.
+
+    ``hard`` and ``blame`` count every failure (``unclassified`` where the classifier said
+    nothing); ``reasons`` are the ``limit`` largest (outcome, reason, hard, blame) groups.
+    """
+    c = failure_counters.c
+    total = func.sum(c.count)
+    subject = [c.provider == provider]
+    if domain:
+        subject.append(c.recipient_domain == domain)
+    rows = conn.execute(
+        select(c.outcome, c.reason, c.hard, c.blame, total)
+        .where(
+            c.bucket >= since,
+            c.bucket < until,
+            *subject,
+            c.outcome.in_(outcomes),
+            c.stream != "ndr",
+        )
+        .group_by(c.outcome, c.reason, c.hard, c.blame)
+    )
+    hard: dict[str, int] = {}
+    blame: dict[str, int] = {}
+    groups = []
+    for outcome, reason, is_hard, who, n in rows:
+        n = int(n or 0)
+        hard[is_hard or "unclassified"] = hard.get(is_hard or "unclassified", 0) + n
+        blame[who or "unclassified"] = blame.get(who or "unclassified", 0) + n
+        groups.append((outcome, reason or "undefined", is_hard or "unclassified",
+                       who or "unclassified", n))  # fmt: skip
+    groups.sort(key=lambda g: (-g[4], g[:4]))
+    return {
+        "hard": dict(sorted(hard.items())),
+        "blame": dict(sorted(blame.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "reasons": [
+            {"outcome": o, "reason": r, "hard": h, "blame": b, "count": n}
+            for o, r, h, b, n in groups[:limit]
+        ],
+    }

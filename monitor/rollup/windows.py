@@ -11,22 +11,43 @@ reading only the last hours of minute buckets each time: settled hours are summe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, case, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
 
-from monitor.store.schema import BUCKET_SECONDS, counters, sender_counters
+from monitor.classify.rules import BLAMES
+from monitor.rollup.counts import ATTEMPT_OUTCOMES as _ATTEMPT_OUTCOMES
+from monitor.rollup.counts import OUTCOMES as _OUTCOMES
+from monitor.rollup.counts import Counts
+from monitor.store.schema import BUCKET_SECONDS, counters, failure_counters, sender_counters
 
 __all__ = [
     "BASELINE",
     "BASELINE_SECONDS",
+    "FAILURE_BLAME",
+    "FAILURE_HARDNESS",
+    "FAILURE_VIEWS",
     "RECIPIENT_DOMAINS",
     "REJECTING_REASONS",
     "SENDER_DOMAINS",
     "SENDING_IPS",
     "SHORT",
     "STREAMS",
+    "WEEKLY",
+    "WEEKLY_MIN",
+    "WEEK_SECONDS",
     "WINDOWS",
     "Counts",
     "Key",
@@ -34,6 +55,7 @@ __all__ = [
     "WindowReader",
     "align",
     "baseline_of",
+    "merge",
     "sender_view",
     "window_counts",
     "with_baselines",
@@ -68,6 +90,11 @@ SHORT = "5m"
 #: longer window ``w``, ``baseline_<w>`` leaves that window out (``baseline_of``).
 BASELINE = "baseline"
 BASELINE_SECONDS = 7 * 86400
+#: The same-hour-of-week baseline (``weekly``): ``WEEKLY`` pools the usable weeks' hours,
+#: ``WEEKLY_MIN`` holds, per field, the smallest of them (the volume every week had).
+WEEKLY = "weekly"
+WEEKLY_MIN = "weekly_min"
+WEEK_SECONDS = 7 * 86400
 
 Key = tuple[str, str]  # (provider, recipient domain) or (provider, sending IP)
 
@@ -77,11 +104,16 @@ class View:
     """Which counter rows a reader sums, and the column that names the subject.
 
     Windows read only rows whose subject is known (not ``""``); ``where`` is the rest.
+    A row counts towards the ``Counts`` field its outcome names, or, with ``field`` set,
+    towards ``prefix`` + that column's value (``bounced_hard``, ``blame_policy``); such a
+    view's ``where`` must keep that value to a known field.
     """
 
     table: Table
     subject: str  # the column that is the key's second part
     where: tuple[ColumnElement[bool], ...]
+    field: str = "outcome"
+    prefix: str = ""
 
     @property
     def c(self) -> Any:
@@ -90,6 +122,28 @@ class View:
     @property
     def column(self) -> Any:
         return self.table.c[self.subject]
+
+    @property
+    def outcome(self) -> Any:
+        return self.table.c[self.field]
+
+    def rejecting(self) -> Any:
+        """1 for rows that count as rejecting too (only outcome views have them)."""
+        if self.field != "outcome":
+            return literal_column("0").label("rejecting")
+        return _rejecting(self)
+
+    def grouped(self, rejecting: Any, *columns: Any) -> list[Any]:
+        """``columns``, the field and ``rejecting`` (the very expression selected, so
+        PostgreSQL sees the same parameters), to group by; a constant is left out."""
+        out = [*columns, self.outcome]
+        if self.field == "outcome":
+            out.append(rejecting)
+        return out
+
+    def name(self, value: str) -> str:
+        """The ``Counts`` field a row's field value counts to."""
+        return self.prefix + value if self.prefix else value
 
 
 #: (provider, recipient domain): our own non-delivery notices are left out.
@@ -112,67 +166,26 @@ def sender_view(dimension: str) -> View:
 SENDER_DOMAINS = sender_view("sender_domain")
 STREAMS = sender_view("stream")
 
-#: Attempts are the tries that got an answer: delivered, deferred or bounced.
-_ATTEMPT_OUTCOMES = ("delivered", "deferred", "bounced")
-_OUTCOMES = (*_ATTEMPT_OUTCOMES, "expired", "complained")
-
-
-@dataclass(slots=True)
-class Counts:
-    """Outcome counts of one (provider, domain) over one window."""
-
-    delivered: int = 0
-    deferred: int = 0
-    bounced: int = 0
-    expired: int = 0
-    rejecting: int = 0  # deferred or bounced attempts for a REJECTING_REASONS reason
-    complained: int = 0
-
-    @property
-    def attempts(self) -> int:
-        return self.delivered + self.deferred + self.bounced
-
-    @property
-    def finished(self) -> int:
-        """Recipients with a final outcome: the bounce rate's denominator."""
-        return self.delivered + self.bounced + self.expired
-
-    # Spelled out, not via fields(): the engine adds thousands of these per evaluation.
-    def __add__(self, o: Counts) -> Counts:
-        return Counts(
-            self.delivered + o.delivered,
-            self.deferred + o.deferred,
-            self.bounced + o.bounced,
-            self.expired + o.expired,
-            self.rejecting + o.rejecting,
-            self.complained + o.complained,
-        )
-
-    def __sub__(self, o: Counts) -> Counts:
-        return Counts(
-            self.delivered - o.delivered,
-            self.deferred - o.deferred,
-            self.bounced - o.bounced,
-            self.expired - o.expired,
-            self.rejecting - o.rejecting,
-            self.complained - o.complained,
-        )
-
-    @property
-    def rejecting_share(self) -> float | None:
-        return self.rejecting / self.attempts if self.attempts else None
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["attempts"] = self.attempts
-        share = self.rejecting_share
-        out["rejecting_share"] = None if share is None else round(share, 6)
-        out["deferral_rate"] = round(self.deferred / self.attempts, 6) if self.attempts else None
-        out["bounce_rate"] = round(self.bounced / self.finished, 6) if self.finished else None
-        out["complaint_rate"] = (
-            round(self.complained / self.delivered, 6) if self.delivered else None
-        )
-        return out
+_fc = failure_counters.c
+#: Bounces by hard/soft from ``failure_counters`` (schema 6): ``bounced_hard``/``_soft``;
+#: unclassified ones (``hard = ""``) count in ``bounced`` only.
+FAILURE_HARDNESS = View(
+    failure_counters,
+    "recipient_domain",
+    (_fc.stream != "ndr", _fc.outcome == "bounced", _fc.hard.in_(("hard", "soft"))),
+    field="hard",
+    prefix="bounced_",
+)
+#: Failures (deferred attempts, bounces, expiries) by blame: ``blame_<blame>``.
+FAILURE_BLAME = View(
+    failure_counters,
+    "recipient_domain",
+    (_fc.stream != "ndr", _fc.blame.in_(sorted(BLAMES))),
+    field="blame",
+    prefix="blame_",
+)
+#: What ``failure_counters`` adds to the recipient-domain windows.
+FAILURE_VIEWS = (FAILURE_HARDNESS, FAILURE_BLAME)
 
 
 def align(at: float) -> int:
@@ -197,14 +210,12 @@ def _rejecting(view: View) -> Any:
 Tally = dict[tuple[str, str, str, int], int]
 
 
-def _scan(
-    conn: Connection, view: View, start: float, end: float, sums: list[Any]
-) -> list[Any]:
-    """Counter rows in ``[start, end)`` grouped by (provider, subject, outcome, rejecting)."""
-    rejecting = _rejecting(view)
+def _scan(conn: Connection, view: View, start: float, end: float, sums: list[Any]) -> list[Any]:
+    """Counter rows in ``[start, end)`` grouped by (provider, subject, field, rejecting)."""
     c = view.c
+    rejecting = view.rejecting()
     query = (
-        select(c.provider, view.column, c.outcome, rejecting, *sums)
+        select(c.provider, view.column, view.outcome, rejecting, *sums)
         .where(
             c.bucket >= start,
             c.bucket < end,
@@ -212,9 +223,12 @@ def _scan(
             *view.where,
             view.column != "",
         )
-        .group_by(c.provider, view.column, c.outcome, rejecting)
+        .group_by(*view.grouped(rejecting, c.provider, view.column))
     )
-    return list(conn.execute(query))
+    rows = conn.execute(query)
+    if not view.prefix:
+        return list(rows)
+    return [(p, d, view.name(f), *rest) for p, d, f, *rest in rows]
 
 
 def _add(table: dict[Key, dict[str, Counts]], name: str, tally: Tally) -> None:
@@ -230,6 +244,17 @@ def _add(table: dict[Key, dict[str, Counts]], name: str, tally: Tally) -> None:
             counts.rejecting += n
 
 
+def merge(table: dict[Key, dict[str, Counts]], other: dict[Key, dict[str, Counts]]) -> None:
+    """Add ``other``'s windows into ``table`` (another view of the same subjects)."""
+    for key, windows in other.items():
+        per = table.get(key)
+        if per is None:
+            table[key] = windows
+            continue
+        for name, counts in windows.items():
+            per[name] = per[name] + counts
+
+
 def window_counts(
     conn: Connection, at: float, view: View = RECIPIENT_DOMAINS
 ) -> dict[Key, dict[str, Counts]]:
@@ -237,8 +262,16 @@ def window_counts(
 
     Windows end at ``at`` (aligned down to a bucket, exclusive); ``view`` says which rows
     count (by default, our own non-delivery notices and rows without a recipient domain
-    are left out).
+    are left out, and ``FAILURE_VIEWS`` add the hard/soft and blame counts).
     """
+    table = _window_counts(conn, at, view)
+    if view is RECIPIENT_DOMAINS:
+        for extra in FAILURE_VIEWS:
+            merge(table, _window_counts(conn, at, extra))
+    return table
+
+
+def _window_counts(conn: Connection, at: float, view: View) -> dict[Key, dict[str, Counts]]:
     end = align(at)
     c = view.c
     sums = [
@@ -281,6 +314,8 @@ def _merge(into: Tally, tally: Tally, sign: int = 1) -> None:
 class WindowReader:
     """``window_counts`` for successive evaluation times, with settled hours summed once.
 
+    A reader of ``RECIPIENT_DOMAINS`` reads ``FAILURE_VIEWS`` alongside, as window_counts does.
+
     Hours that ended ``settle_seconds`` before the evaluation time are read once and kept
     as running sums for the 24 h window and the baseline; each evaluation then reads the
     minute buckets of the last hours and the two partial hours at the windows' starts.
@@ -294,13 +329,25 @@ class WindowReader:
             raise ValueError("settle_seconds must cover the 1 h window")
         self.settle_seconds = settle_seconds
         self.view = view
+        # Recipient domains get the hard/soft and blame fields, as window_counts does.
+        self._extras = (
+            [WindowReader(settle_seconds, extra) for extra in FAILURE_VIEWS]
+            if view is RECIPIENT_DOMAINS
+            else []
+        )
         self._hours: dict[int, Tally] = {}
         self._range: tuple[int, int, int] | None = None  # (lo7, lo24, hi) of the sums
         self._sum7: Tally = {}
         self._sum24: Tally = {}
         self._day = -1
+        self._weekly: dict[int, Tally] = {}  # hour start -> tally, for weekly()
+        # weekly()'s last answer and its hours: the same for a whole event-time hour.
+        self._weekly_out: tuple[list[int], dict[Key, list[tuple[int, Counts]]]] | None = None
 
-    def read(self, conn: Connection, at: float) -> dict[Key, dict[str, Counts]]:
+    def read(
+        self, conn: Connection, at: float, into: dict[Key, dict[str, Counts]] | None = None
+    ) -> dict[Key, dict[str, Counts]]:
+        """The windows ending at ``at``, added into ``into`` (a fresh table by default)."""
         end = align(at)
         hi = (end - self.settle_seconds) // HOUR * HOUR
         lo7 = _ceil_hour(end - BASELINE_SECONDS)
@@ -324,13 +371,15 @@ class WindowReader:
             tail[BASELINE][k] = total - tail[SHORT][k]
         head24 = self._minutes(conn, end - WINDOWS["24h"], lo24)
         head7 = self._minutes(conn, end - BASELINE_SECONDS, lo7)
-        table: dict[Key, dict[str, Counts]] = {}
+        table: dict[Key, dict[str, Counts]] = {} if into is None else into
         for name in WINDOWS:
             _add(table, name, tail[name])
         for tally in (head24, self._sum24):
             _add(table, "24h", tally)
         for tally in (tail[BASELINE], head7, self._sum7):
             _add(table, BASELINE, tally)
+        for extra in self._extras:
+            extra.read(conn, at, table)  # in place: no second table to add up
         return table
 
     def incident_counts(
@@ -400,12 +449,12 @@ class WindowReader:
     ) -> None:
         view = self.view
         c = view.c
-        rejecting = _rejecting(view)
         sums = [
             func.sum(case((c.bucket < end - WINDOWS[name], c.count), else_=0)) for name in WINDOWS
         ]
+        rejecting = view.rejecting()
         query = (
-            select(c.outcome, rejecting, *sums)
+            select(view.outcome, rejecting, *sums)
             .where(
                 or_(*(and_(c.bucket >= a, c.bucket < b) for a, b in ranges)),
                 c.provider == key[0],
@@ -413,11 +462,11 @@ class WindowReader:
                 c.outcome.in_(_OUTCOMES),
                 *view.where,
             )
-            .group_by(c.outcome, rejecting)
+            .group_by(*view.grouped(rejecting))
         )
         for outcome, is_rejecting, *totals in conn.execute(query):
             for name, n in zip(WINDOWS, totals, strict=True):
-                _bump(per[name], outcome, int(is_rejecting), int(n or 0))
+                _bump(per[name], view.name(outcome), int(is_rejecting), int(n or 0))
 
     def same_hour(self, at: float, days: int) -> dict[str, list[int]]:
         """Per provider: attempts in the hour before ``at`` on each of the ``days`` previous
@@ -435,28 +484,67 @@ class WindowReader:
         rows = _scan(conn, self.view, start, end, [func.sum(self.view.c.count)])
         return {(p, d, o, int(r)): int(n or 0) for p, d, o, r, n in rows}
 
+    def weekly(
+        self, conn: Connection, at: float, weeks: int
+    ) -> dict[Key, list[tuple[int, Counts]]]:
+        """Per key: (hour start, counts) of the same clock hour on the same weekday in each
+        of the ``weeks`` weeks before ``at`` -- the hour holding the instant before ``at``.
+
+        Those hours are fetched once each and kept while they are asked for, so an
+        evaluation every minute reads ``weeks`` hours once per event-time hour.  The
+        answer is shared between calls of the same hour: callers must not change it.
+        """
+        end = align(at)
+        hours = [(end - 1 - k * WEEK_SECONDS) // HOUR * HOUR for k in range(1, weeks + 1)]
+        for hour in hours:
+            if hour not in self._weekly:
+                self._weekly[hour] = self._hour_tallies(conn, hour, hour + HOUR).get(hour, {})
+        for hour in [h for h in self._weekly if h not in hours]:
+            del self._weekly[hour]
+        if self._weekly_out is not None and self._weekly_out[0] == hours:
+            return self._weekly_out[1]
+        out: dict[Key, list[tuple[int, Counts]]] = {}
+        for hour in hours:
+            per: dict[Key, Counts] = {}
+            for (provider, domain, outcome, rej), n in self._weekly[hour].items():
+                counts = per.get((provider, domain))
+                if counts is None:
+                    counts = per[(provider, domain)] = Counts()
+                _bump(counts, outcome, rej, n)
+            for key, counts in per.items():
+                out.setdefault(key, []).append((hour, counts))
+        self._weekly_out = (hours, out)
+        return out
+
     def _fetch_hours(self, conn: Connection, start: int, end: int) -> None:
         if end <= start:
             return
+        for h in range(start, end, HOUR):
+            self._hours[h] = {}
+        self._hours.update(self._hour_tallies(conn, start, end))
+
+    def _hour_tallies(self, conn: Connection, start: int, end: int) -> dict[int, Tally]:
+        """Hour start -> tally of ``[start, end)``, hours without rows left out."""
         view = self.view
         c = view.c
         hour = (c.bucket // HOUR).label("hour")
-        rejecting = _rejecting(view)
+        rejecting = view.rejecting()
         query = (
-            select(hour, c.provider, view.column, c.outcome, rejecting, func.sum(c.count))
+            select(hour, c.provider, view.column, view.outcome, rejecting, func.sum(c.count))
             .where(
-            c.bucket >= start,
-            c.bucket < end,
-            c.outcome.in_(_OUTCOMES),
-            *view.where,
-            view.column != "",
+                c.bucket >= start,
+                c.bucket < end,
+                c.outcome.in_(_OUTCOMES),
+                *view.where,
+                view.column != "",
+            )
+            .group_by(*view.grouped(rejecting, hour, c.provider, view.column))
         )
-            .group_by(hour, c.provider, view.column, c.outcome, rejecting)
-        )
-        for h in range(start, end, HOUR):
-            self._hours[h] = {}
+        out: dict[int, Tally] = {}
         for h, provider, domain, outcome, rej, n in conn.execute(query):
-            self._hours[int(h) * HOUR][(provider, domain, outcome, int(rej))] = int(n or 0)
+            k = (provider, domain, view.name(outcome), int(rej))
+            out.setdefault(int(h) * HOUR, {})[k] = int(n or 0)
+        return out
 
     def _advance(self, conn: Connection, lo7: int, lo24: int, hi: int, day: int) -> None:
         current = self._range
