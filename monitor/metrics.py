@@ -9,7 +9,7 @@ volume (everything else is ``other``), reasons from the bounce vocabulary.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -120,6 +120,26 @@ class _SubjectState(Protocol):
     def extra(self) -> dict[str, float | None]: ...
 
 
+class _LatencyState(Protocol):
+    """One subject's latency in one window as ``monitor.rollup.latency.SubjectLatency``
+    describes it."""
+
+    @property
+    def level(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def window(self) -> str: ...
+    @property
+    def deliveries(self) -> int: ...
+    @property
+    def p50(self) -> float | None: ...
+    @property
+    def p95(self) -> float | None: ...
+
+
 #: Detector kinds judged per (provider, domain), per provider and per (provider, sending
 #: IP) (monitor.rollup.detectors).
 DOMAIN_KINDS = ("domain_rejecting", "bounce_rate", "deferral_spike", "queue_age")
@@ -189,13 +209,18 @@ class RollupGauges:
         self._lock = threading.Lock()
         self._states: list[_DomainState] = []
         self._subjects: list[_SubjectState] = []
+        self._latency: list[_LatencyState] = []
 
     def update(
-        self, states: Iterable[_DomainState], subjects: Iterable[_SubjectState] = ()
+        self,
+        states: Iterable[_DomainState],
+        subjects: Iterable[_SubjectState] = (),
+        latency: Iterable[_LatencyState] = (),
     ) -> None:
         with self._lock:
             self._states = list(states)
             self._subjects = list(subjects)
+            self._latency = list(latency)
 
     def _provider(self, provider: str) -> str:
         return provider if provider in _PROVIDERS else "other"
@@ -204,6 +229,7 @@ class RollupGauges:
         with self._lock:
             states = list(self._states)
             subjects = list(self._subjects)
+            latency = list(self._latency)
         pooled: dict[tuple[str, str], list[int]] = {}
         for s in states:
             pair = (self._provider(s.provider), self._labeler(s.domain))
@@ -229,19 +255,78 @@ class RollupGauges:
         yield ratio
         sender_kinds = {k for _l, _w, kinds in _SENDER_LEVELS.values() for k in kinds}
         yield from self._subject_families([s for s in subjects if s.kind not in sender_kinds])
+        yield from self._latency_families("domain", "domain", "domain", latency, self._labeler)
         for level, (name, words, kinds) in _SENDER_LEVELS.items():
             chosen = [s for s in subjects if s.kind in kinds]
-            yield from self._sender_families(level, name, words, chosen)
+            label = self._sender_labels(level, chosen, latency)
+            yield from self._sender_families(level, name, words, chosen, label)
+            yield from self._latency_families(level, name, words, latency, label.__getitem__)
 
-    def _sender_families(
-        self, level: str, name: str, words: str, subjects: list[_SubjectState]
-    ) -> Iterator[Metric]:
-        """Per (provider, sender-side value): open incidents and shares; values beyond the
-        label budget pool into ``other`` (an incident gauge is then 1 when any of them is)."""
+    def _sender_labels(
+        self, level: str, subjects: list[_SubjectState], latency: list[_LatencyState]
+    ) -> dict[str, str]:
+        """A sender-side level's values with their label: the busiest by the detectors'
+        volumes (a value only the latency saw, by its deliveries)."""
         volumes: dict[str, float] = {}
         for s in subjects:
             volumes[s.domain] = max(volumes.get(s.domain, 0.0), s.denominator)
-        label = self._senders[level].labels(volumes)
+        seen: dict[str, float] = {}
+        for t in latency:
+            if t.level == level and t.value not in volumes:
+                seen[t.value] = max(seen.get(t.value, 0.0), float(t.deliveries))
+        return self._senders[level].labels(volumes | seen)
+
+    def _latency_families(
+        self,
+        level: str,
+        name: str,
+        words: str,
+        latency: list[_LatencyState],
+        label: Callable[[str], str],
+    ) -> Iterator[Metric]:
+        """Per (provider, subject) and window: the latency quantiles and their deliveries.
+        Quantiles do not pool: values labelled ``other`` (and unknown providers) get the
+        count only."""
+        seconds = GaugeMetricFamily(
+            f"mailmon_{level}_delivery_latency_seconds",
+            f"Submission-to-delivery latency quantile of a {words}'s deliveries at a provider "
+            "(window 1h: exact; 24h: the whole hours before, from a histogram).",
+            labels=["provider", name, "window", "quantile"],
+        )
+        count = GaugeMetricFamily(
+            f"mailmon_{level}_delivery_latency_deliveries",
+            f"Deliveries of a {words} at a provider behind its latency quantiles, per window.",
+            labels=["provider", name, "window"],
+        )
+        counts: dict[tuple[str, str, str], int] = {}
+        quantiles: list[tuple[str, str, str, str, float]] = []
+        for t in latency:
+            if t.level != level:
+                continue
+            provider, value = self._provider(t.provider), label(t.value)
+            k = (provider, value, t.window)
+            counts[k] = counts.get(k, 0) + t.deliveries
+            if provider == t.provider and value == t.value:
+                for q, v in (("0.5", t.p50), ("0.95", t.p95)):
+                    if v is not None:
+                        quantiles.append((*k, q, v))
+        for k, n in sorted(counts.items()):
+            count.add_metric(list(k), n)
+        for *labels, v in sorted(quantiles):
+            seconds.add_metric(labels, v)
+        yield seconds
+        yield count
+
+    def _sender_families(
+        self,
+        level: str,
+        name: str,
+        words: str,
+        subjects: list[_SubjectState],
+        label: dict[str, str],
+    ) -> Iterator[Metric]:
+        """Per (provider, sender-side value): open incidents and shares; values beyond the
+        label budget pool into ``other`` (an incident gauge is then 1 when any of them is)."""
         opened = GaugeMetricFamily(
             f"mailmon_{level}_incident_open",
             f"1 while the rollup engine has an open incident of this kind for the {words} "

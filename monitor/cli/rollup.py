@@ -36,7 +36,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="machine output: per evaluation, [kind, provider, domain] opened and closed, "
-        "and the evidence of those opened",
+        "and the evidence of those opened; the last one also with the delivery latency per "
+        "recipient domain, sending IP, sending domain and stream (1h and 24h)",
     )
     p.set_defaults(run=run)
 
@@ -110,6 +111,19 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _latency(evaluation: Any) -> list[dict[str, Any]]:
+    """An evaluation's latency per subject: level, provider, value and each window's
+    deliveries, p50 and p95 (None: no deliveries then)."""
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for t in evaluation.latency:
+        row = rows.setdefault(
+            (t.level, t.provider, t.value),
+            {"level": t.level, "provider": t.provider, "value": t.value, "1h": None, "24h": None},
+        )
+        row[t.window] = {"deliveries": t.deliveries, "p50": t.p50, "p95": t.p95}
+    return list(rows.values())
+
+
 def run(args: argparse.Namespace) -> int:
     from monitor.cli.incidents import iso
     from monitor.rollup import newest_event_time
@@ -138,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         }
         for r in runs
     ]
+    if report:  # the state at the end: per evaluation it would repeat every subject
+        report[-1]["latency"] = _latency(runs[-1])
     if args.json:
         print_json(report)
         return 0

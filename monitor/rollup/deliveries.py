@@ -1,18 +1,13 @@
-"""Detector inputs from the deliveries table: latency (submitted -> delivered) and queue age.
+"""Queue age from the deliveries table: counters carry no times per message (latency, the
+other input read from delivery rows, lives in ``latency.py``).
 
-Counters carry no times per message, so these two read delivery rows:
-
-- latency reads the last hour's delivered rows through the partial index on ``final_at``
-  (schema 4) and the 24 h baseline before it once per event-time hour, aggregated in SQL
-  into a fixed histogram;
-- queue age, live (at the newest counter bucket or later), goes through the
-  ``(recipient_domain, state)`` index: the deferred rows of the domains the windows saw,
-  plus those that reached their final outcome since (the events after that time).  An
-  evaluation of an earlier time (a replay after ``mailmon ingest`` of an old log) judges
-  the queue *as of* that time instead: what had its first attempt by then and no final
-  outcome yet, from the rows ever deferred, read once per ``QueueReader`` (again when
-  events were stored since) and filtered in memory at each step.  Both give the same
-  answer for the same time.
+Live (at the newest counter bucket or later), queue age goes through the
+``(recipient_domain, state)`` index: the deferred rows of the domains the windows saw, plus
+those that reached their final outcome since (the events after that time).  An evaluation of
+an earlier time (a replay after ``mailmon ingest`` of an old log) judges the queue *as of*
+that time instead: what had its first attempt by then and no final outcome yet, from the rows
+ever deferred, read once per ``QueueReader`` (again when events were stored since) and
+filtered in memory at each step.  Both give the same answer for the same time.
 """
 
 from __future__ import annotations
@@ -20,125 +15,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, case, func, literal, or_, select
+from sqlalchemy import Connection, func, literal, or_, select
 
-from monitor.rollup.detectors import LatencyDetector, LatencyStats, QueueAgeDetector, QueueStats
+from monitor.rollup.detectors import QueueAgeDetector, QueueStats
 from monitor.rollup.incidents import rank_replies
 from monitor.rollup.windows import Key, align
 from monitor.store.schema import deliveries, events
 
 __all__ = [
-    "LatencyReader",
     "QueueReader",
-    "quantile",
     "queue_stats",
     "replies_before",
     "stuck_replies",
 ]
 
-HOUR = 3600
-#: Histogram edges (seconds) for the baseline p95: fine where mail usually lands.
-EDGES = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200,
-         4 * HOUR, 8 * HOUR, 12 * HOUR, 24 * HOUR, 48 * HOUR, 120 * HOUR)  # fmt: skip
 _IN_CHUNK = 500
-
-
-def quantile(values: list[float], q: float) -> float | None:
-    """The ``q`` quantile of sorted ``values`` with linear interpolation (None when empty)."""
-    if not values:
-        return None
-    pos = q * (len(values) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
-
-
-def _histogram_quantile(bins: dict[int, int], q: float) -> float | None:
-    """The ``q`` quantile of a histogram over EDGES (bin i: (EDGES[i-1], EDGES[i]])."""
-    total = sum(bins.values())
-    if not total:
-        return None
-    rank, seen = q * total, 0
-    for i in range(len(EDGES) + 1):
-        n = bins.get(i, 0)
-        if seen + n >= rank and n:
-            lo = EDGES[i - 1] if i else 0.0
-            hi = EDGES[i] if i < len(EDGES) else EDGES[-1]
-            return lo + (hi - lo) * (rank - seen) / n
-        seen += n
-    return float(EDGES[-1])
-
-
-def _latency() -> Any:
-    return deliveries.c.final_at - deliveries.c.submitted_at
-
-
-def _delivered_between(start: float, end: float) -> list[Any]:
-    return [
-        deliveries.c.state == "delivered",
-        deliveries.c.final_at >= start,
-        deliveries.c.final_at < end,
-        deliveries.c.submitted_at.is_not(None),
-        deliveries.c.stream != "ndr",
-    ]
-
-
-class LatencyReader:
-    """Per provider: the last hour's latency quantiles and the share slower than the
-    detector's threshold, against the p95 of the 24 h before the current hour (cached)."""
-
-    def __init__(self) -> None:
-        self._hour: int | None = None
-        self._baseline: dict[str, float | None] = {}
-
-    def read(
-        self, conn: Connection, at: float, detector: LatencyDetector
-    ) -> dict[Key, LatencyStats]:
-        end = align(at)
-        hour = end // HOUR * HOUR
-        if hour != self._hour:
-            # The 24 h before the hour-aligned start of the short window: never inside it.
-            self._baseline = self._baseline_p95(
-                conn, hour - 25 * HOUR, hour - HOUR, detector.quantile
-            )
-            self._hour = hour
-        provider = func.coalesce(deliveries.c.provider, literal("other"))
-        rows = conn.execute(
-            select(provider, _latency()).where(*_delivered_between(end - HOUR, end))
-        )
-        by_provider: dict[str, list[float]] = {}
-        for name, latency in rows:
-            by_provider.setdefault(name, []).append(max(0.0, float(latency)))
-        out: dict[Key, LatencyStats] = {}
-        for name, values in by_provider.items():
-            values.sort()
-            base = self._baseline.get(name)
-            threshold = detector.threshold(base)
-            out[(name, "")] = LatencyStats(
-                deliveries=len(values),
-                p50=quantile(values, 0.5),
-                p95=quantile(values, detector.quantile),
-                baseline_p95=base,
-                slow=sum(1 for v in values if v > threshold),
-                threshold=threshold,
-            )
-        return out
-
-    def _baseline_p95(
-        self, conn: Connection, start: float, end: float, q: float
-    ) -> dict[str, float | None]:
-        latency = _latency()
-        index = case(*((latency <= edge, i) for i, edge in enumerate(EDGES)), else_=len(EDGES))
-        provider = func.coalesce(deliveries.c.provider, literal("other"))
-        rows = conn.execute(
-            select(provider, index, func.count())
-            .where(*_delivered_between(start, end))
-            .group_by(provider, index)
-        )
-        bins: dict[str, dict[int, int]] = {}
-        for name, i, n in rows:
-            bins.setdefault(name, {})[int(i)] = int(n)
-        return {name: _histogram_quantile(b, q) for name, b in bins.items()}
 
 
 def queue_stats(

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 
 from monitor.rollup import incidents
-from monitor.rollup.deliveries import LatencyReader, QueueReader, replies_before, stuck_replies
+from monitor.rollup.deliveries import QueueReader, replies_before, stuck_replies
 from monitor.rollup.detectors import (
     Decision,
     Detector,
@@ -31,6 +31,7 @@ from monitor.rollup.detectors import (
     RejectingDetector,
     default_detectors,
 )
+from monitor.rollup.latency import LatencyReader, LatencyTable, SubjectLatency
 from monitor.rollup.windows import (
     BASELINE,
     BASELINE_SECONDS,
@@ -160,12 +161,19 @@ class Evaluation:
     incidents_closed: list[tuple[str, str, str]] = field(default_factory=list)
     #: The evidence each incident of ``incidents_opened`` was opened with.
     evidence: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    #: Delivery latency per subject and window (read when a latency detector or gauges ask).
+    latency: list[SubjectLatency] = field(default_factory=list)
 
 
 class GaugeSink(Protocol):
     """Receives the states after each evaluation (``monitor.metrics.RollupGauges``)."""
 
-    def update(self, states: list[DomainState], subjects: Sequence[SubjectState] = ()) -> None: ...
+    def update(
+        self,
+        states: list[DomainState],
+        subjects: Sequence[SubjectState] = (),
+        latency: Sequence[SubjectLatency] = (),
+    ) -> None: ...
 
 
 def newest_event_time(store: Store) -> float | None:
@@ -254,9 +262,10 @@ class RollupEngine:
 
     def _inputs(
         self, conn: Any, end: float
-    ) -> tuple[dict[str, dict[Key, Any]], dict[str, dict[Key, int]]]:
-        """Every detector source's input per subject, and per level the incident seconds
-        excluded from the baselines."""
+    ) -> tuple[dict[str, dict[Key, Any]], dict[str, dict[Key, int]], LatencyTable | None]:
+        """Every detector source's input per subject, per level the incident seconds
+        excluded from the baselines, and the latency per subject when a latency detector or
+        the gauges want it."""
         domains, seconds = self._windows(conn, self.windows, "domain", end)
         excluded = {"domain": seconds}
         for windows in domains.values():
@@ -280,14 +289,17 @@ class RollupEngine:
         out: dict[str, dict[Key, Any]] = {"domain": domains, "provider": providers}
         for level, reader in self.sender_windows.items():
             out[level], excluded[level] = self._windows(conn, reader, level, end)
+        latency = next((d for d in self.detectors if isinstance(d, LatencyDetector)), None)
+        table = None
+        if latency is not None or self.gauges is not None:
+            table = self.latency.read(conn, end, latency)
+            out["latency"] = table.providers
         for detector in self.detectors:
-            if isinstance(detector, LatencyDetector):
-                out["latency"] = self.latency.read(conn, end, detector)
-            elif isinstance(detector, QueueAgeDetector):
+            if isinstance(detector, QueueAgeDetector):
                 names = {domain for _provider, domain in domains}
                 newest = conn.execute(select(func.max(counters.c.bucket))).scalar()
                 out["queue"] = self.queue.read(conn, end, names, detector, newest)
-        return out, excluded
+        return out, excluded, table
 
     def _incident_spans(
         self, conn: Any, end: float, level: str, seconds: float = BASELINE_SECONDS
@@ -348,7 +360,7 @@ class RollupEngine:
         end = float(align(at))
         result = Evaluation(at=end)
         with self.store.engine.connect() as conn:
-            inputs, excluded = self._inputs(conn, end)
+            inputs, excluded, table = self._inputs(conn, end)
             current = incidents.active_all(conn, end)
         to_open: list[tuple[Any, Key, Decision]] = []
         to_close: list[tuple[Any, Key, Decision]] = []
@@ -371,6 +383,7 @@ class RollupEngine:
         if to_open or to_close:
             with self.store.engine.begin() as conn:
                 fresh = incidents.active_all(conn, end)
+                recent: LatencyTable | None = table
                 for detector, key, decision in to_open:
                     open_now.add((detector.kind, key))
                     if key in fresh.get(detector.kind, {}):
@@ -381,6 +394,11 @@ class RollupEngine:
                     level_excluded = excluded.get(detector.level, {})
                     evidence["baseline_excluded_seconds"] = level_excluded.get(key, 0)
                     evidence["subject"] = subject_of(detector.kind, *key)
+                    level = level_of(detector.kind)
+                    if detector.level == level and key[1]:  # a domain or sender-side subject
+                        if recent is None:  # not read for the gauges: the last hour alone, once
+                            recent = self.latency.read(conn, end, daily=False)
+                        evidence["latency_1h"] = recent.of(level, key).as_dict()
                     incidents.open_incident(conn, detector.kind, *key, end, evidence)
                     result.incidents_opened.append((detector.kind, *key))
                     result.evidence[(detector.kind, *key)] = evidence
@@ -414,8 +432,10 @@ class RollupEngine:
                 result.states.append(
                     DomainState(key[0], key[1], short.attempts, short.rejecting, is_open)
                 )
+        if table is not None:
+            result.latency = table.states()
         if self.gauges is not None:
-            self.gauges.update(result.states, result.subjects)
+            self.gauges.update(result.states, result.subjects, result.latency)
         return result
 
     def replay(self, start: float, end: float, step: float = 300) -> Iterator[Evaluation]:
