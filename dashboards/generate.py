@@ -428,6 +428,18 @@ def latency() -> dict:
                            q(f"histogram_quantile(0.99, sum by (provider, le) (rate(mailmon_delivery_delay_seconds_bucket{sel}[$__rate_interval])))",
                              "{{provider}} p99"), unit="s", w=8),
             ]),
+            ("Per recipient domain (rollup engine)", [
+                timeseries("p50 and p95 per domain", "Exact over the last hour of event time (1h), and over the 24 whole hours before it from a histogram (24h); domains outside metrics.domains / top_domains have no quantiles (they do not pool).",
+                           q('mailmon_domain_delivery_latency_seconds{provider=~"$provider"}', "{{provider}} {{domain}} q{{quantile}} {{window}}"), unit="s"),
+                timeseries("Deliveries behind the domain quantiles", "Few deliveries make noisy quantiles; `other` pools the domains without a label.",
+                           q('mailmon_domain_delivery_latency_deliveries{provider=~"$provider"}', "{{provider}} {{domain}} {{window}}")),
+            ]),
+            ("Per sending IP (rollup engine)", [
+                timeseries("p50 and p95 per sending IP", "As per domain, for the address that made the deciding attempt (KumoMTA sources); IPs outside metrics.sending_ips / top_sending_ips have none.",
+                           q('mailmon_sending_ip_delivery_latency_seconds{provider=~"$provider"}', "{{provider}} {{sending_ip}} q{{quantile}} {{window}}"), unit="s"),
+                timeseries("Deliveries behind the sending-IP quantiles", "The volume per IP and window; `other` pools the IPs without a label.",
+                           q('mailmon_sending_ip_delivery_latency_deliveries{provider=~"$provider"}', "{{provider}} {{sending_ip}} {{window}}")),
+            ]),
             ("Distribution", [
                 panel("bargauge", "Delivered by delay bucket (range)", "How many deliveries took at most each bucket's delay, cumulative.",
                       [q(f"sum by (le) (increase(mailmon_delivery_delay_seconds_bucket{sel}[$__range]))", "{{le}}",

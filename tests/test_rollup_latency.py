@@ -131,6 +131,20 @@ def test_day_window_comes_from_whole_hours_and_moves_with_them(store: Store) -> 
     assert not any(k[3] == "1h" for k in later)  # nothing delivered 10:00-11:00
 
 
+def test_day_window_hours_are_read_once_until_a_rebuild(store: Store) -> None:
+    """Kept hours are not read again: rows stored late for them count after time moves back."""
+    engine = RollupEngine(store, LatencyDetector())
+    engine.evaluate(AT)
+    alerts = ("microsoft", "Alerts@A.Example.", IP3, ("stream:alerts",))
+    store.write(_sent([45] * 10, -5 * 60 + 2, "outlook.com", *alerts))  # back-filled 05:02
+    store.write(_sent([45], -10, "outlook.com", *alerts))  # and one in the last hour
+    table = _table(engine.evaluate(AT + 60).latency)
+    assert table[("domain", "microsoft", "outlook.com", "24h")][0] == 25
+    assert table[("domain", "microsoft", "outlook.com", "1h")] == (1, 45, 45)
+    rebuilt = _table(engine.evaluate(AT).latency)  # backwards: every hour read afresh
+    assert rebuilt[("domain", "microsoft", "outlook.com", "24h")][0] == 25 + 10 + 1  # 09:50 too
+
+
 def test_gauges_keep_the_label_caps(store: Store) -> None:
     """Domains and IPs beyond the labels pool into ``other`` with a count and no quantiles."""
     metrics = Metrics(CollectorRegistry(), DomainLabeler(allow=["gmail.com"]), ips=IpLabeler(top=1))

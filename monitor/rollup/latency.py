@@ -8,7 +8,9 @@ sending domain / stream), over two windows:
 - ``24h``: the 24 whole event-time hours before the current one, from a fixed histogram
   (``EDGES``) aggregated in SQL per hour and dimension value.  Each hour is read once and kept
   while a window needs it, so an evaluation every minute reads only the last hour's rows and a
-  new hour one hour more.
+  new hour one hour more.  Rows stored late for a kept hour (a back-filled log) are seen after
+  the next rebuild: when the evaluation time moves backwards or crosses a UTC day, as the
+  counter windows (``WindowReader``).
 
 The provider's baseline p95 (the detector's yardstick) comes from the same cached hours: the 24
 before the hour-aligned start of the short window, never inside it.  Our own notices (stream
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 HOUR = 3600
+DAY = 24 * HOUR
 #: Histogram edges (seconds) for the 24 h quantiles: fine where mail usually lands.
 EDGES = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200,
          4 * HOUR, 8 * HOUR, 12 * HOUR, 24 * HOUR, 48 * HOUR, 120 * HOUR)  # fmt: skip
@@ -167,6 +170,7 @@ class LatencyReader:
 
     def __init__(self) -> None:
         self._hours: dict[int, _Bins] = {}
+        self._last: float | None = None  # the last evaluation time the hours served
 
     def read(
         self,
@@ -186,6 +190,9 @@ class LatencyReader:
         if daily:
             # Hours hour-25h .. hour-1h: the baseline is the first 24, the 24 h window the last.
             wanted = [hour - k * HOUR for k in range(_DAY_HOURS + 1, 0, -1)]
+            if self._last is not None and (end < self._last or end // DAY != self._last // DAY):
+                self._hours = {}
+            self._last = end
             self._hours = {h: self._hours[h] for h in wanted if h in self._hours}
             for h in wanted:
                 if h not in self._hours:
