@@ -22,7 +22,6 @@ __all__ = [
     "open_incident",
     "overlapping",
     "rank_replies",
-    "top_ip_replies",
     "top_reasons",
     "top_replies",
     "top_sender_replies",
@@ -118,19 +117,6 @@ def top_replies(
     if reasons is not None:
         query = query.where(deliveries.c.reason.in_(sorted(reasons)))
     return rank_replies(conn.execute(query.limit(5000)), limit)
-
-
-def top_ip_replies(
-    conn: Connection,
-    key: tuple[str, str],
-    since: float,
-    until: float,
-    reasons: frozenset[str] | None,
-    limit: int,
-    states: tuple[str, ...] = ("deferred", "bounced"),
-) -> list[dict[str, Any]]:
-    """The most frequent failing replies to one (provider, sending IP) in ``[since, until)``."""
-    return top_sender_replies(conn, "sending_ip", key, since, until, reasons, limit, states)
 
 
 def top_sender_replies(
