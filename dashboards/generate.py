@@ -257,8 +257,11 @@ def overview() -> dict:
                            q("max by (provider) (mailmon_provider_complaint_ratio)", "{{provider}} engine"), unit="percentunit", w=8),
             ]),
             ("Incidents", [
-                table("Open incidents now", "Which detector fired for which provider (and domain); a provider-level kind has no domain.",
-                      q("max by (kind, provider, domain) (mailmon_domain_incident_open == 1)\nor\nmax by (kind, provider) (mailmon_provider_incident_open == 1)",
+                table("Open incidents now", "Which detector fired for which provider and subject: a domain, or a sending IP, sending domain or stream for the sender-side kinds; a provider-level kind has none.",
+                      q("max by (kind, provider, domain) (mailmon_domain_incident_open == 1)\nor\nmax by (kind, provider) (mailmon_provider_incident_open == 1)\n"
+                        "or\nmax by (kind, provider, sending_ip) (mailmon_sending_ip_incident_open == 1)\n"
+                        "or\nmax by (kind, provider, sender_domain) (mailmon_sender_domain_incident_open == 1)\n"
+                        "or\nmax by (kind, provider, stream) (mailmon_stream_incident_open == 1)",
                         instant=True, fmt="table")),
                 timeseries("Open incidents by kind", "Open rollup-engine incidents per detector kind (kind:mailmon_incidents_open:sum).",
                            q("kind:mailmon_incidents_open:sum", "{{kind}}"), stack=True),

@@ -27,7 +27,17 @@ def ev(kind: str, minutes: float = 0, **fields: Any) -> Event:
 
 
 #: What each schema step added, undone: a test builds an older store from a new one.
+_OLD_SENDER_KEY = "bucket, dimension, value, provider, outcome, reason, ndr"
 _UNDO = {
+    8: ("CREATE TABLE sender_counters_7 (bucket INTEGER NOT NULL, dimension VARCHAR(16) NOT NULL,"
+        " value VARCHAR(255) NOT NULL, provider VARCHAR(32) NOT NULL, outcome VARCHAR(16)"
+        " NOT NULL, reason VARCHAR(32) NOT NULL, ndr INTEGER NOT NULL, count INTEGER NOT NULL,"
+        f" PRIMARY KEY ({_OLD_SENDER_KEY}))",
+        f"INSERT INTO sender_counters_7 SELECT {_OLD_SENDER_KEY}, SUM(count)"
+        f" FROM sender_counters GROUP BY {_OLD_SENDER_KEY}",
+        "DROP TABLE sender_counters",
+        "ALTER TABLE sender_counters_7 RENAME TO sender_counters",
+        "CREATE INDEX ix_sender_counters_dimension_bucket ON sender_counters (dimension, bucket)"),
     7: ("ALTER TABLE deliveries DROP COLUMN sending_ip",
         "ALTER TABLE deliveries DROP COLUMN stream_tag"),
     6: ("DROP TABLE failure_counters",),

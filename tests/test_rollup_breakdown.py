@@ -12,7 +12,7 @@ from monitor.cli import main
 from monitor.model import Event
 from monitor.pipeline import Pipeline
 from monitor.rollup import RejectingDetector, RollupEngine, list_incidents
-from monitor.rollup.windows import WindowReader, window_counts
+from monitor.rollup.windows import SENDER_DOMAINS, WindowReader, window_counts
 from monitor.store import Store
 
 
@@ -84,6 +84,24 @@ def test_windows_count_submitted_engagement_hard_soft_and_blame(store: Store) ->
     assert data["failures_by_blame"] == {"content": 10, "recipient": 10, "reputation": 20}
     assert data["delivery_rate"] == pytest.approx(60 / 81, abs=1e-6)
     assert "blame_reputation" not in data
+
+
+def test_sender_side_windows_split_bounces_and_blame_too(store: Store) -> None:
+    """app.example sends all the traffic: its sending-domain windows hold the same hard/soft
+    and blame counts as example.org's (sender_counters, schema 8), the reader's too."""
+    at = (T0 + timedelta(minutes=20)).timestamp()
+    with store.engine.connect() as conn:
+        sender = window_counts(conn, at, SENDER_DOMAINS)[("other", "app.example")]["1h"]
+        recipient = window_counts(conn, at)[("other", "example.org")]["1h"]
+        assert (sender.bounced, sender.bounced_hard, sender.bounced_soft) == (21, 10, 10)
+        assert (sender.blame_recipient, sender.blame_content, sender.blame_reputation) == (
+            10, 10, 20,
+        )  # fmt: skip
+        assert sender.as_dict()["failures_by_blame"] == recipient.as_dict()["failures_by_blame"]
+        reader = WindowReader(view=SENDER_DOMAINS)
+        for minutes in (3, 14, 70):
+            moment = (T0 + timedelta(minutes=minutes)).timestamp()
+            assert reader.read(conn, moment) == window_counts(conn, moment, SENDER_DOMAINS)
 
 
 def test_reader_agrees_with_window_counts_on_the_new_fields(store: Store) -> None:

@@ -50,7 +50,8 @@ def _traffic(start: datetime, end: datetime, *, blocked: bool) -> list[Event]:
                 common |= {"sender": "noreply@app.example", "tags": ("category:receipts",)}
             if i < 5 and blocked:
                 out.append(ev("bounced", minute, reply_code=550, enhanced_status="5.7.1",
-                              diagnostic=SPAM, reason="spamdetected", hard=False, **common))  # fmt: skip
+                              diagnostic=SPAM, reason="spamdetected", hard=False,
+                              blame="content", **common))  # fmt: skip
             else:
                 out.append(ev("delivered", minute, **common))
         minute += 1
@@ -117,6 +118,14 @@ def test_blocked_stream_and_sending_domain_open_incidents_the_domain_does_not(
     assert (reply["reply_code"], reply["text"], reply["count"]) == (550, SPAM, 25)
     (reply,) = found["sender_domain_rejecting"]["evidence"]["top_replies"]
     assert (reply["reason"], reply["count"]) == ("spamdetected", 25)
+    # Split by hard/soft and blame from sender_counters, as a recipient domain's would be.
+    for kind in ("stream_rejecting", "sender_domain_rejecting"):
+        assert found[kind]["evidence"]["failures"] == {
+            "hard": {"soft": 25},
+            "blame": {"content": 25},
+            "reasons": [{"outcome": "bounced", "reason": "spamdetected", "hard": "soft",
+                         "blame": "content", "count": 25}],
+        }  # fmt: skip
 
 
 def test_default_detectors_judge_sending_domains_and_streams() -> None:

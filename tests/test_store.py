@@ -285,7 +285,7 @@ def test_schema_4_database_gets_sender_counters(db_url: str) -> None:
                     for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
     downgrade(db_url, 4)
     with Store.open(db_url) as store:
-        assert store.schema_version == LATEST == 7
+        assert store.schema_version == LATEST == 8
         found = [store.stats(by, include_ndr=True)
                  for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
         assert found == expected and expected[0]
@@ -346,7 +346,7 @@ def test_schema_5_database_gets_failure_counters(db_url: str) -> None:
         store.write(_failures())
     downgrade(db_url, 5)
     with Store.open(db_url) as store:
-        assert store.schema_version == LATEST == 7
+        assert store.schema_version == LATEST == 8
         assert _failure_rows(store) == _EXPECTED_FAILURES
         store.write([ev("bounced", 30, recipient="gina@gmail.com", queue_id="QA",
                         reason="spamdetected", hard=True, blame="content")])  # fmt: skip
@@ -403,3 +403,48 @@ def test_schema_6_database_gains_delivery_ip_and_stream(db_url: str) -> None:
     downgrade(db_url, 6)
     with Store.open(db_url) as store:
         assert _delivery_rows(store) == _SENDER_DELIVERIES
+
+
+def _ip_failures() -> list:
+    """One sending IP's failures with their hard/soft and blame, and a delivery."""
+    return [
+        ev("bounced", 1, recipient="x@gmail.com", queue_id="Q5", sending_ip="203.0.113.7",
+           reason="userunknown", hard=True, blame="recipient", provider="google"),
+        ev("deferred", 1, recipient="y@gmail.com", queue_id="Q6", sending_ip="203.0.113.7",
+           reason="speeding", hard=False, blame="rate", provider="google"),
+        ev("delivered", 2, recipient="z@gmail.com", queue_id="Q7", sending_ip="203.0.113.7",
+           provider="google"),
+    ]  # fmt: skip
+
+
+def _ip_rows(store: Store) -> dict[tuple[str, str, str, str], int]:
+    """(outcome, reason, hard, blame) -> count of sending IP 203.0.113.7's counters."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT outcome, reason, hard, blame, SUM(count) FROM sender_counters"
+            " WHERE dimension = 'sending_ip' AND value = '203.0.113.7'"
+            " GROUP BY outcome, reason, hard, blame"
+        ))  # fmt: skip
+        return {(o, r, h, b): int(n) for o, r, h, b, n in rows}
+
+
+_IP_ROWS = {
+    ("bounced", "userunknown", "hard", "recipient"): 1,
+    ("deferred", "speeding", "soft", "rate"): 1,
+    ("delivered", "", "", ""): 1,
+}
+
+
+def test_sender_counters_split_failures_by_hard_and_blame(db_url: str) -> None:
+    """Sender-side failures are counted by hard/soft and blame as failure_counters are;
+    a store from before schema 8 is recounted from its events in that shape."""
+    with Store.open(db_url) as store:
+        store.write(_ip_failures())
+        assert _ip_rows(store) == _IP_ROWS
+        stats = store.stats("sending_ip")
+    downgrade(db_url, 7)
+    with Store.open(db_url) as store:
+        assert _ip_rows(store) == _IP_ROWS
+        assert store.stats("sending_ip") == stats
+        assert store.write(_ip_failures()) == []
+        assert _ip_rows(store) == _IP_ROWS

@@ -478,6 +478,9 @@ class RollupEngine:
             evidence["top_reasons"] = incidents.top_reasons(
                 conn, key[0], key[1], since, end, outcomes=states, view=view
             )
+            evidence["failures"] = incidents.failure_breakdown(
+                conn, key[0], key[1], since, end, states, view=view
+            )
             evidence["top_replies"] = incidents.top_sender_replies(
                 conn, detector.level, key, since, end, reasons, self.top_replies, states
             )

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 
 from monitor.model import domain_of
-from monitor.rollup.windows import RECIPIENT_DOMAINS, View
-from monitor.store.schema import deliveries, events, failure_counters, incidents
+from monitor.rollup.windows import FAILURES, RECIPIENT_DOMAINS, View
+from monitor.store.schema import deliveries, events, incidents
 from monitor.store.writer import stream_tag
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "open_incident",
     "overlapping",
     "rank_replies",
-    "top_ip_replies",
     "top_reasons",
     "top_replies",
     "top_sender_replies",
@@ -118,19 +117,6 @@ def top_replies(
     if reasons is not None:
         query = query.where(deliveries.c.reason.in_(sorted(reasons)))
     return rank_replies(conn.execute(query.limit(5000)), limit)
-
-
-def top_ip_replies(
-    conn: Connection,
-    key: tuple[str, str],
-    since: float,
-    until: float,
-    reasons: frozenset[str] | None,
-    limit: int,
-    states: tuple[str, ...] = ("deferred", "bounced"),
-) -> list[dict[str, Any]]:
-    """The most frequent failing replies to one (provider, sending IP) in ``[since, until)``."""
-    return top_sender_replies(conn, "sending_ip", key, since, until, reasons, limit, states)
 
 
 def top_sender_replies(
@@ -250,27 +236,23 @@ def failure_breakdown(
     until: float,
     outcomes: tuple[str, ...] = ("deferred", "bounced", "expired"),
     limit: int = 10,
+    view: View = FAILURES,
 ) -> dict[str, Any]:
-    """Failures of one (provider, recipient domain; ``""`` the whole provider) in
-    ``[since, until)`` by hard/soft, by blame and by reason, from ``failure_counters``.
+    """Failures of one (provider, subject; ``""`` the whole provider) in ``[since, until)``
+    by hard/soft, by blame and by reason: by default of a recipient domain, from
+    ``failure_counters``; with a sender-side ``view``, from ``sender_counters`` (schema 8).
 
     ``hard`` and ``blame`` count every failure (``unclassified`` where the classifier said
     nothing); ``reasons`` are the ``limit`` largest (outcome, reason, hard, blame) groups.
     """
-    c = failure_counters.c
+    c = view.c
     total = func.sum(c.count)
     subject = [c.provider == provider]
     if domain:
-        subject.append(c.recipient_domain == domain)
+        subject.append(view.column == domain)
     rows = conn.execute(
         select(c.outcome, c.reason, c.hard, c.blame, total)
-        .where(
-            c.bucket >= since,
-            c.bucket < until,
-            *subject,
-            c.outcome.in_(outcomes),
-            c.stream != "ndr",
-        )
+        .where(c.bucket >= since, c.bucket < until, *subject, c.outcome.in_(outcomes), *view.where)
         .group_by(c.outcome, c.reason, c.hard, c.blame)
     )
     hard: dict[str, int] = {}

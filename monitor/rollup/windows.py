@@ -36,6 +36,7 @@ from monitor.store.schema import BUCKET_SECONDS, counters, failure_counters, sen
 __all__ = [
     "BASELINE",
     "BASELINE_SECONDS",
+    "FAILURES",
     "FAILURE_BLAME",
     "FAILURE_HARDNESS",
     "FAILURE_VIEWS",
@@ -114,6 +115,8 @@ class View:
     where: tuple[ColumnElement[bool], ...]
     field: str = "outcome"
     prefix: str = ""
+    #: Views of the same subjects read alongside and added into the same windows.
+    extras: tuple[View, ...] = ()
 
     @property
     def c(self) -> Any:
@@ -146,46 +149,48 @@ class View:
         return self.prefix + value if self.prefix else value
 
 
+def _failure_views(
+    table: Table, subject: str, where: tuple[ColumnElement[bool], ...]
+) -> tuple[View, View]:
+    """The hard/soft and blame views of ``table``'s failure rows (schema 6 and 8): bounces
+    count to ``bounced_hard``/``_soft`` (unclassified ones, ``hard = ""``, in ``bounced``
+    only), failures (deferred attempts, bounces, expiries) to ``blame_<blame>``."""
+    c = table.c
+    return (
+        View(table, subject, (*where, c.outcome == "bounced", c.hard.in_(("hard", "soft"))),
+             field="hard", prefix="bounced_"),
+        View(table, subject, (*where, c.blame.in_(sorted(BLAMES))), field="blame",
+             prefix="blame_"),
+    )  # fmt: skip
+
+
+#: Failures per (provider, recipient domain), our own notices left out (schema 6).
+FAILURES = View(failure_counters, "recipient_domain", (failure_counters.c.stream != "ndr",))
+#: What ``failure_counters`` adds to the recipient-domain windows.
+FAILURE_HARDNESS, FAILURE_BLAME = FAILURE_VIEWS = _failure_views(
+    FAILURES.table, FAILURES.subject, FAILURES.where
+)
 #: (provider, recipient domain): our own non-delivery notices are left out.
-RECIPIENT_DOMAINS = View(counters, "recipient_domain", (counters.c.stream != "ndr",))
-#: (provider, sending IP) from ``sender_counters``: the same outcomes seen from our side,
-#: for the sources that say which address sent.
-SENDING_IPS = View(
-    sender_counters,
-    "value",
-    (sender_counters.c.dimension == "sending_ip", sender_counters.c.ndr == 0),
+RECIPIENT_DOMAINS = View(
+    counters, "recipient_domain", (counters.c.stream != "ndr",), extras=FAILURE_VIEWS
 )
 
 
 def sender_view(dimension: str) -> View:
-    """(provider, value) of one ``sender_counters`` dimension (``SENDER_DIMENSIONS``)."""
+    """(provider, value) of one ``sender_counters`` dimension (``SENDER_DIMENSIONS``), with
+    its failures by hard/soft and blame (schema 8) as extras."""
     c = sender_counters.c
-    return View(sender_counters, "value", (c.dimension == dimension, c.ndr == 0))
+    where = (c.dimension == dimension, c.ndr == 0)
+    return View(
+        sender_counters, "value", where, extras=_failure_views(sender_counters, "value", where)
+    )
 
 
+#: (provider, sending IP) from ``sender_counters``: the same outcomes seen from our side,
+#: for the sources that say which address sent.
+SENDING_IPS = sender_view("sending_ip")
 SENDER_DOMAINS = sender_view("sender_domain")
 STREAMS = sender_view("stream")
-
-_fc = failure_counters.c
-#: Bounces by hard/soft from ``failure_counters`` (schema 6): ``bounced_hard``/``_soft``;
-#: unclassified ones (``hard = ""``) count in ``bounced`` only.
-FAILURE_HARDNESS = View(
-    failure_counters,
-    "recipient_domain",
-    (_fc.stream != "ndr", _fc.outcome == "bounced", _fc.hard.in_(("hard", "soft"))),
-    field="hard",
-    prefix="bounced_",
-)
-#: Failures (deferred attempts, bounces, expiries) by blame: ``blame_<blame>``.
-FAILURE_BLAME = View(
-    failure_counters,
-    "recipient_domain",
-    (_fc.stream != "ndr", _fc.blame.in_(sorted(BLAMES))),
-    field="blame",
-    prefix="blame_",
-)
-#: What ``failure_counters`` adds to the recipient-domain windows.
-FAILURE_VIEWS = (FAILURE_HARDNESS, FAILURE_BLAME)
 
 
 def align(at: float) -> int:
@@ -262,12 +267,11 @@ def window_counts(
 
     Windows end at ``at`` (aligned down to a bucket, exclusive); ``view`` says which rows
     count (by default, our own non-delivery notices and rows without a recipient domain
-    are left out, and ``FAILURE_VIEWS`` add the hard/soft and blame counts).
+    are left out) and its ``extras`` add the hard/soft and blame counts.
     """
     table = _window_counts(conn, at, view)
-    if view is RECIPIENT_DOMAINS:
-        for extra in FAILURE_VIEWS:
-            merge(table, _window_counts(conn, at, extra))
+    for extra in view.extras:
+        merge(table, _window_counts(conn, at, extra))
     return table
 
 
@@ -314,7 +318,7 @@ def _merge(into: Tally, tally: Tally, sign: int = 1) -> None:
 class WindowReader:
     """``window_counts`` for successive evaluation times, with settled hours summed once.
 
-    A reader of ``RECIPIENT_DOMAINS`` reads ``FAILURE_VIEWS`` alongside, as window_counts does.
+    A reader reads its view's ``extras`` alongside, as window_counts does.
 
     Hours that ended ``settle_seconds`` before the evaluation time are read once and kept
     as running sums for the 24 h window and the baseline; each evaluation then reads the
@@ -329,12 +333,8 @@ class WindowReader:
             raise ValueError("settle_seconds must cover the 1 h window")
         self.settle_seconds = settle_seconds
         self.view = view
-        # Recipient domains get the hard/soft and blame fields, as window_counts does.
-        self._extras = (
-            [WindowReader(settle_seconds, extra) for extra in FAILURE_VIEWS]
-            if view is RECIPIENT_DOMAINS
-            else []
-        )
+        # The hard/soft and blame fields, as window_counts adds them.
+        self._extras = [WindowReader(settle_seconds, extra) for extra in view.extras]
         self._hours: dict[int, Tally] = {}
         self._range: tuple[int, int, int] | None = None  # (lo7, lo24, hi) of the sums
         self._sum7: Tally = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, inspect, select
 
 from monitor.errors import StoreError
 from monitor.model import FINAL_TYPES, EventType, domain_of
@@ -45,15 +45,22 @@ def _add_delivered_index(conn: Connection) -> None:
 
 
 def _add_sender_counters(conn: Connection) -> None:
+    sender_counters.create(conn)
+    _count_senders(conn)
+
+
+def _count_senders(conn: Connection) -> None:
     # Counted from the stored events, as the writer would have: stats and rollups per
     # sender then cover the store's whole history, not only what arrives after the
     # upgrade. Memory grows with the distinct keys, not with the events.
-    sender_counters.create(conn)
     c = events.c
-    query = select(c.occurred_at, c.sender, c.sending_ip, c.tags, c.provider, c.type, c.reason)
+    query = select(
+        c.occurred_at, c.sender, c.sending_ip, c.tags, c.provider, c.type, c.reason, c.hard,
+        c.blame,
+    )  # fmt: skip
     totals: SenderTally = {}
     domains: dict[str, str] = {}
-    for ts, sender, ip, tags, provider, kind, reason in conn.execute(
+    for ts, sender, ip, tags, provider, kind, reason, hard, blame in conn.execute(
         query.execution_options(yield_per=10_000)
     ):
         domain = domains.get(sender or "")
@@ -62,7 +69,7 @@ def _add_sender_counters(conn: Connection) -> None:
         bucket = int(ts // BUCKET_SECONDS) * BUCKET_SECONDS
         fold_sender(
             totals, bucket, domain, ip or "", tuple(tags.split(",")) if tags else (),
-            provider or "other", kind, reason or "",
+            provider or "other", kind, reason or "", None if hard is None else bool(hard), blame,
         )  # fmt: skip
     rows = sender_rows(totals)
     if rows:
@@ -130,6 +137,16 @@ def _add_delivery_ip_and_stream(conn: Connection) -> None:
         )
 
 
+def _split_sender_failures(conn: Connection) -> None:
+    # The key gains hard and blame: rebuilt from the events (a store migrated from before
+    # schema 5 has just been counted in the new shape by step 5).
+    have = {col["name"] for col in inspect(conn).get_columns(sender_counters.name)}
+    if "hard" in have:
+        return
+    sender_counters.drop(conn)
+    _add_sender_counters(conn)
+
+
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
@@ -139,6 +156,7 @@ STEPS: list[tuple[int, str, Step]] = [
     (5, "counters per sending domain, sending IP and stream", _add_sender_counters),
     (6, "failure counters by hard/soft and blame", _add_failure_counters),
     (7, "sending IP and tag stream on deliveries", _add_delivery_ip_and_stream),
+    (8, "sender counters by hard/soft and blame", _split_sender_failures),
 ]
 
 LATEST = STEPS[-1][0]

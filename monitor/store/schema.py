@@ -175,6 +175,10 @@ sender_counters = Table(
     Column("provider", String(32), primary_key=True),
     Column("outcome", String(16), primary_key=True),
     Column("reason", String(32), primary_key=True),
+    # schema 8: failures by hard/soft and blame as in failure_counters ("" for the rest),
+    # so sender-side windows split bounces as the recipient side does.
+    Column("hard", String(4), primary_key=True, default="", server_default=""),
+    Column("blame", String(16), primary_key=True, default="", server_default=""),
     Column("ndr", Integer, primary_key=True),  # 1: our own non-delivery notices
     Column("count", Integer, nullable=False),
     # Reads go by dimension and time (stats, rollup windows), not by minute first.

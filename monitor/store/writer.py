@@ -39,6 +39,7 @@ __all__ = [
 _CHUNK = 500  # bound on bound parameters per IN (...) query
 _RANK = {EventType.SUBMITTED: 0, EventType.DEFERRED: 1}
 _STATEFUL = frozenset(_RANK) | FINAL_TYPES
+_FAILURES = frozenset(FAILURE_OUTCOMES)
 
 
 def delivery_key(event: Event) -> str:
@@ -82,10 +83,10 @@ def stream_tag(tags: Sequence[str]) -> str:
     return "ndr" if "ndr" in tags else ""
 
 
-#: (bucket, sender domain, sending IP, stream, provider, outcome, reason, ndr) -> count:
-#: a batch is folded by all three dimensions at once (one dict update per event), then
-#: spread into ``sender_counters`` rows per distinct key (:func:`sender_rows`).
-SenderTally = dict[tuple[int, str, str, str, str, str, str, int], int]
+#: (bucket, sender domain, sending IP, stream, provider, outcome, reason, hard, blame, ndr)
+#: -> count: a batch is folded by all three dimensions at once (one dict update per
+#: event), then spread into ``sender_counters`` rows per distinct key (:func:`sender_rows`).
+SenderTally = dict[tuple[int, str, str, str, str, str, str, str, str, int], int]
 
 
 def fold_sender(
@@ -97,21 +98,27 @@ def fold_sender(
     provider: str,
     outcome: str,
     reason: str,
+    hard: bool | None,
+    blame: str | None,
 ) -> None:
     """Count one event in ``totals`` (the writer inlines this; the migration calls it)."""
     ndr = 1 if tags and "ndr" in tags else 0
-    k = (bucket, sender_domain, sending_ip, stream_tag(tags), provider, outcome, reason, ndr)
+    failed = outcome in _FAILURES
+    k = (
+        bucket, sender_domain, sending_ip, stream_tag(tags), provider, outcome, reason,
+        hardness(hard) if failed else "", (blame or "") if failed else "", ndr,
+    )  # fmt: skip
     totals[k] = totals.get(k, 0) + 1
 
 
 def sender_rows(totals: SenderTally) -> list[tuple[Any, ...]]:
     """``sender_counters`` rows: each tally key counts once per dimension."""
     rows: dict[tuple[Any, ...], int] = {}
-    for (bucket, domain, ip, stream, provider, outcome, reason, ndr), n in totals.items():
+    for (bucket, domain, ip, stream, provider, *rest), n in totals.items():
         for k in (
-            (bucket, "sender_domain", domain, provider, outcome, reason, ndr),
-            (bucket, "sending_ip", ip, provider, outcome, reason, ndr),
-            (bucket, "stream", stream, provider, outcome, reason, ndr),
+            (bucket, "sender_domain", domain, provider, *rest),
+            (bucket, "sending_ip", ip, provider, *rest),
+            (bucket, "stream", stream, provider, *rest),
         ):
             rows[k] = rows.get(k, 0) + n
     return [(*k, n) for k, n in rows.items()]
@@ -256,9 +263,11 @@ def _count(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         ndr = 1 if tags and "ndr" in tags else 0
         k = (bucket, e.recipient_domain or "", provider, outcome, reason, "ndr" if ndr else "")
         totals[k] = totals.get(k, 0) + 1
+        hard = blame = ""
         if outcome in _FAILURES:
             h = e.hard
-            fk = (*k[:5], "" if h is None else "hard" if h else "soft", e.blame or "", k[5])
+            hard, blame = "" if h is None else "hard" if h else "soft", e.blame or ""
+            fk = (*k[:5], hard, blame, k[5])
             failures[fk] = failures.get(fk, 0) + 1
         sender = e.sender or ""
         domain = domains.get(sender)
@@ -267,7 +276,7 @@ def _count(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         # fold_sender, inlined: this loop runs once per stored event.
         sk = (
             bucket, domain, e.sending_ip or "", stream_tag(tags) if tags else "",
-            provider, outcome, reason, ndr,
+            provider, outcome, reason, hard, blame, ndr,
         )  # fmt: skip
         by_sender[sk] = by_sender.get(sk, 0) + 1
     _upsert_counts(conn, counters, [(*k, n) for k, n in totals.items()])
@@ -275,7 +284,6 @@ def _count(conn: Connection, keyed: Sequence[_Keyed]) -> None:
     _upsert_counts(conn, failure_counters, [(*k, n) for k, n in failures.items()])
 
 
-_FAILURES = frozenset(FAILURE_OUTCOMES)
 
 
 def _upsert_counts(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -67,11 +67,15 @@ from integration.promql_traffic import BLOCKED_IP, DOMAINS, GOOD_IP, Lines
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-#: The incidents the traffic opens, as (kind, provider, domain or sending IP): no other.
+#: The incidents the traffic opens, as (kind, provider, domain, sending IP or sending
+#: domain): no other.  app.example sends all of it, so Microsoft refusing one of its IPs
+#: and bouncing outlook.com is also that sending domain rejected and bouncing there.
 INCIDENTS = {
     ("queue_age", "google", "gmail.com"),
     ("provider_silent", "yandex", ""),
     ("sending_ip_rejecting", "microsoft", BLOCKED_IP),
+    ("sender_domain_rejecting", "microsoft", "app.example"),
+    ("sender_domain_bounce_rate", "microsoft", "app.example"),
     ("deferral_spike", "google", "gmail.com"),
     ("delivery_latency", "google", ""),
     ("bounce_rate", "microsoft", "outlook.com"),
@@ -373,7 +377,8 @@ def _gauges(run: Run, expr: str) -> dict[tuple[str, ...], float]:
     out = {}
     for series in query(run.prometheus, expr):
         m = series["metric"]
-        key = (m.get("kind", ""), m["provider"], m.get("domain", m.get("sending_ip", "")))
+        subject = m.get("domain", m.get("sending_ip", m.get("sender_domain", m.get("stream", ""))))
+        key = (m.get("kind", ""), m["provider"], subject)
         out[key] = float(series["value"][1])
     return out
 
@@ -383,7 +388,7 @@ def test_incident_gauges_in_prometheus(run: Run) -> None:
     no other domain, provider or sending IP has an incident open."""
 
     def missing() -> list[str]:
-        have = {k for g in ("domain", "provider", "sending_ip")
+        have = {k for g in ("domain", "provider", "sending_ip", "sender_domain", "stream")
                 for k, v in _gauges(run, f"mailmon_{g}_incident_open").items() if v == 1}  # fmt: skip
         return [f"{k} open: {k in have}" for k in sorted(INCIDENTS ^ have)]
 
@@ -489,6 +494,10 @@ PANELS: list[tuple[str, str, str, dict[str, str], dict[str, str], float]] = [
      {"kind": "deferral_spike", "domain": "gmail.com"}, 1),
     ("mailmon-overview.json", "Open incidents now", "A", {},
      {"kind": "bounce_rate", "domain": "outlook.com"}, 1),
+    ("mailmon-overview.json", "Open incidents now", "A", {},
+     {"kind": "sending_ip_rejecting", "sending_ip": BLOCKED_IP}, 1),
+    ("mailmon-overview.json", "Open incidents now", "A", {},
+     {"kind": "sender_domain_rejecting", "sender_domain": "app.example"}, 1),
     ("mailmon-overview.json", "Provider incidents", "A", {},
      {"kind": "complaint_rate", "provider": "yahoo"}, 1),
     ("mailmon-overview.json", "Provider incidents", "A", {},
