@@ -231,8 +231,8 @@ def kumomta(n: int, t: int, kind: str, ip: str, rcpt: str) -> dict[str, Any]:
 
 def egress(n: int, minute: float) -> list[dict[str, Any]]:
     """Round ``n``'s KumoMTA traffic, after the Postfix lines and before the complaints:
-    per IP 12 attempts at Microsoft and 3 deliveries at Gmail (so the first provider that
-    $provider lists has sending IPs too)."""
+    per IP 12 attempts at Microsoft and 3 receptions and deliveries at Gmail (so the first
+    provider that $provider lists has sending IPs, and their latency, too)."""
     records = []
     for k in range(12):
         t = int(minute) + 45 + k // 2  # inside the minute of the Postfix lines
@@ -242,7 +242,10 @@ def egress(n: int, minute: float) -> list[dict[str, Any]]:
     for k in range(3):
         for ip in (BLOCKED_IP, GOOD_IP):
             rcpt = f"r{n}-{ip}-{k}@gmail.com"
-            records.append(kumomta(n, int(minute) + 50 + k, "Delivery", ip, rcpt))
+            delivery = kumomta(n, int(minute) + 50 + k, "Delivery", ip, rcpt)
+            # Their reception too: the rollup's latency per sending IP needs the submission.
+            reception = {key: delivery[key] for key in ("id", "sender", "recipient", "headers")}
+            records += [reception | {"type": "Reception", "timestamp": delivery["created"]}, delivery]
     return records
 
 
