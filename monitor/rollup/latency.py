@@ -198,11 +198,14 @@ class LatencyReader:
                 if h not in self._hours:
                     self._hours[h] = _hour_bins(conn, h)
                 for level, keys in self._hours[h].items():
-                    target = baseline if level == "provider" else day[level]
-                    if level == "provider" and h == hour - HOUR:
-                        continue  # inside the short window's hour: not the baseline
-                    if level != "provider" and h == wanted[0]:
-                        continue  # 25 hours back: only the baseline's
+                    if level == "provider":
+                        if h == hour - HOUR:
+                            continue  # inside the short window's hour: not the baseline
+                        target = baseline
+                    elif h == wanted[0]:
+                        continue  # 25 hours back: the baseline's only
+                    else:
+                        target = day[level]
                     for key, bins in keys.items():
                         _merge(target.setdefault(key, {}), bins)
         short = _last_hour(conn, end)
