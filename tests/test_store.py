@@ -448,3 +448,23 @@ def test_sender_counters_split_failures_by_hard_and_blame(db_url: str) -> None:
         assert store.stats("sending_ip") == stats
         assert store.write(_ip_failures()) == []
         assert _ip_rows(store) == _IP_ROWS
+
+
+def test_delivery_without_its_submission_dates_it_from_the_delay(db_url: str) -> None:
+    """A delivered event's delay says when the message arrived: the delivery row gets that
+    submission time when no submitted event was seen, and the earlier of the two otherwise,
+    in either order."""
+    delivered = ev("delivered", 10, recipient="dan@gmail.com", delay_seconds=90.0)
+    submitted = ev("submitted", 9, recipient="dan@gmail.com")  # 30 s after the delay says
+    arrival = delivered.timestamp - 90.0
+    with Store.open(db_url) as store:
+        store.write([delivered])
+        (found,) = store.trace("dan@gmail.com")
+        assert found["delivery"]["submitted_at"] == arrival
+        store.write([submitted])
+        (found,) = store.trace("dan@gmail.com")
+        assert found["delivery"]["submitted_at"] == arrival
+        store.write([ev("submitted", 0, recipient="eve@gmail.com"),
+                     ev("delivered", 10, recipient="eve@gmail.com", delay_seconds=60.0)])  # fmt: skip
+        (found,) = store.trace("eve@gmail.com")
+        assert found["delivery"]["submitted_at"] == T0.timestamp()

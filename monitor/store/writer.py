@@ -376,6 +376,7 @@ def _new_delivery(key: str, ts: float, e: Event) -> list[Any]:
 _RANK_OF = {k.value: _RANK.get(k, 2 if k in FINAL_TYPES else -1) for k in EventType}
 _SUBMITTED = EventType.SUBMITTED
 _DEFERRED = EventType.DEFERRED
+_DELIVERED = EventType.DELIVERED
 
 
 def _apply(row: list[Any], ts: float, e: Event) -> None:
@@ -397,6 +398,14 @@ def _apply(row: list[Any], ts: float, e: Event) -> None:
     if kind is _SUBMITTED:
         at = row[_SUBMITTED_AT]
         row[_SUBMITTED_AT] = ts if at is None or ts < at else at
+    elif kind is _DELIVERED and e.delay_seconds is not None:
+        # The MTA's delay counts from the message's arrival: the submission time when the
+        # submission itself was not seen (a log that starts mid-flight, KumoMTA without
+        # its Reception records), so latency still has both ends. The earlier time wins,
+        # as for submitted events, so the order of arrival does not matter.
+        arrived = ts - e.delay_seconds
+        at = row[_SUBMITTED_AT]
+        row[_SUBMITTED_AT] = arrived if at is None or arrived < at else at
     if kind in ATTEMPT_TYPES:
         row[_ATTEMPTS] += 1
         first = row[_FIRST_ATTEMPT_AT]
