@@ -11,6 +11,7 @@ reading only the last hours of minute buckets each time: settled hours are summe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
+    bindparam,
     case,
     func,
     literal,
@@ -215,22 +217,33 @@ def _rejecting(view: View) -> Any:
 Tally = dict[tuple[str, str, str, int], int]
 
 
-def _scan(conn: Connection, view: View, start: float, end: float, sums: list[Any]) -> list[Any]:
-    """Counter rows in ``[start, end)`` grouped by (provider, subject, field, rejecting)."""
+def _scan_query(view: View, sums: list[Any]) -> Any:
+    """Counter rows in ``[:start, :end)`` grouped by (provider, subject, field, rejecting),
+    with ``sums``.  Bounds are parameters: a reader builds its statements once and runs
+    them every evaluation (building and hashing a statement cost more than running it)."""
     c = view.c
     rejecting = view.rejecting()
-    query = (
+    return (
         select(c.provider, view.column, view.outcome, rejecting, *sums)
         .where(
-            c.bucket >= start,
-            c.bucket < end,
+            c.bucket >= bindparam("start"),
+            c.bucket < bindparam("end"),
             c.outcome.in_(_OUTCOMES),
             *view.where,
             view.column != "",
         )
         .group_by(*view.grouped(rejecting, c.provider, view.column))
     )
-    rows = conn.execute(query)
+
+
+def _window_sums(view: View, names: Iterable[str]) -> list[Any]:
+    """Per window name, the count of its buckets (from parameter ``from_<name>`` on)."""
+    c = view.c
+    return [func.sum(case((c.bucket >= bindparam(f"from_{n}"), c.count), else_=0)) for n in names]
+
+
+def _scan(conn: Connection, view: View, query: Any, **bounds: int) -> list[Any]:
+    rows = conn.execute(query, bounds)
     if not view.prefix:
         return list(rows)
     return [(p, d, view.name(f), *rest) for p, d, f, *rest in rows]
@@ -277,12 +290,9 @@ def window_counts(
 
 def _window_counts(conn: Connection, at: float, view: View) -> dict[Key, dict[str, Counts]]:
     end = align(at)
-    c = view.c
-    sums = [
-        func.sum(case((c.bucket >= end - seconds, c.count), else_=0))
-        for seconds in WINDOWS.values()
-    ]
-    rows = _scan(conn, view, end - BASELINE_SECONDS, end, [*sums, func.sum(c.count)])
+    query = _scan_query(view, [*_window_sums(view, WINDOWS), func.sum(view.c.count)])
+    cuts = {f"from_{name}": end - seconds for name, seconds in WINDOWS.items()}
+    rows = _scan(conn, view, query, start=end - BASELINE_SECONDS, end=end, **cuts)
     names = (*WINDOWS, BASELINE)
     short = list(WINDOWS).index(SHORT)
     tallies: dict[str, Tally] = {name: {} for name in names}
@@ -298,6 +308,8 @@ def _window_counts(conn: Connection, at: float, view: View) -> dict[Key, dict[st
 
 
 HOUR = 3600
+#: The windows a reader sums from minute buckets; 24 h comes from the hourly running sums.
+_SHORTER = tuple(name for name in WINDOWS if name != "24h")
 
 
 def _ceil_hour(t: float) -> int:
@@ -335,6 +347,10 @@ class WindowReader:
         self.view = view
         # The hard/soft and blame fields, as window_counts adds them.
         self._extras = [WindowReader(settle_seconds, extra) for extra in view.extras]
+        # The windows inside the settle time, read from minute buckets every evaluation.
+        total = func.sum(view.c.count)
+        self._tail_query = _scan_query(view, [*_window_sums(view, _SHORTER), total])
+        self._minutes_query = _scan_query(view, [total])
         self._hours: dict[int, Tally] = {}
         self._range: tuple[int, int, int] | None = None  # (lo7, lo24, hi) of the sums
         self._sum7: Tally = {}
@@ -353,19 +369,14 @@ class WindowReader:
         lo7 = _ceil_hour(end - BASELINE_SECONDS)
         lo24 = _ceil_hour(end - WINDOWS["24h"])
         self._advance(conn, lo7, lo24, hi, day=end // 86400)
-        c = self.view.c
-        sums = [
-            func.sum(case((c.bucket >= end - WINDOWS[name], c.count), else_=0))
-            for name in WINDOWS
-            if name != "24h"
-        ]
+        cuts = {f"from_{name}": end - WINDOWS[name] for name in _SHORTER}
         tail: dict[str, Tally] = {name: {} for name in (*WINDOWS, BASELINE)}
         for provider, domain, outcome, rej, *totals in _scan(
-            conn, self.view, hi, end, [*sums, func.sum(c.count)]
+            conn, self.view, self._tail_query, start=hi, end=end, **cuts
         ):
             k = (provider, domain, outcome, int(rej))
             *short_sums, total = (int(t or 0) for t in totals)
-            for name, n in zip((w for w in WINDOWS if w != "24h"), short_sums, strict=True):
+            for name, n in zip(_SHORTER, short_sums, strict=True):
                 tail[name][k] = n
             tail["24h"][k] = total
             tail[BASELINE][k] = total - tail[SHORT][k]
@@ -480,8 +491,8 @@ class WindowReader:
                     out.setdefault(provider, [0] * days)[k - 1] += n
         return out
 
-    def _minutes(self, conn: Connection, start: float, end: float) -> Tally:
-        rows = _scan(conn, self.view, start, end, [func.sum(self.view.c.count)])
+    def _minutes(self, conn: Connection, start: int, end: int) -> Tally:
+        rows = _scan(conn, self.view, self._minutes_query, start=start, end=end)
         return {(p, d, o, int(r)): int(n or 0) for p, d, o, r, n in rows}
 
     def weekly(
