@@ -24,7 +24,7 @@ from monitor.rollup import (
     StreamRejectingDetector,
     list_incidents,
 )
-from monitor.rollup.latency import SubjectLatency
+from monitor.rollup.latency import Latency, SubjectLatency
 from monitor.store import Store
 
 HOUR = 3600.0
@@ -220,3 +220,12 @@ def test_rollup_json_lists_the_latency_of_the_last_evaluation(store: Store, db_u
     assert {k: _r(v) for k, v in news.items()} == {"deliveries": 3, "p50": 200, "p95": 290}
     outlook = rows[("domain", "microsoft", "outlook.com")]
     assert outlook["1h"] is None and outlook["24h"]["deliveries"] == 25
+
+
+def test_reported_latency_is_rounded_to_milliseconds() -> None:
+    """Latencies are differences of UNIX times near 1.8e9, whose float noise (1.0999999046...
+    for 1.1) must not reach the JSON evidence or `rollup --json`."""
+    submitted = 1795100000.0
+    noisy = (submitted + 1.1) - submitted
+    assert noisy != 1.1
+    assert Latency(1, noisy, None).as_dict() == {"deliveries": 1, "p50": 1.1, "p95": None}

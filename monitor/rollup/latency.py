@@ -64,7 +64,12 @@ class Latency:
     p95: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"deliveries": self.deliveries, "p50": self.p50, "p95": self.p95}
+        # Milliseconds: differences of UNIX times near 1.8e9 carry float noise below that.
+        return {"deliveries": self.deliveries, "p50": _ms(self.p50), "p95": _ms(self.p95)}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 @dataclass(frozen=True, slots=True)
