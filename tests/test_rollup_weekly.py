@@ -7,10 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.rollup import RejectingDetector, RollupEngine, list_incidents
+from monitor.rollup import (
+    RejectingDetector,
+    RollupEngine,
+    SenderDomainRejectingDetector,
+    list_incidents,
+)
 from monitor.rollup.windows import WEEKLY, WEEKLY_MIN
 from monitor.store import Store
-from monitor.store.schema import counters
+from monitor.store.schema import counters, sender_counters
 
 FIRST = datetime(2026, 2, 2, tzinfo=UTC)  # a Monday; four Mondays of history before MONDAY
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)
@@ -151,3 +156,25 @@ def test_an_incident_hour_is_left_out_of_the_weekly_baseline(store: Store) -> No
     with store.engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM incidents")
     assert RollupEngine(store, RejectingDetector(), weeks=2).evaluate(at).incidents_opened == []
+
+
+def _as_sender(rows: list[dict]) -> list[dict]:
+    """The same traffic as one sending domain's sender_counters rows."""
+    return [{"bucket": r["bucket"], "dimension": "sender_domain", "value": "news.example",
+             "provider": r["provider"], "outcome": r["outcome"], "reason": r["reason"],
+             "hard": "", "blame": "", "ndr": 0, "count": r["count"]} for r in rows]  # fmt: skip
+
+
+def test_sender_levels_judge_against_the_same_hour_of_week_too(db_url: str) -> None:
+    """A sending domain's Monday 09:00 batch is usual at its hour as a recipient domain's is:
+    no incident with the weekly baseline, one without it."""
+    with Store.open(db_url) as store:
+        with store.engine.begin() as conn:
+            rows = _history(600) + _batch(MONDAY + timedelta(hours=9), 12)
+            conn.execute(sender_counters.insert(), _as_sender(rows))
+        at = (MONDAY + timedelta(hours=9, minutes=10)).timestamp()
+        detector = SenderDomainRejectingDetector()
+        assert RollupEngine(store, detector).evaluate(at).incidents_opened == []
+        assert RollupEngine(store, detector, weeks=0).evaluate(at).incidents_opened == [
+            ("sender_domain_rejecting", "other", "news.example")
+        ]

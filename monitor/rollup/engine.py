@@ -225,8 +225,9 @@ class RollupEngine:
             raise ValueError("weeks must be >= 0 and min_weeks >= 1")
         self.weeks = weeks
         self.min_weeks = min_weeks
-        # Per domain, the pooled and least same-hour counts for the reader's current slots.
-        self._weekly_cache: tuple[object, dict[Key, tuple[Counts, Counts]]] = (None, {})
+        # Per level and subject, the pooled and least same-hour counts for its reader's
+        # current slots.
+        self._weekly_cache: dict[str, tuple[object, dict[Key, tuple[Counts, Counts]]]] = {}
         self.store = store
         if detectors is None:
             detectors = default_detectors()
@@ -271,7 +272,7 @@ class RollupEngine:
         for windows in domains.values():
             windows["same_hour_min"] = Counts()
         if self.weeks:
-            self._weekly(conn, end, domains)
+            self._weekly(conn, self.windows, "domain", end, domains)
         providers: dict[Key, dict[str, Counts]] = {}
         for (provider, _domain), windows in domains.items():
             per = providers.setdefault((provider, ""), {})
@@ -289,6 +290,8 @@ class RollupEngine:
         out: dict[str, dict[Key, Any]] = {"domain": domains, "provider": providers}
         for level, reader in self.sender_windows.items():
             out[level], excluded[level] = self._windows(conn, reader, level, end)
+            if self.weeks:
+                self._weekly(conn, reader, level, end, out[level])
         latency = next((d for d in self.detectors if isinstance(d, LatencyDetector)), None)
         table = None
         if latency is not None or self.gauges is not None:
@@ -319,17 +322,26 @@ class RollupEngine:
             spans.setdefault((row["provider"], row["domain"]), []).append((start, stop))
         return spans
 
-    def _weekly(self, conn: Any, end: float, domains: dict[Key, dict[str, Counts]]) -> None:
-        """Add ``WEEKLY`` and ``WEEKLY_MIN`` to each domain's windows: the same hour of the
-        week in the last ``weeks`` weeks, leaving out hours that overlap the domain's
-        incidents; fewer than ``min_weeks`` usable hours leave both empty (no pattern)."""
-        slots = self.windows.weekly(conn, end, self.weeks)
-        spans = self._incident_spans(conn, end, "domain", self.weeks * WEEK_SECONDS + HOUR)
-        if self._weekly_cache[0] is not slots:  # a new hour: pool afresh
-            self._weekly_cache = (slots, {})
-        cache = self._weekly_cache[1]
+    def _weekly(
+        self,
+        conn: Any,
+        reader: WindowReader,
+        level: str,
+        end: float,
+        table: dict[Key, dict[str, Counts]],
+    ) -> None:
+        """Add ``WEEKLY`` and ``WEEKLY_MIN`` to each subject's windows of ``level``: the same
+        hour of the week in the last ``weeks`` weeks, leaving out hours that overlap the
+        subject's incidents; fewer than ``min_weeks`` usable hours leave both empty (no
+        pattern)."""
+        slots = reader.weekly(conn, end, self.weeks)
+        spans = self._incident_spans(conn, end, level, self.weeks * WEEK_SECONDS + HOUR)
+        cached = self._weekly_cache.get(level)
+        if cached is None or cached[0] is not slots:  # a new hour: pool afresh
+            cached = self._weekly_cache[level] = (slots, {})
+        cache = cached[1]
         none = (Counts(), Counts())
-        for key, windows in domains.items():
+        for key, windows in table.items():
             own = spans.get(key)
             pair = None if own else cache.get(key)
             if pair is None:
