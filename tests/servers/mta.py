@@ -19,6 +19,7 @@ import smtplib
 import stat
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from pathlib import Path
@@ -43,7 +44,7 @@ def let_others_traverse(directory: Path) -> None:
             path.chmod(wanted)
 
 
-class MtaInstance:
+class MtaInstance(ABC):
     """A private MTA on ``127.0.0.1:port`` that writes its log to ``log_file``."""
 
     #: The MTA's name in error messages.
@@ -56,15 +57,17 @@ class MtaInstance:
     port: int
     log_file: Path
 
+    @abstractmethod
     def start(self, timeout: float = 30.0) -> Self:
-        raise NotImplementedError
+        """Write the configuration, start the MTA and wait for its SMTP port."""
 
+    @abstractmethod
     def stop(self, timeout: float = 15.0) -> None:
-        raise NotImplementedError
+        """Stop the MTA and everything it started."""
 
+    @abstractmethod
     def submit(self, message: EmailMessage, sender: str, recipients: Sequence[str]) -> str:
         """Send one message over SMTP to this instance; return the id the MTA gave it."""
-        raise NotImplementedError
 
     def __enter__(self) -> Self:
         return self.start()
