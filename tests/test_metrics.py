@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import Connection
 
 from monitor.classify import REASONS
-from monitor.metrics import DELAY_BUCKETS, OUTCOMES, DomainLabeler, Metrics
+from monitor.gauges import DomainLabeler
+from monitor.metrics import DELAY_BUCKETS, OUTCOMES, Metrics
 from monitor.model import Event, Provider
 from monitor.store import Store, totals
 from monitor.store.totals import read_totals

@@ -18,7 +18,8 @@ from factories import downgrade, ev
 from prometheus_client import CollectorRegistry
 
 from monitor.cli import main
-from monitor.metrics import DomainLabeler, Metrics
+from monitor.gauges import DomainLabeler
+from monitor.metrics import Metrics
 from monitor.model import Event
 from monitor.rollup import RejectingDetector, RollupEngine, level_of, list_incidents, wilson
 from monitor.rollup.windows import window_counts

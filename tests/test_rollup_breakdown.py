@@ -12,7 +12,8 @@ from monitor.cli import main
 from monitor.model import Event
 from monitor.pipeline import Pipeline
 from monitor.rollup import RejectingDetector, RollupEngine, list_incidents
-from monitor.rollup.windows import SENDER_DOMAINS, WindowReader, window_counts
+from monitor.rollup.views import SENDER_DOMAINS
+from monitor.rollup.windows import WindowReader, window_counts
 from monitor.store import Store
 
 

@@ -9,7 +9,8 @@ import pytest
 from factories import T0, ev
 from prometheus_client import CollectorRegistry
 
-from monitor.metrics import DomainLabeler, Metrics
+from monitor.gauges import DomainLabeler
+from monitor.metrics import Metrics
 from monitor.model import Event
 from monitor.rollup import RollupEngine, list_incidents
 from monitor.rollup.detectors import (
@@ -284,7 +285,7 @@ def test_user_unknown_bounces_count_for_bounce_rate_not_for_rejecting(db_url: st
 
 def test_gauge_kinds_are_the_detectors_kinds() -> None:
     """The `kind` label's declared values are exactly the detectors' kinds, split by level."""
-    from monitor.metrics import (
+    from monitor.gauges import (
         DOMAIN_KINDS,
         PROVIDER_KINDS,
         SENDER_DOMAIN_KINDS,

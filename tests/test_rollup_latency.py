@@ -13,7 +13,8 @@ from factories import T0, ev
 from prometheus_client import CollectorRegistry
 
 from monitor.cli import main
-from monitor.metrics import DomainLabeler, IpLabeler, Metrics
+from monitor.gauges import DomainLabeler, IpLabeler
+from monitor.metrics import Metrics
 from monitor.model import Event
 from monitor.rollup import (
     LatencyDetector,

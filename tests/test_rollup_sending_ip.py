@@ -9,7 +9,8 @@ import pytest
 from factories import ev
 from prometheus_client import CollectorRegistry
 
-from monitor.metrics import IpLabeler, Metrics
+from monitor.gauges import IpLabeler
+from monitor.metrics import Metrics
 from monitor.model import Event
 from monitor.rollup import (
     SENDER_DOMAINS,

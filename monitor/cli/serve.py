@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
     from monitor.cli.rollup import engine_for
-    from monitor.metrics import DELAY_BUCKETS, DomainLabeler, IpLabeler, Metrics
+    from monitor.gauges import DomainLabeler, IpLabeler
+    from monitor.metrics import DELAY_BUCKETS, Metrics
     from monitor.pipeline import Pipeline
     from monitor.rollup import LiveClock, newest_event_time
     from monitor.service.app import create_app

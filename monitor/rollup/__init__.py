@@ -32,17 +32,15 @@ from monitor.rollup.engine import (
 )
 from monitor.rollup.incidents import list_incidents
 from monitor.rollup.live import LiveClock
-from monitor.rollup.windows import (
+from monitor.rollup.views import (
     RECIPIENT_DOMAINS,
     REJECTING_REASONS,
     SENDER_DOMAINS,
     SENDING_IPS,
     STREAMS,
-    WINDOWS,
-    Counts,
     View,
-    window_counts,
 )
+from monitor.rollup.windows import WINDOWS, Counts, window_counts
 
 __all__ = [
     "RECIPIENT_DOMAINS",

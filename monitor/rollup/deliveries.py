@@ -19,7 +19,8 @@ from sqlalchemy import Connection, func, literal, or_, select
 
 from monitor.rollup.detectors import QueueAgeDetector, QueueStats
 from monitor.rollup.incidents import rank_replies
-from monitor.rollup.windows import Key, align
+from monitor.rollup.views import Key
+from monitor.rollup.windows import align
 from monitor.store.schema import deliveries, events
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Detectors: pure decisions over window counts, no I/O.
 
 *Domain starts rejecting* (issue 5): in the short window, with ``n`` attempts of which
-``k`` failed for a rejecting reason (``windows.REJECTING_REASONS``)::
+``k`` failed for a rejecting reason (``views.REJECTING_REASONS``)::
 
     threshold = max(baseline_share * factor, floor)
     fires     when n >= min_attempts and wilson_lower(k, n, 95 %) > threshold

@@ -32,20 +32,16 @@ from monitor.rollup.detectors import (
     default_detectors,
 )
 from monitor.rollup.latency import LatencyReader, LatencyTable, SubjectLatency
+from monitor.rollup.views import REJECTING_REASONS, SENDER_DOMAINS, SENDING_IPS, STREAMS, Key
 from monitor.rollup.windows import (
     BASELINE,
     BASELINE_SECONDS,
-    REJECTING_REASONS,
-    SENDER_DOMAINS,
-    SENDING_IPS,
     SHORT,
-    STREAMS,
     WEEK_SECONDS,
     WEEKLY,
     WEEKLY_MIN,
     WINDOWS,
     Counts,
-    Key,
     WindowReader,
     align,
     with_baselines,
@@ -166,7 +162,7 @@ class Evaluation:
 
 
 class GaugeSink(Protocol):
-    """Receives the states after each evaluation (``monitor.metrics.RollupGauges``)."""
+    """Receives the states after each evaluation (``monitor.gauges.RollupGauges``)."""
 
     def update(
         self,

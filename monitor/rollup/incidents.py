@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 
 from monitor.model import domain_of
-from monitor.rollup.windows import FAILURES, RECIPIENT_DOMAINS, View
+from monitor.rollup.views import FAILURES, RECIPIENT_DOMAINS, View
 from monitor.store.schema import deliveries, events, incidents
 from monitor.store.writer import stream_tag
 

@@ -27,7 +27,8 @@ from sqlalchemy import Connection, case, func, literal, select
 
 from monitor.model import domain_of
 from monitor.rollup.detectors import LatencyDetector, LatencyStats
-from monitor.rollup.windows import Key, align
+from monitor.rollup.views import Key
+from monitor.rollup.windows import align
 from monitor.store.schema import deliveries
 
 __all__ = [
