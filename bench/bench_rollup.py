@@ -107,21 +107,26 @@ FROM counters WHERE outcome IN ('deferred', 'bounced', 'expired')
 """
 
 
+def _made(conn: sqlite3.Connection, mark: str, key: str) -> bool:
+    """Whether the table ``mark`` stands for was filled by this version (``key``)."""
+    row = conn.execute("SELECT value FROM mailmon_meta WHERE key = ?", (mark,)).fetchone()
+    return bool(row) and row[0] == key
+
+
+def _made_now(conn: sqlite3.Connection, mark: str, key: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO mailmon_meta (key, value) VALUES (?, ?)", (mark, key))
+
+
 def add_failures(path: Path) -> None:
     """Fill ``failure_counters`` from ``counters`` once per version (marked in mailmon_meta)."""
     key = hashlib.sha256(_FAILURE_SQL.encode()).hexdigest()[:10]
     with sqlite3.connect(path) as conn:
-        done = conn.execute(
-            "SELECT value FROM mailmon_meta WHERE key = 'bench_failures'"
-        ).fetchone()
-        if done and done[0] == key:
+        if _made(conn, "bench_failures", key):
             return
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("DELETE FROM failure_counters")
         conn.execute(_FAILURE_SQL)
-        conn.execute(
-            "INSERT OR REPLACE INTO mailmon_meta (key, value) VALUES ('bench_failures', ?)", (key,)
-        )
+        _made_now(conn, "bench_failures", key)
 
 
 def _deliveries(domains: int, days: int, delivery_days: int, seed: int) -> object:
@@ -153,10 +158,7 @@ def add_deliveries(path: Path, domains: int, days: int, delivery_days: int) -> N
     source = inspect.getsource(_deliveries) + f"{domains},{days},{delivery_days}"
     key = hashlib.sha256(source.encode()).hexdigest()[:10]
     with sqlite3.connect(path) as conn:
-        done = conn.execute(
-            "SELECT value FROM mailmon_meta WHERE key = 'bench_deliveries'"
-        ).fetchone()
-        if done and done[0] == key:
+        if _made(conn, "bench_deliveries", key):
             return
         started = time.perf_counter()
         conn.execute("PRAGMA synchronous=OFF")
@@ -168,10 +170,7 @@ def add_deliveries(path: Path, domains: int, days: int, delivery_days: int) -> N
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             _deliveries(domains, days, delivery_days, seed=7),  # type: ignore[arg-type]
         )
-        conn.execute(
-            "INSERT OR REPLACE INTO mailmon_meta (key, value) VALUES ('bench_deliveries', ?)",
-            (key,),
-        )
+        _made_now(conn, "bench_deliveries", key)
         rows = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
     print(f"generated {rows:,} delivery rows in {time.perf_counter() - started:.0f} s")
 
