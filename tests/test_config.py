@@ -83,3 +83,30 @@ def test_since_accepts_durations_and_times() -> None:
     assert parse_since("2026-03-04T10:00:00Z") == datetime(2026, 3, 4, 10, tzinfo=UTC).timestamp()
     with pytest.raises(ConfigError):
         parse_since("yesterday")
+
+
+def test_rollup_tunables_reach_every_detector(tmp_path: Path) -> None:
+    """Every [rollup] key reaches every detector it tunes, sender-side ones included, through
+    the engine `serve` and `rollup` build."""
+    from monitor.cli.rollup import engine_for
+    from monitor.rollup.detectors import BounceRateDetector, RejectingDetector
+    from monitor.store import Store
+
+    path = _write(
+        tmp_path,
+        "[rollup]\nweekly_min_volume = 37\nweekly_weeks = 3\nmin_attempts = 21\nfactor = 2.5\n"
+        "floor = 0.2\nbounce_min_finished = 101\nbounce_floor = 0.07\n",
+    )
+    config = load_config(path)
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        engine = engine_for(config, store)
+    assert engine.weeks == 3
+    weekly = [d for d in engine.detectors if "weekly_min" in d.tunables()]
+    # The domain's three share tests and the sender side's six.
+    assert len(weekly) == 9
+    assert {d.kind: d.tunables()["weekly_min"] for d in weekly} == {d.kind: 37 for d in weekly}
+    for d in engine.detectors:
+        if isinstance(d, RejectingDetector):
+            assert (d.min_attempts, d.factor, d.floor) == (21, 2.5, 0.2), d.kind
+        if isinstance(d, BounceRateDetector):
+            assert (d.min_finished, d.floor) == (101, 0.07), d.kind

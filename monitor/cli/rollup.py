@@ -86,16 +86,22 @@ def detectors_for(config: Config) -> tuple[Any, ...]:
         ),
         d.QueueAgeDetector(max_age_seconds=r.queue_max_age_seconds, min_stuck=r.queue_min_stuck),
         # Per sending IP, sending domain and stream with the domain rules' tunables.
-        d.SendingIpRejectingDetector(min_attempts=r.min_attempts, factor=r.factor, floor=r.floor),
-        d.SendingIpBounceRateDetector(min_finished=r.bounce_min_finished, floor=r.bounce_floor),
-        d.SenderDomainRejectingDetector(
-            min_attempts=r.min_attempts, factor=r.factor, floor=r.floor
+        *(
+            rule(min_attempts=r.min_attempts, factor=r.factor, floor=r.floor, weekly_min=weekly)
+            for rule in (
+                d.SendingIpRejectingDetector,
+                d.SenderDomainRejectingDetector,
+                d.StreamRejectingDetector,
+            )
         ),
-        d.SenderDomainBounceRateDetector(
-            min_finished=r.bounce_min_finished, floor=r.bounce_floor
+        *(
+            rule(min_finished=r.bounce_min_finished, floor=r.bounce_floor, weekly_min=weekly)
+            for rule in (
+                d.SendingIpBounceRateDetector,
+                d.SenderDomainBounceRateDetector,
+                d.StreamBounceRateDetector,
+            )
         ),
-        d.StreamRejectingDetector(min_attempts=r.min_attempts, factor=r.factor, floor=r.floor),
-        d.StreamBounceRateDetector(min_finished=r.bounce_min_finished, floor=r.bounce_floor),
     )
 
 
