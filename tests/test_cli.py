@@ -143,7 +143,9 @@ def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_trace_of_unknown_message_says_so(tmp_path: Path) -> None:
-    """trace of something never seen exits 1 with a message."""
-    proc = mailmon("trace", "<nope@x>", "--db", f"sqlite:///{tmp_path / 'm.db'}", check=False)
+def test_trace_of_unknown_message_says_so(tmp_path: Path, logs: tuple[Path, Path]) -> None:
+    """trace of something never seen in a store exits 1 with a message."""
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    mailmon("ingest", "postfix", str(logs[0]), "--db", db)
+    proc = mailmon("trace", "<nope@x>", "--db", db, check=False)
     assert proc.returncode == 1 and "nothing found" in proc.stdout

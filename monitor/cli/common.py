@@ -5,23 +5,60 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from monitor.config import Config, find_config_file, load_config, resolve_db_url
 from monitor.errors import ConfigError
 from monitor.pipeline import ProviderLookup
 from monitor.store import Store
 
-__all__ = ["config_of", "open_store", "parse_since", "print_json", "resolver_for"]
+__all__ = [
+    "config_of",
+    "count",
+    "open_store",
+    "parse_since",
+    "print_json",
+    "resolver_for",
+    "time_zone",
+]
 
 
 def config_of(args: argparse.Namespace) -> Config:
     return load_config(find_config_file(getattr(args, "config", None)))
 
 
-def open_store(args: argparse.Namespace, config: Config) -> Store:
-    return Store.open(resolve_db_url(getattr(args, "db", None), config))
+def open_store(args: argparse.Namespace, config: Config, *, create: bool = True) -> Store:
+    """The store of ``--db`` / the config; ``create=False`` (read commands): it must exist."""
+    return Store.open(resolve_db_url(getattr(args, "db", None), config), create=create)
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: at least {minimum}")
+        return value
+
+    return parse
+
+
+def time_zone(text: str) -> str:
+    """An argparse ``type``: an IANA time zone name (``Europe/Berlin``, ``UTC``)."""
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"unknown time zone {text!r} (an IANA name such as UTC or Europe/Berlin)"
+        ) from None
+    return text
 
 
 def resolver_for(config: Config, store: Store) -> ProviderLookup:
@@ -40,8 +77,11 @@ def resolver_for(config: Config, store: Store) -> ProviderLookup:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def parse_since(text: str | None, *, now: datetime | None = None) -> float | None:
-    """``--since``: a duration back from now (``90m``, ``24h``, ``7d``) or an ISO 8601 time."""
+def parse_since(
+    text: str | None, *, now: datetime | None = None, option: str = "--since"
+) -> float | None:
+    """``--since`` (or ``option``): a duration back from now (``90m``, ``24h``, ``7d``) or an
+    ISO 8601 time."""
     if not text:
         return None
     value = text.strip()
@@ -53,7 +93,7 @@ def parse_since(text: str | None, *, now: datetime | None = None) -> float | Non
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(
-            f"--since {text!r}: expected a duration like 24h / 7d or an ISO 8601 time"
+            f"{option} {text!r}: expected a duration like 24h / 7d or an ISO 8601 time"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.cli.common import config_of, open_store, parse_since, print_json
+from monitor.config import Config
+from monitor.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -28,8 +30,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kind",
         help="only this kind: domain_rejecting, bounce_rate, deferral_spike, complaint_rate, "
-        "provider_silent, delivery_latency, queue_age, sending_ip_rejecting, "
-        "sending_ip_bounce_rate",
+        "provider_silent, delivery_latency, queue_age, or a sending_ip_, sender_domain_ or "
+        "stream_ rejecting / bounce_rate (an unknown kind is an error that lists them all)",
     )
     p.add_argument("--json", action="store_true", help="machine output: a JSON array")
     p.set_defaults(run=run)
@@ -39,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from monitor.rollup import list_incidents
 
     config = config_of(args)
-    with open_store(args, config) as store, store.engine.connect() as conn:
+    if args.kind is not None:
+        _check_kind(args.kind, config)
+    with open_store(args, config, create=False) as store, store.engine.connect() as conn:
         rows = list_incidents(
             conn, open_only=args.open, since=parse_since(args.since), kind=args.kind
         )
@@ -48,6 +52,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         _table(rows)
     return 0
+
+
+def _check_kind(kind: str, config: Config) -> None:
+    from monitor.cli.rollup import detectors_for
+
+    kinds = sorted({d.kind for d in detectors_for(config)})
+    if kind not in kinds:
+        raise ConfigError(f"--kind {kind!r}: not an incident kind; one of {', '.join(kinds)}")
 
 
 def iso(ts: float | None) -> str | None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from monitor.classify.ingest import MAIL_SOURCES, ingest_mail
-from monitor.cli.common import config_of, open_store, print_json, resolver_for
+from monitor.cli.common import config_of, open_store, print_json, resolver_for, time_zone
 from monitor.collectors.mta import PARSERS
 from monitor.collectors.tail import gunzipped
 from monitor.errors import InputError
@@ -48,6 +48,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="log file, .gz file, or - for stdin")
     p.add_argument(
         "--tz",
+        type=time_zone,
         default="UTC",
         help="time zone of timestamps that carry none (BSD syslog, Exim without "
         "log_timezone; default UTC)",

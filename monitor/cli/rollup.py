@@ -135,15 +135,18 @@ def run(args: argparse.Namespace) -> int:
     from monitor.rollup import newest_event_time
 
     config = config_of(args)
-    with open_store(args, config) as store:
+    with open_store(args, config, create=False) as store:
         engine = engine_for(config, store)
         newest = newest_event_time(store)
-        start = parse_since(args.start)
+        start = parse_since(args.start, option="--from")
         if start is not None:
-            end = parse_since(args.end) if args.end else newest
+            end = parse_since(args.end, option="--to") if args.end else newest
+            if end is not None and end < start:
+                to = f"--to {args.end}" if args.end else f"the newest event ({iso(end)})"
+                raise ConfigError(f"--from {args.start} is later than {to}: nothing to replay")
             runs = list(engine.replay(start, start if end is None else end, _seconds(args.step)))
         else:
-            at = parse_since(args.at) if args.at else newest
+            at = parse_since(args.at, option="--at") if args.at else newest
             runs = [] if at is None else [engine.evaluate(at)]
     report: list[dict[str, Any]] = [
         {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from monitor.cli.common import config_of, open_store, parse_since, print_json
+from monitor.cli.common import config_of, count, open_store, parse_since, print_json
 
 __all__ = ["register"]
 
@@ -46,19 +46,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="include our own non-delivery notices (null-sender mail)",
     )
-    p.add_argument("--limit", type=int, default=0, help="show only the N largest groups")
+    p.add_argument(
+        "--limit", type=count(0), default=0, help="show only the N largest groups (0: all)"
+    )
     p.add_argument("--json", action="store_true", help="machine output: a JSON array of rows")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_of(args)
-    with open_store(args, config) as store:
+    with open_store(args, config, create=False) as store:
         by = _BY[args.by]
         rows = store.stats(
             by,
             since=parse_since(args.since),
-            until=parse_since(args.until),
+            until=parse_since(args.until, option="--until"),
             include_ndr=args.include_ndr,
         )
     if args.limit > 0:

@@ -6,7 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.cli.common import config_of, open_store, print_json
+from monitor.cli.common import config_of, count, open_store, print_json
 
 __all__ = ["register"]
 
@@ -20,7 +20,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "a recipient address.",
     )
     p.add_argument("query")
-    p.add_argument("--limit", type=int, default=200, help="at most N deliveries (default 200)")
+    p.add_argument("--limit", type=count(1), default=200, help="at most N deliveries (default 200)")
     p.add_argument("--json", action="store_true", help="machine output")
     p.set_defaults(run=run)
 
@@ -55,7 +55,7 @@ def _delivery_json(found: dict[str, Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     config = config_of(args)
-    with open_store(args, config) as store:
+    with open_store(args, config, create=False) as store:
         found = store.trace(args.query, limit=args.limit)
     if args.json:
         print_json({"query": args.query, "deliveries": [_delivery_json(f) for f in found]})

@@ -10,35 +10,46 @@ SQLite (WAL) by default, PostgreSQL by URL; both behind SQLAlchemy Core::
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from monitor.errors import StoreError
 from monitor.model import Event
 from monitor.store import queries
-from monitor.store.migrations import LATEST, migrate
+from monitor.store.migrations import LATEST, current_version, migrate
 from monitor.store.schema import checkpoints, provider_cache
 from monitor.store.writer import upsert, write_events
 
 __all__ = ["Store"]
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, *, create: bool) -> Engine:
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(f"invalid database URL: {url!r}") from exc
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise StoreError(f"invalid database URL: {_redacted(url)}") from exc
+    try:
+        return _create(parsed, create=create)
+    except ArgumentError as exc:  # e.g. a driver that is not installed
+        raise StoreError(f"invalid database URL {_redacted(url)}: {exc}") from exc
+
+
+def _create(parsed: URL, *, create: bool) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         db = parsed.database
         if db and db != ":memory:":
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(db).expanduser()
+            if not create and not path.is_file():
+                raise StoreError(f"no database at {path}: nothing stored yet ({_NO_STORE_HINT})")
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -72,15 +83,21 @@ class Store:
         self._providers: dict[str, tuple[str, float]] | None = None
 
     @classmethod
-    def open(cls, url: str) -> Store:
-        """Connect and bring the schema to the latest version."""
-        engine = _engine(url)
+    def open(cls, url: str, *, create: bool = True) -> Store:
+        """Connect and bring the schema to the latest version.
+
+        ``create=False`` (the read commands): a database without Mailmon's tables, or a
+        SQLite file that does not exist, is a :class:`StoreError`, and nothing is created.
+        """
+        engine = _engine(url, create=create)
         try:
-            with engine.begin() as conn:
-                migrate(conn)
+            _prepare(engine, create=create)
         except OperationalError as exc:
             engine.dispose()
             raise StoreError(f"cannot open database {_redacted(url)}: {exc.orig}") from exc
+        except StoreError as exc:
+            engine.dispose()
+            raise StoreError(f"database {_redacted(url)}: {exc}") from exc
         return cls(engine)
 
     @property
@@ -212,9 +229,42 @@ class Store:
             return queries.event_ids(conn)
 
 
+def _prepare(engine: Engine, *, create: bool) -> None:
+    """Create or migrate the schema, once, however many processes open a fresh store at once.
+
+    The common case (schema current) only reads.  Otherwise the first process to take the
+    database's write lock (SQLite ``BEGIN IMMEDIATE``, waiting up to the busy timeout) or
+    the advisory lock (PostgreSQL) creates or migrates; the others wait, then find it done.
+    """
+    with engine.connect() as conn:
+        found = current_version(conn)
+    if found is None and not create:
+        raise StoreError(f"it has no Mailmon tables: nothing stored yet ({_NO_STORE_HINT})")
+    if found == LATEST:
+        return
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            # pysqlite would begin lazily (and never for DDL): take the write lock first.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        migrate(conn)
+        conn.commit()
+
+
+#: PostgreSQL advisory lock key held while the schema is created or migrated ("mailmon").
+_MIGRATION_LOCK = 0x6D61696C6D6F6E
+_NO_STORE_HINT = "`mailmon ingest` or `mailmon serve` creates it"
+
+#: From the first ':' to the last '@': what may be a password in a URL SQLAlchemy cannot
+#: parse (more is hidden than needed rather than less).
+_PASSWORD = re.compile(r":.*@", re.DOTALL)
+
+
 def _redacted(url: str) -> str:
     """The URL without its password, for messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, SQLAlchemyError):
-        return "<invalid url>"
+    except (ArgumentError, SQLAlchemyError, ValueError):
+        # Not a URL SQLAlchemy reads (``postgresql//u:pw@h/db``): hide between ':' and '@'.
+        return repr(_PASSWORD.sub(":***@", url))

@@ -3,8 +3,9 @@
 Debian's ``exim4-daemon-light`` conflicts with Postfix, so ``scripts/install-test-deps.sh``
 unpacks its .deb into a cache directory (:data:`EXIM_ROOT`) instead of installing it,
 installs the one library it lacks (libidn12) and creates the ``Debian-exim`` user it runs
-as.  Each instance has its own configuration, spool and mainlog under a test's temporary
-directory and routes every test domain to one SMTP peer (``manualroute`` to 127.0.0.1),
+as.  Each instance has its own configuration, spool and mainlog in a directory of its own
+(:func:`servers.mta.private_root`; the mainlog is kept in the test's temporary directory
+once it has stopped) and routes every test domain to one SMTP peer (``manualroute`` to 127.0.0.1),
 so no DNS is asked.  It must run as root; its configuration is listed in
 ``/etc/exim4/trusted_configs`` while it runs (so Exim keeps its privileges for ``-C``)
 and the entry is removed on :meth:`EximInstance.stop`.
@@ -33,7 +34,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Self
 
-from servers.mta import MtaInstance, let_others_traverse
+from servers.mta import MtaInstance, let_others_traverse, private_root
 
 __all__ = ["EXIM_ROOT", "INSTALL_HINT", "EximInstance", "EximMissing", "find_exim"]
 
@@ -147,7 +148,8 @@ class EximInstance(MtaInstance):
         *,
         retry_rule: str = "F,5s,1s",
     ) -> None:
-        self.root = Path(tmpdir).resolve() / "exim"
+        self.keep_dir = Path(tmpdir).resolve() / "exim"
+        self.root = private_root("exim")
         self.port = port
         self.sink_port = sink_port
         self.domains = list(domains)
@@ -191,6 +193,7 @@ class EximInstance(MtaInstance):
                 daemon.stderr.close()
         with contextlib.suppress(OSError):
             _edit_trusted(self.config, add=False)
+        self._release_root()
 
     # -- queue control ---------------------------------------------------------------
 

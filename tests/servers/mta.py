@@ -15,9 +15,11 @@ A subclass starts and stops its MTA and says what its log is called::
 
 from __future__ import annotations
 
+import shutil
 import smtplib
 import stat
 import subprocess
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self, TypeVar
 
-__all__ = ["MtaInstance", "let_others_traverse"]
+__all__ = ["MtaInstance", "let_others_traverse", "private_root"]
 
 T = TypeVar("T")
 
@@ -44,6 +46,18 @@ def let_others_traverse(directory: Path) -> None:
             path.chmod(wanted)
 
 
+def private_root(name: str) -> Path:
+    """A new directory of one MTA instance's own, directly under the system's temp directory.
+
+    The MTA's daemons drop root, so every parent of their spool and log must stay
+    searchable while they run.  Under pytest's temporary directories that is not in
+    this run's hands: another pytest run as root resets ``/tmp/pytest-of-root`` to 0700
+    (and prunes old runs), and the daemons fail with ``Permission denied``.  No other run
+    touches this directory; :meth:`MtaInstance._release_root` removes it.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"mailmon-{name.lower()}-"))
+
+
 class MtaInstance(ABC):
     """A private MTA on ``127.0.0.1:port`` that writes its log to ``log_file``."""
 
@@ -56,6 +70,10 @@ class MtaInstance(ABC):
 
     port: int
     log_file: Path
+    #: The instance's own directory while it runs (:func:`private_root`).
+    root: Path
+    #: Where the log is kept once the MTA has stopped (in the test's temporary directory).
+    keep_dir: Path
 
     @abstractmethod
     def start(self, timeout: float = 30.0) -> Self:
@@ -105,6 +123,22 @@ class MtaInstance(ABC):
             time.sleep(0.05)
 
     # -- for subclasses --------------------------------------------------------------
+
+    def _release_root(self) -> None:
+        """After the MTA has stopped: keep its log in ``keep_dir``, remove its own directory.
+
+        ``log_file`` then names the kept copy, so a test reads the log after :meth:`stop`.
+        Safe to call twice.
+        """
+        if not self.root.exists():
+            return
+        if self.log_file.is_relative_to(self.root):
+            kept = self.keep_dir / self.log_file.relative_to(self.root)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            if self.log_file.exists():
+                shutil.copyfile(self.log_file, kept)
+            self.log_file = kept
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def _queue_report(self) -> str:
         """What is still queued, for a timeout's message; empty when the MTA cannot say cheaply."""

@@ -2,8 +2,9 @@
 
 It runs the system's Postfix binaries (``postfix -c DIR``) with its own configuration,
 queue, data directory and log file (``maillog_file``, written by postlogd, no syslog)
-under a test's temporary directory, so it needs no system configuration and leaves none
-behind.  It must run as root: the master runs as root and its daemons as ``postfix``.
+in a directory of its own (:func:`servers.mta.private_root`), so it needs no system
+configuration and leaves none behind; once stopped, its log is kept in the test's
+temporary directory.  It must run as root: the master runs as root and its daemons as ``postfix``.
 Debian's package installed with "No configuration" (scripts/install-test-deps.sh) is enough.
 
 Use::
@@ -33,7 +34,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Self
 
-from servers.mta import MtaInstance, let_others_traverse
+from servers.mta import MtaInstance, let_others_traverse, private_root
 
 __all__ = ["INSTALL_HINT", "PostfixInstance", "PostfixMissing", "find_postfix"]
 
@@ -115,7 +116,9 @@ def find_postfix(command: str = "postfix") -> str:
 
 
 class PostfixInstance(MtaInstance):
-    """A Postfix listening on ``127.0.0.1:port`` with config, queue and maillog under ``tmpdir``.
+    """A Postfix listening on ``127.0.0.1:port`` with its own config, queue and maillog.
+
+    The maillog is kept under ``tmpdir`` once the instance has stopped.
 
     ``transport_map`` maps a recipient domain to a transport, e.g.
     ``{"ok.test": "smtp:[127.0.0.1]:2526"}``; other domains bounce (``default_transport``).
@@ -135,7 +138,8 @@ class PostfixInstance(MtaInstance):
         settings: Mapping[str, str] | None = None,
         syslog_name: str = "postfix",
     ) -> None:
-        self.root = Path(tmpdir).resolve() / "postfix"
+        self.keep_dir = Path(tmpdir).resolve() / "postfix"
+        self.root = private_root("postfix")
         self.port = port
         self.transport_map = dict(transport_map)
         self.settings = dict(settings or {})
@@ -162,6 +166,7 @@ class PostfixInstance(MtaInstance):
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the master and its daemons; safe to call twice or after a failed start."""
         if not self._started:
+            self._release_root()
             return
         self._started = False
         pid = self._master_pid()
@@ -174,6 +179,7 @@ class PostfixInstance(MtaInstance):
                 os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.05)
+        self._release_root()
 
     # -- queue control ---------------------------------------------------------------
 
