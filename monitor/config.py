@@ -48,6 +48,13 @@ class LogSource(_Strict):
     max_bytes_per_poll: int = Field(8 << 20, ge=4096)  # a catch-up is checkpointed in steps
 
 
+class IngestConfig(_Strict):
+    """What every source's events must satisfy before they are stored."""
+
+    #: events dated further ahead of the wall clock are refused (``future_timestamp``)
+    max_future_seconds: float = Field(86400.0, ge=60)
+
+
 class ProvidersConfig(_Strict):
     resolve_mx: bool = True
     rules_file: str | None = None
@@ -97,6 +104,7 @@ class Config(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     service: ServiceConfig = ServiceConfig()
     logs: tuple[LogSource, ...] = ()
+    ingest: IngestConfig = IngestConfig()
     providers: ProvidersConfig = ProvidersConfig()
     metrics: MetricsConfig = MetricsConfig()
     rollup: RollupConfig = RollupConfig()

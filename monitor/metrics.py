@@ -264,6 +264,10 @@ class Metrics:
                 self._latest[source] = ts
                 self.last_event.labels(source).set(ts)
 
+    def count_refused(self, source: str, reason: str, n: int = 1) -> None:
+        """Count events the pipeline refused (``future_timestamp``)."""
+        self.rejected.labels(source_kind(source), reason).inc(n)
+
     def count_input(self, source: str, lines: int, unparsed: int) -> None:
         """Count lines read and lines that could not be parsed."""
         kind = source_kind(source)

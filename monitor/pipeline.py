@@ -14,12 +14,19 @@ database driver releases the GIL while SQLite works, so parsing and writing over
 two cores.  At most one batch is in flight; :meth:`Pipeline.flush` waits for it, then
 writes the rest (with the caller's checkpoint) before it returns, so what a flush
 returns is stored.
+
+An event dated more than ``max_future_seconds`` after the wall clock is refused before
+anything else (counted in :attr:`Pipeline.refused` and ``mailmon_events_rejected_total``
+with reason ``future_timestamp``): everything runs in event time, and one record dated
+2099 would otherwise close every open incident and move the rollups' "now" decades ahead.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
@@ -32,6 +39,9 @@ from monitor.store import Store
 __all__ = ["Pipeline", "ProviderLookup"]
 
 log = logging.getLogger(__name__)
+
+#: Default of ``[ingest] max_future_seconds``: clock skew and time zone mistakes fit in a day.
+MAX_FUTURE_SECONDS = 86400.0
 
 _FAILURES = frozenset(
     {EventType.DEFERRED, EventType.BOUNCED, EventType.EXPIRED, EventType.REJECTED}
@@ -71,6 +81,8 @@ class Pipeline:
         metrics: Metrics | None = None,
         batch_size: int = 5000,
         on_write: Callable[[list[Event]], None] | None = None,
+        max_future_seconds: float = MAX_FUTURE_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.resolver = resolver or _NoProvider()
@@ -86,6 +98,10 @@ class Pipeline:
         self.received = 0
         self.stored = 0
         self.duplicates = 0
+        self.max_future_seconds = max_future_seconds
+        self._clock = clock
+        #: events refused before storing, by reason (``future_timestamp``)
+        self.refused: Counter[str] = Counter()
 
     def enrich(self, event: Event) -> Event:
         """Add provider and failure classification where the collector left them out.
@@ -120,12 +136,27 @@ class Pipeline:
         return event
 
     def put(self, event: Event) -> None:
+        if event.occurred_at.timestamp() > self._clock() + self.max_future_seconds:
+            self._refuse(event, "future_timestamp")
+            return
         self._pending.append(self.enrich(event))
         if len(self._pending) >= self.batch_size:
             if self._overlap:
                 self._hand_off()
             else:
                 self.flush()
+
+    def _refuse(self, event: Event, reason: str) -> None:
+        if not self.refused[reason]:  # one line per pipeline and reason; the rest are counted
+            log.warning(
+                "refused an event of %s dated %s, more than %.0f s ahead of the clock "
+                "(%s; further ones are only counted)",
+                event.source, event.occurred_at.isoformat(), self.max_future_seconds,
+                event.raw_ref or "no reference",
+            )  # fmt: skip
+        self.refused[reason] += 1
+        if self.metrics is not None:
+            self.metrics.count_refused(event.source, reason)
 
     def _hand_off(self) -> None:
         """Start writing the pending batch in the background (after the one in flight)."""

@@ -147,10 +147,12 @@ def run(args: argparse.Namespace) -> int:
         resolver=resolver_for(config, store),
         metrics=metrics,
         batch_size=config.database.batch_size,
+        max_future_seconds=config.ingest.max_future_seconds,
     )
     if args.source in MAIL_SOURCES:  # bounce, complaint and auto-reply emails
         mail = ingest_mail(args.paths, pipeline, kind=args.source, metrics=metrics)
-        mail |= {"stored": pipeline.stored, "duplicates": pipeline.duplicates}
+        mail |= {"stored": pipeline.stored, "duplicates": pipeline.duplicates,
+                 "refused": dict(pipeline.refused)}  # fmt: skip
         store.close()
         if args.json:
             print_json(mail)
@@ -217,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         "events": events,
         "stored": pipeline.stored,
         "duplicates": pipeline.duplicates,
+        "refused": dict(pipeline.refused),
         "ignored_lines": ignored,
         "tracked_lines": tracked,
         "unparsed_lines": sum(unparsed.values()),
@@ -243,5 +246,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"lines not understood: {s['unparsed_lines']:,}"
         + (f" ({by_service})" if by_service else "")
     )
+    if s["refused"]:
+        print("refused: " + ", ".join(f"{v:,} {k}" for k, v in s["refused"].items()))
     if s["failed"]:
         print(f"failed inputs: {', '.join(s['failed'])}")

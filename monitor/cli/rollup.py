@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import TYPE_CHECKING, Any
 
 from monitor.cli.common import config_of, open_store, parse_since, print_json
@@ -137,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_of(args)
     with open_store(args, config, create=False) as store:
         engine = engine_for(config, store)
-        newest = newest_event_time(store)
+        ahead = time.time() + config.ingest.max_future_seconds
+        newest = newest_event_time(store, not_after=ahead)
         start = parse_since(args.start, option="--from")
         if start is not None:
             end = parse_since(args.end, option="--to") if args.end else newest

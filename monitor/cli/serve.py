@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         resolver=resolver_for(config, store),
         metrics=metrics,
         batch_size=config.database.batch_size,
+        max_future_seconds=config.ingest.max_future_seconds,
     )
     stop = threading.Event()
     follower = Follower(config.logs, pipeline, metrics, stop=stop)
@@ -103,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
         import time
 
         interval = config.rollup.interval_seconds
+        ahead = config.ingest.max_future_seconds
         clock = LiveClock(grid_seconds=max(60, int(interval) // 60 * 60))
         while not stop.is_set():
             try:
-                at = clock.next_at(newest_event_time(store), time.monotonic())
+                newest = newest_event_time(store, not_after=time.time() + ahead)
+                at = clock.next_at(newest, time.monotonic())
                 if at is not None:
                     engine.evaluate(at)
             except Exception:  # the service keeps running; the next round retries
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     rollup_thread = threading.Thread(target=rollup, name="mailmon-rollup", daemon=True)
     rollup_thread.start()
     hook_pipeline = Pipeline(store, resolver=resolver_for(config, store), metrics=metrics,
-                             batch_size=config.database.batch_size)
+                             batch_size=config.database.batch_size,
+                             max_future_seconds=config.ingest.max_future_seconds)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(metrics, health=health, pipeline=hook_pipeline, store=store),

@@ -172,14 +172,19 @@ class GaugeSink(Protocol):
     ) -> None: ...
 
 
-def newest_event_time(store: Store) -> float | None:
+def newest_event_time(store: Store, *, not_after: float | None = None) -> float | None:
     """The start of the newest counter bucket: the live engine evaluates there.
 
     That bucket may still be filling; every bucket before it is complete (logs arrive in
     order), so a live evaluation sees exactly what a replay of the same time sees.
+    Buckets after ``not_after`` are passed over: a store that took in events dated far
+    ahead (before the pipeline refused them) must not move the rollups' "now" there.
     """
+    query = select(func.max(counters.c.bucket))
+    if not_after is not None:
+        query = query.where(counters.c.bucket <= not_after)
     with store.engine.connect() as conn:
-        newest = conn.execute(select(func.max(counters.c.bucket))).scalar()
+        newest = conn.execute(query).scalar()
     return None if newest is None else float(newest)
 
 
