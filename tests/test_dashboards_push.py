@@ -262,3 +262,36 @@ def test_export_writes_every_dashboard(tmp_path: Path, capsys: pytest.CaptureFix
     for name in written:
         assert (target / name).read_bytes() == (DASHBOARDS / name).read_bytes()
     assert capsys.readouterr().out.split() == [str(target / n) for n in written]
+
+
+@pytest.mark.parametrize("status", [502, 422])
+def test_an_error_answer_is_shown_by_status_never_by_its_body(
+    status: int, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy in front of Grafana answering an error whose body echoes the request's headers:
+    the message names the status, and neither the token nor the body is printed or logged."""
+    caplog.set_level(logging.DEBUG)
+
+    class EchoingProxy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            echoed = json.dumps({"message": f"upstream failed for {dict(self.headers)}"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(echoed)))
+            self.end_headers()
+            self.wfile.write(echoed)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingProxy)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert _push(url, "--token", TOKEN) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = _no_token_in(capsys, caplog)
+    assert f"Grafana at {url} answered {status} " in err
+    assert "upstream failed" not in err + caplog.text

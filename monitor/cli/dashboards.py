@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import urllib.parse
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,16 @@ def _same(stored: dict[str, Any], ours: dict[str, Any]) -> bool:
     return bool(strip(stored) == strip(ours))
 
 
+def _answered(where: str, status: int) -> str:
+    """An error answer in one line: its status, never its body (a proxy in front of Grafana
+    may echo the request, Authorization header included)."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "server error" if status >= 500 else "request refused"
+    return f"Grafana at {where} answered {status} {phrase}"
+
+
 def push(
     url: str,
     token: str,
@@ -216,10 +227,10 @@ def push(
                 f"Grafana at {where} denied access (403 Forbidden): the token needs the "
                 "Editor role (or dashboards:write and folders:create)"
             ) from None
-        raise MailmonError(f"Grafana at {where} answered {exc.message}") from None
+        raise MailmonError(_answered(where, exc.status_code)) from None
     except GrafanaException as exc:  # status 0: no HTTP answer at all (timeout, TLS ...)
         if exc.status_code:
-            raise MailmonError(f"Grafana at {where} answered {exc.message}") from None
+            raise MailmonError(_answered(where, exc.status_code)) from None
         raise MailmonError(f"cannot reach Grafana at {where}: {exc.message}") from None
     except OSError as exc:  # the HTTP library's connection errors (refused, DNS) are OSErrors
         errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
