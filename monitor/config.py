@@ -17,9 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from monitor.errors import ConfigError
 
-__all__ = ["Config", "data_dir", "find_config_file", "load_config", "resolve_db_url"]
+__all__ = [
+    "HOOK_TOKEN_ENV", "Config", "data_dir", "find_config_file", "hook_token", "load_config",
+    "resolve_db_url",
+]
 
 DEFAULT_PORT = 8465
+HOOK_TOKEN_ENV = "MAILMON_HOOK_TOKEN"
 DEFAULT_CONFIG_PATHS = (Path("mailmon.toml"), Path("/etc/mailmon/mailmon.toml"))
 
 
@@ -35,6 +39,11 @@ class DatabaseConfig(_Strict):
 class ServiceConfig(_Strict):
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    # A request's headers and body must be in within this time of the connection being ready
+    # for it; slower clients are disconnected (a slowloris holds connections open otherwise).
+    request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    max_body_bytes: int = Field(10 << 20, ge=1024, le=1 << 30)
+    hook_token_file: str | None = None  # the log hook's bearer token (MAILMON_HOOK_TOKEN wins)
 
 
 class LogSource(_Strict):
@@ -171,3 +180,19 @@ def resolve_db_url(flag: str | None, config: Config) -> str:
     if config.database.url:
         return config.database.url
     return f"sqlite:///{data_dir(config) / 'mailmon.db'}"
+
+
+def hook_token(config: Config) -> str | None:
+    """The log hook's bearer token: ``MAILMON_HOOK_TOKEN``, else ``service.hook_token_file``."""
+    if token := os.environ.get(HOOK_TOKEN_ENV, "").strip():
+        return token
+    path = config.service.hook_token_file
+    if path is None:
+        return None
+    try:
+        token = Path(path).read_text("utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"service.hook_token_file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ConfigError(f"service.hook_token_file {path} is empty")
+    return token

@@ -147,6 +147,32 @@ def test_mailmon_port_matches_its_config_and_the_scrape_target() -> None:
         assert any(source.path.startswith(d + "/") for d in log_dirs), source.path
 
 
+def _published_on(service: str) -> list[str]:
+    """Host addresses a service's ports are published on ("" for every interface)."""
+    out = []
+    for entry in SERVICES[service].get("ports", []):
+        parts = str(entry).rsplit(":", 2)
+        out.append(parts[0] if len(parts) == 3 else "")
+    return out
+
+
+def test_only_authenticated_routes_are_published_beyond_the_host() -> None:
+    """mailmon's unauthenticated read routes are published on the host's loopback only, and its
+    hook (listening on the compose network) takes its token from a compose secret."""
+    assert _published_on("mailmon") == ["127.0.0.1"]
+    for name in ("prometheus", "alertmanager"):
+        assert _published_on(name) == ["127.0.0.1"], name
+    command = SERVICES["mailmon"]["command"]
+    config = load_config(_source_of("mailmon", command[command.index("--config") + 1]))
+    token_file = config.service.hook_token_file
+    assert token_file is not None and token_file.startswith("/run/secrets/")
+    secret = token_file.removeprefix("/run/secrets/")
+    assert secret in SERVICES["mailmon"]["secrets"]
+    assert _host_path(COMPOSE_DOC["secrets"][secret]["file"]).is_relative_to(
+        ROOT / "deploy" / "secrets"
+    )
+
+
 def test_prometheus_alertmanager_and_grafana_ports_agree() -> None:
     """Each published port is the one its server listens on and the one its clients use."""
     prom_port = _port_of(_flag("prometheus", "--web.listen-address"))

@@ -245,7 +245,8 @@ def test_kumomta_log_hook(served: tuple[str, Path]) -> None:
     records = (Path(__file__).parent / "data" / "kumomta" / "records.jsonl").read_text()
     answer = httpx.post(f"{base}/ingest/kumomta", content=records + "{broken\n", timeout=10)
     assert answer.status_code == 200
-    assert answer.json() == {"records": 9, "events": 7, "rejected": 1}
+    assert answer.json() == {"records": 9, "events": 7, "rejected": 1,
+                             "problems": {"not JSON": 1}}
     one = records.splitlines()[2]
     again = httpx.post(f"{base}/ingest/kumomta", content=f"[{one}]", timeout=10)
     assert again.json()["events"] == 1

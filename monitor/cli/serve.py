@@ -7,10 +7,12 @@ import logging
 import signal
 import threading
 import time
+from fnmatch import fnmatch
 from typing import Any
 
 from monitor.cli.common import config_of, open_store, resolver_for
-from monitor.config import resolve_db_url
+from monitor.config import HOOK_TOKEN_ENV, hook_token, resolve_db_url
+from monitor.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -32,13 +34,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "(POST /ingest/kumomta), follow the logs named in the config file and run the "
         "rollup engine.",
     )
-    p.add_argument("--host", help="listen address (default: [service] listen_host, 127.0.0.1)")
+    p.add_argument("--host", help="listen address (default: [service] listen_host, 127.0.0.1); "
+                   "any but a loopback address needs the hook token (MAILMON_HOOK_TOKEN or "
+                   "[service] hook_token_file)")  # fmt: skip
     p.add_argument("--port", type=int, help="listen port (default: [service] listen_port, 8465)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
     from prometheus_client import disable_created_metrics
     from sqlalchemy.engine import make_url
 
@@ -49,9 +52,22 @@ def run(args: argparse.Namespace) -> int:
     from monitor.rollup import LiveClock, newest_event_time
     from monitor.service.app import create_app
     from monitor.service.follow import Follower
+    from monitor.service.server import bind, build_server, is_loopback
     from monitor.store.totals import read_totals
 
     config = config_of(args)
+    host = args.host or config.service.listen_host
+    port = args.port if args.port is not None else config.service.listen_port
+    token = hook_token(config)
+    if token is None and not is_loopback(host):
+        # The hook writes into the store: on an address others can reach it takes a token.
+        raise ConfigError(
+            f"listening on {host} needs a token for the log hook: set [service] "
+            f"hook_token_file or {HOOK_TOKEN_ENV}, or listen on 127.0.0.1"
+        )
+    # Before anything is started or said: a port in use is one error and a non-zero exit.
+    sock = bind(host, port)
+    port = sock.getsockname()[1]
     store = open_store(args, config)
     labeler = DomainLabeler(config.metrics.domains, store.top_domains(config.metrics.top_domains))
     # Seeded counters carry the store's history: a `_created` time of this start would tell
@@ -80,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     follower = Follower(config.logs, pipeline, metrics, stop=stop)
 
+    follow_failure: list[str] = []  # why the last poll failed, for /healthz
+
     def follow() -> None:
         # After the first poll (a catch-up read tells most), then hourly; not 0.0: the
         # monotonic clock starts near the host's boot, so a young host would wait an hour.
@@ -87,11 +105,13 @@ def run(args: argparse.Namespace) -> int:
         while not stop.is_set():
             try:
                 follower.poll_once()
+                follow_failure.clear()
                 if time.monotonic() - refreshed > _TOP_DOMAINS_REFRESH_SECONDS:
                     labeler.set_top(store.top_domains(config.metrics.top_domains))
                     refreshed = time.monotonic()
             except Exception:  # the service keeps running; the next poll retries
                 log.exception("log follower failed; retrying")
+                follow_failure[:] = ["the log follower failed (see the service log)"]
             min_interval = min((s.poll_interval_seconds for s in config.logs), default=1.0)
             stop.wait(min_interval)
 
@@ -117,11 +137,20 @@ def run(args: argparse.Namespace) -> int:
             stop.wait(interval)
 
     def health() -> dict[str, object]:
-        store.count("counters")  # raises when the database is unreachable
-        return {"logs": [s.path for s in config.logs], "log_errors": follower.errors()}
+        """Each followed log's status (the app adds the store's and the hook's)."""
+        errors = follower.errors()
+        logs: dict[str, dict[str, object]] = {
+            s.path: {"status": "starting"} for s in config.logs  # not polled yet
+        }
+        for path in list(follower.files):
+            logs.pop(next((s.path for s in config.logs if fnmatch(path, s.path)), path), None)
+            logs[path] = ({"status": "failing", "reason": errors[path]} if path in errors
+                          else {"status": "ok"})  # fmt: skip
+        checks: dict[str, object] = {"logs": logs}
+        if follow_failure:
+            checks["follower"] = {"status": "failing", "reason": follow_failure[0]}
+        return checks
 
-    host = args.host or config.service.listen_host
-    port = args.port if args.port is not None else config.service.listen_port
     db = make_url(resolve_db_url(args.db, config)).render_as_string(hide_password=True)
     thread = threading.Thread(target=follow, name="mailmon-follow", daemon=True)
     if config.logs:
@@ -131,15 +160,9 @@ def run(args: argparse.Namespace) -> int:
     hook_pipeline = Pipeline(store, resolver=resolver_for(config, store), metrics=metrics,
                              batch_size=config.database.batch_size,
                              max_future_seconds=config.ingest.max_future_seconds)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(metrics, health=health, pipeline=hook_pipeline, store=store),
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-        )
-    )
+    app = create_app(metrics, health=health, pipeline=hook_pipeline, store=store,
+                     hook_token=token, max_body_bytes=config.service.max_body_bytes)
+    server = build_server(app, request_timeout_seconds=config.service.request_timeout_seconds)
     shown_host = f"[{host}]" if ":" in host else host
     print(
         f"mailmon serving on http://{shown_host}:{port}/ (metrics at /metrics), "
@@ -150,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     # process would die before the cleanup below. Turn it into an orderly exit.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        server.run()
+        server.run(sockets=[sock])
     except SystemExit:
         pass
     finally:
@@ -160,4 +183,5 @@ def run(args: argparse.Namespace) -> int:
         rollup_thread.join(timeout=10)
         pipeline.flush()
         store.close()
+        sock.close()
     return 0

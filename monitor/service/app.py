@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -16,94 +15,56 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from monitor import __version__
-from monitor.collectors.mta.kumomta import KumoParser
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
+from monitor.service.hook import HOOK_CHECKPOINT, MAX_HOOK_BODY_BYTES, KumoHook
 
 if TYPE_CHECKING:
     from monitor.store import Store
 
-__all__ = ["create_app"]
+__all__ = ["HOOK_CHECKPOINT", "MAX_HOOK_BODY_BYTES", "create_app"]
+
+log = logging.getLogger(__name__)
 
 
-MAX_HOOK_BODY_BYTES = 10 << 20
-#: The checkpoint key under which the log hook keeps its input counts.
-HOOK_CHECKPOINT = "hook:kumomta"
+#: ``?open=`` values, as the CLI's flags would say them.
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
 
 
 def create_app(
     metrics: Metrics,
     *,
-    health: Callable[[], dict[str, object]] | None = None,
+    health: Callable[[], Mapping[str, object]] | None = None,
     pipeline: Pipeline | None = None,
     store: Store | None = None,
+    hook_token: str | None = None,
+    max_body_bytes: int = MAX_HOOK_BODY_BYTES,
 ) -> Starlette:
-    """The ASGI app; ``health`` returns extra detail for ``/healthz`` and raises when unhealthy.
+    """The ASGI app.
 
-    With a ``pipeline``, ``POST /ingest/kumomta`` takes KumoMTA log-hook records (one
-    JSON object, an array of them, or one per line) into it.  With a ``store``,
+    ``/healthz`` reports each part's ``{"status": "ok"|"failing"|"starting", "reason"?}``: the
+    store (with a ``store``), the log hook (with a ``pipeline``) and what ``health`` returns
+    (a name -> such a dict, or a name -> a mapping of them, e.g. each followed log); any part
+    failing makes it answer 503, with the failing parts named.  With a ``pipeline``,
+    ``POST /ingest/kumomta`` takes KumoMTA log-hook records into it (``monitor.service.hook``;
+    ``hook_token`` makes it require ``Authorization: Bearer TOKEN``).  With a ``store``,
     ``GET /api/incidents[?open=1][&since=UNIX seconds][&kind=KIND]`` lists the rollup engine's
     incidents.
     """
-    hook_lock = threading.Lock()  # the pipeline batches; one request at a time fills it
-    # What the hook has read, kept in a checkpoint stored with each request's events, so a
-    # restarted service's counters (seeded from the store) include it.
-    saved = (pipeline.store.checkpoint(HOOK_CHECKPOINT) or {}) if pipeline is not None else {}
-    hook_counts: dict[str, Any] = saved.get("counts") or {
-        "source": "kumomta", "lines": 0, "rejected": {},
-    }  # fmt: skip
+    hook = (KumoHook(pipeline, metrics, token=hook_token, max_body_bytes=max_body_bytes)
+            if pipeline is not None else None)  # fmt: skip
 
-    def _store_hook_counts(lines: int, rejected: dict[str, int]) -> None:
-        """Add to the hook's counts and store them with the pending events (hold hook_lock)."""
-        counts = {
-            "source": "kumomta",
-            "lines": hook_counts["lines"] + lines,
-            "rejected": dict(hook_counts["rejected"]),
-        }
-        for reason, n in rejected.items():
-            if n:
-                counts["rejected"][reason] = counts["rejected"].get(reason, 0) + n
-        pipeline.flush(checkpoint=(HOOK_CHECKPOINT, {"counts": counts}))  # type: ignore[union-attr]
-        hook_counts.update(counts)
-
-    async def kumomta_hook(request: Request) -> Response:
-        if pipeline is None:
-            return JSONResponse({"error": "no pipeline"}, status_code=404)
-        body = await request.body()
-        if len(body) > MAX_HOOK_BODY_BYTES:
-            await run_in_threadpool(_too_large)
-            return JSONResponse({"error": "body too large"}, status_code=413)
-        return JSONResponse(await run_in_threadpool(_ingest_kumomta, body))
-
-    def _too_large() -> None:
-        with hook_lock:
-            _store_hook_counts(0, {"too_large": 1})
-        metrics.rejected.labels("kumomta", "too_large").inc()
-
-    def _ingest_kumomta(body: bytes) -> dict[str, int]:
-        text = body.decode("utf-8", "replace").strip()
-        records: list[str]
-        if text.startswith("["):
-            try:
-                records = [json.dumps(r) for r in json.loads(text)]
-            except ValueError:
-                records = [text]
-        else:
-            records = text.splitlines()
-        parser = KumoParser()
-        with hook_lock:
-            for line in records:
-                for event in parser.feed(line, "http:/ingest/kumomta"):
-                    pipeline.put(event)  # type: ignore[union-attr]
-            bad = sum(parser.stats.unparsed.values())
-            _store_hook_counts(parser.stats.lines, {"unparsed": bad})
-        metrics.count_input("kumomta", parser.stats.lines, bad)
-        return {"records": parser.stats.lines, "events": parser.stats.events, "rejected": bad}
+    async def no_hook(request: Request) -> Response:
+        return JSONResponse({"error": "no pipeline"}, status_code=404)
 
     async def api_incidents(request: Request) -> Response:
         if store is None:
             return JSONResponse({"error": "no store"}, status_code=404)
-        open_only = request.query_params.get("open", "") in ("1", "true", "yes")
+        raw_open = request.query_params.get("open", "").lower()
+        if raw_open not in _TRUE + _FALSE:
+            return JSONResponse({"error": "open: expected 1 or 0 (true/false, yes/no)"},
+                                status_code=400)  # fmt: skip
+        open_only = raw_open in _TRUE
         raw_since = request.query_params.get("since")
         try:
             since = None if raw_since is None else float(raw_since)
@@ -125,14 +86,38 @@ def create_app(
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def healthz(request: Request) -> Response:
-        body: dict[str, object] = {"status": "ok", "version": __version__}
+    def _check_store() -> dict[str, object]:
+        try:
+            store.count("counters")  # type: ignore[union-attr]
+        except Exception as exc:
+            # The detail is for the operator's log, not for whoever asks /healthz.
+            log.warning("/healthz: the database is unreachable: %s",
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return {"status": "failing", "reason": "database unreachable"}
+        return {"status": "ok"}
+
+    def _checks() -> dict[str, object]:
+        checks: dict[str, object] = {}
+        if store is not None:
+            checks["store"] = _check_store()
+        if hook is not None:
+            checks["hook"] = hook.health()
         if health is not None:
             try:
-                body.update(health())
-            except Exception as exc:  # any failure of a check means unhealthy
-                return JSONResponse({"status": "error", "error": str(exc)}, status_code=503)
-        return JSONResponse(body)
+                checks.update(health())
+            except Exception:
+                log.exception("/healthz: a health check failed")
+                checks["service"] = {"status": "failing", "reason": "health check failed"}
+        return checks
+
+    async def healthz(request: Request) -> Response:
+        checks = await run_in_threadpool(_checks)
+        failing = sorted(_failing(checks))
+        body: dict[str, object] = {"status": "failing" if failing else "ok",
+                                   "version": __version__, **checks}  # fmt: skip
+        if failing:
+            body["failing"] = failing
+        return JSONResponse(body, status_code=503 if failing else 200)
 
     async def index(request: Request) -> Response:
         return PlainTextResponse(f"mailmon {__version__}\n/metrics\n/healthz\n/api/incidents\n")
@@ -142,10 +127,24 @@ def create_app(
             Route("/", index),
             Route("/metrics", metrics_endpoint),
             Route("/healthz", healthz),
-            Route("/ingest/kumomta", kumomta_hook, methods=["POST"]),
+            Route("/ingest/kumomta", hook or no_hook, methods=["POST"]),
             Route("/api/incidents", api_incidents),
         ]
     )
+
+
+def _failing(checks: Mapping[str, object], prefix: str = "") -> list[str]:
+    """Names of the parts whose status is "failing" (nested ones as ``logs:PATH``)."""
+    names = []
+    for name, check in checks.items():
+        if not isinstance(check, Mapping):
+            continue
+        if "status" in check:
+            if check["status"] == "failing":
+                names.append(prefix + name)
+        else:
+            names += _failing(check, f"{prefix}{name}:")
+    return names
 
 
 def _iso(ts: float | None) -> str | None:

@@ -1,0 +1,128 @@
+"""The HTTP server under ``mailmon serve``: uvicorn on a socket bound before anything is said.
+
+Binding first turns "address in use" or an impossible address into one clear error (and a
+non-zero exit, so a supervisor restarts or reports it) before the service claims to serve.
+uvicorn's HTTP/1.1 protocol gets a deadline per request: a client that sends its headers or
+body too slowly (a slowloris), or connects and sends nothing, is disconnected once
+``request_timeout_seconds`` have passed since the request could start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from monitor.errors import ConfigError, MailmonError
+
+__all__ = ["bind", "build_server", "check_port", "is_loopback"]
+
+log = logging.getLogger(__name__)
+
+#: States of the client's half of the connection in which its request is still arriving.
+_READING = (h11.IDLE, h11.SEND_BODY)
+
+
+def check_port(port: int) -> int:
+    """``port`` if it is a TCP port number, else a ConfigError naming it."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port {port}: expected a number from 0 to 65535")
+    return port
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only accepts connections from this machine."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port, or a MailmonError that says why not."""
+    check_port(port)
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise MailmonError(f"cannot listen on {shown}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart reuses TIME_WAIT
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise MailmonError(f"cannot listen on {shown}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _deadline_protocol(seconds: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose request is not in after ``seconds``."""
+
+    class DeadlineH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._watch()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._watch()  # a keep-alive connection waits for its next request
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_deadline()
+            super().connection_lost(exc)
+
+        def _watch(self) -> None:
+            """Run the deadline while the client's request is still arriving, and only then."""
+            if self.transport.is_closing():
+                self._stop_deadline()
+            elif self.conn.their_state in _READING:
+                if self._deadline is None:
+                    self._deadline = self.loop.call_later(seconds, self._expire)
+            else:
+                self._stop_deadline()  # the request is in: the app's own time is not limited
+
+        def _stop_deadline(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                log.debug("closing %s: no complete request within %.1f s", self.client, seconds)
+                self.transport.close()
+
+    return DeadlineH11Protocol
+
+
+def build_server(app: Any, *, request_timeout_seconds: float) -> uvicorn.Server:
+    """The uvicorn server for ``app``; run it with ``server.run(sockets=[bind(...)])``."""
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            http=_deadline_protocol(request_timeout_seconds),
+            # Idle keep-alive connections go sooner than a request may take to arrive.
+            timeout_keep_alive=max(1, min(5, int(request_timeout_seconds))),
+            log_level="warning",
+            access_log=False,
+        )
+    )
+
