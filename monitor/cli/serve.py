@@ -138,14 +138,16 @@ def run(args: argparse.Namespace) -> int:
 
     def health() -> dict[str, object]:
         """Each followed log's status (the app adds the store's and the hook's)."""
-        errors = follower.errors()
+        files = follower.files.copy()  # atomic: the follower thread adds and drops files
         logs: dict[str, dict[str, object]] = {
             s.path: {"status": "starting"} for s in config.logs  # not polled yet
         }
-        for path in list(follower.files):
-            logs.pop(next((s.path for s in config.logs if fnmatch(path, s.path)), path), None)
-            logs[path] = ({"status": "failing", "reason": errors[path]} if path in errors
-                          else {"status": "ok"})  # fmt: skip
+        for path, followed in files.items():
+            for source in config.logs:
+                if fnmatch(path, source.path):
+                    logs.pop(source.path, None)
+            error = followed.tailer.error
+            logs[path] = {"status": "failing", "reason": error} if error else {"status": "ok"}
         checks: dict[str, object] = {"logs": logs}
         if follow_failure:
             checks["follower"] = {"status": "failing", "reason": follow_failure[0]}
