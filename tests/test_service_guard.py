@@ -277,6 +277,19 @@ def test_bad_records_are_skipped_and_their_neighbours_stored(db_url: str) -> Non
     assert answer.status_code == 200 and answer.json()["rejected"] == 1 and stored == 6
 
 
+def test_a_record_dated_far_ahead_is_named_and_its_neighbours_stored(db_url: str) -> None:
+    """A record dated 2099 is refused by the pipeline, and the hook's answer says so."""
+    future = json.loads(RECORDS[2])
+    future["timestamp"] = 4070908800  # 2099-01-01
+    (answer,), stored = _post(db_url, "\n".join([*RECORDS[:2], json.dumps(future), *RECORDS[3:]]))
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "records": 8, "events": 6, "rejected": 1,
+        "problems": {"refused by the pipeline (dated too far ahead)": 1},
+    }  # fmt: skip
+    assert stored == 6
+
+
 def test_a_body_mostly_not_understood_is_a_400_that_keeps_its_good_records(db_url: str) -> None:
     """Garbage gets 400 with counts; a body mostly of garbage still stores its good record."""
     garbage = "\n".join(["GET / HTTP/1.0", "<html>", "\x00\x01\x02binary", "[1, 2, 3]"])
@@ -284,7 +297,7 @@ def test_a_body_mostly_not_understood_is_a_400_that_keeps_its_good_records(db_ur
     (junk, mostly, empty), stored = _post(db_url, garbage, mixed, "")
     assert junk.status_code == 400
     assert junk.json()["records"] == 4 and junk.json()["rejected"] == 4
-    assert "not understood" in junk.json()["error"]
+    assert "not stored" in junk.json()["error"]
     assert mostly.status_code == 400
     assert (mostly.json()["events"], mostly.json()["rejected"]) == (1, 3)
     assert empty.status_code == 400 and empty.json()["records"] == 0

@@ -5,8 +5,9 @@ configured, a request without ``Authorization: Bearer TOKEN`` is refused (401) b
 is read.  The body is read as it arrives and refused (413) as soon as it passes the cap.  Each
 record is handled on its own: one that is not JSON, is nested too deeply, holds a NUL
 character or is not a KumoMTA log record is counted and skipped, and the records next to it
-are stored.  A request whose records are mostly not understood answers 400 with the counts
-(its good records are stored all the same), so a sender pointed at the wrong URL finds out.
+are stored; one the pipeline refuses (dated too far ahead) is counted there and named here.
+A request whose records are mostly not stored answers 400 with the counts (its good records
+are stored all the same), so a sender pointed at the wrong URL finds out.
 
 Responses: 200 / 400 ``{"records", "events", "rejected", "problems": {why: count}}``;
 401, 413, 503 (the store refused the batch: retry later) ``{"error": ...}``.
@@ -50,6 +51,7 @@ NOT_JSON = "not JSON"
 TOO_DEEP = "nested too deeply"
 NUL = "contains a NUL character"
 NOT_A_RECORD = "not a KumoMTA log record"
+REFUSED = "refused by the pipeline (dated too far ahead)"
 
 
 def _has_nul(value: Any) -> bool:
@@ -197,7 +199,7 @@ class KumoHook:
         answer: dict[str, object] = {"records": records, "events": events, "rejected": bad,
                                      "problems": dict(sorted(problems.items()))}  # fmt: skip
         if records == 0 or 2 * bad > records:
-            error = "most records were not understood as KumoMTA log records"
+            error = "most records were not stored: see problems"
             return JSONResponse({"error": error} | answer, status_code=400)
         return JSONResponse(answer)
 
@@ -256,6 +258,7 @@ class KumoHook:
         self.last_request_at = time.time()
         problems: collections.Counter[str] = collections.Counter()
         records = events = 0
+        refused = self.pipeline.refused  # counted (and logged) by the pipeline itself
         with self.lock:
             try:
                 for record in split_records(body.decode("utf-8", "replace")):
@@ -265,18 +268,21 @@ class KumoHook:
                     except Skipped as skipped:
                         problems[skipped.reason] += 1
                         continue
+                    before = refused.total()
                     for event in new:
                         self.pipeline.put(event)
-                    events += len(new)
-                self._store_counts(records, {"unparsed": sum(problems.values())})
+                    if refused.total() > before:
+                        problems[REFUSED] += 1
+                    events += len(new) - (refused.total() - before)
+                unparsed = sum(problems.values()) - problems[REFUSED]
+                self._store_counts(records, {"unparsed": unparsed})
             except Exception:
                 self.pipeline.discard()
                 self.failure = "storing failed"
                 raise
             self.failure = None
-        bad = sum(problems.values())
-        self.metrics.count_input("kumomta", records, bad)
-        if bad:
-            log.warning("KumoMTA hook: %d of %d records skipped (%s)", bad, records,
+        self.metrics.count_input("kumomta", records, unparsed)
+        if unparsed:
+            log.warning("KumoMTA hook: %d of %d records skipped (%s)", unparsed, records,
                         ", ".join(f"{why}: {n}" for why, n in sorted(problems.items())))
         return records, events, problems
