@@ -198,7 +198,11 @@ def test_a_body_over_the_cap_is_refused_without_reading_the_rest(served: str) ->
 
 def test_slow_clients_are_disconnected_while_others_are_served(served: str) -> None:
     """Headers dribbled, a body dribbled, or nothing sent at all: each connection is closed
-    about request_timeout_seconds after it could start, and a normal request meanwhile works."""
+    about request_timeout_seconds after it could start, and a normal request meanwhile works;
+    the cut-off hook request is counted as incomplete, none of it stored."""
+    key = 'mailmon_events_rejected_total{reason="incomplete",source="kumomta"}'
+    unparsed_key = 'mailmon_events_rejected_total{reason="unparsed",source="kumomta"}'
+    incomplete, unparsed = _metric(served, key) or 0.0, _metric(served, unparsed_key)
     silent, headers, body = _connect(served), _connect(served), _connect(served)
     try:
         headers.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -219,6 +223,8 @@ def test_slow_clients_are_disconnected_while_others_are_served(served: str) -> N
         for sock in (silent, headers, body):
             sock.close()
     assert httpx.get(f"{served}/healthz", timeout=2).status_code == 200
+    assert _metric(served, key) == incomplete + 1
+    assert _metric(served, unparsed_key) == unparsed
 
 
 def test_incidents_open_flag_is_checked(served: str) -> None:
