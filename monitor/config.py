@@ -69,6 +69,11 @@ class ProvidersConfig(_Strict):
     rules_file: str | None = None
     cache_ttl_seconds: float = Field(7 * 86400, gt=0)
     dns_timeout_seconds: float = Field(2.0, gt=0, le=60)
+    dns_concurrency: int = Field(16, ge=1, le=256)
+    negative_ttl_seconds: float = Field(3600, gt=0)
+    failure_ttl_seconds: float = Field(300, gt=0)
+    nameservers: tuple[str, ...] = ()
+    smarthosts: tuple[str, ...] = ()
 
 
 class MetricsConfig(_Strict):

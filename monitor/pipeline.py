@@ -9,6 +9,12 @@ Enrichment fills what a collector cannot know: the recipient's mailbox provider 
 for failures, the reason and hard/soft verdict.  Events are written in batches, each
 in one transaction; only events the store had not seen reach the metrics.
 
+The provider decides metrics labels and counter rows, so an event is never written or
+counted before its provider is known.  A domain the resolver cannot answer at once
+(an MX lookup is needed) does not stop parsing: its events wait in the pending batch,
+unenriched, while the lookup runs on the resolver's threads, and are finished just
+before the batch is written, when the answer has usually arrived.
+
 A full batch is written by a background thread while the caller goes on parsing: the
 database driver releases the GIL while SQLite works, so parsing and writing overlap on
 two cores.  At most one batch is in flight; :meth:`Pipeline.flush` waits for it, then
@@ -62,12 +68,27 @@ def _fewer_collections() -> None:
 
 
 class ProviderLookup(Protocol):
-    def provider_for(self, domain: str | None) -> str: ...
+    """What the pipeline asks of a resolver (:class:`monitor.providers.ProviderResolver`)."""
+
+    def provider_soon(self, domain: str | None, relay: str | None = None) -> str | None:
+        """The provider if known now; else None, and a lookup is started."""
+
+    def wait_for(self, domain: str | None, relay: str | None = None) -> str:
+        """The provider, waiting for a lookup in flight."""
+
+    def save(self) -> None:
+        """Persist what was learned (called before each batch is written)."""
 
 
 class _NoProvider:
-    def provider_for(self, domain: str | None) -> str:
+    def provider_soon(self, domain: str | None, relay: str | None = None) -> str:
         return "other"
+
+    def wait_for(self, domain: str | None, relay: str | None = None) -> str:
+        return "other"
+
+    def save(self) -> None:
+        pass
 
 
 class Pipeline:
@@ -91,6 +112,7 @@ class Pipeline:
         self.on_write = on_write
         _fewer_collections()
         self._pending: list[Event] = []
+        self._waiting: list[Event] = []  # pending events whose provider is being looked up
         self._writer: ThreadPoolExecutor | None = None
         self._inflight: tuple[int, Future[list[Event]]] | None = None
         # One in-memory SQLite database is one connection: it cannot be shared with a thread.
@@ -112,7 +134,7 @@ class Pipeline:
         """
         fill = object.__setattr__
         if event.provider is None and event.recipient_domain:
-            fill(event, "provider", self.resolver.provider_for(event.recipient_domain))
+            fill(event, "provider", self.resolver.wait_for(event.recipient_domain, event.relay))
         if event.reason is None and event.type in _FAILURES:
             blame = rule = None
             if event.type is EventType.EXPIRED:
@@ -139,7 +161,16 @@ class Pipeline:
         if event.occurred_at.timestamp() > self._clock() + self.max_future_seconds:
             self._refuse(event, "future_timestamp")
             return
-        self._pending.append(self.enrich(event))
+        if event.provider is None and event.recipient_domain:
+            provider = self.resolver.provider_soon(event.recipient_domain, event.relay)
+            if provider is None:
+                self._waiting.append(event)  # enriched by _write, once its lookup is done
+            else:
+                object.__setattr__(event, "provider", provider)
+                self.enrich(event)
+        else:
+            self.enrich(event)
+        self._pending.append(event)
         if len(self._pending) >= self.batch_size:
             if self._overlap:
                 self._hand_off()
@@ -161,10 +192,22 @@ class Pipeline:
     def _hand_off(self) -> None:
         """Start writing the pending batch in the background (after the one in flight)."""
         self._collect()  # first: if the batch in flight failed, this one is kept
-        batch, self._pending = self._pending, []
+        batch, waiting = self._take()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="mailmon-store")
-        self._inflight = (len(batch), self._writer.submit(self.store.write, batch))
+        self._inflight = (len(batch), self._writer.submit(self._write, batch, waiting))
+
+    def _take(self) -> tuple[list[Event], list[Event]]:
+        batch, self._pending = self._pending, []
+        waiting, self._waiting = self._waiting, []
+        return batch, waiting
+
+    def _write(self, batch: list[Event], waiting: list[Event], **write: Any) -> list[Event]:
+        """Finish the events that waited for their provider, then store the batch."""
+        for event in waiting:
+            self.enrich(event)
+        self.resolver.save()
+        return self.store.write(batch, **write)
 
     def _collect(self) -> None:
         """Wait for the batch in flight, if any; count it (or raise what writing it raised)."""
@@ -188,7 +231,7 @@ class Pipeline:
 
     def discard(self) -> None:
         """Drop what is pending (the caller will read it again from its checkpoint)."""
-        self._pending = []
+        self._take()
         if self._inflight is not None:
             try:
                 self._collect()
@@ -216,10 +259,10 @@ class Pipeline:
                 self._hand_off()
             return []
         self._collect()
-        batch, self._pending = self._pending, []
+        batch, waiting = self._take()
         if not batch and checkpoint is None and not state:
             return []
-        fresh = self.store.write(batch, checkpoint=checkpoint, state=state)
+        fresh = self._write(batch, waiting, checkpoint=checkpoint, state=state)
         self._stored(len(batch), fresh)
         return fresh
 

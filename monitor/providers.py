@@ -1,25 +1,40 @@
 """Recipient domain -> mailbox provider: the bounded ``provider`` label.
 
-:meth:`ProviderResolver.provider_for` answers from the first of:
+:meth:`ProviderResolver.provider_soon` answers at once from the first of:
 
 1. the in-process memo (repeated domains cost one dict lookup);
 2. the static map of well-known consumer domains (``gmail.com`` -> google);
-3. the store's cache (:class:`ProviderCache`) while younger than ``ttl_seconds``;
-4. the domain's MX records: the most preferred host(s), matched against the MX
-   suffix map by longest suffix (``aspmx.l.google.com`` -> google);
-5. ``other``.
+3. the relay host the log line names, when it is the domain's MX (the relay rule below);
+4. the store's cache (:class:`ProviderCache`) while fresh;
 
-Both maps are data, ``monitor/data/providers.toml`` (:class:`ProviderRules`).
+and otherwise starts a lookup of the domain's MX records on a bounded pool of threads
+and returns None: the caller holds the event and later calls
+:meth:`ProviderResolver.wait_for`, by when the answer has usually arrived.
+:meth:`ProviderResolver.provider_for` is the blocking form.  The most preferred MX
+host(s) are matched against the MX suffix map by longest suffix
+(``aspmx.l.google.com`` -> google); no match is ``other``.  Both maps are data,
+``monitor/data/providers.toml`` (:class:`ProviderRules`).
 
-A domain that takes no mail (NXDOMAIN, no MX, RFC 7505 null MX) or whose lookup
-failed (timeout, SERVFAIL) is ``other`` for ``negative_ttl_seconds``; when the
-lookup failed and the store holds an expired answer, that answer is used instead
-(serve-stale, as RFC 8767 does for resolvers), so a DNS outage does not move
-traffic between ``provider`` label values. Only real answers reach the store:
-:class:`ProviderCache` has no expiry field, and a timeout must not pin a domain
-to ``other`` for a week. After ``breaker_threshold`` consecutive timeouts DNS is
-not asked for ``breaker_cooldown_seconds``: a bulk ingest on a machine without
-DNS never waits on it.
+The relay rule: a delivery attempt names the host the MTA connected to (Postfix
+``relay=host[ip]:port``, Exim ``H=host [ip]``, KumoMTA's peer).  When the MTA looked up
+the recipient domain's MX itself, that host *is* its MX, so it decides the provider
+through the same suffix map without DNS.  It does not when the MTA hands mail to a
+smarthost (``relay=smtp.sendgrid.net[...]:587``, ``relay=[10.0.0.5]``), so a relay host
+decides only when it is a host name that matches the suffix map, on port 25 or no port
+logged (smarthost submission uses 587, 465 or 2525), and is not listed in
+``smarthosts``; a relay host seen carrying mail for a well-known domain of another
+provider (the static map) is a smarthost too, and is not trusted again.  A relay answer
+lives in the memo only, never in the store: the log re-derives it on every read.
+
+A domain that takes no mail (NXDOMAIN, no MX, RFC 7505 null MX) is ``other`` for the
+answer's negative TTL (RFC 2308 §5; at least a minute, at most
+``negative_ttl_seconds``); a lookup that failed (timeout, SERVFAIL) for
+``failure_ttl_seconds``.  Both are kept in the memo and in the store, so a re-ingest does
+not ask again; but when the lookup failed and the store holds an expired real answer,
+that answer is used instead and kept (serve-stale, as RFC 8767 does for resolvers), so a
+DNS outage does not move traffic between ``provider`` label values.  After
+``breaker_threshold`` consecutive timeouts DNS is not asked for
+``breaker_cooldown_seconds``: a bulk ingest on a machine without DNS never waits on it.
 
 Every value returned is a :class:`monitor.model.Provider` member.
 """
@@ -28,25 +43,22 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from typing import NamedTuple, Protocol
 
 import dns.exception
-import dns.name
-import dns.rdatatype
 import dns.resolver
 
-from monitor.errors import ConfigError
 from monitor.model import Provider
+from monitor.provider_dns import Breaker, lookup_mx
+from monitor.provider_rules import ProviderRules, ProviderRulesError, is_hostname
 
 __all__ = [
+    "CachedProvider",
     "MemoryProviderCache",
     "ProviderCache",
     "ProviderResolver",
@@ -57,40 +69,36 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_PACKAGED_RULES = "data/providers.toml"
-_RULE_KEYS = frozenset({"domains", "mx_suffixes"})
-_NOT_A_HOSTNAME = frozenset(" \t[]@/\\:;,()<>\"'")
+_MIN_NEGATIVE_TTL = 60.0  # a zero-TTL NXDOMAIN must not cost a query per event in bulk
 
 
-class ProviderRulesError(ConfigError):
-    """A provider rules file is unreadable or malformed; the message names file and entry."""
+class CachedProvider(NamedTuple):
+    """One store entry: ``expires_at`` None means fresh for the resolver's ``ttl_seconds``
+    after ``resolved_at``; negative answers carry their own expiry."""
+
+    provider: str
+    mx_hosts: list[str]
+    resolved_at: float
+    expires_at: float | None = None
 
 
 class ProviderCache(Protocol):
     """Where resolved providers outlive the process (the store implements it).
 
-    ``resolved_at`` is epoch seconds; the resolver decides freshness::
+    Times are epoch seconds; the resolver decides freshness::
 
         class Store:
             def get_provider(self, domain):
-                row = ...  # SELECT provider, resolved_at FROM provider_cache WHERE domain = ?
-                return None if row is None else (row.provider, row.resolved_at)
+                row = ...  # SELECT provider, resolved_at, expires_at FROM provider_cache ...
+                return None if row is None else (row.provider, row.resolved_at, row.expires_at)
 
-            def put_provider(self, domain, provider, mx_hosts, resolved_at):
-                ...  # upsert (domain, provider, mx_hosts, resolved_at)
+            def put_providers(self, entries):
+                ...  # upsert every (domain, CachedProvider) in one transaction
     """
 
-    def get_provider(self, domain: str) -> tuple[str, float] | None: ...
+    def get_provider(self, domain: str) -> tuple[str, float, float | None] | None: ...
 
-    def put_provider(
-        self, domain: str, provider: str, mx_hosts: list[str], resolved_at: float
-    ) -> None: ...
-
-
-class CachedProvider(NamedTuple):
-    provider: str
-    mx_hosts: list[str]
-    resolved_at: float
+    def put_providers(self, entries: Mapping[str, CachedProvider]) -> None: ...
 
 
 class MemoryProviderCache:
@@ -99,104 +107,22 @@ class MemoryProviderCache:
     def __init__(self) -> None:
         self.entries: dict[str, CachedProvider] = {}
 
-    def get_provider(self, domain: str) -> tuple[str, float] | None:
+    def get_provider(self, domain: str) -> tuple[str, float, float | None] | None:
         entry = self.entries.get(domain)
-        return None if entry is None else (entry.provider, entry.resolved_at)
+        return None if entry is None else (entry.provider, entry.resolved_at, entry.expires_at)
 
     def put_provider(
-        self, domain: str, provider: str, mx_hosts: list[str], resolved_at: float
+        self,
+        domain: str,
+        provider: str,
+        mx_hosts: list[str],
+        resolved_at: float,
+        expires_at: float | None = None,
     ) -> None:
-        self.entries[domain] = CachedProvider(provider, list(mx_hosts), resolved_at)
+        self.entries[domain] = CachedProvider(provider, list(mx_hosts), resolved_at, expires_at)
 
-
-@dataclass(frozen=True, slots=True)
-class ProviderRules:
-    """The static domain map and the MX suffix map."""
-
-    domains: Mapping[str, Provider]
-    mx_suffixes: Mapping[str, Provider]
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None) -> ProviderRules:
-        """The packaged rules, extended and overridden by the file at ``path`` if given."""
-        packaged = resources.files("monitor").joinpath(_PACKAGED_RULES)
-        rules = cls.from_toml(packaged.read_text("utf-8"), source=f"monitor/{_PACKAGED_RULES}")
-        if path is not None:
-            try:
-                text = Path(path).read_text("utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ProviderRulesError(f"{os.fspath(path)}: cannot read: {exc}") from exc
-            rules = rules.extended(cls.from_toml(text, source=os.fspath(path)))
-        return rules
-
-    @classmethod
-    def from_toml(cls, text: str, *, source: str = "<string>") -> ProviderRules:
-        """Parse rules in the ``providers.toml`` format."""
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ProviderRulesError(f"{source}: {exc}") from exc
-        return cls.from_dict(data, source=source)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, object], *, source: str = "<dict>") -> ProviderRules:
-        """Rules from ``{"providers": {name: {"domains": [...], "mx_suffixes": [...]}}}``."""
-        unknown = set(data) - {"providers"}
-        if unknown:
-            raise ProviderRulesError(f"{source}: unknown keys {sorted(unknown)}")
-        providers = data.get("providers", {})
-        if not isinstance(providers, Mapping):
-            raise ProviderRulesError(f"{source}: 'providers' must be a table")
-        domains: dict[str, Provider] = {}
-        suffixes: dict[str, Provider] = {}
-        for name, table in providers.items():
-            where = f"{source}: providers.{name}"
-            try:
-                provider = Provider(name)
-            except ValueError:
-                known = ", ".join(p.value for p in Provider)
-                raise ProviderRulesError(f"{where}: not a provider (one of {known})") from None
-            if not isinstance(table, Mapping) or not set(table) <= _RULE_KEYS:
-                raise ProviderRulesError(f"{where}: a table with keys {sorted(_RULE_KEYS)}")
-            _collect(domains, table.get("domains", []), provider, f"{where}.domains")
-            _collect(suffixes, table.get("mx_suffixes", []), provider, f"{where}.mx_suffixes")
-        return cls(domains, suffixes)
-
-    def extended(self, other: ProviderRules) -> ProviderRules:
-        """These rules with ``other``'s added; ``other`` wins where both name an entry."""
-        return ProviderRules(
-            {**self.domains, **other.domains}, {**self.mx_suffixes, **other.mx_suffixes}
-        )
-
-    def for_domain(self, domain: str) -> Provider | None:
-        """The provider of a well-known domain (exact match), else None."""
-        return self.domains.get(domain)
-
-    def for_mx_host(self, host: str) -> tuple[Provider, str] | None:
-        """``(provider, matched suffix)`` by longest suffix of ``host``, else None."""
-        labels = host.rstrip(".").lower().split(".")
-        for start in range(len(labels) - 1):  # longest first; a bare TLD never matches
-            suffix = ".".join(labels[start:])
-            provider = self.mx_suffixes.get(suffix)
-            if provider is not None:
-                return provider, suffix
-        return None
-
-
-def _collect(into: dict[str, Provider], entries: object, provider: Provider, where: str) -> None:
-    if not isinstance(entries, list):
-        raise ProviderRulesError(f"{where}: must be a list of domain names")
-    for entry in entries:
-        name = entry.strip().rstrip(".").lower() if isinstance(entry, str) else ""
-        if "." not in name or not _is_hostname(name):
-            raise ProviderRulesError(f"{where}: {entry!r} is not a domain name with a dot")
-        if into.get(name, provider) is not provider:
-            raise ProviderRulesError(f"{where}: {name} is already mapped to {into[name]}")
-        into[name] = provider
-
-
-def _is_hostname(name: str) -> bool:
-    return 0 < len(name) <= 253 and "" not in name.split(".") and not _NOT_A_HOSTNAME & set(name)
+    def put_providers(self, entries: Mapping[str, CachedProvider]) -> None:
+        self.entries.update(entries)
 
 
 @dataclass
@@ -204,52 +130,23 @@ class ResolverStats:
     """What the resolver did, by outcome (memo hits are not counted: they are the fast path)."""
 
     static_hits: int = 0
+    relay_hits: int = 0  # decided by the relay host the line names
     cache_hits: int = 0
     dns_queries: int = 0
+    answers: int = 0  # domains resolved by an MX answer
     no_mail: int = 0  # NXDOMAIN, no MX, null MX, not a domain name
     dns_timeouts: int = 0
     dns_errors: int = 0  # SERVFAIL, REFUSED, no usable nameserver
     dns_skipped: int = 0  # not asked: offline, or the circuit breaker is open
     stale_served: int = 0
+    dns_seconds: float = 0.0  # summed over lookups, which overlap
+    wait_seconds: float = 0.0  # how long callers waited for lookups in flight
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: round(getattr(self, f.name), 3) for f in fields(self)}
 
 
-class _Lookup(NamedTuple):
-    kind: str  # "answer", "no_mail", "timeout", "error"
-    mx: tuple[tuple[int, str], ...] = ()
-
-
-@dataclass
-class _Breaker:
-    threshold: int
-    cooldown_seconds: float
-    failures: int = 0
-    open_until: float = -math.inf
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def is_open(self, now: float) -> bool:
-        return now < self.open_until
-
-    def success(self) -> None:
-        self.failures = 0
-
-    def failure(self, now: float, domain: str) -> None:
-        """Count a timeout; the threshold-th in a row (or one after a pause) opens it."""
-        with self.lock:
-            self.failures += 1
-            if self.failures >= self.threshold and not self.is_open(now):
-                self.open_until = now + self.cooldown_seconds
-                log.warning(
-                    "DNS unresponsive (%d timeouts in a row, last for %s): MX lookups "
-                    "paused for %.0f s, unknown domains count as provider 'other'",
-                    self.failures,
-                    domain,
-                    self.cooldown_seconds,
-                )
-
-    def trip(self, now: float) -> None:
-        with self.lock:
-            self.failures = max(self.failures, self.threshold)
-            self.open_until = now + self.cooldown_seconds
+_Answer = tuple[Provider, float]  # (provider, until when to believe it)
 
 
 class ProviderResolver:
@@ -259,6 +156,7 @@ class ProviderResolver:
 
         resolver = ProviderResolver(cache=store)
         resolver.provider_for("acme-corp.com")  # Provider.GOOGLE, if its MX is aspmx.l.google.com
+        resolver.provider_soon("new.example")   # None: a lookup started; wait_for() gets it
     """
 
     def __init__(
@@ -270,11 +168,14 @@ class ProviderResolver:
         resolve_mx: bool = True,
         ttl_seconds: float = 7 * 86400,
         negative_ttl_seconds: float = 3600,
+        failure_ttl_seconds: float = 300,
         lifetime_seconds: float = 2.0,
         clock: Callable[[], float] = time.time,
         breaker_threshold: int = 5,
         breaker_cooldown_seconds: float = 300.0,
         memo_size: int = 100_000,
+        concurrency: int = 16,
+        smarthosts: Iterable[str] = (),
     ) -> None:
         self.rules = rules if rules is not None else ProviderRules.load()
         self.stats = ResolverStats()
@@ -283,106 +184,214 @@ class ProviderResolver:
         self._resolve_mx = resolve_mx
         self._ttl = ttl_seconds
         self._negative_ttl = negative_ttl_seconds
+        self._failure_ttl = failure_ttl_seconds
         self._lifetime = lifetime_seconds
         self._clock = clock
-        self._breaker = _Breaker(breaker_threshold, breaker_cooldown_seconds)
-        self._memo: dict[str, tuple[Provider, float]] = {}
+        self._breaker = Breaker(breaker_threshold, breaker_cooldown_seconds)
+        self._memo: dict[str, _Answer] = {}
         self._memo_size = max(1, memo_size)
         self._memo_lock = threading.Lock()
+        self._concurrency = max(1, concurrency)
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: dict[str, Future[_Answer]] = {}
+        self._unsaved: dict[str, CachedProvider] = {}
+        self._lock = threading.Lock()  # _inflight, _unsaved, _smarthosts and stats
+        self._smarthosts = {h.strip().strip("[]").rstrip(".").lower() for h in smarthosts}
 
-    def provider_for(self, domain: str | None) -> Provider:
-        """The mailbox provider of ``domain`` (``other`` when unknown or None)."""
+    # -- asking -------------------------------------------------------------------
+
+    def provider_for(self, domain: str | None, relay: str | None = None) -> Provider:
+        """The mailbox provider of ``domain`` (``other`` when unknown or None); may wait."""
+        provider = self.wait_for(domain, relay)
+        self.save()
+        return provider
+
+    def provider_soon(self, domain: str | None, relay: str | None = None) -> Provider | None:
+        """The provider if known without waiting; else None, with its lookup under way."""
+        found = self._soon(domain, relay)
+        return None if isinstance(found, Future) else found
+
+    def wait_for(self, domain: str | None, relay: str | None = None) -> Provider:
+        """The provider, waiting for its lookup if one is in flight (the store is not
+        written: :meth:`save` does that, once for many domains)."""
+        found = self._soon(domain, relay)
+        if not isinstance(found, Future):
+            return found
+        started = time.monotonic()
+        provider, expires_at = found.result()
+        self._count("wait_seconds", time.monotonic() - started)
+        if domain is not None:
+            self._remember(domain, provider, expires_at)
+        return provider
+
+    def save(self) -> None:
+        """Write the answers learned since the last save to the store's cache, at once."""
+        if self._cache is None:
+            return
+        with self._lock:
+            entries, self._unsaved = self._unsaved, {}
+        if entries:
+            self._cache.put_providers(entries)
+
+    def close(self) -> None:
+        """Stop the lookup threads (lookups not started are dropped)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- the fast path --------------------------------------------------------------
+
+    def _soon(self, domain: str | None, relay: str | None) -> Provider | Future[_Answer]:
         if not domain:
             return Provider.OTHER
         hit = self._memo.get(domain)
         if hit is not None and hit[1] > self._clock():
             return hit[0]
         name = domain.strip().rstrip(".").lower()
-        hit = self._memo.get(name) if name != domain else None
-        if hit is None or hit[1] <= self._clock():
-            hit = self._resolve(name)
-            if name != domain:
-                self._remember(name, *hit)
-        self._remember(domain, *hit)
-        return hit[0]
+        if name != domain:
+            hit = self._memo.get(name)
+            if hit is not None and hit[1] > self._clock():
+                self._remember(domain, *hit)
+                return hit[0]
+        found = self._known(name, relay)
+        if isinstance(found, Future):
+            return found
+        self._remember(name, *found)
+        if name != domain:
+            self._remember(domain, *found)
+        return found[0]
 
-    def _resolve(self, domain: str) -> tuple[Provider, float]:
-        """``(provider, until when to believe it)`` for a normalised domain past the memo."""
+    def _known(self, domain: str, relay: str | None) -> _Answer | Future[_Answer]:
+        """What is known of a normalised domain past the memo, or its lookup under way."""
         static = self.rules.for_domain(domain)
         if static is not None:
-            self.stats.static_hits += 1
+            self._count("static_hits")
+            if relay:
+                self._check_relay(relay, static, domain)
             return static, math.inf
-        if "." not in domain or not _is_hostname(domain):
-            self.stats.no_mail += 1  # an address literal, a bare name, garbage: never routable
+        if "." not in domain or not is_hostname(domain):
+            self._count("no_mail")  # an address literal, a bare name, garbage: never routable
             return Provider.OTHER, math.inf
         now = self._clock()
+        if relay:
+            by_relay = self._from_relay(relay)
+            if by_relay is not None:
+                self._count("relay_hits")
+                return by_relay, now + self._ttl
         stale: Provider | None = None
         cached = self._cache.get_provider(domain) if self._cache is not None else None
         if cached is not None:
-            provider = _as_provider(cached[0])
-            if provider is not None and now - cached[1] < self._ttl:
-                self.stats.cache_hits += 1
-                return provider, cached[1] + self._ttl
-            stale = provider
+            name, resolved_at, expires_at = cached
+            provider = _as_provider(name)
+            fresh_until = resolved_at + self._ttl if expires_at is None else expires_at
+            if provider is not None and now < fresh_until:
+                self._count("cache_hits")
+                return provider, fresh_until
+            if expires_at is None:
+                stale = provider  # only a real answer is worth serving stale
         if not self._resolve_mx:
-            self.stats.dns_skipped += 1
+            self._count("dns_skipped")
             return self._fallback(stale), now + self._negative_ttl
         if self._breaker.is_open(now):
-            self.stats.dns_skipped += 1
+            self._count("dns_skipped")
             return self._fallback(stale), self._breaker.open_until
-        return self._from_dns(domain, stale, now)
+        return self._start(domain, stale)
 
-    def _from_dns(self, domain: str, stale: Provider | None, now: float) -> tuple[Provider, float]:
-        lookup = self._lookup_mx(domain, now)
-        if lookup.kind == "timeout":
-            self._breaker.failure(self._clock(), domain)
-            return self._fallback(stale), now + self._negative_ttl
-        self._breaker.success()
-        if lookup.kind == "error":
-            return self._fallback(stale), now + self._negative_ttl
-        if lookup.kind == "no_mail":
-            self.stats.no_mail += 1
-            return Provider.OTHER, now + self._negative_ttl
-        provider = self._match(lookup.mx)
-        if self._cache is not None:
-            hosts = [host for _, host in sorted(lookup.mx)]
-            self._cache.put_provider(domain, provider.value, hosts, now)
-        return provider, now + self._ttl
+    # -- relay hosts -------------------------------------------------------------------
 
-    def _lookup_mx(self, domain: str, now: float) -> _Lookup:
+    def _from_relay(self, relay: str) -> Provider | None:
+        host = _mx_relay_host(relay)
+        if host is None or self._is_smarthost(host):
+            return None
+        found = self.rules.for_mx_host(host)
+        return None if found is None else found[0]
+
+    def _is_smarthost(self, host: str) -> bool:
+        labels = host.split(".")
+        return any(".".join(labels[i:]) in self._smarthosts for i in range(len(labels)))
+
+    def _check_relay(self, relay: str, provider: Provider, domain: str) -> None:
+        """A relay host that carries a well-known domain of another provider is a smarthost."""
+        host = _mx_relay_host(relay)
+        if host is None or self._is_smarthost(host):
+            return
+        found = self.rules.for_mx_host(host)
+        if found is not None and found[0] is not provider:
+            with self._lock:
+                self._smarthosts.add(host)
+            log.warning(
+                "relay %s (%s) carries mail for %s (%s): treated as a smarthost, it no "
+                "longer decides providers; list it in [providers] smarthosts",
+                host, found[0].value, domain, provider.value,
+            )  # fmt: skip
+
+    # -- DNS, on the pool -----------------------------------------------------------------
+
+    def _start(self, domain: str, stale: Provider | None) -> Future[_Answer]:
+        with self._lock:
+            future = self._inflight.get(domain)
+            if future is None:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        self._concurrency, thread_name_prefix="mailmon-mx"
+                    )
+                future = self._pool.submit(self._from_dns, domain, stale)
+                self._inflight[domain] = future
+        return future
+
+    def _from_dns(self, domain: str, stale: Provider | None) -> _Answer:
+        try:
+            answer, entry = self._ask(domain, stale)
+            with self._memo_lock:
+                current = self._memo.get(domain)
+            if current is not None and current[1] > self._clock():
+                answer = current  # the relay decided meanwhile: keep one answer per run
+            self._remember(domain, *answer)
+            if entry is not None and self._cache is not None:
+                with self._lock:
+                    self._unsaved[domain] = entry
+            return answer
+        finally:
+            with self._lock:
+                self._inflight.pop(domain, None)
+
+    def _ask(self, domain: str, stale: Provider | None) -> tuple[_Answer, CachedProvider | None]:
+        """The answer for the memo and the entry for the store (None: keep the store's)."""
         resolver = self._resolver
+        now = self._clock()
         if resolver is None:
             try:
                 resolver = self._resolver = dns.resolver.Resolver()
             except (dns.exception.DNSException, OSError) as exc:
                 log.warning("no DNS resolver configured (%s): MX lookups paused", exc)
                 self._breaker.trip(now)
-                return _Lookup("timeout")
-        try:
-            qname = dns.name.from_text(domain)  # absolute: the search list never applies
-        except (dns.exception.DNSException, UnicodeError):
-            return _Lookup("no_mail")
-        self.stats.dns_queries += 1
-        try:
-            answer = resolver.resolve(
-                qname, dns.rdatatype.MX, search=False, lifetime=self._lifetime
-            )
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return _Lookup("no_mail")
-        except dns.exception.Timeout:
-            self.stats.dns_timeouts += 1
-            log.debug("MX lookup for %s timed out", domain)
-            return _Lookup("timeout")
-        except (dns.exception.DNSException, OSError) as exc:
-            self.stats.dns_errors += 1
-            log.debug("MX lookup for %s failed: %s", domain, exc)
-            return _Lookup("error")
-        mx = tuple(
-            (rdata.preference, rdata.exchange.to_text(omit_final_dot=True).lower())
-            for rdata in answer
-            if rdata.exchange != dns.name.root  # RFC 7505 null MX: "MX 0 ." takes no mail
-        )
-        return _Lookup("answer", mx) if mx else _Lookup("no_mail")
+                self._count("dns_skipped")
+                return (self._fallback(stale), self._breaker.open_until), None
+        self._count("dns_queries")
+        started = time.monotonic()
+        lookup = lookup_mx(resolver, domain, self._lifetime)
+        self._count("dns_seconds", time.monotonic() - started)
+        if lookup.kind in ("timeout", "error"):
+            if lookup.kind == "timeout":
+                self._count("dns_timeouts")
+                self._breaker.failure(self._clock(), domain)
+            else:
+                self._count("dns_errors")
+                self._breaker.success()
+            until = now + self._failure_ttl
+            if stale is not None:
+                return (self._fallback(stale), until), None
+            return (Provider.OTHER, until), CachedProvider(Provider.OTHER.value, [], now, until)
+        self._breaker.success()
+        if lookup.kind == "no_mail":
+            self._count("no_mail")
+            ttl = self._negative_ttl if lookup.ttl is None else lookup.ttl
+            until = now + min(max(ttl, _MIN_NEGATIVE_TTL), self._negative_ttl)
+            return (Provider.OTHER, until), CachedProvider(Provider.OTHER.value, [], now, until)
+        self._count("answers")
+        provider = self._match(lookup.mx)
+        hosts = [host for _, host in sorted(lookup.mx)]
+        return (provider, now + self._ttl), CachedProvider(provider.value, hosts, now)
 
     def _match(self, mx: Iterable[tuple[int, str]]) -> Provider:
         """Longest suffix match over the most preferred hosts; ties go to the first host by name."""
@@ -401,14 +410,35 @@ class ProviderResolver:
     def _fallback(self, stale: Provider | None) -> Provider:
         if stale is None:
             return Provider.OTHER
-        self.stats.stale_served += 1
+        self._count("stale_served")
         return stale
+
+    def _count(self, name: str, amount: float = 1) -> None:
+        with self._lock:  # lookups run on several threads
+            setattr(self.stats, name, getattr(self.stats, name) + amount)
 
     def _remember(self, domain: str, provider: Provider, expires_at: float) -> None:
         with self._memo_lock:
             if domain not in self._memo and len(self._memo) >= self._memo_size:
                 del self._memo[next(iter(self._memo))]  # oldest first: cheap, and good enough
             self._memo[domain] = (provider, expires_at)
+
+
+def _mx_relay_host(relay: str) -> str | None:
+    """The host of ``name[ip]:port`` / ``name[ip]`` / ``name`` when it may be an MX:
+    a host name with a dot, reached on port 25 or an unlogged port."""
+    name, bracket, rest = relay.strip().partition("[")
+    port = None
+    if bracket:
+        _, _, after = rest.partition("]")
+        if after.startswith(":") and after[1:].isdigit():
+            port = int(after[1:])
+    if port not in (None, 25):  # 587, 465, 2525: submission to a smarthost
+        return None
+    host = name.rstrip(".").lower()
+    if "." not in host or not is_hostname(host) or host.replace(".", "").isdigit():
+        return None
+    return host
 
 
 def _as_provider(value: str) -> Provider | None:

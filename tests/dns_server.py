@@ -3,8 +3,9 @@
 It serves zones given as zone-file text on 127.0.0.1 (UDP and TCP on one
 ephemeral port), answers like an authoritative server (AA set; NXDOMAIN and
 NODATA with the zone's SOA; REFUSED outside its zones, never recursing), counts
-every query it receives, and can misbehave on purpose for one name: never
-answer (the client times out), answer SERVFAIL, or answer late::
+every query it receives and the most it was answering at once, can answer every
+query late (``delay_seconds``, like a distant resolver), and can misbehave on purpose
+for one name: never answer (the client times out), answer SERVFAIL, or answer late::
 
     with DNSServer({"test.": "acme MX 10 aspmx.l.google.com."}) as server:
         resolver = server.resolver(lifetime=1.0)
@@ -62,8 +63,17 @@ class Query:
 class DNSServer:
     """An authoritative DNS server on 127.0.0.1; see the module docstring."""
 
-    def __init__(self, zones: Mapping[str, str] | None = None, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        zones: Mapping[str, str] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        delay_seconds: float = 0.0,
+    ) -> None:
         self.host = host
+        self.delay_seconds = delay_seconds  # every answer waits this long (per-name faults win)
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._zones: dict[dns.name.Name, dns.zone.Zone] = {}
         self._faults: dict[dns.name.Name, tuple[str, float]] = {}
         self._queries: list[Query] = []
@@ -127,9 +137,16 @@ class DNSServer:
         )
 
     def reset_queries(self) -> None:
-        """Forget the queries received so far."""
+        """Forget the queries received so far (and the in-flight high-water mark)."""
         with self._lock:
             self._queries.clear()
+            self._max_in_flight = self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most queries this server was answering at the same moment."""
+        with self._lock:
+            return self._max_in_flight
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -212,24 +229,38 @@ class DNSServer:
         question = query.question[0]
         qname = question.name.canonicalize()
         with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            return self._answer(response, qname, question.rdtype, transport)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _answer(
+        self,
+        response: dns.message.Message,
+        qname: dns.name.Name,
+        rdtype: int,
+        transport: str,
+    ) -> bytes | None:
+        with self._lock:
             self._queries.append(
-                Query(
-                    qname.to_text(omit_final_dot=True),
-                    dns.rdatatype.to_text(question.rdtype),
-                    transport,
-                )
+                Query(qname.to_text(omit_final_dot=True), dns.rdatatype.to_text(rdtype), transport)
             )
             fault = self._faults.get(qname)
             zones = dict(self._zones)
+        delay = self.delay_seconds
         if fault is not None:
-            kind, seconds = fault
+            kind, delay = fault
             if kind == "drop":
                 return None
             if kind == "servfail":
                 response.set_rcode(dns.rcode.SERVFAIL)
                 return response.to_wire()
-            time.sleep(seconds)
-        _fill(response, qname, question.rdtype, zones)
+        if delay > 0:
+            time.sleep(delay)
+        _fill(response, qname, rdtype, zones)
         return response.to_wire()
 
 

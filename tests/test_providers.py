@@ -225,24 +225,48 @@ def test_suffixes_match_at_label_boundaries() -> None:
 # -- domains that take no mail ---------------------------------------------------
 
 
-@pytest.mark.parametrize("domain", ["noreply.test", "nomx.test", "null.test"])
-def test_no_mail_domains_are_other_and_negatively_cached(
-    server: DNSServer, clock: Clock, domain: str
+#: A zone whose negative answers say how long they live: SOA TTL 900, MINIMUM 1200
+#: (RFC 2308 §5: the lesser, 900), and a null MX with TTL 600.
+NEGATIVE_ZONE = """
+@ 900 SOA ns1 hostmaster 1 3600 600 86400 1200
+nomx A 192.0.2.1
+null 600 MX 0 .
+"""
+
+
+@pytest.mark.parametrize(
+    ("domain", "ttl"), [("gone.neg.test", 900), ("nomx.neg.test", 900), ("null.neg.test", 600)]
+)
+def test_no_mail_domains_are_cached_for_the_answers_negative_ttl(
+    clock: Clock, domain: str, ttl: int
 ) -> None:
-    """NXDOMAIN, no MX and null MX give other, re-asked only after the negative ttl."""
+    """NXDOMAIN, no MX and null MX give other for the TTL the answer carries, also in the store."""
     cache = MemoryProviderCache()
-    resolver = resolver_for(server, clock, cache=cache, negative_ttl_seconds=3600)
-    assert resolver.provider_for(domain) is Provider.OTHER
-    assert resolver.provider_for(domain) is Provider.OTHER
-    assert server.count(domain, "MX") == 1
-    clock.advance(3599)
-    assert resolver.provider_for(domain) is Provider.OTHER
-    assert server.count(domain, "MX") == 1
-    clock.advance(2)
-    assert resolver.provider_for(domain) is Provider.OTHER
-    assert server.count(domain, "MX") == 2
-    assert domain not in cache.entries  # the store keeps real answers only
-    assert resolver.stats.no_mail == 2
+    with DNSServer({"neg.test.": NEGATIVE_ZONE}) as server:
+        resolver = resolver_for(server, clock, cache=cache, negative_ttl_seconds=3600)
+        assert resolver.provider_for(domain) is Provider.OTHER
+        assert resolver.provider_for(domain) is Provider.OTHER
+        assert cache.entries[domain].expires_at == clock.now + ttl
+        again = resolver_for(server, clock, cache=cache)  # a re-ingest: the store answers
+        assert again.provider_for(domain) is Provider.OTHER
+        assert server.count(domain, "MX") == 1
+        clock.advance(ttl - 1)
+        assert resolver.provider_for(domain) is Provider.OTHER
+        assert server.count(domain, "MX") == 1
+        clock.advance(2)
+        assert resolver.provider_for(domain) is Provider.OTHER
+        assert server.count(domain, "MX") == 2
+        assert resolver.stats.no_mail == 2
+
+
+def test_negative_ttl_is_capped(clock: Clock) -> None:
+    """A negative answer is believed at most negative_ttl_seconds, whatever its SOA says."""
+    with DNSServer({"neg.test.": NEGATIVE_ZONE}) as server:
+        resolver = resolver_for(server, clock, negative_ttl_seconds=120)
+        resolver.provider_for("gone.neg.test")
+        clock.advance(121)
+        resolver.provider_for("gone.neg.test")
+        assert server.count("gone.neg.test", "MX") == 2
 
 
 # -- caching ---------------------------------------------------------------------
@@ -331,19 +355,20 @@ def test_timeout_is_other_and_negatively_cached(server: DNSServer, clock: Clock)
     asked = server.count("slow-0.test")
     assert resolver.provider_for("slow-0.test") is Provider.OTHER
     assert server.count("slow-0.test") == asked
-    assert "slow-0.test" not in cache.entries
+    entry = cache.entries["slow-0.test"]  # a re-ingest within the failure ttl does not wait
+    assert (entry.provider, entry.expires_at) == ("other", clock.now + 300)
     assert resolver.stats.dns_timeouts == 1
 
 
-def test_servfail_is_other_and_negatively_cached(server: DNSServer, clock: Clock) -> None:
-    """A SERVFAIL gives other, is not stored, and is re-asked after the negative ttl."""
+def test_servfail_is_other_for_the_failure_ttl(server: DNSServer, clock: Clock) -> None:
+    """A SERVFAIL gives other for failure_ttl_seconds (in the store too), then is re-asked."""
     server.servfail("acme-corp.test")
     cache = MemoryProviderCache()
-    resolver = resolver_for(server, clock, cache=cache, negative_ttl_seconds=60)
+    resolver = resolver_for(server, clock, cache=cache, failure_ttl_seconds=60)
     assert resolver.provider_for("acme-corp.test") is Provider.OTHER
     assert resolver.provider_for("acme-corp.test") is Provider.OTHER
     assert server.count("acme-corp.test") == 1
-    assert cache.entries == {}
+    assert cache.entries["acme-corp.test"].expires_at == clock.now + 60
     server.clear_faults()
     clock.advance(61)
     assert resolver.provider_for("acme-corp.test") is Provider.GOOGLE
@@ -351,13 +376,14 @@ def test_servfail_is_other_and_negatively_cached(server: DNSServer, clock: Clock
 
 
 def test_failed_lookup_serves_the_stale_store_entry(server: DNSServer, clock: Clock) -> None:
-    """When DNS times out, an expired store entry beats other (no label flapping)."""
+    """When DNS times out, an expired store entry beats other and stays (no label flapping)."""
     server.drop("slow-0.test")
     cache = MemoryProviderCache()
     cache.put_provider("slow-0.test", "google", ["aspmx.l.google.com"], clock.now - 30 * 86400)
     resolver = resolver_for(server, clock, cache=cache, lifetime_seconds=0.1)
     assert resolver.provider_for("slow-0.test") is Provider.GOOGLE
     assert resolver.stats.stale_served == 1
+    assert cache.entries["slow-0.test"].provider == "google"
 
 
 def test_circuit_breaker_stops_dns_after_five_timeouts(server: DNSServer, clock: Clock) -> None:

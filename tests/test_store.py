@@ -149,7 +149,7 @@ def test_provider_cache_round_trip(db_url: str) -> None:
         assert store.get_provider("acme.example") is None
         store.put_provider("acme.example", "google", ["aspmx.l.google.com"], 100.0)
         store.put_provider("acme.example", "microsoft", ["x.mail.protection.outlook.com"], 200.0)
-        assert store.get_provider("acme.example") == ("microsoft", 200.0)
+        assert store.get_provider("acme.example") == ("microsoft", 200.0, None)
 
 
 def test_schema_is_versioned(db_url: str) -> None:
@@ -285,7 +285,7 @@ def test_schema_4_database_gets_sender_counters(db_url: str) -> None:
                     for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
     downgrade(db_url, 4)
     with Store.open(db_url) as store:
-        assert store.schema_version == LATEST == 8
+        assert store.schema_version == LATEST == 9
         found = [store.stats(by, include_ndr=True)
                  for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
         assert found == expected and expected[0]
@@ -346,7 +346,7 @@ def test_schema_5_database_gets_failure_counters(db_url: str) -> None:
         store.write(_failures())
     downgrade(db_url, 5)
     with Store.open(db_url) as store:
-        assert store.schema_version == LATEST == 8
+        assert store.schema_version == LATEST == 9
         assert _failure_rows(store) == _EXPECTED_FAILURES
         store.write([ev("bounced", 30, recipient="gina@gmail.com", queue_id="QA",
                         reason="spamdetected", hard=True, blame="content")])  # fmt: skip

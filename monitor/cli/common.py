@@ -7,13 +7,15 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from monitor.config import Config, find_config_file, load_config, resolve_db_url
 from monitor.errors import ConfigError
-from monitor.pipeline import ProviderLookup
 from monitor.store import Store
+
+if TYPE_CHECKING:
+    from monitor.providers import ProviderResolver
 
 __all__ = [
     "config_of",
@@ -61,16 +63,22 @@ def time_zone(text: str) -> str:
     return text
 
 
-def resolver_for(config: Config, store: Store) -> ProviderLookup:
+def resolver_for(config: Config, store: Store) -> ProviderResolver:
+    from monitor.provider_dns import nameserver_resolver
     from monitor.providers import ProviderResolver, ProviderRules
 
-    rules = ProviderRules.load(config.providers.rules_file)
+    p = config.providers
     return ProviderResolver(
+        resolver=nameserver_resolver(p.nameservers) if p.nameservers else None,
         cache=store,
-        rules=rules,
-        resolve_mx=config.providers.resolve_mx,
-        ttl_seconds=config.providers.cache_ttl_seconds,
-        lifetime_seconds=config.providers.dns_timeout_seconds,
+        rules=ProviderRules.load(p.rules_file),
+        resolve_mx=p.resolve_mx,
+        ttl_seconds=p.cache_ttl_seconds,
+        negative_ttl_seconds=p.negative_ttl_seconds,
+        failure_ttl_seconds=p.failure_ttl_seconds,
+        lifetime_seconds=p.dns_timeout_seconds,
+        concurrency=p.dns_concurrency,
+        smarthosts=p.smarthosts,
     )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from monitor.errors import StoreError
 from monitor.model import Event
+from monitor.providers import CachedProvider
 from monitor.store import queries
 from monitor.store.migrations import LATEST, current_version, migrate
 from monitor.store.schema import checkpoints, provider_cache
@@ -80,7 +81,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._providers: dict[str, tuple[str, float]] | None = None
+        self._providers: dict[str, tuple[str, float, float | None]] | None = None
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:
@@ -171,33 +172,43 @@ class Store:
 
     # -- provider cache (monitor.providers.ProviderCache) ----------------------
 
-    def get_provider(self, domain: str) -> tuple[str, float] | None:
+    def get_provider(self, domain: str) -> tuple[str, float, float | None] | None:
+        """``(provider, resolved_at, expires_at)``; ``expires_at`` is set on negative answers."""
         if self._providers is None:
             # One read of the whole (small) table beats a query per new domain in bulk ingest.
+            c = provider_cache.c
             with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(
-                        provider_cache.c.domain,
-                        provider_cache.c.provider,
-                        provider_cache.c.resolved_at,
-                    )
-                )
-                self._providers = {d: (p, at) for d, p, at in rows}
+                rows = conn.execute(select(c.domain, c.provider, c.resolved_at, c.expires_at))
+                self._providers = {d: (p, at, until) for d, p, at, until in rows}
         return self._providers.get(domain)
 
     def put_provider(
-        self, domain: str, provider: str, mx_hosts: list[str], resolved_at: float
+        self,
+        domain: str,
+        provider: str,
+        mx_hosts: list[str],
+        resolved_at: float,
+        expires_at: float | None = None,
     ) -> None:
-        row = {
-            "domain": domain,
-            "provider": provider,
-            "mx_hosts": " ".join(mx_hosts),
-            "resolved_at": resolved_at,
-        }
+        self.put_providers({domain: CachedProvider(provider, mx_hosts, resolved_at, expires_at)})
+
+    def put_providers(self, entries: Mapping[str, CachedProvider]) -> None:
+        """Upsert many provider cache entries in one transaction."""
+        rows = [
+            {
+                "domain": domain,
+                "provider": e.provider,
+                "mx_hosts": " ".join(e.mx_hosts),
+                "resolved_at": e.resolved_at,
+                "expires_at": e.expires_at,
+            }
+            for domain, e in entries.items()
+        ]
         with self.engine.begin() as conn:
-            upsert(conn, provider_cache, [row], ["domain"])
+            upsert(conn, provider_cache, rows, ["domain"])
         if self._providers is not None:
-            self._providers[domain] = (provider, resolved_at)
+            for domain, e in entries.items():
+                self._providers[domain] = (e.provider, e.resolved_at, e.expires_at)
 
     # -- reading ---------------------------------------------------------------
 

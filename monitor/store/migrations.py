@@ -147,6 +147,10 @@ def _split_sender_failures(conn: Connection) -> None:
     _add_sender_counters(conn)
 
 
+def _add_provider_expiry(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE provider_cache ADD COLUMN expires_at FLOAT")
+
+
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
@@ -157,6 +161,7 @@ STEPS: list[tuple[int, str, Step]] = [
     (6, "failure counters by hard/soft and blame", _add_failure_counters),
     (7, "sending IP and tag stream on deliveries", _add_delivery_ip_and_stream),
     (8, "sender counters by hard/soft and blame", _split_sender_failures),
+    (9, "expiry of negative answers in the provider cache", _add_provider_expiry),
 ]
 
 LATEST = STEPS[-1][0]

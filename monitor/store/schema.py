@@ -192,6 +192,8 @@ provider_cache = Table(
     Column("provider", String(32), nullable=False),
     Column("mx_hosts", Text, nullable=False, default=""),
     Column("resolved_at", Float, nullable=False),
+    # Set on negative answers (no mail, lookup failed): they carry their own lifetime.
+    Column("expires_at", Float),
 )
 
 checkpoints = Table(

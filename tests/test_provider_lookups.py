@@ -1,0 +1,235 @@
+"""MX lookups off the parsing path: concurrent, cached when negative, skipped when the
+relay host already names the provider; events wait for their provider, counted once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from dns_server import DNSServer
+from factories import ev
+
+from monitor.metrics import Metrics
+from monitor.model import Event, Provider
+from monitor.pipeline import Pipeline
+from monitor.providers import ProviderResolver
+from monitor.store import Store
+
+DELAY = 0.2  # seconds the server sits on every answer
+DOMAINS = 24
+
+
+def _zone() -> str:
+    lines = [f"corp{i} MX 10 aspmx.l.google.com." for i in range(DOMAINS)]
+    lines += ["contoso MX 10 contoso-test.mail.protection.outlook.com.", "own MX 10 mx.own.test."]
+    return "\n".join(lines) + "\n"
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def server() -> Iterator[DNSServer]:
+    with DNSServer({"test.": _zone()}, delay_seconds=DELAY) as dns_server:
+        yield dns_server
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    with Store.open(db_url) as s:
+        yield s
+
+
+def _resolver(server: DNSServer, **options: object) -> ProviderResolver:
+    options.setdefault("clock", Clock())
+    return ProviderResolver(resolver=server.resolver(lifetime=2.0), **options)  # type: ignore[arg-type]
+
+
+def test_lookups_run_concurrently_on_a_bounded_pool(server: DNSServer) -> None:
+    """Unknown domains are looked up side by side, never more at once than the pool allows."""
+    resolver = _resolver(server, concurrency=8)
+    domains = [f"corp{i}.test" for i in range(DOMAINS)]
+    assert [resolver.provider_soon(d) for d in domains] == [None] * DOMAINS
+    assert {resolver.wait_for(d) for d in domains} == {Provider.GOOGLE}
+    assert server.max_in_flight == 8
+    assert server.count() == DOMAINS
+
+
+def test_pipeline_goes_on_while_domains_resolve(server: DNSServer, store: Store) -> None:
+    """Putting events of unknown domains never waits for DNS: the lookups overlap."""
+    pipeline = Pipeline(store, resolver=_resolver(server, cache=store), batch_size=10_000)
+    for i in range(DOMAINS):
+        pipeline.put(ev("delivered", i, recipient=f"r@corp{i}.test"))
+    assert server.max_in_flight > 1
+    pipeline.close()
+    assert store.count("events") == DOMAINS
+
+
+def test_events_of_a_resolving_domain_are_stored_and_counted_once_with_its_provider(
+    server: DNSServer, store: Store, db_url: str
+) -> None:
+    """Events that waited for their lookup end in store, counters and /metrics under the real
+    provider only: nothing counted as other first."""
+    metrics = Metrics()
+    pipeline = Pipeline(store, resolver=_resolver(server, cache=store), metrics=metrics,
+                        batch_size=3)  # fmt: skip
+    events: list[Event] = [
+        ev("delivered", 0, recipient="a@contoso.test", queue_id="A1"),
+        ev("deferred", 1, recipient="b@contoso.test", queue_id="A2", reply_code=451,
+           enhanced_status="4.7.500", diagnostic="451 4.7.500 Server busy. Please try again later"),
+        ev("delivered", 2, recipient="c@contoso.test", queue_id="A3"),
+        ev("delivered", 3, recipient="d@contoso.test", queue_id="A4"),
+    ]  # fmt: skip
+    pipeline.put_many(events)
+    pipeline.close()
+    assert server.count("contoso.test") == 1
+    assert {e.provider for e in events} == {"microsoft"}
+    assert events[1].reason is not None  # classified after its provider was known
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT DISTINCT provider FROM events")).scalars().all()
+        counted = conn.execute(
+            sa.text("SELECT provider, outcome, SUM(count) FROM counters GROUP BY provider, outcome")
+        ).all()
+    engine.dispose()
+    assert stored == ["microsoft"]
+    assert sorted(counted) == [("microsoft", "deferred", 1), ("microsoft", "delivered", 3)]
+    exposed: dict[tuple[str, str], float] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "mailmon_deliveries_total":
+                key = (sample.labels["provider"], sample.labels["outcome"])
+                exposed[key] = exposed.get(key, 0) + sample.value
+    assert exposed == {("microsoft", "delivered"): 3, ("microsoft", "deferred"): 1}
+
+
+# -- the relay host ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("relay", "expected"),
+    [
+        ("aspmx.l.google.com[142.250.1.26]:25", Provider.GOOGLE),  # Postfix
+        ("contoso-test.mail.protection.outlook.com[52.101.1.1]", Provider.MICROSOFT),  # Exim, Kumo
+        ("mx01.mail.icloud.com", Provider.APPLE),
+    ],
+)
+def test_relay_host_decides_the_provider_without_dns(
+    server: DNSServer, store: Store, relay: str, expected: Provider
+) -> None:
+    """A relay host that is the recipient's MX maps through the suffix map: no DNS query."""
+    pipeline = Pipeline(store, resolver=_resolver(server, cache=store))
+    event = ev("delivered", 0, recipient="r@unlisted.test", relay=relay)
+    pipeline.put(event)
+    pipeline.put(ev("submitted", 0, recipient="s@unlisted.test"))  # the memo answers it
+    pipeline.close()
+    assert event.provider == expected
+    assert server.count() == 0
+    assert store.get_provider("unlisted.test") is None  # re-derived from the log, never stored
+
+
+@pytest.mark.parametrize(
+    "relay",
+    [
+        "smtp.google.com[142.250.1.26]:587",  # submission port: a smarthost
+        "[10.0.0.5]:25",
+        "10.0.0.5[10.0.0.5]:25",
+        "none",
+        "private/dovecot-lmtp",
+        "relay.contoso-test.mail.protection.outlook.com[52.101.1.1]:25",  # listed smarthost
+    ],
+)
+def test_smarthost_relays_leave_the_provider_to_dns(server: DNSServer, relay: str) -> None:
+    """A relay that may not be the recipient's MX (port, address, listed smarthost) decides
+    nothing: the domain's own MX does."""
+    resolver = _resolver(server, smarthosts=["mail.protection.outlook.com"])
+    assert resolver.provider_for("own.test", relay) is Provider.OTHER
+    assert server.count("own.test") == 1
+
+
+def test_relay_carrying_another_providers_domain_is_a_smarthost(server: DNSServer) -> None:
+    """A relay seen delivering yahoo.com mail is not Google's MX for the domains after it."""
+    resolver = _resolver(server)
+    relay = "aspmx.l.google.com[142.250.1.26]:25"
+    assert resolver.provider_for("yahoo.com", relay) is Provider.YAHOO
+    assert resolver.provider_for("own.test", relay) is Provider.OTHER
+    assert server.count("own.test") == 1
+
+
+# -- negative answers across runs ------------------------------------------------------
+
+
+def test_nxdomain_is_kept_in_the_store_for_its_ttl(server: DNSServer, store: Store) -> None:
+    """A second run asks nothing about a domain that does not exist, until its TTL passes."""
+    server.delay_seconds = 0
+    clock = Clock()
+
+    def run() -> None:
+        again = Store(store.engine)  # what a new process would read
+        pipeline = Pipeline(again, resolver=_resolver(server, cache=again, clock=clock))
+        pipeline.put(ev("bounced", 0, recipient="r@gone.test", reply_code=550))
+        pipeline.close()
+
+    run()
+    run()
+    assert server.count("gone.test") == 1
+    clock.now += 61  # the test zone's SOA: TTL and MINIMUM 60
+    run()
+    assert server.count("gone.test") == 2
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def _log(domains: int) -> str:
+    lines = []
+    for i in range(domains):
+        qid = f"{0xA0000 + i:X}"
+        lines += [
+            f"Mar  4 11:00:{i % 60:02d} mx1 postfix/qmgr[102]: {qid}: from=<n@app.example>, "
+            "size=900, nrcpt=1 (queue active)",
+            f"Mar  4 11:00:{i % 60:02d} mx1 postfix/smtp[103]: {qid}: to=<r@corp{i}.test>, "
+            f"relay=mx.corp{i}.test[192.0.2.1]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, "
+            "status=sent (250 2.0.0 OK)",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def test_ingest_resolves_concurrently_and_says_so(
+    server: DNSServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mailmon ingest`` asks the configured DNS for many domains at once, reports the
+    lookups in its summary, and asks nothing again on a re-ingest."""
+    log = tmp_path / "mail.log"
+    log.write_text(_log(DOMAINS))
+    config = tmp_path / "mailmon.toml"
+    config.write_text(f'[providers]\nnameservers = ["127.0.0.1:{server.port}"]\n')
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MAILMON_RESOLVE_MX", "1")
+
+    def ingest(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "monitor", "ingest", "postfix", str(log), "--db", db,
+             "--config", str(config), *extra],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+
+    summary = json.loads(ingest("--json").stdout)
+    assert server.max_in_flight > 1
+    assert server.count() == DOMAINS
+    dns = summary["mx_lookups"]
+    assert (dns["domains"], dns["answers"], dns["dns_timeouts"]) == (DOMAINS, DOMAINS, 0)
+    assert dns["dns_seconds"] >= DOMAINS * DELAY * 0.9  # summed over overlapping lookups
+    text = ingest().stdout
+    assert server.count() == DOMAINS  # the store answered
+    assert "MX lookups: none needed" in text
