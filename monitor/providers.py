@@ -24,7 +24,10 @@ decides only when it is a host name that matches the suffix map, on port 25 or n
 logged (smarthost submission uses 587, 465 or 2525), and is not listed in
 ``smarthosts``; a relay host seen carrying mail for a well-known domain of another
 provider (the static map) is a smarthost too, and is not trusted again.  A relay answer
-lives in the memo only, never in the store: the log re-derives it on every read.
+lives in the memo only, never in the store: the log re-derives it on every read.  It
+stands in for the MX lookup, so with ``resolve_mx`` off it is not used either: a
+domain's provider then never depends on which of its lines was read first (a resumed
+read would otherwise count a domain as ``other`` that a whole read counted as google).
 
 A domain that takes no mail (NXDOMAIN, no MX, RFC 7505 null MX) is ``other`` for the
 answer's negative TTL (RFC 2308 §5; at least a minute, at most
@@ -273,7 +276,7 @@ class ProviderResolver:
             self._count("no_mail")  # an address literal, a bare name, garbage: never routable
             return Provider.OTHER, math.inf
         now = self._clock()
-        if relay:
+        if relay and self._resolve_mx:
             by_relay = self._from_relay(relay)
             if by_relay is not None:
                 self._count("relay_hits")
