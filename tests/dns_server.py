@@ -74,6 +74,8 @@ class DNSServer:
         self.delay_seconds = delay_seconds  # every answer waits this long (per-name faults win)
         self._in_flight = 0
         self._max_in_flight = 0
+        self._gate = threading.Event()  # cleared: every answer waits for resume()
+        self._gate.set()
         self._zones: dict[dns.name.Name, dns.zone.Zone] = {}
         self._faults: dict[dns.name.Name, tuple[str, float]] = {}
         self._queries: list[Query] = []
@@ -108,6 +110,14 @@ class DNSServer:
     def delay(self, name: str, seconds: float) -> None:
         """Answer queries for ``name`` normally, but only after ``seconds``."""
         self._set_fault(name, "delay", seconds)
+
+    def pause(self) -> None:
+        """Hold every answer (the queries are received and counted) until :meth:`resume`."""
+        self._gate.clear()
+
+    def resume(self) -> None:
+        """Send the held answers and answer normally again."""
+        self._gate.set()
 
     def clear_faults(self) -> None:
         """Answer every name normally again."""
@@ -258,6 +268,7 @@ class DNSServer:
             if kind == "servfail":
                 response.set_rcode(dns.rcode.SERVFAIL)
                 return response.to_wire()
+        self._gate.wait()
         if delay > 0:
             time.sleep(delay)
         _fill(response, qname, rdtype, zones)

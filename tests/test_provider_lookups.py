@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,19 +62,37 @@ def test_lookups_run_concurrently_on_a_bounded_pool(server: DNSServer) -> None:
     """Unknown domains are looked up side by side, never more at once than the pool allows."""
     resolver = _resolver(server, concurrency=8)
     domains = [f"corp{i}.test" for i in range(DOMAINS)]
-    assert [resolver.provider_soon(d) for d in domains] == [None] * DOMAINS
+    server.pause()
+    try:
+        assert [resolver.provider_soon(d) for d in domains] == [None] * DOMAINS
+        deadline = time.monotonic() + 30
+        while server.max_in_flight < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # time for a ninth query, were the pool not bounded
+    finally:
+        server.resume()
     assert {resolver.wait_for(d) for d in domains} == {Provider.GOOGLE}
     assert server.max_in_flight == 8
     assert server.count() == DOMAINS
 
 
 def test_pipeline_goes_on_while_domains_resolve(server: DNSServer, store: Store) -> None:
-    """Putting events of unknown domains never waits for DNS: the lookups overlap."""
+    """Putting events of unknown domains never waits for DNS: every put returns while the
+    server holds all answers back, and the lookups are in flight together."""
     pipeline = Pipeline(store, resolver=_resolver(server, cache=store), batch_size=10_000)
-    for i in range(DOMAINS):
-        pipeline.put(ev("delivered", i, recipient=f"r@corp{i}.test"))
-    assert server.max_in_flight > 1
+    events = [ev("delivered", i, recipient=f"r@corp{i}.test") for i in range(DOMAINS)]
+    server.pause()
+    try:
+        pipeline.put_many(events)
+        assert {e.provider for e in events} == {None}  # not enriched yet: nothing answered
+        deadline = time.monotonic() + 30
+        while server.max_in_flight < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        server.resume()
     pipeline.close()
+    assert server.max_in_flight > 1
+    assert {e.provider for e in events} == {"google"}
     assert store.count("events") == DOMAINS
 
 
