@@ -90,12 +90,15 @@ class MetricsConfig(_Strict):
 class RollupConfig(_Strict):
     """The rollup engine in ``serve`` and its detectors (``monitor.rollup.detectors``).
 
-    ``min_attempts``, ``factor`` and ``floor`` tune *domain starts rejecting*; the others
-    are named after their detector.
+    ``min_attempts`` (5 minutes), ``min_attempts_15m``, ``min_attempts_1h``, ``factor`` and
+    ``floor`` tune *domain starts rejecting* (per domain, per provider, per sending IP,
+    sending domain and stream); the others are named after their detector.
     """
 
     interval_seconds: float = Field(60.0, ge=1, le=86400)
     min_attempts: int = Field(20, ge=1)
+    min_attempts_15m: int = Field(15, ge=1)
+    min_attempts_1h: int = Field(30, ge=1)
     factor: float = Field(3.0, gt=0)
     floor: float = Field(0.10, gt=0, lt=1)
     bounce_min_finished: int = Field(100, ge=1)

@@ -122,7 +122,7 @@ class _LatencyState(Protocol):
 #: Detector kinds judged per (provider, domain), per provider and per (provider, sending
 #: IP) (monitor.rollup.detectors).
 DOMAIN_KINDS = ("domain_rejecting", "bounce_rate", "deferral_spike", "queue_age")
-PROVIDER_KINDS = ("complaint_rate", "provider_silent", "delivery_latency")
+PROVIDER_KINDS = ("provider_rejecting", "complaint_rate", "provider_silent", "delivery_latency")
 SENDING_IP_KINDS = ("sending_ip_rejecting", "sending_ip_bounce_rate")
 SENDER_DOMAIN_KINDS = ("sender_domain_rejecting", "sender_domain_bounce_rate")
 STREAM_KINDS = ("stream_rejecting", "stream_bounce_rate")

@@ -171,7 +171,7 @@ def _http(url: str, body: Any = None) -> Any:
 
 
 def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) -> None:
-    """A real Alertmanager with the example config mutes bounce/deferral alerts of the rejecting domain only, and provider silence while ingestion is stalled; sending-IP alerts are neither muted nor grouped together."""
+    """A real Alertmanager with the example config mutes bounce/deferral alerts of the rejecting domain only, the domain alerts of a rejecting provider, and provider silence while ingestion is stalled; sending-IP alerts are neither muted nor grouped together."""
     binary = _tool("prometheus-alertmanager")
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
     # Receivers without integrations: nothing leaves this machine.
@@ -214,6 +214,10 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
                 {"labels": {"alertname": "MailmonProviderSilent", "severity": "warning",
                             "provider": "microsoft"}},
                 alert("MailmonDomainRejecting", "critical", "hotmail.com", "microsoft"),
+                {"labels": {"alertname": "MailmonProviderRejecting", "severity": "critical",
+                            "provider": "yahoo"}},
+                alert("MailmonDomainRejecting", "critical", "yahoo.com", "yahoo"),
+                alert("MailmonDeferralSpike", "warning", "aol.com", "yahoo"),
                 *({"labels": {"alertname": "MailmonSendingIpRejecting", "severity": "warning",
                               "provider": "microsoft", "sending_ip": ip}}
                   for ip in ("203.0.113.7", "203.0.113.8")),
@@ -228,6 +232,10 @@ def test_domain_rejecting_inhibits_bounce_and_deferral_alerts(tmp_path: Path) ->
             ("MailmonIngestionStalled", "postfix"): "active",
             ("MailmonProviderSilent", "microsoft"): "suppressed",  # blind, not silent
             ("MailmonDomainRejecting", "hotmail.com"): "active",
+            # Yahoo rejecting us explains its domains: one page, for the provider.
+            ("MailmonProviderRejecting", "yahoo"): "active",
+            ("MailmonDomainRejecting", "yahoo.com"): "suppressed",
+            ("MailmonDeferralSpike", "aol.com"): "suppressed",
             # A rejecting domain does not say which IP to pull, nor the reverse: both stay.
             ("MailmonSendingIpRejecting", "203.0.113.7"): "active",
             ("MailmonSendingIpRejecting", "203.0.113.8"): "active",

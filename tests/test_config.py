@@ -95,18 +95,20 @@ def test_rollup_tunables_reach_every_detector(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
         "[rollup]\nweekly_min_volume = 37\nweekly_weeks = 3\nmin_attempts = 21\nfactor = 2.5\n"
-        "floor = 0.2\nbounce_min_finished = 101\nbounce_floor = 0.07\n",
+        "floor = 0.2\nbounce_min_finished = 101\nbounce_floor = 0.07\nmin_attempts_15m = 16\n"
+        "min_attempts_1h = 31\n",
     )
     config = load_config(path)
     with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
         engine = engine_for(config, store)
     assert engine.weeks == 3
     weekly = [d for d in engine.detectors if "weekly_min" in d.tunables()]
-    # The domain's three share tests and the sender side's six.
-    assert len(weekly) == 9
+    # The domain's three share tests, the provider's rejecting one and the sender side's six.
+    assert len(weekly) == 10
     assert {d.kind: d.tunables()["weekly_min"] for d in weekly} == {d.kind: 37 for d in weekly}
     for d in engine.detectors:
         if isinstance(d, RejectingDetector):
-            assert (d.min_attempts, d.factor, d.floor) == (21, 2.5, 0.2), d.kind
+            assert (d.min_attempts, d.min_attempts_15m, d.min_attempts_1h) == (21, 16, 31), d.kind
+            assert (d.factor, d.floor) == (2.5, 0.2), d.kind
         if isinstance(d, BounceRateDetector):
             assert (d.min_finished, d.floor) == (101, 0.07), d.kind

@@ -132,12 +132,12 @@ def test_wilson_interval_matches_known_values() -> None:
 
 def test_detector_needs_volume_and_a_lower_bound_above_the_threshold() -> None:
     """3 of 3 blocked stays quiet (too few attempts); 35 of 50 fires; 0 of 50 resolves."""
-    from monitor.rollup.windows import BASELINE, WINDOWS, Counts
+    from monitor.rollup.windows import BASELINE, WINDOWS, Counts, with_baselines
 
     def windows(rejecting: int, delivered: int) -> dict[str, Counts]:
         out = {name: Counts(delivered=delivered, deferred=rejecting, rejecting=rejecting)
                for name in WINDOWS}
-        return out | {BASELINE: Counts(delivered=10_000, deferred=10, rejecting=10)}
+        return with_baselines(out | {BASELINE: Counts(delivered=10_000, deferred=10, rejecting=10)})
 
     detector = RejectingDetector()
     assert not detector.decide(windows(3, 0)).firing
@@ -161,7 +161,8 @@ def test_gmail_rejecting_opens_and_closes_one_incident(store: Store) -> None:
     assert short["rejecting_share"] == 0.7
     assert evidence["windows"]["baseline"]["attempts"] > 10_000
     assert evidence["wilson_lower"] > evidence["threshold"] == 0.1
-    assert evidence["detector"] == {"min_attempts": 20, "factor": 3.0, "floor": 0.1, "weekly_min": 200}
+    assert evidence["detector"] == {"min_attempts": 20, "min_attempts_15m": 15, "min_attempts_1h": 30,
+                                    "factor": 3.0, "floor": 0.1, "weekly_min": 200}
     assert evidence["baseline"] == "7d"  # one day of history: no same-hour weeks yet
     assert evidence["value"] == 0.7 and evidence["baseline_excluded_seconds"] == 0
     assert [r["reason"] for r in evidence["top_reasons"][:2]] == ["blocked", "spamdetected"]
@@ -178,7 +179,7 @@ def test_small_domains_and_typos_stay_quiet(store: Store) -> None:
     assert {s[2] for s in found if level_of(s[0]) == "domain"} == {"gmail.com"}
     # The one sending domain Gmail refuses; the noise's sender at small domains stays quiet.
     assert {s[:3] for s in found if level_of(s[0]) != "domain"} == {
-        ("sender_domain_rejecting", "google", "app.example")
+        ("sender_domain_rejecting", "google", "app.example"), ("provider_rejecting", "google", "")
     }
     with store.engine.connect() as conn:
         table = window_counts(conn, _ts(DAY + timedelta(hours=10, minutes=55)))
@@ -256,6 +257,11 @@ def test_live_and_replay_find_the_same_incidents(tmp_path: Path) -> None:
          _ts(RECOVERY + timedelta(minutes=10))),
         ("deferral_spike", "outlook.com", _ts(throttle + timedelta(minutes=15)),
          _ts(throttle + timedelta(minutes=40))),
+        # Google and Microsoft as providers: the sum of their domains, here one each, so
+        # judged as that domain is.
+        ("provider_rejecting", "", _ts(ATTACK + timedelta(minutes=5)),
+         _ts(RECOVERY + timedelta(minutes=5))),
+        ("provider_rejecting", "", _ts(throttle + timedelta(minutes=5)), rejecting[1][4]),
         ("queue_age", "gmail.com", _ts(ATTACK + timedelta(hours=4, minutes=5)), None),
         # All of Gmail's attempts come from app.example: its sending domain is refused too.
         ("sender_domain_rejecting", "app.example", _ts(ATTACK + timedelta(minutes=5)),
@@ -339,9 +345,9 @@ def test_api_incidents_over_a_real_socket(store: Store) -> None:
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
         everything = httpx.get(f"http://127.0.0.1:{port}/api/incidents?open=1", timeout=5).json()
-        # Gmail's recipient domain and the one sending domain it refuses.
+        # Gmail as a provider, its recipient domain and the one sending domain it refuses.
         assert sorted((i["domain"], i["ended_at"]) for i in everything) == [
-            ("app.example", None), ("gmail.com", None)
+            ("", None), ("app.example", None), ("gmail.com", None)
         ]
         body = [i for i in everything if i["kind"] == "domain_rejecting"]
         assert [i["domain"] for i in body] == ["gmail.com"]

@@ -307,4 +307,4 @@ def test_gauge_kinds_are_the_detectors_kinds() -> None:
     }
     # The engine finds a stored incident's level from its kind alone.
     for kind, level in levels.items():
-        assert level_of(kind) == (level if level != "provider" else "domain")
+        assert level_of(kind) == level

@@ -43,12 +43,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run)
 
 
-def detector_for(config: Config) -> RejectingDetector:
+def detector_for(config: Config, rule: type[RejectingDetector] | None = None) -> RejectingDetector:
+    """*Domain starts rejecting* (or ``rule``, one of its per-level variants) as configured."""
     from monitor.rollup import RejectingDetector
 
     r = config.rollup
-    return RejectingDetector(
-        min_attempts=r.min_attempts, factor=r.factor, floor=r.floor, weekly_min=r.weekly_min_volume
+    return (rule or RejectingDetector)(
+        min_attempts=r.min_attempts,
+        min_attempts_15m=r.min_attempts_15m,
+        min_attempts_1h=r.min_attempts_1h,
+        factor=r.factor,
+        floor=r.floor,
+        weekly_min=r.weekly_min_volume,
     )
 
 
@@ -70,6 +76,7 @@ def detectors_for(config: Config) -> tuple[Any, ...]:
     weekly = r.weekly_min_volume
     return (
         detector_for(config),
+        detector_for(config, d.ProviderRejectingDetector),
         d.BounceRateDetector(
             min_finished=r.bounce_min_finished, floor=r.bounce_floor, weekly_min=weekly
         ),
@@ -88,7 +95,7 @@ def detectors_for(config: Config) -> tuple[Any, ...]:
         d.QueueAgeDetector(max_age_seconds=r.queue_max_age_seconds, min_stuck=r.queue_min_stuck),
         # Per sending IP, sending domain and stream with the domain rules' tunables.
         *(
-            rule(min_attempts=r.min_attempts, factor=r.factor, floor=r.floor, weekly_min=weekly)
+            detector_for(config, rule)
             for rule in (
                 d.SendingIpRejectingDetector,
                 d.SenderDomainRejectingDetector,

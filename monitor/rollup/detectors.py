@@ -1,11 +1,22 @@
 """Detectors: pure decisions over window counts, no I/O.
 
-*Domain starts rejecting* (issue 5): in the short window, with ``n`` attempts of which
+*Domain starts rejecting* (issue 5): in the deciding window, with ``n`` attempts of which
 ``k`` failed for a rejecting reason (``views.REJECTING_REASONS``)::
 
     threshold = max(baseline_share * factor, floor)
     fires     when n >= min_attempts and wilson_lower(k, n, 95 %) > threshold
     resolves  when wilson_upper(k, n, 80 %) < threshold, or no attempts for the whole 1 h window
+
+The deciding window is the shortest of 5 min (``min_attempts``, 20), 15 min
+(``min_attempts_15m``) and 1 h (``min_attempts_1h``) that holds its minimum volume, else
+the 1 h window (which then cannot fire): as in multi-window burn-rate alerting, the short
+window pages fast at high volume and the longer ones reach lower volumes, here in turn, so
+a domain busy enough for 5 minutes is judged exactly as before (a batch too small a share
+for the 5-minute test is not re-judged over an hour).  A longer window fires only while
+the 5-minute share is above the threshold too, and resolves only while it is not (and
+there were attempts): the last minutes must agree with the window that speaks.
+``provider_rejecting`` applies the same rule to the sum of a provider's domains (Microsoft
+across outlook.com and hotmail.com).
 
 The 95 % Wilson score interval keeps small domains and single typo'd addresses quiet
 (a handful of failures never has a lower bound above the floor) and gives hysteresis:
@@ -34,7 +45,7 @@ the ``source`` of its input and ``decide(input)``::
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Protocol
 
 from monitor.rollup.windows import SHORT, WEEKLY, WEEKLY_MIN, Counts, baseline_of
@@ -47,6 +58,7 @@ __all__ = [
     "Detector",
     "LatencyDetector",
     "LatencyStats",
+    "ProviderRejectingDetector",
     "ProviderSilentDetector",
     "QueueAgeDetector",
     "QueueStats",
@@ -111,6 +123,8 @@ class Decision:
     denominator: float = 0.0
     severity: str = ""
     baseline: str = ""  # which baseline a share test used: "weekly" or "7d"
+    window: str = ""  # which window decided, for a detector with several
+
 
     def as_dict(self) -> dict[str, Any]:
         base = self.baseline_share
@@ -125,6 +139,8 @@ class Decision:
             out["severity"] = self.severity
         if self.baseline:
             out["baseline"] = self.baseline
+        if self.window:
+            out["window"] = self.window
         return out
 
 
@@ -165,13 +181,16 @@ class _ShareDetector(_Tunable):
     """The share test of the module docstring on ``window`` against that window's baseline.
 
     A subclass names the ``Counts`` fields of its share and the field holding its minimum
-    volume; every such detector resolves on silence when its 1 h window saw nothing.
+    volume (or, in ``ladder``, several windows each with the field holding its minimum:
+    the shortest one with its volume decides); every such detector resolves on silence
+    when its 1 h window saw nothing.
     """
 
     __slots__ = ()
     window: ClassVar[str]
     share: ClassVar[tuple[str, str]]  # (numerator, denominator) Counts fields
     minimum: ClassVar[str]  # the field holding the minimum denominator
+    ladder: ClassVar[tuple[tuple[str, str], ...]] = ()  # (window, minimum field), shortest first
     factor: float
     floor: float
 
@@ -179,18 +198,38 @@ class _ShareDetector(_Tunable):
 
     def decide(self, windows: dict[str, Counts]) -> Decision:
         k, n = self.share
-        short, base = windows[self.window], baseline_of(windows, self.window)
+        rungs = self.ladder or ((self.window, self.minimum),)
+        # The shortest window with the volume to judge decides; the longest when none has.
+        name, minimum = next(
+            ((w, m) for w, m in rungs if getattr(windows[w], n) >= getattr(self, m)), rungs[-1]
+        )
+        short, base = windows[name], baseline_of(windows, name)
         baseline = "7d"
         least = windows.get(WEEKLY_MIN)
         # The same hour of the week when every usable week had the volume to say what is
         # usual then (a Monday 09:00 batch); else the trailing week.
         if least is not None and self.weekly_min and getattr(least, n) >= self.weekly_min:
             base, baseline = windows[WEEKLY], "weekly"
-        return _share(
+        decision = _share(
             getattr(short, k), getattr(short, n), getattr(base, k), getattr(base, n),
-            min_n=getattr(self, self.minimum), factor=self.factor, floor=self.floor,
+            min_n=getattr(self, minimum), factor=self.factor, floor=self.floor,
             silent=getattr(windows["1h"], n) == 0, baseline=baseline,
         )  # fmt: skip
+        if not self.ladder:
+            return decision
+        if name != SHORT:
+            # A longer window speaks only while the last 5 minutes agree, both ways (as
+            # multi-window burn-rate alerts pair each long window with a short one): an
+            # hour whose clean traffic slides out after the mail stopped does not fire,
+            # nor does one full of clean traffic from before resolve what is failing now.
+            now = windows[SHORT]
+            seen, failing = getattr(now, n), getattr(now, k)
+            agrees = seen > 0 and failing / seen > decision.threshold
+            firing = decision.firing and agrees
+            silent = getattr(windows["1h"], n) == 0
+            clean = decision.upper < decision.threshold and seen > 0 and not agrees
+            decision = replace(decision, firing=firing, resolved=not firing and (silent or clean))
+        return replace(decision, window=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +242,28 @@ class RejectingDetector(_ShareDetector):
     window: ClassVar[str] = SHORT
     share: ClassVar[tuple[str, str]] = ("rejecting", "attempts")
     minimum: ClassVar[str] = "min_attempts"
+    ladder: ClassVar[tuple[tuple[str, str], ...]] = (
+        (SHORT, "min_attempts"),
+        ("15m", "min_attempts_15m"),
+        ("1h", "min_attempts_1h"),
+    )
     min_attempts: int = 20
+    min_attempts_15m: int = 15  # 60 an hour: 100 an hour is judged within 15 minutes
+    min_attempts_1h: int = 30
     factor: float = 3.0
     floor: float = 0.10
     weekly_min: int = 200  # per same-hour-of-week hour; 0: always the trailing week
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRejectingDetector(RejectingDetector):
+    """*Domain starts rejecting* judged on the sum of a provider's domains: Microsoft
+    blocking us shows at outlook.com, hotmail.com and live.com at once, each of them maybe
+    too quiet on its own.  ``other`` is no one receiver, so it is not judged."""
+
+    kind: ClassVar[str] = "provider_rejecting"
+    level: ClassVar[str] = "provider"
+    skip_providers: ClassVar[frozenset[str]] = frozenset({"other"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +522,7 @@ def default_detectors() -> tuple[Detector, ...]:
     """Every detector of issue 5 with its default tunables."""
     return (
         RejectingDetector(),
+        ProviderRejectingDetector(),
         BounceRateDetector(),
         DeferralSpikeDetector(),
         ComplaintRateDetector(),

@@ -66,6 +66,7 @@ __all__ = [
 #: Per kind: what the evidence's top replies and reasons look at.
 _EVIDENCE: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
     "domain_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
+    "provider_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
     "bounce_rate": (None, ("bounced",)),
     "deferral_spike": (None, ("deferred",)),
     "sending_ip_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
@@ -82,6 +83,7 @@ _EVIDENCE: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
 _BASELINE_KINDS = frozenset(
     {
         "domain_rejecting",
+        "provider_rejecting",
         "bounce_rate",
         "deferral_spike",
         "sending_ip_rejecting",
@@ -101,8 +103,15 @@ SENDER_LEVELS = {
 }
 
 
+#: Each default detector's kind -> its level (a stored incident names its kind only).
+_LEVELS = {d.kind: d.level for d in default_detectors()}
+
+
 def level_of(kind: str) -> str:
-    """The level an incident kind judges: a sender-side one by its prefix, else ``domain``."""
+    """The level an incident kind judges: its detector's, a sender-side one by its prefix,
+    else ``domain``."""
+    if kind in _LEVELS:
+        return _LEVELS[kind]
     for level in SENDER_LEVELS:
         if kind.startswith(f"{level}_"):
             return level
@@ -196,6 +205,11 @@ def _empty() -> dict[str, Counts]:
 def _input_of(detector: Detector) -> str:
     """The engine input a detector judges: domain or provider windows, latency, queue."""
     return detector.level if detector.source == "counters" else detector.source
+
+
+def _windows_of(detector: Any) -> list[str]:
+    """The windows a detector judges: its ladder's, else its one window."""
+    return [w for w, _minimum in getattr(detector, "ladder", ())] or [detector.window]
 
 
 def _empty_input(detector: Any) -> Any:
@@ -312,7 +326,7 @@ class RollupEngine:
         window before the start to the end (``end`` while open); it stays out of the
         subject's baselines.  Only the kinds of ``level`` judged against a baseline share
         count."""
-        lookback = {d.kind: WINDOWS[d.window] for d in self.detectors}
+        lookback = {d.kind: max(WINDOWS[w] for w in _windows_of(d)) for d in self.detectors}
         spans: dict[Key, list[tuple[float, float]]] = {}
         for row in incidents.overlapping(conn, end - seconds, end):
             kind = row["kind"]
@@ -383,7 +397,10 @@ class RollupEngine:
             source = _input_of(detector)
             subjects = inputs.get(source, {})
             active = current.get(detector.kind, {})
+            skip: frozenset[str] = getattr(detector, "skip_providers", frozenset())
             for key in sorted(subjects.keys() | active.keys()):
+                if key[0] in skip:
+                    continue
                 decision = detector.decide(subjects.get(key) or _empty_input(detector))
                 decisions[(detector.kind, key)] = decision
                 row = active.get(key)
@@ -402,7 +419,9 @@ class RollupEngine:
                     if key in fresh.get(detector.kind, {}):
                         continue
                     source = _input_of(detector)
-                    evidence = self._evidence(conn, detector, key, end, inputs[source][key])
+                    evidence = self._evidence(
+                        conn, detector, key, end, inputs[source][key], decision.window, inputs
+                    )
                     evidence |= decision.as_dict()
                     level_excluded = excluded.get(detector.level, {})
                     evidence["baseline_excluded_seconds"] = level_excluded.get(key, 0)
@@ -461,7 +480,14 @@ class RollupEngine:
             at += step
 
     def _evidence(
-        self, conn: Any, detector: Any, key: Key, end: float, data: Any
+        self,
+        conn: Any,
+        detector: Any,
+        key: Key,
+        end: float,
+        data: Any,
+        window: str = "",
+        inputs: dict[str, dict[Key, Any]] | None = None,
     ) -> dict[str, Any]:
         evidence: dict[str, Any] = {"detector": detector.tunables()}
         evidence |= _input_evidence(detector, data)
@@ -484,7 +510,7 @@ class RollupEngine:
                 conn, key[0], key[1], since, end, ("deferred",)
             )
             return evidence
-        since = end - WINDOWS.get(detector.window, WINDOWS[SHORT])
+        since = end - WINDOWS.get(window or detector.window, WINDOWS[SHORT])
         reasons, states = _EVIDENCE.get(detector.kind, (None, ("deferred", "bounced")))
         if detector.level in SENDER_LEVELS:
             view = SENDER_LEVELS[detector.level][0]
@@ -507,9 +533,13 @@ class RollupEngine:
             conn, key[0], key[1], since, end, outcomes=states
         )
         evidence["failures"] = incidents.failure_breakdown(conn, key[0], key[1], since, end, states)
+        domains: str | list[str] = key[1]
+        if not key[1] and detector.kind == "provider_rejecting":
+            # The provider's domains: the replies that say why (e.g. a block list's name).
+            domains = [d for p, d in (inputs or {}).get("domain", {}) if p == key[0]]
         evidence["top_replies"] = (
-            incidents.top_replies(conn, key[1], since, end, reasons, self.top_replies, states)
-            if key[1]
+            incidents.top_replies(conn, domains, since, end, reasons, self.top_replies, states)
+            if domains
             else []
         )
         return evidence

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
@@ -92,14 +92,15 @@ def close(conn: Connection, row: dict[str, Any], at: float, resolution: dict[str
 
 def top_replies(
     conn: Connection,
-    domain: str,
+    domain: str | Collection[str],
     since: float,
     until: float,
     reasons: frozenset[str] | None,
     limit: int,
     states: tuple[str, ...] = ("deferred", "bounced"),
 ) -> list[dict[str, Any]]:
-    """The most frequent failing replies of ``domain`` in ``[since, until)`` from delivery rows.
+    """The most frequent failing replies of ``domain`` (or of several: a provider's) in
+    ``[since, until)`` from delivery rows.
 
     Delivery rows keep each recipient's latest reply; through the (domain, state) index
     this stays cheap, and it only runs when an incident opens.
@@ -110,7 +111,9 @@ def top_replies(
         deliveries.c.reason,
         deliveries.c.diagnostic,
     ).where(
-        deliveries.c.recipient_domain == domain,
+        deliveries.c.recipient_domain == domain
+        if isinstance(domain, str)
+        else deliveries.c.recipient_domain.in_(sorted(domain)),
         deliveries.c.state.in_(states),
         and_(deliveries.c.last_event_at >= since, deliveries.c.last_event_at < until),
     )

@@ -1,0 +1,1 @@
+"""Test helpers shipped with the package: traffic generators for tests and benchmarks."""
