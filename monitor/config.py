@@ -115,6 +115,7 @@ class RollupConfig(_Strict):
     queue_min_stuck: int = Field(20, ge=1)
     weekly_weeks: int = Field(4, ge=0, le=12)
     weekly_min_volume: int = Field(200, ge=0)
+    max_domains: int = Field(1000, ge=0)
 
 
 class Config(_Strict):

@@ -64,7 +64,13 @@ def engine_for(config: Config, store: Store, gauges: GaugeSink | None = None) ->
 
     weeks = config.rollup.weekly_weeks
     return RollupEngine(
-        store, detectors_for(config), gauges=gauges, weeks=weeks, min_weeks=min(2, weeks) or 1
+        store,
+        detectors_for(config),
+        gauges=gauges,
+        weeks=weeks,
+        min_weeks=min(2, weeks) or 1,
+        max_domains=config.rollup.max_domains,
+        domains=config.metrics.domains,
     )
 
 

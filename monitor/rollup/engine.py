@@ -36,6 +36,7 @@ from monitor.rollup.views import REJECTING_REASONS, SENDER_DOMAINS, SENDING_IPS,
 from monitor.rollup.windows import (
     BASELINE,
     BASELINE_SECONDS,
+    REST,
     SHORT,
     WEEK_SECONDS,
     WEEKLY,
@@ -232,10 +233,15 @@ class RollupEngine:
         top_replies: int = 5,
         weeks: int = 4,
         min_weeks: int = 2,
+        max_domains: int = 0,
+        domains: Sequence[str] = (),
     ) -> None:
         """``detectors``: one detector, a sequence of them, or None for every default one;
         ``weeks``: how many weeks back the same-hour-of-week baseline looks (0: none), of
-        which ``min_weeks`` must be usable."""
+        which ``min_weeks`` must be usable; ``max_domains`` (0: no limit): only the busiest
+        recipient domains and ``domains`` are judged one by one, the others add up per
+        provider (``WindowReader``), so memory is bounded in the number of domains while
+        the provider level still sees every attempt."""
         if weeks < 0 or min_weeks < 1:
             raise ValueError("weeks must be >= 0 and min_weeks >= 1")
         self.weeks = weeks
@@ -254,7 +260,7 @@ class RollupEngine:
             raise ValueError(f"one detector per kind: {kinds}")
         self.gauges = gauges
         self.top_replies = top_replies
-        self.windows = WindowReader()
+        self.windows = WindowReader(max_subjects=max_domains, always=domains)
         # A sender-side level is read only when a detector judges it.
         levels = {d.level for d in self.detectors}
         self.sender_windows = {
@@ -314,7 +320,7 @@ class RollupEngine:
             out["latency"] = table.providers
         for detector in self.detectors:
             if isinstance(detector, QueueAgeDetector):
-                names = {domain for _provider, domain in domains}
+                names = {domain for _provider, domain in domains if domain != REST}
                 newest = conn.execute(select(func.max(counters.c.bucket))).scalar()
                 out["queue"] = self.queue.read(conn, end, names, detector, newest)
         return out, excluded, table
@@ -399,8 +405,8 @@ class RollupEngine:
             active = current.get(detector.kind, {})
             skip: frozenset[str] = getattr(detector, "skip_providers", frozenset())
             for key in sorted(subjects.keys() | active.keys()):
-                if key[0] in skip:
-                    continue
+                if key[0] in skip or (key[1] == REST and detector.level == "domain"):
+                    continue  # the rest of the domains count towards their provider only
                 decision = detector.decide(subjects.get(key) or _empty_input(detector))
                 decisions[(detector.kind, key)] = decision
                 row = active.get(key)

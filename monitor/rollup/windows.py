@@ -20,6 +20,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal,
     or_,
     select,
 )
@@ -33,6 +34,7 @@ from monitor.store.schema import BUCKET_SECONDS
 __all__ = [
     "BASELINE",
     "BASELINE_SECONDS",
+    "REST",
     "SHORT",
     "WEEKLY",
     "WEEKLY_MIN",
@@ -60,6 +62,10 @@ WEEKLY = "weekly"
 WEEKLY_MIN = "weekly_min"
 WEEK_SECONDS = 7 * 86400
 
+#: The subject holding a bounded reader's other subjects, per provider (never judged alone).
+REST = "(rest)"
+
+
 def align(at: float) -> int:
     """``at`` down to a bucket boundary: windows hold whole buckets only."""
     return int(at // BUCKET_SECONDS) * BUCKET_SECONDS
@@ -69,14 +75,24 @@ def align(at: float) -> int:
 Tally = dict[tuple[str, str, str, int], int]
 
 
-def _scan_query(view: View, sums: list[Any]) -> Any:
+def _subject(view: View, bounded: bool) -> Any:
+    """The subject column, or for a bounded reader the subject when it is in the parameter
+    ``kept`` and ``REST`` otherwise (one expression object: selected and grouped by)."""
+    if not bounded:
+        return view.column
+    kept = view.column.in_(bindparam("kept", expanding=True))
+    return case((kept, view.column), else_=literal(REST))
+
+
+def _scan_query(view: View, sums: list[Any], bounded: bool = False) -> Any:
     """Counter rows in ``[:start, :end)`` grouped by (provider, subject, field, rejecting),
     with ``sums``.  Bounds are parameters: a reader builds its statements once and runs
     them every evaluation (building and hashing a statement cost more than running it)."""
     c = view.c
     rejecting = view.rejecting()
+    subject = _subject(view, bounded)
     return (
-        select(c.provider, view.column, view.outcome, rejecting, *sums)
+        select(c.provider, subject, view.outcome, rejecting, *sums)
         .where(
             c.bucket >= bindparam("start"),
             c.bucket < bindparam("end"),
@@ -84,8 +100,23 @@ def _scan_query(view: View, sums: list[Any]) -> Any:
             *view.where,
             view.column != "",
         )
-        .group_by(*view.grouped(rejecting, c.provider, view.column))
+        .group_by(*view.grouped(rejecting, c.provider, subject))
     )
+
+
+def top_subjects(conn: Connection, view: View, start: int, end: int, limit: int) -> list[str]:
+    """The ``limit`` subjects with the most attempts in ``[start, end)``, busiest first."""
+    c = view.c
+    total = func.sum(c.count)
+    query = (
+        select(view.column)
+        .where(c.bucket >= start, c.bucket < end, c.outcome.in_(_ATTEMPT_OUTCOMES),
+               *view.where, view.column != "")
+        .group_by(view.column)
+        .order_by(total.desc(), view.column)
+        .limit(limit)
+    )  # fmt: skip
+    return [row[0] for row in conn.execute(query)]
 
 
 def _window_sums(view: View, names: Iterable[str]) -> list[Any]:
@@ -94,7 +125,7 @@ def _window_sums(view: View, names: Iterable[str]) -> list[Any]:
     return [func.sum(case((c.bucket >= bindparam(f"from_{n}"), c.count), else_=0)) for n in names]
 
 
-def _scan(conn: Connection, view: View, query: Any, **bounds: int) -> list[Any]:
+def _scan(conn: Connection, view: View, query: Any, **bounds: Any) -> list[Any]:
     rows = conn.execute(query, bounds)
     if not view.prefix:
         return list(rows)
@@ -184,6 +215,12 @@ class WindowReader:
 
     A reader reads its view's ``extras`` alongside, as window_counts does.
 
+    With ``max_subjects``, memory is bounded in the number of subjects: the ``max_subjects``
+    busiest of the week before the evaluation's UTC day (by attempts) and the ``always``
+    ones keep their own counts, the others add up per provider as subject ``REST``.  The
+    choice is made once per UTC day of event time, from the data before it, so a live
+    evaluation and a replay of the same time choose alike.
+
     Hours that ended ``settle_seconds`` before the evaluation time are read once and kept
     as running sums for the 24 h window and the baseline; each evaluation then reads the
     minute buckets of the last hours and the two partial hours at the windows' starts.
@@ -192,17 +229,30 @@ class WindowReader:
     crosses a UTC day.
     """
 
-    def __init__(self, settle_seconds: int = 2 * HOUR, view: View = RECIPIENT_DOMAINS) -> None:
+    def __init__(
+        self,
+        settle_seconds: int = 2 * HOUR,
+        view: View = RECIPIENT_DOMAINS,
+        max_subjects: int = 0,
+        always: Iterable[str] = (),
+    ) -> None:
         if settle_seconds < HOUR:
             raise ValueError("settle_seconds must cover the 1 h window")
         self.settle_seconds = settle_seconds
         self.view = view
-        # The hard/soft and blame fields, as window_counts adds them.
-        self._extras = [WindowReader(settle_seconds, extra) for extra in view.extras]
+        self.max_subjects = max_subjects
+        self.always = frozenset(always)
+        self._kept: tuple[int, list[str]] | None = None  # (UTC day, subjects kept)
+        bounded = max_subjects > 0
+        # The hard/soft and blame fields, as window_counts adds them (same subjects kept).
+        self._extras = [
+            WindowReader(settle_seconds, extra, max_subjects, always) for extra in view.extras
+        ]
         # The windows inside the settle time, read from minute buckets every evaluation.
         total = func.sum(view.c.count)
-        self._tail_query = _scan_query(view, [*_window_sums(view, _SHORTER), total])
-        self._minutes_query = _scan_query(view, [total])
+        self._tail_query = _scan_query(view, [*_window_sums(view, _SHORTER), total], bounded)
+        self._minutes_query = _scan_query(view, [total], bounded)
+        self._bounded = bounded
         self._hours: dict[int, Tally] = {}
         self._range: tuple[int, int, int] | None = None  # (lo7, lo24, hi) of the sums
         self._sum7: Tally = {}
@@ -212,11 +262,48 @@ class WindowReader:
         # weekly()'s last answer and its hours: the same for a whole event-time hour.
         self._weekly_out: tuple[list[int], dict[Key, list[tuple[int, Counts]]]] | None = None
 
+    def _keep(self, conn: Connection, end: int, kept: list[str] | None) -> None:
+        """Choose the subjects kept on their own for ``end``'s UTC day (or take ``kept``,
+        the main view's choice); a new choice drops what was summed under the old one."""
+        if not self._bounded:
+            return
+        day = end // 86400
+        if self._kept is not None and self._kept[0] == day:
+            return
+        if kept is None:
+            since = day * 86400
+            busiest = top_subjects(
+                conn, self.view, since - BASELINE_SECONDS, since, self.max_subjects
+            )
+            kept = sorted(self.always | set(busiest))
+        self._kept = (day, kept)
+        self._range = None
+        self._weekly.clear()
+        self._weekly_out = None
+
+    def _params(self) -> dict[str, Any]:
+        return {"kept": self._kept[1]} if self._kept is not None else {}
+
+    def held(self) -> int:
+        """Tally entries this reader (and its extras) keeps between evaluations: the hourly
+        sums, the running 24 h and 7 d sums and the same-hour-of-week hours."""
+        own = sum(len(t) for t in (*self._hours.values(), *self._weekly.values()))
+        return own + len(self._sum7) + len(self._sum24) + sum(x.held() for x in self._extras)
+
+    def kept(self) -> list[str] | None:
+        """The subjects kept on their own today (None: every subject is)."""
+        return None if self._kept is None else self._kept[1]
+
     def read(
-        self, conn: Connection, at: float, into: dict[Key, dict[str, Counts]] | None = None
+        self,
+        conn: Connection,
+        at: float,
+        into: dict[Key, dict[str, Counts]] | None = None,
+        kept: list[str] | None = None,
     ) -> dict[Key, dict[str, Counts]]:
         """The windows ending at ``at``, added into ``into`` (a fresh table by default)."""
         end = align(at)
+        self._keep(conn, end, kept)
         hi = (end - self.settle_seconds) // HOUR * HOUR
         lo7 = _ceil_hour(end - BASELINE_SECONDS)
         lo24 = _ceil_hour(end - WINDOWS["24h"])
@@ -224,7 +311,7 @@ class WindowReader:
         cuts = {f"from_{name}": end - WINDOWS[name] for name in _SHORTER}
         tail: dict[str, Tally] = {name: {} for name in (*WINDOWS, BASELINE)}
         for provider, domain, outcome, rej, *totals in _scan(
-            conn, self.view, self._tail_query, start=hi, end=end, **cuts
+            conn, self.view, self._tail_query, start=hi, end=end, **cuts, **self._params()
         ):
             k = (provider, domain, outcome, int(rej))
             *short_sums, total = (int(t or 0) for t in totals)
@@ -242,7 +329,7 @@ class WindowReader:
         for tally in (tail[BASELINE], head7, self._sum7):
             _add(table, BASELINE, tally)
         for extra in self._extras:
-            extra.read(conn, at, table)  # in place: no second table to add up
+            extra.read(conn, at, table, self.kept())  # in place: no second table to add up
         return table
 
     def incident_counts(
@@ -344,7 +431,9 @@ class WindowReader:
         return out
 
     def _minutes(self, conn: Connection, start: int, end: int) -> Tally:
-        rows = _scan(conn, self.view, self._minutes_query, start=start, end=end)
+        rows = _scan(
+            conn, self.view, self._minutes_query, start=start, end=end, **self._params()
+        )
         return {(p, d, o, int(r)): int(n or 0) for p, d, o, r, n in rows}
 
     def weekly(
@@ -392,8 +481,9 @@ class WindowReader:
         c = view.c
         hour = (c.bucket // HOUR).label("hour")
         rejecting = view.rejecting()
+        subject = _subject(view, self._bounded)
         query = (
-            select(hour, c.provider, view.column, view.outcome, rejecting, func.sum(c.count))
+            select(hour, c.provider, subject, view.outcome, rejecting, func.sum(c.count))
             .where(
                 c.bucket >= start,
                 c.bucket < end,
@@ -401,10 +491,10 @@ class WindowReader:
                 *view.where,
                 view.column != "",
             )
-            .group_by(*view.grouped(rejecting, hour, c.provider, view.column))
+            .group_by(*view.grouped(rejecting, hour, c.provider, subject))
         )
         out: dict[int, Tally] = {}
-        for h, provider, domain, outcome, rej, n in conn.execute(query):
+        for h, provider, domain, outcome, rej, n in conn.execute(query, self._params()):
             k = (provider, domain, view.name(outcome), int(rej))
             out.setdefault(int(h) * HOUR, {})[k] = int(n or 0)
         return out
