@@ -301,6 +301,7 @@ def test_cli_rollup_and_incidents_json(store: Store, db_url: str, capsys: pytest
     iso = [(ATTACK + timedelta(minutes=m)).isoformat() for m in (5, 10, 20)]
     assert [(r["at"], r["opened"]) for r in runs if r["opened"]] == [
         (iso[0], [["domain_rejecting", "google", "gmail.com"],
+                  ["provider_rejecting", "google", ""],
                   ["sender_domain_rejecting", "google", "app.example"]]),
         (iso[1], [["deferral_spike", "google", "gmail.com"]]),
         (iso[2], [["bounce_rate", "google", "gmail.com"]]),
@@ -312,7 +313,8 @@ def test_cli_rollup_and_incidents_json(store: Store, db_url: str, capsys: pytest
     assert incident["started_at"] == (ATTACK + timedelta(minutes=5)).isoformat()
     assert incident["ended_at"] == (RECOVERY + timedelta(minutes=5)).isoformat()
     assert sorted(r["kind"] for r in rows) == [
-        "bounce_rate", "deferral_spike", "domain_rejecting", "sender_domain_rejecting"
+        "bounce_rate", "deferral_spike", "domain_rejecting", "provider_rejecting",
+        "sender_domain_rejecting"
     ]
     # At 12:00 the last hour still holds 20 minutes of Gmail's 40 % bounces: still open.
     assert main(["incidents", "--db", db_url, "--open", "--json"]) == 0
@@ -414,8 +416,13 @@ def test_serve_runs_the_engine_and_exports_the_gauge(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert want in text
-        (incident,) = httpx.get(f"{base}/api/incidents", timeout=5).json()
-        assert incident["started_at"] == (ATTACK + timedelta(minutes=9)).isoformat()
+        found = httpx.get(f"{base}/api/incidents", timeout=5).json()
+        # Gmail the domain and Google the provider (its one domain here), at the same time.
+        assert sorted((i["kind"], i["domain"]) for i in found) == [
+            ("domain_rejecting", "gmail.com"), ("provider_rejecting", "")
+        ]
+        for incident in found:
+            assert incident["started_at"] == (ATTACK + timedelta(minutes=9)).isoformat()
     finally:
         proc.terminate()
         proc.wait(timeout=15)

@@ -242,7 +242,8 @@ class WindowReader:
         self.view = view
         self.max_subjects = max_subjects
         self.always = frozenset(always)
-        self._kept: tuple[int, list[str]] | None = None  # (UTC day, subjects kept)
+        # (UTC day, subjects kept; None: every subject, the previous week had few enough)
+        self._kept: tuple[int, list[str] | None] | None = None
         bounded = max_subjects > 0
         # The hard/soft and blame fields, as window_counts adds them (same subjects kept).
         self._extras = [
@@ -250,8 +251,11 @@ class WindowReader:
         ]
         # The windows inside the settle time, read from minute buckets every evaluation.
         total = func.sum(view.c.count)
-        self._tail_query = _scan_query(view, [*_window_sums(view, _SHORTER), total], bounded)
-        self._minutes_query = _scan_query(view, [total], bounded)
+        sums = [*_window_sums(view, _SHORTER), total]
+        # Per "subjects bounded today": the tail and minute statements.
+        self._queries = {
+            b: (_scan_query(view, sums, b), _scan_query(view, [total], b)) for b in {False, bounded}
+        }
         self._bounded = bounded
         self._hours: dict[int, Tally] = {}
         self._range: tuple[int, int, int] | None = None  # (lo7, lo24, hi) of the sums
@@ -262,9 +266,11 @@ class WindowReader:
         # weekly()'s last answer and its hours: the same for a whole event-time hour.
         self._weekly_out: tuple[list[int], dict[Key, list[tuple[int, Counts]]]] | None = None
 
-    def _keep(self, conn: Connection, end: int, kept: list[str] | None) -> None:
+    def _keep(self, conn: Connection, end: int, kept: tuple[list[str] | None] | None) -> None:
         """Choose the subjects kept on their own for ``end``'s UTC day (or take ``kept``,
-        the main view's choice); a new choice drops what was summed under the old one."""
+        the main view's choice); a new choice drops what was summed under the old one.
+        A day whose previous week had no more than ``max_subjects`` subjects keeps them
+        all (a new store's first day too)."""
         if not self._bounded:
             return
         day = end // 86400
@@ -273,16 +279,22 @@ class WindowReader:
         if kept is None:
             since = day * 86400
             busiest = top_subjects(
-                conn, self.view, since - BASELINE_SECONDS, since, self.max_subjects
+                conn, self.view, since - BASELINE_SECONDS, since, self.max_subjects + 1
             )
-            kept = sorted(self.always | set(busiest))
-        self._kept = (day, kept)
+            few = len(busiest) <= self.max_subjects
+            kept = (None if few else sorted(self.always | set(busiest[: self.max_subjects])),)
+        self._kept = (day, kept[0])
         self._range = None
         self._weekly.clear()
         self._weekly_out = None
 
     def _params(self) -> dict[str, Any]:
-        return {"kept": self._kept[1]} if self._kept is not None else {}
+        kept = self.kept()
+        return {} if kept is None else {"kept": kept}
+
+    def _today(self) -> bool:
+        """Whether today's reads map the subjects not kept to ``REST``."""
+        return self.kept() is not None
 
     def held(self) -> int:
         """Tally entries this reader (and its extras) keeps between evaluations: the hourly
@@ -299,7 +311,7 @@ class WindowReader:
         conn: Connection,
         at: float,
         into: dict[Key, dict[str, Counts]] | None = None,
-        kept: list[str] | None = None,
+        kept: tuple[list[str] | None] | None = None,
     ) -> dict[Key, dict[str, Counts]]:
         """The windows ending at ``at``, added into ``into`` (a fresh table by default)."""
         end = align(at)
@@ -311,7 +323,13 @@ class WindowReader:
         cuts = {f"from_{name}": end - WINDOWS[name] for name in _SHORTER}
         tail: dict[str, Tally] = {name: {} for name in (*WINDOWS, BASELINE)}
         for provider, domain, outcome, rej, *totals in _scan(
-            conn, self.view, self._tail_query, start=hi, end=end, **cuts, **self._params()
+            conn,
+            self.view,
+            self._queries[self._today()][0],
+            start=hi,
+            end=end,
+            **cuts,
+            **self._params(),
         ):
             k = (provider, domain, outcome, int(rej))
             *short_sums, total = (int(t or 0) for t in totals)
@@ -329,7 +347,8 @@ class WindowReader:
         for tally in (tail[BASELINE], head7, self._sum7):
             _add(table, BASELINE, tally)
         for extra in self._extras:
-            extra.read(conn, at, table, self.kept())  # in place: no second table to add up
+            # In place (no second table to add up), with the same subjects kept.
+            extra.read(conn, at, table, (self.kept(),))
         return table
 
     def incident_counts(
@@ -432,7 +451,12 @@ class WindowReader:
 
     def _minutes(self, conn: Connection, start: int, end: int) -> Tally:
         rows = _scan(
-            conn, self.view, self._minutes_query, start=start, end=end, **self._params()
+            conn,
+            self.view,
+            self._queries[self._today()][1],
+            start=start,
+            end=end,
+            **self._params(),
         )
         return {(p, d, o, int(r)): int(n or 0) for p, d, o, r, n in rows}
 
@@ -481,7 +505,7 @@ class WindowReader:
         c = view.c
         hour = (c.bucket // HOUR).label("hour")
         rejecting = view.rejecting()
-        subject = _subject(view, self._bounded)
+        subject = _subject(view, self._today())
         query = (
             select(hour, c.provider, subject, view.outcome, rejecting, func.sum(c.count))
             .where(
