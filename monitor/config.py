@@ -43,6 +43,7 @@ class ServiceConfig(_Strict):
     # for it; slower clients are disconnected (a slowloris holds connections open otherwise).
     request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     max_body_bytes: int = Field(10 << 20, ge=1024, le=1 << 30)
+    max_connections: int = Field(512, ge=1, le=100_000)
     hook_token_file: str | None = None  # the log hook's bearer token (MAILMON_HOOK_TOKEN wins)
 
 

@@ -21,6 +21,7 @@ RECORDS = (Path(__file__).parent / "data" / "kumomta" / "records.jsonl").read_te
 TOKEN = "hook-t0ken-5e4f3a2b1c"
 TIMEOUT = 1.0  # request_timeout_seconds of the served fixture
 CAP = 65536  # max_body_bytes of the served fixture
+CONNECTIONS = 8  # max_connections of the served fixture
 
 
 def _serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -64,7 +65,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`mailmon serve` with a hook token file, a 64 KiB body cap and a 1 s request deadline."""
+    """`mailmon serve` with a hook token file, a 64 KiB body cap, a 1 s request deadline and
+    at most 8 connections."""
     tmp = tmp_path_factory.mktemp("guard")
     (tmp / "token").write_text(TOKEN + "\n")
     port = free_port()
@@ -72,6 +74,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f'[database]\nurl = "sqlite:///{tmp / "m.db"}"\n'
         f'[service]\nlisten_port = {port}\nhook_token_file = "{tmp / "token"}"\n'
         f"max_body_bytes = {CAP}\nrequest_timeout_seconds = {TIMEOUT}\n"
+        f"max_connections = {CONNECTIONS}\n"
     )
     proc = _serve(["--config", str(tmp / "mailmon.toml")])
     base = f"http://127.0.0.1:{port}"
@@ -225,6 +228,28 @@ def test_slow_clients_are_disconnected_while_others_are_served(served: str) -> N
     assert httpx.get(f"{served}/healthz", timeout=2).status_code == 200
     assert _metric(served, key) == incomplete + 1
     assert _metric(served, unparsed_key) == unparsed
+
+
+def test_connections_past_the_cap_are_closed_at_once(served: str) -> None:
+    """With max_connections open, a new connection is closed at once; once the idle ones
+    time out, requests are served again."""
+    held = [_connect(served) for _ in range(CONNECTIONS)]
+    try:
+        time.sleep(0.2)  # all accepted
+        with _connect(served) as extra:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _closed_after(extra, TIMEOUT / 2) < TIMEOUT / 2
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            if httpx.get(f"{served}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
 
 
 def test_incidents_open_flag_is_checked(served: str) -> None:

@@ -164,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
                              max_future_seconds=config.ingest.max_future_seconds)
     app = create_app(metrics, health=health, pipeline=hook_pipeline, store=store,
                      hook_token=token, max_body_bytes=config.service.max_body_bytes)
-    server = build_server(app, request_timeout_seconds=config.service.request_timeout_seconds)
+    server = build_server(app, request_timeout_seconds=config.service.request_timeout_seconds,
+                          max_connections=config.service.max_connections)
     shown_host = f"[{host}]" if ":" in host else host
     print(
         f"mailmon serving on http://{shown_host}:{port}/ (metrics at /metrics), "

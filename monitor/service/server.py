@@ -4,7 +4,8 @@ Binding first turns "address in use" or an impossible address into one clear err
 non-zero exit, so a supervisor restarts or reports it) before the service claims to serve.
 uvicorn's HTTP/1.1 protocol gets a deadline per request: a client that sends its headers or
 body too slowly (a slowloris), or connects and sends nothing, is disconnected once
-``request_timeout_seconds`` have passed since the request could start.
+``request_timeout_seconds`` have passed since the request could start, and connections past
+``max_connections`` open at once are closed as they come (file descriptors are finite).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ __all__ = ["bind", "build_server", "check_port", "is_loopback"]
 
 log = logging.getLogger(__name__)
 
+#: A full server says so in the log at most this often.
+REFUSED_LOG_INTERVAL_SECONDS = 60.0
 #: States of the client's half of the connection in which its request is still arriving.
 _READING = (h11.IDLE, h11.SEND_BODY)
 
@@ -67,14 +70,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _deadline_protocol(seconds: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, closing a connection whose request is not in after ``seconds``."""
+def _deadline_protocol(seconds: float, max_connections: int) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose request is not in after ``seconds``
+    and any connection past ``max_connections`` open at once."""
+    refused_logged_at = [float("-inf")]
 
     class DeadlineH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
+            if len(self.connections) > max_connections:
+                # File descriptors are finite: past the cap a connection is closed at once.
+                if self.loop.time() - refused_logged_at[0] >= REFUSED_LOG_INTERVAL_SECONDS:
+                    refused_logged_at[0] = self.loop.time()
+                    log.warning("%d connections open: closing new ones (service.max_connections)",
+                                max_connections)  # fmt: skip
+                self.transport.close()
+                return
             self._watch()
 
         def data_received(self, data: bytes) -> None:
@@ -113,12 +126,13 @@ def _deadline_protocol(seconds: float) -> type[H11Protocol]:
     return DeadlineH11Protocol
 
 
-def build_server(app: Any, *, request_timeout_seconds: float) -> uvicorn.Server:
+def build_server(app: Any, *, request_timeout_seconds: float,
+                 max_connections: int = 512) -> uvicorn.Server:  # fmt: skip
     """The uvicorn server for ``app``; run it with ``server.run(sockets=[bind(...)])``."""
     return uvicorn.Server(
         uvicorn.Config(
             app,
-            http=_deadline_protocol(request_timeout_seconds),
+            http=_deadline_protocol(request_timeout_seconds, max_connections),
             # Idle keep-alive connections go sooner than a request may take to arrive.
             timeout_keep_alive=max(1, min(5, int(request_timeout_seconds))),
             log_level="warning",
