@@ -207,7 +207,7 @@ def test_restart_resumes_without_repeating(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     config = tmp_path / "mailmon.toml"
 
-    def run_once() -> None:
+    def run_once(lines: int) -> None:
         port = _free_port()
         config.write_text(f'[database]\nurl = "sqlite:///{db}"\n[service]\nlisten_port = {port}\n'
                           f'[[logs]]\npath = "{log}"\npoll_interval_seconds = 0.1\n')
@@ -218,7 +218,8 @@ def test_restart_resumes_without_repeating(tmp_path: Path) -> None:
             while time.monotonic() < deadline:
                 try:
                     body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
-                    if _sample(body, "mailmon_source_lines_total") is not None:
+                    # The seeded total answers at once: wait for this run's lines too.
+                    if _sample(body, "mailmon_source_lines_total") == lines:
                         break
                 except httpx.TransportError:
                     pass
@@ -227,10 +228,10 @@ def test_restart_resumes_without_repeating(tmp_path: Path) -> None:
             proc.terminate()
             proc.wait(timeout=15)
 
-    run_once()
+    run_once(len(BSD_FLOW.splitlines()))
     with log.open("a") as f:
         f.write(_delivered_line("B000000001", "late@gmail.com", 30))
-    run_once()
+    run_once(len(BSD_FLOW.splitlines()) + 1)
     from monitor.store import Store
 
     with Store.open(f"sqlite:///{db}") as store:
