@@ -4,7 +4,9 @@ Each message (an ``.eml`` file, every message of an mbox, ``-`` for stdin) is pa
 :func:`monitor.classify.dsn.parse` and its events (:func:`monitor.classify.events.report_events`)
 go through the same pipeline as log lines.  They carry the original message's Message-ID,
 so a bounce joins the original delivery and ``mailmon trace`` shows it in that timeline.
-The event source is ``mailbox:<kind>``; a message is referenced as ``file#n``.
+The event source is ``mailbox:<kind>``; a message is referenced as ``file#n``.  Input that
+is not an email (:func:`monitor.classify.mailfiles.is_mail`: a log, a JSON payload, a binary
+file) is refused and counted as ``not_mail``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Protocol
 
 from monitor.classify.dsn import DEFAULT_MAX_BYTES, parse
 from monitor.classify.events import report_events
-from monitor.classify.mailfiles import read_messages
+from monitor.classify.mailfiles import is_mail, read_messages
 from monitor.model import Event
 
 __all__ = ["MAIL_SOURCES", "ingest_mail"]
@@ -45,15 +47,20 @@ def ingest_mail(
     source = f"mailbox:{kind}"
     failed: list[str] = []
     kinds: Counter[str] = Counter()
-    messages = events = best_effort = 0
+    messages = events = best_effort = not_mail = 0
     for path in paths:
         try:
             for item in read_messages(path, max_bytes=max_bytes):
+                ref = f"{item.file}#{item.position}" if item.position else item.file
+                if not is_mail(item.data):  # the DSN parser would read events into anything
+                    print(f"mailmon: {ref}: not an email (no header fields such as From, "
+                          "Date or Received): refused", file=sys.stderr)  # fmt: skip
+                    not_mail += 1
+                    continue
                 messages += 1
                 report = parse(item.data, max_bytes=max_bytes)
                 kinds[report.kind] += 1
                 best_effort += report.best_effort
-                ref = f"{item.file}#{item.position}" if item.position else item.file
                 for event in report_events(report, source, raw_ref=ref):
                     pipeline.put(event)
                     events += 1
@@ -62,11 +69,12 @@ def ingest_mail(
             failed.append(path)
         pipeline.flush()
     if metrics is not None:
-        metrics.count_input(source, messages, kinds["unknown"])
+        metrics.count_input(source, messages + not_mail, kinds["unknown"] + not_mail)
     return {
         "files": len(paths) - len(failed),
         "failed": failed,
         "messages": messages,
+        "not_mail": not_mail,
         "by_kind": dict(kinds.most_common()),
         "best_effort": best_effort,
         "events": events,

@@ -8,6 +8,7 @@ files message by message through :class:`mailbox.mbox`.
 from __future__ import annotations
 
 import mailbox
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import BinaryIO, NamedTuple
 
 from monitor.classify.dsn import DEFAULT_MAX_BYTES
 
-__all__ = ["MailItem", "is_mbox", "read_messages"]
+__all__ = ["MailItem", "is_mail", "is_mbox", "read_messages"]
 
 
 class MailItem(NamedTuple):
@@ -29,6 +30,34 @@ class MailItem(NamedTuple):
 def is_mbox(head: bytes) -> bool:
     """An mbox starts with a ``From `` separator line (RFC 4155)."""
     return head.startswith(b"From ") and b"\n" in head[:1000]
+
+
+#: An RFC 5322 header field's name and colon (section 2.2: printable ASCII but ':').
+_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
+#: At least one of these is in every message a mail system writes or hands on.
+_ORIGIN_FIELDS = frozenset({b"from", b"date", b"received", b"return-path", b"message-id"})
+
+
+def is_mail(data: bytes) -> bool:
+    """Whether ``data`` starts like an email: a header section (RFC 5322 2.1) whose lines
+    are all header fields or their folded continuations, with one of From, Date,
+    Received, Return-Path or Message-ID.  A log, a JSON payload or a binary file is not."""
+    lines = data[:65536].lstrip(b"\r\n").splitlines()
+    if lines and lines[0].startswith(b"From "):  # an mbox separator (RFC 4155)
+        lines = lines[1:]
+    names: set[bytes] = set()
+    for line in lines:
+        if not line.strip():
+            break
+        if line[:1] in (b" ", b"\t"):
+            if not names:
+                return False
+            continue
+        field = _FIELD.match(line)
+        if field is None:
+            return False
+        names.add(field.group(0).rstrip(b": \t").lower())
+    return not names.isdisjoint(_ORIGIN_FIELDS)
 
 
 def _capped(stream: BinaryIO, max_bytes: int) -> bytes:

@@ -15,10 +15,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from monitor.classify.ingest import MAIL_SOURCES, ingest_mail
 from monitor.cli.common import config_of, open_store, print_json, resolver_for, time_zone
+from monitor.collectors.limits import DecompressionBomb, LineCap
 from monitor.collectors.mta import PARSERS
 from monitor.collectors.tail import gunzipped
 from monitor.errors import InputError
@@ -45,7 +46,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="ingest log files once",
         description="Read MTA log files (plain or gzip, '-' for stdin), or bounce, "
         "complaint and auto-reply emails (eml, mbox), into the store. Reading the same "
-        "input twice changes nothing.",
+        "input twice changes nothing. Exit status 1 when an input could not be read, "
+        "expanded like a decompression bomb, had more than half of its lines not "
+        "understood (a binary file, a log of another kind), or (eml, mbox) was not an "
+        "email; the events of everything understood are stored all the same.",
     )
     p.add_argument("source", choices=SOURCES, help="what wrote the input")
     p.add_argument("paths", nargs="+", metavar="PATH", help="log file, .gz file, or - for stdin")
@@ -81,7 +85,9 @@ def open_log(path: str, stack: ExitStack) -> tuple[IO[str], IO[bytes], int, date
     stream = gunzipped(raw)
     if stream is not raw:
         stack.enter_context(stream)
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")
+    # Lines over 4 MiB are dropped, never held (text.buffer.too_long counts them).
+    capped = cast(IO[bytes], LineCap(stream))
+    text = io.TextIOWrapper(capped, encoding="utf-8", errors="replace", newline="\n")
     return text, raw, size, ref
 
 
@@ -163,12 +169,13 @@ def run(args: argparse.Namespace) -> int:
             print_json(mail)
         else:
             print(", ".join(f"{k}: {v}" for k, v in mail.items()))
-        return 1 if mail["failed"] else 0
+        return 1 if mail["failed"] or mail["not_mail"] else 0
     show = not args.no_progress and not args.json and sys.stderr.isatty()
     progress = _progress(show)
     failed: list[str] = []
+    not_understood: list[str] = []
     unparsed: Counter[str] = Counter()
-    lines = events = ignored = tracked = 0
+    lines = events = ignored = tracked = too_long = 0
     started = time.monotonic()
     flush_due = started + _FLUSH_SECONDS
     with ExitStack() as outer:
@@ -199,6 +206,10 @@ def run(args: argparse.Namespace) -> int:
                             flush_due = time.monotonic() + _FLUSH_SECONDS
                         if task is not None and n % _PROGRESS_EVERY == 0:
                             progress.update(task, completed=raw.tell())
+                except DecompressionBomb as exc:
+                    print(f"mailmon: {path}: {exc}; the {parser.stats.lines:,} lines before "
+                          "it are kept", file=sys.stderr)  # fmt: skip
+                    failed.append(path)
                 except (OSError, EOFError) as exc:
                     # A truncated .gz or a read error: keep what was read before it.
                     print(
@@ -214,6 +225,13 @@ def run(args: argparse.Namespace) -> int:
                 tracked += s.tracked
                 unparsed.update(s.unparsed)
                 metrics.count_input(args.source, s.lines, sum(s.unparsed.values()))
+                dropped = _too_long(text)
+                too_long += dropped
+                if dropped:
+                    metrics.count_refused(args.source, "too_long", dropped)
+                # A file that failed has said why; the rest of it was never read.
+                if path not in failed and _mostly_not_understood(path, args.source, s, dropped):
+                    not_understood.append(path)
                 if task is not None:
                     progress.remove_task(task)
     elapsed = time.monotonic() - started
@@ -229,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
         "tracked_lines": tracked,
         "unparsed_lines": sum(unparsed.values()),
         "unparsed_by_service": dict(unparsed.most_common()),
+        "too_long_lines": too_long,
+        "not_understood": not_understood,
         "seconds": round(elapsed, 3),
         "lines_per_second": round(lines / elapsed) if elapsed > 0 else None,
         "mx_lookups": _lookups(resolver.stats),
@@ -239,7 +259,28 @@ def run(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         _print_summary(summary)
-    return 1 if failed else 0
+    return 1 if failed or not_understood else 0
+
+
+def _too_long(text: IO[str]) -> int:
+    """How many lines over the limit :func:`open_log`'s stream dropped."""
+    capped = getattr(text, "buffer", None)
+    return capped.too_long if isinstance(capped, LineCap) else 0
+
+
+def _mostly_not_understood(path: str, source: str, stats: Any, too_long: int) -> bool:
+    """More than half of a file's lines not understood (or too long): say so on stderr.
+
+    A binary file, or a log of another kind than SOURCE, looks like this; the events of
+    the lines that were understood are stored all the same.
+    """
+    seen = stats.lines + too_long
+    bad = sum(stats.unparsed.values()) + too_long
+    if not seen or bad * 2 <= seen:
+        return False
+    print(f"mailmon: {path}: {bad:,} of {seen:,} lines not understood: not a {source} log? "
+          "(the events of the other lines are stored)", file=sys.stderr)  # fmt: skip
+    return True
 
 
 def _lookups(stats: ResolverStats) -> dict[str, Any]:
@@ -269,6 +310,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"lines not understood: {s['unparsed_lines']:,}"
         + (f" ({by_service})" if by_service else "")
     )
+    if s["too_long_lines"]:
+        print(f"lines over 4 MiB, dropped: {s['too_long_lines']:,}")
+    if s["not_understood"]:
+        print(f"inputs mostly not understood: {', '.join(s['not_understood'])}")
     if s["refused"]:
         print("refused: " + ", ".join(f"{v:,} {k}" for k, v in s["refused"].items()))
     m = s["mx_lookups"]

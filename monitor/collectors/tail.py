@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
+from monitor.collectors.limits import GuardedGzip
+
 __all__ = ["FileTailer", "Position", "gunzipped"]
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,13 @@ def _fingerprint(head: bytes) -> str:
 def gunzipped(raw: IO[bytes]) -> IO[bytes]:
     """``raw``, or its decompressed bytes when it starts with gzip's magic (RFC 1952 2.3.1).
 
-    Only a stream that can ``peek`` is looked at: reading the magic would lose it.
+    Only a stream that can ``peek`` is looked at: reading the magic would lose it.  Reading
+    a stream that expands like a decompression bomb raises
+    :class:`~monitor.collectors.limits.DecompressionBomb` (an ``OSError``).
     """
     peek = getattr(raw, "peek", None)
     if peek is not None and peek(2)[:2] == b"\x1f\x8b":
-        return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
+        return cast(IO[bytes], GuardedGzip(raw))
     return raw
 
 
