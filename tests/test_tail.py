@@ -198,3 +198,132 @@ def test_gunzipped_reads_gzip_and_passes_plain_through() -> None:
     assert gunzipped(plain) is plain
     unpeekable = io.BytesIO(gzip.compress(b"x"))
     assert gunzipped(unpeekable) is unpeekable
+
+
+#: A Postfix ``status=sent`` line is often longer than the 256 bytes a fingerprint covers.
+LONG_FIRST = "Dec  6 02:00:00 mx postfix/smtp[1]: 4ABC: to=<a@example.com>, " + "x" * 400
+
+
+def test_restart_with_a_first_line_longer_than_the_fingerprint(tmp_path: Path) -> None:
+    """A file whose first line is over 256 bytes is the same file after a restart: only new lines are read."""
+    log = tmp_path / "mail.log"
+    _write(log, LONG_FIRST + "\nsecond\n")
+    first = FileTailer(str(log))
+    assert _lines(first) == [LONG_FIRST, "second"]
+    saved = first.position()
+    first.close()
+    _write(log, "third\n")
+    again = FileTailer(str(log), position=Position.from_dict(saved.to_dict()))
+    assert _lines(again) == ["third"]
+
+
+def test_copytruncate_with_a_first_line_longer_than_the_fingerprint(tmp_path: Path) -> None:
+    """copytruncate of a file with a long first line: the copy is found by its head and its rest read."""
+    log = tmp_path / "mail.log"
+    _write(log, LONG_FIRST + "\n2\n")
+    tailer = FileTailer(str(log))
+    assert _lines(tailer) == [LONG_FIRST, "2"]
+    _write(log, "3\n")
+    (tmp_path / "mail.log.1").write_bytes(log.read_bytes())
+    with log.open("r+") as f:
+        f.truncate(0)
+    assert _lines(tailer) == ["3"]
+
+
+def test_copytruncate_regrown_past_the_offset_before_the_next_poll(tmp_path: Path) -> None:
+    """Truncated and grown past the old offset between two polls: the copy's rest, then every new line."""
+    log = tmp_path / "mail.log"
+    old = [f"old {i}" for i in range(50)]
+    _write(log, "".join(f"{line}\n" for line in old))
+    tailer = FileTailer(str(log))
+    assert _lines(tailer) == old
+    _write(log, "old tail\n")
+    (tmp_path / "mail.log.1").write_bytes(log.read_bytes())
+    with log.open("r+") as f:
+        f.truncate(0)
+    new = [f"new line number {i}" for i in range(150)]
+    _write(log, "".join(f"{line}\n" for line in new))
+    assert log.stat().st_size > tailer.position().offset
+    assert _lines(tailer) == ["old tail", *new]
+
+
+def test_copytruncate_regrown_while_stopped(tmp_path: Path) -> None:
+    """Truncated and regrown past the checkpoint while stopped: the copy's rest, then the new content."""
+    log = tmp_path / "mail.log"
+    _write(log, LONG_FIRST + "\nread\n")
+    first = FileTailer(str(log))
+    _lines(first)
+    saved = first.position()
+    first.close()
+    _write(log, "unread\n")
+    (tmp_path / "mail.log.1").write_bytes(log.read_bytes())
+    with log.open("r+") as f:
+        f.truncate(0)
+    new = [f"new line number {i}" for i in range(50)]
+    _write(log, "".join(f"{line}\n" for line in new))
+    again = FileTailer(str(log), position=Position.from_dict(saved.to_dict()))
+    assert _lines(again) == ["unread", *new]
+
+
+def test_renamed_file_still_written_after_a_restart(tmp_path: Path) -> None:
+    """Rotated while stopped, the writer not reopened yet: lines it still appends to the old file are read."""
+    clock = Clock()
+    log = tmp_path / "mail.log"
+    _write(log, "1\n")
+    first = FileTailer(str(log))
+    _lines(first)
+    saved = first.position()
+    first.close()
+    rotated = tmp_path / "mail.log.1"
+    log.rename(rotated)
+    _write(log, "", "w")
+    again = FileTailer(str(log), position=saved, rotate_wait_seconds=10, clock=clock)
+    assert _lines(again) == []
+    _write(rotated, "late\n")
+    clock.now = 5
+    assert _lines(again) == ["late"]
+    _write(log, "new\n")
+    assert _lines(again) == ["new"]
+
+
+def test_rotated_file_being_drained_survives_a_restart(tmp_path: Path) -> None:
+    """The checkpoint names a rotated file still read in the grace period; a restarted tailer goes on with it."""
+    clock = Clock()
+    log = tmp_path / "mail.log"
+    _write(log, "1\n")
+    first = FileTailer(str(log), rotate_wait_seconds=10, clock=clock)
+    assert _lines(first) == ["1"]
+    rotated = tmp_path / "mail.log.1"
+    log.rename(rotated)
+    _write(log, "", "w")
+    assert _lines(first) == []
+    _write(rotated, "late 1\n")
+    assert _lines(first) == ["late 1"]
+    saved = Position.from_dict(first.position().to_dict())
+    first.close()  # killed here
+    _write(rotated, "late 2\nlate 3\n")
+    again = FileTailer(str(log), position=saved, rotate_wait_seconds=10, clock=clock)
+    assert _lines(again) == ["late 2", "late 3"]
+    _write(rotated, "late 4\n")
+    _write(log, "new\n")
+    assert _lines(again) == ["late 4", "new"]
+
+
+def test_rotated_file_compressed_while_stopped_mid_drain(tmp_path: Path) -> None:
+    """A rotated file the checkpoint was still reading, gzipped while stopped: its rest is read from the .gz."""
+    clock = Clock()
+    log = tmp_path / "mail.log"
+    _write(log, LONG_FIRST + "\n")
+    first = FileTailer(str(log), rotate_wait_seconds=10, clock=clock)
+    _lines(first)
+    rotated = tmp_path / "mail.log.1"
+    log.rename(rotated)
+    _write(log, "new\n", "w")
+    assert _lines(first) == ["new"]
+    saved = Position.from_dict(first.position().to_dict())
+    first.close()
+    _write(rotated, "late\n")
+    (tmp_path / "mail.log.1.gz").write_bytes(gzip.compress(rotated.read_bytes()))
+    rotated.unlink()
+    again = FileTailer(str(log), position=saved, rotate_wait_seconds=10, clock=clock)
+    assert _lines(again) == ["late"]

@@ -5,17 +5,24 @@
         ...
     save(tailer.position())             # with the events those lines made
 
-The position is the file's identity (device, inode, a fingerprint of its first line)
-and the byte offset after the last complete line handed out; a partial last line is
-held until its newline arrives.  Rotation cases:
+The position is the file's identity (device, inode, a fingerprint of the first 256
+bytes of its first line) and the byte offset after the last complete line handed out;
+a partial last line is held until its newline arrives.  Rotation cases:
 
 - rename and create (logrotate's default), delete and re-create: the old file is read
   to its end through the still-open handle before the new one, and kept open for
-  ``rotate_wait_seconds`` in case the writer has not reopened yet;
+  ``rotate_wait_seconds`` in case the writer has not reopened yet (also when the
+  rotation happened while Mailmon was stopped);
 - ``copytruncate``: the rest of the old content is read from the copy (a sibling
   with the same fingerprint) before the truncated file is read from its start;
 - rotated while Mailmon was stopped, even compressed to ``.gz`` by then: the old file
-  is found among the siblings by inode or fingerprint and read from the saved offset.
+  is found among the siblings by inode or fingerprint and read from the saved offset;
+- ``copytruncate`` and the file grown past the old offset again before the next poll
+  (or during a read): the head no longer matches the fingerprint, so it is the same
+  case as a truncation; what was read at the old offsets is dropped, not handed out.
+
+Rotated files still read in the grace period are part of the position (each with its
+own offset), so a restart in that window goes on reading them.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
 from monitor.collectors.limits import GuardedGzip
@@ -50,22 +57,37 @@ class Position:
     ino: int = 0
     offset: int = 0
     fingerprint: str = ""
+    #: Rotated-away files the writer may still append to, read up to their own offsets:
+    #: a restart in the grace period goes on reading them instead of losing their tail.
+    rotated: list[Position] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dev": self.dev, "ino": self.ino, "offset": self.offset,
-                "fingerprint": self.fingerprint}  # fmt: skip
+        out: dict[str, Any] = {"dev": self.dev, "ino": self.ino, "offset": self.offset,
+                               "fingerprint": self.fingerprint}  # fmt: skip
+        if self.rotated:
+            out["rotated"] = [p.to_dict() for p in self.rotated]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Position | None:
         if not data:
             return None
+        rotated = [p for p in map(cls.from_dict, data.get("rotated") or []) if p is not None]
         return cls(int(data.get("dev", 0)), int(data.get("ino", 0)), int(data.get("offset", 0)),
-                   str(data.get("fingerprint", "")))  # fmt: skip
+                   str(data.get("fingerprint", "")), rotated)  # fmt: skip
 
 
 def _fingerprint(head: bytes) -> str:
-    """Identifies a file by its first line (logrotate keeps content, not inodes)."""
-    first = head.split(b"\n", 1)[0][:_FINGERPRINT_BYTES]
+    """Identifies a file by its first line, up to 256 bytes (logrotate keeps content, not inodes).
+
+    "" while it cannot be known yet: a first line shorter than that without its newline.
+    The same bytes give the same answer whether they come from a whole first line or
+    from the head of the file, so a line longer than 256 bytes matches its checkpoint.
+    """
+    first, newline, _ = head.partition(b"\n")
+    if not newline and len(first) < _FINGERPRINT_BYTES:
+        return ""
+    first = first[:_FINGERPRINT_BYTES]
     return hashlib.blake2b(first, digest_size=8).hexdigest() if first else ""
 
 
@@ -85,6 +107,16 @@ def gunzipped(raw: IO[bytes]) -> IO[bytes]:
 def _open_any(path: str) -> IO[bytes]:
     """A plain or gzip file for reading (rotated logs are often compressed)."""
     return gunzipped(open(path, "rb"))
+
+
+class _Rotated:
+    """A rotated-away file still being read: its handle, position and held partial line."""
+
+    def __init__(self, handle: IO[bytes], pos: Position, partial: bytes, since: float) -> None:
+        self.handle, self.pos, self.partial, self.since = handle, pos, partial, since
+
+    def advance(self, line: bytes, nbytes: int) -> None:
+        self.pos.offset += nbytes
 
 
 class FileTailer:
@@ -107,14 +139,17 @@ class FileTailer:
         self._handle: IO[bytes] | None = None
         self._pos = Position()
         self._partial = b""
-        # Rotated-away handles still being read: (handle, last growth, held partial line).
-        self._draining: list[tuple[IO[bytes], float, bytes]] = []
+        self._draining: list[_Rotated] = []
         self.error: str | None = None  # why the file cannot be read now, for health checks
 
     # -- public ----------------------------------------------------------------
 
     def position(self) -> Position:
-        return Position(self._pos.dev, self._pos.ino, self._pos.offset, self._pos.fingerprint)
+        """Where the followed file and the rotated files still read are (for a checkpoint)."""
+        rotated = [Position(d.pos.dev, d.pos.ino, d.pos.offset, d.pos.fingerprint)
+                   for d in self._draining]  # fmt: skip
+        return Position(self._pos.dev, self._pos.ino, self._pos.offset, self._pos.fingerprint,
+                        rotated)  # fmt: skip
 
     def bytes_behind(self) -> int:
         """How much of the current file is not read yet."""
@@ -134,7 +169,16 @@ class FileTailer:
         if self._handle is None and not self._open(lines):
             return lines
         assert self._handle is not None
-        if not self._read(self._handle, lines, budget=max_bytes):
+        start, before = len(lines), (self._pos.offset, self._pos.fingerprint, self._partial)
+        done = self._read(self._handle, lines, budget=max_bytes)
+        if self._head_replaced():
+            # copytruncate, and the file grew past our offset again (before this poll or
+            # during this read): what was just read is new content at old offsets.
+            del lines[start:]
+            self._pos.offset, self._pos.fingerprint, self._partial = before
+            self._truncated(lines)
+            return lines
+        if not done:
             return lines  # more to read: rotation is looked at once the file is done
         try:
             st = os.stat(self.path)
@@ -150,8 +194,8 @@ class FileTailer:
         return lines
 
     def close(self) -> None:
-        for handle, _, _ in self._draining:
-            handle.close()
+        for rotated in self._draining:
+            rotated.handle.close()
         self._draining.clear()
         if self._handle is not None:
             self._handle.close()
@@ -179,8 +223,18 @@ class FileTailer:
 
     def _advance(self, line: bytes, nbytes: int) -> None:
         if self._pos.offset == 0 and not self._pos.fingerprint:
-            self._pos.fingerprint = _fingerprint(line)
+            self._pos.fingerprint = _fingerprint(line + b"\n")
         self._pos.offset += nbytes
+
+    def _head_replaced(self) -> bool:
+        """Whether the followed file no longer starts as it did (truncated, maybe regrown)."""
+        if not self._pos.fingerprint or self._handle is None:
+            return False
+        try:
+            head = os.pread(self._handle.fileno(), _FINGERPRINT_BYTES + 1, 0)
+        except OSError:
+            return False
+        return _fingerprint(head) != self._pos.fingerprint
 
     # -- opening and rotation ----------------------------------------------------------
 
@@ -199,6 +253,10 @@ class FileTailer:
             if self._start_at == "end":
                 self._skip_to(st.st_size)
             return True
+        # Files rotated before the checkpoint first, in the order they were written.
+        for rotated in saved.rotated:
+            self._finish_elsewhere(rotated, lines, keep_open=True)
+        self._drain_rotated(lines)
         same_file = (saved.dev, saved.ino) == (st.st_dev, st.st_ino) and (
             not saved.fingerprint or saved.fingerprint == self._head_fingerprint(handle)
         )
@@ -206,8 +264,10 @@ class FileTailer:
             handle.seek(saved.offset)
             self._pos.offset, self._pos.fingerprint = saved.offset, saved.fingerprint
             return True
-        # The saved file is gone from this path: finish it from wherever it went first.
-        self._finish_elsewhere(saved, lines)
+        # The saved file is gone from this path: finish it from wherever it went first
+        # (and go on reading it a while if the writer still has it open).
+        self._finish_elsewhere(saved, lines, keep_open=True)
+        self._drain_rotated(lines)
         return True
 
     def _skip_to(self, offset: int) -> None:
@@ -222,7 +282,7 @@ class FileTailer:
         handle.seek(0)
         head = handle.read(_FINGERPRINT_BYTES + 1)
         handle.seek(where)
-        return _fingerprint(head) if b"\n" in head else ""
+        return _fingerprint(head)
 
     def _rotated(self, lines: list[bytes]) -> None:
         """The path now names another file: the old one was read to its end above."""
@@ -230,7 +290,8 @@ class FileTailer:
         assert old is not None
         # The writer may not have reopened yet: keep reading the old file a while, with
         # its unterminated last line held there.
-        self._draining.append((old, self._clock(), self._partial))
+        self._draining.append(_Rotated(old, self.position(), self._partial, self._clock()))
+        self._draining[-1].pos.rotated = []
         self._partial = b""
         self._handle = None
         log.info("%s was rotated; reading the new file from its start", self.path)
@@ -249,25 +310,40 @@ class FileTailer:
         self._read(self._handle, lines)
 
     def _finish_elsewhere(
-        self, saved: Position, lines: list[bytes], *, exclude_inode: bool = False
-    ) -> None:
-        """Read ``saved``'s file from its offset to its end, found among rotated siblings."""
-        for candidate in self._siblings():
+        self, saved: Position, lines: list[bytes], *, exclude_inode: bool = False,
+        keep_open: bool = False,
+    ) -> None:  # fmt: skip
+        """Read ``saved``'s file from its offset to its end, found among rotated siblings.
+
+        With ``keep_open``, the file found by its inode (not compressed, so the writer may
+        still have it open) goes on being read for the rotation grace period.
+        """
+        for candidate in self._siblings(saved):
             try:
                 st = os.stat(candidate)
                 same_inode = (st.st_dev, st.st_ino) == (saved.dev, saved.ino)
                 if exclude_inode and same_inode:
                     continue
-                with _open_any(candidate) as handle:
-                    if not same_inode and (
-                        not saved.fingerprint
-                        or self._head_fingerprint_any(handle) != saved.fingerprint
-                    ):
+                handle = _open_any(candidate)
+                kept = False
+                try:
+                    head = self._head_fingerprint_any(handle)
+                    if saved.fingerprint and head != saved.fingerprint:
+                        continue  # another file, or the inode was reused
+                    if not same_inode and not saved.fingerprint:
                         continue
                     _skip(handle, saved.offset)
-                    self._read(handle, lines, track=False)
-                    log.info("read the rest of %s from %s", self.path, candidate)
+                    kept = keep_open and same_inode and not isinstance(handle, gzip.GzipFile)
+                    if kept:
+                        pos = Position(saved.dev, saved.ino, saved.offset, saved.fingerprint)
+                        self._draining.append(_Rotated(handle, pos, b"", self._clock()))
+                    else:
+                        self._read(handle, lines, track=False)
+                    log.info("reading the rest of %s from %s", self.path, candidate)
                     return
+                finally:
+                    if not kept:
+                        handle.close()
             except (OSError, EOFError) as exc:
                 log.warning("cannot read rotated file %s: %s", candidate, exc)
         if saved.offset:
@@ -280,31 +356,43 @@ class FileTailer:
     def _head_fingerprint_any(handle: IO[bytes]) -> str:
         head = handle.read(_FINGERPRINT_BYTES + 1)
         handle.seek(0)
-        return _fingerprint(head) if b"\n" in head else ""
+        return _fingerprint(head)
 
-    def _siblings(self) -> list[str]:
-        """Rotated copies next to the path (mail.log.1, mail.log.1.gz, mail.log-2026...)."""
-        found = [p for p in glob.glob(glob.escape(self.path) + "?*") if os.path.isfile(p)]
-        return sorted(found, key=lambda p: os.stat(p).st_mtime, reverse=True)
+    def _siblings(self, saved: Position) -> list[str]:
+        """Rotated copies next to the path (mail.log.1, mail.log.1.gz, mail.log-2026...).
+
+        The one with ``saved``'s inode first, then the newest first.
+        """
+        found = []
+        for path in glob.glob(glob.escape(self.path) + "?*"):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if os.path.isfile(path):
+                same = (st.st_dev, st.st_ino) == (saved.dev, saved.ino)
+                found.append((not same, -st.st_mtime, path))
+        return [path for _, _, path in sorted(found)]
 
     def _drain_rotated(self, lines: list[bytes]) -> None:
         """Lines the writer still put in a rotated file before reopening its log."""
         keep = []
-        for handle, since, partial in self._draining:
+        for rotated in self._draining:
             before = len(lines)
             try:
-                partial, _ = _read_lines(handle, lines, partial, None)
+                rotated.partial, _ = _read_lines(rotated.handle, lines, rotated.partial,
+                                                 rotated.advance)  # fmt: skip
             except OSError as exc:
                 log.warning("reading rotated %s: %s", self.path, exc)
-                partial, since = b"", -self._rotate_wait
+                rotated.partial, rotated.since = b"", -self._rotate_wait
             if len(lines) > before:
-                since = self._clock()
-            if self._clock() - since < self._rotate_wait:
-                keep.append((handle, since, partial))
+                rotated.since = self._clock()
+            if self._clock() - rotated.since < self._rotate_wait:
+                keep.append(rotated)
             else:
-                if partial:
-                    lines.append(partial)
-                handle.close()
+                if rotated.partial:
+                    lines.append(rotated.partial)
+                rotated.handle.close()
         self._draining = keep
 
     def _fail(self, exc: OSError) -> None:
