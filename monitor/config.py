@@ -12,15 +12,16 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from monitor.errors import ConfigError
 
 __all__ = [
     "HOOK_TOKEN_ENV", "Config", "data_dir", "find_config_file", "hook_token", "load_config",
-    "resolve_db_url",
-]
+    "resolve_db_url", "time_zone",
+]  # fmt: skip
 
 DEFAULT_PORT = 8465
 HOOK_TOKEN_ENV = "MAILMON_HOOK_TOKEN"
@@ -56,6 +57,23 @@ class LogSource(_Strict):
     tz: str = "UTC"
     poll_interval_seconds: float = Field(0.5, gt=0, le=3600)
     max_bytes_per_poll: int = Field(8 << 20, ge=4096)  # a catch-up is checkpointed in steps
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, tz: str) -> str:
+        # Refused here, with the file's name, not by the parser of one log at run time.
+        return time_zone(tz)
+
+
+def time_zone(name: str) -> str:
+    """``name`` if it is a time zone this machine knows; ValueError saying so otherwise."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(
+            f"unknown time zone {name!r} (an IANA name such as 'Europe/Berlin', or 'UTC')"
+        ) from exc
+    return name
 
 
 class IngestConfig(_Strict):

@@ -29,8 +29,10 @@ with reason ``future_timestamp``): everything runs in event time, and one record
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
+import operator
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -65,6 +67,30 @@ def _fewer_collections() -> None:
     gen0, gen1, gen2 = gc.get_threshold()
     if 0 < gen0 < _GC_THRESHOLD:
         gc.set_threshold(_GC_THRESHOLD, max(gen1, 50), max(gen2, 100))
+
+
+#: Every text field a collector fills from its input (the id is hex, made by us).
+_TEXT_FIELDS = operator.attrgetter(*(
+    f.name for f in dataclasses.fields(Event) if f.type == "str | None" or f.name == "source"
+))  # fmt: skip
+
+
+def _without_nul(event: Event) -> None:
+    """Replace NUL characters in ``event``'s text (PostgreSQL refuses them in text columns).
+
+    A NUL in a log line is damage, not data: U+FFFD marks where it was.  The id is kept,
+    so the same damaged line read again is still a duplicate.
+    """
+    if "\x00" not in "".join(filter(None, _TEXT_FIELDS(event))) and not (
+        event.tags and "\x00" in "".join(event.tags)
+    ):
+        return
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, str) and "\x00" in value:
+            object.__setattr__(event, f.name, value.replace("\x00", "\ufffd"))
+        elif f.name == "tags" and value:
+            object.__setattr__(event, f.name, tuple(t.replace("\x00", "\ufffd") for t in value))
 
 
 class ProviderLookup(Protocol):
@@ -124,6 +150,8 @@ class Pipeline:
         self._clock = clock
         #: events refused before storing, by reason (``future_timestamp``)
         self.refused: Counter[str] = Counter()
+        self.rejected = 0  # events the store refused on their own (see Store.write)
+        self._rejected_seen = 0
 
     def enrich(self, event: Event) -> Event:
         """Add provider and failure classification where the collector left them out.
@@ -161,6 +189,7 @@ class Pipeline:
         if event.occurred_at.timestamp() > self._clock() + self.max_future_seconds:
             self._refuse(event, "future_timestamp")
             return
+        _without_nul(event)
         if event.provider is None and event.recipient_domain:
             provider = self.resolver.provider_soon(event.recipient_domain, event.relay)
             if provider is None:
@@ -207,7 +236,7 @@ class Pipeline:
         for event in waiting:
             self.enrich(event)
         self.resolver.save()
-        return self.store.write(batch, **write)
+        return self.store.write(batch, on_reject=self._rejected, **write)
 
     def _collect(self) -> None:
         """Wait for the batch in flight, if any; count it (or raise what writing it raised)."""
@@ -216,10 +245,18 @@ class Pipeline:
         (n, future), self._inflight = self._inflight, None
         self._stored(n, future.result())
 
+    def _rejected(self, event: Event, reason: str) -> None:
+        """An event the store refused (logged there): counted, and the batch goes on."""
+        self.rejected += 1
+        if self.metrics is not None:
+            self.metrics.count_refused(event.source, reason)
+
     def _stored(self, n: int, fresh: list[Event]) -> None:
+        # Rejections are reported while their batch is written, before it is counted here.
+        rejected, self._rejected_seen = self.rejected - self._rejected_seen, self.rejected
         self.received += n
         self.stored += len(fresh)
-        self.duplicates += n - len(fresh)
+        self.duplicates += n - len(fresh) - rejected
         if self.metrics is not None and fresh:
             self.metrics.observe(fresh)
         if self.on_write is not None and fresh:

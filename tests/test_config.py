@@ -40,6 +40,15 @@ def test_wrong_type_and_range_are_rejected(tmp_path: Path) -> None:
         load_config(_write(tmp_path, '[[logs]]\npath = "/x"\nstart_at = "middle"\n'))
 
 
+def test_unknown_time_zone_of_a_log_is_rejected(tmp_path: Path) -> None:
+    """A [[logs]] tz that is no time zone is a config error naming the entry, not a parser crash later."""
+    text = '[[logs]]\npath = "/a"\n[[logs]]\npath = "/b"\ntz = "Mars/Olympus_Mons"\n'
+    with pytest.raises(ConfigError, match=r"logs\.1\.tz: .*unknown time zone 'Mars/Olympus_Mons'"):
+        load_config(_write(tmp_path, text))
+    ok = load_config(_write(tmp_path, '[[logs]]\npath = "/a"\ntz = "Europe/Berlin"\n'))
+    assert ok.logs[0].tz == "Europe/Berlin"
+
+
 def test_invalid_toml_is_a_clear_error(tmp_path: Path) -> None:
     """Broken TOML is reported with the file name."""
     with pytest.raises(ConfigError, match="invalid TOML"):

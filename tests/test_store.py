@@ -130,16 +130,35 @@ def test_trace_by_message_id_queue_id_and_recipient(db_url: str) -> None:
         assert store.trace("nobody@nowhere.example") == []
 
 
-def test_checkpoint_is_written_with_the_batch(db_url: str) -> None:
-    """A checkpoint stored with a batch is read back; a failed batch stores neither."""
+def test_checkpoint_is_written_with_the_batch(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint stored with a batch is read back; a batch the database cannot take now stores neither."""
     with Store.open(db_url) as store:
         store.write(_flow()[:1], checkpoint=("postfix:/var/log/mail.log", {"offset": 42}))
         assert store.checkpoint("postfix:/var/log/mail.log") == {"offset": 42}
+
+        def down(*args: object) -> list[object]:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+        monkeypatch.setattr("monitor.store.write_events", down)
+        with pytest.raises(sa.exc.OperationalError):
+            store.write([ev("delivered", 2)], checkpoint=("postfix:/x", {"offset": 1}))
+        assert store.checkpoint("postfix:/x") is None
+        assert store.count("events") == 1
+
+
+def test_an_event_the_database_refuses_is_left_out_of_its_batch(db_url: str) -> None:
+    """One event that cannot be stored is reported and left out; its batch and checkpoint are stored."""
+    with Store.open(db_url) as store:
         broken = ev("delivered", 3)
         object.__setattr__(broken, "occurred_at", None)  # makes the insert fail
-        with pytest.raises(Exception):  # noqa: B017 - any database error
-            store.write([ev("delivered", 2), broken], checkpoint=("postfix:/x", {"offset": 1}))
-        assert store.checkpoint("postfix:/x") is None
+        refused: list[tuple[str, str]] = []
+        fresh = store.write([ev("delivered", 2), broken], checkpoint=("postfix:/x", {"offset": 1}),
+                            on_reject=lambda e, why: refused.append((e.id, why)))  # fmt: skip
+        assert [e.id for e in fresh] == [ev("delivered", 2).id]
+        assert refused == [(broken.id, "store_refused")]
+        assert store.checkpoint("postfix:/x") == {"offset": 1}
         assert store.count("events") == 1
 
 

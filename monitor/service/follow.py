@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 #: Lines not understood are logged at most this often per file, as one line with counts by
 #: service: a log full of unknown lines must not turn into a log of the same size.
 UNPARSED_LOG_INTERVAL_SECONDS = 60.0
+#: The ``unparsed`` key of lines on which the parser raised.
+PARSER_ERROR = "<parser error>"
 
 
 class _Followed:
@@ -73,6 +75,9 @@ class Follower:
         self.metrics = metrics
         self.stop = stop or threading.Event()
         self.files: dict[str, _Followed] = {}
+        # Files that could not be set up (a checkpoint or parser that fails), with why:
+        # tried again at every poll, and never in the way of the other files.
+        self.broken: dict[str, str] = {}
 
     def run(self) -> None:
         interval = min((s.poll_interval_seconds for s in self.sources), default=1.0)
@@ -85,9 +90,9 @@ class Follower:
         total = 0
         for source in self.sources:
             for path in sorted(glob.glob(source.path)) or [source.path]:
-                followed = self.files.get(path)
+                followed = self.files.get(path) or self._start(source, path)
                 if followed is None:
-                    followed = self.files[path] = _Followed(source, path, self.pipeline)
+                    continue
                 try:
                     total += self._poll(followed)
                 except Exception:
@@ -106,13 +111,36 @@ class Follower:
 
     def errors(self) -> dict[str, str]:
         """Files that cannot be read now, with the reason (for /healthz)."""
-        return {p: f.tailer.error for p, f in self.files.items() if f.tailer.error}
+        failing = {p: f.tailer.error for p, f in self.files.items() if f.tailer.error}
+        return {**failing, **self.broken}
+
+    def _start(self, source: LogSource, path: str) -> _Followed | None:
+        try:
+            followed = self.files[path] = _Followed(source, path, self.pipeline)
+        except Exception as exc:
+            message = f"cannot follow {path}: {type(exc).__name__}: {exc}"
+            if self.broken.get(path) != message:
+                log.exception("%s (will keep trying; the other logs go on)", message)
+            self.broken[path] = message
+            return None
+        self.broken.pop(path, None)
+        return followed
 
     def _poll(self, f: _Followed) -> int:
         lines = f.tailer.poll(max_bytes=f.source.max_bytes_per_poll)
         ref = f.tailer.path
         for raw in lines:
-            for event in f.parser.feed(raw.decode("utf-8", "replace").rstrip("\r"), ref):
+            try:
+                events = f.parser.feed(raw.decode("utf-8", "replace").rstrip("\r"), ref)
+            except Exception:
+                # A parser bug on one line must not stop the file: re-reading it from the
+                # checkpoint would fail the same way forever.  Counted as not understood.
+                if not f.parser.stats.unparsed[PARSER_ERROR]:
+                    log.exception("%s: the %s parser failed on a line; counting it as not"
+                                  " understood", ref, f.source.kind)  # fmt: skip
+                f.parser.stats.unparsed[PARSER_ERROR] += 1
+                continue
+            for event in events:
                 self.pipeline.put(event)
         if lines:
             unparsed = sum(f.parser.stats.unparsed.values())

@@ -10,9 +10,10 @@ SQLite (WAL) by default, PostgreSQL by URL; both behind SQLAlchemy Core::
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ from monitor.store.schema import checkpoints, provider_cache
 from monitor.store.writer import upsert, write_events
 
 __all__ = ["Store"]
+
+log = logging.getLogger(__name__)
+
+#: Called with an event the store refused on its own, and why (a bounded label).
+OnReject = Callable[[Event, str], None]
 
 
 def _engine(url: str, *, create: bool) -> Engine:
@@ -122,14 +128,58 @@ class Store:
         *,
         checkpoint: tuple[str, Mapping[str, Any]] | None = None,
         state: Mapping[str, Any] | None = None,
+        on_reject: OnReject | None = None,
     ) -> list[Event]:
         """Store a batch and, atomically with it, a source checkpoint and state entries.
 
         ``state`` maps checkpoint keys to their new value, or None to delete the key:
         a collector's per-message memory, kept beside its position.
+
+        A batch the database refuses for what is in it (a value out of range, say) is
+        written again in halves, down to single events: each event it still refuses is
+        handed to ``on_reject`` and left out, its neighbours are stored, and then the
+        checkpoint.  Refused for any other reason (database down, locked, disk full),
+        the error is raised and nothing is stored.
         """
+        events = list(batch)
+        try:
+            return self._write(events, checkpoint, state)
+        except Exception as exc:
+            if not events or _transient(exc):
+                raise
+            log.warning("the database refused a batch of %d events (%s); storing them one by"
+                        " one to leave out the bad ones", len(events), _reason(exc))  # fmt: skip
+        fresh = self._write_apart(events, on_reject)
+        self._write([], checkpoint, state)
+        return fresh
+
+    def _write_apart(self, events: list[Event], on_reject: OnReject | None) -> list[Event]:
+        """:meth:`write` by halves, leaving out the events refused on their own."""
+        try:
+            return self._write(events, None, None)
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            if len(events) > 1:
+                half = len(events) // 2
+                return (self._write_apart(events[:half], on_reject)
+                        + self._write_apart(events[half:], on_reject))  # fmt: skip
+            reason = _reason(exc)
+            log.warning("left out event %s from %s: the database refused it (%s: %s)",
+                        events[0].id, events[0].source, reason,
+                        str(exc).splitlines()[0][:200])  # fmt: skip
+            if on_reject is not None:
+                on_reject(events[0], reason)
+            return []
+
+    def _write(
+        self,
+        events: list[Event],
+        checkpoint: tuple[str, Mapping[str, Any]] | None,
+        state: Mapping[str, Any] | None,
+    ) -> list[Event]:
         with self.engine.begin() as conn:
-            fresh = write_events(conn, batch)
+            fresh = write_events(conn, events)
             now = time.time()
             rows = {}
             if checkpoint is not None:
@@ -270,6 +320,38 @@ _NO_STORE_HINT = "`mailmon ingest` or `mailmon serve` creates it"
 #: From the first ':' to the last '@': what may be a password in a URL SQLAlchemy cannot
 #: parse (more is hidden than needed rather than less).
 _PASSWORD = re.compile(r":.*@", re.DOTALL)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is about the database rather than the data (worth retrying whole).
+
+    Checked by class name through the MRO: the events' rows go through the driver's own
+    cursor, so its exceptions come unwrapped (sqlite3's, psycopg's) as well as wrapped
+    by SQLAlchemy, and both drivers name these classes after PEP 249.
+    """
+    if isinstance(exc, MemoryError | OSError):
+        return True
+    names = _class_names(exc)
+    return bool(names & {"OperationalError", "InterfaceError", "DisconnectionError"})
+
+
+def _reason(exc: BaseException) -> str:
+    """The bounded ``reason`` label of a refused event."""
+    names = _class_names(exc)
+    if "IntegrityError" in names:
+        return "store_conflict"
+    if names & {"DataError", "OverflowError", "ValueError"}:
+        return "invalid_value"
+    return "store_refused"
+
+
+def _class_names(exc: BaseException) -> set[str]:
+    """The class names of ``exc`` and of the driver's exception SQLAlchemy wrapped in it."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException):
+        names.update(cls.__name__ for cls in type(orig).__mro__)
+    return names
 
 
 def _redacted(url: str) -> str:

@@ -9,6 +9,7 @@ Record shape: https://docs.kumomta.com/reference/log_record/
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ from monitor.collectors.mta.base import ParseStats, events_of
 from monitor.collectors.mta.smtp import normalize_address
 from monitor.model import Event, EventType
 
-__all__ = ["KumoParser", "parse", "record_events"]
+__all__ = ["MAX_DEPTH", "KumoParser", "parse", "record_events", "too_deep"]
 
 _TYPES = {
     "Reception": EventType.SUBMITTED,
@@ -31,6 +32,25 @@ _TYPES = {
 }
 #: Records that explain rather than change a delivery.
 _QUIET = frozenset({"Delay"})
+
+
+#: A log record nests a few levels (headers, response, feedback report): deeper input is
+#: refused before decoding, so that no line can exhaust the decoder's recursion.
+MAX_DEPTH = 64
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON ``text`` nests arrays and objects more than ``limit`` levels."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # the common case, at the cost of two C-level counts
+    depth = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > limit:
+            return True
+    return False
 
 
 class RecordError(ValueError):
@@ -157,8 +177,14 @@ class KumoParser:
         if not line.strip():
             self.stats.ignored += 1
             return []
+        if too_deep(line):
+            self.stats.unparsed["too_deep"] += 1
+            return []
         try:
             events = record_events(json.loads(line), self.source_prefix, ref)
+        except RecursionError:  # too_deep() missed it (a smaller stack): still one bad line
+            self.stats.unparsed["too_deep"] += 1
+            return []
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError):
             self.stats.unparsed["record"] += 1
             return []
