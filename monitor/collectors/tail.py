@@ -23,6 +23,10 @@ a partial last line is held until its newline arrives.  Rotation cases:
 
 Rotated files still read in the grace period are part of the position (each with its
 own offset), so a restart in that window goes on reading them.
+
+Known limit: a file rotated twice before the tailer looked (say copytruncate, then the
+truncated file renamed and compressed, all while Mailmon was stopped) is followed to
+its first rotated copy only; what was written between the two rotations is not found.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ class _Followed:
         counts = (saved or {}).get("counts") or {}
         self.lines = int(counts.get("lines", 0))  # since the file was first followed
         self.unparsed = int(counts.get("rejected", {}).get("unparsed", 0))
+        self.saved_position = (saved or {}).get("position")
         # What the parser remembered of messages still in flight at the checkpoint.
         self.state_prefix = f"{self.key}\x1fstate\x1f"
         if saved and hasattr(self.parser, "restore_state"):
@@ -142,20 +143,23 @@ class Follower:
                 continue
             for event in events:
                 self.pipeline.put(event)
-        if lines:
+        position = f.tailer.position().to_dict()
+        # Also without lines when the position moved on (a rotated file done with), so
+        # that a restart does not go back to it.
+        if lines or (position != f.saved_position and f.tailer.error is None):
             unparsed = sum(f.parser.stats.unparsed.values())
             new_unparsed = unparsed - f.unparsed_seen
             total_lines, total_unparsed = f.lines + len(lines), f.unparsed + new_unparsed
             counts = {"source": f.source.kind, "lines": total_lines,
                       "rejected": {"unparsed": total_unparsed}}
             self.pipeline.flush(
-                checkpoint=(f.key, {"path": f.tailer.path,
-                                    "position": f.tailer.position().to_dict(),
+                checkpoint=(f.key, {"path": f.tailer.path, "position": position,
                                     "counts": counts}),
                 state=f.state_changes(),
             )  # fmt: skip
             # Only once stored: a failed batch is read again from the checkpoint.
             f.lines, f.unparsed, f.unparsed_seen = total_lines, total_unparsed, unparsed
+            f.saved_position = position
             self.metrics.count_input(f.source.kind, len(lines), new_unparsed)
             if new_unparsed:
                 self._log_unparsed(f)
