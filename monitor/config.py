@@ -9,6 +9,8 @@ directory.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -37,6 +39,13 @@ class DatabaseConfig(_Strict):
     batch_size: int = Field(20_000, ge=1, le=100_000)
 
 
+def default_instance() -> str:
+    """This host's name (its first label), as an instance name may spell it."""
+    name = socket.gethostname().partition(".")[0]
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", name).strip("-._")[:64]
+    return name or "mailmon"
+
+
 class ServiceConfig(_Strict):
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(DEFAULT_PORT, ge=0, le=65535)
@@ -46,6 +55,11 @@ class ServiceConfig(_Strict):
     max_body_bytes: int = Field(10 << 20, ge=1024, le=1 << 30)
     max_connections: int = Field(512, ge=1, le=100_000)
     hook_token_file: str | None = None  # the log hook's bearer token (MAILMON_HOOK_TOKEN wins)
+    # Names what this process reads (its followed files' checkpoints, its log parsers'
+    # state): several instances share one database without sharing a key.
+    instance: str = Field(
+        default_factory=default_instance, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+    )
 
 
 class LogSource(_Strict):

@@ -139,6 +139,7 @@ class Pipeline:
         _fewer_collections()
         self._pending: list[Event] = []
         self._waiting: list[Event] = []  # pending events whose provider is being looked up
+        self._retract: list[str] = []  # stored events the pending ones replace
         self._writer: ThreadPoolExecutor | None = None
         self._inflight: tuple[int, Future[list[Event]]] | None = None
         # One in-memory SQLite database is one connection: it cannot be shared with a thread.
@@ -221,15 +222,18 @@ class Pipeline:
     def _hand_off(self) -> None:
         """Start writing the pending batch in the background (after the one in flight)."""
         self._collect()  # first: if the batch in flight failed, this one is kept
-        batch, waiting = self._take()
+        batch, waiting, retract = self._take()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="mailmon-store")
-        self._inflight = (len(batch), self._writer.submit(self._write, batch, waiting))
+        self._inflight = (
+            len(batch), self._writer.submit(self._write, batch, waiting, retract=retract)
+        )  # fmt: skip
 
-    def _take(self) -> tuple[list[Event], list[Event]]:
+    def _take(self) -> tuple[list[Event], list[Event], list[str]]:
         batch, self._pending = self._pending, []
         waiting, self._waiting = self._waiting, []
-        return batch, waiting
+        retract, self._retract = self._retract, []
+        return batch, waiting, retract
 
     def _write(self, batch: list[Event], waiting: list[Event], **write: Any) -> list[Event]:
         """Finish the events that waited for their provider, then store the batch."""
@@ -266,6 +270,12 @@ class Pipeline:
         for event in events:
             self.put(event)
 
+    def replace(self, retracted: Iterable[str], events: Iterable[Event]) -> None:
+        """Put ``events`` in place of the stored events ``retracted`` (written with them)."""
+        self._retract.extend(retracted)  # written with the next batch, before its events
+        for event in events:
+            self.put(event)
+
     def discard(self) -> None:
         """Drop what is pending (the caller will read it again from its checkpoint)."""
         self._take()
@@ -292,14 +302,15 @@ class Pipeline:
         if not wait and checkpoint is None and not state and self._overlap:
             # While a write is still running, the pending events go with the next one:
             # smaller batches would only mean more commits.
-            if self._pending and (self._inflight is None or self._inflight[1].done()):
+            idle = self._inflight is None or self._inflight[1].done()
+            if (self._pending or self._retract) and idle:
                 self._hand_off()
             return []
         self._collect()
-        batch, waiting = self._take()
-        if not batch and checkpoint is None and not state:
+        batch, waiting, retract = self._take()
+        if not batch and checkpoint is None and not state and not retract:
             return []
-        fresh = self._write(batch, waiting, checkpoint=checkpoint, state=state)
+        fresh = self._write(batch, waiting, checkpoint=checkpoint, state=state, retract=retract)
         self._stored(len(batch), fresh)
         return fresh
 

@@ -17,6 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from monitor.collectors.checkpoints import file_key
+from monitor.config import default_instance
+
 REPO = Path(__file__).resolve().parents[1]
 LINES = 40_000
 
@@ -70,7 +73,8 @@ def _offset(db: Path, log: Path) -> int:
     try:
         with sqlite3.connect(db, timeout=30) as conn:
             row = conn.execute(
-                "SELECT state FROM checkpoints WHERE source = ?", (f"postfix:{log}",)
+                "SELECT state FROM checkpoints WHERE source = ?",
+                (file_key(default_instance(), "postfix", str(log)),),
             ).fetchone()
     except sqlite3.OperationalError:  # the schema is not created yet
         return 0

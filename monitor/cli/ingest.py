@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from monitor.classify.ingest import MAIL_SOURCES, ingest_mail
 from monitor.cli.common import config_of, open_store, print_json, resolver_for, time_zone
+from monitor.collectors.checkpoints import STATEFUL, restore_writer_state, state_changes
 from monitor.collectors.limits import DecompressionBomb, LineCap
 from monitor.collectors.mta import PARSERS
 from monitor.collectors.tail import gunzipped
@@ -175,7 +176,11 @@ def run(args: argparse.Namespace) -> int:
     failed: list[str] = []
     not_understood: list[str] = []
     unparsed: Counter[str] = Counter()
-    lines = events = ignored = tracked = too_long = 0
+    lines = events = ignored = tracked = too_long = rejoined = 0
+    # The queue-id state belongs to the log's writer, not to one file: every file of this
+    # command and of earlier ones (and `serve`) goes on from the same, saved with each file.
+    instance = config.service.instance
+    writer = restore_writer_state(store, instance, args.source) if args.source in STATEFUL else None
     started = time.monotonic()
     flush_due = started + _FLUSH_SECONDS
     with ExitStack() as outer:
@@ -189,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
                     print(f"mailmon: {exc}", file=sys.stderr)
                     failed.append(path)
                     continue
-                parser = PARSERS[args.source](args.source, reference_time=ref, tz=args.tz)
+                parser = PARSERS[args.source](
+                    args.source, reference_time=ref, tz=args.tz, queues=writer
+                )
                 task = progress.add_task(path, total=size or None) if progress else None
                 name = "stdin" if path == "-" else path
                 # A stream (stdin, a named pipe) is live: look at the clock on every line.
@@ -217,7 +224,16 @@ def run(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
                     failed.append(path)
-                pipeline.flush()
+                if writer is not None:
+                    # Messages whose later lines an earlier file (or command) gave: this
+                    # file had their first lines, so their events are made again, whole.
+                    joined, retracted = parser.rejoin()
+                    pipeline.replace(retracted, joined)
+                    rejoined += parser.rejoined
+                if writer is not None:
+                    pipeline.flush(state=state_changes(writer, instance, args.source))
+                else:
+                    pipeline.flush()
                 s = parser.stats
                 lines += s.lines
                 events += s.events
@@ -245,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
         "refused": dict(pipeline.refused),
         "ignored_lines": ignored,
         "tracked_lines": tracked,
+        "rejoined_messages": rejoined,
         "unparsed_lines": sum(unparsed.values()),
         "unparsed_by_service": dict(unparsed.most_common()),
         "too_long_lines": too_long,

@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
         max_future_seconds=config.ingest.max_future_seconds,
     )
     stop = threading.Event()
-    follower = Follower(config.logs, pipeline, metrics, stop=stop)
+    follower = Follower(
+        config.logs, pipeline, metrics, stop=stop, instance=config.service.instance
+    )
 
     follow_failure: list[str] = []  # why the last poll failed, for /healthz
 

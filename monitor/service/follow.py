@@ -3,9 +3,13 @@
 The tailer's position is written in the same transaction as the events read up to
 it, so a restart resumes where the store is: no line lost, none stored twice
 (events carry deterministic ids, so a line read again after a crash is a duplicate
-the store drops).  The checkpoint also carries what the store cannot tell, the file's
-lines read and lines not understood so far, so that a restarted process's counters
-(seeded by ``monitor.store.totals``) go on from the same numbers.
+the store drops).  Checkpoint keys carry the instance's name (``[service] instance``), so
+instances on several hosts that follow the same path into one database keep apart; what
+the parsers remember of messages in flight is one state per log kind, shared by the
+files of that kind and by ``mailmon ingest`` (``monitor.collectors.checkpoints``).
+The checkpoint also carries what the store cannot tell, the file's lines read and
+lines not understood so far, so that a restarted process's counters (seeded by
+``monitor.store.totals``) go on from the same numbers.
 """
 
 from __future__ import annotations
@@ -13,13 +17,20 @@ from __future__ import annotations
 import collections
 import glob
 import logging
-import os
 import threading
 import time
 
+from monitor.collectors.checkpoints import (
+    STATEFUL,
+    file_key,
+    legacy_file_key,
+    restore_writer_state,
+    state_changes,
+)
 from monitor.collectors.mta import PARSERS
+from monitor.collectors.mta.postfix_state import QueueTable
 from monitor.collectors.tail import FileTailer, Position
-from monitor.config import LogSource
+from monitor.config import LogSource, default_instance
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
 
@@ -37,16 +48,32 @@ PARSER_ERROR = "<parser error>"
 class _Followed:
     """One file: its tailer, its parser and its checkpoint key."""
 
-    def __init__(self, source: LogSource, path: str, pipeline: Pipeline) -> None:
+    def __init__(
+        self, source: LogSource, path: str, pipeline: Pipeline, instance: str,
+        queues: QueueTable | None,
+    ) -> None:  # fmt: skip
         self.source = source
-        self.key = f"{source.kind}:{os.path.abspath(path)}"
+        self.key = file_key(instance, source.kind, path)
         saved = pipeline.store.checkpoint(self.key)
+        #: Keys written before instances were named, taken over with the first checkpoint.
+        self.legacy: dict[str, None] = {}
+        if saved is None:
+            legacy = legacy_file_key(source.kind, path)
+            saved = pipeline.store.checkpoint(legacy)
+            if saved is not None:
+                old_state = pipeline.store.checkpoints_under(f"{legacy}\x1fstate\x1f")
+                if queues is not None:
+                    queues.restore(old_state, changed=True)
+                self.legacy = {legacy: None}
+                self.legacy.update({f"{legacy}\x1fstate\x1f{k}": None for k in old_state})
         self.tailer = FileTailer(
             path,
             position=Position.from_dict((saved or {}).get("position")),
             start_at=source.start_at,
         )
-        self.parser = PARSERS[source.kind](source.kind, tz=source.tz)
+        self.parser = PARSERS[source.kind](source.kind, tz=source.tz, queues=queues)
+        self.queues = queues
+        self.instance = instance
         self.unparsed_seen = 0  # by this parser, which starts from zero
         self.unparsed_logged: collections.Counter[str] = collections.Counter()
         self.unparsed_logged_at = float("-inf")
@@ -54,31 +81,40 @@ class _Followed:
         self.lines = int(counts.get("lines", 0))  # since the file was first followed
         self.unparsed = int(counts.get("rejected", {}).get("unparsed", 0))
         self.saved_position = (saved or {}).get("position")
-        # What the parser remembered of messages still in flight at the checkpoint.
-        self.state_prefix = f"{self.key}\x1fstate\x1f"
-        if saved and hasattr(self.parser, "restore_state"):
-            self.parser.restore_state(pipeline.store.checkpoints_under(self.state_prefix))
-        self.state_changes()  # starts change tracking before the first line
 
     def state_changes(self) -> dict[str, object]:
-        if not hasattr(self.parser, "state_changes"):
-            return {}
-        return {self.state_prefix + k: v for k, v in self.parser.state_changes().items()}
+        """The writer's state changes (this file's lines: every poll is stored before the
+        next), with the keys this file takes over the first time."""
+        changes: dict[str, object] = dict(self.legacy)
+        self.legacy = {}
+        if self.queues is not None:
+            changes.update(state_changes(self.queues, self.instance, self.source.kind))
+        return changes
 
 
 class Follower:
     """Polls every configured log and feeds new complete lines to the pipeline."""
 
     def __init__(self, sources: tuple[LogSource, ...], pipeline: Pipeline, metrics: Metrics,
-                 *, stop: threading.Event | None = None) -> None:
+                 *, stop: threading.Event | None = None, instance: str | None = None) -> None:
         self.sources = sources
         self.pipeline = pipeline
         self.metrics = metrics
         self.stop = stop or threading.Event()
+        self.instance = instance or default_instance()
         self.files: dict[str, _Followed] = {}
         # Files that could not be set up (a checkpoint or parser that fails), with why:
         # tried again at every poll, and never in the way of the other files.
         self.broken: dict[str, str] = {}
+        self.writers: dict[str, QueueTable] = {}  # log kind -> the state its parsers share
+
+    def _follow(self, source: LogSource, path: str) -> _Followed:
+        queues = self.writers.get(source.kind)
+        if queues is None and source.kind in STATEFUL:
+            queues = self.writers[source.kind] = restore_writer_state(
+                self.pipeline.store, self.instance, source.kind
+            )
+        return _Followed(source, path, self.pipeline, self.instance, queues)
 
     def run(self) -> None:
         interval = min((s.poll_interval_seconds for s in self.sources), default=1.0)
@@ -101,8 +137,12 @@ class Follower:
                     # was read since the last checkpoint and start again from it.
                     log.exception("storing %s failed; will re-read from its checkpoint", path)
                     self.pipeline.discard()
-                    followed.tailer.close()
-                    del self.files[path]
+                    # The files of this kind share one state: all start again from the store.
+                    self.writers.pop(source.kind, None)
+                    for p, f in list(self.files.items()):
+                        if f.source.kind == source.kind:
+                            f.tailer.close()
+                            del self.files[p]
         behind: dict[str, int] = {}
         for f in self.files.values():
             behind[f.source.kind] = behind.get(f.source.kind, 0) + f.tailer.bytes_behind()
@@ -117,7 +157,7 @@ class Follower:
 
     def _start(self, source: LogSource, path: str) -> _Followed | None:
         try:
-            followed = self.files[path] = _Followed(source, path, self.pipeline)
+            followed = self.files[path] = self._follow(source, path)
         except Exception as exc:
             message = f"cannot follow {path}: {type(exc).__name__}: {exc}"
             if self.broken.get(path) != message:

@@ -26,6 +26,7 @@ from monitor.model import Event
 from monitor.providers import CachedProvider
 from monitor.store import queries
 from monitor.store.migrations import LATEST, current_version, migrate
+from monitor.store.retract import refold_deliveries, retract_events
 from monitor.store.schema import checkpoints, provider_cache
 from monitor.store.writer import upsert, write_events
 
@@ -129,11 +130,13 @@ class Store:
         checkpoint: tuple[str, Mapping[str, Any]] | None = None,
         state: Mapping[str, Any] | None = None,
         on_reject: OnReject | None = None,
+        retract: Sequence[str] = (),
     ) -> list[Event]:
         """Store a batch and, atomically with it, a source checkpoint and state entries.
 
         ``state`` maps checkpoint keys to their new value, or None to delete the key:
-        a collector's per-message memory, kept beside its position.
+        a collector's per-message memory, kept beside its position.  ``retract``: ids of
+        stored events that the batch replaces (``monitor.store.retract``).
 
         A batch the database refuses for what is in it (a value out of range, say) is
         written again in halves, down to single events: each event it still refuses is
@@ -143,14 +146,14 @@ class Store:
         """
         events = list(batch)
         try:
-            return self._write(events, checkpoint, state)
+            return self._write(events, checkpoint, state, retract)
         except Exception as exc:
             if not events or _transient(exc):
                 raise
             log.warning("the database refused a batch of %d events (%s); storing them one by"
                         " one to leave out the bad ones", len(events), _reason(exc))  # fmt: skip
         fresh = self._write_apart(events, on_reject)
-        self._write([], checkpoint, state)
+        self._write([], checkpoint, state, retract)
         return fresh
 
     def _write_apart(self, events: list[Event], on_reject: OnReject | None) -> list[Event]:
@@ -177,9 +180,13 @@ class Store:
         events: list[Event],
         checkpoint: tuple[str, Mapping[str, Any]] | None,
         state: Mapping[str, Any] | None,
+        retract: Sequence[str] = (),
     ) -> list[Event]:
         with self.engine.begin() as conn:
+            refold = retract_events(conn, retract) if retract else set()
             fresh = write_events(conn, events)
+            if refold:
+                refold_deliveries(conn, refold)
             now = time.time()
             rows = {}
             if checkpoint is not None:

@@ -248,8 +248,11 @@ def write_events(conn: Connection, batch: Iterable[Event]) -> list[Event]:
 _Keyed = tuple[str, float, Event]  # delivery key, UNIX time, event
 
 
-def _count(conn: Connection, keyed: Sequence[_Keyed]) -> None:
-    """Fold the batch into both counter tables in memory: one upsert per distinct key."""
+def _count(conn: Connection, keyed: Sequence[_Keyed], sign: int = 1) -> None:
+    """Fold the batch into the counter tables in memory: one upsert per distinct key.
+
+    ``sign=-1`` takes events back out (``monitor.store.retract``).
+    """
     totals: dict[tuple[int, str, str, str, str, str], int] = {}
     failures: dict[tuple[Any, ...], int] = {}
     by_sender: SenderTally = {}
@@ -262,13 +265,13 @@ def _count(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         tags = e.tags
         ndr = 1 if tags and "ndr" in tags else 0
         k = (bucket, e.recipient_domain or "", provider, outcome, reason, "ndr" if ndr else "")
-        totals[k] = totals.get(k, 0) + 1
+        totals[k] = totals.get(k, 0) + sign
         hard = blame = ""
         if outcome in _FAILURES:
             h = e.hard
             hard, blame = "" if h is None else "hard" if h else "soft", e.blame or ""
             fk = (*k[:5], hard, blame, k[5])
-            failures[fk] = failures.get(fk, 0) + 1
+            failures[fk] = failures.get(fk, 0) + sign
         sender = e.sender or ""
         domain = domains.get(sender)
         if domain is None:
@@ -278,7 +281,7 @@ def _count(conn: Connection, keyed: Sequence[_Keyed]) -> None:
             bucket, domain, e.sending_ip or "", stream_tag(tags) if tags else "",
             provider, outcome, reason, hard, blame, ndr,
         )  # fmt: skip
-        by_sender[sk] = by_sender.get(sk, 0) + 1
+        by_sender[sk] = by_sender.get(sk, 0) + sign
     _upsert_counts(conn, counters, [(*k, n) for k, n in totals.items()])
     _upsert_counts(conn, sender_counters, sender_rows(by_sender))
     _upsert_counts(conn, failure_counters, [(*k, n) for k, n in failures.items()])

@@ -73,12 +73,50 @@ class QueueParser(StatefulParser):
     :meth:`_first_seen` when a delivery line names a recipient it has not seen yet.
     """
 
-    def __init__(self, source_prefix: str, max_queue_ids: int, max_age_seconds: float) -> None:
+    def __init__(
+        self,
+        source_prefix: str,
+        max_queue_ids: int,
+        max_age_seconds: float,
+        queues: QueueTable | None = None,
+    ) -> None:
         self.stats = ParseStats()
         self._make = EventMaker()
         self._prefix = source_prefix
-        self._queues = QueueTable(max_queue_ids, max_age_seconds)
+        # ``queues``: the state of the log's writer, shared by the parsers of its files.
+        self._queues = queues if queues is not None else QueueTable(max_queue_ids, max_age_seconds)
         self._sources: dict[str, str] = {}
+        self.rejoined = 0  # messages whose later lines were read first, joined since
+
+    @property
+    def queues(self) -> QueueTable:
+        return self._queues
+
+    def feed(self, line: str, ref: str | None = None) -> list[Event]:  # pragma: no cover
+        raise NotImplementedError
+
+    def rejoin(self) -> tuple[list[Event], list[str]]:
+        """Messages whose later lines were read before their earlier ones, now joined.
+
+        Returns the events their later lines make after the earlier ones, and the ids of
+        the events they made alone (the store replaces those with these).  Call it when
+        a file is read to its end: the earlier lines are then all in.
+        """
+        ready = self._queues.joinable()
+        if not ready:
+            return [], []
+        events: list[Event] = []
+        retracted: list[str] = []
+        self.rejoined += len(ready)
+        counted, self.stats = self.stats, ParseStats()  # these lines were counted once
+        try:
+            for orphan in ready:
+                retracted.extend(orphan.emitted or ())
+                for line, ref in orphan.lines or ():
+                    events.extend(self.feed(line or "", ref))
+        finally:
+            self.stats = counted
+        return events, retracted
 
     def state_size(self) -> int:
         """How many queue ids the parser currently remembers."""

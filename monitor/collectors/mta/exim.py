@@ -54,7 +54,7 @@ from monitor.collectors.mta.exim_lines import (
     split_id,
 )
 from monitor.collectors.mta.postfix_lines import reply_of
-from monitor.collectors.mta.postfix_state import Queued, Recipient
+from monitor.collectors.mta.postfix_state import Queued, QueueTable, Recipient
 from monitor.collectors.syslog import SyslogFramer
 from monitor.model import Event, EventType
 
@@ -90,8 +90,9 @@ class EximParser(QueueParser):
         tz: str | tzinfo | None = None,
         max_messages: int = 200_000,
         max_age_seconds: float = 7 * 86400,
+        queues: QueueTable | None = None,
     ) -> None:
-        super().__init__(source_prefix, max_messages, max_age_seconds)
+        super().__init__(source_prefix, max_messages, max_age_seconds, queues)
         if tz in (None, "UTC", "Etc/UTC"):
             tz = UTC
         self._tz: tzinfo = ZoneInfo(tz) if isinstance(tz, str) else tz
@@ -135,7 +136,11 @@ class EximParser(QueueParser):
                 result = self._general(moment, host, body, ref)
             else:
                 kind = rest[:2] if rest[:3] in self._flags else "message"
+                queues = self._queues
+                queues.unborn = None
                 result = self._message(moment, host, qid, rest, ref)
+                if queues.unborn is not None:  # a message whose first line was not read (yet)
+                    queues.record(line, ref, result)
         except Exception:  # a bug or hostile input must not stop ingestion: count it
             stats.unparsed[kind] += 1
             return []
@@ -232,7 +237,7 @@ class EximParser(QueueParser):
         if rest[:3] == "<= ":
             return self._arrival(moment, host, qid, rest[3:], ref)
         if rest == "Completed" or rest.startswith("removed by "):
-            self._queues.drop(host, _INSTANCE, qid)
+            self._queues.drop(host, _INSTANCE, qid, moment)
             return TRACKED
         if " rejected RCPT " in rest:
             return self._rejected(moment, host, qid, rest, ref)
@@ -253,8 +258,9 @@ class EximParser(QueueParser):
         self, moment: datetime, host: str, qid: str, rest: str, ref: str | None
     ) -> list[Event] | int:
         arrival = parse_arrival(rest)
-        self._queues.drop(host, _INSTANCE, qid)  # an id is never reused: a stale entry goes
-        state = self._queues.touch(host, _INSTANCE, qid, moment)
+        # The message's first line: a state found is a stale one (an id is never reused)
+        # or, unborn, this message's later lines read first.
+        state = self._queues.touch(host, _INSTANCE, qid, moment, True)
         state.arrived(moment)
         state.sender = arrival.sender
         state.size = arrival.size

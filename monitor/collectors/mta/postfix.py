@@ -53,7 +53,7 @@ from monitor.collectors.mta.postfix_rules import (
     REFUSALS,
     SERVER_NOISE,
 )
-from monitor.collectors.mta.postfix_state import Recipient
+from monitor.collectors.mta.postfix_state import QueueTable, Recipient
 from monitor.collectors.syslog import SyslogFramer
 from monitor.model import Event, EventType
 
@@ -98,8 +98,9 @@ class PostfixParser(QueueParser):
         tz: str | tzinfo | None = None,
         max_queue_ids: int = 200_000,
         max_age_seconds: float = 7 * 86400,
+        queues: QueueTable | None = None,
     ) -> None:
-        super().__init__(source_prefix, max_queue_ids, max_age_seconds)
+        super().__init__(source_prefix, max_queue_ids, max_age_seconds, queues)
         self._fields = SyslogFramer(reference_time=reference_time, tz=tz).fields
         self._queue = self._queues.touch
         # program -> (handler, instance, daemon); header text -> (time, host, handler, ...).
@@ -142,7 +143,11 @@ class PostfixParser(QueueParser):
                 if message[-1:] in ("\n", "\r"):
                     message = message.rstrip("\r\n")
             moment, host, handler, instance, daemon = head
+            queues = self._queues
+            queues.unborn = None
             result = handler(moment, host, instance, message, ref)
+            if queues.unborn is not None:  # a message whose first line was not read (yet)
+                queues.record(line, ref, result)
         except Exception:  # a bug or hostile input must not stop ingestion: count it
             stats.unparsed[daemon] += 1
             return []
@@ -213,8 +218,8 @@ class PostfixParser(QueueParser):
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
     ) -> list[Event] | int:
         m = CLIENT_LINE.match(message)
-        if m is not None:
-            state = self._queue(host, instance, m.group(1), moment)
+        if m is not None:  # the first line of a message received over SMTP
+            state = self._queue(host, instance, m.group(1), moment, True)
             state.arrived(moment)
             state.client = m.group(2)
             return TRACKED
@@ -236,6 +241,8 @@ class PostfixParser(QueueParser):
     ) -> list[Event] | int:
         m = MESSAGE_ID_LINE.match(message)
         if m is not None:
+            # The first line of a notice Postfix made itself, the second of other mail.
+            self._queues.starts(host, instance, m.group(1), moment)
             state = self._queue(host, instance, m.group(1), moment)
             state.arrived(moment)
             state.message_id = clean_message_id(m.group(2))
@@ -251,7 +258,7 @@ class PostfixParser(QueueParser):
         qid, body = split_queue_id(message)
         if qid is None or not body.startswith("uid="):
             return IGNORED if body.startswith(ANY_NOISE) else UNPARSED
-        state = self._queue(host, instance, qid, moment)
+        state = self._queue(host, instance, qid, moment, True)  # the first line of local mail
         state.arrived(moment)
         state.client = "local"  # sendmail(1) on this host, not an SMTP client
         start = body.find("from=<")
@@ -263,7 +270,7 @@ class PostfixParser(QueueParser):
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None
     ) -> list[Event] | int:
         if message.endswith(": removed") and message[:-9].isalnum():
-            self._queues.drop(host, instance, message[:-9])
+            self._queues.drop(host, instance, message[:-9], moment)
             return TRACKED
         m = QUEUED_LINE.match(message)
         if m is not None:
@@ -313,7 +320,7 @@ class PostfixParser(QueueParser):
     ) -> list[Event] | int:
         qid, body = split_queue_id(message)
         if qid is not None and body in ("removed", "expired"):
-            self._queues.drop(host, instance, qid)
+            self._queues.drop(host, instance, qid, moment)
             return TRACKED
         return IGNORED  # requeued, placed on hold, "Deleted: 3 messages", ...
 
@@ -325,7 +332,10 @@ class PostfixParser(QueueParser):
             notice = body.rpartition(": ")[2].strip()
             if notice.isalnum():
                 # The notice is our own mail: its deliveries are tagged, not mixed with users'.
-                self._queue(host, instance, notice, moment).tags = NDR
+                state = self._queue(host, instance, notice, moment)
+                state.tags = NDR
+                if state.message_id is not None:  # its message-id= line was its first
+                    self._queues.born(state)
                 return TRACKED
         return IGNORED if body.startswith(ANY_NOISE) else UNPARSED
 
@@ -431,7 +441,7 @@ class PostfixParser(QueueParser):
             if reject.stage in ("RCPT", "MAIL"):
                 state = self._queues.get((host, instance, qid))
             else:  # the message is refused whole: no "removed" will follow
-                state = self._queues.drop(host, instance, qid)
+                state = self._queues.drop(host, instance, qid, moment)
         code, enhanced = reply_of(reject.text)
         source = self._source(host)
         sender, recipient, client, text = (
