@@ -13,6 +13,8 @@ import dataclasses
 import gzip
 import io
 import json
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from monitor.store import Store
 from monitor.store.queries import STATS_BY
 
 LINES, MESSAGES = generate()
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(*argv: str) -> Any:
@@ -39,7 +42,7 @@ def _ingest(db: str, *paths: Path) -> dict[str, Any]:
     return dict(_run("ingest", "postfix", *map(str, paths), "--db", db, "--json", "--no-progress"))
 
 
-def _snapshot(db: str) -> dict[str, Any]:
+def _snapshot(db: str, message_ids: Iterable[str] = ()) -> dict[str, Any]:
     """What a user sees: stats by every grouping, every message's trace, the delivery rows.
 
     Read through the store's API, as ``stats --json`` and ``trace --json`` do (one open
@@ -50,11 +53,11 @@ def _snapshot(db: str) -> dict[str, Any]:
         for by in STATS_BY:
             for ndr in (False, True):
                 snap[f"stats {by} {ndr}"] = store.stats(by=by, include_ndr=ndr)
-        for msg in MESSAGES:
-            trace = store.trace(f"<{msg.message_id}>")
+        for message_id in message_ids or [m.message_id for m in MESSAGES]:
+            trace = store.trace(f"<{message_id}>")
             for found in trace:
                 found["events"] = [dataclasses.replace(e, raw_ref=None) for e in found["events"]]
-            snap[f"trace {msg.message_id}"] = trace
+            snap[f"trace {message_id}"] = trace
         with store.engine.connect() as conn:
             for table, order in (
                 ("deliveries", "key"),
@@ -169,3 +172,28 @@ def test_split_log_on_both_back_ends(tmp_path: Path, db_url: str, whole: dict[st
 def _first_deferral_retry() -> str:
     retried = next(m for m in MESSAGES if sum("status=deferred" in x for _, x in m.lines) >= 2)
     return [x for _, x in retried.lines if "status=deferred" in x][1]
+
+
+EXIM_LOG = "".join(
+    p.read_text() for p in sorted((REPO / "tests" / "data" / "exim").glob("*.log"))
+).splitlines()
+
+
+def test_exim_log_split_and_read_newest_first_equals_the_whole(tmp_path: Path) -> None:
+    """Exim's delivery lines also take their Message-ID and sender from the ``<=`` line:
+    a mainlog split anywhere and read newest first equals the whole."""
+    ids = sorted({m.group(1) for m in re.finditer(r" id=(\S+@\S+)", "\n".join(EXIM_LOG))})
+    whole = tmp_path / "mainlog"
+    whole.write_text("".join(f"{x}\n" for x in EXIM_LOG))
+    expected_db = f"sqlite:///{tmp_path / 'whole.db'}"
+    _run("ingest", "exim", str(whole), "--db", expected_db, "--json")
+    expected = _snapshot(expected_db, ids)
+    for at in range(1, len(EXIM_LOG), 2):
+        old, new = tmp_path / f"mainlog.{at}.1.gz", tmp_path / f"mainlog.{at}"
+        old.write_bytes(gzip.compress("".join(f"{x}\n" for x in EXIM_LOG[:at]).encode()))
+        new.write_text("".join(f"{x}\n" for x in EXIM_LOG[at:]))
+        for name, commands in (("one", [(new, old)]), ("two", [(new,), (old,)])):
+            db = f"sqlite:///{tmp_path / f'{at}-{name}.db'}"
+            for paths in commands:
+                _run("ingest", "exim", *map(str, paths), "--db", db, "--json")
+            assert _snapshot(db, ids) == expected, f"split at line {at}, {name} command(s)"

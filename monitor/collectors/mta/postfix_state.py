@@ -27,6 +27,9 @@ __all__ = ["QueueTable", "Queued", "Recipient", "StatefulParser"]
 
 Key = tuple[str, str, str]  # (host, Postfix instance, queue id)
 
+#: Orphans and joined records are kept this many times longer (in log time) than queue ids.
+ASIDE_AGE_FACTOR = 4
+
 # Parts of the state kept apart from the queue ids in flight, by the end of their key.
 _ORPHAN = "orphan"
 _JOINED = "joined"
@@ -148,6 +151,9 @@ class QueueTable:
         self._max = max(1, max_queue_ids)
         self._max_aside = max(1, self._max // 4)
         self._max_age = timedelta(seconds=max_age_seconds)
+        # Orphans wait for a file read later with older lines: the newest file may span a
+        # week or more (Debian rotates mail.log weekly and keeps 4), so they age slower.
+        self._aside_age = self._max_age * ASIDE_AGE_FACTOR
         self._aged_at: datetime | None = None
         self._orphans = _Aside()
         self._joined = _Aside()
@@ -198,7 +204,7 @@ class QueueTable:
                 self._mark(queues.popitem(last=False)[0])
             for aside, part in ((self._orphans, _ORPHAN), (self._joined, _JOINED)):
                 if aside:
-                    for k in aside.expire(horizon):
+                    for k in aside.expire(moment - self._aside_age):
                         self._mark((*k, part))
         return state
 
