@@ -8,13 +8,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from factories import ev
 from prometheus_client import CollectorRegistry
 
+from monitor.collectors.checkpoints import file_key
 from monitor.collectors.mta.kumomta import KumoParser
-from monitor.config import LogSource
+from monitor.config import LogSource, default_instance
 from monitor.metrics import Metrics
 from monitor.model import Event
 from monitor.pipeline import Pipeline
@@ -53,9 +55,13 @@ def _rejected(metrics: Metrics, reason: str) -> float:
     return value or 0.0
 
 
+def _saved(store: Store, path: Path, kind: str = "kumomta") -> dict[str, Any]:
+    """The checkpoint this host's follower keeps for ``path``."""
+    return store.checkpoint(file_key(default_instance(), kind, str(path))) or {}
+
+
 def _offset(store: Store, path: Path, kind: str = "kumomta") -> int:
-    saved = store.checkpoint(f"{kind}:{path}") or {}
-    return int(saved.get("position", {}).get("offset", 0))
+    return int(_saved(store, path, kind).get("position", {}).get("offset", 0))
 
 
 def test_nul_inside_a_parsed_field_is_stored_with_the_lines_after_it(
@@ -177,7 +183,7 @@ def test_a_parser_that_raises_on_a_line_does_not_stop_the_file(
         follower.poll_once()
     assert store.count("events") == 2
     assert _offset(store, log) == log.stat().st_size
-    counts = (store.checkpoint(f"kumomta:{log}") or {})["counts"]
+    counts = _saved(store, log)["counts"]
     assert counts["rejected"]["unparsed"] == 1
 
 
