@@ -175,6 +175,22 @@ def test_a_provider_going_silent_opens_and_resolves(db_url: str) -> None:
         ]
 
 
+def test_a_providers_past_stored_after_the_engine_started_still_counts(db_url: str) -> None:
+    """Yandex's usual hour on the six previous days, back-filled after a live engine has
+    already read those hours, still makes its silence now an incident (the baseline is not
+    taken from the hours the engine kept before the back-fill)."""
+    now = T0.timestamp() + 30 * 60
+    with Store.open(db_url) as store:
+        _counter_rows(store, [(now - 2 * HOUR, "gmail.com", "google", "delivered", "", 5)])
+        engine = RollupEngine(store, ProviderSilentDetector(min_expected=1))
+        engine.evaluate(now - 60)  # the hours of the last week are read and kept
+        hour = now // HOUR * HOUR - HOUR
+        _counter_rows(store, [(hour - day * 86400 + 1800, "yandex.ru", "yandex", "delivered", "", 1)
+                              for day in range(1, 7)])  # fmt: skip
+        engine.evaluate(now)
+        assert [i[0] for i in _incidents(store, "provider_silent")] == ["yandex"]
+
+
 def _deliveries(n: int, domain: str, provider: str, minute: float, latency: float,
                 prefix: str) -> list[Event]:
     """``n`` recipients at ``domain`` submitted at ``minute`` (after T0) and delivered ``latency`` s later."""

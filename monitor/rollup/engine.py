@@ -303,7 +303,7 @@ class RollupEngine:
                 per[name] = per.get(name, Counts()) + counts
         silent = [d for d in self.detectors if isinstance(d, ProviderSilentDetector)]
         if silent:
-            for provider, days in self.windows.same_hour(end, silent[0].days).items():
+            for provider, days in self.windows.same_hour(conn, end, silent[0].days).items():
                 key = (provider, "")
                 per = providers.setdefault(key, _empty())
                 # The quietest of those hours, as attempts (ProviderSilentDetector).

@@ -437,14 +437,20 @@ class WindowReader:
             for name, n in zip(WINDOWS, totals, strict=True):
                 _bump(per[name], view.name(outcome), int(is_rejecting), int(n or 0))
 
-    def same_hour(self, at: float, days: int) -> dict[str, list[int]]:
+    def same_hour(self, conn: Connection, at: float, days: int) -> dict[str, list[int]]:
         """Per provider: attempts in the hour before ``at`` on each of the ``days`` previous
-        days (hour-aligned), from the settled hours the last ``read`` kept; 0 where none."""
+        days (hour-aligned); 0 where none.
+
+        Read from the store each time, not from the hours ``read`` keeps: a back-filled log
+        or a late batch adds to hours already kept, and a provider's quiet past must not
+        hide its usual traffic (six one-hour reads per evaluation).
+        """
         end = align(at)
         out: dict[str, list[int]] = {}
         for k in range(1, days + 1):
             hour = (end - k * 86400) // HOUR * HOUR - HOUR
-            for (provider, _domain, outcome, _rej), n in self._hours.get(hour, {}).items():
+            tally = self._hour_tallies(conn, hour, hour + HOUR).get(hour, {})
+            for (provider, _domain, outcome, _rej), n in tally.items():
                 if outcome in _ATTEMPT_OUTCOMES:
                     out.setdefault(provider, [0] * days)[k - 1] += n
         return out
