@@ -11,6 +11,7 @@ that loop is the ingest's hot path, where a shared method would cost a call per 
 from __future__ import annotations
 
 import collections
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -66,7 +67,7 @@ class ParseStats:
         }
 
 
-class QueueParser(StatefulParser):
+class QueueParser(StatefulParser, ABC):
     """The state of a parser that correlates a message's lines by its queue id.
 
     A subclass frames lines, dispatches them in its own ``feed`` and calls
@@ -92,8 +93,9 @@ class QueueParser(StatefulParser):
     def queues(self) -> QueueTable:
         return self._queues
 
-    def feed(self, line: str, ref: str | None = None) -> list[Event]:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def feed(self, line: str, ref: str | None = None) -> list[Event]:
+        """The events ``line`` completes (``ref`` names where it was read)."""
 
     def rejoin(self) -> tuple[list[Event], list[str]]:
         """Messages whose later lines were read before their earlier ones, now joined.
