@@ -13,6 +13,19 @@ from monitor.store.migrations import LATEST
 T0 = datetime(2026, 3, 4, 10, 0, 0, tzinfo=UTC)
 
 
+class Clock:
+    """A settable clock for code under test that takes ``clock=``."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def ev(kind: str, minutes: float = 0, **fields: Any) -> Event:
     """An event ``minutes`` after T0 with sensible defaults for one Postfix message."""
     defaults: dict[str, Any] = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from dns_server import DNSServer
-from factories import ev
+from factories import Clock, ev
 
 from monitor.metrics import Metrics
 from monitor.model import Event, Provider
@@ -31,12 +31,6 @@ def _zone() -> str:
     return "\n".join(lines) + "\n"
 
 
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 from dns_server import DNSServer
+from factories import Clock
 
 from monitor.errors import ConfigError
 from monitor.model import Provider
@@ -78,18 +79,6 @@ def _zone() -> str:
     lines += [f"slow-{i} MX 10 aspmx.l.google.com." for i in range(8)]
     return "\n".join(lines) + "\n"
 
-
-class Clock:
-    """A settable clock for the resolver under test."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
