@@ -4,7 +4,7 @@ against flufl.bounce, and throughput.
     .venv/bin/python bench/bench_classify.py [--corpus ../shared/corpora/sisimai] [--seconds 2]
         [--show N] [--show-hard]
 
-Accuracy: every email of the Sisimai corpus is parsed by :func:`monitor.classify.dsn.parse`
+Accuracy: every email of the Sisimai corpus is parsed by :func:`monitor.collectors.mail.dsn.parse`
 (the real parser: RFC 3464 DSNs, plain-text bounces, ARF, auto-replies); each row of
 ``expected.jsonl`` (one recipient of one email, with the reason and hard flag Sisimai's own
 tests assert) is compared with the parser's recipient at the same position.
@@ -37,9 +37,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from monitor.classify import classify  # noqa: E402
-from monitor.classify.dsn import Report, parse  # noqa: E402
 from monitor.classify.engine import classify_uncached  # noqa: E402
-from monitor.classify.mime import ADDRESS_RE  # noqa: E402
+from monitor.collectors.mail.dsn import Report, parse  # noqa: E402
+from monitor.collectors.mail.mime import ADDRESS_RE  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "sisimai"
 TARGET_PER_SECOND = 50_000

@@ -10,8 +10,8 @@ import pytest
 
 from monitor.classify import BLAMES, REASONS, RuleError, classify, classify_reply
 from monitor.classify.engine import literal_prefix, normalize
-from monitor.classify.report import classify_recipient
 from monitor.classify.rules import load_rules, parse_files
+from monitor.collectors.mail.report import classify_recipient
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "monitor" / "data" / "classify"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "sisimai"
@@ -886,3 +886,22 @@ def test_status_comment_is_read_with_the_reply() -> None:
     )
     assert (told.reason, told.status, told.diagnostic) == ("suspend", "5.2.1", reply)
     assert plain.reason == "filtered"
+
+
+def test_classify_imports_no_collector() -> None:
+    """monitor.classify gives verdicts only: no module of it imports a collector (the reverse holds)."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "monitor" / "classify"
+    found = []
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            found += [f"{module.name}: {n}" for n in names if n.startswith("monitor.collectors")]
+    assert found == []

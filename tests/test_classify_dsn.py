@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from golden import check_json
 
-from monitor.classify.dsn import parse
-from monitor.classify.events import report_events
-from monitor.classify.original import verp_recipient
+from monitor.collectors.mail.dsn import parse
+from monitor.collectors.mail.events import report_events
+from monitor.collectors.mail.original import verp_recipient
 from monitor.model import EventType
 
 DATA = Path(__file__).resolve().parent / "data" / "bounces"

@@ -37,7 +37,7 @@ from servers.exim import EximInstance, EximMissing, find_exim
 from servers.postfix import PostfixInstance, PostfixMissing, find_postfix
 from servers.smtp_sink import GreetingRejectServer
 
-from monitor.classify.dsn import parse
+from monitor.collectors.mail.dsn import parse
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
     mailmon classify bounce.eml inbox.mbox - --json     # one JSON object per recipient
     mailmon classify --response '550 5.1.1 <a@example.org>: User unknown'
 
-Files are parsed by :func:`monitor.classify.dsn.parse` (``.eml``, mbox files message by
+Files are parsed by :func:`monitor.collectors.mail.dsn.parse` (``.eml``, mbox files message by
 message, ``-`` for stdin); a file that cannot be read yields an error line, not a crash,
 and the exit status 1.
 """
@@ -16,9 +16,9 @@ import sys
 from typing import Any
 
 from monitor.classify import classify
-from monitor.classify.dsn import DEFAULT_MAX_BYTES, Report, parse
-from monitor.classify.mailfiles import MailItem, read_messages
 from monitor.cli.common import print_json
+from monitor.collectors.mail.dsn import DEFAULT_MAX_BYTES, Report, parse
+from monitor.collectors.mail.mailfiles import MailItem, read_messages
 from monitor.model import Provider
 
 __all__ = ["recipient_rows", "register"]

@@ -17,10 +17,10 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from monitor.classify.ingest import MAIL_SOURCES, ingest_mail
 from monitor.cli.common import config_of, open_store, print_json, resolver_for, time_zone
 from monitor.collectors.checkpoints import STATEFUL, restore_writer_state, state_changes
 from monitor.collectors.limits import DecompressionBomb, LineCap
+from monitor.collectors.mail.ingest import MAIL_SOURCES, ingest_mail
 from monitor.collectors.mta import PARSERS
 from monitor.collectors.tail import gunzipped
 from monitor.errors import InputError

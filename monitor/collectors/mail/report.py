@@ -1,6 +1,6 @@
 """Per-recipient results of a parsed report, and how one recipient is classified.
 
-:class:`Report` and :class:`RecipientReport` are what :func:`monitor.classify.dsn.parse`
+:class:`Report` and :class:`RecipientReport` are what :func:`monitor.collectors.mail.dsn.parse`
 returns; :func:`classify_recipient` turns what a report says of one recipient (action,
 status, reply text, the SMTP command, the remote MTA) into a verdict of the engine, with
 Sisimai's command-sensitive conventions on top (see :func:`by_command`).
@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from monitor.classify import arf
 from monitor.classify.engine import Verdict, classify, says_temporary
-from monitor.classify.mime import strip_angle
-from monitor.classify.original import OriginalMessage
-from monitor.classify.plaintext import command_of, remote_host_of
+from monitor.collectors.mail import arf
+from monitor.collectors.mail.mime import strip_angle
+from monitor.collectors.mail.original import OriginalMessage
+from monitor.collectors.mail.plaintext import command_of, remote_host_of
 
 __all__ = [
     "RecipientReport",

@@ -12,10 +12,10 @@ import json
 import re
 from typing import Any
 
-from monitor.classify import arf
-from monitor.classify.mime import strip_angle
-from monitor.classify.original import OriginalMessage
-from monitor.classify.report import (
+from monitor.collectors.mail import arf
+from monitor.collectors.mail.mime import strip_angle
+from monitor.collectors.mail.original import OriginalMessage
+from monitor.collectors.mail.report import (
     RecipientReport,
     Report,
     classify_recipient,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from monitor.classify.mime import ADDRESS_RE, header
+from monitor.collectors.mail.mime import ADDRESS_RE, header
 
 __all__ = ["away_address", "is_autoreply"]
 

@@ -14,17 +14,17 @@ says the input was cut.  In order it recognises
    ``Diagnostic-Code``, ``Last-Attempt-Date``; per message (section 2.2)
    ``Original-Envelope-Id``, ``Reporting-MTA``, ``Arrival-Date`` and Postfix's
    ``X-Postfix-Queue-ID``.  A block without a ``Diagnostic-Code`` takes its text from the
-   human-readable part (:mod:`monitor.classify.plaintext`);
-2. Amazon SES notifications mailed as JSON (:mod:`monitor.classify.sesjson`);
-3. RFC 5965 feedback reports (:mod:`monitor.classify.arf`) -> ``feedback``;
-4. plain-text bounces from MTAs and providers (:mod:`monitor.classify.plaintext`);
-5. RFC 3834 auto-replies (:mod:`monitor.classify.autoreply`) -> ``vacation``.
+   human-readable part (:mod:`monitor.collectors.mail.plaintext`);
+2. Amazon SES notifications mailed as JSON (:mod:`monitor.collectors.mail.sesjson`);
+3. RFC 5965 feedback reports (:mod:`monitor.collectors.mail.arf`) -> ``feedback``;
+4. plain-text bounces from MTAs and providers (:mod:`monitor.collectors.mail.plaintext`);
+5. RFC 3834 auto-replies (:mod:`monitor.collectors.mail.autoreply`) -> ``vacation``.
 
-Each failed recipient is classified (:func:`monitor.classify.report.classify_recipient`)
+Each failed recipient is classified (:func:`monitor.collectors.mail.report.classify_recipient`)
 by the engine with the reply code, the status, the text, the SMTP command it answered and
 the Remote-MTA host (the engine picks the provider's own rules from it).  The original
-message (:mod:`monitor.classify.original`) lets the result join the original delivery
-(:func:`monitor.classify.events.report_events`).
+message (:mod:`monitor.collectors.mail.original`) lets the result join the original delivery
+(:func:`monitor.collectors.mail.events.report_events`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from email.message import Message
 from email.parser import HeaderParser
 from functools import lru_cache
 
-from monitor.classify import arf, autoreply
-from monitor.classify.mime import (
+from monitor.collectors.mail import arf, autoreply
+from monitor.collectors.mail.mime import (
     ADDRESS_RE,
     header,
     header_items,
@@ -45,10 +45,10 @@ from monitor.classify.mime import (
     part_text,
     strip_angle,
 )
-from monitor.classify.original import OriginalMessage, find_original
-from monitor.classify.plaintext import TextRecipient, lead_of, parse_text, split_original
-from monitor.classify.report import RecipientReport, Report, classify_recipient, host_of
-from monitor.classify.sesjson import from_ses, ses_notification
+from monitor.collectors.mail.original import OriginalMessage, find_original
+from monitor.collectors.mail.plaintext import TextRecipient, lead_of, parse_text, split_original
+from monitor.collectors.mail.report import RecipientReport, Report, classify_recipient, host_of
+from monitor.collectors.mail.sesjson import from_ses, ses_notification
 
 __all__ = ["DEFAULT_MAX_BYTES", "RecipientReport", "Report", "parse"]
 

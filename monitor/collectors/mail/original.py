@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
 
-from monitor.classify.mime import ADDRESS_RE, header, part_text, strip_angle
+from monitor.collectors.mail.mime import ADDRESS_RE, header, part_text, strip_angle
 from monitor.collectors.mta.postfix_lines import clean_message_id
 
 __all__ = ["OriginalMessage", "find_original", "quoted_headers", "verp_recipient"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from monitor.classify.dsn import RecipientReport, Report
+from monitor.collectors.mail.dsn import RecipientReport, Report
 from monitor.model import Event, EventType
 
 __all__ = ["report_events"]

@@ -1,12 +1,12 @@
 """``mailmon ingest eml|mbox FILE...``: bounce, complaint and auto-reply emails into the store.
 
 Each message (an ``.eml`` file, every message of an mbox, ``-`` for stdin) is parsed by
-:func:`monitor.classify.dsn.parse` and its events (:func:`monitor.classify.events.report_events`)
-go through the same pipeline as log lines.  They carry the original message's Message-ID,
-so a bounce joins the original delivery and ``mailmon trace`` shows it in that timeline.
-The event source is ``mailbox:<kind>``; a message is referenced as ``file#n``.  Input that
-is not an email (:func:`monitor.classify.mailfiles.is_mail`: a log, a JSON payload, a binary
-file) is refused and counted as ``not_mail``.
+:func:`.dsn.parse` and its events (:func:`.events.report_events`) go through the same
+pipeline as log lines.  They carry the original message's Message-ID, so a bounce joins
+the original delivery and ``mailmon trace`` shows it in that timeline.  The event source
+is ``mailbox:<kind>``; a message is referenced as ``file#n``.  Input that is not an email
+(:func:`.mailfiles.is_mail`: a log, a JSON payload, a binary file) is refused and counted
+as ``not_mail``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import sys
 from collections import Counter
 from typing import Any, Protocol
 
-from monitor.classify.dsn import DEFAULT_MAX_BYTES, parse
-from monitor.classify.events import report_events
-from monitor.classify.mailfiles import is_mail, read_messages
+from monitor.collectors.mail.dsn import DEFAULT_MAX_BYTES, parse
+from monitor.collectors.mail.events import report_events
+from monitor.collectors.mail.mailfiles import is_mail, read_messages
 from monitor.model import Event
 
 __all__ = ["MAIL_SOURCES", "ingest_mail"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
 
-from monitor.classify.mime import ADDRESS_RE, header, part_text, strip_angle
+from monitor.collectors.mail.mime import ADDRESS_RE, header, part_text, strip_angle
 
 __all__ = ["FeedbackFields", "feedback_fields", "is_feedback"]
 

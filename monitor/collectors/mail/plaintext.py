@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from monitor.classify.mime import ADDRESS_RE
+from monitor.collectors.mail.mime import ADDRESS_RE
 
 __all__ = [
     "TextRecipient",

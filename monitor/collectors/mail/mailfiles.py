@@ -1,6 +1,6 @@
 """Read emails from files: one ``.eml``, an mbox of several, or stdin; each capped in size.
 
-The thin I/O adapter in front of :func:`monitor.classify.dsn.parse`: every message is read
+The thin I/O adapter in front of :func:`monitor.collectors.mail.dsn.parse`: every message is read
 with at most ``max_bytes + 1`` bytes in memory (the extra byte tells it was cut), mbox
 files message by message through :class:`mailbox.mbox`.
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from monitor.classify.dsn import DEFAULT_MAX_BYTES
+from monitor.collectors.mail.dsn import DEFAULT_MAX_BYTES
 
 __all__ = ["MailItem", "is_mail", "is_mbox", "read_messages"]
 
