@@ -65,12 +65,21 @@ class ServiceConfig(_Strict):
 class LogSource(_Strict):
     """One MTA log to follow (``path`` may be a glob)."""
 
-    kind: Literal["postfix", "exim", "kumomta"] = "postfix"
+    kind: str = "postfix"
     path: str
     start_at: Literal["beginning", "end"] = "beginning"
     tz: str = "UTC"
     poll_interval_seconds: float = Field(0.5, gt=0, le=3600)
     max_bytes_per_poll: int = Field(8 << 20, ge=4096)  # a catch-up is checkpointed in steps
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from monitor.collectors.registry import line_kinds  # the parsers load with it
+
+        if value not in line_kinds():
+            raise ValueError(f"unknown log kind {value!r}; known: {', '.join(line_kinds())}")
+        return value
 
     @field_validator("tz")
     @classmethod

@@ -130,6 +130,10 @@ class Metrics:
             "mailmon_events_ingested", "Events stored (new, not seen before) per source.",
             ["source"], registry=r,
         )  # fmt: skip
+        self.duplicates = Counter(
+            "mailmon_events_duplicate",
+            "Events already in the store (input read again), per source.", ["source"], registry=r,
+        )  # fmt: skip
         self.rejected = Counter(
             "mailmon_events_rejected", "Input that could not be turned into events.",
             ["source", "reason"], registry=r,
@@ -263,6 +267,15 @@ class Metrics:
             if ts > self._latest.get(source, 0.0):
                 self._latest[source] = ts
                 self.last_event.labels(source).set(ts)
+
+    def count_duplicates(self, sources: Iterable[str]) -> None:
+        """Count events the store already had, by their ``source``."""
+        by_kind: dict[str, int] = {}
+        for source in sources:
+            kind = source_kind(source)
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+        for kind, n in by_kind.items():
+            self.duplicates.labels(kind).inc(n)
 
     def count_refused(self, source: str, reason: str, n: int = 1) -> None:
         """Count events the pipeline refused (``future_timestamp``)."""

@@ -141,7 +141,7 @@ class Pipeline:
         self._waiting: list[Event] = []  # pending events whose provider is being looked up
         self._retract: list[str] = []  # stored events the pending ones replace
         self._writer: ThreadPoolExecutor | None = None
-        self._inflight: tuple[int, Future[list[Event]]] | None = None
+        self._inflight: tuple[list[Event], Future[list[Event]]] | None = None
         # One in-memory SQLite database is one connection: it cannot be shared with a thread.
         self._overlap = store.engine.url.database not in (None, "", ":memory:")
         self.received = 0
@@ -153,6 +153,7 @@ class Pipeline:
         self.refused: Counter[str] = Counter()
         self.rejected = 0  # events the store refused on their own (see Store.write)
         self._rejected_seen = 0
+        self._rejected_ids: set[str] = set()  # of the batch being written
 
     def enrich(self, event: Event) -> Event:
         """Add provider and failure classification where the collector left them out.
@@ -225,9 +226,7 @@ class Pipeline:
         batch, waiting, retract = self._take()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="mailmon-store")
-        self._inflight = (
-            len(batch), self._writer.submit(self._write, batch, waiting, retract=retract)
-        )  # fmt: skip
+        self._inflight = (batch, self._writer.submit(self._write, batch, waiting, retract=retract))
 
     def _take(self) -> tuple[list[Event], list[Event], list[str]]:
         batch, self._pending = self._pending, []
@@ -246,23 +245,30 @@ class Pipeline:
         """Wait for the batch in flight, if any; count it (or raise what writing it raised)."""
         if self._inflight is None:
             return
-        (n, future), self._inflight = self._inflight, None
-        self._stored(n, future.result())
+        (batch, future), self._inflight = self._inflight, None
+        self._stored(batch, future.result())
 
     def _rejected(self, event: Event, reason: str) -> None:
         """An event the store refused (logged there): counted, and the batch goes on."""
         self.rejected += 1
+        self._rejected_ids.add(event.id)
         if self.metrics is not None:
             self.metrics.count_refused(event.source, reason)
 
-    def _stored(self, n: int, fresh: list[Event]) -> None:
+    def _stored(self, batch: list[Event], fresh: list[Event]) -> None:
         # Rejections are reported while their batch is written, before it is counted here.
         rejected, self._rejected_seen = self.rejected - self._rejected_seen, self.rejected
-        self.received += n
+        duplicates = len(batch) - len(fresh) - rejected
+        self.received += len(batch)
         self.stored += len(fresh)
-        self.duplicates += n - len(fresh) - rejected
-        if self.metrics is not None and fresh:
-            self.metrics.observe(fresh)
+        self.duplicates += duplicates
+        if self.metrics is not None:
+            if fresh:
+                self.metrics.observe(fresh)
+            if duplicates:  # input read again: rare, so found event by event
+                known = {e.id for e in fresh} | self._rejected_ids
+                self.metrics.count_duplicates(e.source for e in batch if e.id not in known)
+        self._rejected_ids = set()
         if self.on_write is not None and fresh:
             self.on_write(fresh)
 
@@ -311,7 +317,7 @@ class Pipeline:
         if not batch and checkpoint is None and not state and not retract:
             return []
         fresh = self._write(batch, waiting, checkpoint=checkpoint, state=state, retract=retract)
-        self._stored(len(batch), fresh)
+        self._stored(batch, fresh)
         return fresh
 
     def close(self) -> None:

@@ -303,7 +303,7 @@ def test_counters_of_several_files_and_a_concurrent_ingest_survive_a_restart(
     """Two followed files and events another process stored: a restart's seed adds them all up."""
     from prometheus_client import CollectorRegistry
 
-    from monitor.collectors.mta import PARSERS
+    from monitor.collectors.registry import line_source
     from monitor.config import LogSource
     from monitor.metrics import DELAY_BUCKETS, Metrics
     from monitor.pipeline import Pipeline
@@ -324,7 +324,7 @@ def test_counters_of_several_files_and_a_concurrent_ingest_survive_a_restart(
         # `mailmon ingest` in another process: its events reach this process's counters
         # only through the next start's seed.
         other = Pipeline(store)
-        other.put_many(PARSERS["postfix"]("postfix").feed(
+        other.put_many(line_source("postfix").feed(
             _delivered_line("D000000001", "z@gmail.com", 7).rstrip("\n"), "other"))
         other.flush()
         with store.engine.connect() as conn:

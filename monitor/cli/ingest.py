@@ -18,11 +18,13 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from monitor.cli.common import config_of, open_store, print_json, resolver_for, time_zone
-from monitor.collectors.checkpoints import STATEFUL, restore_writer_state, state_changes
+from monitor.collectors.checkpoints import restore_writer_state, state_prefix
 from monitor.collectors.limits import DecompressionBomb, LineCap
 from monitor.collectors.mail.ingest import MAIL_SOURCES, ingest_mail
-from monitor.collectors.mta import PARSERS
+from monitor.collectors.mta.base import QueueParser
+from monitor.collectors.registry import LineInput, is_stateful, line_kinds, line_source
 from monitor.collectors.tail import gunzipped
+from monitor.driver import Driver
 from monitor.errors import InputError
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
@@ -34,8 +36,7 @@ __all__ = ["open_log", "register"]
 
 log = logging.getLogger(__name__)
 
-SOURCES = (*PARSERS, *MAIL_SOURCES)
-_PROGRESS_EVERY = 20_000  # lines between progress-bar updates
+_PROGRESS_EVERY = 80 * 256  # lines between progress-bar updates (a multiple of the next)
 _FLUSH_CHECK_EVERY = 256  # lines between looks at the clock
 _FLUSH_SECONDS = 2.0  # longest a parsed event waits for its batch
 
@@ -52,7 +53,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "understood (a binary file, a log of another kind), or (eml, mbox) was not an "
         "email; the events of everything understood are stored all the same.",
     )
-    p.add_argument("source", choices=SOURCES, help="what wrote the input")
+    p.add_argument("source", choices=(*line_kinds(), *MAIL_SOURCES), help="what wrote the input")
     p.add_argument("paths", nargs="+", metavar="PATH", help="log file, .gz file, or - for stdin")
     p.add_argument(
         "--tz",
@@ -173,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         return 1 if mail["failed"] or mail["not_mail"] else 0
     show = not args.no_progress and not args.json and sys.stderr.isatty()
     progress = _progress(show)
+    driver = Driver(pipeline, metrics)
     failed: list[str] = []
     not_understood: list[str] = []
     unparsed: Counter[str] = Counter()
@@ -180,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
     # The queue-id state belongs to the log's writer, not to one file: every file of this
     # command and of earlier ones (and `serve`) goes on from the same, saved with each file.
     instance = config.service.instance
-    writer = restore_writer_state(store, instance, args.source) if args.source in STATEFUL else None
+    writer = None
+    if is_stateful(args.source):
+        writer = restore_writer_state(store, instance, args.source)
     started = time.monotonic()
     flush_due = started + _FLUSH_SECONDS
     with ExitStack() as outer:
@@ -194,53 +198,49 @@ def run(args: argparse.Namespace) -> int:
                     print(f"mailmon: {exc}", file=sys.stderr)
                     failed.append(path)
                     continue
-                parser = PARSERS[args.source](
-                    args.source, reference_time=ref, tz=args.tz, queues=writer
-                )
+                source = line_source(args.source, LineInput(
+                    reference_time=ref, tz=args.tz, queues=writer,
+                    state_prefix=state_prefix(instance, args.source),
+                ))  # fmt: skip
                 task = progress.add_task(path, total=size or None) if progress else None
                 name = "stdin" if path == "-" else path
                 # A stream (stdin, a named pipe) is live: look at the clock on every line.
                 live = not size and not _regular(raw)
-                check_every = 1 if live else _FLUSH_CHECK_EVERY
+
+                def tick(n: int, task: Any = task, raw: IO[bytes] = raw) -> None:
+                    nonlocal flush_due
+                    if time.monotonic() > flush_due:
+                        # A live stream (journalctl -f | mailmon ingest postfix -) must not
+                        # wait for a full batch to show up in the store.
+                        pipeline.flush(wait=False)
+                        flush_due = time.monotonic() + _FLUSH_SECONDS
+                    if task is not None and n % _PROGRESS_EVERY == 0:
+                        progress.update(task, completed=raw.tell())
+
                 try:
-                    for n, line in enumerate(_lines(text, pipeline.flush if live else None), 1):
-                        for event in parser.feed(line, f"{name}:{n}"):
-                            pipeline.put(event)
-                        if n % check_every == 0 and time.monotonic() > flush_due:
-                            # A live stream (journalctl -f | mailmon ingest postfix -) must
-                            # not wait for a full batch to show up in the store.
-                            pipeline.flush(wait=False)
-                            flush_due = time.monotonic() + _FLUSH_SECONDS
-                        if task is not None and n % _PROGRESS_EVERY == 0:
-                            progress.update(task, completed=raw.tell())
+                    driver.run(source, _lines(text, pipeline.flush if live else None), name,
+                               every=1 if live else _FLUSH_CHECK_EVERY, tick=tick)  # fmt: skip
                 except DecompressionBomb as exc:
-                    print(f"mailmon: {path}: {exc}; the {parser.stats.lines:,} lines before "
+                    print(f"mailmon: {path}: {exc}; the {source.stats.lines:,} lines before "
                           "it are kept", file=sys.stderr)  # fmt: skip
                     failed.append(path)
                 except (OSError, EOFError) as exc:
                     # A truncated .gz or a read error: keep what was read before it.
                     print(
-                        f"mailmon: {path}: read error after {parser.stats.lines} lines: {exc}",
+                        f"mailmon: {path}: read error after {source.stats.lines} lines: {exc}",
                         file=sys.stderr,
                     )
                     failed.append(path)
-                if writer is not None:
-                    # Messages whose later lines an earlier file (or command) gave: this
-                    # file had their first lines, so their events are made again, whole.
-                    joined, retracted = parser.rejoin()
-                    pipeline.replace(retracted, joined)
-                    rejoined += parser.rejoined
-                if writer is not None:
-                    pipeline.flush(state=state_changes(writer, instance, args.source))
-                else:
-                    pipeline.flush()
-                s = parser.stats
+                # Messages whose later lines an earlier file (or command) gave: this file had
+                # their first lines, so their events are made again, whole (end=True).
+                driver.commit(source, end=True)
+                s = source.stats
+                rejoined += source.rejoined if isinstance(source, QueueParser) else 0
                 lines += s.lines
                 events += s.events
                 ignored += s.ignored
                 tracked += s.tracked
                 unparsed.update(s.unparsed)
-                metrics.count_input(args.source, s.lines, sum(s.unparsed.values()))
                 dropped = _too_long(text)
                 too_long += dropped
                 if dropped:

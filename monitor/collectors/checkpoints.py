@@ -16,16 +16,12 @@ from typing import Any
 from monitor.collectors.mta.postfix_state import QueueTable
 
 __all__ = [
-    "STATEFUL",
     "file_key",
     "legacy_file_key",
     "restore_writer_state",
     "state_changes",
     "state_prefix",
 ]
-
-#: The log kinds whose parsers correlate a message's lines (and so keep state).
-STATEFUL = ("postfix", "exim")
 
 #: The bounds of a writer's state (as each parser's own defaults).
 MAX_QUEUE_IDS = 200_000

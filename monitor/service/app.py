@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,12 @@ from starlette.routing import Route
 from monitor import __version__
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
-from monitor.service.hook import HOOK_CHECKPOINT, MAX_HOOK_BODY_BYTES, KumoHook
+from monitor.service.hook import (
+    HOOK_CHECKPOINT,
+    MAX_HOOK_BODY_BYTES,
+    SourceEndpoint,
+    kumomta_hook,
+)
 
 if TYPE_CHECKING:
     from monitor.store import Store
@@ -39,6 +44,7 @@ def create_app(
     store: Store | None = None,
     hook_token: str | None = None,
     max_body_bytes: int = MAX_HOOK_BODY_BYTES,
+    endpoints: Sequence[SourceEndpoint] = (),
 ) -> Starlette:
     """The ASGI app.
 
@@ -49,9 +55,10 @@ def create_app(
     ``POST /ingest/kumomta`` takes KumoMTA log-hook records into it (``monitor.service.hook``;
     ``hook_token`` makes it require ``Authorization: Bearer TOKEN``).  With a ``store``,
     ``GET /api/incidents[?open=1][&since=UNIX seconds][&kind=KIND]`` lists the rollup engine's
-    incidents.
+    incidents.  Each of ``endpoints`` takes its source's records at ``POST`` its path
+    (``monitor.service.hook``), its health under ``ingest:KIND``.
     """
-    hook = (KumoHook(pipeline, metrics, token=hook_token, max_body_bytes=max_body_bytes)
+    hook = (kumomta_hook(pipeline, metrics, token=hook_token, max_body_bytes=max_body_bytes)
             if pipeline is not None else None)  # fmt: skip
 
     async def no_hook(request: Request) -> Response:
@@ -102,6 +109,8 @@ def create_app(
             checks["store"] = _check_store()
         if hook is not None:
             checks["hook"] = hook.health()
+        for endpoint in endpoints:
+            checks[f"ingest:{endpoint.source.kind}"] = endpoint.health()
         if health is not None:
             try:
                 checks.update(health())
@@ -129,6 +138,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/ingest/kumomta", hook or no_hook, methods=["POST"]),
             Route("/api/incidents", api_incidents),
+            *(Route(e.path, e, methods=["POST"]) for e in endpoints),
         ]
     )
 

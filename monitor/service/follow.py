@@ -21,16 +21,16 @@ import threading
 import time
 
 from monitor.collectors.checkpoints import (
-    STATEFUL,
     file_key,
     legacy_file_key,
     restore_writer_state,
-    state_changes,
+    state_prefix,
 )
-from monitor.collectors.mta import PARSERS
 from monitor.collectors.mta.postfix_state import QueueTable
+from monitor.collectors.registry import LineInput, is_stateful, line_source
 from monitor.collectors.tail import FileTailer, Position
 from monitor.config import LogSource, default_instance
+from monitor.driver import Driver
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
 
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 #: Lines not understood are logged at most this often per file, as one line with counts by
 #: service: a log full of unknown lines must not turn into a log of the same size.
 UNPARSED_LOG_INTERVAL_SECONDS = 60.0
-#: The ``unparsed`` key of lines on which the parser raised.
-PARSER_ERROR = "<parser error>"
 
 
 class _Followed:
@@ -71,9 +69,9 @@ class _Followed:
             position=Position.from_dict((saved or {}).get("position")),
             start_at=source.start_at,
         )
-        self.parser = PARSERS[source.kind](source.kind, tz=source.tz, queues=queues)
-        self.queues = queues
-        self.instance = instance
+        self.parser = line_source(source.kind, LineInput(
+            tz=source.tz, queues=queues, state_prefix=state_prefix(instance, source.kind),
+        ))  # fmt: skip
         self.unparsed_seen = 0  # by this parser, which starts from zero
         self.unparsed_logged: collections.Counter[str] = collections.Counter()
         self.unparsed_logged_at = float("-inf")
@@ -82,14 +80,10 @@ class _Followed:
         self.unparsed = int(counts.get("rejected", {}).get("unparsed", 0))
         self.saved_position = (saved or {}).get("position")
 
-    def state_changes(self) -> dict[str, object]:
-        """The writer's state changes (this file's lines: every poll is stored before the
-        next), with the keys this file takes over the first time."""
-        changes: dict[str, object] = dict(self.legacy)
-        self.legacy = {}
-        if self.queues is not None:
-            changes.update(state_changes(self.queues, self.instance, self.source.kind))
-        return changes
+    def taken_over(self) -> dict[str, None]:
+        """The keys this file takes over, deleted with its first checkpoint."""
+        keys, self.legacy = self.legacy, {}
+        return keys
 
 
 class Follower:
@@ -100,6 +94,7 @@ class Follower:
         self.sources = sources
         self.pipeline = pipeline
         self.metrics = metrics
+        self.driver = Driver(pipeline, metrics)
         self.stop = stop or threading.Event()
         self.instance = instance or default_instance()
         self.files: dict[str, _Followed] = {}
@@ -110,7 +105,7 @@ class Follower:
 
     def _follow(self, source: LogSource, path: str) -> _Followed:
         queues = self.writers.get(source.kind)
-        if queues is None and source.kind in STATEFUL:
+        if queues is None and is_stateful(source.kind):
             queues = self.writers[source.kind] = restore_writer_state(
                 self.pipeline.store, self.instance, source.kind
             )
@@ -170,19 +165,8 @@ class Follower:
     def _poll(self, f: _Followed) -> int:
         lines = f.tailer.poll(max_bytes=f.source.max_bytes_per_poll)
         ref = f.tailer.path
-        for raw in lines:
-            try:
-                events = f.parser.feed(raw.decode("utf-8", "replace").rstrip("\r"), ref)
-            except Exception:
-                # A parser bug on one line must not stop the file: re-reading it from the
-                # checkpoint would fail the same way forever.  Counted as not understood.
-                if not f.parser.stats.unparsed[PARSER_ERROR]:
-                    log.exception("%s: the %s parser failed on a line; counting it as not"
-                                  " understood", ref, f.source.kind)  # fmt: skip
-                f.parser.stats.unparsed[PARSER_ERROR] += 1
-                continue
-            for event in events:
-                self.pipeline.put(event)
+        self.driver.run(f.parser, (raw.decode("utf-8", "replace").rstrip("\r") for raw in lines),
+                        ref, numbered=False)  # fmt: skip
         position = f.tailer.position().to_dict()
         # Also without lines when the position moved on (a rotated file done with), so
         # that a restart does not go back to it.
@@ -192,15 +176,14 @@ class Follower:
             total_lines, total_unparsed = f.lines + len(lines), f.unparsed + new_unparsed
             counts = {"source": f.source.kind, "lines": total_lines,
                       "rejected": {"unparsed": total_unparsed}}
-            self.pipeline.flush(
-                checkpoint=(f.key, {"path": f.tailer.path, "position": position,
-                                    "counts": counts}),
-                state=f.state_changes(),
+            self.driver.commit(
+                f.parser,
+                (f.key, {"path": f.tailer.path, "position": position, "counts": counts}),
+                state=f.taken_over(),
             )  # fmt: skip
             # Only once stored: a failed batch is read again from the checkpoint.
             f.lines, f.unparsed, f.unparsed_seen = total_lines, total_unparsed, unparsed
             f.saved_position = position
-            self.metrics.count_input(f.source.kind, len(lines), new_unparsed)
             if new_unparsed:
                 self._log_unparsed(f)
         return len(lines)

@@ -1,13 +1,17 @@
-"""``POST /ingest/kumomta``: KumoMTA's HTTP log hook, authenticated, capped, record by record.
+"""HTTP ingest endpoints: a source's records posted, authenticated, capped, record by record.
 
-A request carries one JSON log record, an array of them, or one per line.  With a token
+:class:`SourceEndpoint` takes any :class:`~monitor.collectors.source.Source` whose units a
+``split`` function finds in a request body, and runs them through the driver.  KumoMTA's
+log hook (``POST /ingest/kumomta``, :func:`kumomta_hook`) is one: a request carries one
+JSON log record, an array of them, or one per line.  With a token
 configured, a request without ``Authorization: Bearer TOKEN`` is refused (401) before its body
 is read.  The body is read as it arrives and refused (413) as soon as it passes the cap.  Each
-record is handled on its own: one that is not JSON, is nested too deeply, holds a NUL
-character or is not a KumoMTA log record is counted and skipped, and the records next to it
-are stored; one the pipeline refuses (dated too far ahead) is counted there and named here.
-A request whose records are mostly not stored answers 400 with the counts (its good records
-are stored all the same), so a sender pointed at the wrong URL finds out.
+record is handled on its own: one the source does not understand (for KumoMTA: not JSON,
+nested too deeply, holding a NUL character, not a log record) is counted and skipped, and
+the records next to it are stored; one the pipeline refuses (dated too far ahead) is
+counted there and named here.  A request whose records are mostly not stored answers 400
+with the counts (its good records are stored all the same), so a sender pointed at the
+wrong URL finds out.
 
 Responses: 200 / 400 ``{"records", "events", "rejected", "problems": {why: count}}``;
 401, 413, 503 (the store refused the batch: retry later) ``{"error": ...}``.
@@ -17,145 +21,78 @@ from __future__ import annotations
 
 import collections
 import hmac
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from monitor.collectors.mta.kumomta import record_events
+from monitor.collectors.mta.kumomta_records import KumoRecords, split_records
+from monitor.collectors.source import Source
+from monitor.driver import Driver
 from monitor.metrics import Metrics
-from monitor.model import Event
 from monitor.pipeline import Pipeline
 
-__all__ = [
-    "HOOK_CHECKPOINT", "MAX_HOOK_BODY_BYTES", "KumoHook", "Skipped", "events_of", "split_records",
-]
+__all__ = ["HOOK_CHECKPOINT", "MAX_HOOK_BODY_BYTES", "SourceEndpoint", "kumomta_hook"]
 
 log = logging.getLogger(__name__)
 
 MAX_HOOK_BODY_BYTES = 10 << 20
-#: The checkpoint key under which the log hook keeps its input counts.
+#: The checkpoint key under which the KumoMTA log hook keeps its input counts.
 HOOK_CHECKPOINT = "hook:kumomta"
-REF = "http:/ingest/kumomta"
 #: Rejected requests (bad token, too large) are stored at most this often: a flood of them
 #: must not become a flood of database writes.  /metrics counts each one at once.
 REJECTED_STORE_INTERVAL_SECONDS = 1.0
-
-NOT_JSON = "not JSON"
-TOO_DEEP = "nested too deeply"
-NUL = "contains a NUL character"
-NOT_A_RECORD = "not a KumoMTA log record"
 REFUSED = "refused by the pipeline (dated too far ahead)"
 
 
-def _has_nul(value: Any) -> bool:
-    """Whether a NUL character is in any string of ``value`` (keys too); iterative, any depth."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+def kumomta_hook(pipeline: Pipeline, metrics: Metrics, *, token: str | None = None,
+                 max_body_bytes: int = MAX_HOOK_BODY_BYTES) -> SourceEndpoint:  # fmt: skip
+    """KumoMTA's HTTP log hook, for ``POST /ingest/kumomta``."""
+    return SourceEndpoint(pipeline, metrics, KumoRecords(), split_records,
+                          path="/ingest/kumomta", checkpoint=HOOK_CHECKPOINT, token=token,
+                          max_body_bytes=max_body_bytes)  # fmt: skip
 
 
-class Skipped(Exception):
-    """A record that is skipped; ``reason`` is one of the module's short reasons."""
+class SourceEndpoint:
+    """The ASGI endpoint of one source: ``Route(endpoint.path, endpoint, methods=["POST"])``.
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    ``split`` finds the units in a body (decoded as UTF-8); ``checkpoint`` is the key the
+    endpoint's input counts are stored under, with each request's events.
+    """
 
-
-def _decode(text: str, decoder: json.JSONDecoder, at: int = 0) -> tuple[Any, int]:
-    """One JSON value from ``text`` at ``at``: (value, end), or Skipped saying why not."""
-    try:
-        return decoder.raw_decode(text, at)
-    except RecursionError:
-        raise Skipped(TOO_DEEP) from None
-    except ValueError:
-        raise Skipped(NOT_JSON) from None
-
-
-def events_of(record: Any) -> list[Event]:
-    """The events of one record from :func:`split_records`, or Skipped saying why not."""
-    if isinstance(record, Skipped):
-        raise record
-    if _has_nul(record):
-        raise Skipped(NUL)
-    try:
-        return record_events(record, "kumomta", REF)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
-            RecursionError):  # fmt: skip
-        raise Skipped(NOT_A_RECORD) from None
-
-
-def split_records(text: str) -> Iterator[Any]:
-    """Each record of a body: the decoded value, or a Skipped instance saying why not."""
-    decoder = json.JSONDecoder()
-    text = text.strip()
-    if text.startswith("["):
-        # An array, element by element: a bad element ends what can be found of it, the
-        # elements before it stand.
-        at = 1
-        while True:
-            while at < len(text) and text[at] in " \t\r\n,":
-                at += 1
-            if at >= len(text) or text[at] == "]":
-                return
-            try:
-                value, at = _decode(text, decoder, at)
-            except Skipped as exc:
-                yield exc
-                return
-            yield value
-    if text.startswith("{"):
-        try:  # one object, perhaps spread over several lines
-            value, end = _decode(text, decoder)
-        except Skipped:
-            pass
-        else:
-            if end == len(text):
-                yield value
-                return
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                value, end = _decode(line.strip(), decoder)
-                if end != len(line.strip()):
-                    raise Skipped(NOT_JSON)
-            except Skipped as exc:
-                yield exc
-                continue
-            yield value
-
-
-class KumoHook:
-    """The ASGI endpoint: ``Route("/ingest/kumomta", KumoHook(...), methods=["POST"])``."""
-
-    def __init__(self, pipeline: Pipeline, metrics: Metrics, *, token: str | None = None,
-                 max_body_bytes: int = MAX_HOOK_BODY_BYTES) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        source: Source[Any],
+        split: Callable[[str], Iterable[Any]],
+        *,
+        path: str,
+        checkpoint: str,
+        token: str | None = None,
+        max_body_bytes: int = MAX_HOOK_BODY_BYTES,
+    ) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
+        self.driver = Driver(pipeline, metrics)
+        self.source = source
+        self.split = split
+        self.path = path
+        self.ref = f"http:{path}"
+        self.key = checkpoint
         self.token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.lock = threading.Lock()  # the pipeline batches; one request at a time fills it
         # What the hook has read, kept in a checkpoint stored with each request's events, so
         # a restarted service's counters (seeded from the store) include it.
-        saved = pipeline.store.checkpoint(HOOK_CHECKPOINT) or {}
+        saved = pipeline.store.checkpoint(checkpoint) or {}
         self.counts: dict[str, Any] = saved.get("counts") or {
-            "source": "kumomta", "lines": 0, "rejected": {},
+            "source": source.label, "lines": 0, "rejected": {},
         }  # fmt: skip
         self.pending: collections.Counter[str] = collections.Counter()  # rejected, not stored
         self.pending_lock = threading.Lock()
@@ -193,7 +130,7 @@ class KumoHook:
         try:
             records, events, problems = await run_in_threadpool(self._ingest, body)
         except Exception:
-            log.exception("the KumoMTA hook could not store a request; the sender should retry")
+            log.exception("%s could not store a request; the sender should retry", self.path)
             return JSONResponse({"error": "storing failed; retry later"}, status_code=503)
         bad = sum(problems.values())
         answer: dict[str, object] = {"records": records, "events": events, "rejected": bad,
@@ -223,7 +160,7 @@ class KumoHook:
         return bytes(body)
 
     async def _reject(self, reason: str) -> None:
-        self.metrics.rejected.labels("kumomta", reason).inc()
+        self.metrics.rejected.labels(self.source.label, reason).inc()
         with self.pending_lock:
             self.pending[reason] += 1
         if time.monotonic() - self.rejected_stored_at >= REJECTED_STORE_INTERVAL_SECONDS:
@@ -231,7 +168,7 @@ class KumoHook:
             try:
                 await run_in_threadpool(self._store_pending)
             except Exception:  # counted on /metrics already; stored with the next request
-                log.warning("storing the KumoMTA hook's rejected counts failed", exc_info=True)
+                log.warning("storing %s's rejected counts failed", self.path, exc_info=True)
 
     def _store_pending(self) -> None:
         with self.lock:
@@ -241,12 +178,12 @@ class KumoHook:
         """Add to the counts and store them with the pending events (hold self.lock)."""
         with self.pending_lock:
             pending, self.pending = self.pending, collections.Counter()
-        counts = {"source": "kumomta", "lines": self.counts["lines"] + lines,
+        counts = {"source": self.source.label, "lines": self.counts["lines"] + lines,
                   "rejected": dict(self.counts["rejected"])}  # fmt: skip
         for reason, n in (collections.Counter(rejected) + pending).items():
             counts["rejected"][reason] = counts["rejected"].get(reason, 0) + n
         try:
-            self.pipeline.flush(checkpoint=(HOOK_CHECKPOINT, {"counts": counts}))
+            self.driver.commit(self.source, (self.key, {"counts": counts}))
         except Exception:
             with self.pending_lock:
                 self.pending.update(pending)
@@ -260,29 +197,25 @@ class KumoHook:
         records = events = 0
         refused = self.pipeline.refused  # counted (and logged) by the pipeline itself
         with self.lock:
+            before = collections.Counter(self.source.stats.unparsed)
             try:
-                for record in split_records(body.decode("utf-8", "replace")):
+                for record in self.split(body.decode("utf-8", "replace")):
                     records += 1
-                    try:
-                        new = events_of(record)
-                    except Skipped as skipped:
-                        problems[skipped.reason] += 1
-                        continue
-                    before = refused.total()
-                    for event in new:
-                        self.pipeline.put(event)
-                    if refused.total() > before:
+                    was_refused = refused.total()
+                    new = self.driver.feed(self.source, record, self.ref)
+                    if refused.total() > was_refused:
                         problems[REFUSED] += 1
-                    events += len(new) - (refused.total() - before)
+                    events += len(new) - (refused.total() - was_refused)
+                problems.update(self.source.stats.unparsed - before)
                 unparsed = sum(problems.values()) - problems[REFUSED]
                 self._store_counts(records, {"unparsed": unparsed})
             except Exception:
-                self.pipeline.discard()
+                # Not stored, so not counted: the sender retries the request.
+                self.driver.discard(self.source)
                 self.failure = "storing failed"
                 raise
             self.failure = None
-        self.metrics.count_input("kumomta", records, unparsed)
         if unparsed:
-            log.warning("KumoMTA hook: %d of %d records skipped (%s)", unparsed, records,
+            log.warning("%s: %d of %d records skipped (%s)", self.path, unparsed, records,
                         ", ".join(f"{why}: {n}" for why, n in sorted(problems.items())))
         return records, events, problems

@@ -10,13 +10,13 @@ that loop is the ingest's hot path, where a shared method would cost a call per 
 
 from __future__ import annotations
 
-import collections
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from typing import Any
 
 from monitor.collectors.mta.postfix_events import EventMaker
-from monitor.collectors.mta.postfix_state import Queued, QueueTable, Recipient, StatefulParser
+from monitor.collectors.mta.postfix_state import Queued, QueueTable, Recipient
+from monitor.collectors.source import ParseStats, Source
 from monitor.model import Event
 
 __all__ = [
@@ -42,32 +42,7 @@ UNPARSED = 2  # not understood
 NDR = ("ndr",)
 
 
-@dataclass
-class ParseStats:
-    """What the parser did with its lines; ``unparsed`` is keyed by daemon or ``<framing>``.
-
-    Every line lands in exactly one of: a line with events, ``ignored``, ``tracked``,
-    ``unparsed``.
-    """
-
-    lines: int = 0
-    events: int = 0
-    ignored: int = 0  # understood, nothing to record (connect, TLS, anvil, not Postfix, ...)
-    tracked: int = 0  # understood and remembered for correlation (client=, message-id=, ...)
-    unparsed: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready counters."""
-        return {
-            "lines": self.lines,
-            "events": self.events,
-            "ignored": self.ignored,
-            "tracked": self.tracked,
-            "unparsed": dict(sorted(self.unparsed.items())),
-        }
-
-
-class QueueParser(StatefulParser, ABC):
+class QueueParser(Source[str]):
     """The state of a parser that correlates a message's lines by its queue id.
 
     A subclass frames lines, dispatches them in its own ``feed`` and calls
@@ -80,8 +55,10 @@ class QueueParser(StatefulParser, ABC):
         max_queue_ids: int,
         max_age_seconds: float,
         queues: QueueTable | None = None,
+        state_prefix: str | None = None,
     ) -> None:
         self.stats = ParseStats()
+        self._state_prefix = state_prefix
         self._make = EventMaker()
         self._prefix = source_prefix
         # ``queues``: the state of the log's writer, shared by the parsers of its files.
@@ -96,6 +73,23 @@ class QueueParser(StatefulParser, ABC):
     @abstractmethod
     def feed(self, line: str, ref: str | None = None) -> list[Event]:
         """The events ``line`` completes (``ref`` names where it was read)."""
+
+    def finish(self) -> tuple[list[str], list[Event]]:
+        """Messages whose later lines were read first, joined now that a file is read whole."""
+        events, retracted = self.rejoin()
+        return retracted, events
+
+    def state_changes(self) -> dict[str, Any]:
+        """The queue-id state that changed, under ``state_prefix`` (none without one).
+
+        The table may be the writer's, shared with the parsers of its other files: the
+        changes of all of them go with whichever commits first, which is what a caller
+        that stores every file's lines before reading the next wants.
+        """
+        if self._state_prefix is None:
+            return {}
+        prefix = self._state_prefix
+        return {prefix + k: v for k, v in self._queues.changes().items()}
 
     def rejoin(self) -> tuple[list[Event], list[str]]:
         """Messages whose later lines were read before their earlier ones, now joined.

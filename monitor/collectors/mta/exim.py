@@ -82,6 +82,8 @@ class EximParser(QueueParser):
     <EventType.REJECTED: 'rejected'>
     """
 
+    kind = "exim"
+
     def __init__(
         self,
         source_prefix: str = "exim",
@@ -91,8 +93,9 @@ class EximParser(QueueParser):
         max_messages: int = 200_000,
         max_age_seconds: float = 7 * 86400,
         queues: QueueTable | None = None,
+        state_prefix: str | None = None,
     ) -> None:
-        super().__init__(source_prefix, max_messages, max_age_seconds, queues)
+        super().__init__(source_prefix, max_messages, max_age_seconds, queues, state_prefix)
         if tz in (None, "UTC", "Etc/UTC"):
             tz = UTC
         self._tz: tzinfo = ZoneInfo(tz) if isinstance(tz, str) else tz

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.collectors.mta.base import ParseStats, events_of
+from monitor.collectors.mta.base import events_of
 from monitor.collectors.mta.smtp import normalize_address
+from monitor.collectors.source import ParseStats, Source
 from monitor.model import Event, EventType
 
 __all__ = ["MAX_DEPTH", "KumoParser", "parse", "record_events", "too_deep"]
@@ -164,10 +165,12 @@ def record_events(
     ]
 
 
-class KumoParser:
-    """Line-at-a-time parser with the same surface as the MTA log parsers."""
+class KumoParser(Source[str]):
+    """KumoMTA log lines (one JSON record each) -> events; bad lines are counted, not raised."""
 
-    def __init__(self, source_prefix: str = "kumomta", **_ignored: Any) -> None:
+    kind = "kumomta"
+
+    def __init__(self, source_prefix: str = "kumomta") -> None:
         self.source_prefix = source_prefix
         self.stats = ParseStats()
 

@@ -90,6 +90,8 @@ class PostfixParser(QueueParser):
     <EventType.REJECTED: 'rejected'>
     """
 
+    kind = "postfix"
+
     def __init__(
         self,
         source_prefix: str = "postfix",
@@ -99,8 +101,9 @@ class PostfixParser(QueueParser):
         max_queue_ids: int = 200_000,
         max_age_seconds: float = 7 * 86400,
         queues: QueueTable | None = None,
+        state_prefix: str | None = None,
     ) -> None:
-        super().__init__(source_prefix, max_queue_ids, max_age_seconds, queues)
+        super().__init__(source_prefix, max_queue_ids, max_age_seconds, queues, state_prefix)
         self._fields = SyslogFramer(reference_time=reference_time, tz=tz).fields
         self._queue = self._queues.touch
         # program -> (handler, instance, daemon); header text -> (time, host, handler, ...).

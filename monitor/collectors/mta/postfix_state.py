@@ -23,7 +23,7 @@ import collections
 from datetime import datetime, timedelta
 from typing import Any
 
-__all__ = ["QueueTable", "Queued", "Recipient", "StatefulParser"]
+__all__ = ["QueueTable", "Queued", "Recipient"]
 
 Key = tuple[str, str, str]  # (host, Postfix instance, queue id)
 
@@ -359,22 +359,3 @@ class QueueTable:
             else:
                 aside = self._orphans if key[3] == _ORPHAN else self._joined
                 aside.put(key[:3], state, self._max_aside)  # type: ignore[arg-type]
-
-
-class StatefulParser:
-    """Checkpointing of the queue table, for parsers that keep one in ``_queues``.
-
-    A caller stores :meth:`state_changes` with the events of the lines it has read and
-    hands the stored state to :meth:`restore_state` when it starts again, so that a
-    message whose first lines were read before (by this process or an earlier one) is
-    still known.
-    """
-
-    _queues: QueueTable
-
-    def state_changes(self) -> dict[str, dict[str, Any] | None]:
-        """Per queue id (``host\x1finstance\x1fqid[\x1fpart]``): its new state, None when gone."""
-        return self._queues.changes()
-
-    def restore_state(self, saved: dict[str, dict[str, Any]]) -> None:
-        self._queues.restore(saved)
