@@ -147,3 +147,20 @@ def test_a_failed_commit_is_not_counted_and_is_read_again(tmp_path: Path) -> Non
         driver.commit(pings, ("test:ping", {"offset": 4}))
         assert_counted(metrics, read=4, not_understood=2, stored=2)
         assert store.checkpoint("test:ping") == {"offset": 4}
+
+
+def test_mail_runs_through_the_same_driver(tmp_path: Path) -> None:
+    from monitor.collectors.mail.ingest import NOT_MAIL, MailSource
+
+    bounce = next(iter(sorted((Path(__file__).parent / "data" / "bounces").glob("*.eml"))))
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        metrics = Metrics(CollectorRegistry())
+        driver, mail = Driver(Pipeline(store, metrics=metrics), metrics), MailSource("eml")
+        assert driver.feed(mail, b"Dec  6 05:00:00 mx postfix/smtp[1]: a log line\n", "x") == []
+        made = driver.feed(mail, bounce.read_bytes(), str(bounce))
+        driver.commit(mail)
+        assert made and mail.stats.unparsed == {NOT_MAIL: 1}
+        assert value(metrics, "mailmon_source_lines_total", source="mailbox") == 2
+        assert value(metrics, "mailmon_events_rejected_total", source="mailbox",
+                     reason="unparsed") == 1  # fmt: skip
+        assert value(metrics, "mailmon_events_ingested_total", source="mailbox") == len(made)

@@ -161,8 +161,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=config.database.batch_size,
         max_future_seconds=config.ingest.max_future_seconds,
     )
+    driver = Driver(pipeline, metrics)
     if args.source in MAIL_SOURCES:  # bounce, complaint and auto-reply emails
-        mail = ingest_mail(args.paths, pipeline, kind=args.source, metrics=metrics)
+        mail = ingest_mail(args.paths, driver, kind=args.source)
         mail |= {"stored": pipeline.stored, "duplicates": pipeline.duplicates,
                  "refused": dict(pipeline.refused)}  # fmt: skip
         resolver.close()
@@ -174,7 +175,6 @@ def run(args: argparse.Namespace) -> int:
         return 1 if mail["failed"] or mail["not_mail"] else 0
     show = not args.no_progress and not args.json and sys.stderr.isatty()
     progress = _progress(show)
-    driver = Driver(pipeline, metrics)
     failed: list[str] = []
     not_understood: list[str] = []
     unparsed: Counter[str] = Counter()

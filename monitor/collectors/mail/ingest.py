@@ -13,69 +13,80 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from typing import Any, Protocol
+from typing import Any
 
 from monitor.collectors.mail.dsn import DEFAULT_MAX_BYTES, parse
 from monitor.collectors.mail.events import report_events
 from monitor.collectors.mail.mailfiles import is_mail, read_messages
+from monitor.collectors.source import NotUnderstood, ParseStats, Source
+from monitor.driver import Driver
 from monitor.model import Event
 
-__all__ = ["MAIL_SOURCES", "ingest_mail"]
+__all__ = ["MAIL_SOURCES", "NOT_MAIL", "MailSource", "ingest_mail"]
 
 #: The ``mailmon ingest`` kinds this module reads (either reads both shapes of file).
 MAIL_SOURCES = ("eml", "mbox")
+NOT_MAIL = "not an email"
 
 
-class _Sink(Protocol):
-    def put(self, event: Event) -> None: ...
-    def flush(self) -> object: ...
+class MailSource(Source[bytes]):
+    """Bounce (DSN), complaint (ARF) and auto-reply emails, one message per unit -> events.
 
+    Bytes that are not an email (no header fields such as From, Date or Received: a log,
+    a JSON payload, a binary file) are not understood: the DSN parser would read events
+    into anything.  A message of no kind it knows is counted as not understood too.
+    """
 
-class _Counts(Protocol):
-    def count_input(self, source: str, lines: int, unparsed: int) -> None: ...
+    kind = "mailbox"
+
+    def __init__(self, name: str = "mbox", *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.source = f"mailbox:{name}"
+        self.max_bytes = max_bytes
+        self.stats = ParseStats()
+        self.kinds: Counter[str] = Counter()  # messages by kind (dsn, arf, autoreply, ...)
+        self.best_effort = 0  # messages read by the plain-text fallbacks
+
+    def feed(self, unit: bytes, ref: str | None = None) -> list[Event]:
+        self.stats.lines += 1
+        if not is_mail(unit):
+            raise NotUnderstood(NOT_MAIL)
+        report = parse(unit, max_bytes=self.max_bytes)
+        self.kinds[report.kind] += 1
+        self.best_effort += report.best_effort
+        if report.kind == "unknown":
+            self.stats.unparsed["unknown"] += 1
+        events = report_events(report, self.source, raw_ref=ref)
+        self.stats.events += len(events)
+        return events
 
 
 def ingest_mail(
-    paths: list[str],
-    pipeline: _Sink,
-    *,
-    kind: str = "mbox",
-    metrics: _Counts | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    paths: list[str], driver: Driver, *, kind: str = "mbox", max_bytes: int = DEFAULT_MAX_BYTES
 ) -> dict[str, Any]:
-    """Parse every message of ``paths`` into ``pipeline``; a summary of what was read."""
-    source = f"mailbox:{kind}"
+    """Read every message of ``paths`` through ``driver``; a summary of what was read."""
+    source = MailSource(kind, max_bytes=max_bytes)
     failed: list[str] = []
-    kinds: Counter[str] = Counter()
-    messages = events = best_effort = not_mail = 0
+    events = 0
     for path in paths:
         try:
             for item in read_messages(path, max_bytes=max_bytes):
                 ref = f"{item.file}#{item.position}" if item.position else item.file
-                if not is_mail(item.data):  # the DSN parser would read events into anything
+                refused = source.stats.unparsed[NOT_MAIL]
+                events += len(driver.feed(source, item.data, ref))
+                if source.stats.unparsed[NOT_MAIL] > refused:
                     print(f"mailmon: {ref}: not an email (no header fields such as From, "
                           "Date or Received): refused", file=sys.stderr)  # fmt: skip
-                    not_mail += 1
-                    continue
-                messages += 1
-                report = parse(item.data, max_bytes=max_bytes)
-                kinds[report.kind] += 1
-                best_effort += report.best_effort
-                for event in report_events(report, source, raw_ref=ref):
-                    pipeline.put(event)
-                    events += 1
         except OSError as exc:
             print(f"mailmon: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
             failed.append(path)
-        pipeline.flush()
-    if metrics is not None:
-        metrics.count_input(source, messages + not_mail, kinds["unknown"] + not_mail)
+        driver.commit(source)
+    not_mail = source.stats.unparsed[NOT_MAIL]
     return {
         "files": len(paths) - len(failed),
         "failed": failed,
-        "messages": messages,
+        "messages": source.stats.lines - not_mail,
         "not_mail": not_mail,
-        "by_kind": dict(kinds.most_common()),
-        "best_effort": best_effort,
+        "by_kind": dict(source.kinds.most_common()),
+        "best_effort": source.best_effort,
         "events": events,
     }
