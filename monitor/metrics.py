@@ -4,6 +4,12 @@ Counters are updated from the events the store accepted as new, so re-reading
 input never counts twice.  Label values come from closed sets only: providers
 from :class:`monitor.model.Provider`, domains from an allow-list plus the top-N by
 volume (everything else is ``other``), reasons from the bounce vocabulary.
+
+Counters start at zero with the process, as prometheus-client's do: ``rate()`` and
+``increase()`` see the restart as a counter reset and cope.  They are not seeded from
+the store at start-up: several instances sharing one database would each start from
+the whole store, so a ``sum()`` across them would count the shared history once per
+instance (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from monitor import __version__
 from monitor.classify import REASONS
 from monitor.gauges import PROVIDERS, DomainLabeler, IpLabeler, RollupGauges
 from monitor.model import Event, EventType
-from monitor.store.totals import Totals, delay_micros
 
 __all__ = [
     "DELAY_BUCKETS",
@@ -39,7 +44,11 @@ _ENGAGEMENT = {
 _BOUNCED = EventType.BOUNCED
 _DELIVERED = EventType.DELIVERED
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ENGAGEMENT_BY_NAME = {t.value: kind for t, kind in _ENGAGEMENT.items()}
+def delay_micros(seconds: float) -> int:
+    """A delay as whole microseconds: a sum kept in integers is the same in any order."""
+    return int(seconds * 1_000_000 + 0.5)
+
+
 DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 5 * 86400)
 
 
@@ -51,8 +60,8 @@ def source_kind(source: str) -> str:
 class DelayHistogram:
     """``mailmon_delivery_delay_seconds``: per provider, bucket counts and a sum kept exact.
 
-    The sum is kept in whole microseconds, so a sum seeded from the store and one added up
-    event by event in another order are the same number (float addition is not associative).
+    The sum is kept in whole microseconds, so the same delays added up in another order
+    (batches of another size) give the same number (float addition is not associative).
     """
 
     name = "mailmon_delivery_delay_seconds"
@@ -216,53 +225,6 @@ class Metrics:
         for source, moment in newest.items():
             kind_of = source_kind(source)
             latest[kind_of] = max(latest.get(kind_of, 0.0), moment.timestamp())
-        for source, ts in latest.items():
-            if ts > self._latest.get(source, 0.0):
-                self._latest[source] = ts
-                self.last_event.labels(source).set(ts)
-
-    def seed(self, totals: Totals) -> None:
-        """Start from what the store has counted (``monitor.store.totals``), as observe() would.
-
-        Called once at start-up, before anything is observed: a restarted process then
-        shows the counters an uninterrupted one would.
-        """
-        tally: dict[tuple[Any, ...], int] = {}
-
-        def add(key: tuple[Any, ...], n: int) -> None:
-            tally[key] = tally.get(key, 0) + n
-
-        def bounded(provider: str | None) -> str:
-            return provider if provider in PROVIDERS else "other"
-
-        for provider, domain, outcome, n in totals.outcomes:
-            where = (bounded(provider), self.labeler(domain))
-            if outcome in OUTCOMES:
-                add((self.deliveries, *where, outcome), n)
-            elif outcome in _ENGAGEMENT_BY_NAME:
-                add((self.engagement, *where, _ENGAGEMENT_BY_NAME[outcome]), n)
-        latest: dict[str, float] = {}
-        for source, n, newest in totals.sources:
-            kind = source_kind(source)
-            add((self.ingested, kind), n)
-            latest[kind] = max(latest.get(kind, 0.0), newest)
-        for d in totals.details:
-            where = (bounded(d.provider), self.labeler(d.recipient_domain))
-            if d.type == EventType.BOUNCED.value:
-                reason = d.reason if d.reason in REASONS else "undefined"
-                add((self.bounces, *where, reason, "true" if d.hard else "false"), d.count)
-            else:
-                add((self.complaints, *where, source_kind(d.source)), d.count)
-        for delayed_at, index, n, micros in totals.delays:
-            self.delay.add(bounded(delayed_at), index, n, micros)
-        for counts in totals.inputs:
-            read_by = source_kind(counts.source)
-            add((self.lines, read_by), counts.lines)
-            for why, n in counts.rejected.items():
-                add((self.rejected, read_by, why), n)
-        for (counter, *labels), n in tally.items():
-            if n:
-                counter.labels(*labels).inc(n)
         for source, ts in latest.items():
             if ts > self._latest.get(source, 0.0):
                 self._latest[source] = ts

@@ -119,7 +119,7 @@ def test_an_http_route_runs_it_and_duplicates_reach_metrics(tmp_path: Path) -> N
     with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
         metrics = Metrics(CollectorRegistry())
         endpoint = SourceEndpoint(Pipeline(store, metrics=metrics), metrics, Pings(),
-                                  str.splitlines, path="/ingest/ping", checkpoint="test:hook:ping")
+                                  str.splitlines, path="/ingest/ping")
         app = create_app(metrics, endpoints=[endpoint])
 
         async def post(body: str) -> httpx.Response:

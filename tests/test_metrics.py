@@ -1,21 +1,17 @@
-"""Metrics: the documented list matches /metrics, labels stay bounded, seeding from the store."""
+"""Metrics: the documented list matches /metrics, labels stay bounded, batches do not matter."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-import pytest
 from factories import ev
 from prometheus_client import CollectorRegistry, generate_latest
-from sqlalchemy import Connection
 
 from monitor.classify import REASONS
 from monitor.gauges import DomainLabeler
-from monitor.metrics import DELAY_BUCKETS, OUTCOMES, Metrics
+from monitor.metrics import OUTCOMES, Metrics
 from monitor.model import Event, Provider
-from monitor.store import Store, totals
-from monitor.store.totals import read_totals
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
@@ -84,15 +80,6 @@ def test_last_event_timestamp_only_moves_forward() -> None:
     assert ts == ev("delivered", 10).timestamp
 
 
-def _samples(metrics: Metrics) -> set[str]:
-    """The /metrics sample lines, without the series' creation times (a process's own)."""
-    text = generate_latest(metrics.registry).decode()
-    return {
-        line for line in text.splitlines() if line and not line.startswith("#")
-        and "_created{" not in line and not line.startswith("mailmon_build_info")
-    }  # fmt: skip
-
-
 def _mixed_events() -> list[Event]:
     """Every kind of event a counter is made from, with awkward values."""
     return [
@@ -142,58 +129,3 @@ def test_batches_do_not_change_the_exposition() -> None:
     ]  # a time before 1970 is no newest event
 
 
-def test_seeded_counters_equal_observed_ones(db_url: str) -> None:
-    """Counters seeded from a store (SQLite and PostgreSQL) equal those of the process that stored its events."""
-    labeler = DomainLabeler(allow=["gmail.com", "x.example"])
-    live = Metrics(CollectorRegistry(), labeler)
-    with Store.open(db_url) as store:
-        batch = _mixed_events()
-        for start in range(0, len(batch), 37):  # batches in a different order than the read
-            live.observe(store.write(batch[start : start + 37]))
-        live.observe(store.write(batch[:10]))  # duplicates: stored and counted once
-        with store.engine.connect() as conn:
-            totals = read_totals(conn, DELAY_BUCKETS)
-    seeded = Metrics(CollectorRegistry(), labeler)
-    seeded.seed(totals)
-    assert _samples(seeded) == _samples(live)
-    assert 'mailmon_bounces_total{domain="gmail.com",hard="false",provider="google",' \
-           'reason="undefined"} 1.0' in _samples(seeded)
-
-
-def test_input_counts_are_seeded_from_checkpoints(tmp_path: Path) -> None:
-    """Lines read and unparsed lines kept in the checkpoints of two files add up per source."""
-    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
-        for key, lines, bad in (("postfix:/a", 10, 2), ("postfix:/b", 5, 0), ("exim:/c", 7, 1)):
-            counts = {"source": key.partition(":")[0], "lines": lines,
-                      "rejected": {"unparsed": bad}}  # fmt: skip
-            store.write([], checkpoint=(key, {"position": None, "counts": counts}))
-        store.write([], checkpoint=("postfix:/old", {"position": None}))  # from before counts
-        with store.engine.connect() as conn:
-            totals = read_totals(conn, DELAY_BUCKETS)
-    metrics = Metrics(CollectorRegistry())
-    metrics.seed(totals)
-    value = metrics.registry.get_sample_value
-    assert value("mailmon_source_lines_total", {"source": "postfix"}) == 15
-    assert value("mailmon_source_lines_total", {"source": "exim"}) == 7
-    assert value("mailmon_events_rejected_total", {"source": "postfix", "reason": "unparsed"}) == 2
-    assert value("mailmon_events_rejected_total", {"source": "exim", "reason": "unparsed"}) == 1
-
-
-def test_totals_are_read_in_one_snapshot(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch committed by another writer during the read is in all the totals or in none."""
-    with Store.open(db_url) as store:
-        store.write([ev("delivered", 1, delay_seconds=1.0)])
-        begin = totals._snapshot
-
-        def begin_then_another_writer(conn: Connection) -> None:
-            begin(conn)
-            conn.exec_driver_sql("SELECT count(*) FROM counters").scalar()  # the snapshot starts
-            store.write([ev("delivered", 2, recipient="z@gmail.com", delay_seconds=2.0)])
-
-        monkeypatch.setattr(totals, "_snapshot", begin_then_another_writer)
-        with store.engine.connect() as conn:
-            seen = read_totals(conn, DELAY_BUCKETS)
-        assert store.count("events") == 2
-    assert [n for _, n, _ in seen.sources] == [1]
-    assert sum(n for *_, n in seen.outcomes) == 1
-    assert sum(n for _, _, n, _ in seen.delays) == 1

@@ -47,13 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     from monitor.cli.rollup import engine_for
     from monitor.gauges import DomainLabeler, IpLabeler
-    from monitor.metrics import DELAY_BUCKETS, Metrics
+    from monitor.metrics import Metrics
     from monitor.pipeline import Pipeline
     from monitor.rollup import LiveClock, newest_event_time
     from monitor.service.app import create_app
     from monitor.service.follow import Follower
     from monitor.service.server import bind, build_server, is_loopback
-    from monitor.store.totals import read_totals
 
     config = config_of(args)
     host = args.host or config.service.listen_host
@@ -70,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     store = open_store(args, config)
     labeler = DomainLabeler(config.metrics.domains, store.top_domains(config.metrics.top_domains))
-    # Seeded counters carry the store's history: a `_created` time of this start would tell
-    # Prometheus (its created-timestamp handling) that they began from zero now.
+    # A `_created` series per counter would double what every scrape carries, to tell what
+    # a drop to zero already tells rate(): the counters restarted with the process.
     disable_created_metrics()
     m = config.metrics
     metrics = Metrics(
@@ -80,12 +79,6 @@ def run(args: argparse.Namespace) -> int:
         sender_domains=IpLabeler(m.sender_domains, m.top_sender_domains),
         streams=IpLabeler(m.streams, m.top_streams),
     )
-    # Before anything is followed or served: /metrics goes on from the store's totals, and
-    # no batch stored during the read is both in them and observed.
-    seeding = time.monotonic()
-    with store.engine.connect() as conn:
-        metrics.seed(read_totals(conn, DELAY_BUCKETS))
-    log.info("counters seeded from the store in %.2f s", time.monotonic() - seeding)
     pipeline = Pipeline(
         store,
         resolver=resolver_for(config, store),

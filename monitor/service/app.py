@@ -17,17 +17,12 @@ from starlette.routing import Route
 from monitor import __version__
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
-from monitor.service.hook import (
-    HOOK_CHECKPOINT,
-    MAX_HOOK_BODY_BYTES,
-    SourceEndpoint,
-    kumomta_hook,
-)
+from monitor.service.hook import MAX_HOOK_BODY_BYTES, SourceEndpoint, kumomta_hook
 
 if TYPE_CHECKING:
     from monitor.store import Store
 
-__all__ = ["HOOK_CHECKPOINT", "MAX_HOOK_BODY_BYTES", "create_app"]
+__all__ = ["MAX_HOOK_BODY_BYTES", "create_app"]
 
 log = logging.getLogger(__name__)
 

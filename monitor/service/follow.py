@@ -1,15 +1,13 @@
 """Following the logs named in the config: each file through a rotation-safe tailer.
 
 The tailer's position is written in the same transaction as the events read up to
-it, so a restart resumes where the store is: no line lost, none stored twice
-(events carry deterministic ids, so a line read again after a crash is a duplicate
-the store drops).  Checkpoint keys carry the instance's name (``[service] instance``), so
-instances on several hosts that follow the same path into one database keep apart; what
-the parsers remember of messages in flight is one state per log kind, shared by the
-files of that kind and by ``mailmon ingest`` (``monitor.collectors.checkpoints``).
-The checkpoint also carries what the store cannot tell, the file's lines read and
-lines not understood so far, so that a restarted process's counters (seeded by
-``monitor.store.totals``) go on from the same numbers.
+it (by the driver, :mod:`monitor.driver`), so a restart resumes where the store is: no
+line lost, none stored twice (events carry deterministic ids, so a line read again after
+a crash is a duplicate the store drops).  Checkpoint keys carry the instance's name
+(``[service] instance``), so instances on several hosts that follow the same path into
+one database keep apart; what the parsers remember of messages in flight is one state
+per log kind, shared by the files of that kind and by ``mailmon ingest``
+(``monitor.collectors.checkpoints``).
 """
 
 from __future__ import annotations
@@ -75,8 +73,11 @@ class _Followed:
         self.unparsed_seen = 0  # by this parser, which starts from zero
         self.unparsed_logged: collections.Counter[str] = collections.Counter()
         self.unparsed_logged_at = float("-inf")
+        # Lines read and not understood since the file was first followed, kept in its
+        # checkpoint across restarts: a file's history for operators (the /metrics
+        # counters are the process's own).
         counts = (saved or {}).get("counts") or {}
-        self.lines = int(counts.get("lines", 0))  # since the file was first followed
+        self.lines = int(counts.get("lines", 0))
         self.unparsed = int(counts.get("rejected", {}).get("unparsed", 0))
         self.saved_position = (saved or {}).get("position")
 

@@ -37,16 +37,11 @@ from monitor.driver import Driver
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
 
-__all__ = ["HOOK_CHECKPOINT", "MAX_HOOK_BODY_BYTES", "SourceEndpoint", "kumomta_hook"]
+__all__ = ["MAX_HOOK_BODY_BYTES", "SourceEndpoint", "kumomta_hook"]
 
 log = logging.getLogger(__name__)
 
 MAX_HOOK_BODY_BYTES = 10 << 20
-#: The checkpoint key under which the KumoMTA log hook keeps its input counts.
-HOOK_CHECKPOINT = "hook:kumomta"
-#: Rejected requests (bad token, too large) are stored at most this often: a flood of them
-#: must not become a flood of database writes.  /metrics counts each one at once.
-REJECTED_STORE_INTERVAL_SECONDS = 1.0
 REFUSED = "refused by the pipeline (dated too far ahead)"
 
 
@@ -54,15 +49,16 @@ def kumomta_hook(pipeline: Pipeline, metrics: Metrics, *, token: str | None = No
                  max_body_bytes: int = MAX_HOOK_BODY_BYTES) -> SourceEndpoint:  # fmt: skip
     """KumoMTA's HTTP log hook, for ``POST /ingest/kumomta``."""
     return SourceEndpoint(pipeline, metrics, KumoRecords(), split_records,
-                          path="/ingest/kumomta", checkpoint=HOOK_CHECKPOINT, token=token,
+                          path="/ingest/kumomta", token=token,
                           max_body_bytes=max_body_bytes)  # fmt: skip
 
 
 class SourceEndpoint:
     """The ASGI endpoint of one source: ``Route(endpoint.path, endpoint, methods=["POST"])``.
 
-    ``split`` finds the units in a body (decoded as UTF-8); ``checkpoint`` is the key the
-    endpoint's input counts are stored under, with each request's events.
+    ``split`` finds the units in a body (decoded as UTF-8).  A request's events are stored
+    before it is answered; there is no position to checkpoint: a sender that got no 200
+    sends the request again, and its events are then duplicates the store drops.
     """
 
     def __init__(
@@ -73,7 +69,6 @@ class SourceEndpoint:
         split: Callable[[str], Iterable[Any]],
         *,
         path: str,
-        checkpoint: str,
         token: str | None = None,
         max_body_bytes: int = MAX_HOOK_BODY_BYTES,
     ) -> None:
@@ -84,19 +79,9 @@ class SourceEndpoint:
         self.split = split
         self.path = path
         self.ref = f"http:{path}"
-        self.key = checkpoint
         self.token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.lock = threading.Lock()  # the pipeline batches; one request at a time fills it
-        # What the hook has read, kept in a checkpoint stored with each request's events, so
-        # a restarted service's counters (seeded from the store) include it.
-        saved = pipeline.store.checkpoint(checkpoint) or {}
-        self.counts: dict[str, Any] = saved.get("counts") or {
-            "source": source.label, "lines": 0, "rejected": {},
-        }  # fmt: skip
-        self.pending: collections.Counter[str] = collections.Counter()  # rejected, not stored
-        self.pending_lock = threading.Lock()
-        self.rejected_stored_at = float("-inf")
         self.failure: str | None = None  # why the last request could not be stored
         self.last_request_at: float | None = None
 
@@ -161,34 +146,6 @@ class SourceEndpoint:
 
     async def _reject(self, reason: str) -> None:
         self.metrics.rejected.labels(self.source.label, reason).inc()
-        with self.pending_lock:
-            self.pending[reason] += 1
-        if time.monotonic() - self.rejected_stored_at >= REJECTED_STORE_INTERVAL_SECONDS:
-            self.rejected_stored_at = time.monotonic()
-            try:
-                await run_in_threadpool(self._store_pending)
-            except Exception:  # counted on /metrics already; stored with the next request
-                log.warning("storing %s's rejected counts failed", self.path, exc_info=True)
-
-    def _store_pending(self) -> None:
-        with self.lock:
-            self._store_counts(0, {})
-
-    def _store_counts(self, lines: int, rejected: dict[str, int]) -> None:
-        """Add to the counts and store them with the pending events (hold self.lock)."""
-        with self.pending_lock:
-            pending, self.pending = self.pending, collections.Counter()
-        counts = {"source": self.source.label, "lines": self.counts["lines"] + lines,
-                  "rejected": dict(self.counts["rejected"])}  # fmt: skip
-        for reason, n in (collections.Counter(rejected) + pending).items():
-            counts["rejected"][reason] = counts["rejected"].get(reason, 0) + n
-        try:
-            self.driver.commit(self.source, (self.key, {"counts": counts}))
-        except Exception:
-            with self.pending_lock:
-                self.pending.update(pending)
-            raise
-        self.counts = counts
 
     def _ingest(self, body: bytes) -> tuple[int, int, collections.Counter[str]]:
         """Store the body's records: (records, events, skipped by reason)."""
@@ -208,7 +165,7 @@ class SourceEndpoint:
                     events += len(new) - (refused.total() - was_refused)
                 problems.update(self.source.stats.unparsed - before)
                 unparsed = sum(problems.values()) - problems[REFUSED]
-                self._store_counts(records, {"unparsed": unparsed})
+                self.driver.commit(self.source)
             except Exception:
                 # Not stored, so not counted: the sender retries the request.
                 self.driver.discard(self.source)
