@@ -30,6 +30,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from monitor.collectors.mta.kumomta_records import KumoRecords, split_records
 from monitor.collectors.source import Source
@@ -48,7 +49,7 @@ REFUSED = "refused by the pipeline (dated too far ahead)"
 def kumomta_hook(pipeline: Pipeline, metrics: Metrics, *, token: str | None = None,
                  max_body_bytes: int = MAX_HOOK_BODY_BYTES) -> SourceEndpoint:  # fmt: skip
     """KumoMTA's HTTP log hook, for ``POST /ingest/kumomta``."""
-    return SourceEndpoint(pipeline, metrics, KumoRecords(), split_records,
+    return SourceEndpoint(pipeline, metrics, KumoRecords(), split_records, name="hook",
                           path="/ingest/kumomta", token=token,
                           max_body_bytes=max_body_bytes)  # fmt: skip
 
@@ -69,6 +70,7 @@ class SourceEndpoint:
         split: Callable[[str], Iterable[Any]],
         *,
         path: str,
+        name: str | None = None,
         token: str | None = None,
         max_body_bytes: int = MAX_HOOK_BODY_BYTES,
     ) -> None:
@@ -79,14 +81,19 @@ class SourceEndpoint:
         self.split = split
         self.path = path
         self.ref = f"http:{path}"
+        #: its part of /healthz
+        self.name = name or f"ingest:{source.kind}"
         self.token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.lock = threading.Lock()  # the pipeline batches; one request at a time fills it
         self.failure: str | None = None  # why the last request could not be stored
         self.last_request_at: float | None = None
 
+    def routes(self) -> list[BaseRoute]:
+        return [Route(self.path, self, methods=["POST"])]
+
     def health(self) -> dict[str, object]:
-        """The hook's status for /healthz."""
+        """The endpoint's status for /healthz."""
         if self.failure:
             return {"status": "failing", "reason": self.failure}
         return {"status": "ok", "last_request_at": self.last_request_at}
