@@ -150,7 +150,7 @@ def test_a_failed_commit_is_not_counted_and_is_read_again(tmp_path: Path) -> Non
 
 
 def test_mail_runs_through_the_same_driver(tmp_path: Path) -> None:
-    from monitor.collectors.mail.ingest import NOT_MAIL, MailSource
+    from monitor.collectors.mail.source import NOT_MAIL, MailSource
 
     bounce = next(iter(sorted((Path(__file__).parent / "data" / "bounces").glob("*.eml"))))
     with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:

@@ -111,3 +111,8 @@ def parse_since(
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
+
+
+def iso(ts: float | None) -> str | None:
+    """UNIX seconds as ISO 8601 in UTC (None stays None)."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from typing import Any
 
-from monitor.cli.common import config_of, open_store, parse_since, print_json
+from monitor.cli.common import config_of, iso, open_store, parse_since, print_json
 from monitor.config import Config
 from monitor.errors import ConfigError
 
@@ -60,10 +59,6 @@ def _check_kind(kind: str, config: Config) -> None:
     kinds = sorted({d.kind for d in detectors_for(config)})
     if kind not in kinds:
         raise ConfigError(f"--kind {kind!r}: not an incident kind; one of {', '.join(kinds)}")
-
-
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,9 @@ from typing import IO, TYPE_CHECKING, Any, cast
 from monitor.cli.common import config_of, open_store, print_json, resolver_for, time_zone
 from monitor.collectors.checkpoints import restore_writer_state, state_prefix
 from monitor.collectors.limits import DecompressionBomb, LineCap
-from monitor.collectors.mail.ingest import MAIL_SOURCES, ingest_mail
+from monitor.collectors.mail.dsn import DEFAULT_MAX_BYTES
+from monitor.collectors.mail.mailfiles import read_messages
+from monitor.collectors.mail.source import MAIL_SOURCES, NOT_MAIL, MailSource
 from monitor.collectors.mta.base import QueueParser
 from monitor.collectors.registry import LineInput, is_stateful, line_kinds, line_source
 from monitor.collectors.tail import gunzipped
@@ -163,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     )
     driver = Driver(pipeline, metrics)
     if args.source in MAIL_SOURCES:  # bounce, complaint and auto-reply emails
-        mail = ingest_mail(args.paths, driver, kind=args.source)
+        mail = _ingest_mail(args.paths, driver, kind=args.source)
         mail |= {"stored": pipeline.stored, "duplicates": pipeline.duplicates,
                  "refused": dict(pipeline.refused)}  # fmt: skip
         resolver.close()
@@ -277,6 +279,38 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary)
     return 1 if failed or not_understood else 0
+
+
+def _ingest_mail(
+    paths: list[str], driver: Driver, *, kind: str = "mbox", max_bytes: int = DEFAULT_MAX_BYTES
+) -> dict[str, Any]:
+    """Read every message of ``paths`` through ``driver``; a summary of what was read."""
+    source = MailSource(kind, max_bytes=max_bytes)
+    failed: list[str] = []
+    events = 0
+    for path in paths:
+        try:
+            for item in read_messages(path, max_bytes=max_bytes):
+                ref = f"{item.file}#{item.position}" if item.position else item.file
+                refused = source.stats.unparsed[NOT_MAIL]
+                events += len(driver.feed(source, item.data, ref))
+                if source.stats.unparsed[NOT_MAIL] > refused:
+                    print(f"mailmon: {ref}: not an email (no header fields such as From, "
+                          "Date or Received): refused", file=sys.stderr)  # fmt: skip
+        except OSError as exc:
+            print(f"mailmon: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+            failed.append(path)
+        driver.commit(source)
+    not_mail = source.stats.unparsed[NOT_MAIL]
+    return {
+        "files": len(paths) - len(failed),
+        "failed": failed,
+        "messages": source.stats.lines - not_mail,
+        "not_mail": not_mail,
+        "by_kind": dict(source.kinds.most_common()),
+        "best_effort": source.best_effort,
+        "events": events,
+    }
 
 
 def _too_long(text: IO[str]) -> int:

@@ -145,7 +145,7 @@ def _latency(evaluation: Any) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.cli.incidents import iso
+    from monitor.cli.common import iso
     from monitor.rollup import newest_event_time
 
     config = config_of(args)

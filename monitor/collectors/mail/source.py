@@ -1,4 +1,4 @@
-"""``mailmon ingest eml|mbox FILE...``: bounce, complaint and auto-reply emails into the store.
+"""The source of bounce, complaint and auto-reply emails (``mailmon ingest eml|mbox FILE...``).
 
 Each message (an ``.eml`` file, every message of an mbox, ``-`` for stdin) is parsed by
 :func:`.dsn.parse` and its events (:func:`.events.report_events`) go through the same
@@ -11,18 +11,15 @@ as ``not_mail``.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from typing import Any
 
 from monitor.collectors.mail.dsn import DEFAULT_MAX_BYTES, parse
 from monitor.collectors.mail.events import report_events
-from monitor.collectors.mail.mailfiles import is_mail, read_messages
+from monitor.collectors.mail.mailfiles import is_mail
 from monitor.collectors.source import NotUnderstood, ParseStats, Source
-from monitor.driver import Driver
 from monitor.model import Event
 
-__all__ = ["MAIL_SOURCES", "NOT_MAIL", "MailSource", "ingest_mail"]
+__all__ = ["MAIL_SOURCES", "NOT_MAIL", "MailSource"]
 
 #: The ``mailmon ingest`` kinds this module reads (either reads both shapes of file).
 MAIL_SOURCES = ("eml", "mbox")
@@ -58,35 +55,3 @@ class MailSource(Source[bytes]):
         events = report_events(report, self.source, raw_ref=ref)
         self.stats.events += len(events)
         return events
-
-
-def ingest_mail(
-    paths: list[str], driver: Driver, *, kind: str = "mbox", max_bytes: int = DEFAULT_MAX_BYTES
-) -> dict[str, Any]:
-    """Read every message of ``paths`` through ``driver``; a summary of what was read."""
-    source = MailSource(kind, max_bytes=max_bytes)
-    failed: list[str] = []
-    events = 0
-    for path in paths:
-        try:
-            for item in read_messages(path, max_bytes=max_bytes):
-                ref = f"{item.file}#{item.position}" if item.position else item.file
-                refused = source.stats.unparsed[NOT_MAIL]
-                events += len(driver.feed(source, item.data, ref))
-                if source.stats.unparsed[NOT_MAIL] > refused:
-                    print(f"mailmon: {ref}: not an email (no header fields such as From, "
-                          "Date or Received): refused", file=sys.stderr)  # fmt: skip
-        except OSError as exc:
-            print(f"mailmon: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
-            failed.append(path)
-        driver.commit(source)
-    not_mail = source.stats.unparsed[NOT_MAIL]
-    return {
-        "files": len(paths) - len(failed),
-        "failed": failed,
-        "messages": source.stats.lines - not_mail,
-        "not_mail": not_mail,
-        "by_kind": dict(source.kinds.most_common()),
-        "best_effort": source.best_effort,
-        "events": events,
-    }
