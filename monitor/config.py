@@ -160,6 +160,44 @@ class RollupConfig(_Strict):
     max_domains: int = Field(1000, ge=0)
 
 
+class WebhookSettings(_Strict):
+    """``[webhooks.NAME]``: how one provider's webhook requests are trusted.
+
+    The secret (a signing key, a public key in PEM, a password or token) is read from the
+    environment variable ``secret_env`` or the file ``secret_file``, never from this file.
+    """
+
+    enabled: bool = True
+    secret_env: str | None = None
+    secret_file: str | None = None
+    #: HTTP Basic auth user, for providers that authenticate that way
+    username: str | None = None
+    #: how far a signed timestamp may lie from the clock (replays outside it are refused)
+    tolerance_seconds: float = Field(300.0, gt=0, le=86400)
+    #: SES through SNS: the topics whose notifications are taken (others are refused)
+    topic_arns: tuple[str, ...] = ()
+    #: SES through SNS: confirm a subscription by fetching its SubscribeURL
+    confirm_subscriptions: bool = False
+
+    def secret(self, name: str) -> str | None:
+        """The secret, from ``secret_env`` or ``secret_file``; None when neither is set."""
+        if self.secret_env:
+            value = os.environ.get(self.secret_env, "").strip()
+            if not value:
+                raise ConfigError(f"webhooks.{name}.secret_env: {self.secret_env} is not set")
+            return value
+        if self.secret_file:
+            try:
+                value = Path(self.secret_file).read_text("utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"webhooks.{name}.secret_file {self.secret_file}: "
+                                  f"{exc.strerror or exc}") from None  # fmt: skip
+            if not value:
+                raise ConfigError(f"webhooks.{name}.secret_file {self.secret_file} is empty")
+            return value
+        return None
+
+
 class Config(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     service: ServiceConfig = ServiceConfig()
@@ -168,6 +206,7 @@ class Config(_Strict):
     providers: ProvidersConfig = ProvidersConfig()
     metrics: MetricsConfig = MetricsConfig()
     rollup: RollupConfig = RollupConfig()
+    webhooks: dict[str, WebhookSettings] = {}
     data_dir: str | None = None
 
 

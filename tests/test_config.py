@@ -121,3 +121,22 @@ def test_rollup_tunables_reach_every_detector(tmp_path: Path) -> None:
             assert (d.factor, d.floor) == (2.5, 0.2), d.kind
         if isinstance(d, BounceRateDetector):
             assert (d.min_finished, d.floor) == (101, 0.07), d.kind
+
+
+def test_webhook_secrets_come_from_the_environment_or_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitor.config import WebhookSettings
+
+    key = tmp_path / "key"
+    key.write_text("s3cret\n")
+    assert WebhookSettings(secret_file=str(key)).secret("mailgun") == "s3cret"
+    monkeypatch.setenv("MG_KEY", "from-env")
+    assert WebhookSettings(secret_env="MG_KEY").secret("mailgun") == "from-env"
+    assert WebhookSettings().secret("mailgun") is None
+    monkeypatch.delenv("MG_KEY")
+    with pytest.raises(ConfigError, match=r"webhooks\.mailgun\.secret_env: MG_KEY is not set"):
+        WebhookSettings(secret_env="MG_KEY").secret("mailgun")
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        WebhookSettings(secret_file=str(tmp_path / "empty")).secret("mailgun")

@@ -32,7 +32,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from monitor.collectors.mta.kumomta_records import KumoRecords, split_records
+from monitor.collectors.jsonbody import split_records
+from monitor.collectors.mta.kumomta_records import KumoRecords
 from monitor.collectors.source import Source
 from monitor.driver import Driver
 from monitor.metrics import Metrics

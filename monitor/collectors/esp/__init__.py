@@ -1,0 +1,1 @@
+"""ESP webhook collectors: one module per provider, each a :class:`~.base.Webhook`."""

@@ -1,0 +1,116 @@
+"""What every ESP webhook collector is: a source of its event records and a way to trust them.
+
+A provider module defines three things and registers them as one :class:`Webhook`:
+
+- a :class:`EspSource` subclass: one decoded event record (a JSON object) in, its events
+  out, in Mailmon's vocabulary (``monitor.model.Event``).  The provider's own bounce
+  type and subtype go into the tags (``bounce_type:Permanent``, ``bounce_subtype:General``)
+  and its diagnostic text into ``diagnostic``, where the pipeline's classifier reads it,
+  so reasons compare across sources; the sender's tags and metadata become ``stream:``,
+  ``category:`` or ``campaign:`` tags;
+- ``split(body)``: the records a request body (or an exported payload file) holds;
+  :func:`monitor.collectors.jsonbody.split_records` for plain JSON;
+- ``verifier(settings)``: checks a request against the provider's scheme, on the raw
+  body bytes as received, and raises :class:`Refused` when it fails.
+
+    class SendGridEvents(EspSource):
+        kind = "sendgrid"
+
+        def events(self, record, ref):
+            ...
+
+    register_webhook(Webhook("sendgrid", SendGridEvents, split_records, SendGridSignature))
+
+``POST /webhooks/NAME`` and ``mailmon ingest NAME FILE`` then take the provider's events
+through the driver like every other source.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from monitor.collectors.source import NotUnderstood, ParseStats, Source
+from monitor.config import WebhookSettings
+from monitor.model import Event
+
+__all__ = [
+    "EspSource", "Refused", "Verifier", "Webhook", "register_webhook", "webhook", "webhooks",
+]
+
+#: Exceptions a provider's mapping raises on a record that is not what it expects.
+RECORD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
+
+
+class Refused(Exception):
+    """A request that is not trusted: ``reason`` is a bounded label
+    (``bad_signature``, ``bad_auth``, ``stale``, ``replayed``, ``bad_topic``),
+    ``status`` the HTTP answer (401 or 403)."""
+
+    def __init__(self, reason: str, status: int = 401, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.status = status
+
+
+class Verifier(Protocol):
+    """Checks one request; raises :class:`Refused`.  Never sees a re-serialised body."""
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None: ...
+
+
+class EspSource(Source[Any]):
+    """A provider's decoded event records -> events; a record it cannot read is not understood."""
+
+    def __init__(self) -> None:
+        self.stats = ParseStats()
+
+    def feed(self, unit: Any, ref: str | None = None) -> list[Event]:
+        self.stats.lines += 1
+        if isinstance(unit, NotUnderstood):  # a piece of the body that did not decode
+            raise unit
+        if not isinstance(unit, Mapping):
+            raise NotUnderstood("not an event object")
+        try:
+            events = self.events(unit, ref)
+        except RECORD_ERRORS:
+            raise NotUnderstood(f"not a {self.kind} event") from None
+        if not events:
+            self.stats.ignored += 1
+        self.stats.events += len(events)
+        return events
+
+    @abstractmethod
+    def events(self, record: Mapping[str, Any], ref: str | None) -> list[Event]:
+        """The events of one record ([] for one that changes nothing we track)."""
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A provider's webhook: ``POST /webhooks/{name}``, ``mailmon ingest {name} FILE``."""
+
+    name: str
+    source: Callable[[], EspSource]
+    split: Callable[[str], Iterable[Any]]
+    verifier: Callable[[WebhookSettings], Verifier]
+
+
+_WEBHOOKS: dict[str, Webhook] = {}
+
+
+def register_webhook(hook: Webhook) -> None:
+    _WEBHOOKS[hook.name] = hook
+
+
+def webhooks() -> dict[str, Webhook]:
+    """Every registered provider, by name."""
+    return dict(_WEBHOOKS)
+
+
+def webhook(name: str) -> Webhook:
+    found = _WEBHOOKS.get(name)
+    if found is None:
+        raise ValueError(f"unknown webhook provider {name!r}; known: {', '.join(_WEBHOOKS)}")
+    return found
