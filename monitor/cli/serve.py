@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from monitor.service.app import create_app
     from monitor.service.follow import Follower
     from monitor.service.server import bind, build_server, is_loopback
+    from monitor.service.webhooks import webhook_endpoints
 
     config = config_of(args)
     host = args.host or config.service.listen_host
@@ -158,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
                              batch_size=config.database.batch_size,
                              max_future_seconds=config.ingest.max_future_seconds)
     app = create_app(metrics, health=health, pipeline=hook_pipeline, store=store,
+                     endpoints=webhook_endpoints(config, hook_pipeline, metrics),
                      hook_token=token, max_body_bytes=config.service.max_body_bytes)
     server = build_server(app, request_timeout_seconds=config.service.request_timeout_seconds,
                           max_connections=config.service.max_connections)

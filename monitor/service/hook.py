@@ -24,6 +24,7 @@ import hmac
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from monitor.collectors.esp.base import Refused, Verifier
 from monitor.collectors.jsonbody import split_records
 from monitor.collectors.mta.kumomta_records import KumoRecords
 from monitor.collectors.source import Source
@@ -45,6 +47,19 @@ log = logging.getLogger(__name__)
 
 MAX_HOOK_BODY_BYTES = 10 << 20
 REFUSED = "refused by the pipeline (dated too far ahead)"
+
+
+_LOCKS: weakref.WeakKeyDictionary[Pipeline, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_of(pipeline: Pipeline) -> threading.Lock:
+    """The one lock of the endpoints that share ``pipeline``."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(pipeline)
+        if lock is None:
+            lock = _LOCKS[pipeline] = threading.Lock()
+        return lock
 
 
 def kumomta_hook(pipeline: Pipeline, metrics: Metrics, *, token: str | None = None,
@@ -73,6 +88,7 @@ class SourceEndpoint:
         path: str,
         name: str | None = None,
         token: str | None = None,
+        verifier: Verifier | None = None,
         max_body_bytes: int = MAX_HOOK_BODY_BYTES,
     ) -> None:
         self.pipeline = pipeline
@@ -85,8 +101,11 @@ class SourceEndpoint:
         #: its part of /healthz
         self.name = name or f"ingest:{source.kind}"
         self.token = token.encode() if token else None
+        self.verifier = verifier
         self.max_body_bytes = max_body_bytes
-        self.lock = threading.Lock()  # the pipeline batches; one request at a time fills it
+        # The pipeline batches: one request at a time fills it, whichever endpoint takes it.
+        self.lock = _lock_of(pipeline)
+        self.refused_logged: dict[str, float] = {}  # reason -> when last logged
         self.failure: str | None = None  # why the last request could not be stored
         self.last_request_at: float | None = None
 
@@ -120,6 +139,13 @@ class SourceEndpoint:
             # Connection: close: the rest of the body is not read, so the connection ends.
             return JSONResponse({"error": f"body over {self.max_body_bytes} bytes"},
                                 status_code=413, headers={"Connection": "close"})  # fmt: skip
+        if self.verifier is not None:
+            try:  # off the event loop: a verifier may fetch a signing certificate
+                await run_in_threadpool(self.verifier.verify, request.headers, body)
+            except Refused as refused:
+                await self._reject(refused.reason)
+                self._log_refused(refused, request)
+                return JSONResponse({"error": refused.reason}, status_code=refused.status)
         try:
             records, events, problems = await run_in_threadpool(self._ingest, body)
         except Exception:
@@ -154,6 +180,16 @@ class SourceEndpoint:
 
     async def _reject(self, reason: str) -> None:
         self.metrics.rejected.labels(self.source.label, reason).inc()
+
+    def _log_refused(self, refused: Refused, request: Request) -> None:
+        """One line per reason and minute (a flood is counted on /metrics), never the body."""
+        now = time.monotonic()
+        if now - self.refused_logged.get(refused.reason, float("-inf")) < 60.0:
+            return
+        self.refused_logged[refused.reason] = now
+        client = request.client.host if request.client else "unknown"
+        log.warning("%s: refused a request from %s: %s (%s); further ones this minute are only "
+                    "counted", self.path, client, refused.reason, refused)  # fmt: skip
 
     def _ingest(self, body: bytes) -> tuple[int, int, collections.Counter[str]]:
         """Store the body's records: (records, events, skipped by reason)."""
