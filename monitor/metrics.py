@@ -15,7 +15,7 @@ instance (docs/metrics.md).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,11 +27,16 @@ from monitor import __version__
 from monitor.classify import REASONS
 from monitor.gauges import PROVIDERS, DomainLabeler, IpLabeler, RollupGauges
 from monitor.model import Event, EventType
+from monitor.records import Record
 
 __all__ = [
     "DELAY_BUCKETS",
     "OUTCOMES",
     "Metrics",
+    "ObserverFactory",
+    "RecordObserver",
+    "forget_kind",
+    "observe_kind",
 ]
 
 OUTCOMES = frozenset({"delivered", "deferred", "bounced", "expired", "rejected", "suppressed"})
@@ -50,6 +55,39 @@ def delay_micros(seconds: float) -> int:
 
 
 DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 5 * 86400)
+
+
+#: Updates a record kind's own metrics from the records of that kind the store took as new.
+RecordObserver = Callable[[Sequence[Record]], None]
+#: Makes a kind's observer with its metrics registered on the registry it is given.
+ObserverFactory = Callable[[CollectorRegistry], RecordObserver]
+
+_OBSERVERS: dict[str, ObserverFactory] = {}
+
+
+def observe_kind(kind: str, factory: ObserverFactory) -> None:
+    """Have every :class:`Metrics` observe the new records of ``kind`` with ``factory``'s observer.
+
+    Called once, beside ``register_record``, by the module that defines the kind; each
+    ``Metrics`` calls ``factory(registry)`` once, so tests with their own registries
+    never share a metric.  The observer's labels must be bounded as all others are::
+
+        class ListingMetrics:
+            def __init__(self, registry: CollectorRegistry) -> None:
+                self.listed = Counter("mailmon_dnsbl_listings", "...", ["zone"], registry=registry)
+
+            def __call__(self, records: Sequence[Record]) -> None:
+                for r in records:
+                    self.listed.labels(zone_label(r.zone)).inc()
+
+        observe_kind("dnsbl_listings", ListingMetrics)
+    """
+    _OBSERVERS[kind] = factory
+
+
+def forget_kind(kind: str) -> None:
+    """Undo :func:`observe_kind` (tests that define kinds)."""
+    _OBSERVERS.pop(kind, None)
 
 
 def source_kind(source: str) -> str:
@@ -168,6 +206,36 @@ class Metrics:
         self.rollup = RollupGauges(self.labeler, ips, sender_domains, streams)
         r.register(self.rollup)
         self._latest: dict[str, float] = {}
+        self.records_stored = Counter(
+            "mailmon_records_stored", "Records stored (new, not seen before) per kind and source.",
+            ["kind", "source"], registry=r,
+        )  # fmt: skip
+        self._observers: dict[str, RecordObserver] = {}
+        for kind in list(_OBSERVERS):
+            self._observer(kind)
+
+    def _observer(self, kind: str) -> RecordObserver | None:
+        """The kind's observer, made on this registry the first time (kinds may come later)."""
+        observer = self._observers.get(kind)
+        if observer is None and kind in _OBSERVERS:
+            observer = self._observers[kind] = _OBSERVERS[kind](self.registry)
+        return observer
+
+    def observe_records(self, records: Iterable[Record]) -> None:
+        """Count records that the store accepted as new and hand them to their kind's observer."""
+        by_kind: dict[str, list[Record]] = {}
+        for record in records:
+            by_kind.setdefault(record.kind, []).append(record)
+        for kind, batch in by_kind.items():
+            sources: dict[str, int] = {}
+            for record in batch:
+                source = source_kind(record.source)
+                sources[source] = sources.get(source, 0) + 1
+            for source, n in sources.items():
+                self.records_stored.labels(kind, source).inc(n)
+            observer = self._observer(kind)
+            if observer is not None:
+                observer(batch)
 
     def observe(self, events: Iterable[Event]) -> None:
         """Count events that the store accepted as new."""

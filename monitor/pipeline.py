@@ -21,6 +21,11 @@ two cores.  At most one batch is in flight; :meth:`Pipeline.flush` waits for it,
 writes the rest (with the caller's checkpoint) before it returns, so what a flush
 returns is stored.
 
+Records (:mod:`monitor.records`: DMARC rows, DNS checks and the like) handed to
+:meth:`Pipeline.put_record` go with the next batch, in its transaction: a flush's
+checkpoint covers them too.  Only records the store had not seen reach
+``Metrics.observe_records`` and ``on_records``.
+
 An event dated more than ``max_future_seconds`` after the wall clock is refused before
 anything else (counted in :attr:`Pipeline.refused` and ``mailmon_events_rejected_total``
 with reason ``future_timestamp``): everything runs in event time, and one record dated
@@ -42,6 +47,7 @@ from typing import Any, Protocol
 from monitor.classify import classify
 from monitor.metrics import Metrics
 from monitor.model import Event, EventType
+from monitor.records import Record
 from monitor.store import Store
 
 __all__ = ["Pipeline", "ProviderLookup"]
@@ -93,6 +99,10 @@ def _without_nul(event: Event) -> None:
             object.__setattr__(event, f.name, tuple(t.replace("\x00", "\ufffd") for t in value))
 
 
+#: What one write stored that was not stored before: events, records.
+_Written = tuple[list[Event], list[Record]]
+
+
 class ProviderLookup(Protocol):
     """What the pipeline asks of a resolver (:class:`monitor.providers.ProviderResolver`)."""
 
@@ -128,6 +138,7 @@ class Pipeline:
         metrics: Metrics | None = None,
         batch_size: int = 5000,
         on_write: Callable[[list[Event]], None] | None = None,
+        on_records: Callable[[list[Record]], None] | None = None,
         max_future_seconds: float = MAX_FUTURE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -136,12 +147,14 @@ class Pipeline:
         self.metrics = metrics
         self.batch_size = batch_size
         self.on_write = on_write
+        self.on_records = on_records
         _fewer_collections()
         self._pending: list[Event] = []
         self._waiting: list[Event] = []  # pending events whose provider is being looked up
         self._retract: list[str] = []  # stored events the pending ones replace
+        self._records: list[Record] = []
         self._writer: ThreadPoolExecutor | None = None
-        self._inflight: tuple[list[Event], Future[list[Event]]] | None = None
+        self._inflight: tuple[list[Event], int, Future[_Written]] | None = None
         # One in-memory SQLite database is one connection: it cannot be shared with a thread.
         self._overlap = store.engine.url.database not in (None, "", ":memory:")
         self.received = 0
@@ -154,6 +167,8 @@ class Pipeline:
         self.rejected = 0  # events the store refused on their own (see Store.write)
         self._rejected_seen = 0
         self._rejected_ids: set[str] = set()  # of the batch being written
+        #: records put, stored (new), and refused by the store on their own
+        self.record_counts = Counter[str]()
 
     def enrich(self, event: Event) -> Event:
         """Add provider and failure classification where the collector left them out.
@@ -208,13 +223,25 @@ class Pipeline:
             else:
                 self.flush()
 
-    def _refuse(self, event: Event, reason: str) -> None:
+    def put_record(self, record: Record) -> None:
+        """Store ``record`` with the next batch (records are few: no enrichment)."""
+        if record.occurred_at.timestamp() > self._clock() + self.max_future_seconds:
+            self._refuse(record, "future_timestamp")
+            return
+        self._records.append(record)
+        if len(self._records) >= self.batch_size:
+            if self._overlap:
+                self._hand_off()
+            else:
+                self.flush()
+
+    def _refuse(self, event: Event | Record, reason: str) -> None:
         if not self.refused[reason]:  # one line per pipeline and reason; the rest are counted
             log.warning(
                 "refused an event of %s dated %s, more than %.0f s ahead of the clock "
                 "(%s; further ones are only counted)",
                 event.source, event.occurred_at.isoformat(), self.max_future_seconds,
-                event.raw_ref or "no reference",
+                getattr(event, "raw_ref", None) or "no reference",
             )  # fmt: skip
         self.refused[reason] += 1
         if self.metrics is not None:
@@ -223,39 +250,49 @@ class Pipeline:
     def _hand_off(self) -> None:
         """Start writing the pending batch in the background (after the one in flight)."""
         self._collect()  # first: if the batch in flight failed, this one is kept
-        batch, waiting, retract = self._take()
+        batch, waiting, retract, records = self._take()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="mailmon-store")
-        self._inflight = (batch, self._writer.submit(self._write, batch, waiting, retract=retract))
+        future = self._writer.submit(self._write, batch, waiting, retract=retract, records=records)
+        self._inflight = (batch, len(records), future)
 
-    def _take(self) -> tuple[list[Event], list[Event], list[str]]:
+    def _take(self) -> tuple[list[Event], list[Event], list[str], list[Record]]:
         batch, self._pending = self._pending, []
         waiting, self._waiting = self._waiting, []
         retract, self._retract = self._retract, []
-        return batch, waiting, retract
+        records, self._records = self._records, []
+        return batch, waiting, retract, records
 
-    def _write(self, batch: list[Event], waiting: list[Event], **write: Any) -> list[Event]:
+    def _write(self, batch: list[Event], waiting: list[Event], **write: Any) -> _Written:
         """Finish the events that waited for their provider, then store the batch."""
         for event in waiting:
             self.enrich(event)
         self.resolver.save()
-        return self.store.write(batch, on_reject=self._rejected, **write)
+        stored: list[Record] = []
+        fresh = self.store.write(batch, on_reject=self._rejected, on_records=stored.extend,
+                                 **write)  # fmt: skip
+        return fresh, stored
 
     def _collect(self) -> None:
         """Wait for the batch in flight, if any; count it (or raise what writing it raised)."""
         if self._inflight is None:
             return
-        (batch, future), self._inflight = self._inflight, None
-        self._stored(batch, future.result())
+        (batch, records, future), self._inflight = self._inflight, None
+        self._stored(batch, *future.result(), records)
 
-    def _rejected(self, event: Event, reason: str) -> None:
-        """An event the store refused (logged there): counted, and the batch goes on."""
-        self.rejected += 1
-        self._rejected_ids.add(event.id)
+    def _rejected(self, item: Event | Record, reason: str) -> None:
+        """An event or record the store refused (logged there): counted, the batch goes on."""
+        if isinstance(item, Record):
+            self.record_counts["rejected"] += 1
+        else:
+            self.rejected += 1
+            self._rejected_ids.add(item.id)
         if self.metrics is not None:
-            self.metrics.count_refused(event.source, reason)
+            self.metrics.count_refused(item.source, reason)
 
-    def _stored(self, batch: list[Event], fresh: list[Event]) -> None:
+    def _stored(
+        self, batch: list[Event], fresh: list[Event], stored: list[Record], records: int
+    ) -> None:
         # Rejections are reported while their batch is written, before it is counted here.
         rejected, self._rejected_seen = self.rejected - self._rejected_seen, self.rejected
         duplicates = len(batch) - len(fresh) - rejected
@@ -271,6 +308,13 @@ class Pipeline:
         self._rejected_ids = set()
         if self.on_write is not None and fresh:
             self.on_write(fresh)
+        if records:
+            self.record_counts["received"] += records
+            self.record_counts["stored"] += len(stored)
+            if self.metrics is not None and stored:
+                self.metrics.observe_records(stored)
+            if self.on_records is not None and stored:
+                self.on_records(stored)
 
     def put_many(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -308,16 +352,17 @@ class Pipeline:
         if not wait and checkpoint is None and not state and self._overlap:
             # While a write is still running, the pending events go with the next one:
             # smaller batches would only mean more commits.
-            idle = self._inflight is None or self._inflight[1].done()
-            if (self._pending or self._retract) and idle:
+            idle = self._inflight is None or self._inflight[2].done()
+            if (self._pending or self._retract or self._records) and idle:
                 self._hand_off()
             return []
         self._collect()
-        batch, waiting, retract = self._take()
-        if not batch and checkpoint is None and not state and not retract:
+        batch, waiting, retract, records = self._take()
+        if not batch and checkpoint is None and not state and not retract and not records:
             return []
-        fresh = self._write(batch, waiting, checkpoint=checkpoint, state=state, retract=retract)
-        self._stored(batch, fresh)
+        fresh, stored = self._write(batch, waiting, checkpoint=checkpoint, state=state,
+                                    retract=retract, records=records)  # fmt: skip
+        self._stored(batch, fresh, stored, len(records))
         return fresh
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ SQLite (WAL) by default, PostgreSQL by URL; both behind SQLAlchemy Core::
 
     store = Store.open("sqlite:///mailmon.db")
     new = store.write(events)              # only the events not stored before
+    store.write(events, records=records, on_records=print)  # and the new records
     rows = store.stats(by="domain")
 """
 
@@ -13,19 +14,22 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from monitor.errors import StoreError
 from monitor.model import Event
 from monitor.providers import CachedProvider
+from monitor.records import Record
 from monitor.store import queries
 from monitor.store.migrations import LATEST, current_version, migrate
+from monitor.store.records import ensure_tables, kind_of, read_records, write_records
 from monitor.store.retract import refold_deliveries, retract_events
 from monitor.store.schema import checkpoints, provider_cache
 from monitor.store.writer import upsert, write_events
@@ -34,8 +38,10 @@ __all__ = ["Store"]
 
 log = logging.getLogger(__name__)
 
-#: Called with an event the store refused on its own, and why (a bounded label).
-OnReject = Callable[[Event, str], None]
+#: Called with an event (or record) the store refused on its own, and why (a bounded label).
+OnReject = Callable[[Event | Record, str], None]
+#: Called with the records a write stored that were not stored before.
+OnRecords = Callable[[list[Record]], None]
 
 
 def _engine(url: str, *, create: bool) -> Engine:
@@ -89,6 +95,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._providers: dict[str, tuple[str, float, float | None]] | None = None
+        self._kinds: set[str] = set()  # record kinds whose table is known to exist
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:
@@ -131,49 +138,79 @@ class Store:
         state: Mapping[str, Any] | None = None,
         on_reject: OnReject | None = None,
         retract: Sequence[str] = (),
+        records: Iterable[Record] = (),
+        on_records: OnRecords | None = None,
     ) -> list[Event]:
-        """Store a batch and, atomically with it, a source checkpoint and state entries.
+        """Store a batch and, atomically with it, records, a source checkpoint and state entries.
 
         ``state`` maps checkpoint keys to their new value, or None to delete the key:
         a collector's per-message memory, kept beside its position.  ``retract``: ids of
-        stored events that the batch replaces (``monitor.store.retract``).
+        stored events that the batch replaces (``monitor.store.retract``).  ``records``
+        (``monitor.store.records``) are stored in the same transaction; the ones not
+        stored before are handed to ``on_records`` once it is committed.
 
         A batch the database refuses for what is in it (a value out of range, say) is
-        written again in halves, down to single events: each event it still refuses is
-        handed to ``on_reject`` and left out, its neighbours are stored, and then the
-        checkpoint.  Refused for any other reason (database down, locked, disk full),
-        the error is raised and nothing is stored.
+        written again in halves, down to single events or records: each one it still
+        refuses is handed to ``on_reject`` and left out, its neighbours are stored, and
+        then the checkpoint.  Refused for any other reason (database down, locked, disk
+        full), the error is raised and nothing is stored.
         """
         events = list(batch)
+        extra = list(records)
+        if extra:
+            self._ensure_tables(extra)
         try:
-            return self._write(events, checkpoint, state, retract)
+            fresh, stored = self._write(events, checkpoint, state, retract, extra)
         except Exception as exc:
-            if not events or _transient(exc):
+            if not (events or extra) or _transient(exc):
                 raise
-            log.warning("the database refused a batch of %d events (%s); storing them one by"
-                        " one to leave out the bad ones", len(events), _reason(exc))  # fmt: skip
-        fresh = self._write_apart(events, on_reject)
-        self._write([], checkpoint, state, retract)
+            log.warning("the database refused a batch of %d events and %d records (%s); storing"
+                        " them one by one to leave out the bad ones", len(events), len(extra),
+                        _reason(exc))  # fmt: skip
+            fresh, stored = self._write_apart([*events, *extra], on_reject)
+            self._write([], checkpoint, state, retract)
+        if on_records is not None and extra:
+            on_records(stored)
         return fresh
 
-    def _write_apart(self, events: list[Event], on_reject: OnReject | None) -> list[Event]:
-        """:meth:`write` by halves, leaving out the events refused on their own."""
+    def _ensure_tables(self, records: list[Record]) -> None:
+        """Create the tables of record kinds this store has not written yet, if missing."""
+        missing = {r.kind for r in records} - self._kinds
+        if not missing:
+            return
+        for kind in missing:
+            kind_of(kind)  # an unregistered kind is a mistake, raised before anything is written
+        with self.engine.connect() as conn:  # usually there: no need to take the lock
+            absent = {k for k in missing if not conn.dialect.has_table(conn, k)}
+        if absent:
+            with _locked(self.engine) as conn:
+                ensure_tables(conn, absent)
+                conn.commit()
+        self._kinds |= missing
+
+    def _write_apart(
+        self, items: list[Event | Record], on_reject: OnReject | None
+    ) -> tuple[list[Event], list[Record]]:
+        """:meth:`write` by halves, leaving out the events and records refused on their own."""
         try:
-            return self._write(events, None, None)
+            events = [i for i in items if isinstance(i, Event)]
+            return self._write(events, None, None, (), [i for i in items if isinstance(i, Record)])
         except Exception as exc:
             if _transient(exc):
                 raise
-            if len(events) > 1:
-                half = len(events) // 2
-                return (self._write_apart(events[:half], on_reject)
-                        + self._write_apart(events[half:], on_reject))  # fmt: skip
+            if len(items) > 1:
+                half = len(items) // 2
+                first, second = (self._write_apart(items[:half], on_reject),
+                                 self._write_apart(items[half:], on_reject))  # fmt: skip
+                return first[0] + second[0], first[1] + second[1]
             reason = _reason(exc)
-            log.warning("left out event %s from %s: the database refused it (%s: %s)",
-                        events[0].id, events[0].source, reason,
+            log.warning("left out %s %s from %s: the database refused it (%s: %s)",
+                        "event" if isinstance(items[0], Event) else items[0].kind,
+                        items[0].id, items[0].source, reason,
                         str(exc).splitlines()[0][:200])  # fmt: skip
             if on_reject is not None:
-                on_reject(events[0], reason)
-            return []
+                on_reject(items[0], reason)
+            return [], []
 
     def _write(
         self,
@@ -181,12 +218,14 @@ class Store:
         checkpoint: tuple[str, Mapping[str, Any]] | None,
         state: Mapping[str, Any] | None,
         retract: Sequence[str] = (),
-    ) -> list[Event]:
+        records: Sequence[Record] = (),
+    ) -> tuple[list[Event], list[Record]]:
         with self.engine.begin() as conn:
             refold = retract_events(conn, retract) if retract else set()
             fresh = write_events(conn, events)
             if refold:
                 refold_deliveries(conn, refold)
+            stored = write_records(conn, records) if records else []
             now = time.time()
             rows = {}
             if checkpoint is not None:
@@ -206,7 +245,7 @@ class Store:
             for start in range(0, len(gone), 500):
                 conn.execute(checkpoints.delete().where(
                     checkpoints.c.source.in_(gone[start : start + 500])))
-        return fresh
+        return fresh, stored
 
     # -- checkpoints -----------------------------------------------------------
 
@@ -292,6 +331,13 @@ class Store:
         with self.engine.connect() as conn:
             return queries.count(conn, table)
 
+    def records(
+        self, kind: str, *, since: float | None = None, until: float | None = None
+    ) -> list[Record]:
+        """The stored records of ``kind`` (``monitor.store.records``), oldest first."""
+        with self.engine.connect() as conn:
+            return read_records(conn, kind, since=since, until=until)
+
     def event_ids(self) -> Sequence[str]:
         with self.engine.connect() as conn:
             return queries.event_ids(conn)
@@ -310,14 +356,25 @@ def _prepare(engine: Engine, *, create: bool) -> None:
         raise StoreError(f"it has no Mailmon tables: nothing stored yet ({_NO_STORE_HINT})")
     if found == LATEST:
         return
+    with _locked(engine) as conn:
+        migrate(conn)
+        conn.commit()
+
+
+@contextmanager
+def _locked(engine: Engine) -> Iterator[Connection]:
+    """A connection holding the lock under which the schema is created or changed.
+
+    SQLite: the database's write lock (``BEGIN IMMEDIATE``, waiting up to the busy
+    timeout); PostgreSQL: an advisory lock for the transaction.  The caller commits.
+    """
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             # pysqlite would begin lazily (and never for DDL): take the write lock first.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
-        migrate(conn)
-        conn.commit()
+        yield conn
 
 
 #: PostgreSQL advisory lock key held while the schema is created or migrated ("mailmon").
