@@ -1,1 +1,3 @@
 """ESP webhook collectors: one module per provider, each a :class:`~.base.Webhook`."""
+
+from monitor.collectors.esp import sendgrid as sendgrid

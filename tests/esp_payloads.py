@@ -1,0 +1,73 @@
+"""ESP webhook tests' shared steps: the provider corpus, bodies fed record by record, settings.
+
+The corpus is the providers' own documentation examples and third-party fixtures under
+``shared/corpora/webhooks`` beside the repository; it is read in place, never copied in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from golden import check_json
+
+from monitor.collectors.esp.base import EspSource
+from monitor.collectors.source import NotUnderstood
+from monitor.config import WebhookSettings
+from monitor.model import Event
+
+__all__ = ["DATA", "WEBHOOKS", "corpus_files", "feed_body", "golden_corpus", "settings"]
+
+WEBHOOKS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "webhooks"
+DATA = Path(__file__).parent / "data" / "esp"
+
+
+def corpus_files(*patterns: str) -> list[Path]:
+    """The corpus files matching ``patterns`` (relative to the corpus); fails when there are none."""
+    if not WEBHOOKS.is_dir():
+        pytest.fail(f"corpus missing: {WEBHOOKS} (the repository's parent directory must hold "
+                    "shared/corpora, as in CI); this test never skips")
+    found = sorted({p for pattern in patterns for p in WEBHOOKS.glob(pattern)})
+    if not found:
+        pytest.fail(f"no corpus file matches {patterns} under {WEBHOOKS}")
+    return found
+
+
+def feed_body(
+    source: EspSource, records: Iterable[Any], ref: str = "body"
+) -> tuple[list[Event], Counter[str]]:
+    """The events of every record, and the records not understood by reason (as the driver counts)."""
+    events: list[Event] = []
+    problems: Counter[str] = Counter()
+    for n, record in enumerate(records, 1):
+        try:
+            events.extend(source.feed(record, f"{ref}:{n}"))
+        except NotUnderstood as exc:
+            problems[exc.reason] += 1
+    return events, problems
+
+
+def golden_corpus(
+    name: str, files: list[Path], source: Callable[[], EspSource], split: Callable[[str], Iterable[Any]]
+) -> dict[str, list[Event]]:
+    """Every corpus file's events, held to ``tests/data/esp/NAME.json``; none may go unread."""
+    out: dict[str, list[Event]] = {}
+    for path in files:
+        key = str(path.relative_to(WEBHOOKS))
+        events, problems = feed_body(source(), split(path.read_text("utf-8")), key)
+        assert not problems, f"{key}: records not understood: {dict(problems)}"
+        out[key] = events
+    check_json(DATA / f"{name}.json", {k: [e.to_dict() for e in v] for k, v in out.items()})
+    return out
+
+
+def settings(tmp_path: Path, secret: str | None, **fields: Any) -> WebhookSettings:
+    """``[webhooks.X]`` settings whose secret is in a file under ``tmp_path``."""
+    if secret is None:
+        return WebhookSettings(**fields)
+    path = tmp_path / "secret"
+    path.write_text(secret + "\n", "utf-8")
+    return WebhookSettings(secret_file=str(path), **fields)
