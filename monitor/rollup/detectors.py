@@ -1,7 +1,7 @@
 """Detectors: pure decisions over window counts, no I/O.
 
-*Domain starts rejecting* (issue 5): in the deciding window, with ``n`` attempts of which
-``k`` failed for a rejecting reason (``views.REJECTING_REASONS``)::
+*Domain starts rejecting* (issue 5): the share test of ``monitor.rollup.share`` on the
+attempts that failed for a rejecting reason (``views.REJECTING_REASONS``)::
 
     threshold = max(baseline_share * factor, floor)
     fires     when n >= min_attempts and wilson_lower(k, n, 95 %) > threshold
@@ -12,9 +12,12 @@ The deciding window is the shortest of 5 min (``min_attempts``, 20), 15 min
 the 1 h window (which then cannot fire): as in multi-window burn-rate alerting, the short
 window pages fast at high volume and the longer ones reach lower volumes, here in turn, so
 a domain busy enough for 5 minutes is judged exactly as before (a batch too small a share
-for the 5-minute test is not re-judged over an hour).  A longer window fires only while
-the 5-minute share is above the threshold too, and resolves only while it is not (and
-there were attempts): the last minutes must agree with the window that speaks.
+for the 5-minute test is not re-judged over an hour).  The 5-minute window also judges,
+at the 99 % bound, when it is short of ``min_attempts`` by no more than chance while the
+last hour ran at that rate (12 of 20 attempts, 210 in the hour: ``share.near``), so a
+domain at exactly 20 attempts per 5 minutes pages within 5 minutes.  A longer window fires
+only while the 5-minute share is above the threshold too, and resolves only while it is
+not (and there were attempts): the last minutes must agree with the window that speaks.
 ``provider_rejecting`` applies the same rule to the sum of a provider's domains (Microsoft
 across outlook.com and hotmail.com).
 
@@ -44,11 +47,11 @@ the ``source`` of its input and ``decide(input)``::
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from monitor.rollup.windows import SHORT, WEEKLY, WEEKLY_MIN, Counts, baseline_of
+from monitor.rollup.share import Z80, Z95, Decision, ShareDetector, Tunable, wilson
+from monitor.rollup.windows import SHORT, Counts
 
 __all__ = [
     "BounceRateDetector",
@@ -73,21 +76,6 @@ __all__ = [
     "wilson",
 ]
 
-Z95 = 1.959964
-Z80 = 1.281552
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of the share ``k / n`` (``(0, 1)`` when ``n`` is 0)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    z2 = z * z
-    denominator = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
 
 class Detector(Protocol):
     """What the engine needs of a detector (module docstring)."""
@@ -104,136 +92,10 @@ class Detector(Protocol):
     def tunables(self) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What a detector concluded for one subject at one evaluation.
-
-    ``value`` is what the gauges export (a share, seconds or a count), ``numerator`` and
-    ``denominator`` let the gauges pool subjects into ``other``.
-    """
-
-    firing: bool
-    resolved: bool
-    lower: float
-    upper: float
-    threshold: float
-    baseline_share: float | None
-    value: float | None = None
-    numerator: float = 0.0
-    denominator: float = 0.0
-    severity: str = ""
-    baseline: str = ""  # which baseline a share test used: "weekly" or "7d"
-    window: str = ""  # which window decided, for a detector with several
-
-
-    def as_dict(self) -> dict[str, Any]:
-        base = self.baseline_share
-        out: dict[str, Any] = {
-            "wilson_lower": round(self.lower, 6),
-            "wilson_upper": round(self.upper, 6),
-            "threshold": round(self.threshold, 6),
-            "baseline_share": None if base is None else round(base, 6),
-            "value": None if self.value is None else round(self.value, 6),
-        }
-        if self.severity:
-            out["severity"] = self.severity
-        if self.baseline:
-            out["baseline"] = self.baseline
-        if self.window:
-            out["window"] = self.window
-        return out
-
-
-def _share(
-    k: int, n: int, base_k: int, base_n: int, *, min_n: int, factor: float, floor: float,
-    silent: bool, baseline: str = "",
-) -> Decision:
-    """The share test of the module docstring: fire above ``max(baseline * factor, floor)``."""
-    baseline_share = base_k / base_n if base_n > 0 else None
-    threshold = max((baseline_share or 0.0) * factor, floor)
-    lower = wilson(k, n, Z95)[0]
-    upper = wilson(k, n, Z80)[1]
-    firing = n >= min_n and lower > threshold
-    return Decision(
-        firing=firing,
-        resolved=not firing and (upper < threshold or silent),
-        lower=lower,
-        upper=upper,
-        threshold=threshold,
-        baseline_share=baseline_share,
-        value=k / n if n else None,
-        numerator=k,
-        denominator=n,
-        baseline=baseline,
-    )
-
-
-class _Tunable:
-    """``tunables()``: a detector's settings as the evidence records them."""
-
-    __slots__ = ()
-
-    def tunables(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
-
-
-class _ShareDetector(_Tunable):
-    """The share test of the module docstring on ``window`` against that window's baseline.
-
-    A subclass names the ``Counts`` fields of its share and the field holding its minimum
-    volume (or, in ``ladder``, several windows each with the field holding its minimum:
-    the shortest one with its volume decides); every such detector resolves on silence
-    when its 1 h window saw nothing.
-    """
-
-    __slots__ = ()
-    window: ClassVar[str]
-    share: ClassVar[tuple[str, str]]  # (numerator, denominator) Counts fields
-    minimum: ClassVar[str]  # the field holding the minimum denominator
-    ladder: ClassVar[tuple[tuple[str, str], ...]] = ()  # (window, minimum field), shortest first
-    factor: float
-    floor: float
-
-    weekly_min: int
-
-    def decide(self, windows: dict[str, Counts]) -> Decision:
-        k, n = self.share
-        rungs = self.ladder or ((self.window, self.minimum),)
-        # The shortest window with the volume to judge decides; the longest when none has.
-        name, minimum = next(
-            ((w, m) for w, m in rungs if getattr(windows[w], n) >= getattr(self, m)), rungs[-1]
-        )
-        short, base = windows[name], baseline_of(windows, name)
-        baseline = "7d"
-        least = windows.get(WEEKLY_MIN)
-        # The same hour of the week when every usable week had the volume to say what is
-        # usual then (a Monday 09:00 batch); else the trailing week.
-        if least is not None and self.weekly_min and getattr(least, n) >= self.weekly_min:
-            base, baseline = windows[WEEKLY], "weekly"
-        decision = _share(
-            getattr(short, k), getattr(short, n), getattr(base, k), getattr(base, n),
-            min_n=getattr(self, minimum), factor=self.factor, floor=self.floor,
-            silent=getattr(windows["1h"], n) == 0, baseline=baseline,
-        )  # fmt: skip
-        if not self.ladder:
-            return decision
-        if name != SHORT:
-            # A longer window speaks only while the last 5 minutes agree, both ways (as
-            # multi-window burn-rate alerts pair each long window with a short one): an
-            # hour whose clean traffic slides out after the mail stopped does not fire,
-            # nor does one full of clean traffic from before resolve what is failing now.
-            now = windows[SHORT]
-            seen, failing = getattr(now, n), getattr(now, k)
-            agrees = seen > 0 and failing / seen > decision.threshold
-            firing = decision.firing and agrees
-            silent = getattr(windows["1h"], n) == 0
-            clean = decision.upper < decision.threshold and seen > 0 and not agrees
-            decision = replace(decision, firing=firing, resolved=not firing and (silent or clean))
-        return replace(decision, window=name)
 
 
 @dataclass(frozen=True, slots=True)
-class RejectingDetector(_ShareDetector):
+class RejectingDetector(ShareDetector):
     """The *domain starts rejecting* rule (module docstring) with its tunables."""
 
     kind: ClassVar[str] = "domain_rejecting"
@@ -267,7 +129,7 @@ class ProviderRejectingDetector(RejectingDetector):
 
 
 @dataclass(frozen=True, slots=True)
-class BounceRateDetector(_ShareDetector):
+class BounceRateDetector(ShareDetector):
     """Bounced / finished recipients over 1 h, against the domain's own week (all reasons:
     user-unknown bounces are a list-hygiene problem worth an incident of their own)."""
 
@@ -284,7 +146,7 @@ class BounceRateDetector(_ShareDetector):
 
 
 @dataclass(frozen=True, slots=True)
-class DeferralSpikeDetector(_ShareDetector):
+class DeferralSpikeDetector(ShareDetector):
     """Deferred / all attempts over 15 min, against the domain's week: a domain that always
     greylists a little has a high baseline and does not fire."""
 
@@ -353,7 +215,7 @@ class StreamBounceRateDetector(BounceRateDetector):
 
 
 @dataclass(frozen=True, slots=True)
-class ComplaintRateDetector(_Tunable):
+class ComplaintRateDetector(Tunable):
     """Complaints / delivered over 24 h per provider, at the Gmail and Yahoo sender rules.
 
     The rules are absolute (stay below 0.1 %, never reach 0.3 %,
@@ -395,7 +257,7 @@ class ComplaintRateDetector(_Tunable):
 
 
 @dataclass(frozen=True, slots=True)
-class ProviderSilentDetector(_Tunable):
+class ProviderSilentDetector(Tunable):
     """A provider with steady traffic at this hour goes silent: no attempt for a whole hour.
 
     The baseline is the same hour on each of the previous ``days`` days (traffic follows
@@ -442,7 +304,7 @@ class LatencyStats:
 
 
 @dataclass(frozen=True, slots=True)
-class LatencyDetector(_Tunable):
+class LatencyDetector(Tunable):
     """Latency regression: more than 5 % of the last hour's deliveries (the p95) slower than
     ``max(baseline_p95 * factor, floor_seconds)``, tested with the Wilson bound on that 5 %.
 
@@ -490,7 +352,7 @@ class QueueStats:
 
 
 @dataclass(frozen=True, slots=True)
-class QueueAgeDetector(_Tunable):
+class QueueAgeDetector(Tunable):
     """Mail stuck deferred for hours (a batch overran a provider's rate limit): at least
     ``min_stuck`` deliveries of a domain still deferred ``max_age_seconds`` after their first
     attempt.  A count, not a share: one stuck message is the MTA's retry doing its job."""
