@@ -8,8 +8,9 @@ outlook.com (100) and hotmail.com (50), orange.fr at 100 an hour refusing half, 
 decoys), once per seed.  Each episode's
 first 30 minutes are evaluated every minute, as the live service does, with the domain and
 provider rejecting detectors; the delay is the first open incident's time minus the
-episode's start.  Then, for the first seed, the whole of days 2-4 every 5 minutes: any
-incident outside an episode (a decoy firing) is reported.  Targets (issue 16 part 3):
+episode's start.  Then, for every seed, the whole of days 2-4 every 5 minutes: any
+incident outside an episode (a decoy firing, a false page) is counted.  A table per seed
+follows the summary.  Targets (issue 16 part 3):
 5 minutes at >= 20 attempts per 5 minutes, 15 minutes at >= 100 an hour.
 """
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args(argv)
     delays: dict[tuple[str, str, float, float, int | None], list[float | None]] = {}
-    quiet_report = ""
+    quiet_report: list[str] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(1, args.seeds + 1):
@@ -82,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         delays.setdefault(key, []).append(
                             (min(starts) - episode.start) / 60 if starts else None
                         )
-                if seed == 1:
-                    quiet_report = _quiet(scenario, tmp)
+                quiet_report.append(f"seed {seed}: {_quiet(scenario, tmp)}")
             finally:
                 store.close()
     print(f"{'provider':10} {'domain':12} {'per hour':>8} {'per 5 min':>9} {'share':>5} {'target':>7} "
@@ -97,14 +97,20 @@ def main(argv: list[str] | None = None) -> int:
         missed = f"{found.count(None)} of {len(found)} not found, {late} late"
         print(f"{provider:10} {domain:12} {hourly:8.0f} {hourly / 12:9.1f} {share:5.0%} {target:>7} "
               f"{spread:>32}  {missed}")  # fmt: skip
-    print(quiet_report)
+    print("\n".join(quiet_report))
+    print("per seed, delay in minutes (- not found):")
+    keys = list(delays)
+    print(f"{'seed':>4}  " + " ".join(f"{k[1] if k[1] != '*' else k[0] + '/*':>12}" for k in keys))
+    for i in range(args.seeds):
+        cells = (delays[k][i] for k in keys)
+        print(f"{i + 1:>4}  " + " ".join(f"{'-' if d is None else f'{d:.0f}':>12}" for d in cells))
     print(f"{args.seeds} seed(s) in {time.perf_counter() - started:.0f} s")
     return 0
 
 
 def _quiet(scenario: Scenario, tmp: str) -> str:
     """Days 2-4 every 5 minutes: incidents that open outside every episode."""
-    store = _store(scenario, Path(tmp) / "quiet.db")
+    store = _store(scenario, Path(tmp) / f"quiet{scenario.seed}.db")
     try:
         engine = RollupEngine(store, (RejectingDetector(), ProviderRejectingDetector()), weeks=0)
         list(engine.replay(scenario.start + DAY, scenario.end, 300))
@@ -117,9 +123,9 @@ def _quiet(scenario: Scenario, tmp: str) -> str:
                         for e in scenario.episodes)]  # fmt: skip
     names = ", ".join(d.name for d in scenario.decoys)
     if not stray:
-        return f"decoys ({names}) and quiet times, days 2-4 every 5 min: 0 incidents"
+        return f"decoys ({names}) and quiet times, days 2-4 every 5 min: 0 false pages"
     listed = "; ".join(f"{r['kind']} {r['provider']} {r['domain'] or '*'}" for r in stray)
-    return f"decoys ({names}): {len(stray)} stray incident(s): {listed}"
+    return f"decoys ({names}): {len(stray)} false page(s): {listed}"
 
 
 if __name__ == "__main__":
