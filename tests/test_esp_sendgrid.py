@@ -93,7 +93,7 @@ def test_real_traffic_fields() -> None:
     assert (bounce.reply_code, bounce.enhanced_status, bounce.sending_ip) == (550, "5.1.1", "167.89.17.173")
     assert bounce.diagnostic == "550 5.1.1 The email account that you tried to reach does not exist."
     processed = _events("anymail_fixtures/sendgrid__test_processed_event.json")[0]
-    assert {"category:tag1", "category:tag2", "arg:custom1=value1", "arg:custom2=value2"} <= set(processed.tags)
+    assert {"category:tag1", "category:tag2", "meta:custom1=value1", "meta:custom2=value2"} <= set(processed.tags)
     invalid = _events("anymail_fixtures/sendgrid__test_dropped_invalid_event.json")[0]
     assert (invalid.type, invalid.reason, invalid.queue_id) == (EventType.DROPPED, "userunknown", None)
     unsub = _events("anymail_fixtures/sendgrid__test_dropped_unsubscribed_event.json")[0]
@@ -111,7 +111,7 @@ def test_unique_args_named_stream_name_the_stream() -> None:
               "campaign": "q4", "note": "a,b", "sg_event_id": "e1", "category": ["x", {"no": 1}]}
     (event,) = SendGridEvents().feed(record)
     assert event.recipient == "a@example.com"
-    assert set(event.tags) == {"stream:billing", "campaign:q4", "arg:note=a b", "category:x"}
+    assert set(event.tags) == {"stream:billing", "campaign:q4", "meta:note=a b", "category:x"}
 
 
 # --- a batch: bad records, duplicates, order --------------------------------------------------

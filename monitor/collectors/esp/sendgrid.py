@@ -109,7 +109,7 @@ def _tags(record: Mapping[str, Any], name: str) -> tuple[str, ...]:
         if key in _STREAM_ARGS:
             pairs.append((key, value))
         elif key not in _OWN_FIELDS and text(value) is not None:
-            pairs.append(("arg", f"{key}={text(value)}"))
+            pairs.append(("meta", f"{key}={text(value)}"))
     return tags_of(pairs)
 
 
