@@ -1,3 +1,4 @@
 """ESP webhook collectors: one module per provider, each a :class:`~.base.Webhook`."""
 
+from monitor.collectors.esp import postmark as postmark
 from monitor.collectors.esp import sendgrid as sendgrid
