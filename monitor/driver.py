@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from monitor.collectors.source import PARSER_ERROR, NotUnderstood, Source
+from monitor.collectors.source import PARSER_ERROR, Item, NotUnderstood, Source
 from monitor.metrics import Metrics
 from monitor.model import Event
 from monitor.pipeline import Pipeline
@@ -48,20 +48,20 @@ class Driver:
             weakref.WeakKeyDictionary()
         )
 
-    def feed(self, source: Source[U], unit: U, ref: str | None = None) -> list[Event]:
-        """Put the events of one unit into the pipeline; returns them ([] if not understood)."""
+    def feed(self, source: Source[U], unit: U, ref: str | None = None) -> list[Item]:
+        """Put the items of one unit into the pipeline; returns them ([] if not understood)."""
         try:
-            events = source.feed(unit, ref)
+            items = source.feed(unit, ref)
         except NotUnderstood as exc:
             source.stats.unparsed[exc.reason] += 1
             return []
         except Exception:
             self._parser_error(source, ref)
             return []
-        put = self.pipeline.put
-        for event in events:
-            put(event)
-        return list(events)
+        put: Callable[[Any], None] = self._put_any if source.records else self.pipeline.put
+        for item in items:
+            put(item)
+        return list(items)
 
     def run(
         self,
@@ -80,7 +80,7 @@ class Driver:
         caller's progress bar, or a look at the clock to store a live stream's events.
         """
         feed = source.feed
-        put = self.pipeline.put
+        put: Callable[[Any], None] = self._put_any if source.records else self.pipeline.put
         unparsed = source.stats.unparsed
         n = 0
         for n, unit in enumerate(units, 1):
@@ -99,6 +99,12 @@ class Driver:
             if every and n % every == 0 and tick is not None:
                 tick(n)
         return n
+
+    def _put_any(self, item: Item) -> None:
+        if isinstance(item, Event):
+            self.pipeline.put(item)
+        else:
+            self.pipeline.put_record(item)
 
     def commit(
         self,

@@ -164,3 +164,48 @@ def test_mail_runs_through_the_same_driver(tmp_path: Path) -> None:
         assert value(metrics, "mailmon_events_rejected_total", source="mailbox",
                      reason="unparsed") == 1  # fmt: skip
         assert value(metrics, "mailmon_events_ingested_total", source="mailbox") == len(made)
+
+
+def test_a_source_of_records_stores_them_with_its_checkpoint(tmp_path: Path) -> None:
+    """A source that says ``records = True`` hands records and events to the same commit."""
+    from dataclasses import dataclass
+
+    from monitor.records import Record
+    from monitor.store.records import register_record, unregister_record
+
+    @dataclass(frozen=True, slots=True)
+    class Check(Record):
+        kind = "test_driver_checks"
+        identity_fields = ("domain",)
+        domain: str
+        ok: bool
+
+    class Checks(Source[str]):
+        kind = "check"
+        records = True
+
+        def __init__(self) -> None:
+            self.stats = ParseStats()
+
+        def feed(self, unit: str, ref: str | None = None) -> list[Check | Event]:
+            self.stats.lines += 1
+            domain, _, verdict = unit.partition(" ")
+            when = datetime(2026, 12, 6, tzinfo=UTC)
+            return [Check("check", when, domain, verdict == "ok"),
+                    Event(type=EventType.DELIVERED, source="check", recipient=f"probe@{domain}",
+                          occurred_at=when)]  # fmt: skip
+
+    register_record(Check)
+    try:
+        with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+            driver, checks = Driver(Pipeline(store)), Checks()
+            driver.run(checks, ["example.com ok", "example.org failing", "example.com ok"], "c")
+            driver.commit(checks, ("test:checks", {"offset": 3}))
+            with store.engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT domain, ok FROM test_driver_checks "
+                                            "ORDER BY domain")).all()  # fmt: skip
+            assert [(d, bool(ok)) for d, ok in rows] == [("example.com", True), ("example.org", False)]
+            assert store.count("events") == 2
+            assert store.checkpoint("test:checks") == {"offset": 3}
+    finally:
+        unregister_record(Check.kind)

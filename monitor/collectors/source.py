@@ -28,6 +28,10 @@ in ``stats.unparsed`` itself (the MTA parsers, on their hot path) or raises
 source: the driver counts the unit as ``<parser error>`` and goes on, so one poisoned
 line cannot stop a follower that would read it again forever.
 
+A source of records that are not per-recipient events (a DMARC report's rows, a DNS
+check) sets ``records = True`` and returns them from ``feed`` too; they are stored in the
+same transaction as the events and the checkpoint.
+
 A source that remembers something across units (the MTA parsers' per-queue-id state)
 says what changed in :meth:`Source.state_changes`, stored with the next commit; one
 whose units can be understood only once its whole input is read (lines of a rotated
@@ -43,8 +47,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from monitor.model import Event
+from monitor.records import Record
 
-__all__ = ["PARSER_ERROR", "NotUnderstood", "ParseStats", "Source"]
+__all__ = ["PARSER_ERROR", "Item", "NotUnderstood", "ParseStats", "Source"]
+
+#: What a source makes of a unit: per-recipient events, and (sources that say so in
+#: ``Source.records``) records of other kinds (DMARC rows, DNS checks, placements).
+Item = Event | Record
 
 #: The ``unparsed`` key of units on which a source raised something else than NotUnderstood.
 PARSER_ERROR = "<parser error>"
@@ -90,11 +99,14 @@ class Source(ABC, Generic[U]):
 
     #: What the source reads, as ``mailmon ingest KIND`` and the ``source`` label name it.
     kind: ClassVar[str] = ""
+    #: Whether :meth:`feed` returns records (:class:`monitor.records.Record`) besides
+    #: events: the driver then sorts each item to its path (events alone skip the look).
+    records: ClassVar[bool] = False
     stats: ParseStats
 
     @abstractmethod
-    def feed(self, unit: U, ref: str | None = None) -> Sequence[Event]:
-        """The events ``unit`` completes (``ref`` names where it was read: file and line)."""
+    def feed(self, unit: U, ref: str | None = None) -> Sequence[Item]:
+        """The events (and records) ``unit`` completes (``ref``: where it was read)."""
 
     def finish(self) -> tuple[list[str], list[Event]]:
         """At the end of an input: stored event ids to retract, and the events that replace them."""
