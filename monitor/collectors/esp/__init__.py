@@ -1,4 +1,5 @@
 """ESP webhook collectors: one module per provider, each a :class:`~.base.Webhook`."""
 
+from monitor.collectors.esp import mailgun as mailgun
 from monitor.collectors.esp import postmark as postmark
 from monitor.collectors.esp import sendgrid as sendgrid

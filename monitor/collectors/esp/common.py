@@ -23,7 +23,9 @@ __all__ = [
     "epoch",
     "header",
     "iso_time",
+    "mapping",
     "message_id",
+    "number",
     "reply",
     "tag",
     "tags_of",
@@ -131,3 +133,18 @@ def with_event_id(event: Event, provider_event_id: Any) -> Event:
     if found is None:
         return event
     return event.replace(id=event.id[:8] + event_id(event.id, "event", found)[:24])
+
+
+def mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (an absent part of a record)."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def number(value: Any) -> int | None:
+    """A whole number given as a number or a string of digits (providers send both)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    found = text(value)
+    return int(found) if found and found.isdigit() else None
