@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from monitor.errors import ConfigError
 
@@ -198,6 +205,34 @@ class WebhookSettings(_Strict):
         return None
 
 
+class JobConfig(_Strict):
+    """One scheduled job (``[jobs.NAME]``, ``monitor.jobs.catalog``): when it runs, if at all.
+
+    Neither ``cron`` nor ``interval_seconds``: the job's default (the rollup's is
+    ``[rollup] interval_seconds``).
+    """
+
+    cron: str | None = None  # minute hour day month day-of-week, read in time_zone
+    interval_seconds: float | None = Field(None, ge=1, le=31 * 86400)
+    time_zone: str = "UTC"
+    enabled: bool = True
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, tz: str) -> str:
+        return time_zone(tz)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> JobConfig:
+        if self.cron is not None and self.interval_seconds is not None:
+            raise ValueError("set cron or interval_seconds, not both")
+        if self.cron is not None:
+            from monitor.jobs.triggers import cron_trigger
+
+            cron_trigger(self.cron, self.time_zone)  # ValueError saying what is wrong
+        return self
+
+
 class Config(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     service: ServiceConfig = ServiceConfig()
@@ -207,7 +242,20 @@ class Config(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     rollup: RollupConfig = RollupConfig()
     webhooks: dict[str, WebhookSettings] = {}
+    jobs: dict[str, JobConfig] = Field(default_factory=dict)
     data_dir: str | None = None
+
+    @field_validator("jobs")
+    @classmethod
+    def _known_jobs(cls, jobs: dict[str, JobConfig]) -> dict[str, JobConfig]:
+        from monitor.jobs.catalog import CATALOG
+
+        unknown = sorted(set(jobs) - set(CATALOG))
+        if unknown:
+            raise ValueError(
+                f"unknown job {', '.join(unknown)}; the jobs are {', '.join(sorted(CATALOG))}"
+            )
+        return jobs
 
 
 def data_dir(config: Config | None = None) -> Path:

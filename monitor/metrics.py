@@ -203,6 +203,15 @@ class Metrics:
             "mailmon_build_info", "Mailmon's version.", ["version"], registry=r,
         )  # fmt: skip
         self.build_info.labels(version=__version__).set(1)
+        # The scheduler's jobs (``monitor.jobs``); ``job`` is a name from its catalog.
+        self.job_last_success = Gauge(
+            "mailmon_job_last_success_timestamp_seconds",
+            "When each scheduled job last finished without an error.", ["job"], registry=r,
+        )  # fmt: skip
+        self.job_failures = Counter(
+            "mailmon_job_failures", "Runs of each scheduled job that raised an error.",
+            ["job"], registry=r,
+        )  # fmt: skip
         self.rollup = RollupGauges(self.labeler, ips, sender_domains, streams)
         r.register(self.rollup)
         self._latest: dict[str, float] = {}

@@ -8,12 +8,22 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor.cli import classify, dashboards, incidents, ingest, rollup, serve, stats, trace
+from monitor.cli import (
+    classify,
+    dashboards,
+    incidents,
+    ingest,
+    jobs,
+    rollup,
+    serve,
+    stats,
+    trace,
+)
 from monitor.errors import MailmonError
 
 __all__ = ["main"]
 
-_COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, dashboards)
+_COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards)
 
 
 def _common_options(default: object = None) -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``mailmon serve``: the HTTP service, the log followers and the rollup engine."""
+"""``mailmon serve``: the HTTP service, the log followers and the scheduled jobs."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ __all__ = ["register"]
 
 log = logging.getLogger(__name__)
 
-_TOP_DOMAINS_REFRESH_SECONDS = 3600.0
-
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
@@ -32,7 +30,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="run the service",
         description="Serve /metrics, /healthz, /api/incidents and the KumoMTA log hook "
         "(POST /ingest/kumomta), follow the logs named in the config file and run the "
-        "rollup engine.",
+        "scheduled jobs (the rollup engine; `mailmon jobs` lists them).",
     )
     p.add_argument("--host", help="listen address (default: [service] listen_host, 127.0.0.1); "
                    "any but a loopback address needs the hook token (MAILMON_HOOK_TOKEN or "
@@ -47,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     from monitor.cli.rollup import engine_for
     from monitor.gauges import DomainLabeler, IpLabeler
+    from monitor.jobs import Scheduler, builtin
     from monitor.metrics import Metrics
     from monitor.pipeline import Pipeline
-    from monitor.rollup import LiveClock, newest_event_time
     from monitor.service.app import create_app
     from monitor.service.follow import Follower
     from monitor.service.server import bind, build_server, is_loopback
@@ -93,44 +91,29 @@ def run(args: argparse.Namespace) -> int:
     )
 
     follow_failure: list[str] = []  # why the last poll failed, for /healthz
+    engine = engine_for(config, store, gauges=metrics.rollup)
+    work = {
+        "rollup": builtin.rollup(config, store, engine),
+        "top_domains": builtin.top_domains(config, store, labeler),
+    }
+    scheduler = Scheduler(store.engine, builtin.jobs_for(config, work), metrics=metrics,
+                          instance=config.service.instance)  # fmt: skip
 
     def follow() -> None:
-        # After the first poll (a catch-up read tells most), then hourly; not 0.0: the
-        # monotonic clock starts near the host's boot, so a young host would wait an hour.
-        refreshed = float("-inf")
+        first = True
         while not stop.is_set():
             try:
                 follower.poll_once()
                 follow_failure.clear()
-                if time.monotonic() - refreshed > _TOP_DOMAINS_REFRESH_SECONDS:
-                    labeler.set_top(store.top_domains(config.metrics.top_domains))
-                    refreshed = time.monotonic()
+                if first and "top_domains" in scheduler.jobs:
+                    # The first poll (a catch-up read) tells most about the busiest domains.
+                    scheduler.run_now("top_domains")
+                first = False
             except Exception:  # the service keeps running; the next poll retries
                 log.exception("log follower failed; retrying")
                 follow_failure[:] = ["the log follower failed (see the service log)"]
             min_interval = min((s.poll_interval_seconds for s in config.logs), default=1.0)
             stop.wait(min_interval)
-
-    engine = engine_for(config, store, gauges=metrics.rollup)
-
-    def rollup() -> None:
-        # Event time: evaluate at the newest event seen, on the interval's grid, so that a
-        # replay with the same step finds the same incidents; while the log is quiet the
-        # wall clock moves event time on (LiveClock), so incidents open and resolve then too.
-        import time
-
-        interval = config.rollup.interval_seconds
-        ahead = config.ingest.max_future_seconds
-        clock = LiveClock(grid_seconds=max(60, int(interval) // 60 * 60))
-        while not stop.is_set():
-            try:
-                newest = newest_event_time(store, not_after=time.time() + ahead)
-                at = clock.next_at(newest, time.monotonic())
-                if at is not None:
-                    engine.evaluate(at)
-            except Exception:  # the service keeps running; the next round retries
-                log.exception("rollup evaluation failed; retrying")
-            stop.wait(interval)
 
     def health() -> dict[str, object]:
         """Each followed log's status (the app adds the store's and the hook's)."""
@@ -150,11 +133,10 @@ def run(args: argparse.Namespace) -> int:
         return checks
 
     db = make_url(resolve_db_url(args.db, config)).render_as_string(hide_password=True)
+    scheduler.start()  # before the follower, whose first poll calls on it
     thread = threading.Thread(target=follow, name="mailmon-follow", daemon=True)
     if config.logs:
         thread.start()
-    rollup_thread = threading.Thread(target=rollup, name="mailmon-rollup", daemon=True)
-    rollup_thread.start()
     hook_pipeline = Pipeline(store, resolver=resolver_for(config, store), metrics=metrics,
                              batch_size=config.database.batch_size,
                              max_future_seconds=config.ingest.max_future_seconds)
@@ -180,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
         if thread.is_alive():
             thread.join(timeout=10)
-        rollup_thread.join(timeout=10)
+        scheduler.stop(timeout=10)
         pipeline.flush()
         store.close()
         sock.close()

@@ -20,6 +20,7 @@ from monitor.store.schema import (
     events,
     failure_counters,
     incidents,
+    jobs,
     meta,
     metadata,
     sender_counters,
@@ -151,6 +152,10 @@ def _add_provider_expiry(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE provider_cache ADD COLUMN expires_at FLOAT")
 
 
+def _add_jobs(conn: Connection) -> None:
+    jobs.create(conn)
+
+
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
@@ -162,6 +167,7 @@ STEPS: list[tuple[int, str, Step]] = [
     (7, "sending IP and tag stream on deliveries", _add_delivery_ip_and_stream),
     (8, "sender counters by hard/soft and blame", _split_sender_failures),
     (9, "expiry of negative answers in the provider cache", _add_provider_expiry),
+    (10, "state of the scheduler's jobs", _add_jobs),
 ]
 
 LATEST = STEPS[-1][0]

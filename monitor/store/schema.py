@@ -29,6 +29,7 @@ __all__ = [
     "events",
     "failure_counters",
     "incidents",
+    "jobs",
     "meta",
     "metadata",
     "provider_cache",
@@ -217,4 +218,23 @@ incidents = Table(  # schema 3
     # One incident per subject and start: re-evaluating the same time never duplicates.
     Index("ux_incidents_subject_start", "kind", "provider", "domain", "started_at", unique=True),
     Index("ix_incidents_started_at", "started_at"),
+)
+
+# schema 10: the scheduler's jobs (``monitor.jobs``), one row per job name: what ``mailmon
+# jobs`` shows, and the slot a job last ran for, so a restart does not run it twice.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("trigger", Text, nullable=False),  # as the last serve to schedule it says it
+    Column("created_at", Float, nullable=False),  # first scheduled: a job never run is due after
+    Column("slot_at", Float),  # the scheduled time the last run covered
+    Column("last_run_at", Float),  # when the last run started
+    Column("last_finished_at", Float),
+    Column("last_success_at", Float),
+    Column("last_error", Text),
+    Column("last_error_at", Float),
+    Column("failures", Integer, nullable=False, default=0, server_default="0"),
+    Column("next_run_at", Float),
+    Column("ran_by", String(64)),  # [service] instance of the last run
 )

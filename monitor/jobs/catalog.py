@@ -1,0 +1,74 @@
+"""The jobs Mailmon knows, by name, and when each runs unless ``[jobs.NAME]`` says otherwise.
+
+A new job adds a :class:`JobSpec` here and its work where ``serve`` builds it
+(``monitor.jobs.builtin``); ``[jobs.NAME]`` can then move it, or turn it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from apscheduler.triggers.base import BaseTrigger
+
+from monitor.config import Config, JobConfig
+from monitor.jobs.triggers import cron_trigger, describe, interval_trigger
+
+__all__ = ["CATALOG", "JobSpec", "effective", "trigger_of"]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job's name, what it does, its default trigger and how it starts."""
+
+    name: str
+    summary: str
+    default: Callable[[Config], JobConfig]
+    #: It fills this process's memory (gauges, labels): every ``serve`` runs it for itself,
+    #: no slot is claimed in the store.
+    local: bool = False
+    #: It runs as the scheduler starts, whatever the store says (the rest run at start only
+    #: for a slot missed while no process ran them).
+    at_start: bool = False
+
+
+CATALOG: dict[str, JobSpec] = {
+    spec.name: spec
+    for spec in (
+        JobSpec(
+            "rollup",
+            "evaluate the rollup detectors at the newest event time (gauges, incidents)",
+            lambda c: JobConfig(interval_seconds=c.rollup.interval_seconds),
+            local=True,
+            at_start=True,
+        ),
+        JobSpec(
+            "top_domains",
+            "refresh the busiest recipient domains that get their own metric label",
+            lambda c: JobConfig(interval_seconds=3600),
+            local=True,
+        ),
+    )
+}
+
+
+def effective(config: Config, name: str) -> JobConfig:
+    """The job's settings: ``[jobs.NAME]`` over the job's default."""
+    chosen = config.jobs.get(name)
+    default = CATALOG[name].default(config)
+    if chosen is None:
+        return default
+    if chosen.cron is None and chosen.interval_seconds is None:
+        return default.model_copy(update={"time_zone": chosen.time_zone,
+                                          "enabled": chosen.enabled})  # fmt: skip
+    return chosen
+
+
+def trigger_of(job: JobConfig) -> tuple[BaseTrigger, str]:
+    """The APScheduler trigger of a job's settings and how ``mailmon jobs`` shows it."""
+    if job.cron is not None:
+        trigger: BaseTrigger = cron_trigger(job.cron, job.time_zone)
+        return trigger, describe(trigger, job.cron)
+    assert job.interval_seconds is not None, "every default has a trigger"
+    trigger = interval_trigger(job.interval_seconds)
+    return trigger, describe(trigger)
