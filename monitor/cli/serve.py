@@ -133,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
         return checks
 
     db = make_url(resolve_db_url(args.db, config)).render_as_string(hide_password=True)
+    # Its lines per job and run say nothing the job state does not; its warnings (a run
+    # skipped while the last one still runs, a run missed) still show.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     scheduler.start()  # before the follower, whose first poll calls on it
     thread = threading.Thread(target=follow, name="mailmon-follow", daemon=True)
     if config.logs:

@@ -106,6 +106,7 @@ class Scheduler:
         self._scheduler.start()
         for name in self.jobs:
             state.set_next(self._engine, name, self.next_run(name))
+        log.info("jobs scheduled: %s", ", ".join(f"{n} ({t})" for n, t in triggers.items()))
 
     def run_now(self, name: str) -> None:
         """Run a job as soon as it is free (a job that is not local still needs its slot due)."""
