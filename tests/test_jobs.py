@@ -224,31 +224,54 @@ def test_day_of_week_numbers_mean_what_they_mean_to_cron(days: str, names: str) 
     assert str(field) == names
 
 
-def test_serve_schedules_the_rollup_and_lists_it(tmp_path: Path) -> None:
-    """`mailmon serve` runs the rollup as a job: `mailmon jobs` (another process) and /metrics show it."""
-    from test_service import _free_port
+def _jobs_listed(config: Path) -> dict[str, dict[str, object]]:
+    listed = subprocess.run([sys.executable, "-m", "monitor", "jobs", "--json", "--config",
+                             str(config)], capture_output=True, text=True, check=True)
+    return {r["job"]: r for r in json.loads(listed.stdout)}
 
+
+def test_serve_runs_the_jobs_and_lists_them(tmp_path: Path) -> None:
+    """`mailmon serve` runs the rollup as a job and refreshes the top domains after its first
+    poll: `mailmon jobs` (another process) and /metrics show both."""
+    from test_service import BSD_FLOW, _free_port
+
+    log = tmp_path / "mail.log"
+    log.write_text(BSD_FLOW)
     db = f"sqlite:///{tmp_path / 'm.db'}"
     port = _free_port()
     config = tmp_path / "mailmon.toml"
     config.write_text(f'[database]\nurl = "{db}"\n[service]\nlisten_port = {port}\n'
-                      '[rollup]\ninterval_seconds = 1\n[jobs.top_domains]\nenabled = false\n')
+                      f'[[logs]]\npath = "{log}"\npoll_interval_seconds = 0.1\n'
+                      '[metrics]\ntop_domains = 1\n[rollup]\ninterval_seconds = 1\n')
     proc = subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    want = 'mailmon_job_last_success_timestamp_seconds{job="rollup"}'
-    try:
+
+    def metrics_show(line: str) -> str:
         text = ""
         deadline = time.monotonic() + 20
-        while want not in text and time.monotonic() < deadline:
+        while line not in text and time.monotonic() < deadline:
             with contextlib.suppress(httpx.TransportError):
                 text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
             time.sleep(0.1)
-        assert want in text and 'mailmon_job_failures_total{job="rollup"} 0.0' in text
-        listed = subprocess.run([sys.executable, "-m", "monitor", "jobs", "--json", "--config",
-                                 str(config)], capture_output=True, text=True, check=True)
-        rows = {r["job"]: r for r in json.loads(listed.stdout)}
+        return text
+
+    try:
+        text = metrics_show('mailmon_job_last_success_timestamp_seconds{job="rollup"}')
+        assert 'mailmon_job_last_success_timestamp_seconds{job="rollup"}' in text
+        assert 'mailmon_job_failures_total{job="rollup"} 0.0' in text
+        # The store was empty at start: the first flow's recipients are counted as `other`.
+        first = 'domain="other",outcome="delivered",provider="google"} 1.0'
+        assert first in metrics_show(first)
+        with Store.open(db) as store:
+            assert _wait(lambda: read_jobs(store.engine)["top_domains"].last_success_at is not None, 10)
+        rows = _jobs_listed(config)
         assert rows["rollup"]["trigger"] == "every 1 s" and rows["rollup"]["last_success"]
-        assert rows["top_domains"]["enabled"] is False
+        assert rows["top_domains"]["trigger"] == "every 3600 s"
+        # After the refresh gmail.com is the top domain: the next flow is counted under it.
+        with log.open("a") as f:
+            f.write(BSD_FLOW.replace("1A2B3C4D5E", "2B3C4D5E6F").replace("m1@", "m2@"))
+        want = 'mailmon_deliveries_total{domain="gmail.com",outcome="delivered",provider="google"} 1.0'
+        assert want in metrics_show(want)
     finally:
         proc.terminate()
         out = proc.communicate(timeout=15)[0]
