@@ -76,6 +76,7 @@ class Scheduler:
         self._instance = instance
         self._clock = clock
         self._running = 0
+        self._stopped = False
         self._idle = threading.Condition()
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -120,6 +121,8 @@ class Scheduler:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Schedule nothing more and wait up to ``timeout`` seconds for running jobs."""
+        with self._idle:
+            self._stopped = True  # a run already handed to a worker thread does not start
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         with self._idle:
@@ -127,6 +130,8 @@ class Scheduler:
 
     def _execute(self, job: Job) -> None:
         with self._idle:
+            if self._stopped:
+                return
             self._running += 1
         try:
             self._run(job)
