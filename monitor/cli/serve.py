@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import threading
-import time
 from fnmatch import fnmatch
 from typing import Any
 
