@@ -72,7 +72,7 @@ def test_example_config_shows_every_key() -> None:
     walk(raw, "")
     section = ""
     for line in text.splitlines():
-        # [jobs.NAME]: the keys of a table of tables are shown as jobs.KEY
+        # [jobs.NAME], [webhooks.NAME]: the keys of a table of tables are shown as jobs.KEY
         if m := re.match(r"^\[\[?([a-z_]+)(?:\.[a-z_]+)?\]\]?", line):
             section = m.group(1) + "."
         elif m := re.match(r"^# ([a-z_]+) = ", line):
