@@ -2,5 +2,6 @@
 
 from monitor.collectors.esp import mailgun as mailgun
 from monitor.collectors.esp import postmark as postmark
+from monitor.collectors.esp import resend as resend
 from monitor.collectors.esp import sendgrid as sendgrid
 from monitor.collectors.esp import sparkpost as sparkpost
