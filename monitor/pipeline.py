@@ -47,6 +47,7 @@ from typing import Any, Protocol
 from monitor.classify import classify
 from monitor.metrics import Metrics
 from monitor.model import Event, EventType
+from monitor.provider_rules import ProviderRules, packaged_rules
 from monitor.records import Record
 from monitor.store import Store
 
@@ -115,6 +116,10 @@ class ProviderLookup(Protocol):
     def save(self) -> None:
         """Persist what was learned (called before each batch is written)."""
 
+    @property
+    def rules(self) -> ProviderRules:
+        """The rules it names providers by; mail collectors name report senders by them."""
+
 
 class _NoProvider:
     def provider_soon(self, domain: str | None, relay: str | None = None) -> str:
@@ -125,6 +130,10 @@ class _NoProvider:
 
     def save(self) -> None:
         pass
+
+    @property
+    def rules(self) -> ProviderRules:
+        return packaged_rules()
 
 
 class Pipeline:

@@ -10,13 +10,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 from monitor.errors import ConfigError
 from monitor.model import Provider
 
-__all__ = ["ProviderRules", "ProviderRulesError", "is_hostname"]
+__all__ = ["ProviderRules", "ProviderRulesError", "is_hostname", "packaged_rules"]
 
 _PACKAGED_RULES = "data/providers.toml"
 _RULE_KEYS = frozenset({"domains", "mx_suffixes"})
@@ -99,6 +100,12 @@ class ProviderRules:
             if provider is not None:
                 return provider, suffix
         return None
+
+
+@lru_cache(maxsize=1)
+def packaged_rules() -> ProviderRules:
+    """The packaged rules, read once: for callers given no configured set."""
+    return ProviderRules.load()
 
 
 def _collect(into: dict[str, Provider], entries: object, provider: Provider, where: str) -> None:

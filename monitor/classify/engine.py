@@ -27,6 +27,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from monitor.classify.rules import Rule, RuleSet, load_rules
+from monitor.provider_rules import ProviderRules, packaged_rules
 
 __all__ = [
     "HARD_REASONS",
@@ -279,8 +280,13 @@ def classify_uncached(
     provider: str | None = None,
     mx_host: str | None = None,
     final: bool = True,
+    provider_rules: ProviderRules | None = None,
 ) -> Verdict:
-    """Classify one failed reply (``final``: the failure ends delivery, so it may be hard)."""
+    """Classify one failed reply (``final``: the failure ends delivery, so it may be hard).
+
+    ``mx_host`` names the provider when ``provider`` does not, by ``provider_rules`` (the
+    configured ones; None: the packaged ones).
+    """
     text = normalize(diagnostic) if diagnostic else ""
     if reply_code is None and text:
         found = _CODE_RE.match(text)
@@ -291,7 +297,7 @@ def classify_uncached(
         found_status = _STATUS_RE.search(text) if text else None
         status = found_status.group(0) if found_status else None
     if provider is None and mx_host:
-        provider = _provider_of_mx(mx_host)
+        provider = provider_of_mx(mx_host, provider_rules)
     if command:
         command = command.upper()
     permanent = _permanent(reply_code, status, final)
@@ -317,13 +323,11 @@ def _cached(
     diagnostic: str | None,
     command: str | None,
     provider: str | None,
-    mx_host: str | None,
     final: bool,
 ) -> Verdict:
     return classify_uncached(
-        reply_code, enhanced_status, diagnostic,
-        command=command, provider=provider, mx_host=mx_host, final=final,
-    )  # fmt: skip
+        reply_code, enhanced_status, diagnostic, command=command, provider=provider, final=final
+    )
 
 
 def classify(
@@ -335,14 +339,15 @@ def classify(
     provider: str | None = None,
     mx_host: str | None = None,
     final: bool = True,
+    provider_rules: ProviderRules | None = None,
 ) -> Verdict:
     """Classify one failed reply; repeated replies are answered from a cache."""
-    return _cached(reply_code, enhanced_status, diagnostic, command, provider, mx_host, final)
+    if provider is None and mx_host:  # before the cache: the answer depends on the rules
+        provider = provider_of_mx(mx_host, provider_rules)
+    return _cached(reply_code, enhanced_status, diagnostic, command, provider, final)
 
 
-@lru_cache(maxsize=4096)
-def _provider_of_mx(host: str) -> str | None:
-    from monitor.providers import ProviderRules  # late: the engine must not need DNS code
-
-    found = ProviderRules.load().for_mx_host(host)
+def provider_of_mx(host: str, rules: ProviderRules | None = None) -> str | None:
+    """The provider whose MX ``host`` is by ``rules`` (None: the packaged rules)."""
+    found = (rules if rules is not None else packaged_rules()).for_mx_host(host)
     return found[0].value if found else None

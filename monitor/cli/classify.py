@@ -5,7 +5,8 @@
 
 Files are parsed by :func:`monitor.collectors.mail.dsn.parse` (``.eml``, mbox files message by
 message, ``-`` for stdin); a file that cannot be read yields an error line, not a crash,
-and the exit status 1.
+and the exit status 1.  Providers (of a report's sender, of ``--mx``) are named by the
+packaged rules and the config's ``[providers] rules_file``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import sys
 from typing import Any
 
 from monitor.classify import classify
-from monitor.cli.common import print_json
+from monitor.cli.common import config_of, print_json
 from monitor.collectors.mail.dsn import DEFAULT_MAX_BYTES, Report, parse
 from monitor.collectors.mail.mailfiles import MailItem, read_messages
 from monitor.model import Provider
+from monitor.provider_rules import ProviderRules
 
 __all__ = ["recipient_rows", "register"]
 
@@ -59,8 +61,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    rules = ProviderRules.load(config_of(args).providers.rules_file)
     if args.response is not None:
-        return _response(args)
+        return _response(args, rules)
     if not args.files:
         print("mailmon classify: give FILE... or --response TEXT", file=sys.stderr)
         return 2
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             for item in read_messages(path, max_bytes=args.max_bytes):
-                report = parse(item.data, max_bytes=args.max_bytes)
+                report = parse(item.data, max_bytes=args.max_bytes, provider_rules=rules)
                 for row in recipient_rows(report, item):
                     _emit(row, args.json)
         except OSError as exc:
@@ -135,7 +138,7 @@ def _emit(row: dict[str, object], as_json: bool) -> None:
     )
 
 
-def _response(args: argparse.Namespace) -> int:
+def _response(args: argparse.Namespace, rules: ProviderRules) -> int:
     verdict = classify(
         None,
         None,
@@ -144,6 +147,7 @@ def _response(args: argparse.Namespace) -> int:
         provider=args.provider,
         mx_host=args.mx,
         final=not args.transient,
+        provider_rules=rules,
     )
     if args.json:
         print_json({"response": args.response, **verdict._asdict()})

@@ -298,7 +298,9 @@ def _ingest_mail(
     paths: list[str], driver: Driver, *, kind: str = "mbox", max_bytes: int = DEFAULT_MAX_BYTES
 ) -> dict[str, Any]:
     """Read every message of ``paths`` through ``driver``; a summary of what was read."""
-    source = MailSource(kind, max_bytes=max_bytes)
+    # Reports name providers as the resolver does (the configured [providers] rules_file).
+    rules = driver.pipeline.resolver.rules
+    source = MailSource(kind, max_bytes=max_bytes, provider_rules=rules)
     failed: list[str] = []
     events = 0
     for path in paths:

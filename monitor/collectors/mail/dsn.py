@@ -33,7 +33,6 @@ import re
 from dataclasses import replace
 from email.message import Message
 from email.parser import HeaderParser
-from functools import lru_cache
 
 from monitor.collectors.mail import arf, autoreply
 from monitor.collectors.mail.mime import (
@@ -49,6 +48,7 @@ from monitor.collectors.mail.original import OriginalMessage, find_original
 from monitor.collectors.mail.plaintext import TextRecipient, lead_of, parse_text, split_original
 from monitor.collectors.mail.report import RecipientReport, Report, classify_recipient, host_of
 from monitor.collectors.mail.sesjson import from_ses, ses_notification
+from monitor.provider_rules import ProviderRules, packaged_rules
 
 __all__ = ["DEFAULT_MAX_BYTES", "RecipientReport", "Report", "parse"]
 
@@ -69,14 +69,21 @@ _BOUNCE_SUBJECT = re.compile(
 )
 
 
-def parse(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Report:
-    """Parse one email into per-recipient verdicts; never raises."""
+def parse(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, provider_rules: ProviderRules | None = None
+) -> Report:
+    """Parse one email into per-recipient verdicts; never raises.
+
+    ``provider_rules`` (the configured ones; None: the packaged ones) name the provider
+    whose mail system wrote a report and the provider of a remote MTA.
+    """
     truncated = len(data) > max_bytes
     if truncated:
         data = data[:max_bytes]
     defects: list[str] = []
     try:
-        report = _parse(data, defects)
+        rules = provider_rules if provider_rules is not None else packaged_rules()
+        report = _parse(data, defects, rules)
     except Exception as exc:  # a last resort: the parsers are meant not to raise
         defects.append(f"internal error: {type(exc).__name__}: {exc}")
         report = Report("unknown")
@@ -85,7 +92,7 @@ def parse(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Report:
     return report
 
 
-def _parse(data: bytes, defects: list[str]) -> Report:
+def _parse(data: bytes, defects: list[str], rules: ProviderRules) -> Report:
     message = parse_bytes(data, defects)
     dsn_part = next((p for p in message.walk() if p.get_content_type() in _DSN_TYPES), None)
     base = Report(
@@ -95,15 +102,15 @@ def _parse(data: bytes, defects: list[str]) -> Report:
         addressed_to=_first_address(header(message, "To")),
     )
     if dsn_part is not None:
-        report = _from_dsn(message, dsn_part, base, defects)
-        report.nested = _nested(dsn_part, message)
+        report = _from_dsn(message, dsn_part, base, defects, rules)
+        report.nested = _nested(dsn_part, message, rules)
         return report
     if arf.is_feedback(message):
         return _from_arf(message, base, defects)
     if not message.is_multipart():
         notification = ses_notification(part_text(message, defects))
         if notification is not None:
-            return from_ses(notification, base)
+            return from_ses(notification, base, rules)
     from_ = header(message, "From") or ""
     subject = header(message, "Subject") or ""
     bounce_like = bool(_BOUNCE_FROM.search(from_)) or bool(_BOUNCE_SUBJECT.search(subject))
@@ -112,8 +119,8 @@ def _parse(data: bytes, defects: list[str]) -> Report:
     fields = _fields_in_text(message, defects)
     if fields is not None:
         defects.append("delivery-status fields outside a message/delivery-status part")
-        return _from_dsn(message, fields, base, defects)
-    report = _from_text(message, base, defects)
+        return _from_dsn(message, fields, base, defects, rules)
+    report = _from_text(message, base, defects, rules)
     if not report.recipients and not bounce_like and autoreply.is_autoreply(message):
         return _from_autoreply(message, base, defects)
     return report
@@ -140,7 +147,7 @@ def _fields_in_text(message: Message, defects: list[str]) -> Message | None:
     return part
 
 
-def _nested(outer: Message, message: Message) -> list[RecipientReport]:
+def _nested(outer: Message, message: Message, rules: ProviderRules) -> list[RecipientReport]:
     """The recipients of the first DSN inside a returned message (not ``outer`` itself)."""
     for part in message.walk():
         if part.get_content_type() not in ("message/rfc822", "message/global"):
@@ -151,7 +158,7 @@ def _nested(outer: Message, message: Message) -> list[RecipientReport]:
             continue
         dsn = next((p for p in inner.walk() if p.get_content_type() in _DSN_TYPES), None)
         if dsn is not None and dsn is not outer:
-            return _from_dsn(inner, dsn, Report("unknown"), []).recipients
+            return _from_dsn(inner, dsn, Report("unknown"), [], rules).recipients
     return []
 
 
@@ -282,7 +289,9 @@ def _exclusions(message: Message, original: OriginalMessage) -> set[str]:
     return out
 
 
-def _from_dsn(message: Message, part: Message, base: Report, defects: list[str]) -> Report:
+def _from_dsn(
+    message: Message, part: Message, base: Report, defects: list[str], rules: ProviderRules
+) -> Report:
     blocks = _blocks(part, defects)
     per_message = dict(blocks[0]) if blocks else {}
     people = [
@@ -309,7 +318,7 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
     finals = [a for b in people if (a := strip_angle(dict(b).get("final-recipient")))]
     by_address |= _sections(split_original(human)[0], finals)
     arrival = parse_date(per_message.get("arrival-date"))
-    provider = _sender_provider(message)  # the provider's own mail system wrote the report
+    provider = _sender_provider(message, rules)  # the provider's own mail system wrote the report
     for block in people:
         fields = dict(block)
         address = strip_angle(fields.get("final-recipient")) or strip_angle(
@@ -330,6 +339,7 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
                 diagnostic_type=fields.get("diagnostic-code", "").partition(";")[0].strip(),
                 provider=provider,
                 mta_category=fields.get("x-powermta-bouncecategory"),
+                provider_rules=rules,
             )
         )
     _name_alias(base, errors)
@@ -350,12 +360,13 @@ def _from_dsn(message: Message, part: Message, base: Report, defects: list[str])
                     status_field=None,
                     diagnostic=t.diagnostic,
                     context=errors,
+                    provider_rules=rules,
                 )
             )
     return base
 
 
-def _from_text(message: Message, base: Report, defects: list[str]) -> Report:
+def _from_text(message: Message, base: Report, defects: list[str], rules: ProviderRules) -> Report:
     body = _human_text(message, defects)
     first = find_original(message, defects=defects)
     texts, errors, quoted = parse_text(body, _exclusions(message, first))
@@ -374,7 +385,7 @@ def _from_text(message: Message, base: Report, defects: list[str]) -> Report:
     known = {base.original.sender.lower()} if base.original.sender else set()
     texts = [t for t in texts if t.recipient.lower() not in known] or texts
     base.kind = "bounce" if texts or errors else "unknown"
-    provider = _sender_provider(message)
+    provider = _sender_provider(message, rules)
     for t in texts:
         base.recipients.append(
             classify_recipient(
@@ -385,6 +396,7 @@ def _from_text(message: Message, base: Report, defects: list[str]) -> Report:
                 context=errors,
                 provider=provider,
                 original_recipient=_expanded_from(t.diagnostic),
+                provider_rules=rules,
             )
         )
     _name_alias(base, errors)
@@ -392,7 +404,13 @@ def _from_text(message: Message, base: Report, defects: list[str]) -> Report:
         fallback = base.original.verp_recipient or base.original.to
         if fallback and errors:
             base.recipients.append(
-                classify_recipient(fallback, action=None, status_field=None, diagnostic=errors)
+                classify_recipient(
+                    fallback,
+                    action=None,
+                    status_field=None,
+                    diagnostic=errors,
+                    provider_rules=rules,
+                )
             )
     return base
 
@@ -403,19 +421,10 @@ def _failed_recipients(message: Message) -> list[str]:
     return list(dict.fromkeys(m.group(0) for m in ADDRESS_RE.finditer(value)))
 
 
-def _sender_provider(message: Message) -> str | None:
+def _sender_provider(message: Message, rules: ProviderRules) -> str | None:
     """The provider whose mail system wrote a plain-text bounce (its ``From`` domain)."""
     found = ADDRESS_RE.search(header(message, "From") or "")
-    if not found:
-        return None
-    return _provider_of_domain(found.group(0).rpartition("@")[2].lower())
-
-
-@lru_cache(maxsize=1024)
-def _provider_of_domain(domain: str) -> str | None:
-    from monitor.providers import ProviderRules  # late: parsing must not need DNS code
-
-    provider = ProviderRules.load().for_domain(domain)
+    provider = rules.for_domain(found.group(0).rpartition("@")[2].lower()) if found else None
     return provider.value if provider else None
 
 

@@ -12,11 +12,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from monitor.classify.engine import Verdict, classify, says_temporary
+from monitor.classify.engine import Verdict, classify, provider_of_mx, says_temporary
 from monitor.collectors.mail import arf
 from monitor.collectors.mail.mime import strip_angle
 from monitor.collectors.mail.original import OriginalMessage
 from monitor.collectors.mail.plaintext import command_of, remote_host_of
+from monitor.provider_rules import ProviderRules
 
 __all__ = [
     "RecipientReport",
@@ -177,27 +178,27 @@ def classify_recipient(
     provider: str | None = None,
     diagnostic_type: str | None = None,
     mta_category: str | None = None,
+    provider_rules: ProviderRules | None = None,
 ) -> RecipientReport:
-    """Classify one recipient with everything known about its failure."""
+    """Classify one recipient with everything known about its failure; ``provider_rules``
+    (None: the packaged ones) name the remote MTA's provider."""
     status = status_of(status_field, diagnostic or context) or status_of(None, context)
     reply = reply_of(diagnostic) or reply_of(context)
     command = command_of(diagnostic) or command_of(context) or _rcpt_form(diagnostic)
     mx = remote_mta or remote_host_of(diagnostic) or None
     final = (action or "failed").lower() not in ("delayed",)
-    hint = None if mx else provider
+    hint = provider_of_mx(mx, provider_rules) if mx else provider
     # "Status: 5.2.1 (mailbox disabled, not accepting messages)": the comment is the
     # reporting MTA's own words on the failure, read with the reply it explains
     comment = _COMMENT_RE.match(status_field or "")
     explained = f"{diagnostic} ({comment.group(1)})" if comment and diagnostic else diagnostic
     verdict = classify(
-        reply, status, explained or None, command=command, provider=hint, mx_host=mx, final=final
+        reply, status, explained or None, command=command, provider=hint, final=final
     )
     decided_by_text = not _from_code(verdict)
     if _from_code(verdict) and context and context != diagnostic:
         # the code alone decided: a text rule on the whole explanation knows better
-        wider = classify(
-            reply, status, context, command=command, provider=hint, mx_host=mx, final=final
-        )
+        wider = classify(reply, status, context, command=command, provider=hint, final=final)
         vague = verdict.reason in ("onhold", "undefined")
         if not _from_code(wider) or (vague and wider.reason not in ("onhold", "undefined")):
             verdict, decided_by_text = wider, False

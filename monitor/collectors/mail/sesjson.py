@@ -24,6 +24,7 @@ from monitor.collectors.mail.report import (
     status_of,
 )
 from monitor.collectors.mta.postfix_lines import clean_message_id
+from monitor.provider_rules import ProviderRules
 
 __all__ = ["from_ses", "ses_notification"]
 
@@ -52,7 +53,7 @@ def ses_notification(body: str) -> dict[str, Any] | None:
     return data if kind in ("Bounce", "Complaint", "Delivery") else None
 
 
-def from_ses(data: dict[str, Any], base: Report) -> Report:
+def from_ses(data: dict[str, Any], base: Report, rules: ProviderRules | None = None) -> Report:
     """An Amazon SES bounce / complaint / delivery notification (see :mod:`.sesjson`)."""
     kind = data.get("notificationType") or data.get("eventType")
     mail: dict[str, Any] = data["mail"] if isinstance(data.get("mail"), dict) else {}
@@ -82,6 +83,7 @@ def from_ses(data: dict[str, Any], base: Report) -> Report:
                         action=r.get("action") or "failed",
                         status_field=r.get("status"),
                         diagnostic=" ".join((strip_angle(r.get("diagnosticCode")) or "").split()),
+                        provider_rules=rules,
                     )
                 )
     elif kind == "Complaint":

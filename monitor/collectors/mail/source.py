@@ -18,6 +18,7 @@ from monitor.collectors.mail.events import report_events
 from monitor.collectors.mail.mailfiles import is_mail
 from monitor.collectors.source import NotUnderstood, ParseStats, Source
 from monitor.model import Event
+from monitor.provider_rules import ProviderRules
 
 __all__ = ["MAIL_SOURCES", "NOT_MAIL", "MailSource"]
 
@@ -32,13 +33,22 @@ class MailSource(Source[bytes]):
     Bytes that are not an email (no header fields such as From, Date or Received: a log,
     a JSON payload, a binary file) are not understood: the DSN parser would read events
     into anything.  A message of no kind it knows is counted as not understood too.
+    ``provider_rules`` (None: the packaged ones) name the providers of a report's sender
+    and remote MTA.
     """
 
     kind = "mailbox"
 
-    def __init__(self, name: str = "mbox", *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        name: str = "mbox",
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        provider_rules: ProviderRules | None = None,
+    ) -> None:
         self.source = f"mailbox:{name}"
         self.max_bytes = max_bytes
+        self.provider_rules = provider_rules
         self.stats = ParseStats()
         self.kinds: Counter[str] = Counter()  # messages by kind (dsn, arf, autoreply, ...)
         self.best_effort = 0  # messages read by the plain-text fallbacks
@@ -47,7 +57,7 @@ class MailSource(Source[bytes]):
         self.stats.lines += 1
         if not is_mail(unit):
             raise NotUnderstood(NOT_MAIL)
-        report = parse(unit, max_bytes=self.max_bytes)
+        report = parse(unit, max_bytes=self.max_bytes, provider_rules=self.provider_rules)
         self.kinds[report.kind] += 1
         self.best_effort += report.best_effort
         if report.kind == "unknown":
