@@ -1,5 +1,6 @@
 """ESP webhook collectors: one module per provider, each a :class:`~.base.Webhook`."""
 
+from monitor.collectors.esp import brevo as brevo
 from monitor.collectors.esp import mailgun as mailgun
 from monitor.collectors.esp import postmark as postmark
 from monitor.collectors.esp import resend as resend
