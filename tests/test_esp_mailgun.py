@@ -15,6 +15,7 @@ from esp_http import served
 from esp_payloads import corpus_files, feed_body, golden_corpus
 from factories import Clock
 
+from monitor.cli import main
 from monitor.collectors.esp.base import Refused, webhook
 from monitor.collectors.esp.mailgun import MailgunEvents, MailgunSignature, split
 from monitor.config import Config, WebhookSettings
@@ -233,3 +234,23 @@ def test_the_same_event_twice_has_the_same_id_and_distinct_events_differ() -> No
     [b] = source.feed(json.loads(body(event("opened"), SIGNED_AT, "y")))
     [c] = source.feed(json.loads(body(event("opened", at=1770918101.5), SIGNED_AT, "z")))
     assert a.id == b.id != c.id
+
+
+def test_exported_events_are_ingested_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mailmon ingest mailgun` reads Events API pages, webhook bodies and bare event-data; the
+    same event in two shapes, or read twice, is stored once."""
+    page = tmp_path / "events.json"
+    page.write_text(json.dumps({"items": [event("delivered", "a@example.com"),
+                                          event("opened", "a@example.com", at=1770918200.25)],
+                                "paging": {}}))  # fmt: skip
+    files = [str(page), *map(str, corpus_files(SIGNED, "mailgun_event-data_*.json"))]
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["ingest", "mailgun", *files, "--db", db, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # The signed body and the bare failed_permanent event-data are one event: stored once.
+    assert (summary["records"], summary["events"], summary["stored"]) == (11, 11, 10)
+    assert summary["duplicates"] == 1
+    assert main(["ingest", "mailgun", *files, "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["duplicates"] == 11
