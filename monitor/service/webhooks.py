@@ -13,8 +13,8 @@ __all__ = ["webhook_endpoints"]
 
 
 def webhook_endpoints(config: Config, pipeline: Pipeline, metrics: Metrics) -> list[SourceEndpoint]:
-    """The enabled providers' endpoints; a provider without a secret is a configuration
-    error (its route would take anyone's events)."""
+    """The enabled providers' endpoints; a provider that needs a secret and has none is a
+    configuration error (its route would take anyone's events)."""
     known = base.webhooks()
     endpoints = []
     for name, settings in sorted(config.webhooks.items()):
@@ -23,7 +23,7 @@ def webhook_endpoints(config: Config, pipeline: Pipeline, metrics: Metrics) -> l
         hook = known.get(name)
         if hook is None:
             raise ConfigError(f"webhooks.{name}: no such provider; known: {', '.join(known)}")
-        if settings.secret_env is None and settings.secret_file is None:
+        if hook.secret and settings.secret_env is None and settings.secret_file is None:
             raise ConfigError(f"webhooks.{name}: set secret_env or secret_file (its signing key, "
                               "password or token): an endpoint without one would take anyone's "
                               "events")  # fmt: skip

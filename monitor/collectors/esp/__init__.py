@@ -5,4 +5,5 @@ from monitor.collectors.esp import mailgun as mailgun
 from monitor.collectors.esp import postmark as postmark
 from monitor.collectors.esp import resend as resend
 from monitor.collectors.esp import sendgrid as sendgrid
+from monitor.collectors.esp import ses as ses
 from monitor.collectors.esp import sparkpost as sparkpost

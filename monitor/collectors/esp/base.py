@@ -95,6 +95,8 @@ class Webhook:
     source: Callable[[], EspSource]
     split: Callable[[str], Iterable[Any]]
     verifier: Callable[[WebhookSettings], Verifier]
+    #: whether ``[webhooks.NAME]`` needs a secret (SNS signs with Amazon's certificates)
+    secret: bool = True
 
 
 _WEBHOOKS: dict[str, Webhook] = {}
