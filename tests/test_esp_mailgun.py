@@ -72,6 +72,8 @@ def test_corpus_payloads_give_the_expected_events() -> None:
                            "meta:cohort=2018-08-B", "meta:user_id=123456")  # fmt: skip
     [unsubscribed] = found["mailgun_event-data_unsubscribed.json"]
     assert unsubscribed.tags == ()  # tag "*": every tag, not a category
+    [complaint] = found["mailgun_event-data_complained.json"]
+    assert (complaint.reason, complaint.blame) == ("feedback", "reputation")
     [rejected] = found["anymail_fixtures/mailgun__test_rejected_event.json"]
     assert rejected.diagnostic == "Sandbox subdomains are for test purposes only."
     assert {e.type for events in found.values() for e in events} == {

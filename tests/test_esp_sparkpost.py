@@ -67,6 +67,7 @@ def test_corpus_payloads_give_the_expected_events() -> None:
     assert (suppressed.type, suppressed.reason) == (EventType.SUPPRESSED, "suppressed")
     [complaint] = found["sparkpost_spam_complaint.json"]
     assert complaint.type is EventType.COMPLAINED and "feedback_type:abuse" in complaint.tags
+    assert (complaint.reason, complaint.blame) == ("feedback", "reputation")
     kinds = {e.type for events in found.values() for e in events}
     assert kinds == {EventType.SUBMITTED, EventType.DELIVERED, EventType.DEFERRED,
                      EventType.BOUNCED, EventType.REJECTED, EventType.SUPPRESSED,

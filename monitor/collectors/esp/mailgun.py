@@ -111,6 +111,9 @@ class MailgunEvents(EspSource):
                 kind = EventType.EXPIRED
         else:
             kind = _TYPES[name]  # another name: not understood
+        blame = None
+        if kind is EventType.COMPLAINED:
+            verdict, blame = "feedback", "reputation"  # as an ARF report says it
         headers = mapping(mapping(data.get("message")).get("headers"))
         envelope = mapping(data.get("envelope"))
         said = status
@@ -139,6 +142,7 @@ class MailgunEvents(EspSource):
             enhanced_status=None if delivered else enhanced,
             diagnostic=None if delivered else diagnostic,
             reason=verdict,
+            blame=blame,
             attempt=number(status.get("attempt-no")),
             size_bytes=number(mapping(data.get("message")).get("size")),
             tags=_tags(data, name == "failed"),

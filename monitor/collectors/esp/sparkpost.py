@@ -185,6 +185,8 @@ class SparkPostEvents(EspSource):
                     rule = f"sparkpost.bounce_class.{found.code}"
         elif name in _REFUSALS and diagnostic and "suppress" in diagnostic.lower():
             kind, reason, blame = EventType.SUPPRESSED, "suppressed", "policy"
+        elif kind is EventType.COMPLAINED:
+            reason, blame = "feedback", "reputation"  # as an ARF report says it
         if kind is None:
             return []  # a subscribe request
         failed = kind in (EventType.BOUNCED, EventType.DEFERRED, EventType.EXPIRED,
