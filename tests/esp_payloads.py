@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from golden import check_json
 
 from monitor.collectors.esp.base import EspSource
@@ -19,7 +24,10 @@ from monitor.collectors.source import NotUnderstood
 from monitor.config import WebhookSettings
 from monitor.model import Event
 
-__all__ = ["DATA", "WEBHOOKS", "corpus_files", "feed_body", "golden_corpus", "settings"]
+__all__ = [
+    "DATA", "WEBHOOKS", "Fetcher", "corpus_files", "feed_body", "golden_corpus", "self_signed",
+    "settings",
+]
 
 WEBHOOKS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "webhooks"
 DATA = Path(__file__).parent / "data" / "esp"
@@ -79,3 +87,28 @@ def settings(tmp_path: Path, secret: str | None, **fields: Any) -> WebhookSettin
     path = tmp_path / "secret"
     path.write_text(secret + "\n", "utf-8")
     return WebhookSettings(secret_file=str(path), **fields)
+
+
+def self_signed(key: rsa.RSAPrivateKey, around: datetime, days: int = 30) -> bytes:
+    """A CA-less self-signed certificate (PEM) for ``key``, valid ``days`` either side of ``around``."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(around - timedelta(days=days))
+            .not_valid_after(around + timedelta(days=days))
+            .sign(key, hashes.SHA256()))  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class Fetcher:
+    """Serves URLs from a dict and records each fetch (the tests' stand-in for HTTPS)."""
+
+    def __init__(self, pages: dict[str, bytes]) -> None:
+        self.pages = pages
+        self.fetched: list[str] = []
+
+    def __call__(self, url: str) -> bytes:
+        self.fetched.append(url)
+        if url not in self.pages:
+            raise OSError(f"no such page: {url}")
+        return self.pages[url]

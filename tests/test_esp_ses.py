@@ -12,11 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
-from esp_payloads import WEBHOOKS, corpus_files, feed_body, golden_corpus
+from esp_payloads import WEBHOOKS, Fetcher, corpus_files, feed_body, golden_corpus, self_signed
 from factories import Clock
 from prometheus_client import CollectorRegistry
 
@@ -153,30 +151,10 @@ def test_an_export_with_a_bad_record_keeps_the_others() -> None:
 # --- SNS signatures ---------------------------------------------------------------------------
 
 def _certificate(key: rsa.RSAPrivateKey, *, days: int = 30) -> bytes:
-    """A CA-less self-signed certificate for ``key``, valid ``days`` around NOW."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - timedelta(days=days)).not_valid_after(NOW + timedelta(days=days))
-            .sign(key, hashes.SHA256()))  # fmt: skip
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return self_signed(key, NOW, days)
 
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-class Fetcher:
-    """Serves URLs from a dict and records each fetch (the tests' stand-in for HTTPS)."""
-
-    def __init__(self, pages: dict[str, bytes]) -> None:
-        self.pages = pages
-        self.fetched: list[str] = []
-
-    def __call__(self, url: str) -> bytes:
-        self.fetched.append(url)
-        if url not in self.pages:
-            raise OSError(f"no such page: {url}")
-        return self.pages[url]
 
 
 def _sign(envelope: dict[str, Any], version: str = "1", key: rsa.RSAPrivateKey = KEY) -> dict[str, Any]:
