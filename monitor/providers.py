@@ -56,8 +56,9 @@ from typing import NamedTuple, Protocol
 import dns.exception
 import dns.resolver
 
+from monitor.config import Config
 from monitor.model import Provider
-from monitor.provider_dns import Breaker, lookup_mx
+from monitor.provider_dns import Breaker, lookup_mx, nameserver_resolver
 from monitor.provider_rules import ProviderRules, ProviderRulesError, is_hostname
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "ProviderRules",
     "ProviderRulesError",
     "ResolverStats",
+    "resolver_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -450,3 +452,20 @@ def _as_provider(value: str) -> Provider | None:
     except ValueError:
         log.debug("ignoring cached provider %r: not a Provider value", value)
         return None
+
+
+def resolver_for(config: Config, store: ProviderCache) -> ProviderResolver:
+    """The resolver ``[providers]`` describes, caching in ``store``."""
+    p = config.providers
+    return ProviderResolver(
+        resolver=nameserver_resolver(p.nameservers) if p.nameservers else None,
+        cache=store,
+        rules=ProviderRules.load(p.rules_file),
+        resolve_mx=p.resolve_mx,
+        ttl_seconds=p.cache_ttl_seconds,
+        negative_ttl_seconds=p.negative_ttl_seconds,
+        failure_ttl_seconds=p.failure_ttl_seconds,
+        lifetime_seconds=p.dns_timeout_seconds,
+        concurrency=p.dns_concurrency,
+        smarthosts=p.smarthosts,
+    )

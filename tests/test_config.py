@@ -97,7 +97,7 @@ def test_since_accepts_durations_and_times() -> None:
 def test_rollup_tunables_reach_every_detector(tmp_path: Path) -> None:
     """Every [rollup] key reaches every detector it tunes, sender-side ones included, through
     the engine `serve` and `rollup` build."""
-    from monitor.cli.rollup import engine_for
+    from monitor.rollup.configured import engine_for
     from monitor.rollup.detectors import BounceRateDetector, RejectingDetector
     from monitor.store import Store
 

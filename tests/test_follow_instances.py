@@ -12,11 +12,11 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from test_rotation import LINES, _ingest, _snapshot, _split
 
-from monitor.cli.common import resolver_for
 from monitor.collectors.checkpoints import file_key, state_prefix
 from monitor.config import LogSource, default_instance, load_config
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
+from monitor.providers import resolver_for
 from monitor.service.follow import Follower
 from monitor.store import Store
 

@@ -15,7 +15,7 @@ from monitor.errors import ConfigError
 from monitor.store import Store
 
 if TYPE_CHECKING:
-    from monitor.providers import ProviderResolver
+    pass
 
 __all__ = [
     "config_of",
@@ -23,7 +23,6 @@ __all__ = [
     "open_store",
     "parse_since",
     "print_json",
-    "resolver_for",
     "time_zone",
 ]
 
@@ -61,25 +60,6 @@ def time_zone(text: str) -> str:
             f"unknown time zone {text!r} (an IANA name such as UTC or Europe/Berlin)"
         ) from None
     return text
-
-
-def resolver_for(config: Config, store: Store) -> ProviderResolver:
-    from monitor.provider_dns import nameserver_resolver
-    from monitor.providers import ProviderResolver, ProviderRules
-
-    p = config.providers
-    return ProviderResolver(
-        resolver=nameserver_resolver(p.nameservers) if p.nameservers else None,
-        cache=store,
-        rules=ProviderRules.load(p.rules_file),
-        resolve_mx=p.resolve_mx,
-        ttl_seconds=p.cache_ttl_seconds,
-        negative_ttl_seconds=p.negative_ttl_seconds,
-        failure_ttl_seconds=p.failure_ttl_seconds,
-        lifetime_seconds=p.dns_timeout_seconds,
-        concurrency=p.dns_concurrency,
-        smarthosts=p.smarthosts,
-    )
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_kind(kind: str, config: Config) -> None:
-    from monitor.cli.rollup import detectors_for
+    from monitor.rollup.configured import detectors_for
 
     kinds = sorted({d.kind for d in detectors_for(config)})
     if kind not in kinds:

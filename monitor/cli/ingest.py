@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from monitor.cli.common import config_of, open_store, print_json, resolver_for, time_zone
+from monitor.cli.common import config_of, open_store, print_json, time_zone
 from monitor.collectors.checkpoints import restore_writer_state, state_prefix
 from monitor.collectors.esp.base import webhook, webhooks
 from monitor.collectors.limits import DecompressionBomb, LineCap
@@ -31,6 +31,7 @@ from monitor.driver import Driver
 from monitor.errors import InputError
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
+from monitor.providers import resolver_for
 
 if TYPE_CHECKING:
     from monitor.providers import ResolverStats

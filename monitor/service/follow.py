@@ -13,10 +13,12 @@ per log kind, shared by the files of that kind and by ``mailmon ingest``
 from __future__ import annotations
 
 import collections
+import fnmatch
 import glob
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from monitor.collectors.checkpoints import (
     file_key,
@@ -103,6 +105,7 @@ class Follower:
         # tried again at every poll, and never in the way of the other files.
         self.broken: dict[str, str] = {}
         self.writers: dict[str, QueueTable] = {}  # log kind -> the state its parsers share
+        self.failure: str | None = None  # why the last poll failed, for /healthz
 
     def _follow(self, source: LogSource, path: str) -> _Followed:
         queues = self.writers.get(source.kind)
@@ -112,11 +115,37 @@ class Follower:
             )
         return _Followed(source, path, self.pipeline, self.instance, queues)
 
-    def run(self) -> None:
+    def run(self, after_first_poll: Callable[[], object] | None = None) -> None:
+        """Poll until ``stop`` is set; a failed poll is logged, shown in :meth:`health` and
+        retried at the next.  ``after_first_poll``: called once the first poll (the catch-up
+        read, which tells most about the busiest domains) is stored."""
         interval = min((s.poll_interval_seconds for s in self.sources), default=1.0)
         while not self.stop.is_set():
-            self.poll_once()
+            try:
+                self.poll_once()
+                self.failure = None
+                if after_first_poll is not None:
+                    after_first_poll()
+                    after_first_poll = None
+            except Exception:  # the service keeps running; the next poll retries
+                log.exception("log follower failed; retrying")
+                self.failure = "the log follower failed (see the service log)"
             self.stop.wait(interval)
+
+    def health(self) -> dict[str, object]:
+        """Each followed log's status for /healthz (``starting`` until it is first polled)."""
+        files = self.files.copy()  # atomic: the polling thread adds and drops files
+        logs: dict[str, dict[str, object]] = {s.path: {"status": "starting"} for s in self.sources}
+        for path, followed in files.items():
+            for source in self.sources:
+                if fnmatch.fnmatch(path, source.path):
+                    logs.pop(source.path, None)
+            error = followed.tailer.error
+            logs[path] = {"status": "failing", "reason": error} if error else {"status": "ok"}
+        checks: dict[str, object] = {"logs": logs}
+        if self.failure:
+            checks["follower"] = {"status": "failing", "reason": self.failure}
+        return checks
 
     def poll_once(self) -> int:
         """Read what is new in every file; returns the number of lines read."""

@@ -1,0 +1,106 @@
+"""What ``mailmon serve`` runs, built from the config: sources, scheduler, HTTP app.
+
+    service = Service(config, store, hook_token=token)   # everything built, nothing started
+    service.start()                                        # the scheduler, the log follower
+    ...serve service.app...
+    service.stop()
+
+Building is separate from starting so that every configuration mistake (an unknown
+webhook provider, a job's bad cron line) stops ``serve`` before it follows a log,
+runs a job or says that it is serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from prometheus_client import disable_created_metrics
+from starlette.applications import Starlette
+
+from monitor.config import Config
+from monitor.gauges import DomainLabeler, IpLabeler
+from monitor.jobs import Scheduler, builtin
+from monitor.metrics import Metrics
+from monitor.pipeline import Pipeline
+from monitor.providers import ProviderResolver, resolver_for
+from monitor.rollup.configured import engine_for
+from monitor.service.app import create_app
+from monitor.service.follow import Follower
+from monitor.service.webhooks import webhook_endpoints
+from monitor.store import Store
+
+__all__ = ["Service", "metrics_for"]
+
+log = logging.getLogger(__name__)
+
+
+def metrics_for(config: Config, store: Store) -> Metrics:
+    """The service's metrics, with the label bounds of ``[metrics]``."""
+    # A `_created` series per counter would double what every scrape carries, to tell what
+    # a drop to zero already tells rate(): the counters restarted with the process.
+    disable_created_metrics()
+    m = config.metrics
+    return Metrics(
+        labeler=DomainLabeler(m.domains, store.top_domains(m.top_domains)),
+        ips=IpLabeler(m.sending_ips, m.top_sending_ips),
+        sender_domains=IpLabeler(m.sender_domains, m.top_sender_domains),
+        streams=IpLabeler(m.streams, m.top_streams),
+    )
+
+
+class Service:
+    """The sources (followed logs, HTTP endpoints), the scheduled jobs and the app."""
+
+    def __init__(self, config: Config, store: Store, *, hook_token: str | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics_for(config, store)
+        self.stop_event = threading.Event()
+        # Two pipelines: the follower's batches and the HTTP requests' must not wait for
+        # each other (a request is answered once its own events are stored).
+        self.pipeline = self._pipeline(resolver_for(config, store))
+        self.http_pipeline = self._pipeline(resolver_for(config, store))
+        self.follower = Follower(config.logs, self.pipeline, self.metrics, stop=self.stop_event,
+                                 instance=config.service.instance)  # fmt: skip
+        engine = engine_for(config, store, gauges=self.metrics.rollup)
+        work = {
+            "rollup": builtin.rollup(config, store, engine),
+            "top_domains": builtin.top_domains(config, store, self.metrics.labeler),
+        }
+        self.scheduler = Scheduler(store.engine, builtin.jobs_for(config, work),
+                                   metrics=self.metrics, instance=config.service.instance)
+        self.app: Starlette = create_app(
+            self.metrics, health=self.follower.health, pipeline=self.http_pipeline, store=store,
+            endpoints=webhook_endpoints(config, self.http_pipeline, self.metrics),
+            hook_token=hook_token, max_body_bytes=config.service.max_body_bytes,
+        )  # fmt: skip
+        self._thread: threading.Thread | None = None
+
+    def _pipeline(self, resolver: ProviderResolver) -> Pipeline:
+        return Pipeline(self.store, resolver=resolver, metrics=self.metrics,
+                        batch_size=self.config.database.batch_size,
+                        max_future_seconds=self.config.ingest.max_future_seconds)  # fmt: skip
+
+    def start(self) -> None:
+        # Its lines per job and run say nothing the job state does not; its warnings (a run
+        # skipped while the last one still runs, a run missed) still show.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        self.scheduler.start()  # before the follower, whose first poll calls on it
+        if self.config.logs:
+            self._thread = threading.Thread(target=self.follower.run, name="mailmon-follow",
+                                            args=(self._first_poll,), daemon=True)  # fmt: skip
+            self._thread.start()
+
+    def _first_poll(self) -> None:
+        if "top_domains" in self.scheduler.jobs:
+            self.scheduler.run_now("top_domains")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop following and scheduling; store what is pending."""
+        self.stop_event.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+        self.scheduler.stop(timeout=timeout)
+        self.pipeline.flush()
+        self.http_pipeline.flush()
