@@ -13,6 +13,7 @@ from typing import Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from monitor.model import Provider
+from monitor.rollup.windows import REST
 
 __all__ = [
     "DOMAIN_KINDS",
@@ -57,9 +58,10 @@ class IpLabeler:
         self.top = top
 
     def labels(self, volumes: dict[str, float]) -> dict[str, str]:
-        """Every IP of ``volumes`` (ip -> attempts) with its label value."""
+        """Every IP of ``volumes`` (ip -> attempts) with its label value (the rollup's
+        ``REST``, the values it did not keep on their own, is ``other``)."""
         busiest = sorted(volumes, key=lambda ip: (-volumes[ip], ip))[: self.top]
-        keep = self._allow | set(busiest)
+        keep = (self._allow | set(busiest)) - {REST}
         return {ip: ip if ip in keep else "other" for ip in volumes}
 
 

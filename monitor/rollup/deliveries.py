@@ -7,7 +7,9 @@ those that reached their final outcome since (the events after that time).  An e
 an earlier time (a replay after ``mailmon ingest`` of an old log) judges the queue *as of*
 that time instead: what had its first attempt by then and no final outcome yet, from the rows
 ever deferred, read once per ``QueueReader`` (again when events were stored since) and
-filtered in memory at each step.  Both give the same answer for the same time.
+filtered in memory at each step; only the rows of the domains asked for are kept (the
+window readers' kept domains), so memory is bounded in their number.  Both give the same
+answer for the same time.
 """
 
 from __future__ import annotations
@@ -112,8 +114,8 @@ class QueueReader:
 
     def __init__(self) -> None:
         self._since: float | None = None  # the earliest time the loaded rows answer for
-        # (provider, domain, first attempt, final time or None, delivery key)
-        self._rows: list[tuple[str, str, float, float | None, str]] = []
+        # domain -> (provider, first attempt, final time or None, delivery key) of its rows
+        self._rows: dict[str, list[tuple[str, float, float | None, str]]] = {}
         self._stuck: dict[Key, list[str]] = {}
         self._mark: str | None = None
 
@@ -128,49 +130,68 @@ class QueueReader:
         """``queue_stats`` at ``at``; ``newest``: the newest counter bucket (None: none)."""
         end = align(at)
         self._stuck = {}
+        names = set(domains)
         if newest is None or end >= newest:
-            self._since, self._rows = None, []
-            return queue_stats(conn, end, domains, detector, final_after=True)
+            self._since, self._rows = None, {}
+            return queue_stats(conn, end, names, detector, final_after=True)
         # Stored events change the rows: the newest event id (time-ordered) tells.
         mark = conn.execute(select(func.max(events.c.id))).scalar()
         if self._since is None or end < self._since or mark != self._mark:
-            self._load(conn, end)
+            self._since, self._rows = end, {}
+            self._load(conn, names, whole=True)
             self._mark = mark
+        else:
+            for domain in [d for d in self._rows if d not in names]:
+                del self._rows[domain]
+            self._load(conn, names - self._rows.keys())
         cut = end - detector.max_age_seconds
-        names = set(domains)
         found: dict[Key, list[float]] = {}
-        for provider, domain, first, final, key in self._rows:
-            if domain in names and first <= end and (final is None or final > end):
-                found.setdefault((provider, domain), []).append(first)
-                if first <= cut:
-                    self._stuck.setdefault((provider, domain), []).append(key)
+        for domain in names:
+            for provider, first, final, key in self._rows.get(domain, ()):
+                if first <= end and (final is None or final > end):
+                    found.setdefault((provider, domain), []).append(first)
+                    if first <= cut:
+                        self._stuck.setdefault((provider, domain), []).append(key)
         return {key: _queue(firsts, end, cut) for key, firsts in found.items()}
 
     def stuck_keys(self, key: Key) -> list[str] | None:
         """The delivery keys stuck at the last ``read`` of an earlier time (None: it was live)."""
         return None if self._since is None else self._stuck.get(key, [])
 
-    def _load(self, conn: Connection, end: float) -> None:
-        """Every delivery ever deferred that was not final by ``end``: one scan per replay
-        (no index serves "final after"; deferred rows are a few percent of them)."""
+    def _load(self, conn: Connection, names: set[str], whole: bool = False) -> None:
+        """The rows of ``names`` ever deferred and not final by the load's first time:
+        ``whole``, one scan of them all, kept for ``names`` only (no index serves "final
+        after"; deferred rows are a few percent of them); else those of a few domains new
+        to the reader (the choice of domains grew), by domain."""
+        if not names:
+            return
+        for name in names:
+            self._rows.setdefault(name, [])
         c = deliveries.c
-        rows = conn.execute(
-            select(
-                func.coalesce(c.provider, literal("other")),
-                c.recipient_domain,
-                c.first_attempt_at,
-                c.final_at,
-                c.key,
-            ).where(
-                c.deferrals > 0,
-                c.first_attempt_at.is_not(None),
-                c.recipient_domain.is_not(None),
-                or_(c.final_at.is_(None), c.final_at > end),
-                c.stream != "ndr",
-            )
+        query = select(
+            func.coalesce(c.provider, literal("other")),
+            c.recipient_domain,
+            c.first_attempt_at,
+            c.final_at,
+            c.key,
+        ).where(
+            c.deferrals > 0,
+            c.first_attempt_at.is_not(None),
+            c.recipient_domain.is_not(None),
+            or_(c.final_at.is_(None), c.final_at > self._since),
+            c.stream != "ndr",
         )
-        self._rows = [(p, d, float(first), final, k) for p, d, first, final, k in rows]
-        self._since = end
+        chunks = [None] if whole else _chunks(sorted(names))
+        for chunk in chunks:
+            where = query if chunk is None else query.where(c.recipient_domain.in_(chunk))
+            for p, d, first, final, k in conn.execute(where):
+                rows = self._rows.get(d)
+                if rows is not None:
+                    rows.append((p, float(first), final, k))
+
+
+def _chunks(names: list[str]) -> list[list[str] | None]:
+    return [names[i : i + _IN_CHUNK] for i in range(0, len(names), _IN_CHUNK)]
 
 
 def replies_before(

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 
 from monitor.rollup import incidents
-from monitor.rollup.deliveries import QueueReader, replies_before, stuck_replies
+from monitor.rollup.deliveries import QueueReader
 from monitor.rollup.detectors import (
     Decision,
     Detector,
@@ -31,10 +31,10 @@ from monitor.rollup.detectors import (
     RejectingDetector,
     default_detectors,
 )
+from monitor.rollup.evidence import empty_input, empty_windows, evidence_of, input_evidence
 from monitor.rollup.latency import LatencyReader, LatencyTable, SubjectLatency
-from monitor.rollup.views import REJECTING_REASONS, SENDER_DOMAINS, SENDING_IPS, STREAMS, Key
+from monitor.rollup.views import SENDER_DOMAINS, SENDING_IPS, STREAMS, Key
 from monitor.rollup.windows import (
-    BASELINE,
     BASELINE_SECONDS,
     REST,
     SHORT,
@@ -63,21 +63,6 @@ __all__ = [
     "newest_event_time",
     "subject_of",
 ]
-
-#: Per kind: what the evidence's top replies and reasons look at.
-_EVIDENCE: dict[str, tuple[frozenset[str] | None, tuple[str, ...]]] = {
-    "domain_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
-    "provider_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
-    "bounce_rate": (None, ("bounced",)),
-    "deferral_spike": (None, ("deferred",)),
-    "sending_ip_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
-    "sending_ip_bounce_rate": (None, ("bounced",)),
-    "sender_domain_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
-    "sender_domain_bounce_rate": (None, ("bounced",)),
-    "stream_rejecting": (REJECTING_REASONS, ("deferred", "bounced")),
-    "stream_bounce_rate": (None, ("bounced",)),
-}
-
 
 #: Kinds whose detectors compare a share with the subject's baseline: their incident time
 #: is left out of that baseline.
@@ -198,11 +183,6 @@ def newest_event_time(store: Store, *, not_after: float | None = None) -> float 
     return None if newest is None else float(newest)
 
 
-def _empty() -> dict[str, Counts]:
-    names = (*WINDOWS, BASELINE, "same_hour_min")
-    return with_baselines({name: Counts() for name in names})
-
-
 def _input_of(detector: Detector) -> str:
     """The engine input a detector judges: domain or provider windows, latency, queue."""
     return detector.level if detector.source == "counters" else detector.source
@@ -211,14 +191,6 @@ def _input_of(detector: Detector) -> str:
 def _windows_of(detector: Any) -> list[str]:
     """The windows a detector judges: its ladder's, else its one window."""
     return [w for w, _minimum in getattr(detector, "ladder", ())] or [detector.window]
-
-
-def _empty_input(detector: Any) -> Any:
-    if detector.source == "latency":
-        return LatencyStats()
-    if detector.source == "queue":
-        return QueueStats()
-    return _empty()
 
 
 class RollupEngine:
@@ -238,10 +210,12 @@ class RollupEngine:
     ) -> None:
         """``detectors``: one detector, a sequence of them, or None for every default one;
         ``weeks``: how many weeks back the same-hour-of-week baseline looks (0: none), of
-        which ``min_weeks`` must be usable; ``max_domains`` (0: no limit): only the busiest
-        recipient domains and ``domains`` are judged one by one, the others add up per
-        provider (``WindowReader``), so memory is bounded in the number of domains while
-        the provider level still sees every attempt."""
+        which ``min_weeks`` must be usable; ``max_domains`` (0: no limit): only that many
+        recipient domains (``Choice``: the busiest, then the day's new ones) and
+        ``domains`` are judged one by one, the others add up per provider (``WindowReader``,
+        and likewise the latency per domain), so memory is bounded in the number of domains
+        while the provider level still sees every attempt; the sending IPs, sending domains
+        and streams are bounded by the same number."""
         if weeks < 0 or min_weeks < 1:
             raise ValueError("weeks must be >= 0 and min_weeks >= 1")
         self.weeks = weeks
@@ -264,7 +238,7 @@ class RollupEngine:
         # A sender-side level is read only when a detector judges it.
         levels = {d.level for d in self.detectors}
         self.sender_windows = {
-            level: WindowReader(view=view)
+            level: WindowReader(view=view, max_subjects=max_domains)
             for level, (view, _words) in SENDER_LEVELS.items()
             if level in levels
         }
@@ -305,7 +279,7 @@ class RollupEngine:
         if silent:
             for provider, days in self.windows.same_hour(conn, end, silent[0].days).items():
                 key = (provider, "")
-                per = providers.setdefault(key, _empty())
+                per = providers.setdefault(key, empty_windows())
                 # The quietest of those hours, as attempts (ProviderSilentDetector).
                 per["same_hour_min"] = Counts(delivered=min(days))
         out: dict[str, dict[Key, Any]] = {"domain": domains, "provider": providers}
@@ -316,7 +290,7 @@ class RollupEngine:
         latency = next((d for d in self.detectors if isinstance(d, LatencyDetector)), None)
         table = None
         if latency is not None or self.gauges is not None:
-            table = self.latency.read(conn, end, latency)
+            table = self.latency.read(conn, end, latency, kept=self._kept())
             out["latency"] = table.providers
         for detector in self.detectors:
             if isinstance(detector, QueueAgeDetector):
@@ -324,6 +298,12 @@ class RollupEngine:
                 newest = conn.execute(select(func.max(counters.c.bucket))).scalar()
                 out["queue"] = self.queue.read(conn, end, names, detector, newest)
         return out, excluded, table
+
+    def _kept(self) -> dict[str, list[str] | None]:
+        """Per level, the subjects its window reader keeps on their own (the latency reader
+        keeps the same)."""
+        readers = {"domain": self.windows, **self.sender_windows}
+        return {level: reader.kept() for level, reader in readers.items()}
 
     def _incident_spans(
         self, conn: Any, end: float, level: str, seconds: float = BASELINE_SECONDS
@@ -405,9 +385,9 @@ class RollupEngine:
             active = current.get(detector.kind, {})
             skip: frozenset[str] = getattr(detector, "skip_providers", frozenset())
             for key in sorted(subjects.keys() | active.keys()):
-                if key[0] in skip or (key[1] == REST and detector.level == "domain"):
-                    continue  # the rest of the domains count towards their provider only
-                decision = detector.decide(subjects.get(key) or _empty_input(detector))
+                if key[0] in skip or (key[1] == REST and detector.level != "provider"):
+                    continue  # the rest counts towards its provider only
+                decision = detector.decide(subjects.get(key) or empty_input(detector))
                 decisions[(detector.kind, key)] = decision
                 row = active.get(key)
                 if row is None and decision.firing:
@@ -425,9 +405,11 @@ class RollupEngine:
                     if key in fresh.get(detector.kind, {}):
                         continue
                     source = _input_of(detector)
-                    evidence = self._evidence(
-                        conn, detector, key, end, inputs[source][key], decision.window, inputs
-                    )
+                    sender = SENDER_LEVELS.get(detector.level)
+                    evidence = evidence_of(
+                        conn, detector, key, end, inputs[source][key], decision.window,
+                        inputs, self.queue, self.top_replies, sender[0] if sender else None,
+                    )  # fmt: skip
                     evidence |= decision.as_dict()
                     level_excluded = excluded.get(detector.level, {})
                     evidence["baseline_excluded_seconds"] = level_excluded.get(key, 0)
@@ -435,7 +417,9 @@ class RollupEngine:
                     level = level_of(detector.kind)
                     if detector.level == level and key[1]:  # a domain or sender-side subject
                         if recent is None:  # not read for the gauges: the last hour alone, once
-                            recent = self.latency.read(conn, end, daily=False)
+                            recent = self.latency.read(
+                                conn, end, daily=False, kept=self._kept()
+                            )
                         evidence["latency_1h"] = recent.of(level, key).as_dict()
                     incidents.open_incident(conn, detector.kind, *key, end, evidence)
                     result.incidents_opened.append((detector.kind, *key))
@@ -448,7 +432,7 @@ class RollupEngine:
                         continue
                     source = _input_of(detector)
                     data = inputs.get(source, {}).get(key)
-                    resolution = _input_evidence(detector, data) | decision.as_dict()
+                    resolution = input_evidence(detector, data) | decision.as_dict()
                     incidents.close(conn, row, end, resolution)
                     result.incidents_closed.append((detector.kind, *key))
                     if detector.kind == RejectingDetector.kind:
@@ -465,7 +449,7 @@ class RollupEngine:
                              decision.numerator, decision.denominator, extra)
             )  # fmt: skip
             if kind == RejectingDetector.kind:
-                short = (inputs["domain"].get(key) or _empty())[SHORT]
+                short = (inputs["domain"].get(key) or empty_windows())[SHORT]
                 is_open = (kind, key) in open_now
                 result.states.append(
                     DomainState(key[0], key[1], short.attempts, short.rejecting, is_open)
@@ -484,78 +468,3 @@ class RollupEngine:
         while at <= end:
             yield self.evaluate(at)
             at += step
-
-    def _evidence(
-        self,
-        conn: Any,
-        detector: Any,
-        key: Key,
-        end: float,
-        data: Any,
-        window: str = "",
-        inputs: dict[str, dict[Key, Any]] | None = None,
-    ) -> dict[str, Any]:
-        evidence: dict[str, Any] = {"detector": detector.tunables()}
-        evidence |= _input_evidence(detector, data)
-        if detector.source == "queue":
-            max_age = detector.max_age_seconds
-            keys = self.queue.stuck_keys(key)
-            evidence["top_replies"] = (
-                stuck_replies(conn, key, end, max_age, self.top_replies)
-                if keys is None
-                else replies_before(conn, keys, end, self.top_replies)
-            )
-            return evidence
-        if detector.source == "latency":
-            # Slow delivery is mostly retried delivery: why the provider deferred us.
-            since = end - WINDOWS["1h"]
-            evidence["top_reasons"] = incidents.top_reasons(
-                conn, key[0], key[1], since, end, outcomes=("deferred",)
-            )
-            evidence["failures"] = incidents.failure_breakdown(
-                conn, key[0], key[1], since, end, ("deferred",)
-            )
-            return evidence
-        since = end - WINDOWS.get(window or detector.window, WINDOWS[SHORT])
-        reasons, states = _EVIDENCE.get(detector.kind, (None, ("deferred", "bounced")))
-        if detector.level in SENDER_LEVELS:
-            view = SENDER_LEVELS[detector.level][0]
-            evidence["top_reasons"] = incidents.top_reasons(
-                conn, key[0], key[1], since, end, outcomes=states, view=view
-            )
-            evidence["failures"] = incidents.failure_breakdown(
-                conn, key[0], key[1], since, end, states, view=view
-            )
-            evidence["top_replies"] = incidents.top_sender_replies(
-                conn, detector.level, key, since, end, reasons, self.top_replies, states
-            )
-            return evidence
-        if detector.kind == "complaint_rate":
-            evidence["top_reasons"] = incidents.top_reasons(
-                conn, key[0], key[1], since, end, outcomes=("complained",)
-            )
-            return evidence
-        evidence["top_reasons"] = incidents.top_reasons(
-            conn, key[0], key[1], since, end, outcomes=states
-        )
-        evidence["failures"] = incidents.failure_breakdown(conn, key[0], key[1], since, end, states)
-        domains: str | list[str] = key[1]
-        if not key[1] and detector.kind == "provider_rejecting":
-            # The provider's domains: the replies that say why (e.g. a block list's name).
-            domains = [d for p, d in (inputs or {}).get("domain", {}) if p == key[0]]
-        evidence["top_replies"] = (
-            incidents.top_replies(conn, domains, since, end, reasons, self.top_replies, states)
-            if domains
-            else []
-        )
-        return evidence
-
-
-def _input_evidence(detector: Any, data: Any) -> dict[str, Any]:
-    """A detector's input as evidence: ``windows``, ``latency`` or ``queue``."""
-    if data is None:
-        data = _empty_input(detector)
-    if isinstance(data, dict):
-        return {"windows": {name: counts.as_dict() for name, counts in data.items()}}
-    name = "windows" if detector.source == "counters" else detector.source
-    return {name: {f: getattr(data, f) for f in data.__dataclass_fields__}}

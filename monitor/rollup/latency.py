@@ -23,12 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, case, func, literal, select
+from sqlalchemy import Connection, bindparam, case, func, literal, or_, select
 
 from monitor.model import domain_of
 from monitor.rollup.detectors import LatencyDetector, LatencyStats
 from monitor.rollup.views import Key
-from monitor.rollup.windows import align
+from monitor.rollup.windows import REST, align
 from monitor.store.schema import deliveries
 
 __all__ = [
@@ -54,6 +54,9 @@ _DAY_HOURS = 24
 
 #: One hour's histograms: level ("provider" or one of LEVELS) -> (provider, value) -> bins.
 _Bins = dict[str, dict[Key, dict[int, int]]]
+#: Per level, the values kept on their own (the window readers' choice); a level missing or
+#: None keeps every value.  The others add up per provider as value ``REST``.
+Kept = dict[str, list[str] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,7 @@ class LatencyReader:
     def __init__(self) -> None:
         self._hours: dict[int, _Bins] = {}
         self._last: float | None = None  # the last evaluation time the hours served
+        self._kept: Kept = {}  # the values the cached hours keep on their own
 
     def read(
         self,
@@ -185,10 +189,13 @@ class LatencyReader:
         detector: LatencyDetector | None = None,
         *,
         daily: bool = True,
+        kept: Kept | None = None,
     ) -> LatencyTable:
         """The table at ``at``; ``daily=False`` skips the 24 h window and the baseline (an
-        incident's evidence needs only the last hour)."""
+        incident's evidence needs only the last hour); ``kept``: per level, the values
+        kept on their own, so memory is bounded in their number (``Kept``)."""
         detector = detector or LatencyDetector()
+        kept = {level: values for level, values in (kept or {}).items() if values is not None}
         end = align(at)
         hour = end // HOUR * HOUR
         baseline: dict[Key, dict[int, int]] = {}
@@ -196,13 +203,17 @@ class LatencyReader:
         if daily:
             # Hours hour-25h .. hour-1h: the baseline is the first 24, the 24 h window the last.
             wanted = [hour - k * HOUR for k in range(_DAY_HOURS + 1, 0, -1)]
-            if self._last is not None and (end < self._last or end // DAY != self._last // DAY):
+            moved = self._last is not None and (
+                end < self._last or end // DAY != self._last // DAY
+            )
+            if moved or kept != self._kept:
                 self._hours = {}
+                self._kept = kept
             self._last = end
             self._hours = {h: self._hours[h] for h in wanted if h in self._hours}
             for h in wanted:
                 if h not in self._hours:
-                    self._hours[h] = _hour_bins(conn, h)
+                    self._hours[h] = _hour_bins(conn, h, kept)
                 for level, keys in self._hours[h].items():
                     if level == "provider":
                         if h == hour - HOUR:
@@ -214,7 +225,7 @@ class LatencyReader:
                         target = day[level]
                     for key, bins in keys.items():
                         _merge(target.setdefault(key, {}), bins)
-        short = _last_hour(conn, end)
+        short = _last_hour(conn, end, kept)
         table = LatencyTable()
         for key, values in short.pop("provider", {}).items():
             base = histogram_quantile(baseline.get(key, {}), detector.quantile)
@@ -241,8 +252,26 @@ class LatencyReader:
         return table
 
 
-def _last_hour(conn: Connection, end: float) -> dict[str, dict[Key, list[float]]]:
-    """The last hour's latencies (sorted) per level and (provider, value)."""
+def _keep(value: str | None, kept: set[str] | None) -> str | None:
+    return value if not value or kept is None or value in kept else REST
+
+
+def _kept_or_rest(column: Any, level: str, kept: Kept) -> Any:
+    """``column``, or ``REST`` for a value not kept (a level that keeps every value: as is)."""
+    if level not in kept:
+        return column
+    listed = column.in_(bindparam(f"kept_{level}", expanding=True))
+    keep = or_(column.is_(None), column == "", listed)
+    return case((keep, column), else_=literal(REST))
+
+
+def _last_hour(
+    conn: Connection, end: float, kept: Kept | None = None
+) -> dict[str, dict[Key, list[float]]]:
+    """The last hour's latencies (sorted) per level and (provider, value), the values not
+    ``kept`` as ``REST``."""
+    wanted = {level: set(values) for level, values in (kept or {}).items() if values is not None}
+    in_domains, in_ips, in_senders, in_streams = (wanted.get(level) for level in LEVELS)
     c = deliveries.c
     provider = func.coalesce(c.provider, literal("other"))
     rows = conn.execute(
@@ -254,6 +283,9 @@ def _last_hour(conn: Connection, end: float) -> dict[str, dict[Key, list[float]]
     senders: dict[str | None, str | None] = {}  # sender -> domain: addresses repeat
     for name, domain, ip, sender, stream, latency in rows:
         value = max(0.0, float(latency))
+        if wanted:
+            domain, ip, stream = (_keep(domain, in_domains), _keep(ip, in_ips),
+                                  _keep(stream, in_streams))  # fmt: skip
         by_provider.setdefault((name, ""), []).append(value)
         if domain:
             by_domain.setdefault((name, domain), []).append(value)
@@ -261,7 +293,7 @@ def _last_hour(conn: Connection, end: float) -> dict[str, dict[Key, list[float]]
             by_ip.setdefault((name, ip), []).append(value)
         if sender not in senders:
             senders[sender] = domain_of(sender)
-        if sending_domain := senders[sender]:
+        if sending_domain := _keep(senders[sender], in_senders):
             by_sender.setdefault((name, sending_domain), []).append(value)
         if stream:
             by_stream.setdefault((name, stream), []).append(value)
@@ -271,20 +303,23 @@ def _last_hour(conn: Connection, end: float) -> dict[str, dict[Key, list[float]]
     return out
 
 
-def _hour_bins(conn: Connection, start: int) -> _Bins:
-    """One hour's histograms per level, from one grouped read of its delivered rows."""
+def _hour_bins(conn: Connection, start: int, kept: Kept | None = None) -> _Bins:
+    """One hour's histograms per level, from one grouped read of its delivered rows (the
+    values not ``kept`` summed as ``REST`` in SQL)."""
     c = deliveries.c
+    kept = kept or {}
     latency = _latency()
     index = case(*((latency <= edge, i) for i, edge in enumerate(EDGES)), else_=len(EDGES))
     provider = func.coalesce(c.provider, literal("other"))
-    columns = (
-        provider, c.recipient_domain, c.sending_ip, _sender_domain(conn.dialect.name),
-        c.stream_tag, index,
-    )  # fmt: skip
-    rows = conn.execute(
+    values = (c.recipient_domain, c.sending_ip, _sender_domain(conn.dialect.name), c.stream_tag)
+    mapped = [_kept_or_rest(col, level, kept) for col, level in zip(values, LEVELS, strict=True)]
+    columns = [provider, *mapped, index]
+    params = {f"kept_{level}": values for level, values in kept.items() if values is not None}
+    rows: Any = conn.execute(
         select(*columns, func.count())
         .where(*_delivered_between(start, start + HOUR))
-        .group_by(*columns)
+        .group_by(*columns),
+        params,
     )
     out: _Bins = {level: {} for level in ("provider", *LEVELS)}
     for name, domain, ip, sending_domain, stream, i, n in rows:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     select,
 )
 
+from monitor.rollup.choice import Choice
 from monitor.rollup.counts import ATTEMPT_OUTCOMES as _ATTEMPT_OUTCOMES
 from monitor.rollup.counts import OUTCOMES as _OUTCOMES
 from monitor.rollup.counts import Counts
@@ -102,21 +103,6 @@ def _scan_query(view: View, sums: list[Any], bounded: bool = False) -> Any:
         )
         .group_by(*view.grouped(rejecting, c.provider, subject))
     )
-
-
-def top_subjects(conn: Connection, view: View, start: int, end: int, limit: int) -> list[str]:
-    """The ``limit`` subjects with the most attempts in ``[start, end)``, busiest first."""
-    c = view.c
-    total = func.sum(c.count)
-    query = (
-        select(view.column)
-        .where(c.bucket >= start, c.bucket < end, c.outcome.in_(_ATTEMPT_OUTCOMES),
-               *view.where, view.column != "")
-        .group_by(view.column)
-        .order_by(total.desc(), view.column)
-        .limit(limit)
-    )  # fmt: skip
-    return [row[0] for row in conn.execute(query)]
 
 
 def _window_sums(view: View, names: Iterable[str]) -> list[Any]:
@@ -216,10 +202,10 @@ class WindowReader:
     A reader reads its view's ``extras`` alongside, as window_counts does.
 
     With ``max_subjects``, memory is bounded in the number of subjects: the ``max_subjects``
-    busiest of the week before the evaluation's UTC day (by attempts) and the ``always``
-    ones keep their own counts, the others add up per provider as subject ``REST``.  The
-    choice is made once per UTC day of event time, from the data before it, so a live
-    evaluation and a replay of the same time choose alike.
+    that ``Choice`` keeps (the busiest of the week before the evaluation's UTC day, then the
+    day's new ones as they appear) and the ``always`` ones keep their own counts, the
+    others add up per provider as subject ``REST``.  Only data before the evaluation time
+    chooses, so a live evaluation and a replay of the same time choose alike.
 
     Hours that ended ``settle_seconds`` before the evaluation time are read once and kept
     as running sums for the 24 h window and the baseline; each evaluation then reads the
@@ -242,9 +228,12 @@ class WindowReader:
         self.view = view
         self.max_subjects = max_subjects
         self.always = frozenset(always)
-        # (UTC day, subjects kept; None: every subject, the previous week had few enough)
-        self._kept: tuple[int, list[str] | None] | None = None
         bounded = max_subjects > 0
+        self._choice: Choice | None = None  # made at the first read (extras take the main's)
+        # The subjects kept (None: every subject) and, for the same-hour-of-week hours,
+        # which lie before the choice's days, the subjects those hours were read for.
+        self._kept: list[str] | None = None
+        self._weekly_kept: list[str] | None = None
         # The hard/soft and blame fields, as window_counts adds them (same subjects kept).
         self._extras = [
             WindowReader(settle_seconds, extra, max_subjects, always) for extra in view.extras
@@ -267,34 +256,35 @@ class WindowReader:
         self._weekly_out: tuple[list[int], dict[Key, list[tuple[int, Counts]]]] | None = None
 
     def _keep(self, conn: Connection, end: int, kept: tuple[list[str] | None] | None) -> None:
-        """Choose the subjects kept on their own for ``end``'s UTC day (or take ``kept``,
-        the main view's choice); a new choice drops what was summed under the old one.
-        A day whose previous week had no more than ``max_subjects`` subjects keeps them
-        all (a new store's first day too)."""
+        """Choose the subjects kept on their own at ``end`` (or take ``kept``, the main
+        view's choice); a new choice drops what was summed under the old one."""
         if not self._bounded:
             return
-        day = end // 86400
-        if self._kept is not None and self._kept[0] == day:
-            return
         if kept is None:
-            since = day * 86400
-            busiest = top_subjects(
-                conn, self.view, since - BASELINE_SECONDS, since, self.max_subjects + 1
-            )
-            few = len(busiest) <= self.max_subjects
-            kept = (None if few else sorted(self.always | set(busiest[: self.max_subjects])),)
-        self._kept = (day, kept[0])
-        self._range = None
-        self._weekly.clear()
-        self._weekly_out = None
+            if self._choice is None:
+                self._choice = Choice(self.view, self.max_subjects, self.always)
+            kept = (self._choice.at(conn, end),)
+        if kept[0] != self._kept:
+            self._kept = kept[0]
+            self._range = None
+        # Every subject is kept while few enough were seen since the week before the day;
+        # the same-hour-of-week hours, older, may hold many more: the seen ones get their own.
+        weekly = self._kept
+        if weekly is None and self._choice is not None:
+            weekly = self._choice.seen()
+        if weekly != self._weekly_kept:
+            self._weekly_kept = weekly
+            self._weekly.clear()
+            self._weekly_out = None
 
-    def _params(self) -> dict[str, Any]:
-        kept = self.kept()
+    def _params(self, weekly: bool = False) -> dict[str, Any]:
+        kept = self._weekly_kept if weekly else self.kept()
         return {} if kept is None else {"kept": kept}
 
-    def _today(self) -> bool:
-        """Whether today's reads map the subjects not kept to ``REST``."""
-        return self.kept() is not None
+    def _today(self, weekly: bool = False) -> bool:
+        """Whether reads (of the same-hour-of-week hours) map the subjects not kept to
+        ``REST``."""
+        return self._params(weekly) != {}
 
     def held(self) -> int:
         """Tally entries this reader (and its extras) keeps between evaluations: the hourly
@@ -303,8 +293,8 @@ class WindowReader:
         return own + len(self._sum7) + len(self._sum24) + sum(x.held() for x in self._extras)
 
     def kept(self) -> list[str] | None:
-        """The subjects kept on their own today (None: every subject is)."""
-        return None if self._kept is None else self._kept[1]
+        """The subjects kept on their own at the last read (None: every subject is)."""
+        return self._kept
 
     def read(
         self,
@@ -480,7 +470,8 @@ class WindowReader:
         hours = [(end - 1 - k * WEEK_SECONDS) // HOUR * HOUR for k in range(1, weeks + 1)]
         for hour in hours:
             if hour not in self._weekly:
-                self._weekly[hour] = self._hour_tallies(conn, hour, hour + HOUR).get(hour, {})
+                tallies = self._hour_tallies(conn, hour, hour + HOUR, weekly=True)
+                self._weekly[hour] = tallies.get(hour, {})
         for hour in [h for h in self._weekly if h not in hours]:
             del self._weekly[hour]
         if self._weekly_out is not None and self._weekly_out[0] == hours:
@@ -505,13 +496,16 @@ class WindowReader:
             self._hours[h] = {}
         self._hours.update(self._hour_tallies(conn, start, end))
 
-    def _hour_tallies(self, conn: Connection, start: int, end: int) -> dict[int, Tally]:
-        """Hour start -> tally of ``[start, end)``, hours without rows left out."""
+    def _hour_tallies(
+        self, conn: Connection, start: int, end: int, weekly: bool = False
+    ) -> dict[int, Tally]:
+        """Hour start -> tally of ``[start, end)``, hours without rows left out (``weekly``:
+        of same-hour-of-week hours)."""
         view = self.view
         c = view.c
         hour = (c.bucket // HOUR).label("hour")
         rejecting = view.rejecting()
-        subject = _subject(view, self._today())
+        subject = _subject(view, self._today(weekly))
         query = (
             select(hour, c.provider, subject, view.outcome, rejecting, func.sum(c.count))
             .where(
@@ -524,7 +518,7 @@ class WindowReader:
             .group_by(*view.grouped(rejecting, hour, c.provider, subject))
         )
         out: dict[int, Tally] = {}
-        for h, provider, domain, outcome, rej, n in conn.execute(query, self._params()):
+        for h, provider, domain, outcome, rej, n in conn.execute(query, self._params(weekly)):
             k = (provider, domain, view.name(outcome), int(rej))
             out.setdefault(int(h) * HOUR, {})[k] = int(n or 0)
         return out
