@@ -298,3 +298,14 @@ def test_an_exported_payload_file_is_ingested(tmp_path: Path, capsys: pytest.Cap
     assert (summary["records"], summary["events"], summary["stored"]) == (11, 10, 10)
     assert main(["ingest", "sendgrid", str(path), "--db", db, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["duplicates"] == 10
+
+
+def test_newer_bounce_fields_and_machine_opens_are_tags() -> None:
+    """bounce_classification (added to SendGrid's payload after 2021) and sg_machine_open are kept as tags."""
+    bounce = {"event": "bounce", "email": "a@example.org", "timestamp": NOW, "type": "blocked",
+              "bounce_classification": "Reputation", "reason": "554 5.7.1 blocked", "sg_event_id": "b1"}
+    (event,) = SendGridEvents().feed(bounce)
+    assert {"bounce_type:blocked", "bounce_classification:Reputation"} <= set(event.tags)
+    (opened,) = SendGridEvents().feed({"event": "open", "email": "a@example.org", "timestamp": NOW,
+                                       "sg_machine_open": True, "sg_event_id": "o1"})
+    assert "machine_open:true" in opened.tags
