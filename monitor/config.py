@@ -185,6 +185,8 @@ class WebhookSettings(_Strict):
     topic_arns: tuple[str, ...] = ()
     #: SES through SNS: confirm a subscription by fetching its SubscribeURL
     confirm_subscriptions: bool = False
+    #: SES through SNS: a PEM file pinning the signing certificate (never fetched then)
+    certificate_file: str | None = None
 
     def secret(self, name: str) -> str | None:
         """The secret, from ``secret_env`` or ``secret_file``; None when neither is set."""

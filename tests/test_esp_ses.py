@@ -252,6 +252,28 @@ def test_an_unreachable_certificate_is_retried_not_remembered() -> None:
     assert fetch.fetched == [CERT_URL, CERT_URL]
 
 
+def test_a_pinned_certificate_is_used_and_nothing_fetched(tmp_path: Path) -> None:
+    """certificate_file pins the signing certificate: its key verifies, another key's
+    signature is refused, and no certificate URL is ever fetched."""
+    pem = tmp_path / "sns.pem"
+    pem.write_bytes(_certificate(KEY))
+    fetch = Fetcher({})
+    verifier = _verifier(fetch, certificate_file=str(pem))
+    verifier.verify({}, _body(_sign(_envelope(), "2")))
+    with pytest.raises(Refused) as refused:
+        verifier.verify({}, _body(_sign(_envelope(), key=rsa.generate_private_key(65537, 2048))))
+    assert (refused.value.reason, refused.value.status, fetch.fetched) == ("bad_signature", 403, [])
+
+
+@pytest.mark.parametrize("content", [None, b"not a certificate"])
+def test_an_unreadable_pinned_certificate_is_a_config_error(tmp_path: Path, content: bytes | None) -> None:
+    pem = tmp_path / "sns.pem"
+    if content is not None:
+        pem.write_bytes(content)
+    with pytest.raises(ConfigError, match="certificate_file"):
+        _verifier(certificate_file=str(pem))
+
+
 @pytest.mark.parametrize("page", [b"garbage", b"x" * (70 << 10)])
 def test_a_certificate_that_is_not_one_is_unverifiable(page: bytes) -> None:
     """Garbage or an oversized answer at the certificate URL: refused, nothing trusted."""

@@ -11,7 +11,9 @@ says it is Amazon's), then cached.  A valid signature proves only that *some* to
 the envelope, anyone can make one: ``topic_arns`` names the ones taken.  A
 SubscriptionConfirmation is logged and, with ``confirm_subscriptions``, confirmed by
 fetching its ``SubscribeURL`` (from such a host too).  Fetching is pluggable: tests pass a
-function that serves their own self-signed certificate.
+function that serves their own self-signed certificate.  With ``certificate_file`` the
+signing certificate is pinned instead: read from that file at start and never fetched (for
+hosts whose egress is filtered, and for local load tests that sign with their own key).
 """
 
 from __future__ import annotations
@@ -100,6 +102,17 @@ def canonical(envelope: Mapping[str, Any]) -> bytes:
     return "".join(out).encode()
 
 
+def _pinned(path: str | None, name: str) -> x509.Certificate | None:
+    """The certificate of ``certificate_file``, or None when none is set."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return x509.load_pem_x509_certificate(f.read(MAX_CERT_BYTES + 1))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"webhooks.{name}.certificate_file {path}: {exc}") from None
+
+
 def _sns_time(value: Any) -> float:
     if not isinstance(value, str):
         raise ValueError("no Timestamp")
@@ -128,6 +141,7 @@ class SnsSignature:
         self.clock = clock
         self._certs: OrderedDict[str, x509.Certificate] = OrderedDict()
         self._lock = threading.Lock()
+        self.pinned = _pinned(settings.certificate_file, name)
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         try:
@@ -167,7 +181,15 @@ class SnsSignature:
             raise Refused("bad_signature", 403) from None
 
     def _certificate(self, url: str) -> x509.Certificate:
-        """The certificate at ``url``, cached; a fetch that fails is retried next time."""
+        """The pinned certificate, or the one at ``url``, cached; a fetch that fails is
+        retried next time."""
+        cert = self.pinned or self._fetched(url)
+        now = self.clock()
+        if not cert.not_valid_before_utc.timestamp() <= now <= cert.not_valid_after_utc.timestamp():
+            raise Refused("bad_signature", 403, "the signing certificate is not valid now")
+        return cert
+
+    def _fetched(self, url: str) -> x509.Certificate:
         with self._lock:
             cert = self._certs.get(url)
             if cert is not None:
@@ -185,9 +207,6 @@ class SnsSignature:
                 self._certs[url] = cert
                 while len(self._certs) > _CACHED_CERTS:
                     self._certs.popitem(last=False)
-        now = self.clock()
-        if not cert.not_valid_before_utc.timestamp() <= now <= cert.not_valid_after_utc.timestamp():
-            raise Refused("bad_signature", 403, "the signing certificate is not valid now")
         return cert
 
     def _subscription(self, envelope: Mapping[str, Any]) -> None:
