@@ -1,0 +1,413 @@
+"""Webhook load benchmark: signed SendGrid batches and SES notifications posted to ``mailmon serve``.
+
+    .venv/bin/python bench/bench_webhooks.py [--seconds 60] [--batch 100] [--concurrency 8]
+        [--rate 500] [--rate-batch 10] [--ses-every 5] [--profile]
+
+Starts ``mailmon serve`` as a subprocess on a free loopback port over a fresh SQLite
+database in ``bench/out/``, with ``[webhooks.sendgrid]`` (a throw-away ECDSA P-256 key,
+its public half in a secret file) and ``[webhooks.ses]`` (a throw-away RSA key whose
+self-signed certificate is pinned with ``certificate_file``, so nothing is fetched).
+This process signs every request as the providers do (SendGrid: ECDSA over timestamp +
+raw body; SNS: signature version 2 over the canonical string) and posts over real HTTP
+with httpx (async, keep-alive).  Every ``--ses-every``-th request is one SES ``Delivery``
+notification in its SNS envelope; the others are SendGrid batches (``processed``,
+``delivered`` and some ``open`` events, each with its own ``sg_event_id``).
+
+Two phases of ``--seconds`` each:
+
+1. **throughput**: ``--concurrency`` clients post back to back, SendGrid batches of
+   ``--batch`` events; events/s accepted (acknowledged by a 200) is the figure judged.
+2. **latency**: an open loop posting ``--rate`` requests/s (SendGrid batches of
+   ``--rate-batch``) on a fixed schedule, whatever the answers; each latency runs from
+   the request's scheduled time to its answer (so a stall counts for every request it
+   delays).  p50 / p99 / max; p99 is judged.
+
+Then serve is stopped (SIGTERM) and the ``events`` table is counted: it must hold exactly
+the events the 200 answers acknowledged (their ``events`` field), no more (nothing
+stored twice, nothing from a refused request) and no fewer (nothing acknowledged lost).
+Targets: >= 5,000 events/s in batches; p99 < 100 ms at 500 requests/s; zero lost.  A
+missed target prints MISSED and still exits 0.  ``--profile`` then runs the endpoint's
+storing half (parse, pipeline, one commit per request) under cProfile in this process on
+200 batches and prints where the time went.
+Everything is written to ``bench/out/webhooks.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import itertools
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+OUT = BENCH / "out"
+sys.path.insert(0, str(REPO))
+
+from monitor.collectors.esp.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER  # noqa: E402
+from monitor.collectors.esp.sns import canonical  # noqa: E402
+
+EVENTS_PER_SECOND_TARGET = 5000.0
+P99_TARGET_SECONDS = 0.100
+TOPIC = "arn:aws:sns:us-east-1:123456789012:bench-ses-events"
+CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-bench.pem"
+DOMAINS = ["gmail.com", "outlook.com", "yahoo.com", "icloud.com",
+           *(f"corp{i}.example" for i in range(40))]  # fmt: skip
+
+
+class Signer:
+    """Throw-away keys; signed SendGrid batches and SNS envelopes with unique event ids."""
+
+    def __init__(self, out: Path) -> None:
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        der = self.ec.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.sendgrid_key = out / "webhooks-sendgrid.key"
+        self.sendgrid_key.write_text(base64.b64encode(der).decode() + "\n")
+        now = datetime.now(UTC)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(self.rsa.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+                .sign(self.rsa, hashes.SHA256()))  # fmt: skip
+        self.certificate = out / "webhooks-sns.pem"
+        self.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.ids = itertools.count(1)
+
+    def sendgrid(self, events: int) -> tuple[str, bytes, dict[str, str]]:
+        """A batch of ``events``: per message processed, delivered, and every third an open."""
+        now = int(time.time())
+        batch: list[dict[str, Any]] = []
+        while len(batch) < events:
+            n = next(self.ids)
+            rcpt = f"user{n}@{DOMAINS[n % len(DOMAINS)]}"
+            common = {"email": rcpt, "smtp-id": f"<b{n}@app.example>",
+                      "sg_message_id": f"sg{n}.filter0001.1.0", "category": ["newsletter"]}  # fmt: skip
+            kinds = ["processed", "delivered", "open"] if n % 3 == 0 else ["processed", "delivered"]
+            for kind in kinds[: events - len(batch)]:
+                event = common | {"event": kind, "timestamp": now, "sg_event_id": f"e{n}-{kind}"}
+                if kind == "delivered":
+                    event["response"] = "250 2.0.0 OK 1700000000 a1si123 - gsmtp"
+                batch.append(event)
+        body = json.dumps(batch).encode()
+        signature = self.ec.sign(str(now).encode() + body, ec.ECDSA(hashes.SHA256()))
+        headers = {SIGNATURE_HEADER: base64.b64encode(signature).decode(),
+                   TIMESTAMP_HEADER: str(now), "content-type": "application/json"}  # fmt: skip
+        return "/webhooks/sendgrid", body, headers
+
+    def ses(self) -> tuple[str, bytes, dict[str, str]]:
+        """One SES Delivery event in its SNS envelope, signed (version 2)."""
+        n = next(self.ids)
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        rcpt = f"user{n}@{DOMAINS[n % len(DOMAINS)]}"
+        message = {
+            "eventType": "Delivery",
+            "mail": {"timestamp": now, "source": "news@app.example", "messageId": f"ses-{n}",
+                     "destination": [rcpt], "tags": {"campaign": ["bench"]}},
+            "delivery": {"timestamp": now, "recipients": [rcpt], "processingTimeMillis": 512,
+                         "smtpResponse": "250 2.6.0 Message received",
+                         "reportingMTA": "a8-1.smtp-out.amazonses.com"},
+        }  # fmt: skip
+        envelope = {"Type": "Notification", "MessageId": f"sns-{n}", "TopicArn": TOPIC,
+                    "Message": json.dumps(message), "Timestamp": now, "SignatureVersion": "2",
+                    "SigningCertURL": CERT_URL}  # fmt: skip
+        signature = self.rsa.sign(canonical(envelope), padding.PKCS1v15(), hashes.SHA256())
+        envelope["Signature"] = base64.b64encode(signature).decode()
+        return "/webhooks/ses", json.dumps(envelope).encode(), {"content-type": "text/plain"}
+
+    def request(self, i: int, batch: int, ses_every: int) -> tuple[str, bytes, dict[str, str]]:
+        return self.ses() if ses_every and i % ses_every == ses_every - 1 else self.sendgrid(batch)
+
+
+class Tally:
+    """Per phase: (latency, status, events acknowledged) of every request."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[float, int, int]] = []
+        self.errors: dict[str, int] = {}
+
+    def add(self, latency: float, response: httpx.Response | None, error: str = "") -> None:
+        if response is None:
+            self.errors[error] = self.errors.get(error, 0) + 1
+            self.results.append((latency, 0, 0))
+            return
+        events = int(response.json().get("events", 0)) if response.status_code == 200 else 0
+        self.results.append((latency, response.status_code, events))
+
+    def summary(self, wall: float) -> dict[str, Any]:
+        latencies = sorted(r[0] for r in self.results)
+        acked = sum(r[2] for r in self.results)
+        statuses: dict[str, int] = {}
+        for _, status, _ in self.results:
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+        return {
+            "requests": len(self.results), "statuses": statuses, "transport_errors": self.errors,
+            "events_acknowledged": acked, "seconds": round(wall, 2),
+            "requests_per_second": round(len(self.results) / wall, 1),
+            "events_per_second": round(acked / wall, 1),
+            "latency_p50_ms": round(1000 * percentile(latencies, 0.50), 1),
+            "latency_p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+            "latency_max_ms": round(1000 * (latencies[-1] if latencies else 0.0), 1),
+        }  # fmt: skip
+
+
+def percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+
+
+async def post(client: httpx.AsyncClient, request: tuple[str, bytes, dict[str, str]],
+               tally: Tally, since: float) -> None:  # fmt: skip
+    path, body, headers = request
+    try:
+        response = await client.post(path, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        tally.add(time.perf_counter() - since, None, type(exc).__name__)
+        return
+    tally.add(time.perf_counter() - since, response)
+
+
+async def throughput(base: str, signer: Signer, args: argparse.Namespace) -> dict[str, Any]:
+    """``--concurrency`` clients posting back to back for ``--seconds``."""
+    tally, counter = Tally(), itertools.count()
+    limits = httpx.Limits(max_connections=args.concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60.0) as client:
+        started = time.perf_counter()
+        deadline = started + args.seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                request = signer.request(next(counter), args.batch, args.ses_every)
+                await post(client, request, tally, time.perf_counter())
+
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        return tally.summary(time.perf_counter() - started)
+
+
+async def latency(base: str, signer: Signer, args: argparse.Namespace) -> dict[str, Any]:
+    """An open loop: request i is due at start + i / rate; its latency counts from then.  A
+    request due while ``--max-connections`` are still unanswered is not sent (counted as
+    ``not_sent``: the server is saturated), so an overloaded run ends on time."""
+    tally = Tally()
+    limits = httpx.Limits(max_connections=args.max_connections)
+    total = int(args.rate * args.seconds)
+    in_flight: set[asyncio.Task[None]] = set()
+    not_sent = 0
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60.0) as client:
+        started = time.perf_counter()
+        for i in range(total):
+            due = started + i / args.rate
+            request = signer.request(i, args.rate_batch, args.ses_every)  # signed ahead of time
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if len(in_flight) >= args.max_connections:
+                not_sent += 1
+                continue
+            task = asyncio.create_task(post(client, request, tally, due))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await asyncio.gather(*in_flight)
+        summary = tally.summary(time.perf_counter() - started)
+    summary["not_sent"] = not_sent
+    return summary
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mailmon serve exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (OSError, urllib.error.URLError):
+            time.sleep(0.1)
+    raise RuntimeError(f"mailmon serve not answering {url} after {timeout:.0f} s")
+
+
+def write_config(out: Path, signer: Signer, db: Path, port: int) -> Path:
+    config = out / "webhooks.toml"
+    config.write_text(
+        "# the webhook load benchmark's config (bench/bench_webhooks.py)\n"
+        f'[database]\nurl = "sqlite:///{db}"\n\n'
+        f'[service]\nlisten_host = "127.0.0.1"\nlisten_port = {port}\n\n'
+        "[providers]\nresolve_mx = false\n\n"
+        f'[webhooks.sendgrid]\nsecret_file = "{signer.sendgrid_key}"\n\n'
+        f'[webhooks.ses]\ntopic_arns = ["{TOPIC}"]\ncertificate_file = "{signer.certificate}"\n'
+    )
+    return config
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # uvicorn's graceful shutdown
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "webhooks.db"
+    for stale in out.glob("webhooks.db*"):
+        stale.unlink()
+    signer = Signer(out)
+    port = free_port()
+    config = write_config(out, signer, db, port)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAILMON_DB_URL", "MAILMON_CONFIG")}
+    env |= {"MAILMON_RESOLVE_MX": "0", "MAILMON_DATA_DIR": str(out)}
+    command = [sys.executable, "-m", "monitor", "serve", "--config", str(config)]
+    base = f"http://127.0.0.1:{port}"
+    report: dict[str, Any] = {"command": command, "config": config.read_text(),
+                              "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+    with open(out / "webhooks-serve.log", "wb") as serve_log:
+        proc = subprocess.Popen(command, stdout=serve_log, stderr=subprocess.STDOUT, env=env,
+                                cwd=REPO)  # fmt: skip
+    try:
+        wait_ready(f"{base}/healthz", proc)
+        print(f"throughput: {args.concurrency} clients, SendGrid batches of {args.batch}, "
+              f"every {args.ses_every}th request one SES notification, {args.seconds:.0f} s ...",
+              flush=True)  # fmt: skip
+        report["throughput"] = asyncio.run(throughput(base, signer, args))
+        print_phase("throughput", report["throughput"])
+        print(f"latency: {args.rate} requests/s, SendGrid batches of {args.rate_batch}, "
+              f"{args.seconds:.0f} s ...", flush=True)  # fmt: skip
+        report["latency"] = asyncio.run(latency(base, signer, args))
+        print_phase("latency", report["latency"])
+    finally:
+        stop(proc)
+    report["serve_exit"] = proc.returncode
+    acked = sum(report[p]["events_acknowledged"] for p in ("throughput", "latency"))
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    report["events_acknowledged"] = acked
+    report["events_stored"] = stored
+    report["events_lost"] = max(0, acked - stored)
+    if args.profile:
+        report["profile"] = profile_ingest(signer, out, args.batch, 200)
+    return report
+
+
+def profile_ingest(signer: Signer, out: Path, batch: int, requests: int, top: int = 25) -> list[str]:
+    """cProfile of the endpoint's storing half (what serve runs in its thread pool for each
+    request, after the signature check) over ``requests`` SendGrid batches, in this process:
+    a profiler attached to serve sees only its event loop thread."""
+    import cProfile
+    import io
+    import pstats
+
+    from prometheus_client import CollectorRegistry
+
+    from monitor.collectors.esp.base import webhooks
+    from monitor.metrics import Metrics
+    from monitor.pipeline import Pipeline
+    from monitor.service.hook import SourceEndpoint
+    from monitor.store import Store
+
+    for stale in out.glob("webhooks-profile.db*"):
+        stale.unlink()
+    bodies = [signer.sendgrid(batch)[1] for _ in range(requests)]
+    with Store.open(f"sqlite:///{out / 'webhooks-profile.db'}") as store:
+        metrics = Metrics(CollectorRegistry())
+        hook = webhooks()["sendgrid"]
+        endpoint = SourceEndpoint(Pipeline(store, metrics=metrics), metrics, hook.source(),
+                                  hook.split, path="/webhooks/sendgrid")  # fmt: skip
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        for body in bodies:
+            endpoint._ingest(body)
+        profiler.disable()
+        wall = time.perf_counter() - started
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    head = f"-- profile: {requests} batches of {batch}: {1000 * wall / requests:.1f} ms each (profiled)"
+    return [head, *text.getvalue().splitlines()]
+
+
+def judge(report: dict[str, Any]) -> list[str]:
+    t, lat = report["throughput"], report["latency"]
+    verdicts = [
+        ("events/s in batches", t["events_per_second"] >= EVENTS_PER_SECOND_TARGET,
+         f"{t['events_per_second']:,.0f} (target >= {EVENTS_PER_SECOND_TARGET:,.0f})"),
+        (f"p99 at {report['args']['rate']} requests/s",
+         lat["latency_p99_ms"] < 1000 * P99_TARGET_SECONDS and not lat["not_sent"],
+         f"{lat['latency_p99_ms']:.1f} ms (target < {1000 * P99_TARGET_SECONDS:.0f} ms), "
+         f"{lat['requests_per_second']:.0f} requests/s answered, {lat['not_sent']:,} not sent "
+         "(server saturated)"),
+        ("events lost", report["events_lost"] == 0 and report["events_stored"] == report["events_acknowledged"],
+         f"{report['events_stored']:,} stored / {report['events_acknowledged']:,} acknowledged"),
+    ]  # fmt: skip
+    return [f"{'ok    ' if ok else 'MISSED'} {name}: {text}" for name, ok, text in verdicts]
+
+
+def print_phase(phase: str, p: dict[str, Any]) -> None:
+    print(f"{phase:<10} {p['requests']:>7,} requests {p['requests_per_second']:>8,.1f}/s "
+          f"{p['events_per_second']:>9,.1f} events/s  p50 {p['latency_p50_ms']:.1f} ms  "
+          f"p99 {p['latency_p99_ms']:.1f} ms  max {p['latency_max_ms']:.1f} ms  "
+          f"statuses {p['statuses']} {p['transport_errors'] or ''}"
+          f"{' not sent: ' + str(p['not_sent']) if p.get('not_sent') else ''}", flush=True)  # fmt: skip
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print()
+    for phase in ("throughput", "latency"):
+        print_phase(phase, report[phase])
+    for line in report.get("profile", []):
+        print(line)
+    for line in report["verdicts"]:
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each phase")
+    parser.add_argument("--batch", type=int, default=100, help="SendGrid events per batch (throughput)")
+    parser.add_argument("--concurrency", type=int, default=8, help="clients in the throughput phase")
+    parser.add_argument("--rate", type=float, default=500.0, help="requests/s in the latency phase")
+    parser.add_argument("--rate-batch", type=int, default=10, help="SendGrid events per batch (latency)")
+    parser.add_argument("--max-connections", type=int, default=256, help="client connections (latency)")
+    parser.add_argument("--ses-every", type=int, default=5, help="every Nth request is an SES one (0: none)")
+    parser.add_argument("--out", type=Path, default=OUT, help="where the database and report go")
+    parser.add_argument("--profile", action="store_true",
+                        help="then profile the storing of SendGrid batches in this process")
+    args = parser.parse_args(argv)
+    report = bench(args)
+    report["verdicts"] = judge(report)
+    print_report(report)
+    (args.out / "webhooks.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
