@@ -14,10 +14,16 @@ us with ``421 4.7.28 ... unusual rate of unsolicited mail`` in the 5 minutes bef
 while outlook.test stays fine, then one line at ``M`` that moves the newest minute on.
 For the recovery, gmail.test accepts everything in the minutes after ``M`` and a last line
 at ``M + 5 min`` moves the short window entirely past the rejections.
+
+Meanwhile badly signed SendGrid webhooks are posted to ``POST /webhooks/sendgrid`` (the
+service has a real key configured): they are refused, counted in
+``mailmon_events_rejected_total{reason="bad_signature"}``, and that real metric makes
+``MailmonWebhookAuthFailures`` reach the chat receiver.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -26,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -37,6 +44,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from servers.prometheus import free_port as _free_port
 from servers.prometheus import get as _get
 from servers.prometheus import prometheus_config
@@ -51,6 +60,8 @@ ALERTS = ROOT / "alerts"
 ALERT = "MailmonDomainRejecting"
 BAD, GOOD = "gmail.test", "outlook.test"
 FOR = "5s"  # the test copy's `for:` of MailmonDomainRejecting (alerts/: 3m)
+AUTH_ALERT = "MailmonWebhookAuthFailures"
+AUTH_FOR = "2s"  # the test copy's `for:` of MailmonWebhookAuthFailures (alerts/: 10m)
 
 RELAYS = {
     BAD: "gmail-smtp-in.l.google.com[142.250.1.26]:25",
@@ -153,18 +164,19 @@ def _append(log: Path, lines: list[tuple[float, str]]) -> None:
 def _prometheus_config(tmp: Path, mailmon: int, alertmanager: int) -> Path:
     shutil.copy(ALERTS / "recording.rules.yml", tmp / "recording.rules.yml")
     rules = yaml.safe_load((ALERTS / "mailmon.rules.yml").read_text())
-    found = 0
+    found = []
     for group in rules["groups"]:
         for rule in group["rules"]:
-            if rule.get("alert") == ALERT:
-                # TEST COPY: only the timing of MailmonDomainRejecting differs from alerts/:
-                # `for: 3m` -> 5s, and its group's `interval: 1m` -> 1s (with 1m, Prometheus
-                # would evaluate it once a minute and `for:` alone would not make it fast).
-                # Expression, labels and annotations are the real ones.
-                rule["for"] = FOR
+            if rule.get("alert") in (ALERT, AUTH_ALERT):
+                # TEST COPY: only the timing of MailmonDomainRejecting and
+                # MailmonWebhookAuthFailures differs from alerts/: `for: 3m` -> 5s, `for: 10m`
+                # -> 2s, and their groups' `interval: 1m` -> 1s (with 1m, Prometheus would
+                # evaluate them once a minute and `for:` alone would not make them fast).
+                # Expressions, labels and annotations are the real ones.
+                rule["for"] = FOR if rule["alert"] == ALERT else AUTH_FOR
                 group["interval"] = "1s"
-                found += 1
-    assert found == 1, f"{ALERT} not found exactly once in alerts/mailmon.rules.yml"
+                found.append(rule["alert"])
+    assert sorted(found) == sorted([ALERT, AUTH_ALERT]), f"in alerts/mailmon.rules.yml: {found}"
     (tmp / "mailmon.rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
     return prometheus_config(tmp, ["recording.rules.yml", "mailmon.rules.yml"], mailmon, alertmanager)
 
@@ -193,6 +205,34 @@ def _alertmanager_config(tmp: Path, hook: str) -> Path:
     path = tmp / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+# ---------------------------------------------------------------------------- webhooks
+
+
+def _sendgrid_key(tmp: Path) -> Path:
+    """The public half of a fresh SendGrid signing key, as ``secret_file``."""
+    public = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    path = tmp / "sendgrid.key"
+    path.write_text(base64.b64encode(public).decode() + "\n")
+    return path
+
+
+def _post_forged(base: str, n: int) -> None:
+    """``n`` SendGrid batches signed with another key than the configured one: each is 403."""
+    other = ec.generate_private_key(ec.SECP256R1())
+    for i in range(n):
+        stamp = str(int(time.time()))
+        body = json.dumps([{"event": "delivered", "email": f"r{i}@example.org",
+                            "timestamp": int(stamp), "sg_event_id": f"forged{i}"}]).encode()
+        signature = other.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        request = urllib.request.Request(f"{base}/webhooks/sendgrid", data=body, method="POST", headers={
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": stamp, "Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403, refused.value.code
 
 
 # ---------------------------------------------------------------------------- the test
@@ -240,6 +280,7 @@ def test_domain_rejecting_pages_and_resolves(tmp_path: Path, stack: ExitStack) -
         f'[[logs]]\nkind = "postfix"\npath = "{maillog}"\npoll_interval_seconds = 0.1\n'
         f'[metrics]\ndomains = ["{BAD}", "{GOOD}"]\n'
         "[rollup]\ninterval_seconds = 1\n"  # the smallest the config allows
+        f'[webhooks.sendgrid]\nsecret_file = "{_sendgrid_key(tmp_path)}"\n'
     )
     prom_yml = _prometheus_config(tmp_path, ports["mailmon"], ports["alertmanager"])
     am_yml = _alertmanager_config(tmp_path, hook.url)
@@ -267,6 +308,12 @@ def test_domain_rejecting_pages_and_resolves(tmp_path: Path, stack: ExitStack) -
 
     _wait("mailmon /healthz", lambda: b'"ok"' in _get(f"{mm}/healthz"), 30, logs)
     _wait("Alertmanager /-/ready", lambda: _get(f"{am}/-/ready") is not None, 30, logs)
+
+    # --- forged webhooks: one, so that Prometheus has the series from a low value, then more
+    _post_forged(mm, 1)
+    rejected = 'mailmon_events_rejected_total{source="sendgrid",reason="bad_signature"}'
+    _wait(f"Prometheus scraped {rejected}", lambda: query(rejected), 30, logs)
+    _post_forged(mm, 15)
 
     # --- traffic through the followed Postfix log, in event time
     started = time.monotonic()
@@ -323,6 +370,18 @@ def test_domain_rejecting_pages_and_resolves(tmp_path: Path, stack: ExitStack) -
     assert query(f'mailmon_domain_rejecting{{domain="{GOOD}"}} == 0'), "outlook.test not scraped"
     assert not query(f'ALERTS{{alertname="{ALERT}",domain="{GOOD}"}}')
     assert not [a for _, a in hook.alerts(ALERT) if a["labels"].get("domain") != BAD]
+
+    # the forged webhooks, from the real counter: a warning for sendgrid, to the chat receiver
+    receiver, alert = _wait(
+        f"webhook got a firing {AUTH_ALERT} for sendgrid",
+        lambda: [(r, a) for r, a in hook.alerts(AUTH_ALERT) if a["status"] == "firing"],
+        60,
+        logs,
+    )[0]
+    assert receiver == "chat", receiver
+    assert alert["labels"] == {"alertname": AUTH_ALERT, "severity": "warning", "source": "sendgrid"}
+    assert alert["annotations"]["summary"].endswith(
+        "sendgrid webhook calls failed authentication in 15 minutes"), alert["annotations"]
 
     # --- recovery: gmail.test accepts again after M; the last line, at M + 5 min, moves the
     # short window (the 5 minutes before the newest minute) past every rejection.
