@@ -62,6 +62,8 @@ class ServiceConfig(_Strict):
     max_body_bytes: int = Field(10 << 20, ge=1024, le=1 << 30)
     max_connections: int = Field(512, ge=1, le=100_000)
     hook_token_file: str | None = None  # the log hook's bearer token (MAILMON_HOOK_TOKEN wins)
+    #: with it, the log hook also takes HTTP Basic auth: this user, the hook token as password
+    hook_username: str | None = Field(None, min_length=1, pattern=r"^[^:]+$")
     # Names what this process reads (its followed files' checkpoints, its log parsers'
     # state): several instances share one database without sharing a key.
     instance: str = Field(

@@ -4,6 +4,7 @@ token, body cap and per-record handling, slow clients, /healthz per source."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ from servers.prometheus import free_port
 
 RECORDS = (Path(__file__).parent / "data" / "kumomta" / "records.jsonl").read_text().splitlines()
 TOKEN = "hook-t0ken-5e4f3a2b1c"
+USERNAME = "kumomta"
 TIMEOUT = 1.0  # request_timeout_seconds of the served fixture
 CAP = 65536  # max_body_bytes of the served fixture
 CONNECTIONS = 8  # max_connections of the served fixture
@@ -65,14 +67,15 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`mailmon serve` with a hook token file, a 64 KiB body cap, a 1 s request deadline and
-    at most 8 connections."""
+    """`mailmon serve` with a hook token file (and a username for Basic auth), a 64 KiB body
+    cap, a 1 s request deadline and at most 8 connections."""
     tmp = tmp_path_factory.mktemp("guard")
     (tmp / "token").write_text(TOKEN + "\n")
     port = free_port()
     (tmp / "mailmon.toml").write_text(
         f'[database]\nurl = "sqlite:///{tmp / "m.db"}"\n'
         f'[service]\nlisten_port = {port}\nhook_token_file = "{tmp / "token"}"\n'
+        f'hook_username = "{USERNAME}"\n'
         f"max_body_bytes = {CAP}\nrequest_timeout_seconds = {TIMEOUT}\n"
         f"max_connections = {CONNECTIONS}\n"
     )
@@ -172,6 +175,27 @@ def test_hook_without_the_right_token_is_refused_and_counted(served: str) -> Non
     ok = httpx.post(hook, content="\n".join(RECORDS), timeout=5,
                     headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
     assert ok.status_code == 200 and ok.json()["events"] == 7
+
+
+def test_hook_takes_basic_auth_with_the_configured_username(served: str) -> None:
+    """hook_username: Basic USERNAME:TOKEN is taken (an array of records, any scheme case) as
+    Bearer TOKEN is; a wrong password, another user or the token without the user: 401, counted."""
+    key = 'mailmon_events_rejected_total{reason="bad_auth",source="kumomta"}'
+    before = _metric(served, key) or 0.0
+    hook = f"{served}/ingest/kumomta"
+
+    def basic(user: str, password: str, scheme: str = "Basic") -> dict[str, str]:
+        return {"Authorization": f"{scheme} " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    for headers in (basic(USERNAME, TOKEN[:-1] + "x"), basic("other", TOKEN),
+                    {"Authorization": "Basic " + base64.b64encode(TOKEN.encode()).decode()}):
+        refused = httpx.post(hook, content=RECORDS[0], timeout=5, headers=headers)
+        assert refused.status_code == 401 and TOKEN not in refused.text
+    assert _metric(served, key) == before + 3
+    array = "[" + ",".join(RECORDS[:2]) + "]"
+    for headers in (basic(USERNAME, TOKEN), basic(USERNAME, TOKEN, "basic")):
+        ok = httpx.post(hook, content=array, timeout=5, headers=headers)
+        assert ok.status_code == 200 and ok.json()["records"] == 2, ok.text
 
 
 def test_a_body_over_the_cap_is_refused_without_reading_the_rest(served: str) -> None:

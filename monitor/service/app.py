@@ -193,15 +193,17 @@ def create_app(
     pipeline: Pipeline | None = None,
     store: Store | None = None,
     hook_token: str | None = None,
+    hook_username: str | None = None,
     max_body_bytes: int = MAX_HOOK_BODY_BYTES,
     endpoints: Sequence[SourceEndpoint] = (),
 ) -> Starlette:
     """The service's app: ``/metrics``; with a ``store``, its health and ``/api/incidents``;
     with a ``pipeline``, KumoMTA's log hook at ``POST /ingest/kumomta`` (``hook_token``
-    makes it require ``Authorization: Bearer TOKEN``); each of ``endpoints`` at its path."""
+    makes it require ``Authorization: Bearer TOKEN``, or Basic ``hook_username:TOKEN`` when
+    a username is given); each of ``endpoints`` at its path."""
     components: list[Component] = [MetricsRoutes(metrics), StoreRoutes(store)]
     if pipeline is not None:
-        components.append(kumomta_hook(pipeline, metrics, token=hook_token,
+        components.append(kumomta_hook(pipeline, metrics, token=hook_token, username=hook_username,
                                        max_body_bytes=max_body_bytes))  # fmt: skip
     else:
         components.append(_NoPipeline())

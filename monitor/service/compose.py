@@ -73,7 +73,8 @@ class Service:
         self.app: Starlette = create_app(
             self.metrics, health=self.follower.health, pipeline=self.http_pipeline, store=store,
             endpoints=webhook_endpoints(config, self.http_pipeline, self.metrics),
-            hook_token=hook_token, max_body_bytes=config.service.max_body_bytes,
+            hook_token=hook_token, hook_username=config.service.hook_username,
+            max_body_bytes=config.service.max_body_bytes,
         )  # fmt: skip
         self._thread: threading.Thread | None = None
 

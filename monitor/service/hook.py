@@ -4,8 +4,9 @@
 ``split`` function finds in a request body, and runs them through the driver.  KumoMTA's
 log hook (``POST /ingest/kumomta``, :func:`kumomta_hook`) is one: a request carries one
 JSON log record, an array of them, or one per line.  With a token
-configured, a request without ``Authorization: Bearer TOKEN`` is refused (401) before its body
-is read.  The body is read as it arrives and refused (413) as soon as it passes the cap.  Each
+configured, a request without ``Authorization: Bearer TOKEN`` (or, with a username configured,
+``Authorization: Basic base64(USERNAME:TOKEN)``) is refused (401) before its body is read.
+The body is read as it arrives and refused (413) as soon as it passes the cap.  Each
 record is handled on its own: one the source does not understand (for KumoMTA: not JSON,
 nested too deeply, holding a NUL character, not a log record) is counted and skipped, and
 the records next to it are stored; one the pipeline refuses (dated too far ahead) is
@@ -19,6 +20,7 @@ Responses: 200 / 400 ``{"records", "events", "rejected", "problems": {why: count
 
 from __future__ import annotations
 
+import base64
 import collections
 import hmac
 import logging
@@ -63,10 +65,11 @@ def _lock_of(pipeline: Pipeline) -> threading.Lock:
 
 
 def kumomta_hook(pipeline: Pipeline, metrics: Metrics, *, token: str | None = None,
+                 username: str | None = None,
                  max_body_bytes: int = MAX_HOOK_BODY_BYTES) -> SourceEndpoint:  # fmt: skip
     """KumoMTA's HTTP log hook, for ``POST /ingest/kumomta``."""
     return SourceEndpoint(pipeline, metrics, KumoRecords(), split_records, name="hook",
-                          path="/ingest/kumomta", token=token,
+                          path="/ingest/kumomta", token=token, username=username,
                           max_body_bytes=max_body_bytes)  # fmt: skip
 
 
@@ -88,6 +91,7 @@ class SourceEndpoint:
         path: str,
         name: str | None = None,
         token: str | None = None,
+        username: str | None = None,
         verifier: Verifier | None = None,
         max_body_bytes: int = MAX_HOOK_BODY_BYTES,
     ) -> None:
@@ -101,6 +105,11 @@ class SourceEndpoint:
         #: its part of /healthz
         self.name = name or f"ingest:{source.kind}"
         self.token = token.encode() if token else None
+        # The Authorization values taken, whole: a bearer token, and Basic with a username.
+        self.accepted = [b"Bearer " + self.token] if self.token else []
+        if self.token and username:
+            pair = base64.b64encode(username.encode() + b":" + self.token)
+            self.accepted.append(b"Basic " + pair)
         self.verifier = verifier
         self.max_body_bytes = max_body_bytes
         # The pipeline batches: one request at a time fills it, whichever endpoint takes it.
@@ -125,7 +134,7 @@ class SourceEndpoint:
     async def handle(self, request: Request) -> Response:
         if self.token is not None and not self._authorized(request):
             await self._reject("bad_auth")
-            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
+            return JSONResponse({"error": "missing or wrong credentials"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         try:
             body = await self._read_body(request)
@@ -160,11 +169,13 @@ class SourceEndpoint:
         return JSONResponse(answer)
 
     def _authorized(self, request: Request) -> bool:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        assert self.token is not None
-        # Constant time: the comparison must not tell how much of a guess was right.
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                                  self.token)
+        scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+        # The scheme is case-insensitive (RFC 9110 section 11.1), the credential is not.
+        presented = f"{scheme.capitalize()} {given.strip()}".encode("utf-8", "replace")
+        matched = False
+        for expected in self.accepted:  # constant time, every one compared: nothing to time
+            matched |= hmac.compare_digest(presented, expected)
+        return matched
 
     async def _read_body(self, request: Request) -> bytes | None:
         """The body, or None once it passes the cap (the rest is never read); ClientDisconnect."""
