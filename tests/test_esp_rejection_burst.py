@@ -13,13 +13,20 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from esp_http import served
+from esp_http import Served
+from prometheus_client import CollectorRegistry
 
 from monitor.cli import main
 from monitor.collectors.esp.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from monitor.config import Config, WebhookSettings
+from monitor.config import Config, ProvidersConfig, WebhookSettings
+from monitor.metrics import Metrics
+from monitor.pipeline import Pipeline
+from monitor.providers import resolver_for
 from monitor.rollup.configured import engine_for
 from monitor.rollup.incidents import list_incidents
+from monitor.service.app import create_app
+from monitor.service.webhooks import webhook_endpoints
+from monitor.store import Store
 
 REPUTATION = ("550 5.7.1 [192.0.2.10] Our system has detected that this message is likely "
               "suspicious due to the very low reputation of the sending domain. To best protect "
@@ -48,7 +55,8 @@ def test_a_signed_rejection_burst_opens_domain_rejecting(tmp_path: Path, monkeyp
     public = private.public_key().public_bytes(serialization.Encoding.DER,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
     monkeypatch.setenv("SENDGRID_KEY", base64.b64encode(public).decode())
-    config = Config(webhooks={"sendgrid": WebhookSettings(secret_env="SENDGRID_KEY")})
+    config = Config(webhooks={"sendgrid": WebhookSettings(secret_env="SENDGRID_KEY")},
+                    providers=ProvidersConfig(resolve_mx=False))
     at = (time.time() // 300) * 300  # the rollup evaluates at a 5-minute boundary
     events: list[dict[str, Any]] = []
     n = 0
@@ -61,7 +69,11 @@ def test_a_signed_rejection_burst_opens_domain_rejecting(tmp_path: Path, monkeyp
         events += _message(n, at - 290 + i * 7, BAD, "receipts", blocked=i % 4 != 0)
         n += 1
         events += _message(n, at - 290 + i * 7, GOOD, "receipts")
-    with served(tmp_path, config) as app:
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        # as serve builds it: the provider resolver of the config (its domain rules; no DNS)
+        metrics = Metrics(CollectorRegistry())
+        pipeline = Pipeline(store, resolver=resolver_for(config, store), metrics=metrics)
+        app = Served(store, metrics, create_app(metrics, endpoints=webhook_endpoints(config, pipeline, metrics)))
         for start in range(0, len(events), 100):  # batches, as SendGrid posts them
             body = json.dumps(events[start:start + 100]).encode()
             stamp = str(int(time.time()))
@@ -73,12 +85,15 @@ def test_a_signed_rejection_burst_opens_domain_rejecting(tmp_path: Path, monkeyp
         assert app.store.count("events") == len(events)
 
         evaluation = engine_for(config, app.store).evaluate(at)
-        opened = {(kind, subject) for kind, _, subject in evaluation.incidents_opened}
-        # the categories are streams to the detectors too: the burst's stream is named
-        assert opened == {("domain_rejecting", BAD), ("stream_rejecting", "receipts")}, opened
+        opened = set(evaluation.incidents_opened)
+        # the domain, its provider, and the category the burst was sent in (a stream)
+        assert {(kind, subject) for kind, _, subject in opened} == {
+            ("domain_rejecting", BAD), ("provider_rejecting", ""), ("stream_rejecting", "receipts")
+        }, opened
+        assert ("domain_rejecting", "google", BAD) in opened and ("provider_rejecting", "google", "") in opened
         with app.store.engine.connect() as conn:
             incident = next(r for r in list_incidents(conn) if r["kind"] == "domain_rejecting")
-        assert incident["domain"] == BAD
+        assert (incident["provider"], incident["domain"]) == ("google", BAD)
         short = incident["evidence"]["windows"]["5m"]
         assert (short["attempts"], short["rejecting"], short["bounced"]) == (40, 30, 30)
         assert incident["evidence"]["top_reasons"][0]["reason"] == "badreputation"
