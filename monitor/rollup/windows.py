@@ -17,10 +17,8 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     and_,
-    bindparam,
     case,
     func,
-    literal,
     or_,
     select,
 )
@@ -29,6 +27,32 @@ from monitor.rollup.choice import Choice
 from monitor.rollup.counts import ATTEMPT_OUTCOMES as _ATTEMPT_OUTCOMES
 from monitor.rollup.counts import OUTCOMES as _OUTCOMES
 from monitor.rollup.counts import Counts
+from monitor.rollup.scan import (
+    BASELINE,
+    BASELINE_SECONDS,
+    HOUR,
+    REST,
+    SHORT,
+    SHORTER,
+    WEEK_SECONDS,
+    WEEKLY,
+    WEEKLY_MIN,
+    WINDOWS,
+    Tally,
+    add_tally,
+    align,
+    baseline_of,
+    bump,
+    ceil_hour,
+    merge,
+    merge_tally,
+    scan,
+    scan_query,
+    subject_of,
+    window_counts,
+    window_sums,
+    with_baselines,
+)
 from monitor.rollup.views import RECIPIENT_DOMAINS, Key, View
 from monitor.store.schema import BUCKET_SECONDS
 
@@ -49,151 +73,6 @@ __all__ = [
     "window_counts",
     "with_baselines",
 ]
-
-#: Window name -> length in seconds; ``SHORT`` is the one detectors judge.
-WINDOWS: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600, "24h": 86400}
-SHORT = "5m"
-#: The baseline: the trailing 7 days before ``at``, without the short window; for a
-#: longer window ``w``, ``baseline_<w>`` leaves that window out (``baseline_of``).
-BASELINE = "baseline"
-BASELINE_SECONDS = 7 * 86400
-#: The same-hour-of-week baseline (``weekly``): ``WEEKLY`` pools the usable weeks' hours,
-#: ``WEEKLY_MIN`` holds, per field, the smallest of them (the volume every week had).
-WEEKLY = "weekly"
-WEEKLY_MIN = "weekly_min"
-WEEK_SECONDS = 7 * 86400
-
-#: The subject holding a bounded reader's other subjects, per provider (never judged alone).
-REST = "(rest)"
-
-
-def align(at: float) -> int:
-    """``at`` down to a bucket boundary: windows hold whole buckets only."""
-    return int(at // BUCKET_SECONDS) * BUCKET_SECONDS
-
-
-#: (provider, domain, outcome, rejecting 0/1) -> count
-Tally = dict[tuple[str, str, str, int], int]
-
-
-def _subject(view: View, bounded: bool) -> Any:
-    """The subject column, or for a bounded reader the subject when it is in the parameter
-    ``kept`` and ``REST`` otherwise (one expression object: selected and grouped by)."""
-    if not bounded:
-        return view.column
-    kept = view.column.in_(bindparam("kept", expanding=True))
-    return case((kept, view.column), else_=literal(REST))
-
-
-def _scan_query(view: View, sums: list[Any], bounded: bool = False) -> Any:
-    """Counter rows in ``[:start, :end)`` grouped by (provider, subject, field, rejecting),
-    with ``sums``.  Bounds are parameters: a reader builds its statements once and runs
-    them every evaluation (building and hashing a statement cost more than running it)."""
-    c = view.c
-    rejecting = view.rejecting()
-    subject = _subject(view, bounded)
-    return (
-        select(c.provider, subject, view.outcome, rejecting, *sums)
-        .where(
-            c.bucket >= bindparam("start"),
-            c.bucket < bindparam("end"),
-            c.outcome.in_(_OUTCOMES),
-            *view.where,
-            view.column != "",
-        )
-        .group_by(*view.grouped(rejecting, c.provider, subject))
-    )
-
-
-def _window_sums(view: View, names: Iterable[str]) -> list[Any]:
-    """Per window name, the count of its buckets (from parameter ``from_<name>`` on)."""
-    c = view.c
-    return [func.sum(case((c.bucket >= bindparam(f"from_{n}"), c.count), else_=0)) for n in names]
-
-
-def _scan(conn: Connection, view: View, query: Any, **bounds: Any) -> list[Any]:
-    rows = conn.execute(query, bounds)
-    if not view.prefix:
-        return list(rows)
-    return [(p, d, view.name(f), *rest) for p, d, f, *rest in rows]
-
-
-def _add(table: dict[Key, dict[str, Counts]], name: str, tally: Tally) -> None:
-    for (provider, domain, outcome, is_rejecting), n in tally.items():
-        if not n:
-            continue
-        per = table.get((provider, domain))
-        if per is None:
-            per = table[(provider, domain)] = {w: Counts() for w in (*WINDOWS, BASELINE)}
-        counts = per[name]
-        setattr(counts, outcome, getattr(counts, outcome) + n)
-        if is_rejecting:
-            counts.rejecting += n
-
-
-def merge(table: dict[Key, dict[str, Counts]], other: dict[Key, dict[str, Counts]]) -> None:
-    """Add ``other``'s windows into ``table`` (another view of the same subjects)."""
-    for key, windows in other.items():
-        per = table.get(key)
-        if per is None:
-            table[key] = windows
-            continue
-        for name, counts in windows.items():
-            per[name] = per[name] + counts
-
-
-def window_counts(
-    conn: Connection, at: float, view: View = RECIPIENT_DOMAINS
-) -> dict[Key, dict[str, Counts]]:
-    """Per (provider, subject): ``Counts`` for every window in WINDOWS and for the baseline.
-
-    Windows end at ``at`` (aligned down to a bucket, exclusive); ``view`` says which rows
-    count (by default, our own non-delivery notices and rows without a recipient domain
-    are left out) and its ``extras`` add the hard/soft and blame counts.
-    """
-    table = _window_counts(conn, at, view)
-    for extra in view.extras:
-        merge(table, _window_counts(conn, at, extra))
-    return table
-
-
-def _window_counts(conn: Connection, at: float, view: View) -> dict[Key, dict[str, Counts]]:
-    end = align(at)
-    query = _scan_query(view, [*_window_sums(view, WINDOWS), func.sum(view.c.count)])
-    cuts = {f"from_{name}": end - seconds for name, seconds in WINDOWS.items()}
-    rows = _scan(conn, view, query, start=end - BASELINE_SECONDS, end=end, **cuts)
-    names = (*WINDOWS, BASELINE)
-    short = list(WINDOWS).index(SHORT)
-    tallies: dict[str, Tally] = {name: {} for name in names}
-    for provider, domain, outcome, is_rejecting, *totals in rows:
-        values = [int(t or 0) for t in totals]
-        values[-1] -= values[short]  # the baseline leaves the short window out
-        for name, n in zip(names, values, strict=True):
-            tallies[name][(provider, domain, outcome, int(is_rejecting))] = n
-    table: dict[Key, dict[str, Counts]] = {}
-    for name in names:
-        _add(table, name, tallies[name])
-    return table
-
-
-HOUR = 3600
-#: The windows a reader sums from minute buckets; 24 h comes from the hourly running sums.
-_SHORTER = tuple(name for name in WINDOWS if name != "24h")
-
-
-def _ceil_hour(t: float) -> int:
-    return -(-int(t) // HOUR) * HOUR
-
-
-def _bump(counts: Counts, outcome: str, rejecting: int, n: int) -> None:
-    setattr(counts, outcome, getattr(counts, outcome) + n)
-    if rejecting:
-        counts.rejecting += n
-
-
-def _merge(into: Tally, tally: Tally, sign: int = 1) -> None:
-    for k, n in tally.items():
-        into[k] = into.get(k, 0) + sign * n
 
 
 class WindowReader:
@@ -240,10 +119,10 @@ class WindowReader:
         ]
         # The windows inside the settle time, read from minute buckets every evaluation.
         total = func.sum(view.c.count)
-        sums = [*_window_sums(view, _SHORTER), total]
+        sums = [*window_sums(view, SHORTER), total]
         # Per "subjects bounded today": the tail and minute statements.
         self._queries = {
-            b: (_scan_query(view, sums, b), _scan_query(view, [total], b)) for b in {False, bounded}
+            b: (scan_query(view, sums, b), scan_query(view, [total], b)) for b in {False, bounded}
         }
         self._bounded = bounded
         self._hours: dict[int, Tally] = {}
@@ -307,12 +186,12 @@ class WindowReader:
         end = align(at)
         self._keep(conn, end, kept)
         hi = (end - self.settle_seconds) // HOUR * HOUR
-        lo7 = _ceil_hour(end - BASELINE_SECONDS)
-        lo24 = _ceil_hour(end - WINDOWS["24h"])
+        lo7 = ceil_hour(end - BASELINE_SECONDS)
+        lo24 = ceil_hour(end - WINDOWS["24h"])
         self._advance(conn, lo7, lo24, hi, day=end // 86400)
-        cuts = {f"from_{name}": end - WINDOWS[name] for name in _SHORTER}
+        cuts = {f"from_{name}": end - WINDOWS[name] for name in SHORTER}
         tail: dict[str, Tally] = {name: {} for name in (*WINDOWS, BASELINE)}
-        for provider, domain, outcome, rej, *totals in _scan(
+        for provider, domain, outcome, rej, *totals in scan(
             conn,
             self.view,
             self._queries[self._today()][0],
@@ -323,7 +202,7 @@ class WindowReader:
         ):
             k = (provider, domain, outcome, int(rej))
             *short_sums, total = (int(t or 0) for t in totals)
-            for name, n in zip(_SHORTER, short_sums, strict=True):
+            for name, n in zip(SHORTER, short_sums, strict=True):
                 tail[name][k] = n
             tail["24h"][k] = total
             tail[BASELINE][k] = total - tail[SHORT][k]
@@ -331,11 +210,11 @@ class WindowReader:
         head7 = self._minutes(conn, end - BASELINE_SECONDS, lo7)
         table: dict[Key, dict[str, Counts]] = {} if into is None else into
         for name in WINDOWS:
-            _add(table, name, tail[name])
+            add_tally(table, name, tail[name])
         for tally in (head24, self._sum24):
-            _add(table, "24h", tally)
+            add_tally(table, "24h", tally)
         for tally in (tail[BASELINE], head7, self._sum7):
-            _add(table, BASELINE, tally)
+            add_tally(table, BASELINE, tally)
         for extra in self._extras:
             # In place (no second table to add up), with the same subjects kept.
             extra.read(conn, at, table, (self.kept(),))
@@ -381,7 +260,7 @@ class WindowReader:
             per = found[key] = {name: Counts() for name in WINDOWS}
             minutes: list[tuple[int, int]] = []
             for a, b in pieces:
-                h0, h1 = max(_ceil_hour(a), settled_lo), min(b // HOUR * HOUR, settled_hi)
+                h0, h1 = max(ceil_hour(a), settled_lo), min(b // HOUR * HOUR, settled_hi)
                 if h0 >= h1:
                     minutes.append((a, b))
                     continue
@@ -391,7 +270,7 @@ class WindowReader:
                     for (p, d, outcome, rej), n in self._hours.get(h, {}).items():
                         if (p, d) == key:
                             for name in names:
-                                _bump(per[name], outcome, rej, n)
+                                bump(per[name], outcome, rej, n)
             ranges = [(a, b) for a, b in minutes if a < b]
             if ranges:
                 self._minute_counts(conn, key, ranges, end, per)
@@ -425,7 +304,7 @@ class WindowReader:
         )
         for outcome, is_rejecting, *totals in conn.execute(query):
             for name, n in zip(WINDOWS, totals, strict=True):
-                _bump(per[name], view.name(outcome), int(is_rejecting), int(n or 0))
+                bump(per[name], view.name(outcome), int(is_rejecting), int(n or 0))
 
     def same_hour(self, conn: Connection, at: float, days: int) -> dict[str, list[int]]:
         """Per provider: attempts in the hour before ``at`` on each of the ``days`` previous
@@ -446,7 +325,7 @@ class WindowReader:
         return out
 
     def _minutes(self, conn: Connection, start: int, end: int) -> Tally:
-        rows = _scan(
+        rows = scan(
             conn,
             self.view,
             self._queries[self._today()][1],
@@ -483,7 +362,7 @@ class WindowReader:
                 counts = per.get((provider, domain))
                 if counts is None:
                     counts = per[(provider, domain)] = Counts()
-                _bump(counts, outcome, rej, n)
+                bump(counts, outcome, rej, n)
             for key, counts in per.items():
                 out.setdefault(key, []).append((hour, counts))
         self._weekly_out = (hours, out)
@@ -505,9 +384,9 @@ class WindowReader:
         c = view.c
         hour = (c.bucket // HOUR).label("hour")
         rejecting = view.rejecting()
-        subject = _subject(view, self._today(weekly))
+        who = subject_of(view, self._today(weekly))
         query = (
-            select(hour, c.provider, subject, view.outcome, rejecting, func.sum(c.count))
+            select(hour, c.provider, who, view.outcome, rejecting, func.sum(c.count))
             .where(
                 c.bucket >= start,
                 c.bucket < end,
@@ -515,7 +394,7 @@ class WindowReader:
                 *view.where,
                 view.column != "",
             )
-            .group_by(*view.grouped(rejecting, hour, c.provider, subject))
+            .group_by(*view.grouped(rejecting, hour, c.provider, who))
         )
         out: dict[int, Tally] = {}
         for h, provider, domain, outcome, rej, n in conn.execute(query, self._params(weekly)):
@@ -536,43 +415,18 @@ class WindowReader:
             self._fetch_hours(conn, lo7, hi)
             self._sum7, self._sum24 = {}, {}
             for h, tally in self._hours.items():
-                _merge(self._sum7, tally)
+                merge_tally(self._sum7, tally)
                 if h >= lo24:
-                    _merge(self._sum24, tally)
+                    merge_tally(self._sum24, tally)
         else:
             old7, old24, old_hi = current
             self._fetch_hours(conn, old_hi, hi)
             for h in range(old_hi, hi, HOUR):
-                _merge(self._sum7, self._hours[h])
-                _merge(self._sum24, self._hours[h])
+                merge_tally(self._sum7, self._hours[h])
+                merge_tally(self._sum24, self._hours[h])
             for h in range(old24, lo24, HOUR):
-                _merge(self._sum24, self._hours[h], -1)
+                merge_tally(self._sum24, self._hours[h], -1)
             for h in range(old7, lo7, HOUR):
-                _merge(self._sum7, self._hours.pop(h), -1)
+                merge_tally(self._sum7, self._hours.pop(h), -1)
         self._range = (lo7, lo24, hi)
         self._day = day
-
-
-def baseline_of(windows: dict[str, Counts], name: str) -> Counts:
-    """The baseline that goes with window ``name``: the week before it."""
-    return windows[BASELINE if name == SHORT else f"{BASELINE}_{name}"]
-
-
-def with_baselines(
-    windows: dict[str, Counts], excluded: dict[str, Counts] | None = None
-) -> dict[str, Counts]:
-    """``windows`` plus ``baseline_<w>`` for every longer window, minus incident time.
-
-    ``excluded[w]`` holds the counts of incident time inside ``w``'s baseline (see
-    ``incident_counts``), so every baseline leaves it out exactly once.
-    """
-    raw = windows[BASELINE]
-    out = dict(windows)
-    if excluded:
-        out[BASELINE] = raw - excluded[SHORT]
-    short = windows[SHORT]
-    for name in WINDOWS:
-        if name != SHORT:
-            base = raw - (windows[name] - short)
-            out[f"{BASELINE}_{name}"] = base - excluded[name] if excluded else base
-    return out
