@@ -28,12 +28,13 @@ from pydantic import (
 from monitor.errors import ConfigError
 
 __all__ = [
-    "HOOK_TOKEN_ENV", "Config", "data_dir", "find_config_file", "hook_token", "load_config",
-    "resolve_db_url", "time_zone",
+    "API_TOKEN_ENV", "HOOK_TOKEN_ENV", "ApiConfig", "Config", "api_token", "data_dir",
+    "find_config_file", "hook_token", "load_config", "resolve_db_url", "time_zone",
 ]  # fmt: skip
 
 DEFAULT_PORT = 8465
 HOOK_TOKEN_ENV = "MAILMON_HOOK_TOKEN"
+API_TOKEN_ENV = "MAILMON_API_TOKEN"
 DEFAULT_CONFIG_PATHS = (Path("mailmon.toml"), Path("/etc/mailmon/mailmon.toml"))
 
 
@@ -69,6 +70,14 @@ class ServiceConfig(_Strict):
     instance: str = Field(
         default_factory=default_instance, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
     )
+
+
+class ApiConfig(_Strict):
+    """``[api]``: the read API (``/api/...``, ``docs/api.md``)."""
+
+    token_file: str | None = None  # the API's bearer token (MAILMON_API_TOKEN wins)
+    #: ``/metrics`` asks for the API token too (Prometheus then sends it: ``authorization``)
+    protect_metrics: bool = False
 
 
 class LogSource(_Strict):
@@ -240,6 +249,7 @@ class JobConfig(_Strict):
 class Config(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     service: ServiceConfig = ServiceConfig()
+    api: ApiConfig = ApiConfig()
     logs: tuple[LogSource, ...] = ()
     ingest: IngestConfig = IngestConfig()
     providers: ProvidersConfig = ProvidersConfig()
@@ -326,15 +336,23 @@ def resolve_db_url(flag: str | None, config: Config) -> str:
 
 def hook_token(config: Config) -> str | None:
     """The log hook's bearer token: ``MAILMON_HOOK_TOKEN``, else ``service.hook_token_file``."""
-    if token := os.environ.get(HOOK_TOKEN_ENV, "").strip():
+    return _token(HOOK_TOKEN_ENV, "service.hook_token_file", config.service.hook_token_file)
+
+
+def api_token(config: Config) -> str | None:
+    """The API's bearer token: ``MAILMON_API_TOKEN``, else ``api.token_file``."""
+    return _token(API_TOKEN_ENV, "api.token_file", config.api.token_file)
+
+
+def _token(env: str, key: str, path: str | None) -> str | None:
+    if token := os.environ.get(env, "").strip():
         return token
-    path = config.service.hook_token_file
     if path is None:
         return None
     try:
         token = Path(path).read_text("utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"service.hook_token_file {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"{key} {path}: {exc.strerror or exc}") from None
     if not token:
-        raise ConfigError(f"service.hook_token_file {path} is empty")
+        raise ConfigError(f"{key} {path} is empty")
     return token

@@ -8,7 +8,7 @@ import signal
 from typing import Any
 
 from monitor.cli.common import config_of, open_store
-from monitor.config import HOOK_TOKEN_ENV, hook_token, resolve_db_url
+from monitor.config import API_TOKEN_ENV, HOOK_TOKEN_ENV, api_token, hook_token, resolve_db_url
 from monitor.errors import ConfigError
 
 __all__ = ["register"]
@@ -25,7 +25,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "serve",
         parents=[common],
         help="run the service",
-        description="Serve /metrics, /healthz, /api/incidents and the KumoMTA log hook "
+        description="Serve /metrics, /healthz, /readyz, the read API (/api/..., "
+        "described at /openapi.json) and the KumoMTA log hook "
         "(POST /ingest/kumomta), follow the logs named in the config file and run the "
         "scheduled jobs (the rollup engine; `mailmon jobs` lists them).",
     )
@@ -52,12 +53,21 @@ def run(args: argparse.Namespace) -> int:
             f"listening on {host} needs a token for the log hook: set [service] "
             f"hook_token_file or {HOOK_TOKEN_ENV}, or listen on 127.0.0.1"
         )
+    read_token = api_token(config)
+    if read_token is None and config.api.protect_metrics:
+        raise ConfigError(f"[api] protect_metrics needs the API token: set [api] token_file "
+                          f"or {API_TOKEN_ENV}")  # fmt: skip
+    if read_token is None and not is_loopback(host):
+        # Not refused: the webhooks must be reachable; the API then answers loopback only.
+        log.warning("no API token ([api] token_file or %s): /api answers loopback clients "
+                    "only", API_TOKEN_ENV)  # fmt: skip
     # Before anything is started or said: a port in use is one error and a non-zero exit.
     sock = bind(host, port)
     port = sock.getsockname()[1]
     store = open_store(args, config)
     try:
-        service = Service(config, store, hook_token=token)  # a config mistake stops it here
+        # A config mistake stops it here.
+        service = Service(config, store, hook_token=token, api_token=read_token)
     except BaseException:
         store.close()
         sock.close()

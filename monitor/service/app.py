@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,6 +23,8 @@ from starlette.routing import BaseRoute, Route
 from monitor import __version__
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
+from monitor.service.api import ApiRoutes
+from monitor.service.auth import BearerGuard
 from monitor.service.hook import MAX_HOOK_BODY_BYTES, SourceEndpoint, kumomta_hook
 
 if TYPE_CHECKING:
@@ -34,10 +35,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: ``?open=`` values, as the CLI's flags would say them.
-_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
-
 
 class Component(Protocol):
     """A part of the service that answers HTTP: its routes, and its part of ``/healthz``."""
@@ -52,12 +49,14 @@ class Component(Protocol):
 
 
 class MetricsRoutes:
-    """``GET /metrics``: the Prometheus exposition of ``metrics``."""
+    """``GET /metrics``: the Prometheus exposition of ``metrics``; with a ``guard``, only for
+    requests it lets through."""
 
     name = "metrics"
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, guard: BearerGuard | None = None) -> None:
         self.metrics = metrics
+        self.guard = guard
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/metrics", self.exposition)]
@@ -66,11 +65,13 @@ class MetricsRoutes:
         return None
 
     async def exposition(self, request: Request) -> Response:
+        if self.guard is not None and (refusal := self.guard.refusal(request)) is not None:
+            return refusal
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class StoreRoutes:
-    """The store's health and ``GET /api/incidents[?open=1][&since=UNIX s][&kind=KIND]``."""
+    """The store's part of ``/healthz`` (and ``/readyz``): whether the database answers."""
 
     name = "store"
 
@@ -78,7 +79,7 @@ class StoreRoutes:
         self.store = store
 
     def routes(self) -> list[BaseRoute]:
-        return [Route("/api/incidents", self.incidents)]
+        return []
 
     def health(self) -> dict[str, object] | None:
         if self.store is None:
@@ -91,32 +92,6 @@ class StoreRoutes:
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return {"status": "failing", "reason": "database unreachable"}
         return {"status": "ok"}
-
-    async def incidents(self, request: Request) -> Response:
-        if self.store is None:
-            return JSONResponse({"error": "no store"}, status_code=404)
-        raw_open = request.query_params.get("open", "").lower()
-        if raw_open not in _TRUE + _FALSE:
-            return JSONResponse({"error": "open: expected 1 or 0 (true/false, yes/no)"},
-                                status_code=400)  # fmt: skip
-        raw_since = request.query_params.get("since")
-        try:
-            since = None if raw_since is None else float(raw_since)
-        except ValueError:
-            return JSONResponse({"error": "since: expected UNIX seconds"}, status_code=400)
-        kind = request.query_params.get("kind")
-        return JSONResponse(await run_in_threadpool(self._incidents, raw_open in _TRUE, since,
-                                                    kind))  # fmt: skip
-
-    def _incidents(self, open_only: bool, since: float | None,
-                   kind: str | None) -> list[dict[str, object]]:  # fmt: skip
-        from monitor.rollup import list_incidents
-
-        assert self.store is not None
-        with self.store.engine.connect() as conn:
-            rows = list_incidents(conn, open_only=open_only, since=since, kind=kind)
-        return [r | {"started_at": _iso(r["started_at"]), "ended_at": _iso(r["ended_at"])}
-                for r in rows]
 
 
 class _Health:
@@ -142,7 +117,16 @@ class _Health:
         return checks
 
     async def respond(self, request: Request) -> Response:
+        return self._answer(await run_in_threadpool(self.checks))
+
+    async def ready(self, request: Request) -> Response:
+        """Ready: the store answers (a service without one is not) and no part fails."""
         checks = await run_in_threadpool(self.checks)
+        if "store" not in checks:
+            checks["store"] = {"status": "failing", "reason": "no store"}
+        return self._answer(checks)
+
+    def _answer(self, checks: dict[str, object]) -> Response:
         failing = sorted(_failing(checks))
         body: dict[str, object] = {"status": "failing" if failing else "ok",
                                    "version": __version__, **checks}  # fmt: skip
@@ -158,7 +142,8 @@ def build_app(
 ) -> Starlette:
     """One app of ``components``; ``health`` adds parts of its own to ``/healthz`` (a name ->
     a status dict, or a name -> a mapping of them, e.g. each followed log)."""
-    routes: list[BaseRoute] = [Route("/healthz", _Health(components, health).respond)]
+    checks = _Health(components, health)
+    routes: list[BaseRoute] = [Route("/healthz", checks.respond), Route("/readyz", checks.ready)]
     for component in components:
         routes += component.routes()
     # What a person can open: the GET routes (the ingest endpoints take POSTs).
@@ -168,7 +153,11 @@ def build_app(
     async def index(request: Request) -> Response:
         return PlainTextResponse(f"mailmon {__version__}\n{listing}")
 
-    return Starlette(routes=[Route("/", index), *routes])
+    async def not_found(request: Request, exc: Exception) -> Response:
+        # JSON like every other answer (a path the routes cannot match, e.g. holding a newline).
+        return JSONResponse({"error": "not found"}, status_code=404)
+
+    return Starlette(routes=[Route("/", index), *routes], exception_handlers={404: not_found})
 
 
 class _NoPipeline:
@@ -194,14 +183,21 @@ def create_app(
     store: Store | None = None,
     hook_token: str | None = None,
     hook_username: str | None = None,
+    api_token: str | None = None,
+    protect_metrics: bool = False,
     max_body_bytes: int = MAX_HOOK_BODY_BYTES,
     endpoints: Sequence[SourceEndpoint] = (),
 ) -> Starlette:
-    """The service's app: ``/metrics``; with a ``store``, its health and ``/api/incidents``;
-    with a ``pipeline``, KumoMTA's log hook at ``POST /ingest/kumomta`` (``hook_token``
-    makes it require ``Authorization: Bearer TOKEN``, or Basic ``hook_username:TOKEN`` when
-    a username is given); each of ``endpoints`` at its path."""
-    components: list[Component] = [MetricsRoutes(metrics), StoreRoutes(store)]
+    """The service's app: ``/metrics`` (behind ``api_token`` with ``protect_metrics``); with a
+    ``store``, its health and the read API (``/api/...``, behind ``api_token``); with a
+    ``pipeline``, KumoMTA's log hook at ``POST /ingest/kumomta`` (``hook_token`` makes it
+    require ``Authorization: Bearer TOKEN``, or Basic ``hook_username:TOKEN`` when a username
+    is given); each of ``endpoints`` at its path."""
+    guard = BearerGuard(api_token)
+    components: list[Component] = [
+        MetricsRoutes(metrics, guard if protect_metrics else None), StoreRoutes(store),
+        ApiRoutes(store, guard),
+    ]
     if pipeline is not None:
         components.append(kumomta_hook(pipeline, metrics, token=hook_token, username=hook_username,
                                        max_body_bytes=max_body_bytes))  # fmt: skip
@@ -223,7 +219,3 @@ def _failing(checks: Mapping[str, object], prefix: str = "") -> list[str]:
         else:
             names += _failing(check, f"{prefix}{name}:")
     return names
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()

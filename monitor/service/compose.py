@@ -52,7 +52,8 @@ def metrics_for(config: Config, store: Store) -> Metrics:
 class Service:
     """The sources (followed logs, HTTP endpoints), the scheduled jobs and the app."""
 
-    def __init__(self, config: Config, store: Store, *, hook_token: str | None = None) -> None:
+    def __init__(self, config: Config, store: Store, *, hook_token: str | None = None,
+                 api_token: str | None = None) -> None:  # fmt: skip
         self.config = config
         self.store = store
         self.metrics = metrics_for(config, store)
@@ -75,6 +76,7 @@ class Service:
             endpoints=webhook_endpoints(config, self.http_pipeline, self.metrics),
             hook_token=hook_token, hook_username=config.service.hook_username,
             max_body_bytes=config.service.max_body_bytes,
+            api_token=api_token, protect_metrics=config.api.protect_metrics,
         )  # fmt: skip
         self._thread: threading.Thread | None = None
 

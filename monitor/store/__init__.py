@@ -319,9 +319,9 @@ class Store:
         with self.engine.connect() as conn:
             return queries.stats(conn, by, since=since, until=until, include_ndr=include_ndr)
 
-    def trace(self, query: str, *, limit: int = 200) -> list[dict[str, Any]]:
+    def trace(self, query: str, *, limit: int = 200, by: str = "any") -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return queries.trace(conn, query, limit=limit)
+            return queries.trace(conn, query, limit=limit, by=by)
 
     def top_domains(self, n: int, *, since: float | None = None) -> list[str]:
         with self.engine.connect() as conn:

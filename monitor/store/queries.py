@@ -20,6 +20,7 @@ from monitor.store.schema import (
 __all__ = [
     "STATS_BY",
     "STAT_FIELDS",
+    "TRACE_BY",
     "count",
     "event_ids",
     "rates",
@@ -144,14 +145,27 @@ def _event_from_row(row: Any) -> Event:
     )
 
 
-def trace(conn: Connection, query: str, *, limit: int = 200) -> list[dict[str, Any]]:
-    """Every delivery matching a Message-ID, queue id or recipient, with its ordered events."""
+#: What ``trace`` matches a query against.
+TRACE_BY = ("any", "message", "recipient")
+
+
+def trace(
+    conn: Connection, query: str, *, limit: int = 200, by: str = "any"
+) -> list[dict[str, Any]]:
+    """Every delivery matching a Message-ID, queue id or recipient, with its ordered events;
+    ``by="message"`` matches only the first two, ``by="recipient"`` only the last."""
+    if by not in TRACE_BY:
+        raise ValueError(f"trace by {by!r}: expected one of {', '.join(TRACE_BY)}")
     text = query.strip()
     bare = text[1:-1] if text.startswith("<") and text.endswith(">") else text
-    conditions = [deliveries.c.message_id == bare, deliveries.c.queue_id == bare]
-    if "@" in bare:
+    conditions = []
+    if by != "recipient":
+        conditions += [deliveries.c.message_id == bare, deliveries.c.queue_id == bare]
+    if "@" in bare and by != "message":
         local, _, domain = bare.rpartition("@")
         conditions.append(deliveries.c.recipient.in_({bare, f"{local}@{domain.lower()}"}))
+    if not conditions:
+        return []  # a recipient without an "@" names no one
     matches = or_(*conditions)
     found = conn.execute(
         select(deliveries).where(matches).order_by(deliveries.c.last_event_at).limit(limit)
