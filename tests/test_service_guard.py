@@ -428,3 +428,28 @@ def test_healthz_never_shows_the_database_error(postgres_url: str) -> None:
     assert answer.status_code == 503
     assert answer.json()["store"] == {"status": "failing", "reason": "database unreachable"}
     assert name not in answer.text and "psycopg" not in answer.text.lower()
+
+
+def test_serve_takes_the_api_token_and_refuses_protect_metrics_without_it(tmp_path: Path) -> None:
+    """serve with MAILMON_API_TOKEN: /api asks for it, /metrics stays open; [api]
+    protect_metrics without a token stops serve with one error line."""
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    config = tmp_path / "mailmon.toml"
+    config.write_text("[api]\nprotect_metrics = true\n")
+    code, out, err = _refused(["--config", str(config), "--db", db, "--port", str(free_port())],
+                              env={"MAILMON_API_TOKEN": ""})  # fmt: skip
+    assert code == 2 and "serving" not in out
+    assert err.splitlines() == ["mailmon: error: [api] protect_metrics needs the API token: "
+                                "set [api] token_file or MAILMON_API_TOKEN"]  # fmt: skip
+    port = free_port()
+    proc = _serve(["--db", db, "--port", str(port)], env={"MAILMON_API_TOKEN": "api-t0ken"})
+    try:
+        _wait_answer(proc, f"http://127.0.0.1:{port}/healthz")
+        api = f"http://127.0.0.1:{port}/api/incidents"
+        assert httpx.get(api, timeout=5).status_code == 401
+        answer = httpx.get(api, headers={"Authorization": "Bearer api-t0ken"}, timeout=5)
+        assert answer.status_code == 200 and answer.json() == []
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+    finally:
+        _stop(proc)
