@@ -136,6 +136,31 @@ class ProvidersConfig(_Strict):
     smarthosts: tuple[str, ...] = ()
 
 
+class DmarcConfig(_Strict):
+    """DMARC aggregate/failure and SMTP TLS reports (docs/dmarc.md)."""
+
+    #: our domains: reports about others are refused, metrics label only these
+    domains: tuple[str, ...] = ()
+    #: where reports are dropped; the ``dmarc_reports`` job reads and moves them
+    directory: str | None = None
+    done_directory: str | None = None  # default: DIRECTORY/done
+    failed_directory: str | None = None  # default: DIRECTORY/failed
+    min_age_seconds: float = Field(10.0, ge=0)  # a younger file may still be written
+    max_report_bytes: int = Field(64 << 20, ge=1024, le=1 << 30)  # also after decompression
+    #: ``dmarc summary --resolve``: reverse DNS of source IPs
+    nameservers: tuple[str, ...] = ()
+    dns_port: int = Field(53, ge=1, le=65535)
+    dns_timeout_seconds: float = Field(2.0, gt=0, le=60)
+    dns_concurrency: int = Field(16, ge=1, le=256)
+    resolve_max_ips: int = Field(200, ge=0, le=100_000)
+    resolve_cache_ttl_seconds: float = Field(86400.0, gt=0)
+
+    @field_validator("domains")
+    @classmethod
+    def _lower(cls, domains: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(d.strip().strip(".").lower() for d in domains if d.strip())
+
+
 class MetricsConfig(_Strict):
     domains: tuple[str, ...] = ()
     top_domains: int = Field(20, ge=0, le=500)
@@ -254,6 +279,7 @@ class Config(_Strict):
     ingest: IngestConfig = IngestConfig()
     providers: ProvidersConfig = ProvidersConfig()
     metrics: MetricsConfig = MetricsConfig()
+    dmarc: DmarcConfig = DmarcConfig()
     rollup: RollupConfig = RollupConfig()
     webhooks: dict[str, WebhookSettings] = {}
     jobs: dict[str, JobConfig] = Field(default_factory=dict)

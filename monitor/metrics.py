@@ -14,6 +14,7 @@ instance (docs/metrics.md).
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -63,6 +64,10 @@ RecordObserver = Callable[[Sequence[Record]], None]
 ObserverFactory = Callable[[CollectorRegistry], RecordObserver]
 
 _OBSERVERS: dict[str, ObserverFactory] = {}
+
+#: Modules that define Mailmon's own record kinds and their metrics, imported by every
+#: ``Metrics`` so that /metrics lists their families whatever else was imported.
+BUILTIN_KINDS = ("monitor.collectors.reports.records",)
 
 
 def observe_kind(kind: str, factory: ObserverFactory) -> None:
@@ -220,6 +225,8 @@ class Metrics:
             ["kind", "source"], registry=r,
         )  # fmt: skip
         self._observers: dict[str, RecordObserver] = {}
+        for module in BUILTIN_KINDS:
+            importlib.import_module(module)
         for kind in list(_OBSERVERS):
             self._observer(kind)
 

@@ -11,6 +11,7 @@ from monitor import __version__
 from monitor.cli import (
     classify,
     dashboards,
+    dmarc,
     incidents,
     ingest,
     jobs,
@@ -23,7 +24,7 @@ from monitor.errors import MailmonError
 
 __all__ = ["main"]
 
-_COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards)
+_COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc)
 
 
 def _common_options(default: object = None) -> argparse.ArgumentParser:

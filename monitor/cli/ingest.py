@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from monitor.cli.common import config_of, open_store, print_json, time_zone
+from monitor.cli.dmarc import ingest_reports
 from monitor.collectors.checkpoints import restore_writer_state, state_prefix
 from monitor.collectors.esp.base import webhook, webhooks
 from monitor.collectors.limits import DecompressionBomb, LineCap
@@ -55,10 +56,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "input twice changes nothing. Exit status 1 when an input could not be read, "
         "expanded like a decompression bomb, had more than half of its lines not "
         "understood (a binary file, a log of another kind), or (eml, mbox) was not an "
-        "email; the events of everything understood are stored all the same.",
+        "email, or (dmarc) held a report that was refused; the events of everything "
+        "understood are stored all the same.",
     )
-    p.add_argument("source", choices=(*line_kinds(), *MAIL_SOURCES, *webhooks()),
-                   help="what wrote the input (an ESP's name: its exported webhook payloads)")
+    p.add_argument("source", choices=(*line_kinds(), *MAIL_SOURCES, *webhooks(), "dmarc"),
+                   help="what wrote the input (an ESP's name: its exported webhook payloads; "
+                   "dmarc: DMARC aggregate/failure and SMTP TLS reports, files or directories)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="log file, .gz file, or - for stdin")
     p.add_argument(
         "--tz",
@@ -167,6 +170,15 @@ def run(args: argparse.Namespace) -> int:
         max_future_seconds=config.ingest.max_future_seconds,
     )
     driver = Driver(pipeline, metrics)
+    if args.source == "dmarc":  # DMARC and SMTP TLS reports: records, not events
+        reports = ingest_reports(args, config, driver)
+        resolver.close()
+        store.close()
+        if args.json:
+            print_json(reports)
+        else:
+            print(", ".join(f"{k}: {v}" for k, v in reports.items()))
+        return 1 if reports["failed_files"] else 0
     if args.source in webhooks():  # exported ESP webhook payloads
         payloads = _ingest_payloads(args.paths, driver, args.source)
         payloads |= {"stored": pipeline.stored, "duplicates": pipeline.duplicates,
