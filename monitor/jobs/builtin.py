@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from monitor.config import Config
+from monitor.driver import Driver
+from monitor.errors import ConfigError
 from monitor.gauges import DomainLabeler
 from monitor.jobs.catalog import CATALOG, effective, trigger_of
 from monitor.jobs.scheduler import Job
 from monitor.rollup import LiveClock, RollupEngine, newest_event_time
 from monitor.store import Store
 
-__all__ = ["jobs_for", "rollup", "top_domains"]
+__all__ = ["dmarc_reports", "jobs_for", "rollup", "top_domains"]
+
+log = logging.getLogger(__name__)
 
 
 def rollup(config: Config, store: Store, engine: RollupEngine) -> Callable[[], None]:
@@ -42,6 +48,33 @@ def top_domains(config: Config, store: Store, labeler: DomainLabeler) -> Callabl
         labeler.set_top(store.top_domains(config.metrics.top_domains))
 
     return refresh
+
+
+def dmarc_reports(config: Config, driver: Driver) -> Callable[[], None]:
+    """Read the report files that arrived in ``[dmarc] directory``; move each when read."""
+    d = config.dmarc
+    if d.directory is None:
+        if effective(config, "dmarc_reports").enabled:  # stops serve before it starts
+            raise ConfigError("[jobs.dmarc_reports] is enabled without [dmarc] directory")
+        return lambda: None  # not scheduled
+    directory = Path(d.directory)
+    done = Path(d.done_directory) if d.done_directory else directory / "done"
+    failed = Path(d.failed_directory) if d.failed_directory else directory / "failed"
+
+    def scan() -> None:
+        from monitor.collectors.reports import reports_for
+        from monitor.collectors.reports.files import scan_directory
+
+        if not directory.is_dir():
+            raise ConfigError(f"[dmarc] directory {directory} is not a directory")
+        summary = scan_directory(reports_for(config, driver), directory, done, failed,
+                                 min_age_seconds=d.min_age_seconds)  # fmt: skip
+        if summary.files:
+            log.info("DMARC reports: %d files, %d reports, %d records stored (%d already), "
+                     "refused %s", summary.files, summary.reports, summary.stored,
+                     summary.duplicates, dict(summary.refused) or "none")  # fmt: skip
+
+    return scan
 
 
 def jobs_for(config: Config, work: Mapping[str, Callable[[], object]]) -> list[Job]:

@@ -48,6 +48,11 @@ CATALOG: dict[str, JobSpec] = {
             lambda c: JobConfig(interval_seconds=3600),
             local=True,
         ),
+        JobSpec(
+            "dmarc_reports",
+            "read new DMARC and SMTP TLS report files of [dmarc] directory, then move them",
+            lambda c: JobConfig(interval_seconds=300, enabled=c.dmarc.directory is not None),
+        ),
     )
 }
 

@@ -19,6 +19,7 @@ from prometheus_client import disable_created_metrics
 from starlette.applications import Starlette
 
 from monitor.config import Config
+from monitor.driver import Driver
 from monitor.gauges import DomainLabeler, IpLabeler
 from monitor.jobs import Scheduler, builtin
 from monitor.metrics import Metrics
@@ -65,9 +66,13 @@ class Service:
         self.follower = Follower(config.logs, self.pipeline, self.metrics, stop=self.stop_event,
                                  instance=config.service.instance)  # fmt: skip
         engine = engine_for(config, store, gauges=self.metrics.rollup)
+        # The report job's own pipeline: it runs on a scheduler thread beside the follower.
+        self.reports_pipeline = self._pipeline(resolver_for(config, store))
         work = {
             "rollup": builtin.rollup(config, store, engine),
             "top_domains": builtin.top_domains(config, store, self.metrics.labeler),
+            "dmarc_reports": builtin.dmarc_reports(
+                config, Driver(self.reports_pipeline, self.metrics)),
         }
         self.scheduler = Scheduler(store.engine, builtin.jobs_for(config, work),
                                    metrics=self.metrics, instance=config.service.instance)
@@ -107,3 +112,4 @@ class Service:
         self.scheduler.stop(timeout=timeout)
         self.pipeline.flush()
         self.http_pipeline.flush()
+        self.reports_pipeline.flush()
