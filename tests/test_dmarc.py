@@ -312,3 +312,16 @@ def test_one_bad_report_never_stops_a_directory(reader: Reader, tmp_path: Path) 
         "192.0.2.1", "192.0.2.2", "192.0.2.3"]
     assert len(reader.store.records(TlsrptPolicy.kind)) == 1
     assert reader.sample("mailmon_source_lines_total", source="dmarc") == 8
+
+
+def test_the_alert_reads_the_metric_ingest_writes(reader: Reader, tmp_path: Path) -> None:
+    """MailmonDmarcFailures' recording rules select the series and label values that
+    ingesting a failing report produces (its promtool cases are in alerts/tests/daily.test.yml)."""
+    rules = (Path(__file__).resolve().parents[1] / "alerts" / "recording.rules.yml").read_text()
+    assert 'mailmon_dmarc_messages_total{dkim_aligned="false", spf_aligned="false"}' in rules
+    assert "sum by (header_from)" in rules
+    xml = aggregate([Row("192.0.2.1", 90), Row("203.0.113.9", 10, dkim="fail", spf="fail")])
+    reader.reports.ingest_file(str(reader.file(tmp_path / "r.xml", xml)))
+    failing = {"header_from": "example.com", "disposition": "none", "dkim_aligned": "false",
+               "spf_aligned": "false"}  # fmt: skip
+    assert reader.sample("mailmon_dmarc_messages_total", **failing) == 10
