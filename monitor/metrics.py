@@ -67,7 +67,11 @@ _OBSERVERS: dict[str, ObserverFactory] = {}
 
 #: Modules that define Mailmon's own record kinds and their metrics, imported by every
 #: ``Metrics`` so that /metrics lists their families whatever else was imported.
-BUILTIN_KINDS = ("monitor.collectors.reports.records",)
+BUILTIN_KINDS = (
+    "monitor.collectors.reports.records",
+    "monitor.dnscheck.records",
+    "monitor.collectors.seeds.records",
+)
 
 
 def observe_kind(kind: str, factory: ObserverFactory) -> None:

@@ -281,3 +281,26 @@ def test_kinds_that_cannot_have_a_table_are_refused() -> None:
         with pytest.raises(ValueError, match=why):
             register_record(cls)
     assert not {"events", "dnsbl listings", "vague_records"} & set(kinds())
+
+
+def test_the_builtin_kinds_round_trip_through_the_store(db_url: str) -> None:
+    """The kinds posture checks, DNSBL lookups and seed probes store come back as written."""
+    from monitor.collectors.seeds.records import SeedPlacement, SeedProbe
+    from monitor.dnscheck.records import DnsblListing, DnsCheck
+
+    made = [
+        DnsCheck("dns", T0, "example.com", "spf", "warn", "~all ends the record", "v=spf1 ~all"),
+        DnsblListing("dnsbl", T0, "203.0.113.7", "zen.spamhaus.org", True, "127.0.0.2", "SBL"),
+        SeedProbe("seeds", T0, "r1", "a@gmail.example", "gmail", "tok1", "<1@x>", "sent"),
+        SeedPlacement(
+            "seeds", T0 + timedelta(seconds=9), "r1", "a@gmail.example", "gmail", "tok1",
+            "<1@x>", "spam", folder="Junk", seconds_to_inbox=8.5, spf="pass", one_click=True,
+        ),
+    ]
+    with Store.open(db_url) as store:
+        pipeline = Pipeline(store, metrics=Metrics(CollectorRegistry()))
+        for record in made:
+            pipeline.put_record(record)
+        pipeline.flush()
+        for record in made:
+            assert store.records(record.kind) == [record]

@@ -167,9 +167,13 @@ def _marks(conn: Connection, n: int) -> str:
 
 
 def _insert_sql(conn: Connection, table: Table, columns: Sequence[str], tail: str = "") -> str:
-    """Plain SQL for a bulk insert through the driver (Core's per-row work costs 3x here)."""
-    cols = ", ".join(columns)
-    return f"INSERT INTO {table.name} ({cols}) VALUES ({_marks(conn, len(columns))}){tail}"
+    """Plain SQL for a bulk insert through the driver (Core's per-row work costs 3x here).
+
+    Names are quoted where the dialect needs it: a record kind may name a field ``check``.
+    """
+    quote = conn.dialect.identifier_preparer.quote
+    cols = ", ".join(map(quote, columns))
+    return f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({_marks(conn, len(columns))}){tail}"
 
 
 def upsert(

@@ -1,0 +1,1 @@
+"""DNS posture of our domains (SPF, DKIM, DMARC, MX, MTA-STS, TLS-RPT, BIMI) and DNSBL listings."""
