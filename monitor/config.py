@@ -136,6 +136,58 @@ class ProvidersConfig(_Strict):
     smarthosts: tuple[str, ...] = ()
 
 
+class DmarcImapConfig(_Strict):
+    """``[dmarc.imap]``: the mailbox reports are mailed to (docs/dmarc.md, *From an IMAP mailbox*).
+
+    The password comes from the environment variable ``password_env`` or the file
+    ``password_file``, never from this file, and is never logged.
+    """
+
+    host: str = Field(min_length=1)
+    port: int | None = Field(None, ge=1, le=65535)  # default: 993 (tls), 143 (starttls, none)
+    #: tls: implicit TLS; starttls: upgraded plain connection; none: plain text (loopback only)
+    tls: Literal["tls", "starttls", "none"] = "tls"
+    ca_file: str | None = None  # a private CA to verify the server with (default: the system's)
+    user: str = Field(min_length=1)
+    password_env: str | None = None
+    password_file: str | None = None
+    folder: str = "INBOX"
+    archive_folder: str = "DMARC-Archive"  # where a message goes once its report is stored
+    failed_folder: str = "DMARC-Failed"  # where a refused message goes (keyword: the reason)
+    #: no flag, no move, folders not created: a UID checkpoint and the dedupe key keep
+    #: a message from counting twice
+    read_only: bool = False
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    batch_messages: int = Field(100, ge=1, le=10_000)  # committed, then moved, together
+
+    @model_validator(mode="after")
+    def _one_password(self) -> DmarcImapConfig:
+        if (self.password_env is None) == (self.password_file is None):
+            raise ValueError("set password_env or password_file (one of them)")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.tls == "tls" else 143)
+
+    def password(self) -> str:
+        """The password, from ``password_env`` or ``password_file`` (read at each call)."""
+        if self.password_env:
+            value = os.environ.get(self.password_env, "")
+            if not value:
+                raise ConfigError(f"dmarc.imap.password_env: {self.password_env} is not set")
+            return value
+        assert self.password_file is not None
+        try:
+            value = Path(self.password_file).read_text("utf-8").strip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"dmarc.imap.password_file {self.password_file}: "
+                              f"{exc.strerror or exc}") from None  # fmt: skip
+        if not value:
+            raise ConfigError(f"dmarc.imap.password_file {self.password_file} is empty")
+        return value
+
+
 class DmarcConfig(_Strict):
     """DMARC aggregate/failure and SMTP TLS reports (docs/dmarc.md)."""
 
@@ -154,6 +206,8 @@ class DmarcConfig(_Strict):
     dns_concurrency: int = Field(16, ge=1, le=256)
     resolve_max_ips: int = Field(200, ge=0, le=100_000)
     resolve_cache_ttl_seconds: float = Field(86400.0, gt=0)
+    #: ``[dmarc.imap]``: a mailbox the ``dmarc_imap`` job reads
+    imap: DmarcImapConfig | None = None
 
     @field_validator("domains")
     @classmethod

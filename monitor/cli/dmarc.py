@@ -1,4 +1,5 @@
-"""``mailmon dmarc summary`` and the report side of ``mailmon ingest dmarc PATH``."""
+"""``mailmon dmarc summary``, ``mailmon dmarc fetch`` (the report mailbox, once) and the
+report side of ``mailmon ingest dmarc PATH``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="DMARC and SMTP TLS report results",
         description="What the DMARC aggregate and SMTP TLS reports in the store say. "
-        "Reports come in with `mailmon ingest dmarc PATH` or the dmarc_reports job.",
+        "Reports come in with `mailmon ingest dmarc PATH`, `mailmon dmarc fetch` (the "
+        "[dmarc.imap] mailbox) or the dmarc_reports and dmarc_imap jobs.",
     )
     commands = p.add_subparsers(dest="dmarc_command", required=True, metavar="COMMAND")
     s = commands.add_parser(
@@ -42,6 +44,47 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "at most resolve_max_ips, cached in the store)")  # fmt: skip
     s.add_argument("--json", action="store_true", help="machine output: a JSON array")
     s.set_defaults(run=summary)
+    f = commands.add_parser(
+        "fetch",
+        parents=[common],
+        help="read the report mailbox ([dmarc.imap]) once",
+        description="Read each new message of the [dmarc.imap] folder, store its report, "
+        "then move it to the archive folder (refused: the failed folder), as the dmarc_imap "
+        "job does. Reading a message again stores nothing twice. Exit status 1 when a "
+        "report was refused (the others are stored all the same), 2 when the mailbox "
+        "cannot be read (nothing unread is moved).",
+    )
+    f.add_argument("--read-only", action="store_true", default=None,
+                   help="set no flag and move nothing, whatever [dmarc.imap] read_only says; "
+                   "a UID checkpoint skips what was read")  # fmt: skip
+    f.add_argument("--json", action="store_true", help="machine output: the summary as JSON")
+    f.set_defaults(run=fetch)
+
+
+def fetch(args: argparse.Namespace) -> int:
+    from monitor.collectors.reports import reports_for
+    from monitor.collectors.reports.imap import ReportMailbox
+    from monitor.errors import ConfigError
+    from monitor.metrics import Metrics
+    from monitor.pipeline import Pipeline
+
+    config = config_of(args)
+    if config.dmarc.imap is None:
+        raise ConfigError("mailmon dmarc fetch needs a [dmarc.imap] table in the config file")
+    with open_store(args, config) as store:
+        metrics = Metrics()
+        pipeline = Pipeline(store, metrics=metrics, batch_size=config.database.batch_size,
+                            max_future_seconds=config.ingest.max_future_seconds)  # fmt: skip
+        mailbox = ReportMailbox(reports_for(config, Driver(pipeline, metrics)),
+                                config.dmarc.imap, read_only=args.read_only)  # fmt: skip
+        result = mailbox.run()
+    if args.json:
+        print_json(result)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in result.items() if k != "failed_messages"))
+        for ref in result["failed_messages"]:
+            print(f"refused: {ref}")
+    return 1 if result["refused"] else 0
 
 
 def summary(args: argparse.Namespace) -> int:

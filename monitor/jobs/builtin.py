@@ -16,7 +16,7 @@ from monitor.jobs.scheduler import Job
 from monitor.rollup import LiveClock, RollupEngine, newest_event_time
 from monitor.store import Store
 
-__all__ = ["dmarc_reports", "jobs_for", "rollup", "top_domains"]
+__all__ = ["dmarc_imap", "dmarc_reports", "jobs_for", "rollup", "top_domains"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,29 @@ def dmarc_reports(config: Config, driver: Driver) -> Callable[[], None]:
                      summary.duplicates, dict(summary.refused) or "none")  # fmt: skip
 
     return scan
+
+
+def dmarc_imap(config: Config, driver: Driver) -> Callable[[], None]:
+    """Read the report emails of ``[dmarc.imap]``; archive each when stored."""
+    settings = config.dmarc.imap
+    if settings is None:
+        if effective(config, "dmarc_imap").enabled:  # stops serve before it starts
+            raise ConfigError("[jobs.dmarc_imap] is enabled without [dmarc.imap]")
+        return lambda: None  # not scheduled
+    if effective(config, "dmarc_imap").enabled:
+        settings.password()  # a missing secret stops serve before it starts; read at each run
+
+    def fetch() -> None:
+        from monitor.collectors.reports import reports_for
+        from monitor.collectors.reports.imap import ReportMailbox
+
+        summary = ReportMailbox(reports_for(config, driver), settings).run()
+        if summary["messages"]:
+            log.info("DMARC mailbox: %d messages, %d records stored (%d already), refused %s, "
+                     "moved %s", summary["messages"], summary["stored"], summary["duplicates"],
+                     summary["refused"] or "none", summary["moved"] or "none")  # fmt: skip
+
+    return fetch
 
 
 def jobs_for(config: Config, work: Mapping[str, Callable[[], object]]) -> list[Job]:

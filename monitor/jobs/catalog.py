@@ -53,6 +53,11 @@ CATALOG: dict[str, JobSpec] = {
             "read new DMARC and SMTP TLS report files of [dmarc] directory, then move them",
             lambda c: JobConfig(interval_seconds=300, enabled=c.dmarc.directory is not None),
         ),
+        JobSpec(
+            "dmarc_imap",
+            "read new DMARC and SMTP TLS report emails of [dmarc.imap], then archive them",
+            lambda c: JobConfig(interval_seconds=300, enabled=c.dmarc.imap is not None),
+        ),
     )
 }
 

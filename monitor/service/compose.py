@@ -68,11 +68,13 @@ class Service:
         engine = engine_for(config, store, gauges=self.metrics.rollup)
         # The report job's own pipeline: it runs on a scheduler thread beside the follower.
         self.reports_pipeline = self._pipeline(resolver_for(config, store))
+        self.imap_pipeline = self._pipeline(resolver_for(config, store))  # the two may run at once
         work = {
             "rollup": builtin.rollup(config, store, engine),
             "top_domains": builtin.top_domains(config, store, self.metrics.labeler),
             "dmarc_reports": builtin.dmarc_reports(
                 config, Driver(self.reports_pipeline, self.metrics)),
+            "dmarc_imap": builtin.dmarc_imap(config, Driver(self.imap_pipeline, self.metrics)),
         }
         self.scheduler = Scheduler(store.engine, builtin.jobs_for(config, work),
                                    metrics=self.metrics, instance=config.service.instance)
@@ -113,3 +115,4 @@ class Service:
         self.pipeline.flush()
         self.http_pipeline.flush()
         self.reports_pipeline.flush()
+        self.imap_pipeline.flush()

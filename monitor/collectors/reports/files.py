@@ -106,18 +106,36 @@ class ReportIngest:
                 self._report(item.data, ref, result)
         except OSError as exc:
             self._refuse(result, path, Refused("unreadable", exc.strerror or str(exc)))
-        pipeline = self.driver.pipeline
-        before = pipeline.record_counts.copy()
-        self.driver.commit(self.source)
-        after = pipeline.record_counts
-        stored = after["stored"] - before["stored"]
-        summary.stored += stored
-        summary.duplicates += (after["received"] - before["received"]) - stored - (
-            after["rejected"] - before["rejected"])  # fmt: skip
+        self.commit()
         summary.files += 1
         if not result.ok:
             summary.failed_files.append(path)
         return result
+
+    def read_report(self, data: bytes, ref: str) -> FileResult:
+        """One report's bytes (a mailbox's email); its records wait for :meth:`commit`."""
+        result = FileResult(ref)
+        self._report(data, ref, result)
+        return result
+
+    def refuse(self, ref: str, reason: str, detail: str) -> FileResult:
+        """Count a report refused before its bytes were read (too large to fetch)."""
+        result = FileResult(ref)
+        result.reports += 1
+        self.summary.reports += 1
+        self._refuse(result, ref, Refused(reason, detail))
+        return result
+
+    def commit(self, checkpoint: tuple[str, dict[str, Any]] | None = None) -> None:
+        """Store the pending records (with ``checkpoint``) and count them in the summary."""
+        pipeline = self.driver.pipeline
+        before = pipeline.record_counts.copy()
+        self.driver.commit(self.source, checkpoint=checkpoint)
+        after = pipeline.record_counts
+        stored = after["stored"] - before["stored"]
+        self.summary.stored += stored
+        self.summary.duplicates += (after["received"] - before["received"]) - stored - (
+            after["rejected"] - before["rejected"])  # fmt: skip
 
     def _report(self, data: bytes, ref: str, result: FileResult) -> None:
         result.reports += 1

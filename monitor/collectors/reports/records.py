@@ -36,6 +36,7 @@ __all__ = [
     "DmarcRow",
     "TlsrptPolicy",
     "domain_label",
+    "report_metrics",
 ]
 
 #: The ``source`` of every report record, whichever path brought the report.
@@ -188,6 +189,17 @@ class ReportMetrics:
             "Failed SMTP TLS sessions by RFC 8460 result type.",
             ["policy_domain", "result_type"], registry=r,
         )  # fmt: skip
+        # The report mailbox ([dmarc.imap]); reasons and outcomes from IMAP_ERRORS, IMAP_OUTCOMES.
+        self.imap_errors = Counter(
+            "mailmon_dmarc_imap_errors",
+            "Runs of the DMARC report mailbox that failed, or moves that did, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.imap_messages = Counter(
+            "mailmon_dmarc_imap_messages",
+            "Messages read from the DMARC report mailbox, by where they went.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
 
     def __call__(self, records: Sequence[Record]) -> None:
         tally: dict[tuple[object, ...], int] = {}
@@ -229,11 +241,16 @@ _SHARED: weakref.WeakKeyDictionary[CollectorRegistry, ReportMetrics] = (
 )
 
 
-def _observer(registry: CollectorRegistry) -> Callable[[Sequence[Record]], None]:
+def report_metrics(registry: CollectorRegistry) -> ReportMetrics:
+    """The report counters on ``registry`` (made once per registry)."""
     metrics = _SHARED.get(registry)
     if metrics is None:
         metrics = _SHARED[registry] = ReportMetrics(registry)
     return metrics
+
+
+def _observer(registry: CollectorRegistry) -> Callable[[Sequence[Record]], None]:
+    return report_metrics(registry)
 
 
 for _kind in (DmarcRow.kind, DmarcFailure.kind, TlsrptPolicy.kind):
