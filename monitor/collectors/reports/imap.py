@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from monitor.collectors.reports.files import ReportIngest
+from monitor.collectors.reports.files import ReportIngest, RunSummary
 from monitor.collectors.reports.records import ReportMetrics, report_metrics
 from monitor.config import DmarcImapConfig
 from monitor.errors import ConfigError, InputError
@@ -87,8 +87,12 @@ class ReportMailbox:
         self.failed_messages: list[str] = []
 
     def run(self) -> dict[str, Any]:
-        """Read every new message once; the summary (raises :class:`ImapError`)."""
+        """Read every new message once; this run's summary (raises :class:`ImapError`)."""
         started = time.monotonic()
+        self.reports.summary = RunSummary()
+        self.messages = 0
+        self.moved.clear()
+        self.failed_messages = []
         password = self.settings.password()
         client = self._connect(password)
         try:
