@@ -75,6 +75,10 @@ def test_example_config_shows_every_key() -> None:
         # [jobs.NAME], [webhooks.NAME]: the keys of a table of tables are shown as jobs.KEY
         if m := re.match(r"^\[\[?([a-z_]+)(?:\.[a-z_]+)?\]\]?", line):
             section = m.group(1) + "."
+        # an optional table shown commented out ([dmarc.imap]): its keys under its full name
+        elif m := re.match(r"^# \[([a-z_]+(?:\.[a-z_]+)+)\]", line):
+            shown.add(m.group(1))
+            section = m.group(1) + "."
         elif m := re.match(r"^# ([a-z_]+) = ", line):
             shown.add(section + m.group(1))
     assert _config_keys(Config) - shown == set()
