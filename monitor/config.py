@@ -164,6 +164,8 @@ class DmarcImapConfig(_Strict):
     def _one_password(self) -> DmarcImapConfig:
         if (self.password_env is None) == (self.password_file is None):
             raise ValueError("set password_env or password_file (one of them)")
+        if len({self.folder, self.archive_folder, self.failed_folder}) < 3:
+            raise ValueError("folder, archive_folder and failed_folder must be three folders")
         return self
 
     @property

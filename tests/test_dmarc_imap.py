@@ -48,9 +48,12 @@ def test_settings_defaults_and_ports() -> None:
     ('[dmarc.imap]\nhost = "h"\nuser = "u"\npassword = "x"\n', "dmarc.imap.password: Extra inputs"),
     ('[dmarc.imap]\nhost = "h"\nuser = "u"\npassword_env = "E"\ntls = "ssl"\n', "dmarc.imap.tls"),
     ('[dmarc.imap]\nuser = "u"\npassword_env = "E"\n', "dmarc.imap.host: Field required"),
+    ('[dmarc.imap]\nhost = "h"\nuser = "u"\npassword_env = "E"\narchive_folder = "INBOX"\n',
+     "must be three folders"),
 ])  # fmt: skip
 def test_bad_mailbox_settings_are_one_clear_error(tmp_path: Path, table: str, says: str) -> None:
-    """No password source or two, a password in the file, an unknown TLS mode, no host."""
+    """No password source or two, a password in the file, an unknown TLS mode, no host,
+    an archive that is the folder read."""
     with pytest.raises(ConfigError) as caught:
         load_config(_toml(tmp_path, table))
     assert says in str(caught.value)
