@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from servers.dovecot import free_port
+from test_cli import mailmon
 from test_dmarc import Reader
 
 from monitor.collectors.reports.imap import ImapError, ReportMailbox
@@ -117,3 +118,19 @@ def test_a_server_that_is_down_is_a_clear_counted_error(
     assert SECRET not in caplog.text
     store: Store = reader.store
     assert store.checkpoint(mailbox.key) is None
+
+
+def test_fetch_command_says_why_the_mailbox_cannot_be_read(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """`mailmon dmarc fetch` with the server down: exit status 2 and one line naming the
+    mailbox and the reason; without [dmarc.imap]: exit status 2 saying the table is missing."""
+    port = free_port()
+    config = _toml(tmp_path, f'[dmarc.imap]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\n'
+                   'user = "dmarc"\npassword_env = "MAILMON_TEST_IMAP_PW"\n')  # fmt: skip
+    monkeypatch.setenv("MAILMON_TEST_IMAP_PW", SECRET)
+    down = mailmon("dmarc", "fetch", "--config", str(config), check=False)
+    assert down.returncode == 2 and down.stdout == ""
+    assert f"DMARC mailbox imap://dmarc@127.0.0.1:{port}: cannot connect" in down.stderr
+    assert SECRET not in down.stderr
+    none = mailmon("dmarc", "fetch", "--config", str(_toml(tmp_path, "")), check=False)
+    assert none.returncode == 2 and "needs a [dmarc.imap] table" in none.stderr
