@@ -73,6 +73,7 @@ class Service:
             "top_domains": builtin.top_domains(config, store, self.metrics.labeler),
             "dmarc_reports": builtin.dmarc_reports(
                 config, Driver(self.reports_pipeline, self.metrics)),
+            "weekly_report": builtin.weekly_report(config, store),
         }
         self.scheduler = Scheduler(store.engine, builtin.jobs_for(config, work),
                                    metrics=self.metrics, instance=config.service.instance)
