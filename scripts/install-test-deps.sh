@@ -14,6 +14,8 @@ PACKAGES=(
   pflogsumm   # cross-checks Mailmon's Postfix numbers
   prometheus  # promtool: checks and unit-tests alerts/ (tests/test_alert_rules.py)
   prometheus-alertmanager  # amtool: checks alerts/alertmanager.yml
+  chromium    # tests/test_report_delivery.py: the report's HTML rendered headless (Playwright)
+  fonts-dejavu-core  # text in chromium's screenshots and matplotlib's charts
 )
 
 # Preseeded answers: "No configuration" installs Postfix without a main.cf, so no system

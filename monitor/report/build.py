@@ -77,9 +77,13 @@ class Report:
 
     def message(self, settings: ReportConfig) -> EmailMessage:
         n = self.figures["numbers"]
-        subject = (f"Deliverability {self.week.name}: {n['delivered']['this']:,} delivered, "
-                   f"bounce {render.pct(n['bounce_rate']['this'])}, "
-                   f"complaints {render.pct(n['complaint_rate']['this'], 3)}")  # fmt: skip
+        def rate(name: str, digits: int) -> str:
+            value = n[name]["this"]
+            return "n/a" if value is None else render.pct(value, digits)
+
+        # Under 70 characters: one line however long the numbers (a longer Subject is folded).
+        subject = (f"Deliverability {self.week.name}: bounces {rate('bounce_rate', 2)}, "
+                   f"complaints {rate('complaint_rate', 3)}")  # fmt: skip
         return build_message(
             subject=subject, sender=settings.from_address or "mailmon@localhost",
             to=settings.to or ("postmaster@localhost",), text=self.text(), html=self.html(),
