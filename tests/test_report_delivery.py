@@ -7,6 +7,7 @@ import email
 import email.policy
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -17,7 +18,7 @@ from servers.smtp_sink import SmtpSink
 
 from monitor.cli import main
 from monitor.config import Config, ReportConfig, load_config
-from monitor.jobs import builtin
+from monitor.jobs import Scheduler, builtin
 from monitor.report import ReportSendError, build, parse_week
 from monitor.report.job import CHECKPOINT, weekly_report
 from monitor.store import Store
@@ -143,6 +144,44 @@ def test_the_job_mails_each_week_once_across_runs_and_restarts(
     assert subjects[0].startswith(f"Deliverability {WEEK}")
     assert subjects[1].startswith("Deliverability 2026-W48")
     assert set(sink.accepted[0].rcpt_tos) == {"ops@example.com", "deliverability@example.com"}
+
+
+def test_serve_runs_the_job_once_for_its_slot_across_instances_and_restarts(
+    sqlite_url: str, sink: SmtpSink
+) -> None:
+    """As serve schedules it: two instances after Monday 08:00 mail once; a restart, not again."""
+    config = _config(sink.port)
+    with Store.open(sqlite_url) as store:
+        work = {"rollup": lambda: None, "top_domains": lambda: None,
+                "weekly_report": builtin.weekly_report(config, store)}
+
+        def serve(at: float, instance: str) -> Scheduler:
+            jobs = [j for j in builtin.jobs_for(config, work) if j.name == "weekly_report"]
+            assert jobs and jobs[0].description.startswith("cron 0 8 * * mon")
+            return Scheduler(store.engine, jobs, instance=instance, clock=lambda: at)
+
+        def run(*schedulers: Scheduler, now: bool = False, wait: float = 3.0) -> None:
+            """Start, wait up to ``wait`` s for a mail more than before, stop."""
+            seen = len(sink.accepted)
+            for s in schedulers:
+                s.start()
+            try:
+                if now:
+                    schedulers[0].run_now("weekly_report")
+                deadline = time.monotonic() + wait
+                while len(sink.accepted) == seen and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.3)
+            finally:
+                for s in schedulers:
+                    s.stop()
+
+        run(serve(NOW - 86400, "a"))  # first scheduled on the Sunday: nothing due
+        assert sink.accepted == []
+        run(serve(NOW + 3600, "a"), serve(NOW + 3600, "b"), wait=20)  # both start after the slot
+        assert len(sink.accepted) == 1
+        run(serve(NOW + 7200, "a"), now=True)  # restarted, and asked to run now
+        assert len(sink.accepted) == 1
 
 
 def test_a_refused_send_leaves_the_week_to_the_next_run(
