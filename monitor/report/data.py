@@ -1,11 +1,11 @@
 """What the weekly report reads from the store, as pandas frames (one read per table).
 
-Counters (minute buckets) give the volumes and rates, as ``mailmon stats`` reads them;
-failure counters the bounce reasons and blame; delivered rows of ``deliveries`` the
-latency; events of the week (an id range: ids start with the event's second, so the
-primary key serves it) the sources seen and the recipients to suppress; ``incidents``
-and the record kinds (seeds, DMARC, DNS) the rest.  Our own non-delivery notices (stream
-``ndr``) are left out, as ``stats`` leaves them out by default.
+Counters (minute buckets, summed in SQL) give the volumes and rates, as ``mailmon stats``
+reads them; failure counters the bounce reasons and blame; delivered rows of
+``deliveries`` the latency; events of the week (an id range: ids start with the event's
+second, so the primary key serves it) the sources seen and the recipients to suppress;
+``incidents`` and the record kinds (seeds, DMARC, DNS) the rest.  Our own non-delivery
+notices (stream ``ndr``) are left out, as ``stats`` leaves them out by default.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, case, func, select
 
 from monitor.collectors.reports.records import DmarcRow, TlsrptPolicy
 from monitor.collectors.seeds.records import SeedPlacement
@@ -40,8 +40,9 @@ class WeekData:
     start: float
     end: float
     previous_start: float
-    counters: pd.DataFrame  # bucket, domain, provider, outcome, reason, count
-    failures: pd.DataFrame  # bucket, provider, outcome, reason, hard, blame, count
+    counters: pd.DataFrame  # week ("this", "previous"), domain, provider, outcome, count
+    daily: pd.DataFrame  # bucket (quarter hour), outcome (delivered, complained), count
+    failures: pd.DataFrame  # provider, outcome (bounced), reason, hard, blame, count
     latency: pd.DataFrame  # final_at, provider, seconds
     event_sources: pd.DataFrame  # source, type, count (this week)
     suppress: pd.DataFrame  # recipient, type, reason, hard, occurred_at (this week)
@@ -55,7 +56,7 @@ class WeekData:
 
 def _frame(conn: Connection, query: Select[Any], columns: Sequence[str]) -> pd.DataFrame:
     """The rows of ``query`` as a frame with ``columns`` (also when there are none)."""
-    return pd.DataFrame([tuple(r) for r in conn.execute(query)], columns=list(columns))
+    return pd.DataFrame.from_records(conn.execute(query).all(), columns=list(columns))
 
 
 def _records(conn: Connection, kind: str, since: float, until: float) -> list[Any]:
@@ -72,16 +73,26 @@ def load(store: Store, start: float, end: float, previous_start: float) -> WeekD
     """Read the week ``[start, end)`` and, for the comparisons, ``[previous_start, start)``."""
     with store.engine.connect() as conn:
         c = counters.c
-        counted = _frame(conn, select(c.bucket, c.recipient_domain, c.provider, c.outcome,
-                                      c.reason, c.count).where(
+        # Summed in SQL per week, not read per minute: a week of a busy store has a row per
+        # minute, domain and outcome.  The days of the complaint chart come from quarter
+        # hours (every time zone's offset is a whole number of them), without the domain.
+        week = case((c.bucket >= start, "this"), else_="previous")
+        counted = _frame(conn, select(week, c.recipient_domain, c.provider, c.outcome,
+                                      func.sum(c.count)).where(
             c.bucket >= previous_start, c.bucket < end, c.stream != "ndr",
-            c.outcome.in_(STAT_FIELDS)), ("bucket", "domain", "provider", "outcome", "reason",
-                                          "count"))  # fmt: skip
+            c.outcome.in_(STAT_FIELDS)).group_by(week, c.recipient_domain, c.provider, c.outcome),
+            ("week", "domain", "provider", "outcome", "count"))  # fmt: skip
+        quarter = c.bucket - c.bucket % 900
+        daily = _frame(conn, select(quarter, c.outcome, func.sum(c.count)).where(
+            c.bucket >= start, c.bucket < end, c.stream != "ndr",
+            c.outcome.in_(("delivered", "complained"))).group_by(quarter, c.outcome),
+            ("bucket", "outcome", "count"))  # fmt: skip
         f = failure_counters.c
-        failures = _frame(conn, select(f.bucket, f.provider, f.outcome, f.reason, f.hard,
-                                       f.blame, f.count).where(
-            f.bucket >= start, f.bucket < end, f.stream != "ndr"),
-            ("bucket", "provider", "outcome", "reason", "hard", "blame", "count"))  # fmt: skip
+        failures = _frame(conn, select(f.provider, f.outcome, f.reason, f.hard, f.blame,
+                                       func.sum(f.count)).where(
+            f.bucket >= start, f.bucket < end, f.stream != "ndr", f.outcome == "bounced")
+            .group_by(f.provider, f.outcome, f.reason, f.hard, f.blame),
+            ("provider", "outcome", "reason", "hard", "blame", "count"))  # fmt: skip
         d = deliveries.c
         latency = _frame(conn, select(d.final_at, d.provider, d.final_at - d.submitted_at).where(
             d.state == "delivered", d.final_at >= previous_start, d.final_at < end,
@@ -99,7 +110,8 @@ def load(store: Store, start: float, end: float, previous_start: float) -> WeekD
                  if i["started_at"] < end]  # fmt: skip
         return WeekData(
             start=start, end=end, previous_start=previous_start,
-            counters=counted, failures=failures, latency=latency, event_sources=sources,
+            counters=counted, daily=daily, failures=failures, latency=latency,
+            event_sources=sources,
             suppress=suppress, incidents=sorted(found, key=lambda i: (i["started_at"], i["id"])),
             seeds=_records(conn, SeedPlacement.kind, start, end),
             dmarc=_records(conn, DmarcRow.kind, start, end),

@@ -304,8 +304,8 @@ def compute(
 ) -> dict[str, Any]:
     """The report's figures for ``data`` (``week``/``previous``: the ISO weeks' names)."""
     frame = data.counters
-    this = frame[frame["bucket"] >= data.start]
-    before = frame[frame["bucket"] < data.start]
+    this = frame[frame["week"] == "this"]
+    before = frame[frame["week"] == "previous"]
     numbers = _numbers(_totals(this), _totals(before), thresholds)
     suppress = suppress_rows(data)
     complaints = numbers["complaint_rate"]
@@ -326,7 +326,7 @@ def compute(
                        "delivered": numbers["delivered"]["this"],
                        "rate": complaints["this"], "status": complaints["status"],
                        "warning": thresholds.complaint[0], "critical": thresholds.complaint[1],
-                       "daily": _daily(this, data.start, time_zone)},
+                       "daily": _daily(data.daily, data.start, time_zone)},
         "latency": _latency(data, top),
         "seeds": _seeds(data),
         "dmarc": _dmarc(data, top),
