@@ -178,6 +178,9 @@ def test_cli_json_and_files(filled: Store, db_url: str, tmp_path: Path,
     assert "THE WEEK IN NUMBERS" in capsys.readouterr().out
     assert main(["report", "weekly", "--week", "2026-W54", "--db", db_url]) == 2
     assert "2026 has no week 54" in capsys.readouterr().err
+    assert main(["report", "weekly", "--send", "--db", db_url]) == 2  # no [report] relay
+    assert ("sending the report needs [report] relay_host, from_address, to"
+            in capsys.readouterr().err)
 
 
 def test_weeks_in_a_time_zone() -> None:

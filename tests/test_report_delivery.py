@@ -3,6 +3,7 @@ on 127.0.0.1, and sent once per week by the job across runs and restarts."""
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import re
@@ -53,8 +54,21 @@ def _parse(content: bytes) -> EmailMessage:
     return message
 
 
+def _inline(message: EmailMessage) -> str:
+    """The message's HTML with each ``cid:`` image as a data URI, as a mail client shows it."""
+    html = message.get_body(("html",))
+    assert html is not None
+    text = html.get_content()
+    for part in message.walk():
+        if part.get_content_type() == "image/png":
+            data = base64.b64encode(part.get_content()).decode()
+            text = text.replace(f'src="cid:{part["Content-ID"].strip("<>")}"',
+                                f'src="data:image/png;base64,{data}"')
+    return text
+
+
 def test_html_renders_in_headless_chromium(filled: Store, tmp_path: Path) -> None:
-    """The written HTML loads in Chromium without console errors, every chart image loaded."""
+    """The file and the mail's HTML load in Chromium without console errors, every chart loaded."""
     from playwright.sync_api import sync_playwright
 
     assert shutil.which(CHROMIUM), "scripts/install-test-deps.sh installs Debian's chromium"
@@ -67,9 +81,10 @@ def test_html_renders_in_headless_chromium(filled: Store, tmp_path: Path) -> Non
         assert "<script" not in html and "<style" not in html and "<link" not in html
         assert not re.search(r"""(src|href)=["']https?:""", html)
     assert set(re.findall(r'src="cid:([a-z]+)"', mail_html)) == CHARTS
+    received = _parse(report.message(ReportConfig()).as_bytes())
     console: list[tuple[str, str]] = []
     errors: list[str] = []
-    shot = tmp_path / "report.png"
+    seen = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--disable-gpu", "--disable-background-networking"])
@@ -77,19 +92,24 @@ def test_html_renders_in_headless_chromium(filled: Store, tmp_path: Path) -> Non
             page = browser.new_page(viewport={"width": 800, "height": 1000})
             page.on("console", lambda m: console.append((m.type, m.text)))
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto((out / f"report-{WEEK}.html").as_uri(), wait_until="load")
-            images = page.eval_on_selector_all(
-                "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])")
-            title = page.title()
-            page.screenshot(path=str(shot), full_page=True)
+            for name, load in (("file", lambda: page.goto((out / f"report-{WEEK}.html").as_uri(),
+                                                          wait_until="load")),
+                               ("mail", lambda: page.set_content(_inline(received),
+                                                                 wait_until="load"))):
+                load()
+                images = page.eval_on_selector_all(
+                    "img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
+                shot = tmp_path / f"{name}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                seen.append((name, page.title(), images, shot.read_bytes()))
         finally:
             browser.close()
     assert errors == [] and [c for c in console if c[0] in ("error", "warning")] == []
-    assert title == f"Deliverability report {WEEK}"
-    assert {src.removeprefix(f"report-{WEEK}-").removesuffix(".png")
-            for src, _, _ in images} == CHARTS
-    assert all(complete and width > 300 for _, complete, width in images), images
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    for name, title, images, png in seen:
+        assert title == f"Deliverability report {WEEK}", name
+        assert len(images) == len(CHARTS), (name, images)
+        assert all(complete and width > 300 for _, complete, width in images), (name, images)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000, name
 
 
 def test_send_reaches_an_smtp_server_with_both_parts_images_and_csv(

@@ -273,7 +273,7 @@ def suppress_rows(data: WeekData) -> list[dict[str, Any]]:
     frame = data.suppress
     if not len(frame):
         return []
-    frame = frame[(frame["type"] == "complained") | (frame["hard"] == True)]  # noqa: E712
+    frame = frame[(frame["type"] == "complained") | frame["hard"].eq(True)]
     frame = frame.assign(why=frame["type"].map({"bounced": "hard_bounce",
                                                 "complained": "complaint"}),
                          recipient=frame["recipient"].str.strip())  # fmt: skip

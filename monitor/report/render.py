@@ -7,8 +7,10 @@ with Word): every style is inline, layout is tables, no external asset is refere
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from html import escape
 from typing import Any
+from zoneinfo import ZoneInfo
 
 __all__ = ["html", "text"]
 
@@ -18,6 +20,11 @@ _TH = "text-align:left;padding:4px 6px;border-bottom:2px solid #cfd8dc;backgroun
 _TD = "padding:4px 6px;border-bottom:1px solid #eceff1;"
 _NUM = "text-align:right;"
 _STATUS = {"ok": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828", None: "#37474f"}
+#: Figures whose rise is good news; for the others (failures, their rates) a rise is bad.
+_GOOD_UP = frozenset({"submitted", "delivered", "delivery_rate"})
+#: (rise is good, direction) -> the colour of the change
+_TREND = {(True, "up"): "#2e7d32", (True, "down"): "#c62828", (False, "up"): "#c62828",
+          (False, "down"): "#2e7d32"}  # fmt: skip
 _ARROW = {"up": "▲", "down": "▼", "same": "=", "new": "•", "none": ""}
 _LABELS = {
     "submitted": "Submitted", "delivered": "Delivered", "deferred": "Deferrals",
@@ -42,6 +49,21 @@ def num(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.1f}"
     return f"{value:,}"
+
+
+def when(iso: str | None, tz: str) -> str:
+    """An ISO 8601 time as the report's reader reads it: ``Tue 17 Nov 10:00`` in ``tz``."""
+    if not iso:
+        return ""
+    return datetime.fromisoformat(iso).astimezone(ZoneInfo(tz)).strftime("%a %d %b %H:%M")
+
+
+def span(figures: Mapping[str, Any]) -> str:
+    """The week's days in its time zone: ``Mon 16 Nov to Sun 22 Nov 2026``."""
+    zone = ZoneInfo(figures["time_zone"])
+    first = datetime.fromisoformat(figures["start"]).astimezone(zone)
+    last = datetime.fromisoformat(figures["end"]).astimezone(zone) - timedelta(days=1)
+    return f"{first:%a %d %b} to {last:%a %d %b %Y}"
 
 
 def duration(seconds: float) -> str:
@@ -70,16 +92,22 @@ def _change(name: str, item: Mapping[str, Any]) -> str:
 def _table(
     headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: int | set[int] = 1
 ) -> str:
-    """A table, cells escaped; right-aligned: the columns from ``numeric`` on (or those named)."""
+    """A table, cells escaped; right-aligned: the columns from ``numeric`` on (or those named).
+
+    Wide tables get a smaller font and padding, so nine columns fit a 640 px column.
+    """
     right = numeric if isinstance(numeric, set) else set(range(numeric, len(headers)))
-    head = "".join(f'<th style="{_TH}{_NUM if i in right else ""}">{escape(h)}</th>'
+    wide = len(headers) > 6
+    table = _TABLE.replace("13px", "12px") if wide else _TABLE
+    th, td = (_TH, _TD) if not wide else (x.replace("6px", "3px") for x in (_TH, _TD))
+    head = "".join(f'<th style="{th}{_NUM if i in right else ""}">{escape(h)}</th>'
                    for i, h in enumerate(headers))  # fmt: skip
     body = "".join(
-        "<tr>" + "".join(f'<td style="{_TD}{_NUM if i in right else ""}">{escape(c)}</td>'
+        "<tr>" + "".join(f'<td style="{td}{_NUM if i in right else ""}">{escape(c)}</td>'
                          for i, c in enumerate(row)) + "</tr>"
         for row in rows
     )  # fmt: skip
-    return (f'<table role="presentation" cellpadding="0" cellspacing="0" style="{_TABLE}">'
+    return (f'<table cellpadding="0" cellspacing="0" style="{table}">'
             f"<tr>{head}</tr>{body}</table>")  # fmt: skip
 
 
@@ -109,18 +137,19 @@ def _group_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
              pct(r["deferral_rate"]), pct(r["complaint_rate"], 3)] for r in rows]  # fmt: skip
 
 
-_GROUP_HEAD = ("submitted", "delivered", "deferrals", "bounced", "complaints", "bounce rate",
-               "deferral rate", "complaint rate")  # fmt: skip
+_GROUP_HEAD = ("submitted", "delivered", "deferrals", "bounced", "complaints", "bounce %",
+               "deferral %", "complaint %")  # fmt: skip
 
 
 def html(figures: Mapping[str, Any], charts: Mapping[str, bytes],
          src: Callable[[str], str] = lambda name: f"cid:{name}") -> str:  # fmt: skip
     """The HTML part; ``src(name)`` is where chart ``name`` is (a ``cid:`` in the mail)."""
     f = figures
+    tz = f["time_zone"]
     parts = [
         f'<h1 style="{_FONT}font-size:22px;color:#263238;margin:0 0 4px 0;">'
         f'Weekly deliverability report — {escape(f["week"])}</h1>',
-        _p(f'{escape(f["start"][:10])} to {escape(f["end"][:10])} ({escape(f["time_zone"])}), '
+        _p(f'{escape(span(f))} ({escape(f["time_zone"])}), '
            f'compared with {escape(f["previous_week"])}.'),
     ]
     src_info = f["sources"]
@@ -135,15 +164,17 @@ def html(figures: Mapping[str, Any], charts: Mapping[str, bytes],
     rows = []
     for name, item in f["numbers"].items():
         color = _STATUS[item["status"]]
-        cells = [_LABELS[name], _value(name, item["this"]), _value(name, item["previous"]),
-                 _change(name, item), item["status"] or ""]  # fmt: skip
+        cells = [_LABELS[name], _value(name, item["this"]), _value(name, item["previous"])]
         row = "".join(f'<td style="{_TD}{_NUM if i else ""}">{escape(c)}</td>'
-                      for i, c in enumerate(cells[:4]))  # fmt: skip
-        row += f'<td style="{_TD}color:{color};font-weight:bold;">{escape(cells[4])}</td>'
+                      for i, c in enumerate(cells))  # fmt: skip
+        trend = _TREND.get((name in _GOOD_UP, item["direction"]), "#37474f")
+        row += (f'<td style="{_TD}{_NUM}color:{trend};">{escape(_change(name, item))}</td>'
+                f'<td style="{_TD}color:{color};font-weight:bold;">'
+                f'{escape(item["status"] or "")}</td>')  # fmt: skip
         rows.append(f"<tr>{row}</tr>")
     head = "".join(f'<th style="{_TH}{_NUM if 0 < i < 4 else ""}">{h}</th>' for i, h in
                    enumerate(("", "this week", "previous week", "change", "status")))  # fmt: skip
-    parts.append(f'<table role="presentation" cellpadding="0" cellspacing="0" '
+    parts.append(f'<table cellpadding="0" cellspacing="0" '
                  f'style="{_TABLE}"><tr>{head}</tr>{"".join(rows)}</table>')  # fmt: skip
     th = f["thresholds"]
     parts.append(_p("Thresholds (warning / critical): bounce rate "
@@ -166,8 +197,8 @@ def html(figures: Mapping[str, Any], charts: Mapping[str, bytes],
     if f["incidents"]:
         parts.append(_table(("kind", "provider", "domain", "started", "ended", "duration",
                              "evidence"), [
-            [i["kind"], i["provider"], i["domain"] or "(all)", i["started_at"][:16],
-             "open" if i["open_at_end"] else (i["ended_at"] or "")[:16],
+            [i["kind"], i["provider"], i["domain"] or "(all)", when(i["started_at"], tz),
+             "open" if i["open_at_end"] else when(i["ended_at"], tz),
              duration(i["duration_seconds"]), i["evidence_summary"]]
             for i in f["incidents"]], numeric=7))  # fmt: skip
     else:
@@ -252,7 +283,7 @@ def html(figures: Mapping[str, Any], charts: Mapping[str, bytes],
     else:
         if dns["changes"]:
             parts.append(_table(("when", "domain", "check", "from", "to", "reason"), [
-                [ch["at"][:16], ch["domain"], ch["check"], ch["from"] or "(first check)",
+                [when(ch["at"], tz), ch["domain"], ch["check"], ch["from"] or "(first check)",
                  ch["to"], ch["reason"]] for ch in dns["changes"]], numeric=6))  # fmt: skip
         else:
             parts.append(_note("No posture changes this week."))
@@ -302,7 +333,8 @@ def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
 def text(figures: Mapping[str, Any]) -> str:
     """The plain-text part: the same sections, as aligned columns."""
     f = figures
-    lines = [f"Weekly deliverability report {f['week']} ({f['start'][:10]} to {f['end'][:10]}, "
+    tz = f["time_zone"]
+    lines = [f"Weekly deliverability report {f['week']} ({span(f)}, "
              f"{f['time_zone']}), compared with {f['previous_week']}", ""]  # fmt: skip
     src = f["sources"]
     lines.append("Sources with data: " + (", ".join(SOURCE_NAMES[n] for n in src["with_data"])
@@ -320,8 +352,9 @@ def text(figures: Mapping[str, Any]) -> str:
         lines += (_columns(("name", *head), _group_rows(f[key])) if f[key]
                   else ["no deliveries this week"])  # fmt: skip
     lines += ["", "INCIDENTS"]
-    lines += [f"- {i['kind']} {i['provider']} {i['domain'] or '(all)'}: {i['started_at'][:16]}, "
-              f"{duration(i['duration_seconds'])}{' (still open)' if i['open_at_end'] else ''}"
+    lines += [f"- {i['kind']} {i['provider']} {i['domain'] or '(all)'}: "
+              f"{when(i['started_at'], tz)}, {duration(i['duration_seconds'])}"
+              f"{' (still open)' if i['open_at_end'] else ''}"
               f"{'; ' + i['evidence_summary'] if i['evidence_summary'] else ''}"
               for i in f["incidents"]] or ["no incidents this week"]
     b = f["bounces"]
@@ -365,7 +398,7 @@ def text(figures: Mapping[str, Any]) -> str:
     if "note" in dns:
         lines.append(dns["note"])
     else:
-        lines += [f"- {ch['at'][:16]} {ch['domain']} {ch['check']}: "
+        lines += [f"- {when(ch['at'], tz)} {ch['domain']} {ch['check']}: "
                   f"{ch['from'] or '(first check)'} -> {ch['to']} ({ch['reason']})"
                   for ch in dns["changes"]] or ["no posture changes this week"]
         lines += [f"- listed: {r['target']} on {r['zone']} ({r['listed']} of {r['lookups']} "
