@@ -206,3 +206,13 @@ def test_the_job_defaults_to_monday_8_in_the_report_zone(tmp_path: Path) -> None
     job = effective(load_config(path), "weekly_report")
     assert job.enabled and job.cron == "0 8 * * mon" and job.time_zone == "Europe/Berlin"
     assert "Europe/Berlin" in trigger_of(job)[1]
+
+
+def test_a_week_read_in_another_time_zone(filled: Store) -> None:
+    """In Tokyo the week ends at 15:00 UTC on the Sunday and its days start at 15:00 UTC."""
+    f = build(filled, Config(), parse_week(WEEK, "Asia/Tokyo"), now=NOW).figures
+    assert (f["start"], f["end"]) == ("2026-11-15T15:00:00+00:00", "2026-11-22T15:00:00+00:00")
+    assert f["numbers"]["delivered"]["this"] == 160  # sent 09:00-12:00 UTC: the same week
+    complained = [d["date"] for d in f["complaints"]["daily"] if d["complained"]]
+    assert complained == ["2026-11-19", "2026-11-21"]  # 15:00 UTC is midnight in Tokyo
+    assert [i["kind"] for i in f["incidents"]] == ["domain_rejecting"]  # Sunday 23:00 UTC: W48
