@@ -259,6 +259,47 @@ class RollupConfig(_Strict):
     max_domains: int = Field(1000, ge=0)
 
 
+class ReportConfig(_Strict):
+    """``[report]``: the weekly deliverability report (docs/report.md) and where it is mailed."""
+
+    time_zone: str = "UTC"  # the weeks (Monday to Monday) and the job's Monday 08:00
+    top_n: int = Field(10, ge=1, le=100)  # domains, reasons, sources shown per table
+    out_directory: str | None = None  # the job also writes its files here (one folder a week)
+    relay_host: str | None = None  # the SMTP relay ``--send`` and the job mail through
+    relay_port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True  # STARTTLS after connecting (port 587)
+    tls: bool = False  # TLS from the start (port 465); starttls is then not used
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    username: str | None = None
+    password_env: str | None = None  # the relay password: this environment variable ...
+    password_file: str | None = None  # ... or this file (never in the config itself)
+    from_address: str | None = None
+    to: tuple[str, ...] = ()
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, tz: str) -> str:
+        return time_zone(tz)
+
+    def password(self) -> str | None:
+        """The relay password, from ``password_env`` or ``password_file``; None when neither."""
+        if self.password_env:
+            value = os.environ.get(self.password_env, "")
+            if not value:
+                raise ConfigError(f"report.password_env: {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                value = Path(self.password_file).read_text("utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"report.password_file {self.password_file}: "
+                                  f"{exc.strerror or exc}") from None  # fmt: skip
+            if not value:
+                raise ConfigError(f"report.password_file {self.password_file} is empty")
+            return value
+        return None
+
+
 class WebhookSettings(_Strict):
     """``[webhooks.NAME]``: how one provider's webhook requests are trusted.
 
@@ -337,6 +378,7 @@ class Config(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     dmarc: DmarcConfig = DmarcConfig()
     rollup: RollupConfig = RollupConfig()
+    report: ReportConfig = ReportConfig()
     webhooks: dict[str, WebhookSettings] = {}
     jobs: dict[str, JobConfig] = Field(default_factory=dict)
     data_dir: str | None = None

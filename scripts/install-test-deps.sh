@@ -17,6 +17,8 @@ PACKAGES=(
   dovecot-imapd  # tests/servers/dovecot.py: a private IMAP + LMTP + Sieve instance
   dovecot-lmtpd
   dovecot-sieve
+  chromium    # tests/test_report_delivery.py: the report's HTML rendered headless (Playwright)
+  fonts-dejavu-core  # text in chromium's screenshots and matplotlib's charts
 )
 
 # Preseeded answers: "No configuration" installs Postfix without a main.cf, so no system

@@ -16,7 +16,7 @@ from monitor.jobs.scheduler import Job
 from monitor.rollup import LiveClock, RollupEngine, newest_event_time
 from monitor.store import Store
 
-__all__ = ["dmarc_imap", "dmarc_reports", "jobs_for", "rollup", "top_domains"]
+__all__ = ["dmarc_imap", "dmarc_reports", "jobs_for", "rollup", "top_domains", "weekly_report"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,19 @@ def dmarc_imap(config: Config, driver: Driver) -> Callable[[], None]:
                      summary["refused"] or "none", summary["moved"] or "none")  # fmt: skip
 
     return fetch
+
+
+def weekly_report(config: Config, store: Store) -> Callable[[], None]:
+    """The last complete ISO week's report, mailed and/or written once (monitor.report.job)."""
+    r = config.report
+    if not (r.relay_host or r.out_directory):
+        if effective(config, "weekly_report").enabled:  # stops serve before it starts
+            raise ConfigError("[jobs.weekly_report] is enabled without [report] relay_host "
+                              "or out_directory")  # fmt: skip
+        return lambda: None  # not scheduled
+    from monitor.report.job import weekly_report as job  # pandas, matplotlib: only when used
+
+    return job(config, store)
 
 
 def jobs_for(config: Config, work: Mapping[str, Callable[[], object]]) -> list[Job]:

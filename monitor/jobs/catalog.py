@@ -58,6 +58,12 @@ CATALOG: dict[str, JobSpec] = {
             "read new DMARC and SMTP TLS report emails of [dmarc.imap], then archive them",
             lambda c: JobConfig(interval_seconds=300, enabled=c.dmarc.imap is not None),
         ),
+        JobSpec(
+            "weekly_report",
+            "mail (or write) the last ISO week's deliverability report, once per week",
+            lambda c: JobConfig(cron="0 8 * * mon", time_zone=c.report.time_zone,
+                                enabled=bool(c.report.relay_host or c.report.out_directory)),
+        ),
     )
 }
 
@@ -69,8 +75,10 @@ def effective(config: Config, name: str) -> JobConfig:
     if chosen is None:
         return default
     if chosen.cron is None and chosen.interval_seconds is None:
-        return default.model_copy(update={"time_zone": chosen.time_zone,
-                                          "enabled": chosen.enabled})  # fmt: skip
+        update: dict[str, object] = {"enabled": chosen.enabled}
+        if "time_zone" in chosen.model_fields_set:  # else the default's zone stays
+            update["time_zone"] = chosen.time_zone
+        return default.model_copy(update=update)
     return chosen
 
 

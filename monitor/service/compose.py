@@ -75,6 +75,7 @@ class Service:
             "dmarc_reports": builtin.dmarc_reports(
                 config, Driver(self.reports_pipeline, self.metrics)),
             "dmarc_imap": builtin.dmarc_imap(config, Driver(self.imap_pipeline, self.metrics)),
+            "weekly_report": builtin.weekly_report(config, store),
         }
         self.scheduler = Scheduler(store.engine, builtin.jobs_for(config, work),
                                    metrics=self.metrics, instance=config.service.instance)
