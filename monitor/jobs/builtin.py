@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ from monitor.jobs.scheduler import Job
 from monitor.rollup import LiveClock, RollupEngine, newest_event_time
 from monitor.store import Store
 
-__all__ = ["dmarc_reports", "jobs_for", "rollup", "top_domains"]
+__all__ = ["dmarc_reports", "jobs_for", "rollup", "seed_probes", "top_domains"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,29 @@ def dmarc_reports(config: Config, driver: Driver) -> Callable[[], None]:
                      summary.duplicates, dict(summary.refused) or "none")  # fmt: skip
 
     return scan
+
+
+def seed_probes(
+    config: Config, driver: Driver, store: Store, stop: threading.Event | None = None
+) -> Callable[[], None]:
+    """One probe run: send to every seed, poll the mailboxes, store the placements."""
+    if not config.seeds.mailboxes:
+        if effective(config, "seed_probes").enabled:  # stops serve before it starts
+            raise ConfigError("[jobs.seed_probes] is enabled without [seeds] mailboxes")
+        return lambda: None  # not scheduled
+
+    def probe() -> None:
+        from monitor.collectors.seeds.run import run_probes
+
+        result = run_probes(config.seeds, driver, store, stop=stop)
+        placed = {o.probe.seed: o.placement for o in result.outcomes}
+        log.info("seed probes %s: %s", result.run_id, placed)
+        errors = sorted(seed for seed, where in placed.items() if where == "error")
+        if errors:
+            # Stored with the job's state and counted as a failure: a mailbox to look at.
+            raise RuntimeError(f"seed probes could not be read for {', '.join(errors)}")
+
+    return probe
 
 
 def jobs_for(config: Config, work: Mapping[str, Callable[[], object]]) -> list[Job]:

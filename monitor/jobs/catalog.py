@@ -53,6 +53,11 @@ CATALOG: dict[str, JobSpec] = {
             "read new DMARC and SMTP TLS report files of [dmarc] directory, then move them",
             lambda c: JobConfig(interval_seconds=300, enabled=c.dmarc.directory is not None),
         ),
+        JobSpec(
+            "seed_probes",
+            "send a probe to every [seeds] mailbox and record where each landed",
+            lambda c: JobConfig(interval_seconds=6 * 3600, enabled=bool(c.seeds.mailboxes)),
+        ),
     )
 }
 

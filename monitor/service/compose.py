@@ -68,11 +68,15 @@ class Service:
         engine = engine_for(config, store, gauges=self.metrics.rollup)
         # The report job's own pipeline: it runs on a scheduler thread beside the follower.
         self.reports_pipeline = self._pipeline(resolver_for(config, store))
+        # The probe job's: a run waits for its mailboxes for minutes.
+        self.probes_pipeline = self._pipeline(resolver_for(config, store))
         work = {
             "rollup": builtin.rollup(config, store, engine),
             "top_domains": builtin.top_domains(config, store, self.metrics.labeler),
             "dmarc_reports": builtin.dmarc_reports(
                 config, Driver(self.reports_pipeline, self.metrics)),
+            "seed_probes": builtin.seed_probes(
+                config, Driver(self.probes_pipeline, self.metrics), store, self.stop_event),
         }
         self.scheduler = Scheduler(store.engine, builtin.jobs_for(config, work),
                                    metrics=self.metrics, instance=config.service.instance)
@@ -113,3 +117,4 @@ class Service:
         self.pipeline.flush()
         self.http_pipeline.flush()
         self.reports_pipeline.flush()
+        self.probes_pipeline.flush()
