@@ -12,19 +12,29 @@ folder) must come out as ``error``, never ``missing``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from servers.dovecot import DovecotInstance, free_port
 from servers.lmtp_relay import LmtpRelay, Route
 from test_cli import mailmon
 
+from monitor.collectors.seeds.run import run_probes
+from monitor.config import load_config
+from monitor.driver import Driver
 from monitor.model import Event, EventType
 from monitor.pipeline import Pipeline
 from monitor.store import Store
@@ -278,3 +288,72 @@ def test_results_stats_and_trace(world: dict[str, Any], probe_run: dict[str, Any
     assert [e["type"] for e in traced["events"]] == ["submitted", "placed"]
     assert traced["events"][1]["diagnostic"] == "spam (Junk)"
     assert traced["state"] == "submitted"  # a placement is no delivery outcome
+
+
+def test_delete_after_read_touches_only_the_probe(world: dict[str, Any], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """delete_after_read removes the probe's own copy by UID; other mail, even mail already
+    flagged \\Deleted (which a plain EXPUNGE would remove), stays."""
+    main: DovecotInstance = world["main"]
+    main.add_user("cleanup", "pw-cleanup")
+    keep = EmailMessage()
+    keep["Subject"], keep["Message-ID"] = "keep me", "<keep@app.test>"
+    keep.set_content("x\n")
+    main.append("cleanup", keep, "INBOX")
+    main.append("cleanup", keep, "INBOX", flags=[b"\\Deleted"])
+    monkeypatch.setenv("SEED_PW_CLEANUP", "pw-cleanup")
+    config = tmp_path / "mailmon.toml"
+    config.write_text(
+        '[seeds]\nsender = "probe@app.test"\ntimeout_seconds = 4\npoll_interval_seconds = 0.2\n'
+        f'delete_after_read = true\n[seeds.smtp]\nport = {world["relay"].port}\nsecurity = "none"\n'
+        + _seed("cleanup", main.imap_port))  # fmt: skip
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        result = run_probes(load_config(config).seeds, Driver(Pipeline(store)), store)
+    assert result.placements() == {f"cleanup@{DOMAIN}": "inbox"} and result.deleted == 1
+    left = main.messages("cleanup", "INBOX")
+    assert [m["Message-ID"] for m in left] == ["<keep@app.test>", "<keep@app.test>"]
+
+
+def test_serve_runs_the_probe_job(world: dict[str, Any], tmp_path: Path) -> None:
+    """`mailmon serve` runs seed_probes on its schedule: placements on /metrics (counter and
+    time-to-inbox histogram), the job's success in `mailmon jobs`, a clean stop."""
+    main: DovecotInstance = world["main"]
+    port = free_port()
+    config = tmp_path / "mailmon.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "m.db"}"\n[service]\nlisten_port = {port}\n'
+        '[seeds]\nsender = "probe@app.test"\ntimeout_seconds = 4\npoll_interval_seconds = 0.2\n'
+        f'[seeds.smtp]\nport = {world["relay"].port}\nsecurity = "none"\n'
+        + _seed("inbox", main.imap_port, provider="gmail") + _seed("spam", main.imap_port)
+        + "[jobs.seed_probes]\ninterval_seconds = 5\n")  # fmt: skip
+    env = {**os.environ, "SEED_PW_INBOX": PASSWORDS["inbox"], "SEED_PW_SPAM": PASSWORDS["spam"]}
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    inbox = 'mailmon_seed_probes_total{placement="inbox",provider="google"}'
+    spam = 'mailmon_seed_probes_total{placement="spam",provider="other"}'
+
+    def value(text: str, series: str) -> float | None:
+        for line in text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        return None
+
+    try:
+        text, deadline = "", time.monotonic() + 40
+        while value(text, inbox) is None and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            time.sleep(0.2)
+        runs = value(text, inbox)
+        assert runs is not None and runs >= 1, text[-2000:]
+        # One run stores both placements in one batch: every scrape sees them in step.
+        assert value(text, spam) == runs
+        assert value(text, 'mailmon_seed_time_to_inbox_seconds_count{provider="google"}') == runs
+        listed = json.loads(mailmon("jobs", "--json", "--config", str(config)).stdout)
+        [job] = [r for r in listed if r["job"] == "seed_probes"]
+        assert job["trigger"] == "every 5 s" and job["last_success"] and not job["last_error"]
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    assert PASSWORDS["inbox"] not in out
