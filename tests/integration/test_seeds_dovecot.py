@@ -47,6 +47,7 @@ if header :is "X-Spam-Flag" "YES" { fileinto "Junk"; stop; }
 PASSWORDS = {
     "inbox": "pw-inbox-1", "tls": "pw-tls-2", "starttls": "pw-starttls-3", "spam": "pw-spam-4",
     "gone": "pw-gone-5", "bounced": "pw-bounced-6", "lost": "pw-lost-7", "wrongpw": "pw-right-8",
+    "badfolder": "pw-badfolder-11",
 }  # fmt: skip
 OTHER_PASSWORDS = {"fallback": "pw-fallback-9", "nofolder": "pw-nofolder-10"}
 
@@ -55,6 +56,7 @@ EXPECTED = {
     "inbox": "inbox", "tls": "inbox", "starttls": "trash", "spam": "spam", "gone": "missing",
     "bounced": "missing", "lost": "missing", "refused": "error", "wrongpw": "error",
     "down": "error", "silent": "error", "fallback": "spam", "nofolder": "error",
+    "badfolder": "error",
 }  # fmt: skip
 
 
@@ -172,7 +174,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                                          ca_file=str(main.cert_file), provider="gmail"),
                 _seed("starttls", a, imap_security="starttls", ca_file=str(main.cert_file)),
                 _seed("spam", a, provider="outlook"), _seed("gone", a), _seed("bounced", a),
-                _seed("lost", a), _seed("refused", a), _seed("wrongpw", a), _seed("down", free_port()),
+                _seed("lost", a), _seed("refused", a),
+                _seed("badfolder", a, junk_folder="Spam Folder That Is Not There"),
+                # After its refused login Dovecot slows every login from 127.0.0.1 (its
+                # auth penalty): it comes after the other seeds of this server.
+                _seed("wrongpw", a), _seed("down", free_port()),
                 _seed("silent", silent.port), _seed("fallback", b, OTHER_DOMAIN), _seed("nofolder", b, OTHER_DOMAIN),
             ])  # fmt: skip
             config = tmp / "mailmon.toml"
@@ -231,6 +237,7 @@ def test_imap_failures_are_errors_with_reasons(probe_run: dict[str, Any]) -> Non
     assert "ConnectionRefusedError" in rows["down"]["error"]
     assert "timed out" in rows["silent"]["error"] or "timeout" in rows["silent"]["error"].lower()
     assert rows["nofolder"]["error"].startswith("no spam folder")
+    assert rows["badfolder"]["error"] == "configured junk_folder 'Spam Folder That Is Not There' does not exist"
     assert rows["refused"]["error"] == "not submitted: 550 5.1.1 no such user"
     text = probe_run["proc"].stdout + probe_run["proc"].stderr
     assert not any(p in text for p in [*PASSWORDS.values(), "not-the-password"])
@@ -271,16 +278,17 @@ def test_results_stats_and_trace(world: dict[str, Any], probe_run: dict[str, Any
     providers = {p["provider"]: p for p in out["providers"]}
     assert providers["google"]["placements"] == {"inbox": 1}
     assert providers["microsoft"]["placements"] == {"spam": 1}
-    # "other": inbox, trash, 3 missing, 5 errors (refused, wrongpw, down, silent, nofolder), spam.
-    assert providers["other"]["placements"] == {"error": 5, "inbox": 1, "missing": 3, "spam": 1,
+    # "other": inbox, trash, 3 missing, 6 errors (refused, wrongpw, down, silent, nofolder,
+    # badfolder), spam.
+    assert providers["other"]["placements"] == {"error": 6, "inbox": 1, "missing": 3, "spam": 1,
                                                 "trash": 1}  # fmt: skip
     assert providers["other"]["inbox_rate"] == round(1 / 6, 4)
     rows = {r["domain"]: r for r in json.loads(mailmon("stats", "--json", "--config", config).stdout)}
     assert set(rows) == {DOMAIN, OTHER_DOMAIN}
-    # 10 + 2 probes accepted at submission (one refused); the MTA delivered one and bounced
-    # one (its events in the store); the 12 placements count nowhere.
+    # 11 + 2 probes accepted at submission (one refused); the MTA delivered one and bounced
+    # one (its events in the store); the 13 placements count nowhere.
     counted = ("submitted", "delivered", "bounced", "deferred", "expired")
-    assert tuple(rows[DOMAIN][k] for k in counted) == (10, 1, 1, 0, 0)
+    assert tuple(rows[DOMAIN][k] for k in counted) == (11, 1, 1, 0, 0)
     assert tuple(rows[OTHER_DOMAIN][k] for k in counted) == (2, 0, 0, 0, 0)
     assert not any("placed" in r for r in rows.values())
     mid = _by_seed(probe_run["out"]["placements"])["spam"]["message_id"]
@@ -357,3 +365,55 @@ def test_serve_runs_the_probe_job(world: dict[str, Any], tmp_path: Path) -> None
         out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, out
     assert PASSWORDS["inbox"] not in out
+
+
+def test_submission_over_starttls_with_auth(world: dict[str, Any], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Probes go through a submission server that requires STARTTLS (verified against the
+    configured CA) and AUTH, the password read from a secrets file."""
+    main: DovecotInstance = world["main"]
+    assert main.root is not None
+    tls = (main.cert_file, main.root / "tls" / "key.pem")
+    secret = tmp_path / "smtp-password"
+    secret.write_text("subm1ssion-pw\n")
+    monkeypatch.setenv("SEED_PW_INBOX", PASSWORDS["inbox"])
+    with LmtpRelay(main.lmtp_port, tls=tls, users={"probe": "subm1ssion-pw"}) as relay:
+        config = tmp_path / "mailmon.toml"
+        config.write_text(
+            '[seeds]\nsender = "probe@app.test"\ntimeout_seconds = 4\npoll_interval_seconds = 0.2\n'
+            f'[seeds.smtp]\nhost = "localhost"\nport = {relay.port}\nsecurity = "starttls"\n'
+            f'username = "probe"\npassword_file = "{secret}"\nca_file = "{main.cert_file}"\n'
+            + _seed("inbox", main.imap_port))  # fmt: skip
+        with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+            result = run_probes(load_config(config).seeds, Driver(Pipeline(store)), store)
+    assert relay.logins == ["probe"]
+    assert result.placements() == {f"inbox@{DOMAIN}": "inbox"}
+
+
+def test_a_stopped_run_records_no_placement_for_probes_still_out(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve stopping ends a run at once: the probe found is recorded, the one still out
+    gets no placement (neither missing nor error), its send stays stored."""
+    from monitor.collectors.seeds.records import SeedPlacement, SeedProbe
+
+    main: DovecotInstance = world["main"]
+    for user in ("inbox", "lost"):
+        monkeypatch.setenv(f"SEED_PW_{user.upper()}", PASSWORDS[user])
+    config = tmp_path / "mailmon.toml"
+    config.write_text(
+        '[seeds]\nsender = "probe@app.test"\ntimeout_seconds = 600\npoll_interval_seconds = 0.2\n'
+        f'[seeds.smtp]\nport = {world["relay"].port}\nsecurity = "none"\n'
+        + _seed("inbox", main.imap_port) + _seed("lost", main.imap_port))  # fmt: skip
+    stop = threading.Event()
+    threading.Timer(2.0, stop.set).start()
+    started = time.monotonic()
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        result = run_probes(load_config(config).seeds, Driver(Pipeline(store)), store, stop=stop)
+        probes = store.records(SeedProbe.kind)
+        placements = store.records(SeedPlacement.kind)
+    assert time.monotonic() - started < 10
+    assert result.placements() == {f"inbox@{DOMAIN}": "inbox"}
+    assert len(probes) == 2
+    assert [(p.seed, p.placement) for p in placements if isinstance(p, SeedPlacement)] == [
+        (f"inbox@{DOMAIN}", "inbox")]

@@ -12,6 +12,8 @@ and ``refuse`` maps recipients to the reply that refuses them at RCPT
 (``"550 5.7.1 blocked"``).
 
 ``delivered`` lists (recipient, Message-ID) of what reached LMTP, ``held`` the rest.
+With ``tls=(certificate, key)`` it requires STARTTLS; with ``users`` (login -> password)
+it requires AUTH, and ``logins`` lists who logged in.
 
 Use::
 
@@ -24,13 +26,16 @@ from __future__ import annotations
 import email
 import email.policy
 import smtplib
+import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from servers.dovecot import free_port
 
@@ -79,6 +84,8 @@ class LmtpRelay:
         route: RouteFn | None = None,
         stamp: StampFn | None = None,
         refuse: Mapping[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         self.lmtp_host = lmtp_host
         #: recipient domain -> LMTP port ("" for every other domain)
@@ -91,7 +98,25 @@ class LmtpRelay:
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self.port = free_port()
-        self._controller = Controller(_Handler(self), hostname=HOST, port=self.port)
+        self.users = dict(users or {})
+        self.logins: list[str] = []
+        options: dict[str, Any] = {}
+        if tls is not None:  # STARTTLS required, with this (certificate, key)
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*map(str, tls))
+            options |= {"tls_context": context, "require_starttls": True}
+        if self.users:  # AUTH PLAIN/LOGIN required (over TLS)
+            options |= {"authenticator": self._authenticate, "auth_required": True}
+        self._controller = Controller(_Handler(self), hostname=HOST, port=self.port, **options)
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                      data: Any) -> AuthResult:  # fmt: skip
+        if isinstance(data, LoginPassword):
+            user = data.login.decode()
+            if self.users.get(user) == data.password.decode():
+                self.logins.append(user)
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
 
     def start(self) -> Self:
         self._controller.start()

@@ -55,7 +55,8 @@ _FETCH = [b"BODY.PEEK[HEADER]", b"INTERNALDATE"]
 class ImapFailure(Exception):
     """The mailbox could not be read; ``reason`` says why (no secret in it).
 
-    ``final``: trying again cannot help (the login was refused), so a run stops polling.
+    ``final``: trying again cannot help (the login was refused, the spam folder is not
+    there), so a run stops polling the mailbox.
     """
 
     def __init__(self, reason: str, *, final: bool = False) -> None:
@@ -155,11 +156,12 @@ class SeedMailbox:
         junk = self.seed.junk_folder
         if junk is not None:
             if junk not in names:
-                raise ImapFailure(f"configured junk_folder {junk!r} does not exist")
+                raise ImapFailure(f"configured junk_folder {junk!r} does not exist", final=True)
         else:
             junk = _special(names, b"\\Junk", JUNK_NAMES)
             if junk is None:
-                raise ImapFailure("no spam folder: none flagged \\Junk, none of the known names")
+                raise ImapFailure("no spam folder: none flagged \\Junk, none of the known names",
+                                  final=True)  # fmt: skip
         out = [("inbox", "INBOX"), ("spam", junk)]
         trash = _special(names, b"\\Trash", TRASH_NAMES)
         if trash is not None and trash != junk:
