@@ -47,7 +47,7 @@ if header :is "X-Spam-Flag" "YES" { fileinto "Junk"; stop; }
 PASSWORDS = {
     "inbox": "pw-inbox-1", "tls": "pw-tls-2", "starttls": "pw-starttls-3", "spam": "pw-spam-4",
     "gone": "pw-gone-5", "bounced": "pw-bounced-6", "lost": "pw-lost-7", "wrongpw": "pw-right-8",
-    "badfolder": "pw-badfolder-11",
+    "badfolder": "pw-badfolder-11", "oauth": "ya29.token-12",
 }  # fmt: skip
 OTHER_PASSWORDS = {"fallback": "pw-fallback-9", "nofolder": "pw-nofolder-10"}
 
@@ -56,7 +56,7 @@ EXPECTED = {
     "inbox": "inbox", "tls": "inbox", "starttls": "trash", "spam": "spam", "gone": "missing",
     "bounced": "missing", "lost": "missing", "refused": "error", "wrongpw": "error",
     "down": "error", "silent": "error", "fallback": "spam", "nofolder": "error",
-    "badfolder": "error",
+    "badfolder": "error", "oauth": "inbox",
 }  # fmt: skip
 
 
@@ -149,7 +149,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("seeds")
     db = f"sqlite:///{tmp / 'm.db'}"
     Store.open(db).close()
-    main = DovecotInstance(tmp / "a", users=PASSWORDS, sieve_before=SPAM_RULE)
+    main = DovecotInstance(tmp / "a", users=PASSWORDS, sieve_before=SPAM_RULE,
+                           oauth2_tokens={PASSWORDS["oauth"]: "oauth"})  # fmt: skip
     other = DovecotInstance(tmp / "b", users=OTHER_PASSWORDS, mailboxes={}, tls=False)
     silent = SilentServer()
     with main, other:
@@ -176,6 +177,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 _seed("spam", a, provider="outlook"), _seed("gone", a), _seed("bounced", a),
                 _seed("lost", a), _seed("refused", a),
                 _seed("badfolder", a, junk_folder="Spam Folder That Is Not There"),
+                _seed("oauth", a, auth="xoauth2"),
                 # After its refused login Dovecot slows every login from 127.0.0.1 (its
                 # auth penalty): it comes after the other seeds of this server.
                 _seed("wrongpw", a), _seed("down", free_port()),
@@ -220,6 +222,13 @@ def test_every_seed_gets_its_true_placement(probe_run: dict[str, Any]) -> None:
     assert {seed: r["placement"] for seed, r in rows.items()} == EXPECTED
     assert rows["spam"]["folder"] == "Junk" and rows["fallback"]["folder"] == "Spamverdacht"
     assert rows["starttls"]["folder"] == "Trash"
+
+
+def test_xoauth2_seed_logs_in_with_its_token(world: dict[str, Any], probe_run: dict[str, Any]) -> None:
+    """A seed with auth = "xoauth2" authenticates with AUTHENTICATE XOAUTH2 and its token."""
+    assert _by_seed(probe_run["out"]["placements"])["oauth"]["placement"] == "inbox"
+    logins = world["main"].wait_for_log("Login: user=<oauth>")
+    assert logins and all("method=XOAUTH2" in line for line in logins)
 
 
 def test_missing_probes_say_what_the_mta_saw(probe_run: dict[str, Any]) -> None:
@@ -278,17 +287,17 @@ def test_results_stats_and_trace(world: dict[str, Any], probe_run: dict[str, Any
     providers = {p["provider"]: p for p in out["providers"]}
     assert providers["google"]["placements"] == {"inbox": 1}
     assert providers["microsoft"]["placements"] == {"spam": 1}
-    # "other": inbox, trash, 3 missing, 6 errors (refused, wrongpw, down, silent, nofolder,
-    # badfolder), spam.
-    assert providers["other"]["placements"] == {"error": 6, "inbox": 1, "missing": 3, "spam": 1,
+    # "other": 2 inbox (inbox, oauth), trash, 3 missing, 6 errors (refused, wrongpw, down,
+    # silent, nofolder, badfolder), spam.
+    assert providers["other"]["placements"] == {"error": 6, "inbox": 2, "missing": 3, "spam": 1,
                                                 "trash": 1}  # fmt: skip
-    assert providers["other"]["inbox_rate"] == round(1 / 6, 4)
+    assert providers["other"]["inbox_rate"] == round(2 / 7, 4)
     rows = {r["domain"]: r for r in json.loads(mailmon("stats", "--json", "--config", config).stdout)}
     assert set(rows) == {DOMAIN, OTHER_DOMAIN}
-    # 11 + 2 probes accepted at submission (one refused); the MTA delivered one and bounced
-    # one (its events in the store); the 13 placements count nowhere.
+    # 12 + 2 probes accepted at submission (one refused); the MTA delivered one and bounced
+    # one (its events in the store); the 14 placements count nowhere.
     counted = ("submitted", "delivered", "bounced", "deferred", "expired")
-    assert tuple(rows[DOMAIN][k] for k in counted) == (11, 1, 1, 0, 0)
+    assert tuple(rows[DOMAIN][k] for k in counted) == (12, 1, 1, 0, 0)
     assert tuple(rows[OTHER_DOMAIN][k] for k in counted) == (2, 0, 0, 0, 0)
     assert not any("placed" in r for r in rows.values())
     mid = _by_seed(probe_run["out"]["placements"])["spam"]["message_id"]
