@@ -229,3 +229,57 @@ def test_unreadable_mailboxes_and_tabs_do_not_fire(tmp_path: Path) -> None:
     steps = [[("google", "inbox" if i % 4 == 0 else "error"), ("google", "tab:promotions")]
              for i in range(80)]  # fmt: skip
     _promtool_case(tmp_path, "errors and tabs stay quiet", _series(steps), [])
+
+
+class GmailFake:
+    """What Gmail's IMAP answers (X-GM-EXT-1), for the branch no local server can run:
+    LIST with RFC 6154 flags, X-GM-RAW search and X-GM-LABELS."""
+
+    def __init__(self, labels: list[bytes], categories: dict[str, set[int]]) -> None:
+        self.labels = labels
+        self.categories = categories
+        self.searched: list[list[object]] = []
+        self.selected: list[tuple[str, bool]] = []
+
+    def list_folders(self) -> list[tuple[tuple[bytes, ...], bytes, str]]:
+        return [((b"\\HasNoChildren",), b"/", "INBOX"),
+                ((b"\\HasNoChildren", b"\\Junk"), b"/", "[Gmail]/Spam"),
+                ((b"\\HasNoChildren", b"\\Trash"), b"/", "[Gmail]/Trash")]  # fmt: skip
+
+    def select_folder(self, name: str, readonly: bool = False) -> dict[bytes, object]:
+        self.selected.append((name, readonly))
+        return {}
+
+    def search(self, criteria: list[object]) -> list[int]:
+        self.searched.append(criteria)
+        if criteria[0] == "X-GM-RAW" and self.selected[-1][0] == "INBOX":
+            return [7]  # Gmail finds it by rfc822msgid: (HEADER search on a custom header did not)
+        if criteria[0] == "UID":
+            return [7] if 7 in self.categories.get(str(criteria[3]).split(":")[1], set()) else []
+        return []
+
+    def fetch(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, object]]:
+        header = b"Message-ID: <probe.t1@app.test>\r\nX-Mailmon-Probe: t1\r\n\r\n"
+        return {7: {b"BODY[HEADER]": header, b"INTERNALDATE": datetime(2026, 12, 6, tzinfo=UTC),
+                    b"X-GM-LABELS": tuple(self.labels)}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("labels", "categories", "placement"), [
+    ([b"\\Inbox", b"^smartlabel_promo"], {}, "tab:promotions"),
+    ([b"\\Inbox"], {"social": {7}}, "tab:social"),
+    ([b"\\Inbox", b"\\Important"], {}, "inbox"),
+])  # fmt: skip
+def test_gmail_tab_from_labels_then_category_search(
+    labels: list[bytes], categories: dict[str, set[int]], placement: str
+) -> None:
+    """On Gmail a probe in INBOX is matched by X-GM-RAW rfc822msgid: when the header search
+    finds nothing; its tab comes from X-GM-LABELS, else from X-GM-RAW category:NAME."""
+    from monitor.collectors.seeds.imap import SeedMailbox
+
+    box = SeedMailbox(_seed(), "secret")
+    fake = GmailFake(labels, categories)
+    box._client, box.gmail = fake, True
+    [found] = box.find({"t1": "probe.t1@app.test"}).values()
+    assert (found.placement, found.folder, found.uid) == (placement, "INBOX", 7)
+    assert fake.selected[0] == ("INBOX", True)  # EXAMINE: read-only
+    assert ["X-GM-RAW", "rfc822msgid:probe.t1@app.test"] in fake.searched

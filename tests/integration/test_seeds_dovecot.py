@@ -292,6 +292,9 @@ def test_results_stats_and_trace(world: dict[str, Any], probe_run: dict[str, Any
     assert providers["other"]["placements"] == {"error": 6, "inbox": 2, "missing": 3, "spam": 1,
                                                 "trash": 1}  # fmt: skip
     assert providers["other"]["inbox_rate"] == round(2 / 7, 4)
+    text = mailmon("probe", "results", "--config", config).stdout
+    assert "google           1 probes  inbox 100.0%" in text and "microsoft" in text
+    assert f"spam@{DOMAIN}" in text and "delivered but not found" in text
     rows = {r["domain"]: r for r in json.loads(mailmon("stats", "--json", "--config", config).stdout)}
     assert set(rows) == {DOMAIN, OTHER_DOMAIN}
     # 12 + 2 probes accepted at submission (one refused); the MTA delivered one and bounced
