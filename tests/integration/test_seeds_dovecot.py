@@ -303,6 +303,11 @@ def test_results_stats_and_trace(world: dict[str, Any], probe_run: dict[str, Any
     assert tuple(rows[DOMAIN][k] for k in counted) == (12, 1, 1, 0, 0)
     assert tuple(rows[OTHER_DOMAIN][k] for k in counted) == (2, 0, 0, 0, 0)
     assert not any("placed" in r for r in rows.values())
+    with Store.open(world["db"]) as store, store.engine.connect() as conn:
+        placed = "SELECT count(*) FROM {} WHERE outcome = 'placed'"
+        assert [conn.exec_driver_sql(placed.format(t)).scalar()
+                for t in ("counters", "sender_counters", "failure_counters")] == [0, 0, 0]  # fmt: skip
+        assert conn.exec_driver_sql("SELECT count(*) FROM events WHERE type = 'placed'").scalar() == 14
     mid = _by_seed(probe_run["out"]["placements"])["spam"]["message_id"]
     [traced] = json.loads(mailmon("trace", mid, "--json", "--config", config).stdout)["deliveries"]
     assert [e["type"] for e in traced["events"]] == ["submitted", "placed"]

@@ -4,8 +4,9 @@ Two kinds of unit: a :class:`~monitor.collectors.seeds.message.SendResult` (a pr
 submitted, or refused) gives a :class:`SeedProbe` and, when accepted, a ``submitted``
 event; an :class:`Outcome` (where the probe was found, or why not) gives a
 :class:`SeedPlacement` and, for a probe that was sent, a ``placed`` event in its
-delivery's timeline.  ``placed`` is no delivery outcome: the counters keep it apart
-and ``stats``, the rollups and ``mailmon_deliveries_total`` never count it.
+delivery's timeline.  ``placed`` is no delivery outcome: no counter table counts it
+(``monitor.store.writer``), so ``stats``, the rollups and ``mailmon_deliveries_total``
+never see it.
 """
 
 from __future__ import annotations
