@@ -523,5 +523,49 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- seed placement
+
+
+def placement() -> dict:
+    """Seed-inbox probes (docs/seeds.md): where our mail lands per provider."""
+    sel = '{provider=~"$seed_provider"}'
+    measured = 'provider=~"$seed_provider", placement!="error"'
+    return dashboard(
+        "mailmon-placement",
+        "Mailmon / Inbox placement",
+        "Seed-inbox probes: the share that reached the inbox per provider, where the rest went, time to inbox, and seed mailboxes that could not be read.",
+        [
+            ("Placement (6 h)", [
+                stat("Inbox rate", "Probes in the inbox or a Gmail tab over the probes whose mailbox could be read, last 6 hours (MailmonSeedPlacementLow: under 80 % with at least 6 probes).",
+                     q(f"min(provider:mailmon_seed_inbox_ratio:rate6h{sel})", instant=True),
+                     unit="percentunit", thresholds=[(None, "red"), (0.8, "orange"), (0.95, "green")], w=6),
+                stat("Probes", "Probes placed in the last 6 hours (one per seed and run).",
+                     q(f"sum(increase(mailmon_seed_probes_total{sel}[6h]))", instant=True), w=6),
+                stat("In spam", "Probes filed as spam in the last 6 hours.",
+                     q(f"sum(increase(mailmon_seed_probes_total{{{measured}, placement=\"spam\"}}[6h])) or 0 * sum(increase(mailmon_seed_probes_total{sel}[6h]))", instant=True),
+                     thresholds=[(None, "green"), (1, "red")], w=6),
+                stat("Unreadable", "Probes whose seed mailbox could not be read or that were not submitted (placement error: wrong password, expired token, server down, no spam folder); fix [seeds], see `mailmon probe results`.",
+                     q(f"sum(increase(mailmon_seed_probes_total{{provider=~\"$seed_provider\", placement=\"error\"}}[6h])) or 0 * sum(increase(mailmon_seed_probes_total{sel}[6h]))", instant=True),
+                     thresholds=[(None, "green"), (1, "orange")], w=6),
+            ]),
+            ("By provider", [
+                timeseries("Inbox rate by provider (6 h)", "The recording rule behind MailmonSeedPlacementLow.",
+                           q(f"provider:mailmon_seed_inbox_ratio:rate6h{sel}", "{{provider}}"), unit="percentunit"),
+                timeseries("Placements per hour", "Where the probes landed: inbox, tab:NAME (Gmail), spam, trash, missing (not found before the timeout), error.",
+                           q(f"sum by (placement) (increase(mailmon_seed_probes_total{sel}[1h]))", "{{placement}}"), stack=True),
+                table("Placements by provider (24 h)", "Probes per provider and placement over the last day.",
+                      q(f"sum by (provider, placement) (increase(mailmon_seed_probes_total{sel}[24h]))", instant=True, fmt="table")),
+                timeseries("Time to inbox p50 and p95 (6 h)", "Submission to arrival (IMAP INTERNALDATE), probes found in the inbox or a tab.",
+                           q(f"histogram_quantile(0.5, sum by (provider, le) (rate(mailmon_seed_time_to_inbox_seconds_bucket{sel}[6h])))", "{{provider}} p50"),
+                           q(f"histogram_quantile(0.95, sum by (provider, le) (rate(mailmon_seed_time_to_inbox_seconds_bucket{sel}[6h])))", "{{provider}} p95"), unit="s"),
+            ]),
+        ],
+        [variable("seed_provider", "Provider", "label_values(mailmon_seed_probes_total, provider)")],
+    )  # fmt: skip
+
+
+DASHBOARDS = (*DASHBOARDS, placement)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.collectors.seeds.settings import SeedsConfig
 from monitor.errors import ConfigError
 
 __all__ = [
@@ -379,6 +380,7 @@ class Config(_Strict):
     dmarc: DmarcConfig = DmarcConfig()
     rollup: RollupConfig = RollupConfig()
     report: ReportConfig = ReportConfig()
+    seeds: SeedsConfig = SeedsConfig()
     webhooks: dict[str, WebhookSettings] = {}
     jobs: dict[str, JobConfig] = Field(default_factory=dict)
     data_dir: str | None = None

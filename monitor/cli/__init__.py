@@ -15,6 +15,7 @@ from monitor.cli import (
     incidents,
     ingest,
     jobs,
+    probe,
     report,
     rollup,
     serve,
@@ -26,7 +27,7 @@ from monitor.errors import MailmonError
 __all__ = ["main"]
 
 _COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc,
-             report)
+             report, probe)  # fmt: skip
 
 
 def _common_options(default: object = None) -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,7 +17,10 @@ from monitor.jobs.scheduler import Job
 from monitor.rollup import LiveClock, RollupEngine, newest_event_time
 from monitor.store import Store
 
-__all__ = ["dmarc_imap", "dmarc_reports", "jobs_for", "rollup", "top_domains", "weekly_report"]
+__all__ = [
+    "dmarc_imap", "dmarc_reports", "jobs_for", "rollup", "seed_probes", "top_domains",
+    "weekly_report",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,27 @@ def weekly_report(config: Config, store: Store) -> Callable[[], None]:
     from monitor.report.job import weekly_report as job  # pandas, matplotlib: only when used
 
     return job(config, store)
+def seed_probes(
+    config: Config, driver: Driver, store: Store, stop: threading.Event | None = None
+) -> Callable[[], None]:
+    """One probe run: send to every seed, poll the mailboxes, store the placements."""
+    if not config.seeds.mailboxes:
+        if effective(config, "seed_probes").enabled:  # stops serve before it starts
+            raise ConfigError("[jobs.seed_probes] is enabled without [seeds] mailboxes")
+        return lambda: None  # not scheduled
+
+    def probe() -> None:
+        from monitor.collectors.seeds.run import run_probes
+
+        result = run_probes(config.seeds, driver, store, stop=stop)
+        placed = {o.probe.seed: o.placement for o in result.outcomes}
+        log.info("seed probes %s: %s", result.run_id, placed)
+        errors = sorted(seed for seed, where in placed.items() if where == "error")
+        if errors:
+            # Stored with the job's state and counted as a failure: a mailbox to look at.
+            raise RuntimeError(f"seed probes could not be read for {', '.join(errors)}")
+
+    return probe
 
 
 def jobs_for(config: Config, work: Mapping[str, Callable[[], object]]) -> list[Job]:

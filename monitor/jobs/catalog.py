@@ -64,6 +64,11 @@ CATALOG: dict[str, JobSpec] = {
             lambda c: JobConfig(cron="0 8 * * mon", time_zone=c.report.time_zone,
                                 enabled=bool(c.report.relay_host or c.report.out_directory)),
         ),
+        JobSpec(
+            "seed_probes",
+            "send a probe to every [seeds] mailbox and record where each landed",
+            lambda c: JobConfig(interval_seconds=6 * 3600, enabled=bool(c.seeds.mailboxes)),
+        ),
     )
 }
 

@@ -69,6 +69,8 @@ class Service:
         # The report job's own pipeline: it runs on a scheduler thread beside the follower.
         self.reports_pipeline = self._pipeline(resolver_for(config, store))
         self.imap_pipeline = self._pipeline(resolver_for(config, store))  # the two may run at once
+        # The probe job's: a run waits for its mailboxes for minutes.
+        self.probes_pipeline = self._pipeline(resolver_for(config, store))
         work = {
             "rollup": builtin.rollup(config, store, engine),
             "top_domains": builtin.top_domains(config, store, self.metrics.labeler),
@@ -76,6 +78,8 @@ class Service:
                 config, Driver(self.reports_pipeline, self.metrics)),
             "dmarc_imap": builtin.dmarc_imap(config, Driver(self.imap_pipeline, self.metrics)),
             "weekly_report": builtin.weekly_report(config, store),
+            "seed_probes": builtin.seed_probes(
+                config, Driver(self.probes_pipeline, self.metrics), store, self.stop_event),
         }
         self.scheduler = Scheduler(store.engine, builtin.jobs_for(config, work),
                                    metrics=self.metrics, instance=config.service.instance)
@@ -117,3 +121,4 @@ class Service:
         self.http_pipeline.flush()
         self.reports_pipeline.flush()
         self.imap_pipeline.flush()
+        self.probes_pipeline.flush()

@@ -262,6 +262,8 @@ def _count(conn: Connection, keyed: Sequence[_Keyed], sign: int = 1) -> None:
     by_sender: SenderTally = {}
     domains: dict[str, str] = {}  # sender -> its domain: a batch has few senders
     for _, ts, e in keyed:
+        if e.type is _PLACED:
+            continue  # a seed probe's placement is no delivery outcome: in no counter
         bucket = int(ts // BUCKET_SECONDS) * BUCKET_SECONDS
         provider = e.provider or "other"
         outcome = str(e.type)
@@ -383,6 +385,7 @@ def _new_delivery(key: str, ts: float, e: Event) -> list[Any]:
 _RANK_OF = {k.value: _RANK.get(k, 2 if k in FINAL_TYPES else -1) for k in EventType}
 _SUBMITTED = EventType.SUBMITTED
 _DEFERRED = EventType.DEFERRED
+_PLACED = EventType.PLACED
 _DELIVERED = EventType.DELIVERED
 
 

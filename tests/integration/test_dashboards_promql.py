@@ -310,7 +310,9 @@ def _until(what: str, run: Run, check: Callable[[], list[str]], timeout: float =
 def test_every_panel_query_returns_data(run: Run) -> None:
     """Every target of every dashboard parses and returns data from a Prometheus scraping a
     mailmon that followed real Postfix log lines and took KumoMTA complaints."""
-    boards = load_all()
+    # The placement dashboard reads seed probes, which need mailboxes to read: its panels are
+    # run in tests/integration/test_seeds_prometheus.py against a serve probing a Dovecot.
+    boards = {n: b for n, b in load_all().items() if n != "mailmon-placement.json"}
     # The recording rules and the rollup gauges need a few evaluations after the scrape.
     _until("panels without data", run, lambda: _empty_panels(run.prometheus, boards))
     prom = run.prometheus

@@ -43,6 +43,7 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotInstanc
         tmp_path_factory.mktemp("dovecot"),
         users={"alice": "alicepw", "bob": "bobpw"},
         sieve_before=GLOBAL_SIEVE,
+        oauth2_tokens={"access-token-1": "bob"},
     )
     with instance:
         yield instance
@@ -75,7 +76,7 @@ def test_lmtp_and_sieve_file_into_junk_or_discard(dovecot: DovecotInstance) -> N
         "<fixture-3@app.test>",
         "<fixture-4@app.test>",
     ]
-    assert any("discard" in line for line in dovecot.log_lines())
+    assert dovecot.wait_for_log("discard")
 
 
 def test_append_keeps_flags_and_internaldate(dovecot: DovecotInstance) -> None:
@@ -105,11 +106,20 @@ def test_imaps_and_starttls(dovecot: DovecotInstance) -> None:
     context = ssl.create_default_context(cafile=str(dovecot.cert_file))
     with IMAPClient(dovecot.host, port=dovecot.imaps_port, ssl=True, ssl_context=context) as imap:
         imap.login("alice", "alicepw")
-        assert imap.select_folder("INBOX", readonly=True)[b"EXISTS"] >= 1
+        assert b"READ-ONLY" in imap.select_folder("INBOX", readonly=True)
     with IMAPClient(dovecot.host, port=dovecot.imap_port, ssl=False) as imap:
         imap.starttls(context)
         imap.login("bob", "bobpw")
         assert imap.folder_exists("Junk")
+
+
+def test_xoauth2_with_a_known_token(dovecot: DovecotInstance) -> None:
+    """AUTHENTICATE XOAUTH2 logs in with a token of oauth2_tokens (checked by introspection)."""
+    with IMAPClient(dovecot.host, port=dovecot.imap_port, ssl=False) as imap:
+        assert b"AUTH=XOAUTH2" in imap.capabilities()
+        imap.oauth2_login("bob", "access-token-1")
+        assert imap.folder_exists("Junk")
+    assert dovecot.wait_for_log("user=<bob>, method=XOAUTH2")
 
 
 def test_password_change_and_wrong_password(dovecot: DovecotInstance) -> None:

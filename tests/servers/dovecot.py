@@ -12,6 +12,8 @@ What it offers:
 - users with passwords (a ``passwd-file``, re-read on change: :meth:`add_user` and
   :meth:`set_password` work while it runs); mail in ``maildir:~/Maildir`` owned by
   ``nobody``; LMTP recipients ``user`` or ``user@any.domain`` reach the same user;
+- XOAUTH2 / OAUTHBEARER logins with the access tokens of ``oauth2_tokens`` (token -> user),
+  checked by an introspection endpoint the fixture serves on loopback;
 - IMAP in plain text on ``imap_port`` (LOGIN/PLAIN allowed, STARTTLS offered) and IMAPS on
   ``imaps_port``, with a self-signed certificate for ``localhost`` (``cert_file``; clients
   must not verify it, or load it as their CA);
@@ -23,7 +25,8 @@ What it offers:
   per-user active script (:meth:`set_sieve`), e.g. ``fileinto "Junk"`` or ``discard``;
 - :meth:`append` (IMAP APPEND with flags and INTERNALDATE), :meth:`client` (an
   ``imapclient.IMAPClient`` logged in as a user), :meth:`messages` (a folder's messages),
-  :meth:`log_lines` (Dovecot's log, kept in the test's directory after :meth:`stop`).
+  :meth:`log_lines` and :meth:`wait_for_log` (Dovecot's log, kept in the test's directory
+  after :meth:`stop`).
 
 Use::
 
@@ -42,6 +45,7 @@ import contextlib
 import datetime as dt
 import email
 import email.policy
+import json
 import os
 import pwd
 import shutil
@@ -49,12 +53,15 @@ import signal
 import smtplib
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from email.message import EmailMessage, Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import parse_qs, urlsplit
 
 from imapclient import IMAPClient
 
@@ -82,7 +89,7 @@ listen = 127.0.0.1
 log_path = {root}/log/dovecot.log
 auth_username_format = %Ln
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth_mechanisms}
 default_internal_user = dovecot
 default_login_user = dovenull
 mail_uid = nobody
@@ -90,7 +97,7 @@ mail_gid = nogroup
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
 {ssl}
-passdb {{
+{oauth_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%n {root}/users
 }}
@@ -169,12 +176,16 @@ class DovecotInstance:
         mailboxes: Mapping[str, str | None] | None = None,
         sieve_before: str | None = None,
         tls: bool = True,
+        oauth2_tokens: Mapping[str, str] | None = None,
     ) -> None:
         self.keep_dir = Path(tmpdir).resolve() / "dovecot"
         self.users = dict(users or {})
         self.mailboxes = dict(DEFAULT_MAILBOXES if mailboxes is None else mailboxes)
         self.sieve_before = sieve_before
         self.tls = tls
+        #: XOAUTH2 / OAUTHBEARER access token -> user, checked by an introspection endpoint
+        self.oauth2_tokens = dict(oauth2_tokens or {})
+        self._introspection: ThreadingHTTPServer | None = None
         self.root: Path | None = None
         self.imap_port = 0
         self.imaps_port = 0
@@ -206,6 +217,8 @@ class DovecotInstance:
         self.root.chmod(0o711)
         let_others_traverse(self.root)
         self.imap_port, self.imaps_port, self.lmtp_port = _free_ports(3)
+        if self.oauth2_tokens:
+            self._introspection = _introspection_server(self.oauth2_tokens)
         self._write_config()
         check = subprocess.run(
             [find_command("doveconf"), "-c", str(self.config_file), "-n"],
@@ -225,6 +238,10 @@ class DovecotInstance:
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the master (and its children); keep the log; remove the directory."""
         process, self._process = self._process, None
+        if self._introspection is not None:
+            self._introspection.shutdown()
+            self._introspection.server_close()
+            self._introspection = None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
@@ -359,6 +376,15 @@ class DovecotInstance:
         except FileNotFoundError:
             return []
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> list[str]:
+        """The log lines holding ``text``, once there is one (the log is written a little late)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.log_lines() if text in line]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
     # -- internals -------------------------------------------------------------------
 
     def _root(self) -> Path:
@@ -384,6 +410,20 @@ class DovecotInstance:
         for name, flag in self.mailboxes.items():
             use = f"\n    special_use = {flag}" if flag else ""
             boxes.append(f'  mailbox "{name}" {{\n    auto = subscribe{use}\n  }}')
+        oauth = ""
+        if self._introspection is not None:
+            port = self._introspection.server_address[1]
+            (root / "oauth2.conf").write_text(
+                "introspection_mode = get\n"
+                f"introspection_url = http://127.0.0.1:{port}/introspect?token=\n"
+                "username_attribute = username\nactive_attribute = active\n"
+                "active_value = true\nforce_introspection = yes\n",
+                encoding="utf-8",
+            )
+            oauth = (
+                "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {root}/oauth2.conf\n}}\n"
+            )
         before = ""
         if self.sieve_before is not None:
             script = root / "sieve" / "before.sieve"
@@ -399,6 +439,8 @@ class DovecotInstance:
                 ssl=ssl,
                 mailboxes="\n".join(boxes),
                 sieve_before=before,
+                oauth_mechanisms=" xoauth2 oauthbearer" if oauth else "",
+                oauth_passdb=oauth,
             ),
             encoding="utf-8",
         )
@@ -460,6 +502,28 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+def _introspection_server(tokens: Mapping[str, str]) -> ThreadingHTTPServer:
+    """An OAuth 2.0 introspection endpoint (``GET /introspect?token=T``) for Dovecot."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            token = parse_qs(urlsplit(self.path).query).get("token", [""])[0]
+            user = tokens.get(token)
+            body = json.dumps({"active": True, "username": user} if user else {"active": False})
+            self.send_response(200 if user else 401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def _chown_tree(path: Path, user: str) -> None:
