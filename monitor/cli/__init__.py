@@ -12,6 +12,7 @@ from monitor.cli import (
     classify,
     dashboards,
     dmarc,
+    dns,
     incidents,
     ingest,
     jobs,
@@ -24,7 +25,7 @@ from monitor.errors import MailmonError
 
 __all__ = ["main"]
 
-_COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc)
+_COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc, dns)
 
 
 def _common_options(default: object = None) -> argparse.ArgumentParser:

@@ -21,14 +21,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import checkdmarc
+import checkdmarc.utils
 import dns.exception
 import dns.resolver
 from checkdmarc.bimi import BIMIError, BIMIRecordNotFound, query_bimi_record
 from checkdmarc.dmarc import UnverifiedDMARCURIDestination, verify_dmarc_report_destination
-from checkdmarc.mta_sts import MTASTSError, MTASTSRecordNotFound, query_mta_sts_record
+from checkdmarc.mta_sts import (
+    MTASTSError,
+    MTASTSRecordNotFound,
+    parse_mta_sts_record,
+    query_mta_sts_record,
+)
 from checkdmarc.smtp_tls_reporting import (
     SMTPTLSReportingError,
     SMTPTLSReportingRecordNotFound,
+    parse_smtp_tls_reporting_record,
     query_smtp_tls_reporting_record,
 )
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -37,7 +44,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from monitor.dnscheck.lookup import LOOKUP_FAILED, LookupFailed, txt_records
 from monitor.dnscheck.records import STATUSES
 
-__all__ = ["CHECKS", "STATUSES", "CheckResult", "check_domain"]
+__all__ = ["CHECKS", "STATUSES", "CheckResult", "check_domain", "forget_cached_answers"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +103,13 @@ def check_domain(
         except Exception as exc:  # a library bug on odd records must not stop the others
             log.exception("%s: the %s check failed", domain, check)
             yield CheckResult(domain, check, "fail", f"check failed: {type(exc).__name__}: {exc}")
+
+
+def forget_cached_answers() -> None:
+    """Empty checkdmarc's process-wide answer cache: each run sees DNS as it is now (the
+    cache is kept for its max age, whatever the records' TTLs, and keyed without the
+    resolver asked)."""
+    checkdmarc.utils.DNS_CACHE.clear()
 
 
 def _lookup_failed(domain: str, check: str, detail: str) -> CheckResult:
@@ -298,6 +312,10 @@ def _mta_sts(domain: str, resolver: dns.resolver.Resolver) -> CheckResult:
         _raise_if_failed(str(exc))
         return CheckResult(domain, "mta_sts", "fail", f"invalid MTA-STS record: {exc}")
     record = r["record"]
+    try:
+        parse_mta_sts_record(record)
+    except MTASTSError as exc:
+        return CheckResult(domain, "mta_sts", "fail", f"invalid MTA-STS record: {exc}", record)
     return CheckResult(domain, "mta_sts", "pass", "record valid (policy file not fetched)",
                        record)  # fmt: skip
 
@@ -313,6 +331,10 @@ def _tlsrpt(domain: str, resolver: dns.resolver.Resolver) -> CheckResult:
         _raise_if_failed(str(exc))
         return CheckResult(domain, "tlsrpt", "fail", f"invalid TLS-RPT record: {exc}")
     record = r["record"]
+    try:
+        parse_smtp_tls_reporting_record(record)
+    except SMTPTLSReportingError as exc:
+        return CheckResult(domain, "tlsrpt", "fail", f"invalid TLS-RPT record: {exc}", record)
     if "rua=" not in record.replace(" ", ""):
         return CheckResult(domain, "tlsrpt", "fail", "TLS-RPT record without rua", record)
     return CheckResult(domain, "tlsrpt", "pass", "record valid", record)

@@ -23,7 +23,7 @@ from typing import Any
 from monitor.config import Config
 from monitor.dnscheck.dnsbl import Blocklist, DnsblResult, check_dnsbl, load_lists
 from monitor.dnscheck.lookup import LOOKUP_FAILED, make_resolver
-from monitor.dnscheck.posture import CheckResult, check_domain
+from monitor.dnscheck.posture import CheckResult, check_domain, forget_cached_answers
 from monitor.dnscheck.records import STATUSES, DnsblListing, DnsCheck
 from monitor.pipeline import Pipeline
 from monitor.store import Store
@@ -113,7 +113,8 @@ def run_posture(settings: DnsSettings, *, domains: Sequence[str] | None = None,
                              timeout=settings.timeout_seconds)  # fmt: skip
     chosen = tuple(settings.domains if domains is None else
                    (d.strip(".").lower() for d in domains))  # fmt: skip
-    run = PostureRun(at=at or datetime.now(UTC).replace(microsecond=0))
+    forget_cached_answers()
+    run = PostureRun(at=at or datetime.now(UTC))
     for domain in chosen:
         run.checks.extend(check_domain(domain, resolver, dkim_selectors=settings.dkim_selectors,
                                        bimi_selector=settings.bimi_selector))  # fmt: skip

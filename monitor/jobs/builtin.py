@@ -16,7 +16,7 @@ from monitor.jobs.scheduler import Job
 from monitor.rollup import LiveClock, RollupEngine, newest_event_time
 from monitor.store import Store
 
-__all__ = ["dmarc_reports", "jobs_for", "rollup", "top_domains"]
+__all__ = ["dmarc_reports", "dns_check", "jobs_for", "rollup", "top_domains"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,35 @@ def dmarc_reports(config: Config, driver: Driver) -> Callable[[], None]:
                      summary.duplicates, dict(summary.refused) or "none")  # fmt: skip
 
     return scan
+
+
+def dns_check(config: Config, driver: Driver) -> Callable[[], None]:
+    """Check our domains' posture and the DNSBLs; store the results, set the gauges."""
+    from monitor.dnscheck.run import DnsSettings
+
+    settings = DnsSettings.of(config)  # an unknown list stops serve before it starts
+    if not settings.configured:
+        if effective(config, "dns_check").enabled:
+            raise ConfigError("[jobs.dns_check] is enabled without [dns] domains or "
+                              "sending_ips (or [dmarc] domains)")  # fmt: skip
+        return lambda: None  # not scheduled
+
+    def check() -> None:
+        from monitor.dnscheck.metrics import posture_metrics
+        from monitor.dnscheck.run import regressions, run_posture, store_run
+
+        run = run_posture(settings)
+        store_run(driver.pipeline, run)
+        driver.pipeline.flush()
+        run.regressed = regressions(driver.pipeline.store, run, days=settings.history_days)
+        if driver.metrics is not None:
+            posture_metrics(driver.metrics.registry).update(run)
+        worse = [c for c in run.checks if c.status != "pass"]
+        log.info("DNS posture: %d checks (%d not passing, %d regressed), %d DNSBL lookups "
+                 "(%d listed) in %.1f s", len(run.checks), len(worse), len(run.regressed),
+                 len(run.listings), sum(r.listed for r in run.listings), run.seconds)  # fmt: skip
+
+    return check
 
 
 def jobs_for(config: Config, work: Mapping[str, Callable[[], object]]) -> list[Job]:

@@ -53,6 +53,14 @@ CATALOG: dict[str, JobSpec] = {
             "read new DMARC and SMTP TLS report files of [dmarc] directory, then move them",
             lambda c: JobConfig(interval_seconds=300, enabled=c.dmarc.directory is not None),
         ),
+        JobSpec(
+            "dns_check",
+            "check the DNS posture of our domains and ask the DNSBLs about our IPs and domains",
+            lambda c: JobConfig(interval_seconds=3600, enabled=bool(
+                c.dns.domains or c.dmarc.domains or c.dns.sending_ips)),
+            local=True,
+            at_start=True,
+        ),
     )
 }
 

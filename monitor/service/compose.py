@@ -68,11 +68,13 @@ class Service:
         engine = engine_for(config, store, gauges=self.metrics.rollup)
         # The report job's own pipeline: it runs on a scheduler thread beside the follower.
         self.reports_pipeline = self._pipeline(resolver_for(config, store))
+        self.dns_pipeline = self._pipeline(resolver_for(config, store))  # the dns_check job's
         work = {
             "rollup": builtin.rollup(config, store, engine),
             "top_domains": builtin.top_domains(config, store, self.metrics.labeler),
             "dmarc_reports": builtin.dmarc_reports(
                 config, Driver(self.reports_pipeline, self.metrics)),
+            "dns_check": builtin.dns_check(config, Driver(self.dns_pipeline, self.metrics)),
         }
         self.scheduler = Scheduler(store.engine, builtin.jobs_for(config, work),
                                    metrics=self.metrics, instance=config.service.instance)
@@ -113,3 +115,4 @@ class Service:
         self.pipeline.flush()
         self.http_pipeline.flush()
         self.reports_pipeline.flush()
+        self.dns_pipeline.flush()
