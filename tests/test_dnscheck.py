@@ -288,9 +288,9 @@ def test_job_stores_records_and_sets_the_gauges(tmp_path: Path, server: DNSServe
         assert _sample(metrics, 'mailmon_dns_check{check="spf",domain="good.test"} 1.0')
         assert _sample(metrics, 'mailmon_dns_check{check="dkim:s2048",domain="good.test"} 1.0')
         assert _sample(metrics, 'mailmon_dns_check_regressed{check="spf",domain="good.test"} 0.0')
-        assert _sample(metrics, f'mailmon_dnsbl_listed{{list="zen",target="{LISTED_IP}"}} 1.0')
-        assert _sample(metrics, f'mailmon_dnsbl_listed{{list="zen",target="{CLEAN_IP}"}} 0.0')
-        assert not _sample(metrics, f'mailmon_dnsbl_listed{{list="zen",target="{REFUSED_IP}"}}')  # an error, no result
+        assert _sample(metrics, f'mailmon_dnsbl_listed{{list="zen.test",target="{LISTED_IP}"}} 1.0')
+        assert _sample(metrics, f'mailmon_dnsbl_listed{{list="zen.test",target="{CLEAN_IP}"}} 0.0')
+        assert not _sample(metrics, f'mailmon_dnsbl_listed{{list="zen.test",target="{REFUSED_IP}"}}')  # an error, no result
         assert _sample(metrics, 'mailmon_dns_lookup_errors_total{check="dnsbl"} 1.0')
         good = zones()["good.test."]
         try:
@@ -320,7 +320,7 @@ def test_serve_runs_the_job_at_start_and_exports_the_gauges(tmp_path: Path, serv
                      extra=f"[service]\nlisten_port = {port}\n")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    want = f'mailmon_dnsbl_listed{{list="bl",target="{LISTED_IP}"}} 1.0'
+    want = f'mailmon_dnsbl_listed{{list="bl.test",target="{LISTED_IP}"}} 1.0'
     text = ""
     try:
         deadline = time.monotonic() + 30

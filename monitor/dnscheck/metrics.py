@@ -4,7 +4,7 @@
   dkim:SELECTOR, mx, mta_sts, tlsrpt, bimi);
 * ``mailmon_dns_check_regressed{domain,check}``: 1 while the check is worse than before
   it last changed (``monitor.dnscheck.run.regressions``);
-* ``mailmon_dnsbl_listed{target,list}``: 1 listed, 0 not;
+* ``mailmon_dnsbl_listed{target,list}``: 1 listed, 0 not (``list``: the list's zone);
 * ``mailmon_dns_lookup_errors_total{check}``: checks and DNSBL lookups (``check="dnsbl"``)
   that got no usable answer.  Such a result leaves its gauge at the last known value.
 
@@ -64,7 +64,7 @@ class PostureMetrics:
                 if r.error:
                     self.lookup_errors.labels("dnsbl").inc()
                 else:
-                    self._listed[(r.target, r.list)] = 1.0 if r.listed else 0.0
+                    self._listed[(r.target, r.zone)] = 1.0 if r.listed else 0.0
 
     def __call__(self, records: Sequence[Record]) -> None:
         """Stored records change nothing here: the gauges follow this process's runs."""
