@@ -229,6 +229,7 @@ def test_cli_checks_prints_stores_and_exits_1_on_a_failure(tmp_path: Path, serve
     config = _config(tmp_path, server)
     ok = mailmon("dns", "check", "--config", str(config))
     assert "pass  spf" in ok.stdout and "clean  192.0.2.10" in ok.stdout
+    assert "Warning" not in ok.stderr, ok.stderr  # no library noise on the terminal
     assert "7 checks: 7 pass, 0 warn, 0 fail; DNSBL: 0 listed, 0 errors of 3 lookups" in ok.stdout
     bad = mailmon("dns", "check", "open.test", "--json", "--config", str(config), check=False)
     assert bad.returncode == 1, bad.stderr
@@ -338,3 +339,33 @@ def test_serve_runs_the_job_at_start_and_exports_the_gauges(tmp_path: Path, serv
         proc.terminate()
         out = proc.communicate(timeout=15)[0]
     assert proc.returncode == 0, out
+
+
+def test_settings_default_from_the_rest_of_the_config(tmp_path: Path) -> None:
+    """[dns] domains default to [dmarc] domains and sending IPs to [metrics] sending_ips;
+    the job is on when there is something to check, off otherwise; bad values are errors."""
+    from monitor.dnscheck.run import DnsSettings
+    from monitor.errors import ConfigError
+    from monitor.jobs.catalog import effective
+
+    path = tmp_path / "mailmon.toml"
+    path.write_text('[dmarc]\ndomains = ["Example.COM."]\n[metrics]\nsending_ips = ["192.0.2.1", "other-name"]\n')
+    config = load_config(path)
+    settings = DnsSettings.of(config)
+    assert (settings.domains, settings.dnsbl_domains, settings.sending_ips) == (
+        ("example.com",), ("example.com",), ("192.0.2.1",))
+    assert [b.zone for b in settings.lists][:2] == ["zen.spamhaus.org", "dbl.spamhaus.org"]
+    assert effective(config, "dns_check").enabled and effective(config, "dns_check").interval_seconds == 3600
+    path.write_text("")
+    assert not effective(load_config(path), "dns_check").enabled
+    for table, says in [('[dns]\nsending_ips = ["300.1.2.3"]\n', "dns.sending_ips"),
+                        ('[dns]\nresolver = "x"\n', "dns.resolver: Extra inputs")]:
+        path.write_text(table)
+        with pytest.raises(ConfigError, match=says):
+            load_config(path)
+    path.write_text('[dns]\ndomains = ["example.com"]\nlists = ["spamhaus-zen", "nope"]\n')
+    with pytest.raises(ConfigError, match="unknown list nope"):
+        DnsSettings.of(load_config(path))
+    path.write_text("")
+    nothing = mailmon("dns", "check", "--config", str(path), "--db", f"sqlite:///{tmp_path / 'm.db'}", check=False)
+    assert nothing.returncode == 2 and "no domain given and none configured" in nothing.stderr

@@ -16,12 +16,17 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import checkdmarc
-import checkdmarc.utils
+from cryptography.utils import CryptographyDeprecationWarning
+
+with warnings.catch_warnings():  # dnspython's DNSSEC module, which checkdmarc imports, names DSA
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    import checkdmarc
+    import checkdmarc.utils
 import dns.exception
 import dns.resolver
 from checkdmarc.bimi import BIMIError, BIMIRecordNotFound, query_bimi_record
