@@ -184,6 +184,10 @@ class DnsConfig(_Strict):
     timeout_seconds: float = Field(5.0, gt=0, le=60)
     #: how far back a check's history is read to tell a regression
     history_days: int = Field(30, ge=1, le=3650)
+    #: fetch each domain's MTA-STS policy (https://mta-sts.DOMAIN/.well-known/mta-sts.txt)
+    mta_sts_fetch_policy: bool = True
+    mta_sts_port: int = Field(443, ge=1, le=65535)  # another port: a test's server
+    mta_sts_ca_file: str | None = None  # CA bundle for the policy hosts (default: the system's)
 
     @field_validator("domains", "dnsbl_domains")
     @classmethod

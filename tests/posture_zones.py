@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dns_server import txt
 
-__all__ = ["BLOCKLISTS", "LISTED_IP", "REFUSED_IP", "SELECTORS", "zones"]
+__all__ = ["BLOCKLISTS", "LISTED_IP", "POLICIES", "REFUSED_IP", "SELECTORS", "zones"]
 
 #: DKIM selectors published on good.test (and nowhere else but ``absent``).
 SELECTORS = ("s2048", "s1024", "s512", "ed", "revoked", "testing", "absent")
@@ -43,7 +43,8 @@ def _ed25519() -> str:
 
 def _domain(name: str, *, spf: str | None = "v=spf1 ip4:192.0.2.10 -all",
             dmarc: str | None = None, mx: str | None = "10 mx", sts: str | None = "v=STSv1; id=20260101",
-            tlsrpt: str | None = None, bimi: str | None = None, extra: str = "") -> str:
+            tlsrpt: str | None = None, bimi: str | None = None, policy_host: bool = True,
+            extra: str = "") -> str:
     """Zone text for ``name``: good records unless a keyword replaces or removes one."""
     dmarc = dmarc if dmarc is not None else f"v=DMARC1; p=reject; rua=mailto:dmarc@{name}"
     tlsrpt = tlsrpt if tlsrpt is not None else f"v=TLSRPTv1; rua=mailto:tlsrpt@{name}"
@@ -56,6 +57,8 @@ def _domain(name: str, *, spf: str | None = "v=spf1 ip4:192.0.2.10 -all",
         lines.append(f"@ MX {mx}")
     if sts:
         lines.append(f"_mta-sts TXT {txt(sts)}")
+    if sts and policy_host:  # where POLICIES are served (policy_server.PolicyServer)
+        lines.append("mta-sts A 127.0.0.1")
     if tlsrpt != "-":
         lines.append(f"_smtp._tls TXT {txt(tlsrpt)}")
     if bimi:
@@ -93,7 +96,8 @@ def zones() -> dict[str, str]:
                                  extra="".join(f'i{n} TXT "v=spf1 a -all"\n' for n in range(11))),
         "badspf.test.": _domain("badspf.test", spf="v=spf1 ip4:192.0.2.300 -all", dmarc="v=DMARC1; p=bogus"),
         "bare.test.": _domain("bare.test", spf=None, dmarc="-", mx="0 .", sts=None, tlsrpt="-"),
-        "extrua.test.": _domain("extrua.test", dmarc="v=DMARC1; p=quarantine; rua=mailto:agg@reports.test"),
+        "extrua.test.": _domain("extrua.test", dmarc="v=DMARC1; p=quarantine; rua=mailto:agg@reports.test",
+                                policy_host=False),
         "authrua.test.": _domain("authrua.test", dmarc="v=DMARC1; p=reject; rua=mailto:agg@reports.test",
                                  mx="10 gone\n@ MX 20 mx"),
         "noaddr.test.": _domain("noaddr.test", mx="10 gone", sts="v=STSv1; id=", tlsrpt="v=TLSRPTv1; rua=ftp://x"),
@@ -105,6 +109,23 @@ def zones() -> dict[str, str]:
         "dbl.test.": "open.test A 127.0.1.2\n",
     }
     return out
+
+
+def _policy(mode: str, mx: str, max_age: int = 604800) -> str:
+    return f"version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: {max_age}\r\n"
+
+
+#: MTA-STS policies by domain, as PolicyServer answers: (HTTP status, content type, body).
+POLICIES = {
+    "good.test": (200, "text/plain", _policy("enforce", "mx.good.test")),
+    "neutral.test": (200, "text/plain", _policy("testing", "*.neutral.test")),
+    "open.test": (200, "text/plain", _policy("enforce", "*.elsewhere.test")),
+    "badspf.test": (200, "text/html", _policy("enforce", "mx.badspf.test")),
+    "authrua.test": (200, "text/plain", "version: STSv1\r\nmode: sometimes\r\n"),
+    "flaky.test": (200, "text/plain; charset=utf-8", _policy("enforce", "*.flaky.test", max_age=3600)),
+    "lookups.test": (404, "text/plain", "no policy here\n"),
+    # extrua.test: no mta-sts host at all
+}
 
 
 BLOCKLISTS = """

@@ -18,10 +18,12 @@ from typing import Any
 import httpx
 import pytest
 from dns_server import DNSServer
+from policy_server import PolicyServer
 from posture_zones import (
     BLOCKLISTS,
     CLEAN_IP,
     LISTED_IP,
+    POLICIES,
     REFUSED_IP,
     REWRITTEN_IP,
     SELECTORS,
@@ -33,7 +35,7 @@ from test_service import _free_port
 
 from monitor.config import load_config
 from monitor.dnscheck.dnsbl import Blocklist, check_dnsbl, load_lists, query_name
-from monitor.dnscheck.posture import check_domain
+from monitor.dnscheck.posture import PolicyFetch, check_domain
 from monitor.dnscheck.records import DnsblListing, DnsCheck
 from monitor.driver import Driver
 from monitor.jobs import builtin
@@ -61,8 +63,14 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         guard(args[-1])
         return real_sendto(self, data, *args)
 
+    real_getaddrinfo = socket.getaddrinfo
+
     def getaddrinfo(host: Any, *args: Any, **kw: Any) -> Any:
-        raise AssertionError(f"the system resolver asked for {host}")
+        try:
+            guard((str(host), 0))  # an address: no lookup, checked as the connection is
+        except ValueError:
+            raise AssertionError(f"the system resolver asked for {host}") from None
+        return real_getaddrinfo(host, *args, **kw)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "sendto", sendto)
@@ -72,6 +80,12 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def server() -> Iterator[DNSServer]:
     with DNSServer(zones()) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyServer]:
+    with PolicyServer(tmp_path_factory.mktemp("mta-sts"), POLICIES) as s:
         yield s
 
 
@@ -153,6 +167,43 @@ def test_a_failed_lookup_fails_and_says_the_lookup_failed(server: DNSServer, res
     assert results["tlsrpt"].status == "pass" and not results["tlsrpt"].error
 
 
+# (domain, status, words in the reason) with the policy fetched
+POLICY_CASES = [
+    ("good.test", "pass", "policy fetched and covers the MX hosts (mode enforce, max_age 604800 s, mx mx.good.test)"),
+    ("neutral.test", "warn", "mode testing"),
+    ("open.test", "fail", "MX hosts the policy does not name: mx.open.test; senders enforcing it refuse"),
+    ("flaky.test", "warn", "max_age under a day"),
+    ("lookups.test", "fail", "cannot be fetched: https://mta-sts.lookups.test/.well-known/mta-sts.txt: HTTP 404"),
+    ("badspf.test", "fail", "Content-Type text/html, not text/plain"),
+    ("authrua.test", "fail", "invalid MTA-STS policy"),
+    ("extrua.test", "fail", "cannot be fetched: mta-sts.extrua.test does not exist"),
+    ("softfail.test", "warn", "no MTA-STS record"),  # no record: nothing fetched
+]
+
+
+def test_mta_sts_policy_fetched_over_https_from_the_host_our_resolver_names(
+        resolver: Any, policies: PolicyServer, tmp_path: Path) -> None:
+    """The policy comes from https://mta-sts.DOMAIN at the address the test DNS gives, over
+    TLS verified against the test CA: enforce and covering the MX hosts passes; testing
+    mode or a short max_age warns; MX hosts it does not name, a 404, another content type,
+    a bad policy or no policy host fail; a certificate nobody vouches for fails too."""
+    fetch = PolicyFetch(policies.port, policies.ca_file, 2.0)
+    for domain, status, words in POLICY_CASES:
+        result = _fetched(resolver, domain, fetch)
+        assert (result.status, result.error) == (status, False), (domain, result)
+        assert words in result.reason, (domain, result.reason)
+    assert _fetched(resolver, "good.test", fetch).value.endswith("mx: mx.good.test\r\nmax_age: 604800")
+    with PolicyServer(tmp_path / "other", {"good.test": POLICIES["good.test"]}) as other:
+        other_ca = other.ca_file  # another CA, which the good.test certificate is not from
+    untrusted = _fetched(resolver, "good.test", PolicyFetch(policies.port, other_ca, 2.0))
+    assert untrusted.status == "fail" and "TLS to mta-sts.good.test (127.0.0.1)" in untrusted.reason
+    assert "unable to get local issuer certificate" in untrusted.reason
+
+
+def _fetched(resolver: Any, domain: str, fetch: PolicyFetch) -> Any:
+    return next(r for r in check_domain(domain, resolver, mta_sts_policy=fetch) if r.check == "mta_sts")
+
+
 def _lists() -> list[Blocklist]:
     return [
         Blocklist("zen", "zen.test", "ip", {"127.0.0.4": "XBL: a compromised host", "127.0.0.10": "PBL"},
@@ -208,7 +259,7 @@ def test_query_names_and_the_packaged_lists() -> None:
 # -- the command, the job, serve ------------------------------------------------------
 
 
-def _config(tmp_path: Path, server: DNSServer, *, domains: str = '["good.test"]',
+def _config(tmp_path: Path, server: DNSServer, policies: PolicyServer, *, domains: str = '["good.test"]',
             lists: str = '["zen", "bl", "dbl"]', ips: tuple[str, ...] = (CLEAN_IP,),
             extra: str = "") -> Path:  # fmt: skip
     (tmp_path / "lists.toml").write_text(BLOCKLISTS)
@@ -218,15 +269,16 @@ def _config(tmp_path: Path, server: DNSServer, *, domains: str = '["good.test"]'
         f'[dns]\ndomains = {domains}\ndkim_selectors = ["s2048"]\nsending_ips = {json.dumps(list(ips))}\n'
         f'nameservers = ["127.0.0.1"]\ndns_port = {server.port}\ntimeout_seconds = 1\n'
         f'blocklists_file = "{tmp_path / "lists.toml"}"\nlists = {lists}\n'
+        f'mta_sts_port = {policies.port}\nmta_sts_ca_file = "{policies.ca_file}"\n'
     )
     return config
 
 
-def test_cli_checks_prints_stores_and_exits_1_on_a_failure(tmp_path: Path, server: DNSServer) -> None:
+def test_cli_checks_prints_stores_and_exits_1_on_a_failure(tmp_path: Path, server: DNSServer, policies: PolicyServer) -> None:
     """`dns check` of the configured domain passes (exit 0) and stores each result; a
     failing domain exits 1 in text and in JSON, with the DNSBL results beside."""
     server.clear_faults()
-    config = _config(tmp_path, server)
+    config = _config(tmp_path, server, policies)
     ok = mailmon("dns", "check", "--config", str(config))
     assert "pass  spf" in ok.stdout and "clean  192.0.2.10" in ok.stdout
     assert "Warning" not in ok.stderr, ok.stderr  # no library noise on the terminal
@@ -248,15 +300,15 @@ def test_cli_checks_prints_stores_and_exits_1_on_a_failure(tmp_path: Path, serve
     assert len(listings) == 3 + 3 + 3
 
 
-def test_cli_listed_ip_exits_1_and_regression_is_shown(tmp_path: Path, server: DNSServer) -> None:
+def test_cli_listed_ip_exits_1_and_regression_is_shown(tmp_path: Path, server: DNSServer, policies: PolicyServer) -> None:
     """A listed sending IP fails the run; a check worse than before it last changed is
     reported as regressed, and stays so on the next run until fixed."""
     server.clear_faults()
-    config = _config(tmp_path, server, ips=(LISTED_IP,))
+    config = _config(tmp_path, server, policies, ips=(LISTED_IP,))
     listed = mailmon("dns", "check", "--json", "--config", str(config), check=False)
     assert listed.returncode == 1
     assert [r["list"] for r in json.loads(listed.stdout)["dnsbl"] if r["listed"]] == ["zen", "bl"]
-    config = _config(tmp_path, server)
+    config = _config(tmp_path, server, policies)
     assert json.loads(mailmon("dns", "check", "--json", "--config", str(config)).stdout)["regressed"] == []
     good = zones()["good.test."]
     try:
@@ -274,12 +326,13 @@ def _sample(metrics: Metrics, line: str) -> bool:
     return line in generate_latest(metrics.registry).decode()
 
 
-def test_job_stores_records_and_sets_the_gauges(tmp_path: Path, server: DNSServer, loopback_only: None) -> None:
+def test_job_stores_records_and_sets_the_gauges(tmp_path: Path, server: DNSServer, policies: PolicyServer,
+                                               loopback_only: None) -> None:
     """The dns_check job stores a run's checks and listings, sets mailmon_dns_check,
     mailmon_dnsbl_listed and mailmon_dns_check_regressed, and counts failed lookups while
     keeping the last known value."""
     server.clear_faults()
-    config = load_config(_config(tmp_path, server, ips=(CLEAN_IP, LISTED_IP, REFUSED_IP),
+    config = load_config(_config(tmp_path, server, policies, ips=(CLEAN_IP, LISTED_IP, REFUSED_IP),
                                  lists='["zen", "bl"]'))  # fmt: skip
     metrics = Metrics()
     with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
@@ -312,12 +365,13 @@ def test_job_stores_records_and_sets_the_gauges(tmp_path: Path, server: DNSServe
         assert len(store.records(DnsCheck.kind)) == 4 * 7
 
 
-def test_serve_runs_the_job_at_start_and_exports_the_gauges(tmp_path: Path, server: DNSServer) -> None:
+def test_serve_runs_the_job_at_start_and_exports_the_gauges(tmp_path: Path, server: DNSServer,
+                                                           policies: PolicyServer) -> None:
     """`mailmon serve` runs dns_check as it starts: /metrics shows the posture and DNSBL
     gauges and `mailmon jobs` lists the job hourly."""
     server.clear_faults()
     port = _free_port()
-    config = _config(tmp_path, server, ips=(CLEAN_IP, LISTED_IP),
+    config = _config(tmp_path, server, policies, ips=(CLEAN_IP, LISTED_IP),
                      extra=f"[service]\nlisten_port = {port}\n")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -34,6 +34,8 @@ from checkdmarc.dmarc import UnverifiedDMARCURIDestination, verify_dmarc_report_
 from checkdmarc.mta_sts import (
     MTASTSError,
     MTASTSRecordNotFound,
+    mx_in_mta_sts_patterns,
+    parse_mta_sts_policy,
     parse_mta_sts_record,
     query_mta_sts_record,
 )
@@ -47,9 +49,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from monitor.dnscheck.lookup import LOOKUP_FAILED, LookupFailed, txt_records
+from monitor.dnscheck.mtasts import PolicyUnavailable, fetch_policy
 from monitor.dnscheck.records import STATUSES
 
-__all__ = ["CHECKS", "STATUSES", "CheckResult", "check_domain", "forget_cached_answers"]
+__all__ = ["CHECKS", "STATUSES", "CheckResult", "PolicyFetch", "check_domain",
+           "forget_cached_answers"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +83,34 @@ class CheckResult:
                 "reason": self.reason, "value": self.value, "lookup_error": self.error}  # fmt: skip
 
 
+@dataclass(frozen=True)
+class PolicyFetch:
+    """How MTA-STS policies are fetched (``port`` and ``cafile``: for a test's server)."""
+
+    port: int = 443
+    cafile: str | None = None
+    timeout: float = 5.0
+
+
 def check_domain(
     domain: str,
     resolver: dns.resolver.Resolver,
     *,
     dkim_selectors: Sequence[str] = (),
     bimi_selector: str = "default",
+    mta_sts_policy: PolicyFetch | None = None,
 ) -> Iterator[CheckResult]:
-    """Every posture check of ``domain`` (one result per check, DKIM one per selector)."""
+    """Every posture check of ``domain`` (one result per check, DKIM one per selector);
+    the MTA-STS policy is fetched only with ``mta_sts_policy``."""
     domain = domain.strip(".").lower()
     dmarc_policy: list[str] = []
+    mx_hosts: list[str] = []
     steps: list[tuple[str, Callable[[], CheckResult]]] = [
         ("spf", lambda: _spf(domain, resolver)),
         ("dmarc", lambda: _dmarc(domain, resolver, dmarc_policy)),
         *((f"dkim:{s}", lambda s=s: _dkim(domain, s, resolver)) for s in dkim_selectors),
-        ("mx", lambda: _mx(domain, resolver)),
-        ("mta_sts", lambda: _mta_sts(domain, resolver)),
+        ("mx", lambda: _mx(domain, resolver, mx_hosts)),
+        ("mta_sts", lambda: _mta_sts(domain, resolver, mta_sts_policy, mx_hosts)),
         ("tlsrpt", lambda: _tlsrpt(domain, resolver)),
         ("bimi", lambda: _bimi(domain, bimi_selector, resolver, dmarc_policy)),
     ]
@@ -268,7 +284,7 @@ def _split_tag(part: str) -> tuple[str, str]:
 # -- MX ----------------------------------------------------------------------------
 
 
-def _mx(domain: str, resolver: dns.resolver.Resolver) -> CheckResult:
+def _mx(domain: str, resolver: dns.resolver.Resolver, hosts_out: list[str]) -> CheckResult:
     try:
         answer = resolver.resolve(domain, "MX", raise_on_no_answer=False)
     except dns.resolver.NXDOMAIN:
@@ -278,6 +294,7 @@ def _mx(domain: str, resolver: dns.resolver.Resolver) -> CheckResult:
                            "domain have nowhere to go")  # fmt: skip
     hosts = sorted((r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer.rrset)
     value = ", ".join(f"{pref} {host or '.'}" for pref, host in hosts)
+    hosts_out.extend(host for _, host in hosts if host not in ("", "."))
     if any(host in ("", ".") for _, host in hosts):  # RFC 7505 null MX
         return CheckResult(domain, "mx", "fail", "null MX (RFC 7505): the domain accepts no "
                            "mail, and receivers may refuse mail from it", value)  # fmt: skip
@@ -304,9 +321,8 @@ def _has_address(host: str, resolver: dns.resolver.Resolver) -> bool:
 # -- MTA-STS (RFC 8461), TLS-RPT (RFC 8460), BIMI ----------------------------------
 
 
-def _mta_sts(domain: str, resolver: dns.resolver.Resolver) -> CheckResult:
-    # Only the _mta-sts TXT record: the policy itself (https://mta-sts.DOMAIN/...) is not
-    # fetched, as that would go through the system resolver and the public web.
+def _mta_sts(domain: str, resolver: dns.resolver.Resolver, fetch: PolicyFetch | None,
+             mx_hosts: Sequence[str]) -> CheckResult:  # fmt: skip
     try:
         r = query_mta_sts_record(domain, resolver=resolver)
     except MTASTSRecordNotFound as exc:
@@ -321,8 +337,40 @@ def _mta_sts(domain: str, resolver: dns.resolver.Resolver) -> CheckResult:
         parse_mta_sts_record(record)
     except MTASTSError as exc:
         return CheckResult(domain, "mta_sts", "fail", f"invalid MTA-STS record: {exc}", record)
-    return CheckResult(domain, "mta_sts", "pass", "record valid (policy file not fetched)",
-                       record)  # fmt: skip
+    if fetch is None:
+        return CheckResult(domain, "mta_sts", "pass", "record valid (policy file not fetched)",
+                           record)  # fmt: skip
+    try:
+        text = fetch_policy(domain, resolver, port=fetch.port, cafile=fetch.cafile,
+                            timeout=fetch.timeout)  # fmt: skip
+    except PolicyUnavailable as exc:
+        return CheckResult(domain, "mta_sts", "fail", f"the record announces a policy that "
+                           f"cannot be fetched: {exc}", record)  # fmt: skip
+    value = f"{record}\n{text.strip()}"
+    try:
+        policy = parse_mta_sts_policy(text)["policy"]
+    except MTASTSError as exc:
+        return CheckResult(domain, "mta_sts", "fail", f"invalid MTA-STS policy: {exc}", value)
+    mode, max_age = policy.get("mode"), int(policy.get("max_age") or 0)
+    patterns = [str(p) for p in policy.get("mx") or []]
+    uncovered = [h for h in mx_hosts if not mx_in_mta_sts_patterns(h, patterns)]
+    summary = f"mode {mode}, max_age {max_age} s, mx {', '.join(patterns) or '-'}"
+    if uncovered and mode == "enforce":
+        return CheckResult(domain, "mta_sts", "fail", f"MX hosts the policy does not name: "
+                           f"{', '.join(uncovered)}; senders enforcing it refuse to deliver "
+                           f"there ({summary})", value)  # fmt: skip
+    if uncovered:
+        return CheckResult(domain, "mta_sts", "warn", f"MX hosts the policy does not name: "
+                           f"{', '.join(uncovered)} ({summary})", value)  # fmt: skip
+    if mode != "enforce":
+        return CheckResult(domain, "mta_sts", "warn", f"mode {mode}: senders report TLS "
+                           f"failures but deliver anyway ({summary})", value)  # fmt: skip
+    if max_age < 86400:
+        return CheckResult(domain, "mta_sts", "warn", f"max_age under a day: senders "
+                           f"refetch often, a short outage drops the policy ({summary})",
+                           value)  # fmt: skip
+    return CheckResult(domain, "mta_sts", "pass", f"policy fetched and covers the MX hosts "
+                       f"({summary})", value)  # fmt: skip
 
 
 def _tlsrpt(domain: str, resolver: dns.resolver.Resolver) -> CheckResult:

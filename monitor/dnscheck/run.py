@@ -23,7 +23,12 @@ from typing import Any
 from monitor.config import Config
 from monitor.dnscheck.dnsbl import Blocklist, DnsblResult, check_dnsbl, load_lists
 from monitor.dnscheck.lookup import LOOKUP_FAILED, make_resolver
-from monitor.dnscheck.posture import CheckResult, check_domain, forget_cached_answers
+from monitor.dnscheck.posture import (
+    CheckResult,
+    PolicyFetch,
+    check_domain,
+    forget_cached_answers,
+)
 from monitor.dnscheck.records import STATUSES, DnsblListing, DnsCheck
 from monitor.pipeline import Pipeline
 from monitor.store import Store
@@ -48,6 +53,7 @@ class DnsSettings:
     port: int
     timeout_seconds: float
     history_days: int
+    mta_sts_policy: PolicyFetch | None = None
 
     @classmethod
     def of(cls, config: Config) -> DnsSettings:
@@ -59,6 +65,8 @@ class DnsSettings:
             sending_ips=ips, dnsbl_domains=d.dnsbl_domains or domains,
             lists=tuple(load_lists(d.lists, d.blocklists_file)), nameservers=d.nameservers,
             port=d.dns_port, timeout_seconds=d.timeout_seconds, history_days=d.history_days,
+            mta_sts_policy=PolicyFetch(d.mta_sts_port, d.mta_sts_ca_file, d.timeout_seconds)
+            if d.mta_sts_fetch_policy else None,
         )  # fmt: skip
 
     @property
@@ -117,7 +125,8 @@ def run_posture(settings: DnsSettings, *, domains: Sequence[str] | None = None,
     run = PostureRun(at=at or datetime.now(UTC))
     for domain in chosen:
         run.checks.extend(check_domain(domain, resolver, dkim_selectors=settings.dkim_selectors,
-                                       bimi_selector=settings.bimi_selector))  # fmt: skip
+                                       bimi_selector=settings.bimi_selector,
+                                       mta_sts_policy=settings.mta_sts_policy))  # fmt: skip
     listed_domains = settings.dnsbl_domains if domains is None else chosen
     run.listings.extend(check_dnsbl(resolver, settings.lists, ips=settings.sending_ips,
                                     domains=listed_domains))  # fmt: skip

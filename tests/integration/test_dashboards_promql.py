@@ -281,7 +281,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         f'[dns]\ndomains = ["good.test"]\ndkim_selectors = ["s2048"]\n'
         f'sending_ips = ["{CLEAN_IP}", "{LISTED_IP}"]\nnameservers = ["127.0.0.1"]\n'
         f'dns_port = {dns.port}\nblocklists_file = "{tmp / "lists.toml"}"\n'
-        'lists = ["zen", "bl", "dbl"]\n'
+        'lists = ["zen", "bl", "dbl"]\nmta_sts_fetch_policy = false\n'
     )
     prom_yml = prometheus_config(tmp, _rules(tmp), ports["mailmon"])
     check = subprocess.run([promtool, "check", "config", str(prom_yml)],
