@@ -565,6 +565,63 @@ def placement() -> dict:
 
 
 DASHBOARDS = (*DASHBOARDS, placement)
+# ---------------------------------------------------------------------------- DMARC and posture
+
+HEADER_FROM = variable("header_from", "From: domain", "label_values(mailmon_dmarc_messages_total, header_from)")
+
+
+def dmarc_posture() -> dict:
+    """DMARC aggregate and TLS reports (they arrive daily: panels sum the last day), DNS
+    posture checks and DNSBL listings of the dns_check job."""
+    sel = '{header_from=~"$header_from"}'
+    failing = '{header_from=~"$header_from", dkim_aligned="false", spf_aligned="false"}'
+    return dashboard(
+        "mailmon-dmarc-posture",
+        "Mailmon / DMARC and posture",
+        "Who sends as our domains and do receivers trust us: DMARC and SMTP TLS reports, SPF/DKIM/DMARC/MTA-STS posture, DNS blocklists.",
+        [
+            ("DMARC (aggregate reports, last day)", [
+                timeseries("DMARC pass rate by domain", "Share of the messages reported in the last day with DKIM or SPF aligned and passing (MailmonDmarcFailures fires under 95% with at least 100 messages).",
+                           q(f"1 - header_from:mailmon_dmarc_fail_ratio:rate1d{sel}", "{{header_from}}"), unit="percentunit", w=8),
+                timeseries("Dispositions", "Messages reported in the last day by what the receivers did with them (none, quarantine, reject).",
+                           q(f"sum by (disposition) (increase(mailmon_dmarc_messages_total{sel}[1d]))", "{{disposition}}"), w=8, stack=True),
+                timeseries("Failing DMARC by domain", "Messages reported in the last day with neither DKIM nor SPF aligned: our unconfigured senders, or spoofing.",
+                           q(f"sum by (header_from) (increase(mailmon_dmarc_messages_total{failing}[1d]))", "{{header_from}}"), w=8),
+            ]),
+            ("SMTP TLS reports (last day)", [
+                timeseries("TLS-RPT failed sessions", "Failed SMTP TLS sessions to our MX reported in the last day, by policy domain and RFC 8460 result type.",
+                           q("sum by (policy_domain, result_type) (increase(mailmon_tlsrpt_failed_sessions_total[1d]))", "{{policy_domain}} {{result_type}}"), w=12),
+                timeseries("TLS-RPT sessions", "Successful and failed SMTP TLS sessions reported in the last day, by policy domain.",
+                           q("sum by (policy_domain, result) (increase(mailmon_tlsrpt_sessions_total[1d]))", "{{policy_domain}} {{result}}"), w=12),
+            ]),
+            ("DNS posture", [
+                table("Posture checks", "The dns_check job's last verdict per domain and check: 1 pass, 0.5 warn, 0 fail (`mailmon dns check DOMAIN` gives the reasons).",
+                      q("min by (domain, check) (mailmon_dns_check)", instant=True, fmt="table"), w=10, h=10),
+                panel("state-timeline", "Posture over time", "Each check's verdict over time: a change to warn or fail after a DNS edit shows here (MailmonDnsPostureRegressed).",
+                      [q("min by (domain, check) (mailmon_dns_check)", "{{domain}} {{check}}")], w=10, h=10,
+                      options={"showValue": "never", "mergeValues": True},
+                      defaults={"mappings": [{"type": "value", "options": {
+                          "1": {"text": "pass", "color": "green"}, "0.5": {"text": "warn", "color": "orange"},
+                          "0": {"text": "fail", "color": "red"}}}]}),
+                stat("Regressed checks", "Checks worse than before their last change (MailmonDnsPostureRegressed).",
+                     q("sum(mailmon_dns_check_regressed)", instant=True), thresholds=[(None, "green"), (1, "red")], w=4, h=5),
+                stat("Lookup errors (1h)", "Checks and DNSBL lookups that got no usable answer in the last hour (timeouts, SERVFAIL, a list refusing our resolver).",
+                     q("sum(increase(mailmon_dns_lookup_errors_total[1h])) or vector(0)", instant=True), thresholds=[(None, "green"), (1, "orange")], w=4, h=5),
+            ]),
+            ("DNS blocklists", [
+                stat("Listings now", "Our sending IPs and domains listed, summed over the lists (MailmonDnsblListed).",
+                     q("sum(mailmon_dnsbl_listed)", instant=True), thresholds=[(None, "green"), (1, "red")], w=4, h=8),
+                table("DNSBL listings", "Per sending IP or domain and list (zone): 1 listed, 0 not.",
+                      q("max by (target, list) (mailmon_dnsbl_listed)", instant=True, fmt="table"), w=8),
+                incidents("Listings over time", "When each target was listed on each list.",
+                          q("max by (target, list) (mailmon_dnsbl_listed)", "{{target}} on {{list}}"), w=12),
+            ]),
+        ],
+        [HEADER_FROM],
+    )  # fmt: skip
+
+
+DASHBOARDS = (*DASHBOARDS, dmarc_posture)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,47 @@ class DmarcConfig(_Strict):
         return tuple(d.strip().strip(".").lower() for d in domains if d.strip())
 
 
+class DnsConfig(_Strict):
+    """``[dns]``: posture checks of our domains and DNSBL lookups (docs/dns.md)."""
+
+    #: our domains to check (default: ``[dmarc] domains``)
+    domains: tuple[str, ...] = ()
+    #: DKIM selectors to check on every domain (``s1`` checks ``s1._domainkey.DOMAIN``)
+    dkim_selectors: tuple[str, ...] = ()
+    bimi_selector: str = Field("default", pattern=r"^[A-Za-z0-9_-]+$")
+    #: our sending IPs, asked of the IP blocklists (default: ``[metrics] sending_ips``)
+    sending_ips: tuple[str, ...] = ()
+    #: domains asked of the domain blocklists (default: the checked domains)
+    dnsbl_domains: tuple[str, ...] = ()
+    #: blocklists by name, from ``blocklists_file`` (default: the packaged list)
+    lists: tuple[str, ...] = (
+        "spamhaus-zen", "spamhaus-dbl", "barracuda", "spamcop", "uceprotect-l1",
+    )  # fmt: skip
+    blocklists_file: str | None = None
+    #: the resolver asked (default: the system's); DNSBLs refuse public resolvers
+    nameservers: tuple[str, ...] = ()
+    dns_port: int = Field(53, ge=1, le=65535)
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    #: how far back a check's history is read to tell a regression
+    history_days: int = Field(30, ge=1, le=3650)
+    #: fetch each domain's MTA-STS policy (https://mta-sts.DOMAIN/.well-known/mta-sts.txt)
+    mta_sts_fetch_policy: bool = True
+    mta_sts_port: int = Field(443, ge=1, le=65535)  # another port: a test's server
+    mta_sts_ca_file: str | None = None  # CA bundle for the policy hosts (default: the system's)
+
+    @field_validator("domains", "dnsbl_domains")
+    @classmethod
+    def _lower(cls, domains: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(d.strip().strip(".").lower() for d in domains if d.strip())
+
+    @field_validator("sending_ips")
+    @classmethod
+    def _addresses(cls, ips: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        return tuple(str(ipaddress.ip_address(ip.strip())) for ip in ips)
+
+
 class MetricsConfig(_Strict):
     domains: tuple[str, ...] = ()
     top_domains: int = Field(20, ge=0, le=500)
@@ -378,6 +419,7 @@ class Config(_Strict):
     providers: ProvidersConfig = ProvidersConfig()
     metrics: MetricsConfig = MetricsConfig()
     dmarc: DmarcConfig = DmarcConfig()
+    dns: DnsConfig = DnsConfig()
     rollup: RollupConfig = RollupConfig()
     report: ReportConfig = ReportConfig()
     seeds: SeedsConfig = SeedsConfig()

@@ -45,7 +45,7 @@ import dns.resolver
 import dns.rrset
 import dns.zone
 
-__all__ = ["DNSServer", "Query"]
+__all__ = ["DNSServer", "Query", "txt"]
 
 _DEFAULT_TTL = 60
 _MAX_CNAME_CHAIN = 8
@@ -273,6 +273,13 @@ class DNSServer:
             time.sleep(delay)
         _fill(response, qname, rdtype, zones)
         return response.to_wire()
+
+
+def txt(value: str) -> str:
+    """``value`` as TXT rdata in zone-file text: quoted strings of at most 255 bytes
+    (RFC 1035 §3.3.14; a 2048-bit DKIM key needs two), quotes and backslashes escaped."""
+    chunks = [value[i : i + 255] for i in range(0, len(value), 255)] or [""]
+    return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
 
 
 def _parse_zone(name: dns.name.Name, text: str) -> dns.zone.Zone:

@@ -59,10 +59,12 @@ def _recorded() -> set[str]:
 
 
 def test_expected_dashboards_exist() -> None:
-    """The overview, drill-down, bounce, latency, ingestion and placement dashboards are all there."""
+    """The overview, drill-down, bounce, latency, ingestion, placement and DMARC/posture
+    dashboards are all there."""
     assert set(BOARDS) == {
         "mailmon-overview.json", "mailmon-domain.json", "mailmon-bounces.json",
         "mailmon-latency.json", "mailmon-ingestion.json", "mailmon-placement.json",
+        "mailmon-dmarc-posture.json",
     }  # fmt: skip
 
 

@@ -199,7 +199,7 @@ def test_jobs_of_the_config(tmp_path: Path) -> None:
     ('[jobs.top_domains]\ncron = "0 8 * * fri-mon"\n', "runs backwards"),
     ('[jobs.top_domains]\ncron = "0 8 * * *"\ninterval_seconds = 60\n', "not both"),
     ('[jobs.top_domains]\ntime_zone = "Mars/Olympus"\n', "unknown time zone"),
-    ('[jobs.weekly]\ncron = "0 8 * * mon"\n', "unknown job weekly; the jobs are dmarc_imap, dmarc_reports, rollup, seed_probes, top_domains, weekly_report"),
+    ('[jobs.weekly]\ncron = "0 8 * * mon"\n', "unknown job weekly; the jobs are dmarc_imap, dmarc_reports, dns_check, rollup, seed_probes, top_domains, weekly_report"),
     ('[jobs.rollup]\nevery = 5\n', "jobs.rollup.every: Extra inputs are not permitted"),
 ])  # fmt: skip
 def test_bad_job_settings_are_one_clear_error(tmp_path: Path, table: str, says: str) -> None:

@@ -12,6 +12,7 @@ from monitor.cli import (
     classify,
     dashboards,
     dmarc,
+    dns,
     incidents,
     ingest,
     jobs,
@@ -27,7 +28,7 @@ from monitor.errors import MailmonError
 __all__ = ["main"]
 
 _COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc,
-             report, probe)  # fmt: skip
+             dns, report, probe)  # fmt: skip
 
 
 def _common_options(default: object = None) -> argparse.ArgumentParser:

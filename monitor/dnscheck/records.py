@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from monitor.records import Record
 from monitor.store.records import register_record
 
-__all__ = ["DnsCheck", "DnsblListing"]
+__all__ = ["STATUSES", "DnsCheck", "DnsblListing"]
+
+#: A check's status values, best first.
+STATUSES = ("pass", "warn", "fail")
 
 
 @register_record
@@ -41,3 +44,7 @@ class DnsblListing(Record):
     code: str | None = None  # the answer, e.g. 127.0.0.2
     meaning: str | None = None  # what the list says the code means
     error: str | None = None  # the lookup failed, or the list refused the resolver
+
+
+# The gauges of the kinds above (every Metrics imports this module).
+import monitor.dnscheck.metrics  # noqa: E402, F401

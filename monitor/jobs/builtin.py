@@ -18,8 +18,8 @@ from monitor.rollup import LiveClock, RollupEngine, newest_event_time
 from monitor.store import Store
 
 __all__ = [
-    "dmarc_imap", "dmarc_reports", "jobs_for", "rollup", "seed_probes", "top_domains",
-    "weekly_report",
+    "dmarc_imap", "dmarc_reports", "dns_check", "jobs_for", "rollup", "seed_probes",
+    "top_domains", "weekly_report",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ def weekly_report(config: Config, store: Store) -> Callable[[], None]:
     from monitor.report.job import weekly_report as job  # pandas, matplotlib: only when used
 
     return job(config, store)
+
+
 def seed_probes(
     config: Config, driver: Driver, store: Store, stop: threading.Event | None = None
 ) -> Callable[[], None]:
@@ -136,6 +138,35 @@ def seed_probes(
             raise RuntimeError(f"seed probes could not be read for {', '.join(errors)}")
 
     return probe
+
+
+def dns_check(config: Config, driver: Driver) -> Callable[[], None]:
+    """Check our domains' posture and the DNSBLs; store the results, set the gauges."""
+    from monitor.dnscheck.run import DnsSettings
+
+    settings = DnsSettings.of(config)  # an unknown list stops serve before it starts
+    if not settings.configured:
+        if effective(config, "dns_check").enabled:
+            raise ConfigError("[jobs.dns_check] is enabled without [dns] domains or "
+                              "sending_ips (or [dmarc] domains)")  # fmt: skip
+        return lambda: None  # not scheduled
+
+    def check() -> None:
+        from monitor.dnscheck.metrics import posture_metrics
+        from monitor.dnscheck.run import regressions, run_posture, store_run
+
+        run = run_posture(settings)
+        store_run(driver.pipeline, run)
+        driver.pipeline.flush()
+        run.regressed = regressions(driver.pipeline.store, run, days=settings.history_days)
+        if driver.metrics is not None:
+            posture_metrics(driver.metrics.registry).update(run)
+        worse = [c for c in run.checks if c.status != "pass"]
+        log.info("DNS posture: %d checks (%d not passing, %d regressed), %d DNSBL lookups "
+                 "(%d listed) in %.1f s", len(run.checks), len(worse), len(run.regressed),
+                 len(run.listings), sum(r.listed for r in run.listings), run.seconds)  # fmt: skip
+
+    return check
 
 
 def jobs_for(config: Config, work: Mapping[str, Callable[[], object]]) -> list[Job]:

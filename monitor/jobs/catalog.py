@@ -69,6 +69,16 @@ CATALOG: dict[str, JobSpec] = {
             "send a probe to every [seeds] mailbox and record where each landed",
             lambda c: JobConfig(interval_seconds=6 * 3600, enabled=bool(c.seeds.mailboxes)),
         ),
+        JobSpec(
+            "dns_check",
+            "check the DNS posture of our domains and ask the DNSBLs about our IPs and domains",
+            # Opt-in by [dns]: the lists have terms of use, and [dmarc] domains alone must
+            # not send a process's first queries to public resolvers.
+            lambda c: JobConfig(interval_seconds=3600,
+                                enabled=bool(c.dns.domains or c.dns.sending_ips)),
+            local=True,
+            at_start=True,
+        ),
     )
 }
 

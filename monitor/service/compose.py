@@ -71,6 +71,7 @@ class Service:
         self.imap_pipeline = self._pipeline(resolver_for(config, store))  # the two may run at once
         # The probe job's: a run waits for its mailboxes for minutes.
         self.probes_pipeline = self._pipeline(resolver_for(config, store))
+        self.dns_pipeline = self._pipeline(resolver_for(config, store))  # the dns_check job's
         work = {
             "rollup": builtin.rollup(config, store, engine),
             "top_domains": builtin.top_domains(config, store, self.metrics.labeler),
@@ -80,6 +81,7 @@ class Service:
             "weekly_report": builtin.weekly_report(config, store),
             "seed_probes": builtin.seed_probes(
                 config, Driver(self.probes_pipeline, self.metrics), store, self.stop_event),
+            "dns_check": builtin.dns_check(config, Driver(self.dns_pipeline, self.metrics)),
         }
         self.scheduler = Scheduler(store.engine, builtin.jobs_for(config, work),
                                    metrics=self.metrics, instance=config.service.instance)
@@ -122,3 +124,4 @@ class Service:
         self.reports_pipeline.flush()
         self.imap_pipeline.flush()
         self.probes_pipeline.flush()
+        self.dns_pipeline.flush()

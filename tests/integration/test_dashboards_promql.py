@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -49,7 +50,10 @@ from typing import Any
 
 import pytest
 import yaml
+from dmarc_data import DMARC
+from dns_server import DNSServer
 from grafana_boards import label_values, load_all, query_panels, substitute, variables
+from posture_zones import BLOCKLISTS, CLEAN_IP, LISTED_IP, zones
 from servers.prometheus import (
     backfill,
     free_port,
@@ -91,6 +95,25 @@ ALERTS = {
     ("MailmonComplaintRateHigh", (("provider", "yahoo"), ("severity", "warning"))),
     ("MailmonComplaintRateHigh", (("provider", "yahoo"), ("severity", "critical"))),
 }  # fmt: skip
+
+
+#: Real DMARC and TLS reports (parsedmarc's samples) read by serve's dmarc_reports job:
+#: round 1 creates every series (example.com passing and failing, a TLS failure), round 2
+#: makes them grow: Google's 2,286 failing messages for example.com, RFC 8460's example.
+CORPUS = DMARC
+REPORTS = {
+    1: ["aggregate/addisonfoods.com!example.com!1536105600!1536191999.xml",
+        "aggregate/rfc9990-example.net!example.com!1700000000!1700086399.xml",
+        "aggregate/rfc9990-sample.xml", "smtp_tls/smtp_tls.json"],
+    2: ["aggregate/!large-example.com!1711897200!1711983600.xml",
+        "smtp_tls/rfc8460.json", "smtp_tls/mail.ru.json"],
+}  # fmt: skip
+
+
+def _reports(inbox: Path, n: int) -> None:
+    """Put round ``n``'s reports where the dmarc_reports job reads (and then moves) them."""
+    for name in REPORTS[n]:
+        shutil.copy(CORPUS / name, inbox / Path(name).name)
 
 
 @dataclass(frozen=True)
@@ -237,6 +260,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     mm, prom = (f"http://127.0.0.1:{ports[n]}" for n in ("mailmon", "prometheus"))
     logs = [tmp / "mailmon.out", tmp / "prometheus.out"]
 
+    inbox = tmp / "reports"
+    inbox.mkdir()
+    (tmp / "lists.toml").write_text(BLOCKLISTS)
+    dns = DNSServer(zones())
+    dns.start()
     (tmp / "mailmon.toml").write_text(
         f'[database]\nurl = "sqlite:///{tmp / "mailmon.db"}"\n'
         f'[service]\nlisten_host = "127.0.0.1"\nlisten_port = {ports["mailmon"]}\n'
@@ -246,6 +274,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         # silence an incident (defaults: 20 each), so a short test shows both.  The rate
         # detectors keep their defaults: the alert rules' volume guards ask as much.
         "[rollup]\ninterval_seconds = 1\nqueue_min_stuck = 1\nsilent_min_expected = 1\n"
+        # DMARC/TLS reports dropped in a directory, and the DNS posture of a test domain
+        # asked of a DNS server on 127.0.0.1 (one sending IP listed, one clean).
+        f'[dmarc]\ndomains = ["example.com", "company-y.example"]\ndirectory = "{inbox}"\n'
+        "min_age_seconds = 0\n[jobs.dmarc_reports]\ninterval_seconds = 1\n"
+        f'[dns]\ndomains = ["good.test"]\ndkim_selectors = ["s2048"]\n'
+        f'sending_ips = ["{CLEAN_IP}", "{LISTED_IP}"]\nnameservers = ["127.0.0.1"]\n'
+        f'dns_port = {dns.port}\nblocklists_file = "{tmp / "lists.toml"}"\n'
+        'lists = ["zen", "bl", "dbl"]\nmta_sts_fetch_policy = false\n'
     )
     prom_yml = prometheus_config(tmp, _rules(tmp), ports["mailmon"])
     check = subprocess.run([promtool, "check", "config", str(prom_yml)],
@@ -263,7 +299,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     env = os.environ | {"MAILMON_RESOLVE_MX": "0", "MAILMON_DATA_DIR": str(tmp)}
     env.pop("MAILMON_DB_URL", None)
     env.pop("MAILMON_CONFIG", None)
+    _reports(inbox, 1)
     with ExitStack() as stack:
+        stack.callback(dns.stop)
         start(stack, [sys.executable, "-m", "monitor", "serve", "--config",
                       str(tmp / "mailmon.toml")], logs[0], env=env)  # fmt: skip
         wait("mailmon /healthz", lambda: b'"ok"' in get(f"{mm}/healthz"), 30, logs)
@@ -282,12 +320,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
              lambda: b'mailmon_complaints_total{domain="yahoo.com"' in get(f"{mm}/metrics")
              and b'outcome="bounced"' in get(f"{mm}/metrics"), 30, logs)  # fmt: skip
         wait("Prometheus scraped round 1",
-             lambda: query(prom, 'count(mailmon_bounces_total) >= 6 and count(mailmon_complaints_total) >= 3'),
+             lambda: query(prom, 'count(mailmon_bounces_total) >= 6 and count(mailmon_complaints_total) >= 3')
+             and query(prom, 'sum(mailmon_dmarc_messages_total) >= 131 and sum(mailmon_tlsrpt_sessions_total) >= 3')
+             and query(prom, 'count(mailmon_dns_check) >= 7'),
              30, logs)  # fmt: skip
+        _reports(inbox, 2)
         _round(tmp / "mail.log", mm, 2, minute, logs)
         complaints = 2 * len(DOMAINS) + traffic.COMPLAINTS
         wait("Prometheus scraped round 2",
-             lambda: query(prom, f"sum(mailmon_complaints_total) >= {complaints}"),
+             lambda: query(prom, f"sum(mailmon_complaints_total) >= {complaints}")
+             and query(prom, "sum(mailmon_dmarc_messages_total) >= 131 + 2286"),
              30, logs)  # fmt: skip
         yield Run(mm, prom, logs)
 
@@ -529,3 +571,26 @@ def test_panels_show_the_incidents(run: Run) -> None:
     assert _shown(run, "mailmon-domain.json", "Bounce rate (1 h)", "A", YAHOO) < 0.05
     assert _shown(run, "mailmon-latency.json", "p50 and p95 (1 h)", "B", YAHOO) < 1800
     assert _shown(run, "mailmon-domain.json", "Complaint rate (24 h)", "A", GMAIL) < 0.003
+
+
+def test_dmarc_and_dnsbl_alerts_from_real_reports_and_dns(run: Run) -> None:
+    """Real DMARC reports read by serve's job make MailmonDmarcFailures' expression true for
+    example.com in Prometheus (pending: its for: is 1h), the listed sending IP makes
+    MailmonDnsblListed's true for it only, and the posture gauges are there."""
+    prom = run.prometheus
+
+    def wrong() -> list[str]:
+        out = []
+        if not query(prom, 'header_from:mailmon_dmarc_fail_ratio:rate1d{header_from="example.com"} > 0.9'):
+            out.append("example.com's DMARC fail ratio is not above 90%")
+        active = json.loads(get(f"{prom}/api/v1/alerts"))["data"]["alerts"]
+        seen = {(a["labels"]["alertname"], a["labels"].get("header_from") or a["labels"].get("target"))
+                for a in active if a["labels"]["alertname"] in ("MailmonDmarcFailures", "MailmonDnsblListed")}
+        want = {("MailmonDmarcFailures", "example.com"), ("MailmonDnsblListed", LISTED_IP)}
+        if seen != want:
+            out.append(f"active alerts {sorted(seen)}, want {sorted(want)}")
+        return out
+
+    _until("DMARC and DNSBL alerts", run, wrong)
+    assert query(prom, 'mailmon_dns_check{domain="good.test", check="spf"} == 1')
+    assert query(prom, f'mailmon_dnsbl_listed{{target="{CLEAN_IP}", list="zen.test"}} == 0')
