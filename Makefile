@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/mailmon serve
+	$(BIN)/mailmon serve --first-run
 
 test: $(STAMP)
 	scripts/install-test-deps.sh

@@ -14,6 +14,8 @@ PACKAGES=(
   pflogsumm   # cross-checks Mailmon's Postfix numbers
   prometheus  # promtool: checks and unit-tests alerts/ (tests/test_alert_rules.py)
   prometheus-alertmanager  # amtool: checks alerts/alertmanager.yml
+  chromium    # headless, through Playwright (executable_path): the overview page's tests
+  fonts-dejavu-core  # a font for chromium's screenshots
 )
 
 # Preseeded answers: "No configuration" installs Postfix without a main.cf, so no system
