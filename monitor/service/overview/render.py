@@ -49,6 +49,11 @@ td.n,th.n{text-align:right}
 .muted{color:var(--muted)}
 .diag{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em;word-break:break-word}
 svg.spark{vertical-align:middle}
+td.n{white-space:nowrap}
+table.wide{min-width:46rem}
+td.ev{min-width:20rem}
+.sr-only{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);
+white-space:nowrap}
 @media (max-width:40rem){body{font-size:14px}th,td{padding:.25rem .3rem}}
 """
 
@@ -131,7 +136,7 @@ def _incident_table(table_id: str, items: list[dict[str, Any]], at: float, *, op
             f'<tr data-id="{int(item["id"])}"><td class="bad">{escape(str(item["kind"]))}</td>'
             f'<td>{escape(item["provider"] or "")}</td><td>{escape(item["domain"] or "")}</td>'
             f"<td>{_time(started)}</td><td>{_duration(max(0.0, ended - started))}</td>"
-            f"<td>{_evidence(item.get('evidence') or {})}</td></tr>"
+            f'<td class="ev">{_evidence(item.get("evidence") or {})}</td></tr>'
         )
     return _table(table_id, caption, head, rows)
 
@@ -237,6 +242,8 @@ def _ingestion(view: Overview) -> str:
         head = ["Source", "Events stored", "Duplicates", "Refused", "Log lines", "Bytes behind",
                 "Newest event (UTC)", "Age"]  # fmt: skip
         rows = [_source_row(s, view.at) for s in view.sources]
+        out.append('<p class="muted">Per source, since this process started (as /metrics '
+                   "counts it):</p>")
         out.append(_table("sources", "Per source, since this process started (/metrics)",
                           head, rows))  # fmt: skip
     else:
@@ -248,6 +255,7 @@ def _ingestion(view: Overview) -> str:
             css = {"ok": "ok", "failing": "bad"}.get(status, "warn")
             rows.append(f'<tr><th scope="row" class="diag">{escape(name)}</th>'
                         f'<td class="{css}">{escape(status)}</td><td>{escape(reason)}</td></tr>')
+        out.append('<p class="muted">Each part, as /healthz says it:</p>')
         out.append(_table("health", "Health of each part (/healthz)", head, rows))
     out.append("</section>")
     return "".join(out)
@@ -305,9 +313,12 @@ def _trace(query: str, found: Sequence[dict[str, Any]], error: str | None) -> st
 
 
 def _table(table_id: str, caption: str, head: Sequence[str], rows: Sequence[str]) -> str:
+    """A table with column headers and a caption for screen readers (the heading shows it)."""
     cols = "".join(f'<th scope="col">{escape(h)}</th>' for h in head)
-    return (f'<div class="scroll"><table id="{table_id}"><caption class="muted" '
-            f'style="text-align:left">{escape(caption)}</caption><thead><tr>{cols}</tr></thead>'
+    # Wide tables scroll sideways on a phone rather than squeeze their text into a column.
+    wide = ' class="wide"' if len(head) > 5 else ""
+    return (f'<div class="scroll"><table id="{table_id}"{wide}><caption class="sr-only">'
+            f'{escape(caption)}</caption><thead><tr>{cols}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')  # fmt: skip
 
 
