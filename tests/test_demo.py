@@ -201,3 +201,73 @@ def test_page_in_chromium(demo: Demo, browser: Any, tmp_path: Path, width: int, 
     assert [m for m in console if m[0] in ("error", "warning")] == []
     assert errors == []
     assert requests and all(url.startswith(demo.base + "/") for url in requests), requests
+
+
+def test_first_run_picks_the_demo_only_on_a_fresh_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` (serve --first-run): the demo with no config, no store and no readable
+    system log; the system log when it is readable; the configuration otherwise."""
+    from monitor.cli import build_parser, serve
+    from monitor.cli.common import config_of
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("MAILMON_CONFIG", "MAILMON_DB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAILMON_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(serve, "SYSTEM_LOG", str(tmp_path / "mail.log"))
+
+    def mode(*argv: str) -> str:
+        args = build_parser().parse_args(["serve", "--first-run", *argv])
+        return serve._first_run(args, config_of(args))
+
+    assert mode() == "demo"
+    assert mode("--db", f"sqlite:///{tmp_path / 'x.db'}") == "configured"
+    (tmp_path / "mail.log").write_text("")
+    assert mode() == "system-log"
+    (tmp_path / "mail.log").unlink()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mailmon.db").write_text("")
+    assert mode() == "configured"  # a store from earlier runs is served, not replaced
+    (tmp_path / "data" / "mailmon.db").unlink()
+    (tmp_path / "mailmon.toml").write_text('[service]\nlisten_port = 8465\n')
+    assert mode() == "configured"
+
+
+def test_simulated_traffic_is_the_same_for_a_seed_and_rejects_only_at_gmail() -> None:
+    """Same seed, same lines in time order; Gmail's 4.7.28 / 5.7.1 replies only from the
+    incident on, and no other provider's."""
+    from monitor.demo.traffic import PostfixTraffic
+
+    start = 1_800_000_000.0
+
+    def run() -> list[str]:
+        traffic = PostfixTraffic(seed=3, per_minute=240, start=start, incident_at=start + 600)
+        return [line for t in range(60, 1260, 60) for line in traffic.advance(start + t)]
+
+    lines = run()
+    assert lines == run()
+    stamps = [line.split(" ", 1)[0] for line in lines]
+    assert stamps == sorted(stamps)
+    rejecting = [line for line in lines if "4.7.28" in line or "5.7.1" in line]
+    assert rejecting and all("to=<customer" in x and "@gmail.com>" in x for x in rejecting)
+    incident = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + 600))
+    assert min(line.split(" ", 1)[0] for line in rejecting) >= incident
+
+
+def test_docs_metrics_lists_what_the_real_service_exposes(demo: Demo) -> None:
+    """Every metric family a running `mailmon serve` exposes (its followed log, webhooks,
+    DMARC job and detectors all at work) is in docs/metrics.md with the same type."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    demo.wait_for_incident()
+    documented = dict(re.findall(r"^\| `(mailmon_[a-z_]+)` \| (\w+) \|",
+                                 (ROOT / "docs" / "metrics.md").read_text(), re.M))  # fmt: skip
+    text = httpx.get(f"{demo.base}/metrics", timeout=5).text
+    exposed = {}
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("mailmon_"):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            exposed[name] = family.type
+    assert len(exposed) >= 15
+    assert {n: t for n, t in exposed.items() if documented.get(n) != t} == {}

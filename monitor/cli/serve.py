@@ -40,7 +40,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "serve",
         parents=[common],
         help="run the service",
-        description="Serve /metrics, /healthz, /readyz, the read API (/api/messages, "
+        description="Serve the overview page (/, and /trace?q= for a search; the API's "
+        "token rule), /metrics, /healthz, /readyz, the read API (/api/messages, "
         "/api/messages/{message_id:path}, /api/domains, /api/providers, /api/incidents; "
         "behind MAILMON_API_TOKEN or [api] token_file, described at /openapi.json) and the "
         "KumoMTA log hook "
