@@ -164,6 +164,20 @@ def test_ingestion_health_from_metrics_and_healthz(store: Store) -> None:
     assert ["logs:/var/log/mail.log", "ok", ""] in parts
 
 
+def test_followed_logs_from_their_checkpoints(tmp_path: Path) -> None:
+    """Each followed log's lines and lines not understood since it was first followed, as its
+    checkpoint keeps them (a parser's state and other checkpoints are not logs)."""
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as s:
+        s.write([], checkpoint=("mx1:postfix:/var/log/mail.log", {
+            "path": "/var/log/mail.log", "position": {"offset": 10},
+            "counts": {"source": "postfix", "lines": 4200, "rejected": {"unparsed": 7}}}))
+        s.write([], state={"mx1:postfix\x1fstate\x1fQ1": {"queue_id": "Q1"}})
+        html = _client(_app(s)).get("/").text
+    (row,) = _table(html, "files")
+    assert row[:5] == ["/var/log/mail.log", "postfix", "mx1", "4200", "7"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row[5])
+
+
 def test_an_unreachable_store_is_said(tmp_path: Path) -> None:
     """A store that cannot be read: 503 and one plain sentence, no traceback."""
     s = Store.open(f"sqlite:///{tmp_path / 'm.db'}")

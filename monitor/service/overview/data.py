@@ -8,6 +8,7 @@ the last day, hourly and five-minute sums for the sparklines (one query over ``c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +18,14 @@ from sqlalchemy import Connection, func, select
 
 from monitor.rollup.windows import align
 from monitor.service import api_data
-from monitor.store.schema import BUCKET_SECONDS, counters
+from monitor.store.schema import BUCKET_SECONDS, checkpoints, counters
 
-__all__ = ["Overview", "SourceHealth", "Spark", "overview"]
+__all__ = ["FollowedFile", "Overview", "SourceHealth", "Spark", "overview"]
 
 #: The two windows the page shows, and the steps of their sparklines.
 WINDOWS = {"1h": (3600, 300), "24h": (86400, 3600)}
 MAX_PROVIDERS = 12
+MAX_FILES = 50
 #: Outcomes that are an attempt at a receiving server (the sparkline's volume).
 _ATTEMPTS = ("delivered", "deferred", "bounced")
 
@@ -50,6 +52,18 @@ class SourceHealth:
     last_event_at: float | None = None
 
 
+@dataclass(frozen=True)
+class FollowedFile:
+    """A followed log as its checkpoint has it: counts since it was first followed."""
+
+    instance: str
+    kind: str
+    path: str
+    lines: int
+    unparsed: int
+    updated_at: float
+
+
 @dataclass
 class Overview:
     at: float
@@ -60,6 +74,7 @@ class Overview:
     sources: list[SourceHealth] = field(default_factory=list)
     #: followed logs and other parts of /healthz: (name, status, reason)
     checks: list[tuple[str, str, str]] = field(default_factory=list)
+    files: list[FollowedFile] = field(default_factory=list)
     store_error: str | None = None
 
 
@@ -73,6 +88,7 @@ def overview(conn: Connection | None, *, at: float, registry: CollectorRegistry 
     everything = api_data.incidents(conn, since=at - 86400, limit=200)
     view.incidents = [i for i in everything if i["ended_at"] is None]
     view.closed = [i for i in everything if i["ended_at"] is not None][:20]
+    view.files = followed_files(conn)
     rolled = api_data.rollup(conn, "provider", at=at, limit=MAX_PROVIDERS)
     sparks = sparklines(conn, [p["provider"] for p in rolled["items"]], at=at)
     for item in rolled["items"]:
@@ -113,6 +129,32 @@ def sparklines(conn: Connection, providers: list[str], *, at: float) -> dict[str
                     failed[index] += int(total or 0)
             out[name][window] = Spark(tuple(attempts), tuple(failed), step)
     return out
+
+
+def followed_files(conn: Connection) -> list[FollowedFile]:
+    """Every followed log's checkpoint (``instance:kind:path``), across restarts and instances."""
+    query = (select(checkpoints.c.source, checkpoints.c.state, checkpoints.c.updated_at)
+             .where(~checkpoints.c.source.contains("\x1f"))
+             .order_by(checkpoints.c.source).limit(MAX_FILES * 4))  # fmt: skip
+    found = []
+    for key, state, updated_at in conn.execute(query):
+        try:
+            saved = json.loads(state)
+        except ValueError:
+            continue
+        if not isinstance(saved, dict) or not isinstance(saved.get("counts"), dict):
+            continue  # not a followed file's checkpoint
+        parts = key.split(":", 2)
+        if len(parts) != 3:
+            continue
+        counts = saved["counts"]
+        rejected = counts.get("rejected") if isinstance(counts.get("rejected"), dict) else {}
+        found.append(FollowedFile(
+            instance=parts[0], kind=parts[1], path=str(saved.get("path") or parts[2]),
+            lines=int(counts.get("lines") or 0), unparsed=int(rejected.get("unparsed") or 0),
+            updated_at=float(updated_at),
+        ))  # fmt: skip
+    return found[:MAX_FILES]
 
 
 def sources(registry: CollectorRegistry | None) -> list[SourceHealth]:

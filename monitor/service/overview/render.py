@@ -248,6 +248,16 @@ def _ingestion(view: Overview) -> str:
                           head, rows))  # fmt: skip
     else:
         out.append('<p class="muted">Nothing read since this process started.</p>')
+    if view.files:
+        out.append('<p class="muted">Each followed log, from its checkpoint (since it was first '
+                   "followed, across restarts):</p>")  # fmt: skip
+        rows = [f'<tr><th scope="row" class="diag">{escape(f.path)}</th><td>{escape(f.kind)}</td>'
+                f'<td>{escape(f.instance)}</td><td class="n">{f.lines}</td>'
+                f'<td class="n{" bad" if f.unparsed else ""}">{f.unparsed}</td>'
+                f"<td>{_time(f.updated_at)}</td></tr>" for f in view.files]  # fmt: skip
+        out.append(_table("files", "Followed logs, from their checkpoints",
+                          ["Log", "Kind", "Instance", "Lines read", "Not understood",
+                           "Checkpoint (UTC)"], rows))  # fmt: skip
     if view.checks:
         head = ["Part", "Status", "Reason"]
         rows = []
