@@ -189,6 +189,26 @@ def test_an_unreachable_store_is_said(tmp_path: Path) -> None:
     assert "The store cannot be read" in answer.text and "Traceback" not in answer.text
 
 
+def test_incident_evidence_says_value_threshold_and_top_replies() -> None:
+    """The evidence cell: the share against its threshold in the deciding window, and the
+    replies given most, without the MTA's "host ... said:" prefix, escaped and shortened."""
+    from monitor.service.overview.render import _evidence
+
+    cell = _evidence({
+        "value": 0.216117, "threshold": 0.1, "window": "5m", "windows": {"5m": {"attempts": 273}},
+        "top_replies": [
+            {"count": 37, "reply_code": 421, "enhanced_status": "4.7.28",
+             "text": "host gmail-smtp-in.l.google.com[142.250.102.26] said: 421-4.7.28 Gmail has "
+                     "detected an unusual rate of unsolicited mail " + "x" * 200},
+            {"count": 2, "reply_code": 550, "enhanced_status": "5.7.1", "text": "<b>no</b>"},
+        ],
+    })  # fmt: skip
+    assert cell.startswith("5m: 21.6% (threshold 10.0%) of 273 attempts<br>")
+    assert "37× 421-4.7.28 Gmail has detected an unusual rate" in cell and "said:" not in cell
+    assert "…</span>" in cell
+    assert "2× 550 5.7.1 &lt;b&gt;no&lt;/b&gt;" in cell
+
+
 def test_sparkline_draws_each_step_and_says_it_in_words() -> None:
     """One point per step, scaled to the busiest; the text alternative gives the totals."""
     svg = sparkline(Spark((0, 10, 5, 10), (0, 0, 5, 1), 300), "google, 1h")

@@ -26,7 +26,7 @@ _CSS = """
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);
 background:var(--bg)}
-header,main,footer{max-width:72rem;margin:0 auto;padding:.75rem 1rem}
+header,main,footer{max-width:90rem;margin:0 auto;padding:.75rem 1rem}
 header{display:flex;flex-wrap:wrap;gap:.5rem 1.5rem;align-items:center;
 border-bottom:1px solid var(--line)}
 h1{font-size:1.3rem;margin:0}
@@ -142,29 +142,37 @@ def _incident_table(table_id: str, items: list[dict[str, Any]], at: float, *, op
 
 
 def _evidence(evidence: dict[str, Any]) -> str:
-    """A short line of what decided: the short window's counts and the top reply."""
+    """A short account of what decided: the value against its threshold in its window, and
+    the replies most often given (what ``mailmon incidents`` shows in full)."""
+    if not isinstance(evidence, dict):
+        return ""
     parts = []
-    windows = evidence.get("windows") if isinstance(evidence, dict) else None
-    if isinstance(windows, dict):
-        for name in ("5m", "15m", "1h"):
-            w = windows.get(name)
-            if isinstance(w, dict) and w:
-                shown = ", ".join(f"{escape(str(k))} {escape(str(v))}" for k, v in w.items()
-                                  if isinstance(v, int | float) and not isinstance(v, bool)
-                                  and k in ("attempts", "rejecting", "deferred", "bounced",
-                                            "delivered", "complained", "submitted"))  # fmt: skip
-                if shown:
-                    parts.append(f"{name}: {shown}")
-                break
-    replies = evidence.get("top_replies") or evidence.get("top_reasons") if isinstance(
-        evidence, dict) else None  # fmt: skip
-    if isinstance(replies, list) and replies:
-        first = replies[0]
-        text = first.get("diagnostic") or first.get("reply") or first.get("reason") if isinstance(
-            first, dict) else first  # fmt: skip
-        if text:
-            parts.append(f'<span class="diag">{escape(str(text)[:160])}</span>')
+    value, threshold, window = (evidence.get(k) for k in ("value", "threshold", "window"))
+    if _number(value) and _number(threshold):
+        share = 0 <= value <= 1 and 0 < threshold <= 1
+        shown = (f"{value:.1%} (threshold {threshold:.1%})" if share
+                 else f"{value:g} (threshold {threshold:g})")  # fmt: skip
+        counts = (evidence.get("windows") or {}).get(window) if window else None
+        if isinstance(counts, dict) and _number(counts.get("attempts")):
+            shown += f" of {int(counts['attempts'])} attempts"
+        parts.append(escape(f"{window}: {shown}" if window else shown))
+    replies = evidence.get("top_replies")
+    if isinstance(replies, list):
+        for reply in replies[:2]:
+            if not isinstance(reply, dict):
+                continue
+            text = str(reply.get("text") or "")
+            text = text.split(" said: ", 1)[-1]  # "host mx[ip] said: 550 ..." -> the reply
+            head = " ".join(str(reply[k]) for k in ("reply_code", "enhanced_status")
+                            if reply.get(k) and str(reply[k]) not in text[:12])  # fmt: skip
+            line = f"{reply.get('count', '?')}× {head + ' ' if head else ''}{text}"
+            line = line if len(line) <= 120 else line[:119] + "…"
+            parts.append(f'<span class="diag">{escape(line)}</span>')
     return "<br>".join(parts) or '<span class="muted">see <code>mailmon incidents</code></span>'
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _providers(view: Overview) -> str:
