@@ -148,7 +148,8 @@ def _evidence(evidence: dict[str, Any]) -> str:
         return ""
     parts = []
     value, threshold, window = (evidence.get(k) for k in ("value", "threshold", "window"))
-    if _number(value) and _number(threshold):
+    if isinstance(value, int | float) and isinstance(threshold, int | float) and not isinstance(
+            value, bool) and not isinstance(threshold, bool):  # fmt: skip
         share = 0 <= value <= 1 and 0 < threshold <= 1
         shown = (f"{value:.1%} (threshold {threshold:.1%})" if share
                  else f"{value:g} (threshold {threshold:g})")  # fmt: skip
