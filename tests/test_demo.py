@@ -271,3 +271,23 @@ def test_docs_metrics_lists_what_the_real_service_exposes(demo: Demo) -> None:
             exposed[name] = family.type
     assert len(exposed) >= 15
     assert {n: t for n, t in exposed.items() if documented.get(n) != t} == {}
+
+
+def test_demo_empties_only_its_own_directory(tmp_path: Path) -> None:
+    """--demo-dir naming a directory with other files in it is refused, nothing removed; the
+    demo's own directory is emptied at each start."""
+    from monitor.demo import MARKER, DemoSettings, prepare
+    from monitor.errors import ConfigError
+
+    foreign = tmp_path / "log"
+    foreign.mkdir()
+    (foreign / "mail.log").write_text("someone's mail log\n")
+    with pytest.raises(ConfigError, match="not a demo directory"):
+        prepare(DemoSettings(directory=foreign))
+    assert (foreign / "mail.log").read_text() == "someone's mail log\n"
+    own = DemoSettings(directory=tmp_path / "demo")
+    prepare(own)
+    assert (own.directory / MARKER).exists()
+    (own.directory / "mail.log").write_text("old demo lines\n")
+    prepare(own)
+    assert (own.directory / "mail.log").read_text() == ""

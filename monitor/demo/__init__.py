@@ -37,8 +37,9 @@ import httpx
 
 from monitor.config import Config, DmarcConfig, JobConfig, LogSource, WebhookSettings
 from monitor.demo.traffic import DOMAINS, PostfixTraffic
+from monitor.errors import ConfigError
 
-__all__ = ["DEMO_KEY_ENV", "Demo", "DemoSettings", "demo_config"]
+__all__ = ["DEMO_KEY_ENV", "MARKER", "Demo", "DemoSettings", "demo_config", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,21 @@ def demo_config(base: Config, settings: DemoSettings) -> Config:
     })  # fmt: skip
 
 
+#: Marks a directory as the demo's: only such a directory (or an empty one) is emptied.
+MARKER = ".mailmon-demo"
+
+
 def prepare(settings: DemoSettings) -> None:
-    """A fresh demo directory (what an earlier demo left is removed) and its signing key."""
+    """A fresh demo directory (what an earlier demo left is removed) and its signing key.
+
+    A directory that holds anything and is not marked as the demo's is refused: ``--demo-dir``
+    pointed at ``/var/log`` must not cost anyone their mail log."""
     d = settings.directory
+    if d.is_dir() and any(d.iterdir()) and not (d / MARKER).exists():
+        raise ConfigError(f"--demo-dir {d}: not empty and not a demo directory (no {MARKER}); "
+                          "name a new or empty directory")  # fmt: skip
     d.mkdir(parents=True, exist_ok=True)
+    (d / MARKER).write_text("written by `mailmon serve --demo`; emptied at each start\n")
     for name in ("mail.log", "mailmon.db", "mailmon.db-wal", "mailmon.db-shm"):
         (d / name).unlink(missing_ok=True)
     shutil.rmtree(d / "dmarc", ignore_errors=True)
