@@ -65,8 +65,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     demo.add_argument("--demo-dir", metavar="DIR",
                       help="the demo's log, reports and database, emptied at each start "
                       "(default: DATA_DIR/demo)")  # fmt: skip
-    demo.add_argument("--demo-incident-after", metavar="DURATION", type=duration, default=180.0,
-                      help="when Gmail starts rejecting, after the start (default 180s)")
+    demo.add_argument("--demo-incident-after", metavar="DURATION", type=duration, default=120.0,
+                      help="when Gmail starts rejecting, after the start (default 120s)")
     demo.add_argument("--demo-history", metavar="DURATION", type=duration, default=1800.0,
                       help="traffic written from this long before the start (default 30m)")
     demo.add_argument("--demo-speed", metavar="X", type=float, default=60.0,

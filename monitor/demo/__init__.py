@@ -54,7 +54,7 @@ class DemoSettings:
     directory: Path
     history_seconds: float = 1800.0
     speed: float = 60.0
-    incident_after_seconds: float = 180.0
+    incident_after_seconds: float = 120.0
     per_minute: float = 120.0
     seed: int = 1
     tick_seconds: float = 0.25
