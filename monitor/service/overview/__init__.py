@@ -149,8 +149,7 @@ class OverviewRoutes:
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             view = overview(None, at=at, registry=self.registry, checks=checks)
             status, error = 503, ("The store cannot be read." if query else None)
-        return page(view, query=query or None if query is not None else None, found=found,
-                    error=error), status  # fmt: skip
+        return page(view, query=query or None, found=found, error=error), status
 
     def _checks(self) -> Mapping[str, object]:
         if self.health_of is None:
