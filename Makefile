@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/mailmon serve
+	$(BIN)/mailmon serve --first-run
 
 test: $(STAMP)
 	scripts/install-test-deps.sh
@@ -27,6 +27,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check monitor tests bench dashboards
 	$(BIN)/mypy
+
+# The generated part of docs/configuration.md (every key of the config schema).
+docs: $(STAMP)
+	$(BIN)/python -m monitor.config_doc
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

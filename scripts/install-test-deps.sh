@@ -17,7 +17,7 @@ PACKAGES=(
   dovecot-imapd  # tests/servers/dovecot.py: a private IMAP + LMTP + Sieve instance
   dovecot-lmtpd
   dovecot-sieve
-  chromium    # tests/test_report_delivery.py: the report's HTML rendered headless (Playwright)
+  chromium    # headless, through Playwright (executable_path): the report's HTML, the overview page
   fonts-dejavu-core  # text in chromium's screenshots and matplotlib's charts
 )
 

@@ -26,6 +26,7 @@ from monitor.pipeline import Pipeline
 from monitor.service.api import ApiRoutes
 from monitor.service.auth import BearerGuard
 from monitor.service.hook import MAX_HOOK_BODY_BYTES, SourceEndpoint, kumomta_hook
+from monitor.service.overview import OverviewRoutes, PageGuard
 
 if TYPE_CHECKING:
     from monitor.store import Store
@@ -157,7 +158,8 @@ def build_app(
         # JSON like every other answer (a path the routes cannot match, e.g. holding a newline).
         return JSONResponse({"error": "not found"}, status_code=404)
 
-    return Starlette(routes=[Route("/", index), *routes], exception_handlers={404: not_found})
+    # A component's own "/" (the overview page) comes first; without one, "/" lists the paths.
+    return Starlette(routes=[*routes, Route("/", index)], exception_handlers={404: not_found})
 
 
 class _NoPipeline:
@@ -192,12 +194,20 @@ def create_app(
     ``store``, its health and the read API (``/api/...``, behind ``api_token``); with a
     ``pipeline``, KumoMTA's log hook at ``POST /ingest/kumomta`` (``hook_token`` makes it
     require ``Authorization: Bearer TOKEN``, or Basic ``hook_username:TOKEN`` when a username
-    is given); each of ``endpoints`` at its path."""
+    is given); each of ``endpoints`` at its path.  With a ``store``, ``/`` is the overview page
+    (``monitor.service.overview``, behind the API's token rule)."""
     guard = BearerGuard(api_token)
     components: list[Component] = [
         MetricsRoutes(metrics, guard if protect_metrics else None), StoreRoutes(store),
         ApiRoutes(store, guard),
     ]
+    if store is not None:
+        # The overview page reads what the API reads: the same token rule (docs/security.md).
+        store_health = StoreRoutes(store)
+        components.append(OverviewRoutes(
+            store, metrics.registry, PageGuard(api_token),
+            health=lambda: {"store": store_health.health() or {}, **(health() if health else {})},
+        ))  # fmt: skip
     if pipeline is not None:
         components.append(kumomta_hook(pipeline, metrics, token=hook_token, username=hook_username,
                                        max_body_bytes=max_body_bytes))  # fmt: skip
