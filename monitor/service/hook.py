@@ -24,9 +24,7 @@ import base64
 import collections
 import hmac
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,6 +40,7 @@ from monitor.collectors.source import Source
 from monitor.driver import Driver
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
+from monitor.service.group import group_of
 
 __all__ = ["MAX_HOOK_BODY_BYTES", "SourceEndpoint", "kumomta_hook"]
 
@@ -49,19 +48,7 @@ log = logging.getLogger(__name__)
 
 MAX_HOOK_BODY_BYTES = 10 << 20
 REFUSED = "refused by the pipeline (dated too far ahead)"
-
-
-_LOCKS: weakref.WeakKeyDictionary[Pipeline, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _lock_of(pipeline: Pipeline) -> threading.Lock:
-    """The one lock of the endpoints that share ``pipeline``."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(pipeline)
-        if lock is None:
-            lock = _LOCKS[pipeline] = threading.Lock()
-        return lock
+STORE_REFUSED = "refused by the database"
 
 
 def kumomta_hook(pipeline: Pipeline, metrics: Metrics, *, token: str | None = None,
@@ -112,8 +99,9 @@ class SourceEndpoint:
             self.accepted.append(b"Basic " + pair)
         self.verifier = verifier
         self.max_body_bytes = max_body_bytes
-        # The pipeline batches: one request at a time fills it, whichever endpoint takes it.
-        self.lock = _lock_of(pipeline)
+        # Requests fill the pipeline's batch together and share its commits (group commit),
+        # whichever endpoint takes them.
+        self.group = group_of(pipeline)
         self.refused_logged: dict[str, float] = {}  # reason -> when last logged
         self.failure: str | None = None  # why the last request could not be stored
         self.last_request_at: float | None = None
@@ -148,15 +136,13 @@ class SourceEndpoint:
             # Connection: close: the rest of the body is not read, so the connection ends.
             return JSONResponse({"error": f"body over {self.max_body_bytes} bytes"},
                                 status_code=413, headers={"Connection": "close"})  # fmt: skip
-        if self.verifier is not None:
-            try:  # off the event loop: a verifier may fetch a signing certificate
-                await run_in_threadpool(self.verifier.verify, request.headers, body)
-            except Refused as refused:
-                await self._reject(refused.reason)
-                self._log_refused(refused, request)
-                return JSONResponse({"error": refused.reason}, status_code=refused.status)
-        try:
-            records, events, problems = await run_in_threadpool(self._ingest, body)
+        try:  # off the event loop, in one hop: a verifier may fetch a signing certificate
+            records, events, problems = await run_in_threadpool(self._verify_and_ingest,
+                                                                request.headers, body)  # fmt: skip
+        except Refused as refused:
+            await self._reject(refused.reason)
+            self._log_refused(refused, request)
+            return JSONResponse({"error": refused.reason}, status_code=refused.status)
         except Exception:
             log.exception("%s could not store a request; the sender should retry", self.path)
             return JSONResponse({"error": "storing failed; retry later"}, status_code=503)
@@ -202,31 +188,48 @@ class SourceEndpoint:
         log.warning("%s: refused a request from %s: %s (%s); further ones this minute are only "
                     "counted", self.path, client, refused.reason, refused)  # fmt: skip
 
+    def _verify_and_ingest(self, headers: Any,
+                           body: bytes) -> tuple[int, int, collections.Counter[str]]:  # fmt: skip
+        if self.verifier is not None:
+            self.verifier.verify(headers, body)
+        return self._ingest(body)
+
     def _ingest(self, body: bytes) -> tuple[int, int, collections.Counter[str]]:
-        """Store the body's records: (records, events, skipped by reason)."""
+        """Store the body's records: (records, events, skipped by reason).  Returns once the
+        transaction holding its events has committed (with other requests' events)."""
         self.last_request_at = time.time()
-        problems: collections.Counter[str] = collections.Counter()
-        records = events = 0
         refused = self.pipeline.refused  # counted (and logged) by the pipeline itself
-        with self.lock:
+
+        def feed() -> tuple[int, int, collections.Counter[str], list[str]]:
+            problems: collections.Counter[str] = collections.Counter()
+            records = events = 0
+            ids: list[str] = []
             before = collections.Counter(self.source.stats.unparsed)
-            try:
-                for record in self.split(body.decode("utf-8", "replace")):
-                    records += 1
-                    was_refused = refused.total()
-                    new = self.driver.feed(self.source, record, self.ref)
-                    if refused.total() > was_refused:
-                        problems[REFUSED] += 1
-                    events += len(new) - (refused.total() - was_refused)
-                problems.update(self.source.stats.unparsed - before)
-                unparsed = sum(problems.values()) - problems[REFUSED]
-                self.driver.commit(self.source)
-            except Exception:
-                # Not stored, so not counted: the sender retries the request.
-                self.driver.discard(self.source)
-                self.failure = "storing failed"
-                raise
-            self.failure = None
+            for record in self.split(body.decode("utf-8", "replace")):
+                records += 1
+                was_refused = refused.total()
+                new = self.driver.feed(self.source, record, self.ref)
+                now_refused = refused.total() - was_refused
+                if now_refused:
+                    problems[REFUSED] += 1
+                events += len(new) - now_refused
+                ids += [item.id for item in new]
+            problems.update(self.source.stats.unparsed - before)
+            return records, events, problems, ids
+
+        try:
+            fed, rejected = self.group.run(self.driver, self.source, feed)
+        except Exception:
+            # Not stored, so not counted: the sender retries the request.
+            self.failure = "storing failed"
+            raise
+        self.failure = None
+        records, events, problems, ids = fed
+        # Events the database refused on their own were left out, their neighbours stored.
+        if rejected and (refused_here := sum(1 for i in ids if i in rejected)):
+            problems[STORE_REFUSED] += refused_here
+            events -= refused_here
+        unparsed = sum(problems.values()) - problems[REFUSED] - problems[STORE_REFUSED]
         if unparsed:
             log.warning("%s: %d of %d records skipped (%s)", self.path, unparsed, records,
                         ", ".join(f"{why}: {n}" for why, n in sorted(problems.items())))
