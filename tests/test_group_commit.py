@@ -8,6 +8,7 @@ so that requests pile up behind a commit, and made to fail to show what a failur
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +25,7 @@ from monitor.collectors.source import NotUnderstood, ParseStats, Source
 from monitor.metrics import Metrics
 from monitor.model import Event, EventType
 from monitor.pipeline import Pipeline
+from monitor.service.app import create_app
 from monitor.service.group import group_of
 from monitor.service.hook import STORE_REFUSED, SourceEndpoint
 from monitor.store import Store
@@ -80,13 +83,14 @@ def slow_writes(store: Store, monkeypatch: pytest.MonkeyPatch, seconds: float,
 
 def run_requests(endpoint: SourceEndpoint, db: Path, requests: int,
                  per_request: int) -> dict[int, tuple[str, int]]:  # fmt: skip
-    """``requests`` posts at once, each on its own thread; for each: its outcome and the
-    events of it the store held the moment it was answered."""
+    """``requests`` posts, each on its own thread, in two waves: the second half 0.1 s after
+    the first, while the first one's commit is being written.  For each: its outcome and
+    the events of it the store held the moment it was answered."""
     outcomes: dict[int, tuple[str, int]] = {}
-    start = threading.Barrier(requests)
+    start = time.monotonic() + 0.2
 
     def post(i: int) -> None:
-        start.wait()
+        time.sleep(max(0.0, start + (0.1 if 2 * i >= requests else 0.0) - time.monotonic()))
         try:
             events = endpoint._ingest(body(i * per_request, per_request))[1]
             outcome = f"ok {events}"
@@ -120,7 +124,7 @@ def test_concurrent_requests_share_commits_and_each_is_answered_after_its_own(
         assert outcomes == {i: ("ok 25", 25) for i in range(12)}
         group = group_of(endpoint.pipeline)
         assert group.requests == 12
-        # The first commit holds one request; the rest arrived while it was written.
+        # Requests that arrive together share a commit; the second wave, the next one.
         assert 2 <= group.commits < 12 and sum(sizes) == 300 and max(sizes) > 25, sizes
         assert metrics.registry.get_sample_value("mailmon_source_lines_total",
                                                  {"source": "ping"}) == 300  # fmt: skip
@@ -135,7 +139,7 @@ def test_a_failed_commit_fails_every_request_in_it_and_acknowledges_nothing_it_l
     with Store.open(f"sqlite:///{db}") as store:
         metrics = Metrics(CollectorRegistry())
         endpoint = endpoint_of(store, metrics)
-        sizes = slow_writes(store, monkeypatch, 0.2, fail=lambda n: n == 2)
+        sizes = slow_writes(store, monkeypatch, 0.2, fail=lambda n: n == 1)
         outcomes = run_requests(endpoint, db, requests=12, per_request=25)
         ok = {i for i, (outcome, _) in outcomes.items() if outcome == "ok 25"}
         failed = {i for i, (outcome, _) in outcomes.items() if outcome == "error RuntimeError"}
@@ -143,7 +147,7 @@ def test_a_failed_commit_fails_every_request_in_it_and_acknowledges_nothing_it_l
         # Acknowledged: in the store when answered.  Refused: none of it stored (retried).
         assert all(outcomes[i][1] == 25 for i in ok), outcomes
         assert all(stored(db, i * 25, 25) == 0 for i in failed), outcomes
-        assert 25 * len(failed) == sizes[1]  # the second commit's requests, exactly
+        assert 25 * len(failed) == sizes[0]  # the first commit's requests, exactly
         # Only what was stored is counted; the failed requests are read again when resent.
         lines = metrics.registry.get_sample_value("mailmon_source_lines_total", {"source": "ping"})
         assert lines == 25 * len(ok)
@@ -196,3 +200,34 @@ def test_events_the_database_refuses_are_named_in_their_own_request(
         assert endpoint._ingest(body(1, 5)) == (5, 4, {STORE_REFUSED: 1})
         assert endpoint._ingest(body(10, 2)) == (2, 2, {})
         assert stored(db, 1, 5) == 4
+
+
+def test_over_http_each_answer_comes_after_its_commit_and_a_failed_one_is_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ASGI route: concurrent POSTs wait for their commit without holding a thread;
+    the batch whose write fails answers 503 and none of it is stored."""
+    db = tmp_path / "m.db"
+    with Store.open(f"sqlite:///{db}") as store:
+        metrics = Metrics(CollectorRegistry())
+        endpoint = endpoint_of(store, metrics)
+        slow_writes(store, monkeypatch, 0.2, fail=lambda n: n == 1)
+        app = create_app(metrics, endpoints=[endpoint])
+
+        async def post_all() -> list[tuple[int, int, int]]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://mailmon") as c:
+
+                async def post(i: int) -> tuple[int, int, int]:
+                    await asyncio.sleep(0.1 if i >= 6 else 0.0)  # a second wave
+                    answer = await c.post("/ingest/ping", content=body(i * 25, 25))
+                    return i, answer.status_code, stored(db, i * 25, 25)
+
+                return await asyncio.gather(*(post(i) for i in range(12)))
+
+        outcomes = asyncio.run(post_all())
+        statuses = {status for _, status, _ in outcomes}
+        assert statuses == {200, 503}, outcomes
+        for _, status, held in outcomes:
+            assert held == (25 if status == 200 else 0), outcomes
+        assert endpoint.health()["status"] == "ok"

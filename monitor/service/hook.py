@@ -20,6 +20,7 @@ Responses: 200 / 400 ``{"records", "events", "rejected", "problems": {why: count
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import hmac
@@ -40,7 +41,7 @@ from monitor.collectors.source import Source
 from monitor.driver import Driver
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
-from monitor.service.group import group_of
+from monitor.service.group import Batch, group_of
 
 __all__ = ["MAX_HOOK_BODY_BYTES", "SourceEndpoint", "kumomta_hook"]
 
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 MAX_HOOK_BODY_BYTES = 10 << 20
 REFUSED = "refused by the pipeline (dated too far ahead)"
 STORE_REFUSED = "refused by the database"
+
+#: what feeding a request gave: records, events, skipped by reason, the events' ids
+_Fed = tuple[int, int, collections.Counter[str], list[str]]
 
 
 def kumomta_hook(pipeline: Pipeline, metrics: Metrics, *, token: str | None = None,
@@ -136,9 +140,12 @@ class SourceEndpoint:
             # Connection: close: the rest of the body is not read, so the connection ends.
             return JSONResponse({"error": f"body over {self.max_body_bytes} bytes"},
                                 status_code=413, headers={"Connection": "close"})  # fmt: skip
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:  # off the event loop, in one hop: a verifier may fetch a signing certificate
-            records, events, problems = await run_in_threadpool(self._verify_and_ingest,
-                                                                request.headers, body)  # fmt: skip
+            fed, batch = await run_in_threadpool(self._verify_and_feed, request.headers, body,
+                                                 committed)  # fmt: skip
+            await committed  # holding no thread: the group's leader commits the batch
+            records, events, problems = self._outcome(fed, batch)
         except Refused as refused:
             await self._reject(refused.reason)
             self._log_refused(refused, request)
@@ -188,19 +195,26 @@ class SourceEndpoint:
         log.warning("%s: refused a request from %s: %s (%s); further ones this minute are only "
                     "counted", self.path, client, refused.reason, refused)  # fmt: skip
 
-    def _verify_and_ingest(self, headers: Any,
-                           body: bytes) -> tuple[int, int, collections.Counter[str]]:  # fmt: skip
+    def _verify_and_feed(self, headers: Any, body: bytes,
+                         committed: asyncio.Future[None]) -> tuple[_Fed, Batch]:  # fmt: skip
         if self.verifier is not None:
             self.verifier.verify(headers, body)
-        return self._ingest(body)
+        return self._feed(body, committed)
 
     def _ingest(self, body: bytes) -> tuple[int, int, collections.Counter[str]]:
         """Store the body's records: (records, events, skipped by reason).  Returns once the
         transaction holding its events has committed (with other requests' events)."""
+        fed, batch = self._feed(body)
+        batch.done.wait()
+        return self._outcome(fed, batch)
+
+    def _feed(self, body: bytes,
+              committed: asyncio.Future[None] | None = None) -> tuple[_Fed, Batch]:  # fmt: skip
+        """Put the body's records into the pipeline's pending batch; the batch joined."""
         self.last_request_at = time.time()
         refused = self.pipeline.refused  # counted (and logged) by the pipeline itself
 
-        def feed() -> tuple[int, int, collections.Counter[str], list[str]]:
+        def feed() -> _Fed:
             problems: collections.Counter[str] = collections.Counter()
             records = events = 0
             ids: list[str] = []
@@ -218,9 +232,17 @@ class SourceEndpoint:
             return records, events, problems, ids
 
         try:
-            fed, rejected = self.group.run(self.driver, self.source, feed)
+            return self.group.join(self.driver, self.source, feed, committed)
         except Exception:
-            # Not stored, so not counted: the sender retries the request.
+            self.failure = "storing failed"
+            raise
+
+    def _outcome(self, fed: _Fed, batch: Batch) -> tuple[int, int, collections.Counter[str]]:
+        """(records, events, skipped by reason) of a committed request; raises if its batch
+        was not stored (not counted either: the sender retries the request)."""
+        try:
+            rejected = batch.check()
+        except Exception:
             self.failure = "storing failed"
             raise
         self.failure = None
