@@ -48,6 +48,9 @@ __all__ = ["MAX_HOOK_BODY_BYTES", "SourceEndpoint", "kumomta_hook"]
 log = logging.getLogger(__name__)
 
 MAX_HOOK_BODY_BYTES = 10 << 20
+#: Bodies up to this size are checked and fed on the event loop when nothing in that waits
+#: (a few milliseconds of work at most); larger ones on a thread.
+INLINE_BODY_BYTES = 64 << 10
 REFUSED = "refused by the pipeline (dated too far ahead)"
 STORE_REFUSED = "refused by the database"
 
@@ -102,6 +105,8 @@ class SourceEndpoint:
             pair = base64.b64encode(username.encode() + b":" + self.token)
             self.accepted.append(b"Basic " + pair)
         self.verifier = verifier
+        #: a small request is checked and fed on the event loop: nothing in it waits
+        self.inline = verifier is None or getattr(verifier, "offline", False)
         self.max_body_bytes = max_body_bytes
         # Requests fill the pipeline's batch together and share its commits (group commit),
         # whichever endpoint takes them.
@@ -141,9 +146,13 @@ class SourceEndpoint:
             return JSONResponse({"error": f"body over {self.max_body_bytes} bytes"},
                                 status_code=413, headers={"Connection": "close"})  # fmt: skip
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:  # off the event loop, in one hop: a verifier may fetch a signing certificate
-            fed, batch = await run_in_threadpool(self._verify_and_feed, request.headers, body,
-                                                 committed)  # fmt: skip
+        try:
+            if len(body) <= INLINE_BODY_BYTES and self.inline:
+                # Short work: a hop to a thread and back would cost more than it does.
+                fed, batch = self._verify_and_feed(request.headers, body, committed)
+            else:  # off the event loop, in one hop: a verifier may fetch a certificate
+                fed, batch = await run_in_threadpool(self._verify_and_feed, request.headers,
+                                                     body, committed)  # fmt: skip
             await committed  # holding no thread: the group's leader commits the batch
             records, events, problems = self._outcome(fed, batch)
         except Refused as refused:
