@@ -188,9 +188,11 @@ class Usage:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / self.ticks  # utime, stime
 
-    def report(self, client_cpu: float) -> dict[str, Any]:
+    def report(self, client_cpu: float, requests: int) -> dict[str, Any]:
         wall = time.monotonic() - self.started
-        return {"serve_cpu_percent": round(100 * (self.serve_cpu() - self.serve) / wall, 1),
+        serve = self.serve_cpu() - self.serve
+        return {"serve_cpu_percent": round(100 * serve / wall, 1),
+                "serve_cpu_ms_per_request": round(1000 * serve / max(1, requests), 2),
                 "client_cpu_percent": round(100 * client_cpu / wall, 1),
                 "loadavg_before": self.load, "loadavg_after": loadavg()}  # fmt: skip
 
@@ -211,7 +213,7 @@ def throughput(port: int, pid: int, signer: Signer, args: argparse.Namespace) ->
             for k in range(clients)]  # fmt: skip
     results, errors, cpu = loadgen.run_processes(runs)
     summary = Tally(results, errors).summary(time.monotonic() - start)
-    return summary | usage.report(cpu) | {"prepared": count}
+    return summary | usage.report(cpu, len(results)) | {"prepared": count}
 
 
 def latency(port: int, pid: int, signer: Signer, args: argparse.Namespace) -> dict[str, Any]:
@@ -228,7 +230,7 @@ def latency(port: int, pid: int, signer: Signer, args: argparse.Namespace) -> di
                               dues[k::clients], per_client) for k in range(clients)]  # fmt: skip
     results, errors, cpu = loadgen.run_processes(runs)
     summary = Tally(results, errors).summary(time.monotonic() - start)
-    return summary | usage.report(cpu)
+    return summary | usage.report(cpu, len(results))
 
 
 def free_port() -> int:
@@ -376,7 +378,8 @@ def print_phase(phase: str, p: dict[str, Any]) -> None:
           f"p99 {p['latency_p99_ms']:.1f} ms  max {p['latency_max_ms']:.1f} ms  "
           f"statuses {p['statuses']} {p['transport_errors'] or ''}"
           f"{' not sent: ' + str(p['not_sent']) if p.get('not_sent') else ''}\n"
-          f"{'':<10} CPU: serve {p['serve_cpu_percent']:.0f} %, clients {p['client_cpu_percent']:.0f} %"
+          f"{'':<10} CPU: serve {p['serve_cpu_percent']:.0f} % ({p['serve_cpu_ms_per_request']:.2f} ms a request), "
+          f"clients {p['client_cpu_percent']:.0f} %"
           f" (of one core); load average {p['loadavg_before']} -> {p['loadavg_after']}",
           flush=True)  # fmt: skip
 

@@ -75,7 +75,7 @@ class EspSource(Source[Any]):
         self.stats.lines += 1
         if isinstance(unit, NotUnderstood):  # a piece of the body that did not decode
             raise unit
-        if not isinstance(unit, Mapping):
+        if type(unit) is not dict and not isinstance(unit, Mapping):  # dict: no ABC check
             raise NotUnderstood("not an event object")
         try:
             events = self.events(unit, ref)

@@ -73,6 +73,8 @@ def iso_time(value: Any) -> datetime:
 
 def text(value: Any) -> str | None:
     """A scalar as stripped text; None for nothing, empty text, lists and objects."""
+    if type(value) is str:  # most values: spared the ABC checks below (a hot path)
+        return value.strip() or None
     if value is None or isinstance(value, Mapping | list | tuple):
         return None
     out = (str(value).lower() if isinstance(value, bool) else str(value)).strip()
