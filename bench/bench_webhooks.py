@@ -293,7 +293,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                               "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
     with open(out / "webhooks-serve.log", "wb") as serve_log:
         proc = subprocess.Popen(command, stdout=serve_log, stderr=subprocess.STDOUT, env=env,
-                                cwd=REPO)  # fmt: skip
+                                cwd=args.serve_from)  # fmt: skip
     try:
         wait_ready(f"{base}/healthz", proc)
         print(f"throughput: {args.concurrency} clients, SendGrid batches of {args.batch}, "
@@ -403,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-batch", type=int, default=10, help="SendGrid events per batch (latency)")
     parser.add_argument("--max-connections", type=int, default=256, help="client connections (latency)")
     parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--serve-from", type=Path, default=REPO,
+                        help="the checkout whose `mailmon serve` runs (before/after comparisons)")
     parser.add_argument("--throughput-ceiling", type=float, default=150.0,
                         help="requests/s prepared for the throughput phase (more than it can take)")
     parser.add_argument("--ses-every", type=int, default=5, help="every Nth request is an SES one (0: none)")
