@@ -1,34 +1,39 @@
 """Webhook load benchmark: signed SendGrid batches and SES notifications posted to ``mailmon serve``.
 
     .venv/bin/python bench/bench_webhooks.py [--seconds 60] [--batch 100] [--concurrency 8]
-        [--rate 500] [--rate-batch 10] [--ses-every 5] [--profile]
+        [--rate 500] [--rate-batch 10] [--ses-every 5] [--clients 2] [--serve-from DIR] [--profile]
 
 Starts ``mailmon serve`` as a subprocess on a free loopback port over a fresh SQLite
 database in ``bench/out/``, with ``[webhooks.sendgrid]`` (a throw-away ECDSA P-256 key,
 its public half in a secret file) and ``[webhooks.ses]`` (a throw-away RSA key whose
 self-signed certificate is pinned with ``certificate_file``, so nothing is fetched).
-This process signs every request as the providers do (SendGrid: ECDSA over timestamp +
-raw body; SNS: signature version 2 over the canonical string) and posts over real HTTP
-with httpx (async, keep-alive).  Every ``--ses-every``-th request is one SES ``Delivery``
-notification in its SNS envelope; the others are SendGrid batches (``processed``,
-``delivered`` and some ``open`` events, each with its own ``sg_event_id``).
+Before each phase this process builds and signs every request of it as the providers do
+(SendGrid: ECDSA over timestamp + raw body; SNS: signature version 2 over the canonical
+string); during the phase ``--clients`` forked processes only send them, over raw asyncio
+HTTP/1.1 keep-alive connections (``bench/loadgen.py``), so the generator's own cost is
+small and reported.  Every ``--ses-every``-th request is one SES ``Delivery`` notification
+in its SNS envelope; the others are SendGrid batches (``processed``, ``delivered`` and
+some ``open`` events, each with its own ``sg_event_id``).
 
 Two phases of ``--seconds`` each:
 
-1. **throughput**: ``--concurrency`` clients post back to back, SendGrid batches of
+1. **throughput**: ``--concurrency`` connections post back to back, SendGrid batches of
    ``--batch`` events; events/s accepted (acknowledged by a 200) is the figure judged.
 2. **latency**: an open loop posting ``--rate`` requests/s (SendGrid batches of
    ``--rate-batch``) on a fixed schedule, whatever the answers; each latency runs from
    the request's scheduled time to its answer (so a stall counts for every request it
    delays).  p50 / p99 / max; p99 is judged.
 
-Then serve is stopped (SIGTERM) and the ``events`` table is counted: it must hold exactly
-the events the 200 answers acknowledged (their ``events`` field), no more (nothing
-stored twice, nothing from a refused request) and no fewer (nothing acknowledged lost).
-Targets: >= 5,000 events/s in batches; p99 < 100 ms at 500 requests/s; zero lost.  A
-missed target prints MISSED and still exits 0.  ``--profile`` then runs the endpoint's
-storing half (parse, pipeline, one commit per request) under cProfile in this process on
-200 batches and prints where the time went.
+Each phase also reports serve's CPU (from /proc: percent of one core, and ms per
+request), the clients' CPU, and the load average before and after.  Then serve is
+stopped (SIGTERM) and the ``events`` table is counted: it must hold exactly the events
+the 200 answers acknowledged (their ``events`` field), no more (nothing stored twice,
+nothing from a refused request) and no fewer (nothing acknowledged lost).  Targets:
+>= 5,000 events/s in batches; p99 < 100 ms at 500 requests/s; zero lost.  A missed
+target prints MISSED and still exits 0.  ``--serve-from DIR`` runs the serve of another
+checkout (before/after).  ``--profile`` then runs the endpoint's storing half (parse,
+pipeline, commit) under cProfile in this process on 200 batches and prints where the
+time went.
 Everything is written to ``bench/out/webhooks.json``.
 """
 
