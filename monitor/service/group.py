@@ -106,8 +106,13 @@ class GroupCommit:
                 self._spoil(batch, exc)
                 raise
             if not self._leading:
+                leader = threading.Thread(target=self._lead, name="mailmon-commit", daemon=True)
+                try:
+                    leader.start()
+                except RuntimeError as exc:  # no thread to be had: this batch is retried
+                    self._spoil(batch, exc)
+                    raise
                 self._leading = True
-                threading.Thread(target=self._lead, name="mailmon-commit", daemon=True).start()
         return result, batch
 
     def _spoil(self, batch: Batch, exc: BaseException) -> None:
