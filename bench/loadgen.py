@@ -46,10 +46,26 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def send(self, raw: bytes) -> tuple[int, int]:
-        """(status, events acknowledged); reconnects when the server closed the connection."""
+        """(status, events acknowledged); reconnects when the server closed the connection.
+
+        A keep-alive connection the server closed while it was idle is opened again, and a
+        request that met that close before any answer byte is sent once more on a new
+        connection, as HTTP clients do (the server never read it)."""
+        reused = self.writer is not None and not self.writer.is_closing()
+        if reused and self.reader is not None and self.reader.at_eof():
+            self.close()
+            reused = False
+        try:
+            return await self._exchange(raw)
+        except asyncio.IncompleteReadError as exc:
+            if not reused or exc.partial:
+                raise
+            return await self._exchange(raw)
+
+    async def _exchange(self, raw: bytes) -> tuple[int, int]:
         if self.writer is None or self.writer.is_closing():
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
+        assert self.reader is not None and self.writer is not None
         try:
             self.writer.write(raw)
             head = await self.reader.readuntil(b"\r\n\r\n")
