@@ -60,7 +60,11 @@ class Connection:
         except asyncio.IncompleteReadError as exc:
             if not reused or exc.partial:
                 raise
-            return await self._exchange(raw)
+        except (ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+        # Sent again: had the server stored it after all, the copy is a duplicate it drops.
+        return await self._exchange(raw)
 
     async def _exchange(self, raw: bytes) -> tuple[int, int]:
         if self.writer is None or self.writer.is_closing():
