@@ -1,42 +1,47 @@
 """Webhook load benchmark: signed SendGrid batches and SES notifications posted to ``mailmon serve``.
 
     .venv/bin/python bench/bench_webhooks.py [--seconds 60] [--batch 100] [--concurrency 8]
-        [--rate 500] [--rate-batch 10] [--ses-every 5] [--profile]
+        [--rate 500] [--rate-batch 10] [--ses-every 5] [--clients 2] [--serve-from DIR] [--profile]
 
 Starts ``mailmon serve`` as a subprocess on a free loopback port over a fresh SQLite
 database in ``bench/out/``, with ``[webhooks.sendgrid]`` (a throw-away ECDSA P-256 key,
 its public half in a secret file) and ``[webhooks.ses]`` (a throw-away RSA key whose
 self-signed certificate is pinned with ``certificate_file``, so nothing is fetched).
-This process signs every request as the providers do (SendGrid: ECDSA over timestamp +
-raw body; SNS: signature version 2 over the canonical string) and posts over real HTTP
-with httpx (async, keep-alive).  Every ``--ses-every``-th request is one SES ``Delivery``
-notification in its SNS envelope; the others are SendGrid batches (``processed``,
-``delivered`` and some ``open`` events, each with its own ``sg_event_id``).
+Before each phase this process builds and signs every request of it as the providers do
+(SendGrid: ECDSA over timestamp + raw body; SNS: signature version 2 over the canonical
+string); during the phase ``--clients`` forked processes only send them, over raw asyncio
+HTTP/1.1 keep-alive connections (``bench/loadgen.py``), so the generator's own cost is
+small and reported.  Every ``--ses-every``-th request is one SES ``Delivery`` notification
+in its SNS envelope; the others are SendGrid batches (``processed``, ``delivered`` and
+some ``open`` events, each with its own ``sg_event_id``).
 
 Two phases of ``--seconds`` each:
 
-1. **throughput**: ``--concurrency`` clients post back to back, SendGrid batches of
+1. **throughput**: ``--concurrency`` connections post back to back, SendGrid batches of
    ``--batch`` events; events/s accepted (acknowledged by a 200) is the figure judged.
 2. **latency**: an open loop posting ``--rate`` requests/s (SendGrid batches of
    ``--rate-batch``) on a fixed schedule, whatever the answers; each latency runs from
    the request's scheduled time to its answer (so a stall counts for every request it
    delays).  p50 / p99 / max; p99 is judged.
 
-Then serve is stopped (SIGTERM) and the ``events`` table is counted: it must hold exactly
-the events the 200 answers acknowledged (their ``events`` field), no more (nothing
-stored twice, nothing from a refused request) and no fewer (nothing acknowledged lost).
-Targets: >= 5,000 events/s in batches; p99 < 100 ms at 500 requests/s; zero lost.  A
-missed target prints MISSED and still exits 0.  ``--profile`` then runs the endpoint's
-storing half (parse, pipeline, one commit per request) under cProfile in this process on
-200 batches and prints where the time went.
+Each phase also reports serve's CPU (from /proc: percent of one core, and ms per
+request), the clients' CPU, and the load average before and after.  Then serve is
+stopped (SIGTERM) and the ``events`` table is counted: it must hold exactly the events
+the 200 answers acknowledged (their ``events`` field), no more (nothing stored twice,
+nothing from a refused request) and no fewer (nothing acknowledged lost).  Targets:
+>= 5,000 events/s in batches; p99 < 100 ms at 500 requests/s; zero lost.  A missed
+target prints MISSED and still exits 0.  ``--serve-from DIR`` runs the serve of another
+checkout (before/after).  ``--profile`` then runs the endpoint's storing half (parse,
+pipeline, commit) under cProfile in this process on 200 batches and prints where the
+time went.
 Everything is written to ``bench/out/webhooks.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
+import functools
 import itertools
 import json
 import os
@@ -52,7 +57,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -63,6 +67,7 @@ REPO = BENCH.parent
 OUT = BENCH / "out"
 sys.path.insert(0, str(REPO))
 
+from bench import loadgen  # noqa: E402
 from monitor.collectors.esp.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER  # noqa: E402
 from monitor.collectors.esp.sns import canonical  # noqa: E402
 
@@ -142,17 +147,9 @@ class Signer:
 class Tally:
     """Per phase: (latency, status, events acknowledged) of every request."""
 
-    def __init__(self) -> None:
-        self.results: list[tuple[float, int, int]] = []
-        self.errors: dict[str, int] = {}
-
-    def add(self, latency: float, response: httpx.Response | None, error: str = "") -> None:
-        if response is None:
-            self.errors[error] = self.errors.get(error, 0) + 1
-            self.results.append((latency, 0, 0))
-            return
-        events = int(response.json().get("events", 0)) if response.status_code == 200 else 0
-        self.results.append((latency, response.status_code, events))
+    def __init__(self, results: list[loadgen.Result], errors: dict[str, int]) -> None:
+        self.results = results
+        self.errors = errors
 
     def summary(self, wall: float) -> dict[str, Any]:
         latencies = sorted(r[0] for r in self.results)
@@ -160,9 +157,11 @@ class Tally:
         statuses: dict[str, int] = {}
         for _, status, _ in self.results:
             statuses[str(status)] = statuses.get(str(status), 0) + 1
+        errors = dict(self.errors)
+        not_sent = errors.pop("not_sent", 0)
         return {
-            "requests": len(self.results), "statuses": statuses, "transport_errors": self.errors,
-            "events_acknowledged": acked, "seconds": round(wall, 2),
+            "requests": len(self.results), "statuses": statuses, "transport_errors": errors,
+            "not_sent": not_sent, "events_acknowledged": acked, "seconds": round(wall, 2),
             "requests_per_second": round(len(self.results) / wall, 1),
             "events_per_second": round(acked / wall, 1),
             "latency_p50_ms": round(1000 * percentile(latencies, 0.50), 1),
@@ -175,61 +174,68 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
 
 
-async def post(client: httpx.AsyncClient, request: tuple[str, bytes, dict[str, str]],
-               tally: Tally, since: float) -> None:  # fmt: skip
-    path, body, headers = request
-    try:
-        response = await client.post(path, content=body, headers=headers)
-    except httpx.HTTPError as exc:
-        tally.add(time.perf_counter() - since, None, type(exc).__name__)
-        return
-    tally.add(time.perf_counter() - since, response)
+def prepare(signer: Signer, count: int, batch: int, ses_every: int, host: str) -> list[bytes]:
+    """``count`` requests, signed and encoded before the phase: the generator then only sends."""
+    return [loadgen.encode(host, signer.request(i, batch, ses_every)) for i in range(count)]
 
 
-async def throughput(base: str, signer: Signer, args: argparse.Namespace) -> dict[str, Any]:
-    """``--concurrency`` clients posting back to back for ``--seconds``."""
-    tally, counter = Tally(), itertools.count()
-    limits = httpx.Limits(max_connections=args.concurrency)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60.0) as client:
-        started = time.perf_counter()
-        deadline = started + args.seconds
+class Usage:
+    """CPU seconds of serve (from /proc) and of the clients, and the load average, per phase."""
 
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                request = signer.request(next(counter), args.batch, args.ses_every)
-                await post(client, request, tally, time.perf_counter())
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.started = time.monotonic()
+        self.serve = self.serve_cpu()
+        self.load = loadavg()
 
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        return tally.summary(time.perf_counter() - started)
+    def serve_cpu(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.ticks  # utime, stime
+
+    def report(self, client_cpu: float, requests: int) -> dict[str, Any]:
+        wall = time.monotonic() - self.started
+        serve = self.serve_cpu() - self.serve
+        return {"serve_cpu_percent": round(100 * serve / wall, 1),
+                "serve_cpu_ms_per_request": round(1000 * serve / max(1, requests), 2),
+                "client_cpu_percent": round(100 * client_cpu / wall, 1),
+                "loadavg_before": self.load, "loadavg_after": loadavg()}  # fmt: skip
 
 
-async def latency(base: str, signer: Signer, args: argparse.Namespace) -> dict[str, Any]:
-    """An open loop: request i is due at start + i / rate; its latency counts from then.  A
-    request due while ``--max-connections`` are still unanswered is not sent (counted as
-    ``not_sent``: the server is saturated), so an overloaded run ends on time."""
-    tally = Tally()
-    limits = httpx.Limits(max_connections=args.max_connections)
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def throughput(port: int, pid: int, signer: Signer, args: argparse.Namespace) -> dict[str, Any]:
+    """``--concurrency`` connections over ``--clients`` processes posting back to back."""
+    count = int(args.seconds * args.throughput_ceiling)
+    raws = prepare(signer, count, args.batch, args.ses_every, f"127.0.0.1:{port}")
+    clients = max(1, min(args.clients, args.concurrency))
+    start = time.monotonic() + 0.2
+    usage = Usage(pid)
+    runs = [functools.partial(loadgen.closed_loop, "127.0.0.1", port, raws[k::clients],
+                              len(range(k, args.concurrency, clients)), start, args.seconds)
+            for k in range(clients)]  # fmt: skip
+    results, errors, cpu = loadgen.run_processes(runs)
+    summary = Tally(results, errors).summary(time.monotonic() - start)
+    return summary | usage.report(cpu, len(results)) | {"prepared": count}
+
+
+def latency(port: int, pid: int, signer: Signer, args: argparse.Namespace) -> dict[str, Any]:
+    """An open loop of ``--rate`` requests/s over ``--clients`` processes (request i in
+    process i mod clients), each latency counted from the request's due time."""
     total = int(args.rate * args.seconds)
-    in_flight: set[asyncio.Task[None]] = set()
-    not_sent = 0
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60.0) as client:
-        started = time.perf_counter()
-        for i in range(total):
-            due = started + i / args.rate
-            request = signer.request(i, args.rate_batch, args.ses_every)  # signed ahead of time
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(in_flight) >= args.max_connections:
-                not_sent += 1
-                continue
-            task = asyncio.create_task(post(client, request, tally, due))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-        await asyncio.gather(*in_flight)
-        summary = tally.summary(time.perf_counter() - started)
-    summary["not_sent"] = not_sent
-    return summary
+    raws = prepare(signer, total, args.rate_batch, args.ses_every, f"127.0.0.1:{port}")
+    clients = max(1, args.clients)
+    start = time.monotonic() + 0.2
+    dues = [start + i / args.rate for i in range(total)]
+    usage = Usage(pid)
+    per_client = max(1, args.max_connections // clients)
+    runs = [functools.partial(loadgen.open_loop, "127.0.0.1", port, raws[k::clients],
+                              dues[k::clients], per_client) for k in range(clients)]  # fmt: skip
+    results, errors, cpu = loadgen.run_processes(runs)
+    summary = Tally(results, errors).summary(time.monotonic() - start)
+    return summary | usage.report(cpu, len(results))
 
 
 def free_port() -> int:
@@ -292,17 +298,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                               "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
     with open(out / "webhooks-serve.log", "wb") as serve_log:
         proc = subprocess.Popen(command, stdout=serve_log, stderr=subprocess.STDOUT, env=env,
-                                cwd=REPO)  # fmt: skip
+                                cwd=args.serve_from)  # fmt: skip
     try:
         wait_ready(f"{base}/healthz", proc)
         print(f"throughput: {args.concurrency} clients, SendGrid batches of {args.batch}, "
               f"every {args.ses_every}th request one SES notification, {args.seconds:.0f} s ...",
               flush=True)  # fmt: skip
-        report["throughput"] = asyncio.run(throughput(base, signer, args))
+        report["throughput"] = throughput(port, proc.pid, signer, args)
         print_phase("throughput", report["throughput"])
         print(f"latency: {args.rate} requests/s, SendGrid batches of {args.rate_batch}, "
               f"{args.seconds:.0f} s ...", flush=True)  # fmt: skip
-        report["latency"] = asyncio.run(latency(base, signer, args))
+        report["latency"] = latency(port, proc.pid, signer, args)
         print_phase("latency", report["latency"])
     finally:
         stop(proc)
@@ -376,7 +382,11 @@ def print_phase(phase: str, p: dict[str, Any]) -> None:
           f"{p['events_per_second']:>9,.1f} events/s  p50 {p['latency_p50_ms']:.1f} ms  "
           f"p99 {p['latency_p99_ms']:.1f} ms  max {p['latency_max_ms']:.1f} ms  "
           f"statuses {p['statuses']} {p['transport_errors'] or ''}"
-          f"{' not sent: ' + str(p['not_sent']) if p.get('not_sent') else ''}", flush=True)  # fmt: skip
+          f"{' not sent: ' + str(p['not_sent']) if p.get('not_sent') else ''}\n"
+          f"{'':<10} CPU: serve {p['serve_cpu_percent']:.0f} % ({p['serve_cpu_ms_per_request']:.2f} ms a request), "
+          f"clients {p['client_cpu_percent']:.0f} %"
+          f" (of one core); load average {p['loadavg_before']} -> {p['loadavg_after']}",
+          flush=True)  # fmt: skip
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -397,6 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="requests/s in the latency phase")
     parser.add_argument("--rate-batch", type=int, default=10, help="SendGrid events per batch (latency)")
     parser.add_argument("--max-connections", type=int, default=256, help="client connections (latency)")
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--serve-from", type=Path, default=REPO,
+                        help="the checkout whose `mailmon serve` runs (before/after comparisons)")
+    parser.add_argument("--throughput-ceiling", type=float, default=150.0,
+                        help="requests/s prepared for the throughput phase (more than it can take)")
     parser.add_argument("--ses-every", type=int, default=5, help="every Nth request is an SES one (0: none)")
     parser.add_argument("--out", type=Path, default=OUT, help="where the database and report go")
     parser.add_argument("--profile", action="store_true",

@@ -134,11 +134,19 @@ class Driver:
     def count(self, source: Source[Any]) -> tuple[int, int]:
         """Add what ``source`` read since the last count to /metrics: (units, not understood)."""
         stats = source.stats
-        lines, unparsed = stats.lines, sum(stats.unparsed.values())
+        return self.count_upto(source, stats.lines, sum(stats.unparsed.values()))
+
+    def count_upto(self, source: Source[Any], lines: int, unparsed: int, *,
+                   publish: bool = True) -> tuple[int, int]:  # fmt: skip
+        """Count what ``source`` read until it had read ``lines`` units (``unparsed`` not
+        understood): on /metrics when ``publish``, else only marked as counted (a group
+        commit's batch that failed; its sender retries)."""
         seen_lines, seen_unparsed = self._counted.get(source, (0, 0))
+        if lines <= seen_lines and unparsed <= seen_unparsed:
+            return (0, 0)  # a later commit already counted past it
         self._counted[source] = (lines, unparsed)
         new = (lines - seen_lines, unparsed - seen_unparsed)
-        if self.metrics is not None:
+        if self.metrics is not None and publish:
             self.metrics.count_input(source.label, *new)
         return new
 

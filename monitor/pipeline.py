@@ -178,6 +178,9 @@ class Pipeline:
         self._rejected_ids: set[str] = set()  # of the batch being written
         #: records put, stored (new), and refused by the store on their own
         self.record_counts = Counter[str]()
+        #: set by a group commit (monitor.service.group), which writes the batches: a full
+        #: batch then waits for it instead of being written by put
+        self.group_commit = False
 
     def enrich(self, event: Event) -> Event:
         """Add provider and failure classification where the collector left them out.
@@ -226,7 +229,7 @@ class Pipeline:
         else:
             self.enrich(event)
         self._pending.append(event)
-        if len(self._pending) >= self.batch_size:
+        if len(self._pending) >= self.batch_size and not self.group_commit:
             if self._overlap:
                 self._hand_off()
             else:
@@ -238,7 +241,7 @@ class Pipeline:
             self._refuse(record, "future_timestamp")
             return
         self._records.append(record)
-        if len(self._records) >= self.batch_size:
+        if len(self._records) >= self.batch_size and not self.group_commit:
             if self._overlap:
                 self._hand_off()
             else:
@@ -343,6 +346,25 @@ class Pipeline:
                 self._collect()
             except Exception:  # the caller re-reads from its checkpoint anyway
                 log.debug("a background batch failed before discard", exc_info=True)
+
+    def detach(self) -> tuple[list[Event], list[Event], list[str], list[Record]]:
+        """Take what is pending, to be written by :meth:`commit_detached` while new events
+        are put (a group commit; the caller keeps the two from running at once elsewhere)."""
+        self._collect()
+        return self._take()
+
+    def commit_detached(
+        self, taken: tuple[list[Event], list[Event], list[str], list[Record]]
+    ) -> set[str]:
+        """Write and count what :meth:`detach` took, in one transaction; returns the ids of
+        the events the store refused on their own (left out, their neighbours stored)."""
+        batch, waiting, retract, records = taken
+        if not batch and not retract and not records:
+            return set()
+        fresh, stored = self._write(batch, waiting, retract=retract, records=records)
+        rejected = set(self._rejected_ids)
+        self._stored(batch, fresh, stored, len(records))
+        return rejected
 
     def flush(
         self,

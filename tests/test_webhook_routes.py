@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,3 +129,31 @@ def test_exported_payloads_are_ingested_by_name(tmp_path: Path, capsys: pytest.C
     assert summary["not_understood"] == {"not a testesp event": 1}
     assert main(["ingest", "testesp", str(export), "--db", db, "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["duplicates"] == 2
+
+
+def test_a_refused_request_is_logged_once_a_minute_without_its_body(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three forged posts: each 401 and counted, one log line naming the reason, and
+    nothing of the payload in it."""
+    config = Config(webhooks={"testesp": WebhookSettings(secret_env="TESTESP_KEY")})
+    caplog.set_level(logging.WARNING, "monitor.service.hook")
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        metrics = Metrics(CollectorRegistry())
+        pipeline = Pipeline(store, metrics=metrics)
+        app = create_app(metrics, endpoints=webhook_endpoints(config, pipeline, metrics))
+
+        async def post(body: bytes, headers: dict[str, str]) -> httpx.Response:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://mailmon") as c:
+                return await c.post("/webhooks/testesp", content=body, headers=headers)
+
+        tampered = BODY.replace(b"a@example.com", b"x@example.com")
+        for _ in range(3):
+            assert asyncio.run(post(tampered, signed(BODY))).status_code == 401
+        assert store.count("events") == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "monitor.service.hook"]
+    assert len(lines) == 1 and "bad_signature" in lines[0], lines
+    assert not any(part in lines[0] for part in ("x@example.com", "exploded", "550 5.1.1"))
+    assert metrics.registry.get_sample_value(
+        "mailmon_events_rejected_total", {"source": "testesp", "reason": "bad_signature"}) == 3

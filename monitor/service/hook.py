@@ -20,13 +20,12 @@ Responses: 200 / 400 ``{"records", "events", "rejected", "problems": {why: count
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import hmac
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,26 +41,21 @@ from monitor.collectors.source import Source
 from monitor.driver import Driver
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
+from monitor.service.group import Batch, group_of
 
 __all__ = ["MAX_HOOK_BODY_BYTES", "SourceEndpoint", "kumomta_hook"]
 
 log = logging.getLogger(__name__)
 
 MAX_HOOK_BODY_BYTES = 10 << 20
+#: Bodies up to this size are checked and fed on the event loop when nothing in that waits
+#: (a few milliseconds of work at most); larger ones on a thread.
+INLINE_BODY_BYTES = 64 << 10
 REFUSED = "refused by the pipeline (dated too far ahead)"
+STORE_REFUSED = "refused by the database"
 
-
-_LOCKS: weakref.WeakKeyDictionary[Pipeline, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _lock_of(pipeline: Pipeline) -> threading.Lock:
-    """The one lock of the endpoints that share ``pipeline``."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(pipeline)
-        if lock is None:
-            lock = _LOCKS[pipeline] = threading.Lock()
-        return lock
+#: what feeding a request gave: records, events, skipped by reason, the events' ids
+_Fed = tuple[int, int, collections.Counter[str], list[str]]
 
 
 def kumomta_hook(pipeline: Pipeline, metrics: Metrics, *, token: str | None = None,
@@ -111,9 +105,12 @@ class SourceEndpoint:
             pair = base64.b64encode(username.encode() + b":" + self.token)
             self.accepted.append(b"Basic " + pair)
         self.verifier = verifier
+        #: a small request is checked and fed on the event loop: nothing in it waits
+        self.inline = verifier is None or getattr(verifier, "offline", False)
         self.max_body_bytes = max_body_bytes
-        # The pipeline batches: one request at a time fills it, whichever endpoint takes it.
-        self.lock = _lock_of(pipeline)
+        # Requests fill the pipeline's batch together and share its commits (group commit),
+        # whichever endpoint takes them.
+        self.group = group_of(pipeline)
         self.refused_logged: dict[str, float] = {}  # reason -> when last logged
         self.failure: str | None = None  # why the last request could not be stored
         self.last_request_at: float | None = None
@@ -148,15 +145,20 @@ class SourceEndpoint:
             # Connection: close: the rest of the body is not read, so the connection ends.
             return JSONResponse({"error": f"body over {self.max_body_bytes} bytes"},
                                 status_code=413, headers={"Connection": "close"})  # fmt: skip
-        if self.verifier is not None:
-            try:  # off the event loop: a verifier may fetch a signing certificate
-                await run_in_threadpool(self.verifier.verify, request.headers, body)
-            except Refused as refused:
-                await self._reject(refused.reason)
-                self._log_refused(refused, request)
-                return JSONResponse({"error": refused.reason}, status_code=refused.status)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            records, events, problems = await run_in_threadpool(self._ingest, body)
+            if len(body) <= INLINE_BODY_BYTES and self.inline:
+                # Short work: a hop to a thread and back would cost more than it does.
+                fed, batch = self._verify_and_feed(request.headers, body, committed)
+            else:  # off the event loop, in one hop: a verifier may fetch a certificate
+                fed, batch = await run_in_threadpool(self._verify_and_feed, request.headers,
+                                                     body, committed)  # fmt: skip
+            await committed  # holding no thread: the group's leader commits the batch
+            records, events, problems = self._outcome(fed, batch)
+        except Refused as refused:
+            await self._reject(refused.reason)
+            self._log_refused(refused, request)
+            return JSONResponse({"error": refused.reason}, status_code=refused.status)
         except Exception:
             log.exception("%s could not store a request; the sender should retry", self.path)
             return JSONResponse({"error": "storing failed; retry later"}, status_code=503)
@@ -202,31 +204,63 @@ class SourceEndpoint:
         log.warning("%s: refused a request from %s: %s (%s); further ones this minute are only "
                     "counted", self.path, client, refused.reason, refused)  # fmt: skip
 
+    def _verify_and_feed(self, headers: Any, body: bytes,
+                         committed: asyncio.Future[None]) -> tuple[_Fed, Batch]:  # fmt: skip
+        if self.verifier is not None:
+            self.verifier.verify(headers, body)
+        return self._feed(body, committed)
+
     def _ingest(self, body: bytes) -> tuple[int, int, collections.Counter[str]]:
-        """Store the body's records: (records, events, skipped by reason)."""
+        """Store the body's records: (records, events, skipped by reason).  Returns once the
+        transaction holding its events has committed (with other requests' events)."""
+        fed, batch = self._feed(body)
+        batch.done.wait()
+        return self._outcome(fed, batch)
+
+    def _feed(self, body: bytes,
+              committed: asyncio.Future[None] | None = None) -> tuple[_Fed, Batch]:  # fmt: skip
+        """Put the body's records into the pipeline's pending batch; the batch joined."""
         self.last_request_at = time.time()
-        problems: collections.Counter[str] = collections.Counter()
-        records = events = 0
         refused = self.pipeline.refused  # counted (and logged) by the pipeline itself
-        with self.lock:
+
+        def feed() -> _Fed:
+            problems: collections.Counter[str] = collections.Counter()
+            records = events = 0
+            ids: list[str] = []
             before = collections.Counter(self.source.stats.unparsed)
-            try:
-                for record in self.split(body.decode("utf-8", "replace")):
-                    records += 1
-                    was_refused = refused.total()
-                    new = self.driver.feed(self.source, record, self.ref)
-                    if refused.total() > was_refused:
-                        problems[REFUSED] += 1
-                    events += len(new) - (refused.total() - was_refused)
-                problems.update(self.source.stats.unparsed - before)
-                unparsed = sum(problems.values()) - problems[REFUSED]
-                self.driver.commit(self.source)
-            except Exception:
-                # Not stored, so not counted: the sender retries the request.
-                self.driver.discard(self.source)
-                self.failure = "storing failed"
-                raise
-            self.failure = None
+            for record in self.split(body.decode("utf-8", "replace")):
+                records += 1
+                was_refused = refused.total()
+                new = self.driver.feed(self.source, record, self.ref)
+                now_refused = refused.total() - was_refused
+                if now_refused:
+                    problems[REFUSED] += 1
+                events += len(new) - now_refused
+                ids += [item.id for item in new]
+            problems.update(self.source.stats.unparsed - before)
+            return records, events, problems, ids
+
+        try:
+            return self.group.join(self.driver, self.source, feed, committed)
+        except Exception:
+            self.failure = "storing failed"
+            raise
+
+    def _outcome(self, fed: _Fed, batch: Batch) -> tuple[int, int, collections.Counter[str]]:
+        """(records, events, skipped by reason) of a committed request; raises if its batch
+        was not stored (not counted either: the sender retries the request)."""
+        try:
+            rejected = batch.check()
+        except Exception:
+            self.failure = "storing failed"
+            raise
+        self.failure = None
+        records, events, problems, ids = fed
+        # Events the database refused on their own were left out, their neighbours stored.
+        if rejected and (refused_here := sum(1 for i in ids if i in rejected)):
+            problems[STORE_REFUSED] += refused_here
+            events -= refused_here
+        unparsed = sum(problems.values()) - problems[REFUSED] - problems[STORE_REFUSED]
         if unparsed:
             log.warning("%s: %d of %d records skipped (%s)", self.path, unparsed, records,
                         ", ".join(f"{why}: {n}" for why, n in sorted(problems.items())))

@@ -73,6 +73,8 @@ def iso_time(value: Any) -> datetime:
 
 def text(value: Any) -> str | None:
     """A scalar as stripped text; None for nothing, empty text, lists and objects."""
+    if type(value) is str:  # most values: spared the ABC checks below (a hot path)
+        return value.strip() or None
     if value is None or isinstance(value, Mapping | list | tuple):
         return None
     out = (str(value).lower() if isinstance(value, bool) else str(value)).strip()
@@ -128,11 +130,14 @@ def with_event_id(event: Event, provider_event_id: Any) -> Event:
     The fields alone would merge two events that differ only by the provider's id (two
     opens in one second); the provider's id alone would merge events that documentation
     examples (and buggy senders) give the same placeholder id.  The time prefix stays.
+    ``event`` is one the caller has just made and not shared: its id is set in place (a
+    copy per event was a fifth of the SendGrid mapping's time in a profile).
     """
     found = text(provider_event_id)
     if found is None:
         return event
-    return event.replace(id=event.id[:8] + event_id(event.id, "event", found)[:24])
+    object.__setattr__(event, "id", event.id[:8] + event_id(event.id, "event", found)[:24])
+    return event
 
 
 def mapping(value: Any) -> Mapping[str, Any]:

@@ -144,6 +144,8 @@ class PostmarkEvents(EspSource):
 class PostmarkBasicAuth:
     """HTTP Basic credentials on every request: ``username`` and the secret as password."""
 
+    offline = True  # checks with the key it holds: never waits on the network
+
     def __init__(self, settings: WebhookSettings) -> None:
         secret = settings.secret("postmark")
         if not secret or not settings.username:
