@@ -161,6 +161,53 @@ class DmarcConfig(_Strict):
         return tuple(d.strip().strip(".").lower() for d in domains if d.strip())
 
 
+class MailboxSettings(_Strict):
+    """``[[mailboxes]]``: one IMAP mailbox the inbound collector watches (docs/mailbox.md).
+
+    The password comes from the environment variable ``password_env`` or the file
+    ``password_file``, never from this file.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    #: bounces (return path), fbl (complaints), replies (reply-to, support), noreply
+    role: Literal["bounces", "fbl", "replies", "noreply"] = "replies"
+    host: str
+    port: int = Field(993, ge=1, le=65535)
+    #: implicit TLS (993); ``starttls`` upgrades a plain connection; ``none`` for loopback
+    security: Literal["tls", "starttls", "none"] = "tls"
+    username: str
+    password_env: str | None = None
+    password_file: str | None = None
+    folder: str = "INBOX"
+    #: move each message read here (created if missing); None: leave it
+    processed_folder: str | None = None
+    #: wait with IMAP IDLE where the server offers it, else poll every poll_interval_seconds
+    idle: bool = True
+    poll_interval_seconds: float = Field(60.0, ge=1, le=86400)
+    idle_timeout_seconds: float = Field(300.0, ge=5, le=1740)  # RFC 2177: re-issue < 29 min
+    max_message_bytes: int = Field(10 << 20, ge=4096, le=1 << 30)
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+    def password(self) -> str:
+        """The password, from ``password_env`` or ``password_file``."""
+        where = f"mailboxes.{self.name}"
+        if self.password_env:
+            value = os.environ.get(self.password_env, "")
+            if not value:
+                raise ConfigError(f"{where}.password_env: {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                value = Path(self.password_file).read_text("utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{where}.password_file {self.password_file}: "
+                                  f"{exc.strerror or exc}") from None  # fmt: skip
+            if not value:
+                raise ConfigError(f"{where}.password_file {self.password_file} is empty")
+            return value
+        raise ConfigError(f"{where}: set password_env or password_file")
+
+
 class MetricsConfig(_Strict):
     domains: tuple[str, ...] = ()
     top_domains: int = Field(20, ge=0, le=500)
@@ -282,8 +329,17 @@ class Config(_Strict):
     dmarc: DmarcConfig = DmarcConfig()
     rollup: RollupConfig = RollupConfig()
     webhooks: dict[str, WebhookSettings] = {}
+    mailboxes: tuple[MailboxSettings, ...] = ()
     jobs: dict[str, JobConfig] = Field(default_factory=dict)
     data_dir: str | None = None
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _unique_mailboxes(cls, boxes: tuple[MailboxSettings, ...]) -> tuple[MailboxSettings, ...]:
+        names = [b.name for b in boxes]
+        if len(set(names)) != len(names):
+            raise ValueError("mailbox names must be unique")
+        return boxes
 
     @field_validator("jobs")
     @classmethod
