@@ -14,6 +14,9 @@ PACKAGES=(
   pflogsumm   # cross-checks Mailmon's Postfix numbers
   prometheus  # promtool: checks and unit-tests alerts/ (tests/test_alert_rules.py)
   prometheus-alertmanager  # amtool: checks alerts/alertmanager.yml
+  dovecot-imapd  # tests/servers/dovecot.py: a private IMAP + LMTP + Sieve instance
+  dovecot-lmtpd
+  dovecot-sieve
 )
 
 # Preseeded answers: "No configuration" installs Postfix without a main.cf, so no system
@@ -113,7 +116,7 @@ done
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   for package in "${missing[@]}"; do
     case "$package" in
-      prometheus|prometheus-alertmanager|postfix)
+      prometheus|prometheus-alertmanager|postfix|dovecot-imapd|dovecot-lmtpd|dovecot-sieve)
         systemctl disable --now "$package" >/dev/null 2>&1 || true ;;
     esac
   done

@@ -1,1 +1,1 @@
-"""Real servers for tests, run privately on 127.0.0.1: SMTP sinks and a Postfix instance."""
+"""Real servers for tests, run privately on 127.0.0.1: SMTP sinks, Postfix, Exim, Prometheus, Dovecot."""
