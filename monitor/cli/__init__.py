@@ -15,6 +15,7 @@ from monitor.cli import (
     incidents,
     ingest,
     jobs,
+    mailbox,
     rollup,
     serve,
     stats,
@@ -24,7 +25,8 @@ from monitor.errors import MailmonError
 
 __all__ = ["main"]
 
-_COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc)
+_COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc,
+             mailbox)
 
 
 def _common_options(default: object = None) -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ in the body.  Never raises: what could not be read is in the record's ``error``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from monitor.collectors.mailbox.links import Linker
 from monitor.collectors.mailbox.records import InboundMessage
 from monitor.collectors.mailbox.tokens import address_token, text_token
 from monitor.collectors.mta.postfix_lines import clean_message_id
-from monitor.model import Event, EventType, event_id
+from monitor.model import Event, EventType, event_id, second_prefix
 from monitor.provider_rules import ProviderRules
 
 __all__ = ["ROLES", "Routed", "message_ids", "normal_subject", "route"]
@@ -48,6 +49,7 @@ _PREFIXES = re.compile(
     r"^\s*(?:(?:re|fwd?|aw|wg|sv|vs|tr|antw|réf|ref|odp|r|rv|enc)\s*(?:\[\d+\])?\s*:\s*)+", re.I
 )
 _ID = re.compile(r"<([^<>\s]+)>")
+_LAST_ATTEMPT = re.compile(rb"^last-attempt-date:", re.I | re.M)
 _TEXT_SCAN = 256 * 1024  # of body text searched for a quoted token
 
 
@@ -141,12 +143,24 @@ def route(
         events = report_events(report, source, raw_ref=raw_ref, received_at=arrived)
         if linked:
             events = [e if e.message_id else e.replace(message_id=linked) for e in events]
+        if category == "bounce" and report.date and not _LAST_ATTEMPT.search(data[:max_bytes]):
+            # Without Last-Attempt-Date the parser dates a failure at the original's arrival
+            # at the reporting MTA; an asynchronous bounce happened later, when the report was
+            # written, and must sort after the delivery it undoes.
+            events = [dataclasses.replace(e, occurred_at=report.date, id="")
+                      if e.occurred_at < report.date else e for e in events]  # fmt: skip
     elif category == "reply" and linked and sender:
         to = linker.recipients(linked)
         who = sender if sender.lower() in {t.lower() for t in to} or len(to) != 1 else to[0]
+        # The reply's own Message-ID is part of the id: two replies of one person in one
+        # second are two replies.
+        seconds = f"{when.timestamp():.6f}"
+        ident = second_prefix(seconds) + event_id(source, "replied", seconds, own_id, linked,
+                                                  who)[:24]  # fmt: skip
         events = [Event(type=EventType.REPLIED, occurred_at=when, source=source,
                         message_id=linked, recipient=who,
-                        tags=("to_noreply",) if role == "noreply" else (), raw_ref=raw_ref)]
+                        tags=("to_noreply",) if role == "noreply" else (), raw_ref=raw_ref,
+                        id=ident)]  # fmt: skip
     problems = [*report.defects, *(d for d in defects if d not in report.defects)]
     error = None
     if report.truncated:
