@@ -142,36 +142,46 @@ class MailboxReader:
         return result
 
     def _chunks(self, client: IMAPClient, uids: list[int]) -> Iterator[list[tuple[int, Mail]]]:
-        """The messages of ``uids`` in order, fetched a few at a time."""
+        """The messages of ``uids`` in order, fetched a few at a time: one FETCH for the
+        sizes of up to 50, one for the bodies of as many as fit in a budget of bytes."""
         cap = self.settings.max_message_bytes
         budget = max(cap, 8 << 20)
         for start in range(0, len(uids), _CHUNK_MESSAGES):
             part = uids[start : start + _CHUNK_MESSAGES]
             meta = client.fetch(part, ["RFC822.SIZE", "INTERNALDATE"])
-            batch: list[tuple[int, Mail]] = []
+            group: list[tuple[int, int, datetime | None]] = []
             held = 0
             for uid in part:
                 info = meta.get(uid)
                 if info is None:  # expunged meanwhile
                     continue
                 size = int(info.get(b"RFC822.SIZE", 0))
-                arrived = _moment(info.get(b"INTERNALDATE"))
-                data = self._body(client, uid, size, cap)
-                batch.append((uid, Mail(data, arrived, size if size > len(data) else None)))
-                held += len(data)
+                group.append((uid, size, _moment(info.get(b"INTERNALDATE"))))
+                held += min(size, cap)
                 if held >= budget:
-                    yield batch
-                    batch, held = [], 0
-            if batch:
-                yield batch
+                    yield self._bodies(client, group, cap)
+                    group, held = [], 0
+            if group:
+                yield self._bodies(client, group, cap)
 
-    def _body(self, client: IMAPClient, uid: int, size: int, cap: int) -> bytes:
-        if size > cap:
-            got = client.fetch([uid], [f"BODY.PEEK[]<0.{cap}>"]).get(uid, {})
-            data = got.get(b"BODY[]<0>", b"")
-        else:
-            got = client.fetch([uid], ["BODY.PEEK[]"]).get(uid, {})
-            data = got.get(b"BODY[]", b"")
+    def _bodies(self, client: IMAPClient, group: list[tuple[int, int, datetime | None]],
+                cap: int) -> list[tuple[int, Mail]]:  # fmt: skip
+        whole = [uid for uid, size, _ in group if size <= cap]
+        got = client.fetch(whole, ["BODY.PEEK[]"]) if whole else {}
+        out = []
+        for uid, size, arrived in group:
+            if size <= cap:
+                data = got.get(uid, {}).get(b"BODY[]", b"")
+                data = data if isinstance(data, bytes) else b""
+            else:
+                data = self._body(client, uid, cap)
+            out.append((uid, Mail(data, arrived, size if size > len(data) else None)))
+        return out
+
+    def _body(self, client: IMAPClient, uid: int, cap: int) -> bytes:
+        """The first ``cap`` bytes of a message too big to read whole."""
+        got = client.fetch([uid], [f"BODY.PEEK[]<0.{cap}>"]).get(uid, {})
+        data = got.get(b"BODY[]<0>", b"")
         return data if isinstance(data, bytes) else b""
 
     def _move(self, client: IMAPClient, uids: list[int]) -> int:
@@ -218,13 +228,15 @@ class MailboxReader:
         # IDLE returns on new mail (EXISTS) or the timeout; short slices so `stop` is seen.
         deadline = time.monotonic() + self.settings.idle_timeout_seconds
         client.idle()
-        try:
-            while not stop.is_set() and time.monotonic() < deadline:
-                if any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
-                       for r in client.idle_check(timeout=1)):  # fmt: skip
-                    break
-        finally:
-            client.idle_done()
+        while not stop.is_set() and time.monotonic() < deadline:
+            responses = client.idle_check(timeout=1)
+            if any(r[:1] == (b"BYE",) for r in responses):
+                # The server is closing (shutdown, kick); after its BYE, idle_check only
+                # returns nothing, so the connection is made again.
+                raise ConnectionError("the server said BYE")
+            if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                break
+        client.idle_done()
 
     def _connected(self) -> IMAPClient:
         if self.client is None:

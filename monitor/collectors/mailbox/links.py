@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from monitor.collectors.mailbox.records import InboundMessage, TrackedMessage
 from monitor.store import Store
@@ -44,26 +44,32 @@ class StoreLinker:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._tables: set[str] = set()  # found already: a table once made stays
+
+    def _has(self, conn: Connection, name: str) -> bool:
+        if name not in self._tables and conn.dialect.has_table(conn, name):
+            self._tables.add(name)
+        return name in self._tables
 
     def known(self, message_ids: Sequence[str]) -> str | None:
-        ids = [m for m in dict.fromkeys(message_ids) if m]
+        ids = [m for m in dict.fromkeys(message_ids) if m][:_CHUNK]
         if not ids:
             return None
-        c = deliveries.c
-        found: set[str] = set()
-        answered: dict[str, str] = {}
-        inbound = kind_of(InboundMessage.kind).table
+        # Plain SQL: this runs once per inbound message, and Core's compile cost dominates.
+        inbound = kind_of(InboundMessage.kind).table.name
         with self.store.engine.connect() as conn:
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                found.update(r[0] for r in conn.execute(
-                    select(c.message_id).where(c.message_id.in_(chunk)).distinct()))
-                if conn.dialect.has_table(conn, inbound.name):
-                    i = inbound.c
-                    for mid, linked in conn.execute(
-                        select(i.message_id, i.linked_message_id).where(
-                            i.message_id.in_(chunk), i.linked_message_id.is_not(None))):
-                        answered.setdefault(mid, linked)
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            marks = ", ".join([mark] * len(ids))
+            found = {r[0] for r in conn.exec_driver_sql(
+                f"SELECT DISTINCT message_id FROM deliveries WHERE message_id IN ({marks})",
+                tuple(ids))}  # fmt: skip
+            answered: dict[str, str] = {}
+            if self._has(conn, inbound):
+                for mid, linked in conn.exec_driver_sql(
+                        f"SELECT message_id, linked_message_id FROM {inbound} WHERE "
+                        f"message_id IN ({marks}) AND linked_message_id IS NOT NULL",
+                        tuple(ids)):  # fmt: skip
+                    answered.setdefault(mid, linked)
         for mid in ids:
             if mid in found:
                 return mid
@@ -82,7 +88,7 @@ class StoreLinker:
     def by_token(self, token: str) -> tuple[str, str | None] | None:
         table = kind_of(TrackedMessage.kind).table
         with self.store.engine.connect() as conn:
-            if not conn.dialect.has_table(conn, table.name):
+            if not self._has(conn, table.name):
                 return None
             row = conn.execute(select(table.c.message_id, table.c.recipient)
                                .where(table.c.token == token).limit(1)).first()
