@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
 
-from monitor.collectors.mail.dsn import DEFAULT_MAX_BYTES, Report, parse
+from monitor.collectors.mail.dsn import DEFAULT_MAX_BYTES, Report, looks_like_bounce, parse
 from monitor.collectors.mail.events import report_events
 from monitor.collectors.mail.mime import ADDRESS_RE, header, parse_bytes, parse_date, part_text
 from monitor.collectors.mail.original import verp_recipient
@@ -128,6 +128,11 @@ def route(
     category = _REPORT_CATEGORY.get(report.kind, "")
     if category == "bounce" and not report.recipients:
         category = ""  # bounce-like words, nobody named: not a bounce we can use
+    if report.kind == "bounce" and role != "bounces" and not looks_like_bounce(
+            header(message, "From"), subject):  # fmt: skip
+        # a plain-text "bounce" read from a person's mail (its VERP-like reply address, an
+        # error code quoted): outside the bounce mailbox only a mail system's counts
+        category = ""
     text = _body_text(message) if not category or not report.original.message_id else ""
     token = address_token(header(message, n) for n in
                            ("Delivered-To", "X-Original-To", "To", "Cc", "Return-Path"))
