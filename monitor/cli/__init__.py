@@ -19,6 +19,7 @@ from monitor.cli import (
     rollup,
     serve,
     stats,
+    threads,
     trace,
 )
 from monitor.errors import MailmonError
@@ -26,7 +27,7 @@ from monitor.errors import MailmonError
 __all__ = ["main"]
 
 _COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc,
-             mailbox)
+             mailbox, threads)
 
 
 def _common_options(default: object = None) -> argparse.ArgumentParser:

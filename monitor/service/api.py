@@ -67,6 +67,8 @@ class ApiRoutes:
             Route("/api/messages", self._guarded("/api/messages", self._by_recipient)),
             Route("/api/messages/{message_id:path}",
                   self._guarded("/api/messages/{message_id}", self._message)),
+            Route("/api/threads/{message_id:path}",
+                  self._guarded("/api/threads/{message_id}", self._thread)),
             Route("/api/domains", self._guarded("/api/domains", self._rollup("domain"))),
             Route("/api/providers", self._guarded("/api/providers", self._rollup("provider"))),
             Route("/api/incidents", self._guarded("/api/incidents", self._incidents)),
@@ -119,7 +121,16 @@ class ApiRoutes:
                                        limit=LIMITS["deliveries"][1])  # fmt: skip
         if not found:
             return 404, {"error": "no such message"}
-        return 200, {"message_id": message_id, "deliveries": found}
+        ids = {d["message_id"] for d in found if d["message_id"]}
+        thread = _thread_json(conn, ids.pop()) if len(ids) == 1 else None
+        return 200, {"message_id": message_id, "deliveries": found, "thread": thread}
+
+    def _thread(self, request: Request, conn: Connection) -> tuple[int, object]:
+        message_id = _text(request.path_params["message_id"], "message_id")
+        thread = _thread_json(conn, message_id)
+        if thread is None:
+            return 404, {"error": "no such message"}
+        return 200, thread
 
     def _by_recipient(self, request: Request, conn: Connection) -> tuple[int, object]:
         raw = request.query_params.get("recipient")
@@ -182,3 +193,12 @@ def _number(request: Request, name: str, lowest: float, highest: float) -> float
     if not math.isfinite(value) or not lowest <= value <= highest:
         raise BadParameter(f"{name}: expected UNIX seconds from {lowest:.0f} to {highest:.0f}")
     return value
+
+
+def _thread_json(conn: Connection, message_id: str) -> dict[str, Any] | None:
+    """The thread of ``message_id`` (docs/threads.md), times in ISO 8601."""
+    from monitor.cli.threads import thread_json
+    from monitor.threads.build import thread_of
+
+    thread = thread_of(conn, message_id)
+    return thread_json(thread) if thread is not None else None

@@ -108,6 +108,23 @@ def _health() -> dict[str, Any]:
        "description": "each part's {status, reason?}; followed logs nested by path"}  # fmt: skip
 
 
+def _thread() -> dict[str, Any]:
+    text, flag = {"type": "string"}, {"type": "boolean"}
+    maybe = {"type": "string", "nullable": True}
+    delivery = _object({"recipient": maybe, "state": text, "reason": maybe})
+    message = _object({
+        "message_id": text, "direction": {"type": "string", "enum": ["outbound", "inbound"]},
+        "at": _nullable(dict(_TIME), True), "sender": maybe, "subject": maybe,
+        "reply_prefix": flag, "in_reply_to": maybe,
+        "references": {"type": "array", "items": text}, "linked_to": maybe, "link": maybe,
+        "category": maybe, "mailbox": maybe, "to_noreply": flag,
+        "deliveries": {"type": "array", "items": delivery}, "parent": maybe,
+        "parent_seen": flag,
+    })  # fmt: skip
+    return _object({"thread_id": text, "messages": {"type": "array", "items": message},
+                    "truncated": flag})  # fmt: skip
+
+
 def _json(schema: dict[str, Any], description: str, **more: Any) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}},
             **more}  # fmt: skip
@@ -173,12 +190,19 @@ def spec() -> dict[str, Any]:
             "/readyz": {"get": {"summary": "readiness: the store answers and no followed log "
                                 "or endpoint fails", **health}},
             "/api/messages/{message_id}": _api(
-                "one message's thread (its deliveries), each with its timeline",
-                _json(_object({"message_id": {"type": "string"}} | deliveries_of["properties"]),
+                "one message's deliveries, each with its timeline, and its thread",
+                _json(_object({"message_id": {"type": "string"}} | deliveries_of["properties"]
+                              | {"thread": _nullable(_thread(), True)}),
                       "the deliveries of the message (by Message-ID or queue id)"),
                 [{"name": "message_id", "in": "path", "required": True,
                   "schema": _TEXT,
                   "description": "the Message-ID (with or without <>) or the MTA's queue id"}],
+                not_found="no such message (or no store)"),
+            "/api/threads/{message_id}": _api(
+                "the conversation a message belongs to: every message, oldest first",
+                _json(_thread(), "the thread (docs/threads.md)"),
+                [{"name": "message_id", "in": "path", "required": True, "schema": _TEXT,
+                  "description": "a Message-ID (with or without <>) of any message in it"}],
                 not_found="no such message (or no store)"),
             "/api/messages": _api(
                 "the deliveries to one recipient, oldest first, each with its timeline",

@@ -49,6 +49,7 @@ class InboundMessage(Record):
     in_reply_to: str | None = None
     references: tuple[str, ...] = ()
     subject: str | None = None  # normalised: Re:/Fwd: prefixes and spaces folded
+    reply_prefix: bool = False  # its subject starts with Re: (or a language's form of it)
     sender: str | None = None  # its From address
     to_noreply: bool = False  # it reached a mailbox of role "noreply"
     events: int = 0  # the events it made for its original

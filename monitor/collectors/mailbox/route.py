@@ -36,7 +36,7 @@ from monitor.collectors.mta.postfix_lines import clean_message_id
 from monitor.model import Event, EventType, event_id, second_prefix
 from monitor.provider_rules import ProviderRules
 
-__all__ = ["ROLES", "Routed", "message_ids", "normal_subject", "route"]
+__all__ = ["ROLES", "Routed", "has_reply_prefix", "message_ids", "normal_subject", "route"]
 
 #: What a mailbox is for; ``noreply`` flags every human message that reaches it.
 ROLES = ("bounces", "fbl", "replies", "noreply")
@@ -71,6 +71,11 @@ def message_ids(value: str | None) -> list[str]:
         one = clean_message_id(value.strip())  # a bare id some clients write
         return [one] if one else []
     return found
+
+
+def has_reply_prefix(subject: str | None) -> bool:
+    """Whether ``subject`` starts with ``Re:`` or a language's form of it."""
+    return bool(_REPLY_PREFIX.match(subject or ""))
 
 
 def normal_subject(subject: str | None) -> str | None:
@@ -175,7 +180,8 @@ def route(
     record = InboundMessage(
         source, when, mailbox=mailbox, message_id=own_id[:998], category=category,
         link=link, linked_message_id=linked, in_reply_to=in_reply_to[0] if in_reply_to else None,
-        references=tuple(references[-50:]), subject=normal_subject(subject), sender=sender,
+        references=tuple(references[-50:]), subject=normal_subject(subject),
+        reply_prefix=bool(_REPLY_PREFIX.match(subject or "")), sender=sender,
         to_noreply=role == "noreply" and category == "reply", events=len(events), error=error,
     )  # fmt: skip
     return Routed(category, record, events)
