@@ -208,6 +208,46 @@ class MailboxSettings(_Strict):
         raise ConfigError(f"{where}: set password_env or password_file")
 
 
+class SendConfig(_Strict):
+    """``[send]``: tracked sending through an SMTP relay (``mailmon send``, docs/send.md)."""
+
+    relay_host: str = "127.0.0.1"
+    relay_port: int = Field(25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    #: the From of a message that names none
+    from_address: str | None = None
+    #: the VERP return path's base: bounces@example.net -> bounces+<token>@example.net
+    return_path: str | None = None
+    #: the right-hand side of the Message-IDs made (default: the From's domain)
+    message_id_domain: str | None = None
+    #: List-Unsubscribe URL (``{token}`` is replaced) and RFC 8058 one-click
+    list_unsubscribe_url: str | None = None
+    list_unsubscribe_mailto: str | None = None
+    one_click: bool = False
+    #: DKIM signing with dkimpy: selector, domain and the private key's file
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_file: str | None = None
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+    def password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env, "")
+            if not value:
+                raise ConfigError(f"send.password_env: {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text("utf-8").strip() or None
+            except OSError as exc:
+                raise ConfigError(f"send.password_file {self.password_file}: "
+                                  f"{exc.strerror or exc}") from None  # fmt: skip
+        return None
+
+
 class MetricsConfig(_Strict):
     domains: tuple[str, ...] = ()
     top_domains: int = Field(20, ge=0, le=500)
@@ -330,6 +370,7 @@ class Config(_Strict):
     rollup: RollupConfig = RollupConfig()
     webhooks: dict[str, WebhookSettings] = {}
     mailboxes: tuple[MailboxSettings, ...] = ()
+    send: SendConfig = SendConfig()
     jobs: dict[str, JobConfig] = Field(default_factory=dict)
     data_dir: str | None = None
 

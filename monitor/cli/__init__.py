@@ -17,6 +17,7 @@ from monitor.cli import (
     jobs,
     mailbox,
     rollup,
+    send,
     serve,
     stats,
     threads,
@@ -27,7 +28,7 @@ from monitor.errors import MailmonError
 __all__ = ["main"]
 
 _COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc,
-             mailbox, threads)
+             mailbox, threads, send)
 
 
 def _common_options(default: object = None) -> argparse.ArgumentParser:

@@ -119,7 +119,9 @@ class _Facts:
                     c.queue_id.in_(list(children)), c.message_id.is_not(None))))
         if self.inbound is not None:
             i = self.inbound.c
+            # reports (DSNs, complaints) are about a delivery: its state says them
             for irow in self.conn.execute(select(self.inbound).where(
+                    i.category.not_in(("bounce", "complaint")),
                     or_(i.message_id.in_(mids), i.linked_message_id.in_(mids),
                         i.in_reply_to.in_(mids),
                         *(i.references.contains(m) for m in mids)))).mappings():  # fmt: skip
