@@ -108,6 +108,37 @@ def _health() -> dict[str, Any]:
        "description": "each part's {status, reason?}; followed logs nested by path"}  # fmt: skip
 
 
+def _send() -> dict[str, Any]:
+    """``POST /api/messages``: tracked sending (docs/send.md)."""
+    text = {"type": "string"}
+    body = {"type": "object", "required": ["to"], "additionalProperties": False, "properties": {
+        "to": {"type": "array", "minItems": 1, "maxItems": 100, "items": text},
+        "subject": text, "text": text, "html": text, "from": text, "reply_to": text,
+        "in_reply_to": dict(text, description="the Message-ID this answers: In-Reply-To, "
+                            "References and Re: come from its thread"),
+        "tags": {"type": "array", "items": text}}}  # fmt: skip
+    recipient = _object({"recipient": text, "token": text,
+                         "status": {"type": "string", "enum": ["submitted", "rejected"]},
+                         "code": {"type": "integer"}, "reply": text,
+                         "queue_id": {"type": "string", "nullable": True}})  # fmt: skip
+    sent = _object({"message_id": text, "subject": text,
+                    "recipients": {"type": "array", "items": recipient}})  # fmt: skip
+    return {
+        "summary": "compose, submit through the [send] relay and record one message",
+        "security": [{"bearerAuth": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {
+            "202": _json(sent, "submitted: what the relay said of each recipient"),
+            "400": _json(_ERROR, "a body the API cannot take"),
+            "401": _json(_ERROR, "no token, or the wrong one"),
+            "403": _json(_ERROR, "no token is configured and the client is not on loopback"),
+            "404": _json(_ERROR, "sending is not configured ([send] from_address)"),
+            "413": _json(_ERROR, "a body over 1 MiB"),
+            "502": _json(_ERROR, "the relay could not be reached or refused the session"),
+        },
+    }
+
+
 def _thread() -> dict[str, Any]:
     text, flag = {"type": "string"}, {"type": "boolean"}
     maybe = {"type": "string", "nullable": True}
@@ -209,7 +240,7 @@ def spec() -> dict[str, Any]:
                 _json(_object({"recipient": {"type": "string"}} | deliveries_of["properties"]),
                       "the recipient's deliveries"),
                 [_query("recipient", _TEXT, "an address", True),
-                 _limit("deliveries")]),
+                 _limit("deliveries")]) | {"post": _send()},
             "/api/domains": _api("the busiest recipient domains over each window",
                                  _json(_rollup("domain"), "rollup"), rollup_params),
             "/api/providers": _api("the busiest mailbox providers over each window",

@@ -86,6 +86,7 @@ class Service:
             hook_token=hook_token, hook_username=config.service.hook_username,
             max_body_bytes=config.service.max_body_bytes,
             api_token=api_token, protect_metrics=config.api.protect_metrics,
+            send=config.send if config.send.from_address else None,
         )  # fmt: skip
         self._thread: threading.Thread | None = None
         self._mailboxes = self._mailbox_readers()

@@ -19,13 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import dkim
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client import CollectorRegistry
 from servers.dovecot import DovecotInstance, free_port
 from servers.smtp_sink import Behaviour, SmtpSink
 
 from integration.test_mailbox_real import LmtpPostfix, _mail, _wait, mailmon
+from integration.test_threads_real import _Gen, _serve
+from monitor.config import load_config
+from monitor.metrics import Metrics
+from monitor.service.app import create_app
+from monitor.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +46,7 @@ class World:
     sent: dict[str, Any]
     received: bytes  # dave's copy as the receiving server got it
     public_key: bytes
+    sink: SmtpSink
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +99,7 @@ dkim_key_file = "{workdir / 'dkim.pem'}"
         mailmon(workdir, "ingest", "postfix", str(out.log_file), "--db", db_url)
         mailmon(workdir, "mailbox", "poll", "--name", "bounces", "--db", db_url)
         [copy] = [a for a in sink.accepted if DAVE in a.rcpt_tos]
-        yield World(workdir, db_url, sent, copy.content, public)
+        yield World(workdir, db_url, sent, copy.content, public, sink)
 
 
 def _cli(world: World, *args: str) -> Any:
@@ -144,3 +152,38 @@ def test_reply_threaded_under_the_question(world: World) -> None:
     assert shape == [("q-1@ok.test", "inbound", None, []),
                      (world.sent["message_id"], "outbound", "q-1@ok.test",
                       ["bounced", "delivered"])]  # fmt: skip
+
+
+def test_post_api_messages(world: World) -> None:
+    """POST /api/messages sends and records as `mailmon send` does (202, the relay's answer
+    per recipient); a bad body is 400, no token 401, no [send] configured 404."""
+    config = load_config(world.workdir / "mailmon.toml")
+    with Store.open(world.db_url, create=False) as store, ExitStack() as stack:
+        app = create_app(Metrics(CollectorRegistry()), store=store, api_token="t0k",
+                         send=config.send)  # fmt: skip
+        url = next(stack.enter_context(_Gen(_serve(app))))
+        auth = {"Authorization": "Bearer t0k"}
+        before = len(world.sink.accepted)
+        answer = httpx.post(f"{url}/api/messages", headers=auth, timeout=30, json={
+            "to": [DAVE], "in_reply_to": "q-1@ok.test", "text": "One more thing.",
+            "tags": ["stream:support"]})  # fmt: skip
+        assert answer.status_code == 202, answer.text
+        body = answer.json()
+        assert [(r["recipient"], r["status"]) for r in body["recipients"]] == [(DAVE, "submitted")]
+        _wait("the API's copy", lambda: len(world.sink.accepted) == before + 1)
+        copy = message_from_bytes(world.sink.accepted[-1].content)
+        assert copy["Message-ID"] == f"<{body['message_id']}>"
+        assert copy["In-Reply-To"] == "<q-1@ok.test>"
+        bad = httpx.post(f"{url}/api/messages", headers=auth, json={"to": "x"}, timeout=5)
+        assert bad.status_code == 400
+        injected = httpx.post(f"{url}/api/messages", headers=auth, timeout=5,
+                              json={"to": [DAVE], "subject": "a\r\nBcc: x@y.test"})
+        assert injected.status_code == 400
+        assert httpx.post(f"{url}/api/messages", json={"to": [DAVE]}, timeout=5).status_code \
+            == 401
+        off = create_app(Metrics(CollectorRegistry()), store=store, api_token="t0k")
+        url_off = next(stack.enter_context(_Gen(_serve(off))))
+        assert httpx.post(f"{url_off}/api/messages", headers=auth, timeout=5,
+                          json={"to": [DAVE], "subject": "x"}).status_code == 404
+    traced = _cli(world, "trace", body["message_id"])
+    assert [e["type"] for d in traced["deliveries"] for e in d["events"]][:1] == ["submitted"]
