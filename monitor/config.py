@@ -248,6 +248,36 @@ class SendConfig(_Strict):
         return None
 
 
+class ForwardConfig(_Strict):
+    """``[forward]``: inbound events sent on to the application's webhook (docs/mailbox.md)."""
+
+    url: str | None = None
+    #: the HMAC-SHA256 key, from the environment or a file, never from this file
+    secret_env: str | None = None
+    secret_file: str | None = None
+    #: the event types forwarded (those the mailboxes make)
+    types: tuple[str, ...] = ("bounced", "complained", "auto_replied", "replied")
+    max_attempts: int = Field(5, ge=1, le=20)
+    backoff_seconds: float = Field(2.0, ge=0, le=3600)  # doubled after each failed attempt
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+    def secret(self) -> bytes:
+        if self.secret_env:
+            value = os.environ.get(self.secret_env, "")
+            if not value:
+                raise ConfigError(f"forward.secret_env: {self.secret_env} is not set")
+            return value.encode()
+        if self.secret_file:
+            try:
+                value = Path(self.secret_file).read_text("utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"forward.secret_file {self.secret_file}: "
+                                  f"{exc.strerror or exc}") from None  # fmt: skip
+            if value:
+                return value.encode()
+        raise ConfigError("forward: set secret_env or secret_file (the signing key)")
+
+
 class MetricsConfig(_Strict):
     domains: tuple[str, ...] = ()
     top_domains: int = Field(20, ge=0, le=500)
@@ -371,6 +401,7 @@ class Config(_Strict):
     webhooks: dict[str, WebhookSettings] = {}
     mailboxes: tuple[MailboxSettings, ...] = ()
     send: SendConfig = SendConfig()
+    forward: ForwardConfig = ForwardConfig()
     jobs: dict[str, JobConfig] = Field(default_factory=dict)
     data_dir: str | None = None
 

@@ -22,13 +22,14 @@ from monitor.cli import (
     stats,
     threads,
     trace,
+    webhooks,
 )
 from monitor.errors import MailmonError
 
 __all__ = ["main"]
 
 _COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc,
-             mailbox, threads, send)
+             mailbox, threads, send, webhooks)
 
 
 def _common_options(default: object = None) -> argparse.ArgumentParser:

@@ -62,7 +62,7 @@ def _chosen(config: Config, names: list[str] | None) -> list[MailboxSettings]:
     return boxes
 
 
-def _driver(args: argparse.Namespace, config: Config) -> Any:
+def _driver(args: argparse.Namespace, config: Config, forwarder: Any = None) -> Any:
     from monitor.driver import Driver
     from monitor.metrics import Metrics
     from monitor.pipeline import Pipeline
@@ -72,8 +72,18 @@ def _driver(args: argparse.Namespace, config: Config) -> Any:
     metrics = Metrics()
     pipeline = Pipeline(store, resolver=resolver_for(config, store), metrics=metrics,
                         batch_size=config.database.batch_size,
-                        max_future_seconds=config.ingest.max_future_seconds)  # fmt: skip
+                        max_future_seconds=config.ingest.max_future_seconds,
+                        on_write=forwarder.offer if forwarder else None)  # fmt: skip
     return Driver(pipeline, metrics)
+
+
+def _forwarder(args: argparse.Namespace, config: Config) -> Any:
+    """The webhook forwarder of ``[forward]``, or None when no url is set."""
+    if not config.forward.url:
+        return None
+    from monitor.forward import Forwarder
+
+    return Forwarder(config.forward, open_store(args, config))
 
 
 def poll(args: argparse.Namespace) -> int:
@@ -81,7 +91,8 @@ def poll(args: argparse.Namespace) -> int:
 
     config = config_of(args)
     boxes = _chosen(config, args.name)
-    driver = _driver(args, config)
+    forwarder = _forwarder(args, config)
+    driver = _driver(args, config, forwarder)
     out: list[dict[str, Any]] = []
     failed = False
     try:
@@ -108,6 +119,10 @@ def poll(args: argparse.Namespace) -> int:
     finally:
         driver.pipeline.close()
         driver.pipeline.store.close()
+        if forwarder is not None:  # every new event delivered or dead-lettered first
+            forwarder.drain()
+            forwarder.close()
+            forwarder.store.close()
     if args.json:
         print_json(out)
     else:
@@ -131,8 +146,9 @@ def watch(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     threads = []
     drivers = []
+    forwarder = _forwarder(args, config)
     for settings in boxes:  # a pipeline per mailbox: each thread writes its own batches
-        driver = _driver(args, config)
+        driver = _driver(args, config, forwarder)
         drivers.append(driver)
         reader = reader_for(settings, driver)
         thread = threading.Thread(target=reader.watch, args=(stop,), daemon=True,
@@ -146,6 +162,9 @@ def watch(args: argparse.Namespace) -> int:
     for driver in drivers:
         driver.pipeline.close()
         driver.pipeline.store.close()
+    if forwarder is not None:
+        forwarder.close()
+        forwarder.store.close()
     return 0
 
 

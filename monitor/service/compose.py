@@ -102,9 +102,16 @@ class Service:
         from monitor.collectors.mailbox import reader_for
 
         readers: list[MailboxReader] = []
+        self.forwarder = None
+        if self.config.forward.url and self.config.mailboxes:
+            from monitor.forward import Forwarder
+
+            self.forwarder = Forwarder(self.config.forward, self.store)
         for settings in self.config.mailboxes:
             settings.password()  # a missing secret stops serve before it starts
             pipeline = self._pipeline(resolver_for(self.config, self.store))
+            if self.forwarder is not None:
+                pipeline.on_write = self.forwarder.offer
             readers.append(reader_for(settings, Driver(pipeline, self.metrics)))
         return readers
 
@@ -138,6 +145,8 @@ class Service:
         self.scheduler.stop(timeout=timeout)
         for reader in self._mailboxes:
             reader.driver.pipeline.flush()
+        if self.forwarder is not None:
+            self.forwarder.close()
         self.pipeline.flush()
         self.http_pipeline.flush()
         self.reports_pipeline.flush()
