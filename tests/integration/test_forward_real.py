@@ -10,6 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers.dovecot import DovecotInstance
+from servers.dovecot import DovecotInstance, free_port
 
 from integration.test_mailbox_real import _mail, mailmon
 from monitor.model import Event, EventType
@@ -149,3 +153,30 @@ def test_forwarded_signed_retried_dead_lettered_and_replayed(setup: Any) -> None
 
     mailmon(workdir, "mailbox", "poll", "--db", db_url)  # nothing new: nothing sent
     assert len(receiver.got) == 7
+
+
+def test_serve_watches_and_forwards(setup: Any) -> None:
+    """``mailmon serve`` runs a watcher per mailbox (IDLE) and forwards what it reads."""
+    workdir, db_url, dovecot, receiver = setup
+    receiver.otherwise = 200
+    before = len(receiver.got)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILMON_")}
+    env |= {"MAILMON_RESOLVE_MX": "0", "MAILMON_CONFIG": str(workdir / "mailmon.toml"),
+            "MAILMON_DATA_DIR": str(workdir / "data")}  # fmt: skip
+    serve = subprocess.Popen([str(Path(sys.executable).with_name("mailmon")), "serve", "--db",
+                              db_url, "--port", str(free_port())], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        time.sleep(2)  # connected and idling
+        dovecot.deliver(_mail("r-3@ok.test", DAVE, "support@app.test", "Re: o", "again",
+                              In_Reply_To="<o-1@app.test>"), "support@app.test")  # fmt: skip
+        deadline = time.monotonic() + 20
+        while len(receiver.got) == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        _, err = serve.communicate(timeout=30)
+    assert serve.returncode == 0, err.decode(errors="replace")[-2000:]
+    [got] = receiver.got[before:]
+    assert got["valid"] and (got["event"]["type"], got["event"]["message_id"]) == (
+        "replied", "o-1@app.test")
