@@ -259,6 +259,123 @@ class DnsConfig(_Strict):
         return tuple(str(ipaddress.ip_address(ip.strip())) for ip in ips)
 
 
+class MailboxSettings(_Strict):
+    """``[[mailboxes]]``: one IMAP mailbox the inbound collector watches (docs/mailbox.md).
+
+    The password comes from the environment variable ``password_env`` or the file
+    ``password_file``, never from this file.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    #: bounces (return path), fbl (complaints), replies (reply-to, support), noreply
+    role: Literal["bounces", "fbl", "replies", "noreply"] = "replies"
+    host: str
+    port: int = Field(993, ge=1, le=65535)
+    #: implicit TLS (993); ``starttls`` upgrades a plain connection; ``none`` for loopback
+    security: Literal["tls", "starttls", "none"] = "tls"
+    username: str
+    password_env: str | None = None
+    password_file: str | None = None
+    folder: str = "INBOX"
+    #: move each message read here (created if missing); None: leave it
+    processed_folder: str | None = None
+    #: wait with IMAP IDLE where the server offers it, else poll every poll_interval_seconds
+    idle: bool = True
+    poll_interval_seconds: float = Field(60.0, ge=1, le=86400)
+    idle_timeout_seconds: float = Field(300.0, ge=5, le=1740)  # RFC 2177: re-issue < 29 min
+    max_message_bytes: int = Field(10 << 20, ge=4096, le=1 << 30)
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+    def password(self) -> str:
+        """The password, from ``password_env`` or ``password_file``."""
+        where = f"mailboxes.{self.name}"
+        if self.password_env:
+            value = os.environ.get(self.password_env, "")
+            if not value:
+                raise ConfigError(f"{where}.password_env: {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                value = Path(self.password_file).read_text("utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{where}.password_file {self.password_file}: "
+                                  f"{exc.strerror or exc}") from None  # fmt: skip
+            if not value:
+                raise ConfigError(f"{where}.password_file {self.password_file} is empty")
+            return value
+        raise ConfigError(f"{where}: set password_env or password_file")
+
+
+class SendConfig(_Strict):
+    """``[send]``: tracked sending through an SMTP relay (``mailmon send``, docs/send.md)."""
+
+    relay_host: str = "127.0.0.1"
+    relay_port: int = Field(25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    #: the From of a message that names none
+    from_address: str | None = None
+    #: the VERP return path's base: bounces@example.net -> bounces+<token>@example.net
+    return_path: str | None = None
+    #: the right-hand side of the Message-IDs made (default: the From's domain)
+    message_id_domain: str | None = None
+    #: List-Unsubscribe URL (``{token}`` is replaced) and RFC 8058 one-click
+    list_unsubscribe_url: str | None = None
+    list_unsubscribe_mailto: str | None = None
+    one_click: bool = False
+    #: DKIM signing with dkimpy: selector, domain and the private key's file
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_file: str | None = None
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+    def password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env, "")
+            if not value:
+                raise ConfigError(f"send.password_env: {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text("utf-8").strip() or None
+            except OSError as exc:
+                raise ConfigError(f"send.password_file {self.password_file}: "
+                                  f"{exc.strerror or exc}") from None  # fmt: skip
+        return None
+
+
+class ForwardConfig(_Strict):
+    """``[forward]``: inbound events sent on to the application's webhook (docs/mailbox.md)."""
+
+    url: str | None = None
+    #: the HMAC-SHA256 key, from the environment or a file, never from this file
+    secret_env: str | None = None
+    secret_file: str | None = None
+    #: the event types forwarded (those the mailboxes make)
+    types: tuple[str, ...] = ("bounced", "complained", "auto_replied", "replied")
+    max_attempts: int = Field(5, ge=1, le=20)
+    backoff_seconds: float = Field(2.0, ge=0, le=3600)  # doubled after each failed attempt
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+    def secret(self) -> bytes:
+        if self.secret_env:
+            value = os.environ.get(self.secret_env, "")
+            if not value:
+                raise ConfigError(f"forward.secret_env: {self.secret_env} is not set")
+            return value.encode()
+        if self.secret_file:
+            try:
+                value = Path(self.secret_file).read_text("utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"forward.secret_file {self.secret_file}: "
+                                  f"{exc.strerror or exc}") from None  # fmt: skip
+            if value:
+                return value.encode()
+        raise ConfigError("forward: set secret_env or secret_file (the signing key)")
+
+
 class MetricsConfig(_Strict):
     domains: tuple[str, ...] = ()
     top_domains: int = Field(20, ge=0, le=500)
@@ -424,8 +541,19 @@ class Config(_Strict):
     report: ReportConfig = ReportConfig()
     seeds: SeedsConfig = SeedsConfig()
     webhooks: dict[str, WebhookSettings] = {}
+    mailboxes: tuple[MailboxSettings, ...] = ()
+    send: SendConfig = SendConfig()
+    forward: ForwardConfig = ForwardConfig()
     jobs: dict[str, JobConfig] = Field(default_factory=dict)
     data_dir: str | None = None
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _unique_mailboxes(cls, boxes: tuple[MailboxSettings, ...]) -> tuple[MailboxSettings, ...]:
+        names = [b.name for b in boxes]
+        if len(set(names)) != len(names):
+            raise ValueError("mailbox names must be unique")
+        return boxes
 
     @field_validator("jobs")
     @classmethod

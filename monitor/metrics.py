@@ -71,6 +71,7 @@ BUILTIN_KINDS = (
     "monitor.collectors.reports.records",
     "monitor.dnscheck.records",
     "monitor.collectors.seeds.records",
+    "monitor.collectors.mailbox.records",
 )
 
 

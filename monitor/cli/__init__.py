@@ -16,19 +16,23 @@ from monitor.cli import (
     incidents,
     ingest,
     jobs,
+    mailbox,
     probe,
     report,
     rollup,
+    send,
     serve,
     stats,
+    threads,
     trace,
+    webhooks,
 )
 from monitor.errors import MailmonError
 
 __all__ = ["main"]
 
 _COMMANDS = (serve, ingest, stats, trace, classify, incidents, rollup, jobs, dashboards, dmarc,
-             dns, report, probe)  # fmt: skip
+             dns, report, probe, mailbox, threads, send, webhooks)  # fmt: skip
 
 
 def _common_options(default: object = None) -> argparse.ArgumentParser:

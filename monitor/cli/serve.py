@@ -42,7 +42,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="run the service",
         description="Serve the overview page (/, and /trace?q= for a search; the API's "
         "token rule), /metrics, /healthz, /readyz, the read API (/api/messages, "
-        "/api/messages/{message_id:path}, /api/domains, /api/providers, /api/incidents; "
+        "/api/messages/{message_id:path}, /api/threads/{message_id:path}, /api/domains, "
+        "/api/providers, /api/incidents; "
         "behind MAILMON_API_TOKEN or [api] token_file, described at /openapi.json) and the "
         "KumoMTA log hook "
         "(POST /ingest/kumomta), follow the logs named in the config file and run the "

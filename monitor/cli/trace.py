@@ -55,16 +55,28 @@ def _delivery_json(found: dict[str, Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     config = config_of(args)
+    from monitor.cli.threads import print_thread, thread_json
+    from monitor.threads.build import thread_of
+
     with open_store(args, config, create=False) as store:
         found = store.trace(args.query, limit=args.limit)
+        ids = list(dict.fromkeys(f["delivery"]["message_id"] for f in found
+                                 if f["delivery"]["message_id"]))  # fmt: skip
+        thread = None
+        if len(ids) == 1:  # one message: its conversation (docs/threads.md)
+            with store.engine.connect() as conn:
+                thread = thread_of(conn, ids[0])
     if args.json:
-        print_json({"query": args.query, "deliveries": [_delivery_json(f) for f in found]})
+        print_json({"query": args.query, "deliveries": [_delivery_json(f) for f in found],
+                    "thread": thread_json(thread) if thread else None})  # fmt: skip
         return 0 if found else 1
     if not found:
         print(f"nothing found for {args.query}")
         return 1
     for item in found:
         _print_delivery(item)
+    if thread and len(thread["messages"]) > 1:
+        print_thread(thread)
     return 0
 
 

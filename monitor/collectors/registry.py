@@ -83,3 +83,13 @@ register_line_source("exim", lambda given: EximParser(
     state_prefix=given.state_prefix,
 ), stateful=True)  # fmt: skip
 register_line_source("kumomta", lambda given: KumoParser("kumomta"))
+
+
+def _postfix_headers(given: LineInput) -> Source[str]:
+    from monitor.collectors.syslog import SyslogFramer
+    from monitor.threads.headers import PostfixHeaderSource
+
+    return PostfixHeaderSource(SyslogFramer(reference_time=given.reference_time, tz=given.tz))
+
+
+register_line_source("postfix-headers", _postfix_headers)

@@ -31,6 +31,7 @@ from monitor.service.api_spec import LIMITS, MAX_AT, spec
 from monitor.service.auth import BearerGuard
 
 if TYPE_CHECKING:
+    from monitor.config import SendConfig
     from monitor.store import Store
 
 __all__ = ["ApiRoutes", "BadParameter"]
@@ -55,8 +56,10 @@ class ApiRoutes:
     name = "api"
 
     def __init__(self, store: Store | None, guard: BearerGuard,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time, *,
+                 send: SendConfig | None = None) -> None:  # fmt: skip
         self.store = store
+        self.send = send
         self.guard = guard
         self.clock = clock
         self._spec = spec()
@@ -65,8 +68,11 @@ class ApiRoutes:
         return [
             Route("/openapi.json", self.openapi),
             Route("/api/messages", self._guarded("/api/messages", self._by_recipient)),
+            Route("/api/messages", self._submit, methods=["POST"]),
             Route("/api/messages/{message_id:path}",
                   self._guarded("/api/messages/{message_id}", self._message)),
+            Route("/api/threads/{message_id:path}",
+                  self._guarded("/api/threads/{message_id}", self._thread)),
             Route("/api/domains", self._guarded("/api/domains", self._rollup("domain"))),
             Route("/api/providers", self._guarded("/api/providers", self._rollup("provider"))),
             Route("/api/incidents", self._guarded("/api/incidents", self._incidents)),
@@ -119,7 +125,57 @@ class ApiRoutes:
                                        limit=LIMITS["deliveries"][1])  # fmt: skip
         if not found:
             return 404, {"error": "no such message"}
-        return 200, {"message_id": message_id, "deliveries": found}
+        ids = {d["message_id"] for d in found if d["message_id"]}
+        thread = _thread_json(conn, ids.pop()) if len(ids) == 1 else None
+        return 200, {"message_id": message_id, "deliveries": found, "thread": thread}
+
+    def _thread(self, request: Request, conn: Connection) -> tuple[int, object]:
+        message_id = _text(request.path_params["message_id"], "message_id")
+        thread = _thread_json(conn, message_id)
+        if thread is None:
+            return 404, {"error": "no such message"}
+        return 200, thread
+
+    async def _submit(self, request: Request) -> Response:
+        """``POST /api/messages``: compose, submit and record one message (docs/send.md)."""
+        refusal = self.guard.refusal(request)
+        if refusal is not None:
+            return refusal
+        if self.store is None or self.send is None:
+            return JSONResponse({"error": "sending is not configured ([send] from_address)"},
+                                status_code=404)  # fmt: skip
+        body = await request.body()
+        if len(body) > _MAX_SEND_BYTES:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            draft = _draft(body)
+        except BadParameter as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        try:
+            sent = await run_in_threadpool(self._send, draft)
+        except (OSError, ValueError) as exc:  # the relay unreachable, or refusing us whole
+            log.warning("POST /api/messages: %s: %s", type(exc).__name__, exc)
+            return JSONResponse({"error": f"the relay failed: {type(exc).__name__}"},
+                                status_code=502)  # fmt: skip
+        except Exception as exc:  # aiosmtplib's own errors (SMTPException is not OSError)
+            if type(exc).__module__.startswith("aiosmtplib"):
+                log.warning("POST /api/messages: %s: %s", type(exc).__name__, exc)
+                return JSONResponse({"error": f"the relay failed: {type(exc).__name__}"},
+                                    status_code=502)  # fmt: skip
+            raise
+        return JSONResponse({"message_id": sent.message_id, "subject": sent.subject,
+                             "recipients": sent.recipients}, status_code=202)  # fmt: skip
+
+    def _send(self, draft: Any) -> Any:
+        from monitor.pipeline import Pipeline
+        from monitor.send import send
+
+        assert self.store is not None and self.send is not None
+        pipeline = Pipeline(self.store)
+        try:
+            return send(draft, self.send, pipeline)
+        finally:
+            pipeline.close()
 
     def _by_recipient(self, request: Request, conn: Connection) -> tuple[int, object]:
         raw = request.query_params.get("recipient")
@@ -182,3 +238,57 @@ def _number(request: Request, name: str, lowest: float, highest: float) -> float
     if not math.isfinite(value) or not lowest <= value <= highest:
         raise BadParameter(f"{name}: expected UNIX seconds from {lowest:.0f} to {highest:.0f}")
     return value
+
+
+def _thread_json(conn: Connection, message_id: str) -> dict[str, Any] | None:
+    """The thread of ``message_id`` (docs/threads.md), times in ISO 8601."""
+    from monitor.cli.threads import thread_json
+    from monitor.threads.build import thread_of
+
+    thread = thread_of(conn, message_id)
+    return thread_json(thread) if thread is not None else None
+
+
+_MAX_SEND_BYTES = 1 << 20
+_SEND_FIELDS = {"to", "subject", "text", "html", "from", "reply_to", "in_reply_to", "tags"}
+
+
+def _draft(body: bytes) -> Any:
+    """The draft a ``POST /api/messages`` body describes, or :class:`BadParameter`."""
+    import json
+
+    from monitor.send import Draft
+
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadParameter("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadParameter("the body must be a JSON object")
+    unknown = sorted(set(data) - _SEND_FIELDS)
+    if unknown:
+        raise BadParameter(f"unknown field {', '.join(unknown)}")
+    to = data.get("to")
+    if not isinstance(to, list) or not to or len(to) > 100 or not all(
+            isinstance(a, str) and _ADDRESS.fullmatch(a) for a in to):  # fmt: skip
+        raise BadParameter("to: 1 to 100 addresses")
+    texts = {}
+    for name in ("subject", "text", "html", "from", "reply_to", "in_reply_to"):
+        value = data.get(name)
+        if value is not None and (not isinstance(value, str) or "\x00" in value):
+            raise BadParameter(f"{name}: a string")
+        if value is not None and name != "text" and name != "html" and (
+                "\r" in value or "\n" in value):  # fmt: skip
+            raise BadParameter(f"{name}: one line")  # no header injection
+        texts[name] = value
+    tags = data.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+        raise BadParameter("tags: strings")
+    if not texts["subject"] and not texts["in_reply_to"]:
+        raise BadParameter("subject: required unless in_reply_to")
+    return Draft(to=tuple(to), subject=texts["subject"], text=texts["text"] or "",
+                 html=texts["html"], from_address=texts["from"], reply_to=texts["reply_to"],
+                 in_reply_to=texts["in_reply_to"], tags=tuple(tags))  # fmt: skip
+
+
+_ADDRESS = re.compile(r"[^\s@<>,;]+@[^\s@<>,;]+\.[^\s@<>,;]+")

@@ -108,6 +108,54 @@ def _health() -> dict[str, Any]:
        "description": "each part's {status, reason?}; followed logs nested by path"}  # fmt: skip
 
 
+def _send() -> dict[str, Any]:
+    """``POST /api/messages``: tracked sending (docs/send.md)."""
+    text = {"type": "string"}
+    body = {"type": "object", "required": ["to"], "additionalProperties": False, "properties": {
+        "to": {"type": "array", "minItems": 1, "maxItems": 100, "items": text},
+        "subject": text, "text": text, "html": text, "from": text, "reply_to": text,
+        "in_reply_to": dict(text, description="the Message-ID this answers: In-Reply-To, "
+                            "References and Re: come from its thread"),
+        "tags": {"type": "array", "items": text}}}  # fmt: skip
+    recipient = _object({"recipient": text, "token": text,
+                         "status": {"type": "string", "enum": ["submitted", "rejected"]},
+                         "code": {"type": "integer"}, "reply": text,
+                         "queue_id": {"type": "string", "nullable": True}})  # fmt: skip
+    sent = _object({"message_id": text, "subject": text,
+                    "recipients": {"type": "array", "items": recipient}})  # fmt: skip
+    return {
+        "summary": "compose, submit through the [send] relay and record one message",
+        "security": [{"bearerAuth": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {
+            "202": _json(sent, "submitted: what the relay said of each recipient"),
+            "400": _json(_ERROR, "a body the API cannot take"),
+            "401": _json(_ERROR, "no token, or the wrong one"),
+            "403": _json(_ERROR, "no token is configured and the client is not on loopback"),
+            "404": _json(_ERROR, "sending is not configured ([send] from_address)"),
+            "413": _json(_ERROR, "a body over 1 MiB"),
+            "502": _json(_ERROR, "the relay could not be reached or refused the session"),
+        },
+    }
+
+
+def _thread() -> dict[str, Any]:
+    text, flag = {"type": "string"}, {"type": "boolean"}
+    maybe = {"type": "string", "nullable": True}
+    delivery = _object({"recipient": maybe, "state": text, "reason": maybe})
+    message = _object({
+        "message_id": text, "direction": {"type": "string", "enum": ["outbound", "inbound"]},
+        "at": _nullable(dict(_TIME), True), "sender": maybe, "subject": maybe,
+        "reply_prefix": flag, "in_reply_to": maybe,
+        "references": {"type": "array", "items": text}, "linked_to": maybe, "link": maybe,
+        "category": maybe, "mailbox": maybe, "to_noreply": flag,
+        "deliveries": {"type": "array", "items": delivery}, "parent": maybe,
+        "parent_seen": flag,
+    })  # fmt: skip
+    return _object({"thread_id": text, "messages": {"type": "array", "items": message},
+                    "truncated": flag})  # fmt: skip
+
+
 def _json(schema: dict[str, Any], description: str, **more: Any) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}},
             **more}  # fmt: skip
@@ -173,19 +221,26 @@ def spec() -> dict[str, Any]:
             "/readyz": {"get": {"summary": "readiness: the store answers and no followed log "
                                 "or endpoint fails", **health}},
             "/api/messages/{message_id}": _api(
-                "one message's thread (its deliveries), each with its timeline",
-                _json(_object({"message_id": {"type": "string"}} | deliveries_of["properties"]),
+                "one message's deliveries, each with its timeline, and its thread",
+                _json(_object({"message_id": {"type": "string"}} | deliveries_of["properties"]
+                              | {"thread": _nullable(_thread(), True)}),
                       "the deliveries of the message (by Message-ID or queue id)"),
                 [{"name": "message_id", "in": "path", "required": True,
                   "schema": _TEXT,
                   "description": "the Message-ID (with or without <>) or the MTA's queue id"}],
+                not_found="no such message (or no store)"),
+            "/api/threads/{message_id}": _api(
+                "the conversation a message belongs to: every message, oldest first",
+                _json(_thread(), "the thread (docs/threads.md)"),
+                [{"name": "message_id", "in": "path", "required": True, "schema": _TEXT,
+                  "description": "a Message-ID (with or without <>) of any message in it"}],
                 not_found="no such message (or no store)"),
             "/api/messages": _api(
                 "the deliveries to one recipient, oldest first, each with its timeline",
                 _json(_object({"recipient": {"type": "string"}} | deliveries_of["properties"]),
                       "the recipient's deliveries"),
                 [_query("recipient", _TEXT, "an address", True),
-                 _limit("deliveries")]),
+                 _limit("deliveries")]) | {"post": _send()},
             "/api/domains": _api("the busiest recipient domains over each window",
                                  _json(_rollup("domain"), "rollup"), rollup_params),
             "/api/providers": _api("the busiest mailbox providers over each window",

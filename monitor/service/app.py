@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from monitor import __version__
+from monitor.config import SendConfig
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
 from monitor.service.api import ApiRoutes
@@ -189,6 +190,7 @@ def create_app(
     protect_metrics: bool = False,
     max_body_bytes: int = MAX_HOOK_BODY_BYTES,
     endpoints: Sequence[SourceEndpoint] = (),
+    send: SendConfig | None = None,
 ) -> Starlette:
     """The service's app: ``/metrics`` (behind ``api_token`` with ``protect_metrics``); with a
     ``store``, its health and the read API (``/api/...``, behind ``api_token``); with a
@@ -199,7 +201,7 @@ def create_app(
     guard = BearerGuard(api_token)
     components: list[Component] = [
         MetricsRoutes(metrics, guard if protect_metrics else None), StoreRoutes(store),
-        ApiRoutes(store, guard),
+        ApiRoutes(store, guard, send=send),
     ]
     if store is not None:
         # The overview page reads what the API reads: the same token rule (docs/security.md).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from prometheus_client import disable_created_metrics
 from starlette.applications import Starlette
@@ -30,6 +31,9 @@ from monitor.service.app import create_app
 from monitor.service.follow import Follower
 from monitor.service.webhooks import webhook_endpoints
 from monitor.store import Store
+
+if TYPE_CHECKING:
+    from monitor.collectors.mailbox.imap import MailboxReader
 
 __all__ = ["Service", "metrics_for"]
 
@@ -91,13 +95,34 @@ class Service:
             hook_token=hook_token, hook_username=config.service.hook_username,
             max_body_bytes=config.service.max_body_bytes,
             api_token=api_token, protect_metrics=config.api.protect_metrics,
+            send=config.send if config.send.from_address else None,
         )  # fmt: skip
         self._thread: threading.Thread | None = None
+        self._mailboxes = self._mailbox_readers()
+        self._mailbox_threads: list[threading.Thread] = []
 
     def _pipeline(self, resolver: ProviderResolver) -> Pipeline:
         return Pipeline(self.store, resolver=resolver, metrics=self.metrics,
                         batch_size=self.config.database.batch_size,
                         max_future_seconds=self.config.ingest.max_future_seconds)  # fmt: skip
+
+    def _mailbox_readers(self) -> list[MailboxReader]:
+        """A reader per ``[[mailboxes]]`` entry, each with its own pipeline (its own thread)."""
+        from monitor.collectors.mailbox import reader_for
+
+        readers: list[MailboxReader] = []
+        self.forwarder = None
+        if self.config.forward.url and self.config.mailboxes:
+            from monitor.forward import Forwarder
+
+            self.forwarder = Forwarder(self.config.forward, self.store)
+        for settings in self.config.mailboxes:
+            settings.password()  # a missing secret stops serve before it starts
+            pipeline = self._pipeline(resolver_for(self.config, self.store))
+            if self.forwarder is not None:
+                pipeline.on_write = self.forwarder.offer
+            readers.append(reader_for(settings, Driver(pipeline, self.metrics)))
+        return readers
 
     def start(self) -> None:
         # Its lines per job and run say nothing the job state does not; its warnings (a run
@@ -108,6 +133,12 @@ class Service:
             self._thread = threading.Thread(target=self.follower.run, name="mailmon-follow",
                                             args=(self._first_poll,), daemon=True)  # fmt: skip
             self._thread.start()
+        for reader in self._mailboxes:
+            thread = threading.Thread(target=reader.watch, args=(self.stop_event,),
+                                      name=f"mailmon-mailbox-{reader.settings.name}",
+                                      daemon=True)  # fmt: skip
+            thread.start()
+            self._mailbox_threads.append(thread)
 
     def _first_poll(self) -> None:
         if "top_domains" in self.scheduler.jobs:
@@ -118,7 +149,13 @@ class Service:
         self.stop_event.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=timeout)
+        for thread in self._mailbox_threads:
+            thread.join(timeout=timeout)
         self.scheduler.stop(timeout=timeout)
+        for reader in self._mailboxes:
+            reader.driver.pipeline.flush()
+        if self.forwarder is not None:
+            self.forwarder.close()
         self.pipeline.flush()
         self.http_pipeline.flush()
         self.reports_pipeline.flush()

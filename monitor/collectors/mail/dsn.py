@@ -50,7 +50,7 @@ from monitor.collectors.mail.report import RecipientReport, Report, classify_rec
 from monitor.collectors.mail.sesjson import from_ses, ses_notification
 from monitor.provider_rules import ProviderRules, packaged_rules
 
-__all__ = ["DEFAULT_MAX_BYTES", "RecipientReport", "Report", "parse"]
+__all__ = ["DEFAULT_MAX_BYTES", "RecipientReport", "Report", "looks_like_bounce", "parse"]
 
 #: Read at most this much of one email (DESIGN: never memory proportional to attachments).
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -67,6 +67,11 @@ _BOUNCE_SUBJECT = re.compile(
     r"|rejected|failed|warning: could not send|message status|bounce|delayed mail|error",
     re.I,
 )
+
+
+def looks_like_bounce(from_: str | None, subject: str | None) -> bool:
+    """Whether a sender and subject are a mail system's (MAILER-DAEMON, "Undeliverable")."""
+    return bool(_BOUNCE_FROM.search(from_ or "")) or bool(_BOUNCE_SUBJECT.search(subject or ""))
 
 
 def parse(
