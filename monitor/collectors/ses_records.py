@@ -72,6 +72,9 @@ class SesMail:
     sender: str | None = None  # the envelope sender, an address
     to: str | None = None
     subject: str | None = None
+    #: thread headers, from ``mail.headers`` (a configuration set's "include original headers")
+    in_reply_to: str | None = None
+    references: str | None = None
     timestamp: str | None = None  # when SES accepted it
     destination: tuple[str, ...] = ()
     #: message tags, as SES sends them: name -> values (``ses:configuration-set`` among them)
@@ -106,6 +109,8 @@ def mail_of(data: Mapping[str, Any]) -> SesMail:
         sender=(parseaddr(source)[1] or source) if source else None,
         to=to,
         subject=headers.get("subject") or _text(common.get("subject")),
+        in_reply_to=headers.get("in-reply-to") or None,
+        references=headers.get("references") or None,
         timestamp=_text(mail.get("timestamp")),
         destination=tuple(str(d) for d in mail.get("destination") or [] if isinstance(d, str)),
         tags=tags,

@@ -40,6 +40,7 @@ from monitor.collectors.mta.kumomta_records import KumoRecords
 from monitor.collectors.source import Source
 from monitor.driver import Driver
 from monitor.metrics import Metrics
+from monitor.model import Event
 from monitor.pipeline import Pipeline
 from monitor.service.group import Batch, group_of
 
@@ -235,8 +236,9 @@ class SourceEndpoint:
                 now_refused = refused.total() - was_refused
                 if now_refused:
                     problems[REFUSED] += 1
-                events += len(new) - now_refused
-                ids += [item.id for item in new]
+                made = [item for item in new if isinstance(item, Event)]  # not message_headers
+                events += len(made) - now_refused
+                ids += [item.id for item in made]
             problems.update(self.source.stats.unparsed - before)
             return records, events, problems, ids
 

@@ -23,6 +23,11 @@ A provider module defines three things and registers them as one :class:`Webhook
 
 ``POST /webhooks/NAME`` and ``mailmon ingest NAME FILE`` then take the provider's events
 through the driver like every other source.
+
+A payload that carries the message's thread headers (In-Reply-To, References, Subject)
+hands them to :meth:`EspSource.carry` from ``events``; ``feed`` then returns, after the
+events, their ``message_headers`` records (:func:`monitor.threads.headers.thread_records`),
+so ``mailmon threads`` joins the message to its conversation.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from monitor.collectors.source import NotUnderstood, ParseStats, Source
+from monitor.collectors.source import Item, NotUnderstood, ParseStats, Source
 from monitor.config import WebhookSettings
 from monitor.model import Event
+from monitor.threads.headers import thread_records
 
 __all__ = [
     "EspSource", "Refused", "Verifier", "Webhook", "register_webhook", "webhook", "webhooks",
@@ -66,25 +73,47 @@ class Verifier(Protocol):
 
 
 class EspSource(Source[Any]):
-    """A provider's decoded event records -> events; a record it cannot read is not understood."""
+    """A provider's decoded event records -> events (then the thread headers' records);
+    a record it cannot read is not understood."""
+
+    records = True  # message_headers, when a payload carries thread headers
 
     def __init__(self) -> None:
         self.stats = ParseStats()
+        self._carried: tuple[list[tuple[str, Any]], datetime | None] | None = None
 
-    def feed(self, unit: Any, ref: str | None = None) -> list[Event]:
+    def feed(self, unit: Any, ref: str | None = None) -> list[Item]:
         self.stats.lines += 1
         if isinstance(unit, NotUnderstood):  # a piece of the body that did not decode
             raise unit
         if type(unit) is not dict and not isinstance(unit, Mapping):  # dict: no ABC check
             raise NotUnderstood("not an event object")
+        self._carried = None
         try:
             events = self.events(unit, ref)
         except RECORD_ERRORS:
             raise NotUnderstood(f"not a {self.kind} event") from None
         if not events:
             self.stats.ignored += 1
+            return []
         self.stats.events += len(events)
-        return events
+        if self._carried is None:
+            return events  # type: ignore[return-value]  # list is invariant; Event is an Item
+        return [*events, *self._thread(events, *self._carried)]
+
+    def carry(self, headers: Iterable[tuple[str, Any]], at: datetime | None = None) -> None:
+        """The thread headers (name, value) the record shows of its message; ``at``: a time
+        every event of the message gives (when it was sent), so each stores them once."""
+        self._carried = (list(headers), at)
+
+    def _thread(self, events: list[Event], headers: list[tuple[str, Any]],
+                at: datetime | None) -> list[Item]:  # fmt: skip
+        first = events[0]
+        if not first.message_id:
+            return []  # nothing to join them to
+        when = at or min(e.occurred_at for e in events)
+        return list(thread_records(self.kind, when, f"{self.kind}:{first.message_id}",
+                                   first.message_id, headers, sender=first.sender))
 
     @abstractmethod
     def events(self, record: Mapping[str, Any], ref: str | None) -> list[Event]:

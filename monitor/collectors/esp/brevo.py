@@ -127,6 +127,7 @@ class BrevoEvents(EspSource):
         # Brevo's verdict on the address, beside the reason the classifier reads in the text.
         hard = name == "hard_bounce" if kind is EventType.BOUNCED else None
         found = message_id(record.get("message-id"))
+        self.carry([("subject", record.get("subject"))])
         return [
             Event(
                 type=kind,

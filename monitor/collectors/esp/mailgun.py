@@ -148,6 +148,7 @@ class MailgunEvents(EspSource):
             tags=_tags(data, name == "failed"),
             raw_ref=ref,
         )
+        self.carry(headers.items())  # message-id, subject; thread headers when Mailgun lists them
         # Mailgun's event id (unique within a day) with the fields: two opens in one
         # microsecond stay two, and documentation placeholders do not merge events.
         return [with_event_id(event, f"{name}/{text(data.get('id')) or ''}")]

@@ -91,12 +91,18 @@ def _tags(data: Mapping[str, Any], bounce: Mapping[str, Any]) -> tuple[str, ...]
     return tags_of(pairs)
 
 
+def _headers(data: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The headers a sent event lists (``[{"name", "value"}]``), when it does."""
+    headers = data.get("headers")
+    return [(str(mapping(item).get("name", "")), mapping(item).get("value"))
+            for item in (headers if isinstance(headers, list) else [])]  # fmt: skip
+
+
 def _message_id(data: Mapping[str, Any]) -> str | None:
     """The RFC Message-ID among the headers a sent event lists, when it does."""
-    headers = data.get("headers")
-    for item in headers if isinstance(headers, list) else []:
-        if str(mapping(item).get("name", "")).lower() == "message-id":
-            return message_id(mapping(item).get("value"))
+    for name, value in _headers(data):
+        if name.lower() == "message-id":
+            return message_id(value)
     return None
 
 
@@ -142,6 +148,7 @@ class ResendEvents(EspSource):
         if kind in (EventType.DELIVERED, EventType.OPENED, EventType.CLICKED):
             diagnostic = None
         tags = _tags(data, bounce)
+        self.carry([("subject", data.get("subject")), *_headers(data)])
         return [
             Event(
                 type=kind,

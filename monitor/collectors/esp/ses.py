@@ -63,6 +63,14 @@ def _opted_out(preferences: Mapping[str, Any]) -> list[str | None]:
             if isinstance(t, Mapping) and t.get("subscriptionStatus") == "OptOut"]  # fmt: skip
 
 
+def _sent_at(mail: SesMail) -> datetime | None:
+    """When SES took the message: the same in each of its events (None if unreadable)."""
+    try:
+        return iso_time(mail.timestamp)
+    except ValueError:
+        return None
+
+
 def _sole(mail: SesMail) -> str | None:
     """The recipient of an open or a click: SES says which message, not which of its recipients."""
     return address(mail.destination[0]) if len(mail.destination) == 1 else None
@@ -84,6 +92,8 @@ class SesEvents(EspSource):
             return []
         mail = ses_records.mail_of(data)
         made = self._outcomes(str(kind), data, mail)
+        self.carry([("subject", mail.subject), ("in-reply-to", mail.in_reply_to),
+                    ("references", mail.references)], _sent_at(mail))  # fmt: skip
         base: dict[str, Any] = {
             "source": self.kind,
             "message_id": mail.message_id,
