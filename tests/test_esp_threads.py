@@ -222,3 +222,19 @@ def test_corpus_payloads_that_carry_headers() -> None:
     ses = _records("ses", sorted(WEBHOOKS.glob("ses_*.json")))
     assert ("ses:custom-message-ID", "message-id") in {(r.queue_id, r.name) for r in ses}
     assert {r.name for r in ses} == {"message-id", "subject"}
+
+
+def test_resend_events_with_their_message_id_carry_the_subject_and_listed_headers() -> None:
+    """Resend's email events name the Message-ID (``data.message_id``); a sent event may list
+    the message's headers: the subject and those thread headers become records."""
+    sent = copy.deepcopy(_corpus("resend_email_sent.json"))
+    sent["data"]["message_id"] = "<r-2@app.test>"
+    sent["data"]["headers"] = [{"name": "In-Reply-To", "value": "<r-1@app.test>"},
+                               {"name": "X-Entity-Ref-ID", "value": "123"}]  # fmt: skip
+    items = webhook("resend").source().feed(sent, "sent")
+    [event] = [i for i in items if isinstance(i, Event)]
+    assert event.message_id == "r-2@app.test"
+    assert sorted((r.queue_id, r.name, r.value) for r in items if isinstance(r, MessageHeader)) \
+        == [("resend:r-2@app.test", "in-reply-to", "<r-1@app.test>"),
+            ("resend:r-2@app.test", "message-id", "<r-2@app.test>"),
+            ("resend:r-2@app.test", "subject", sent["data"]["subject"])]  # fmt: skip

@@ -99,7 +99,11 @@ def _headers(data: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _message_id(data: Mapping[str, Any]) -> str | None:
-    """The RFC Message-ID among the headers a sent event lists, when it does."""
+    """The RFC Message-ID: ``data.message_id`` (every email event since 2026-07, Resend's
+    changelog "Email Threading with Message-ID"), else among the headers a sent event lists."""
+    found = message_id(data.get("message_id"))
+    if found:
+        return found
     for name, value in _headers(data):
         if name.lower() == "message-id":
             return message_id(value)
