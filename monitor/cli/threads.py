@@ -15,8 +15,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "threads", parents=[common], help="conversations: messages joined by their headers",
         description="Messages joined by Message-ID, In-Reply-To and References (outbound from "
-        "the MTA log and its header_checks lines, inbound from the mailboxes), each with its "
-        "delivery state (docs/threads.md).",
+        "the MTA log and its header_checks lines and the ESP webhooks, inbound from the "
+        "mailboxes), each with its delivery state (docs/threads.md).",
     )  # fmt: skip
     commands = p.add_subparsers(dest="threads_command", required=True, metavar="COMMAND")
     s = commands.add_parser("show", parents=[common], help="the thread of one message",

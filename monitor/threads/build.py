@@ -5,8 +5,9 @@
     findings(conn, since=t) # orphan replies, unthreaded replies, lost Re:, bad or reused ids
 
 A message is known from what the sources say of it: outbound messages from the store's
-deliveries (their states) and the MTA's thread headers (``message_headers``, Postfix
-``header_checks`` WARN lines), inbound messages from the mailboxes (``inbound_messages``).
+deliveries (their states) and their thread headers (``message_headers``: Postfix
+``header_checks`` WARN lines, ``mailmon send``, ESP webhook payloads), inbound messages
+from the mailboxes (``inbound_messages``).
 Two messages are joined when one names the other in ``In-Reply-To`` or ``References``
 (RFC 5322 section 3.6.4), or when the mailbox collector linked one to the other.
 """
