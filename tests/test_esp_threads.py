@@ -116,6 +116,12 @@ def test_an_ses_answer_joins_the_thread_of_a_message_mailgun_sent(
         assert app.post("mailgun", raw, {}).status_code == 200  # Mailgun retrying
         assert _headers(app.store) == [("mailgun:t-1@app.test", "message-id", "<t-1@app.test>"),
                                        ("mailgun:t-1@app.test", "subject", "Your ticket 7")]
+        # Mailgun gives no time the message's events share: another event of t-1 (its
+        # ``accepted``, earlier) stores its own copy, which the thread reads as one message.
+        accepted = app.post("mailgun", _signed(_mailgun(T1_HEADERS, "accepted"), "t1" + "b" * 48),
+                            {})  # fmt: skip
+        assert accepted.status_code == 200, accepted.text
+        assert len(_headers(app.store)) == 4
     db = f"sqlite:///{tmp_path / 'm.db'}"
     answer = _write(tmp_path / "ses.jsonl", [
         _ses("ses_event_Send.json", T2_HEADERS),
@@ -130,8 +136,8 @@ def test_an_ses_answer_joins_the_thread_of_a_message_mailgun_sent(
     with Store.open(db) as store:
         ses = "ses:t-2@app.test"
         assert _headers(store) == sorted([
-            ("mailgun:t-1@app.test", "message-id", "<t-1@app.test>"),
-            ("mailgun:t-1@app.test", "subject", "Your ticket 7"),
+            *[("mailgun:t-1@app.test", "message-id", "<t-1@app.test>")] * 2,
+            *[("mailgun:t-1@app.test", "subject", "Your ticket 7")] * 2,
             (ses, "message-id", "<t-2@app.test>"), (ses, "in-reply-to", "<t-1@app.test>"),
             (ses, "references", "<t-1@app.test>"), (ses, "subject", "Re: Your ticket 7"),
         ])  # fmt: skip
