@@ -27,6 +27,7 @@ from pydantic import (
 
 from monitor.collectors.seeds.settings import SeedsConfig
 from monitor.errors import ConfigError
+from monitor.secrets import read_secret, required
 
 __all__ = [
     "API_TOKEN_ENV", "HOOK_TOKEN_ENV", "ApiConfig", "Config", "api_token", "data_dir",
@@ -53,6 +54,7 @@ def default_instance() -> str:
     name = socket.gethostname().partition(".")[0]
     name = re.sub(r"[^A-Za-z0-9._-]", "-", name).strip("-._")[:64]
     return name or "mailmon"
+
 
 
 class ServiceConfig(_Strict):
@@ -175,20 +177,8 @@ class DmarcImapConfig(_Strict):
 
     def password(self) -> str:
         """The password, from ``password_env`` or ``password_file`` (read at each call)."""
-        if self.password_env:
-            value = os.environ.get(self.password_env, "")
-            if not value:
-                raise ConfigError(f"dmarc.imap.password_env: {self.password_env} is not set")
-            return value
-        assert self.password_file is not None
-        try:
-            value = Path(self.password_file).read_text("utf-8").strip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"dmarc.imap.password_file {self.password_file}: "
-                              f"{exc.strerror or exc}") from None  # fmt: skip
-        if not value:
-            raise ConfigError(f"dmarc.imap.password_file {self.password_file} is empty")
-        return value
+        secret = read_secret("dmarc.imap", "password", self.password_env, self.password_file)
+        return required("dmarc.imap", "password", secret)
 
 
 class DmarcConfig(_Strict):
@@ -289,21 +279,8 @@ class MailboxSettings(_Strict):
     def password(self) -> str:
         """The password, from ``password_env`` or ``password_file``."""
         where = f"mailboxes.{self.name}"
-        if self.password_env:
-            value = os.environ.get(self.password_env, "")
-            if not value:
-                raise ConfigError(f"{where}.password_env: {self.password_env} is not set")
-            return value
-        if self.password_file:
-            try:
-                value = Path(self.password_file).read_text("utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"{where}.password_file {self.password_file}: "
-                                  f"{exc.strerror or exc}") from None  # fmt: skip
-            if not value:
-                raise ConfigError(f"{where}.password_file {self.password_file} is empty")
-            return value
-        raise ConfigError(f"{where}: set password_env or password_file")
+        return required(where, "password",
+                         read_secret(where, "password", self.password_env, self.password_file))
 
 
 class SendConfig(_Strict):
@@ -332,18 +309,7 @@ class SendConfig(_Strict):
     timeout_seconds: float = Field(30.0, gt=0, le=600)
 
     def password(self) -> str | None:
-        if self.password_env:
-            value = os.environ.get(self.password_env, "")
-            if not value:
-                raise ConfigError(f"send.password_env: {self.password_env} is not set")
-            return value
-        if self.password_file:
-            try:
-                return Path(self.password_file).read_text("utf-8").strip() or None
-            except OSError as exc:
-                raise ConfigError(f"send.password_file {self.password_file}: "
-                                  f"{exc.strerror or exc}") from None  # fmt: skip
-        return None
+        return read_secret("send", "password", self.password_env, self.password_file)
 
 
 class ForwardConfig(_Strict):
@@ -360,20 +326,10 @@ class ForwardConfig(_Strict):
     timeout_seconds: float = Field(10.0, gt=0, le=300)
 
     def secret(self) -> bytes:
-        if self.secret_env:
-            value = os.environ.get(self.secret_env, "")
-            if not value:
-                raise ConfigError(f"forward.secret_env: {self.secret_env} is not set")
-            return value.encode()
-        if self.secret_file:
-            try:
-                value = Path(self.secret_file).read_text("utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"forward.secret_file {self.secret_file}: "
-                                  f"{exc.strerror or exc}") from None  # fmt: skip
-            if value:
-                return value.encode()
-        raise ConfigError("forward: set secret_env or secret_file (the signing key)")
+        secret = read_secret("forward", "secret", self.secret_env, self.secret_file)
+        if secret is None:
+            raise ConfigError("forward: set secret_env or secret_file (the signing key)")
+        return secret.encode()
 
 
 class MetricsConfig(_Strict):
@@ -442,21 +398,7 @@ class ReportConfig(_Strict):
 
     def password(self) -> str | None:
         """The relay password, from ``password_env`` or ``password_file``; None when neither."""
-        if self.password_env:
-            value = os.environ.get(self.password_env, "")
-            if not value:
-                raise ConfigError(f"report.password_env: {self.password_env} is not set")
-            return value
-        if self.password_file:
-            try:
-                value = Path(self.password_file).read_text("utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"report.password_file {self.password_file}: "
-                                  f"{exc.strerror or exc}") from None  # fmt: skip
-            if not value:
-                raise ConfigError(f"report.password_file {self.password_file} is empty")
-            return value
-        return None
+        return read_secret("report", "password", self.password_env, self.password_file)
 
 
 class WebhookSettings(_Strict):
@@ -482,21 +424,7 @@ class WebhookSettings(_Strict):
 
     def secret(self, name: str) -> str | None:
         """The secret, from ``secret_env`` or ``secret_file``; None when neither is set."""
-        if self.secret_env:
-            value = os.environ.get(self.secret_env, "").strip()
-            if not value:
-                raise ConfigError(f"webhooks.{name}.secret_env: {self.secret_env} is not set")
-            return value
-        if self.secret_file:
-            try:
-                value = Path(self.secret_file).read_text("utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"webhooks.{name}.secret_file {self.secret_file}: "
-                                  f"{exc.strerror or exc}") from None  # fmt: skip
-            if not value:
-                raise ConfigError(f"webhooks.{name}.secret_file {self.secret_file} is empty")
-            return value
-        return None
+        return read_secret(f"webhooks.{name}", "secret", self.secret_env, self.secret_file)
 
 
 class JobConfig(_Strict):

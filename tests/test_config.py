@@ -140,3 +140,27 @@ def test_webhook_secrets_come_from_the_environment_or_a_file(
     (tmp_path / "empty").write_text("")
     with pytest.raises(ConfigError, match="is empty"):
         WebhookSettings(secret_file=str(tmp_path / "empty")).secret("mailgun")
+
+
+def test_secrets_come_from_the_variable_then_the_file_and_errors_show_no_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule for every `*_env` / `*_file` pair: the variable when set, else the file;
+    errors name the key and the variable or file, never a value."""
+    from monitor.secrets import read_secret
+
+    path = tmp_path / "secret"
+    path.write_text("from-the-file\n")
+    monkeypatch.setenv("MM_SECRET", "  from-the-env ")
+    assert read_secret("send", "password", "MM_SECRET", str(path)) == "from-the-env"
+    monkeypatch.delenv("MM_SECRET")
+    assert read_secret("send", "password", "MM_SECRET", str(path)) == "from-the-file"
+    assert read_secret("send", "password", None, None) is None
+    with pytest.raises(ConfigError, match=r"^send\.password_env: MM_SECRET is not set$"):
+        read_secret("send", "password", "MM_SECRET", None)
+    path.write_text("\n")
+    with pytest.raises(ConfigError, match=r"^webhooks\.ses\.secret_file .* is empty$"):
+        read_secret("webhooks.ses", "secret", None, str(path))
+    with pytest.raises(ConfigError, match=r"^report\.password_file .*: No such file") as caught:
+        read_secret("report", "password", None, str(tmp_path / "missing"))
+    assert "from-the" not in str(caught.value)

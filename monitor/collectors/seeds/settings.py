@@ -7,14 +7,13 @@ never stored in the config or shown in an error.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.errors import ConfigError
 from monitor.model import Provider
+from monitor.secrets import read_secret
 
 __all__ = ["PROVIDER_ALIASES", "SeedConfig", "SeedsConfig", "SmtpConfig", "TemplateConfig"]
 
@@ -31,27 +30,6 @@ Security = Literal["tls", "starttls", "none"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def read_secret(where: str, env: str | None, file: str | None) -> str:
-    """The secret: the environment variable ``env`` when set, else the file ``file``.
-
-    The environment wins, as for the service's tokens; a ConfigError names only the
-    variable or the file, never a value.
-    """
-    if env and (value := os.environ.get(env, "").strip()):
-        return value
-    if file:
-        try:
-            value = Path(file).read_text("utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}: {file}: {exc.strerror or exc}") from None
-        if not value:
-            raise ConfigError(f"{where}: {file} is empty")
-        return value
-    if env:
-        raise ConfigError(f"{where}: the environment variable {env} is not set")
-    raise ConfigError(f"{where}: no secret configured (password_env or password_file)")
 
 
 class SeedConfig(_Strict):
@@ -97,8 +75,11 @@ class SeedConfig(_Strict):
         return self.username or self.address
 
     def secret(self) -> str:
-        return read_secret(f"seeds.mailboxes {self.address}", self.password_env,
-                           self.password_file)  # fmt: skip
+        where = f"seeds.mailboxes {self.address}"
+        secret = read_secret(where, "password", self.password_env, self.password_file)
+        if secret is None:  # the model requires one of the two
+            raise ConfigError(f"{where}: set password_env or password_file")
+        return secret
 
 
 class SmtpConfig(_Strict):
@@ -123,7 +104,10 @@ class SmtpConfig(_Strict):
     def password(self) -> str | None:
         if self.username is None:
             return None
-        return read_secret("seeds.smtp", self.password_env, self.password_file)
+        secret = read_secret("seeds.smtp", "password", self.password_env, self.password_file)
+        if secret is None:
+            raise ConfigError("seeds.smtp: set password_env or password_file with a username")
+        return secret
 
 
 class TemplateConfig(_Strict):
