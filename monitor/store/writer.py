@@ -7,7 +7,7 @@ or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -125,40 +125,70 @@ def sender_rows(totals: SenderTally) -> list[tuple[Any, ...]]:
 
 
 _EVENT_COLUMNS = tuple(c.name for c in events.columns)
+# Columns an event may leave empty: on SQLite they are bound through NULLIF (below).
+_NULLABLE = frozenset(c.name for c in events.columns if c.nullable)
 
 
-def _event_row(event: Event, key: str, ts: float) -> tuple[Any, ...]:
-    """The events-table row, in ``_EVENT_COLUMNS`` order."""
-    return (
-        event.id,
-        ts,
-        event.source,
-        str(event.type),
-        key,
-        event.message_id,
-        event.queue_id,
-        event.provider_message_id,
-        event.sender,
-        event.recipient,
-        event.orig_recipient,
-        event.recipient_domain,
-        event.provider,
-        event.relay,
-        event.sending_ip,
-        event.client,
-        event.reply_code,
-        event.enhanced_status,
-        event.diagnostic,
-        event.reason,
-        event.hard,
-        event.delay_seconds,
-        event.size_bytes,
-        event.attempt,
-        ",".join(event.tags) if event.tags else None,
-        event.raw_ref,
-        event.blame,
-        event.rule,
-    )
+def _event_rows(
+    keyed: Iterable[_Keyed], null: object, truth: dict[bool, object]
+) -> Iterator[tuple[str | int | float | object, ...]]:
+    """The events-table rows, in ``_EVENT_COLUMNS`` order, made as the driver takes them.
+
+    Only str, int and float reach the driver: ``sqlite3`` binds those directly but passes
+    anything else (enums, bools, and None too, on CPython 3.11) through its adaptation
+    lookup, ~0.3 us a value; an event row leaves ~14 of its 28 columns empty. An empty
+    column is ``null``: None for drivers without that cost; on SQLite a zero-length
+    bytearray (bound directly as a blob), which the statement turns into NULL with
+    ``NULLIF(?, x'')``. No field of an event is ever a blob, so no value is lost.
+    ``truth`` spells a bool: 0 and 1 for SQLite (what it stores for one anyway), itself
+    for PostgreSQL (which refuses an integer in a boolean column).
+    """
+    for key, ts, e in keyed:
+        provider, reason, hard, blame = e.provider, e.reason, e.hard, e.blame
+        yield (
+            e.id,
+            ts,
+            e.source,
+            str(e.type),  # an EventType: str() is its value, as a plain str
+            key,
+            null if (v := e.message_id) is None else v,
+            null if (v := e.queue_id) is None else v,
+            null if (v := e.provider_message_id) is None else v,
+            null if (v := e.sender) is None else v,
+            null if (v := e.recipient) is None else v,
+            null if (v := e.orig_recipient) is None else v,
+            null if (v := e.recipient_domain) is None else v,
+            null if provider is None else provider if provider.__class__ is str else str(provider),
+            null if (v := e.relay) is None else v,
+            null if (v := e.sending_ip) is None else v,
+            null if (v := e.client) is None else v,
+            null if (n := e.reply_code) is None else n,
+            null if (v := e.enhanced_status) is None else v,
+            null if (v := e.diagnostic) is None else v,
+            null if reason is None else reason if reason.__class__ is str else str(reason),
+            null if hard is None else truth[hard],
+            null if (x := e.delay_seconds) is None else x,
+            null if (n := e.size_bytes) is None else n,
+            null if (n := e.attempt) is None else n,
+            ",".join(e.tags) if e.tags else null,
+            null if (v := e.raw_ref) is None else v,
+            null if blame is None else blame if blame.__class__ is str else str(blame),
+            null if (v := e.rule) is None else v,
+        )
+
+
+_BOOL_INTS: dict[bool, object] = {True: 1, False: 0}
+_BOOLS: dict[bool, object] = {True: True, False: False}
+
+
+def _events_insert_sql(conn: Connection) -> str:
+    """The events INSERT; on SQLite an empty column is bound as x'' (see :func:`_event_rows`)."""
+    if conn.dialect.name != "sqlite":
+        return _insert_sql(conn, events, _EVENT_COLUMNS)
+    quote = conn.dialect.identifier_preparer.quote
+    cols = ", ".join(map(quote, _EVENT_COLUMNS))
+    marks = ", ".join("NULLIF(?, x'')" if c in _NULLABLE else "?" for c in _EVENT_COLUMNS)
+    return f"INSERT INTO {quote(events.name)} ({cols}) VALUES ({marks})"
 
 
 def _marks(conn: Connection, n: int) -> str:
@@ -239,9 +269,12 @@ def write_events(conn: Connection, batch: Iterable[Event]) -> list[Event]:
     # Rows are made as the driver takes them: a batch's rows never all sit in memory.
     cursor = conn.connection.cursor()
     try:
-        rows = (_event_row(e, k, t) for k, t, e in keyed)
+        if conn.dialect.name == "sqlite":
+            rows = _event_rows(keyed, bytearray(), _BOOL_INTS)
+        else:
+            rows = _event_rows(keyed, None, _BOOLS)
         # sqlite3 and psycopg take any iterable, not only the sequence PEP 249 names.
-        cursor.executemany(_insert_sql(conn, events, _EVENT_COLUMNS), rows)  # type: ignore[arg-type]
+        cursor.executemany(_events_insert_sql(conn), rows)  # type: ignore[arg-type]
     finally:
         cursor.close()
     _count(conn, keyed)
