@@ -7,7 +7,7 @@ or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -177,18 +177,9 @@ def _event_rows(
         )
 
 
+_EMPTY = bytearray()  # NULL on SQLite, as NULLIF(?, x'') reads it; never written to
 _BOOL_INTS: dict[bool, object] = {True: 1, False: 0}
 _BOOLS: dict[bool, object] = {True: True, False: False}
-
-
-def _events_insert_sql(conn: Connection) -> str:
-    """The events INSERT; on SQLite an empty column is bound as x'' (see :func:`_event_rows`)."""
-    if conn.dialect.name != "sqlite":
-        return _insert_sql(conn, events, _EVENT_COLUMNS)
-    quote = conn.dialect.identifier_preparer.quote
-    cols = ", ".join(map(quote, _EVENT_COLUMNS))
-    marks = ", ".join("NULLIF(?, x'')" if c in _NULLABLE else "?" for c in _EVENT_COLUMNS)
-    return f"INSERT INTO {quote(events.name)} ({cols}) VALUES ({marks})"
 
 
 def _marks(conn: Connection, n: int) -> str:
@@ -196,14 +187,25 @@ def _marks(conn: Connection, n: int) -> str:
     return ", ".join([mark] * n)
 
 
-def _insert_sql(conn: Connection, table: Table, columns: Sequence[str], tail: str = "") -> str:
+def _insert_sql(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    tail: str = "",
+    nullable: Collection[str] = (),
+) -> str:
     """Plain SQL for a bulk insert through the driver (Core's per-row work costs 3x here).
 
     Names are quoted where the dialect needs it: a record kind may name a field ``check``.
+    On SQLite the ``nullable`` columns take ``_EMPTY`` for NULL (see :func:`_event_rows`).
     """
     quote = conn.dialect.identifier_preparer.quote
     cols = ", ".join(map(quote, columns))
-    return f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({_marks(conn, len(columns))}){tail}"
+    if nullable and conn.dialect.name == "sqlite":
+        marks = ", ".join("NULLIF(?, x'')" if c in nullable else "?" for c in columns)
+    else:
+        marks = _marks(conn, len(columns))
+    return f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({marks}){tail}"
 
 
 def upsert(
@@ -270,11 +272,12 @@ def write_events(conn: Connection, batch: Iterable[Event]) -> list[Event]:
     cursor = conn.connection.cursor()
     try:
         if conn.dialect.name == "sqlite":
-            rows = _event_rows(keyed, bytearray(), _BOOL_INTS)
+            rows = _event_rows(keyed, _EMPTY, _BOOL_INTS)
         else:
             rows = _event_rows(keyed, None, _BOOLS)
+        sql = _insert_sql(conn, events, _EVENT_COLUMNS, nullable=_NULLABLE)
         # sqlite3 and psycopg take any iterable, not only the sequence PEP 249 names.
-        cursor.executemany(_events_insert_sql(conn), rows)  # type: ignore[arg-type]
+        cursor.executemany(sql, rows)  # type: ignore[arg-type]
     finally:
         cursor.close()
     _count(conn, keyed)
@@ -341,8 +344,9 @@ def _upsert_rows(
     keys: Sequence[str],
     rows: Sequence[tuple[Any, ...]],
     increment: str | None = None,
+    nullable: Collection[str] = (),
 ) -> None:
-    """:func:`upsert` for rows already in ``columns`` order."""
+    """:func:`upsert` for rows already in ``columns`` order (``nullable``: :func:`_insert_sql`)."""
     if not rows:
         return
     if increment:
@@ -350,7 +354,7 @@ def _upsert_rows(
     else:
         update = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
     tail = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update}"
-    conn.exec_driver_sql(_insert_sql(conn, table, columns, tail), rows)
+    conn.exec_driver_sql(_insert_sql(conn, table, columns, tail, nullable), rows)
 
 
 def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
@@ -372,6 +376,7 @@ def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         for found in conn.exec_driver_sql(sql, tuple(chunk)):
             current[found[0]] = list(found)
     rows: list[tuple[Any, ...]] = []
+    sqlite = conn.dialect.name == "sqlite"
     for key, evs in by_key.items():
         row = current.get(key)
         if row is None:
@@ -380,8 +385,18 @@ def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
             evs.sort(key=_first)
         for ts, e in evs:
             _apply(row, ts, e)
-        rows.append(tuple(row))
-    _upsert_rows(conn, deliveries, _DELIVERY_COLUMNS, ["key"], rows)
+        provider = row[_PROVIDER]
+        if provider is not None and provider.__class__ is not str:
+            row[_PROVIDER] = str(provider)  # a Provider: its value, as a plain str
+        if sqlite:  # plain values only for sqlite3, as for events (see _event_rows)
+            if row[_HARD] is not None:
+                row[_HARD] = 1 if row[_HARD] else 0
+            rows.append(tuple(map(_NULL_AS_EMPTY, row, row)))
+        else:
+            rows.append(tuple(row))
+    _upsert_rows(
+        conn, deliveries, _DELIVERY_COLUMNS, ["key"], rows, nullable=_DELIVERY_NULLABLE
+    )
 
 
 def _first(pair: tuple[float, Event]) -> float:
@@ -398,6 +413,8 @@ _DELIVERY_COLUMNS = tuple(c.name for c in deliveries.columns)
 ) = range(len(_DELIVERY_COLUMNS))  # fmt: skip
 assert _DELIVERY_COLUMNS[_RULE] == "rule" and _DELIVERY_COLUMNS[_STATE] == "state"
 assert _DELIVERY_COLUMNS[_STREAM_TAG] == "stream_tag"
+_DELIVERY_NULLABLE = frozenset(c.name for c in deliveries.columns if c.nullable)
+_NULL_AS_EMPTY = {None: _EMPTY}.get  # (value, value): None -> _EMPTY, else the value
 
 
 def _new_delivery(key: str, ts: float, e: Event) -> list[Any]:
