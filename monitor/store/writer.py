@@ -166,7 +166,7 @@ def _event_rows(
             null if (v := e.enhanced_status) is None else v,
             null if (v := e.diagnostic) is None else v,
             null if reason is None else reason if reason.__class__ is str else str(reason),
-            null if hard is None else truth[hard],
+            null if hard is None else truth.get(hard, hard),
             null if (x := e.delay_seconds) is None else x,
             null if (n := e.size_bytes) is None else n,
             null if (n := e.attempt) is None else n,
@@ -302,6 +302,8 @@ def _count(conn: Connection, keyed: Sequence[_Keyed], sign: int = 1) -> None:
             continue  # a seed probe's placement is no delivery outcome: in no counter
         bucket = int(ts // BUCKET_SECONDS) * BUCKET_SECONDS
         provider = e.provider or "other"
+        if provider.__class__ is not str:
+            provider = str(provider)  # a Provider: plain str for the driver (_event_rows)
         outcome = str(e.type)
         reason = e.reason or ""
         tags = e.tags
@@ -389,8 +391,7 @@ def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         if provider is not None and provider.__class__ is not str:
             row[_PROVIDER] = str(provider)  # a Provider: its value, as a plain str
         if sqlite:  # plain values only for sqlite3, as for events (see _event_rows)
-            if row[_HARD] is not None:
-                row[_HARD] = 1 if row[_HARD] else 0
+            row[_HARD] = _BOOL_INTS.get(row[_HARD], row[_HARD])
             rows.append(tuple(map(_NULL_AS_EMPTY, row, row)))
         else:
             rows.append(tuple(row))
