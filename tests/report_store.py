@@ -91,7 +91,8 @@ def _records(pipeline: Pipeline) -> None:
                   ("r2", 3, "gmail-a@gmail.com", "google", "inbox"),
                   ("r2", 3, "gmail-b@gmail.com", "google", "inbox"),
                   ("r2", 3, "seed@outlook.com", "microsoft", "missing"),
-                  ("r2", 3, "seed@yahoo.com", "yahoo", "inbox")]  # fmt: skip
+                  ("r2", 3, "seed@yahoo.com", "yahoo", "inbox"),
+                  ("r3", 4, "seed@outlook.com", "microsoft", "error")]  # fmt: skip
     for run, day, seed, provider, placement in placements:
         pipeline.put_record(SeedPlacement(
             "seeds", at(day), run_id=run, seed=seed, provider=provider, token=f"{run}{seed}",

@@ -125,7 +125,7 @@ def seeds(figures: Mapping[str, Any]) -> bytes | None:
     names = [r["provider"] for r in rows][::-1]
     left = [0.0] * len(rows)
     colors = {"inbox": "#2e7d32", "tab": "#81c784", "spam": "#c62828", "missing": "#616161",
-              "other": "#bdbdbd"}  # fmt: skip
+              "error": "#f9a825", "other": "#bdbdbd"}  # fmt: skip
     for placement, color in colors.items():
         values = [r[placement] / r["probes"] * 100 for r in rows][::-1]
         ax.barh(names, values, left=left, color=color, label=placement)

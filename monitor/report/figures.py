@@ -25,8 +25,9 @@ __all__ = ["Thresholds", "compute"]
 
 RATES = ("delivery_rate", "bounce_rate", "deferral_rate", "complaint_rate")
 PERCENTILES = (50, 90, 95, 99)
-#: Seed placements as the report groups them (``tab:<name>`` is a Gmail tab: in the inbox).
-PLACEMENTS = ("inbox", "tab", "spam", "missing", "other")
+#: Seed placements as the report groups them (``tab:<name>`` is a Gmail tab: in the inbox;
+#: ``error``: the mailbox could not be read, left out of the rates as the alert does).
+PLACEMENTS = ("inbox", "tab", "spam", "missing", "error", "other")
 
 
 @dataclass(frozen=True)
@@ -198,15 +199,18 @@ def _seeds(data: WeekData) -> dict[str, Any]:
         counts = rows["group"].value_counts()
         row: dict[str, Any] = {"provider": provider, "probes": len(rows)}
         row |= {p: int(counts.get(p, 0)) for p in PLACEMENTS}
-        row["inbox_rate"] = _share(row["inbox"] + row["tab"], len(rows))
-        row["spam_rate"] = _share(row["spam"], len(rows))
+        read = len(rows) - row["error"]
+        row["inbox_rate"] = _share(row["inbox"] + row["tab"], read)
+        row["spam_rate"] = _share(row["spam"], read)
         median = rows["seconds"].dropna().median()
         row["median_seconds_to_inbox"] = None if pd.isna(median) else round(float(median), 1)
         out.append(row)
     counts = frame["group"].value_counts()
     placed = int(counts.get("inbox", 0) + counts.get("tab", 0))
-    return {"probes": len(frame), "inbox_rate": _share(placed, len(frame)),
-            "spam_rate": _share(int(counts.get("spam", 0)), len(frame)),
+    read = len(frame) - int(counts.get("error", 0))
+    return {"probes": len(frame), "unreadable": len(frame) - read,
+            "inbox_rate": _share(placed, read),
+            "spam_rate": _share(int(counts.get("spam", 0)), read),
             "providers": out}  # fmt: skip
 
 

@@ -249,11 +249,12 @@ def html(figures: Mapping[str, Any], charts: Mapping[str, bytes],
     parts.append(_h2("Seed placement"))
     if s["providers"]:
         parts.append(_p(f"{num(s['probes'])} probes: {pct(s['inbox_rate'], 1)} inbox (tabs "
-                        f"included), {pct(s['spam_rate'], 1)} spam."))  # fmt: skip
-        parts.append(_table(("provider", "probes", "inbox", "tab", "spam", "missing", "other",
-                             "inbox rate"), [
+                        f"included), {pct(s['spam_rate'], 1)} spam, of those whose mailbox "
+                        f"could be read ({num(s['unreadable'])} could not)."))  # fmt: skip
+        parts.append(_table(("provider", "probes", "inbox", "tab", "spam", "missing",
+                             "unreadable", "other", "inbox rate"), [
             [r["provider"], num(r["probes"]), num(r["inbox"]), num(r["tab"]), num(r["spam"]),
-             num(r["missing"]), num(r["other"]), pct(r["inbox_rate"], 1)]
+             num(r["missing"]), num(r["error"]), num(r["other"]), pct(r["inbox_rate"], 1)]
             for r in s["providers"]]))  # fmt: skip
         parts.append(_img(src, charts, "seeds", "Seed placement per provider"))
     else:
@@ -381,9 +382,10 @@ def text(figures: Mapping[str, Any]) -> str:
         if lat["deliveries"] else [lat["note"]])  # fmt: skip
     s = f["seeds"]
     lines += ["", "SEED PLACEMENT"]
-    lines += (_columns(("provider", "probes", "inbox", "tab", "spam", "missing", "inbox rate"), [
+    lines += (_columns(("provider", "probes", "inbox", "tab", "spam", "missing", "unreadable",
+                        "inbox rate"), [
         [r["provider"], num(r["probes"]), num(r["inbox"]), num(r["tab"]), num(r["spam"]),
-         num(r["missing"]), pct(r["inbox_rate"], 1)] for r in s["providers"]])
+         num(r["missing"]), num(r["error"]), pct(r["inbox_rate"], 1)] for r in s["providers"]])
         if s["providers"] else [s["note"]])  # fmt: skip
     d = f["dmarc"]
     lines += ["", "DMARC"]
