@@ -428,3 +428,14 @@ def test_settings_default_from_the_rest_of_the_config(tmp_path: Path) -> None:
     path.write_text("")
     nothing = mailmon("dns", "check", "--config", str(path), "--db", f"sqlite:///{tmp_path / 'm.db'}", check=False)
     assert nothing.returncode == 2 and "no domain given and none configured" in nothing.stderr
+
+
+def test_a_serve_without_dns_checks_does_not_load_them() -> None:
+    """Without [dns] the job is not scheduled and checkdmarc is not imported at start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from monitor.config import Config; from monitor.jobs import builtin; "
+            "builtin.dns_check(Config(), None)(); print('checkdmarc' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

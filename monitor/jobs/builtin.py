@@ -142,14 +142,14 @@ def seed_probes(
 
 def dns_check(config: Config, driver: Driver) -> Callable[[], None]:
     """Check our domains' posture and the DNSBLs; store the results, set the gauges."""
+    if not effective(config, "dns_check").enabled:
+        return lambda: None  # not scheduled; checkdmarc is not even imported
     from monitor.dnscheck.run import DnsSettings
 
     settings = DnsSettings.of(config)  # an unknown list stops serve before it starts
     if not settings.configured:
-        if effective(config, "dns_check").enabled:
-            raise ConfigError("[jobs.dns_check] is enabled without [dns] domains or "
-                              "sending_ips (or [dmarc] domains)")  # fmt: skip
-        return lambda: None  # not scheduled
+        raise ConfigError("[jobs.dns_check] is enabled without [dns] domains or "
+                          "sending_ips (or [dmarc] domains)")  # fmt: skip
 
     def check() -> None:
         from monitor.dnscheck.metrics import posture_metrics

@@ -70,22 +70,17 @@ class Service:
         self.follower = Follower(config.logs, self.pipeline, self.metrics, stop=self.stop_event,
                                  instance=config.service.instance)  # fmt: skip
         engine = engine_for(config, store, gauges=self.metrics.rollup)
-        # The report job's own pipeline: it runs on a scheduler thread beside the follower.
-        self.reports_pipeline = self._pipeline(resolver_for(config, store))
-        self.imap_pipeline = self._pipeline(resolver_for(config, store))  # the two may run at once
-        # The probe job's: a run waits for its mailboxes for minutes.
-        self.probes_pipeline = self._pipeline(resolver_for(config, store))
-        self.dns_pipeline = self._pipeline(resolver_for(config, store))  # the dns_check job's
+        # Each job that stores gets a pipeline of its own: jobs run on scheduler threads
+        # beside the follower and each other (a probe run waits minutes for its mailboxes).
+        self.job_pipelines: list[Pipeline] = []
         work = {
             "rollup": builtin.rollup(config, store, engine),
             "top_domains": builtin.top_domains(config, store, self.metrics.labeler),
-            "dmarc_reports": builtin.dmarc_reports(
-                config, Driver(self.reports_pipeline, self.metrics)),
-            "dmarc_imap": builtin.dmarc_imap(config, Driver(self.imap_pipeline, self.metrics)),
+            "dmarc_reports": builtin.dmarc_reports(config, self._job_driver()),
+            "dmarc_imap": builtin.dmarc_imap(config, self._job_driver()),
             "weekly_report": builtin.weekly_report(config, store),
-            "seed_probes": builtin.seed_probes(
-                config, Driver(self.probes_pipeline, self.metrics), store, self.stop_event),
-            "dns_check": builtin.dns_check(config, Driver(self.dns_pipeline, self.metrics)),
+            "seed_probes": builtin.seed_probes(config, self._job_driver(), store, self.stop_event),
+            "dns_check": builtin.dns_check(config, self._job_driver()),
         }
         self.scheduler = Scheduler(store.engine, builtin.jobs_for(config, work),
                                    metrics=self.metrics, instance=config.service.instance)
@@ -100,6 +95,11 @@ class Service:
         self._thread: threading.Thread | None = None
         self._mailboxes = self._mailbox_readers()
         self._mailbox_threads: list[threading.Thread] = []
+
+    def _job_driver(self) -> Driver:
+        pipeline = self._pipeline(resolver_for(self.config, self.store))
+        self.job_pipelines.append(pipeline)
+        return Driver(pipeline, self.metrics)
 
     def _pipeline(self, resolver: ProviderResolver) -> Pipeline:
         return Pipeline(self.store, resolver=resolver, metrics=self.metrics,
@@ -158,7 +158,5 @@ class Service:
             self.forwarder.close()
         self.pipeline.flush()
         self.http_pipeline.flush()
-        self.reports_pipeline.flush()
-        self.imap_pipeline.flush()
-        self.probes_pipeline.flush()
-        self.dns_pipeline.flush()
+        for pipeline in self.job_pipelines:
+            pipeline.flush()
