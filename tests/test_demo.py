@@ -24,9 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
+from browser import chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 #: ``MAILMON_UPDATE_SCREENSHOTS=1``: the test writes the README's screenshots to docs/.
 SCREENSHOTS = ROOT / "docs" / "images"
 INCIDENT_AFTER = 8
@@ -140,20 +140,8 @@ def _message_id(log: Path) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's chromium, headless, driven by Playwright (never `playwright install`)."""
-    from playwright.sync_api import sync_playwright
-
-    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), "scripts/install-test-deps.sh"
-    with sync_playwright() as p:
-        instance = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--disable-gpu", "--disable-quic", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )  # fmt: skip
-        try:
-            yield instance
-        finally:
-            instance.close()
+    with chromium() as instance:
+        yield instance
 
 
 @pytest.mark.parametrize("width,height,name", [(1280, 900, "desktop"), (390, 844, "phone")])
