@@ -576,6 +576,10 @@ def run(
         "caught_up_seconds_after_writer": round(caught_up, 3) if caught_up is not None else None,
         "freshness_p99_seconds": round(percentile(ages, 99), 3),
         "cpu_percent_of_one_core": round(cpu_share, 2),
+        # The cost a mail server pays (issue 23): the share of one core per 1,000 lines/s.
+        "cpu_percent_per_1k_lines_per_second": round(
+            1000.0 * cpu_share / (written / (writer.finished - writer.started)), 2
+        ),
         "cpu_unscraped": {
             "cpu_seconds": round(cpu_quiet, 3),
             "wall_seconds": round(wall_quiet, 3),
@@ -669,6 +673,10 @@ def print_report(report: dict[str, object]) -> None:
             "serve CPU, unscraped",
             f"{f['cpu_unscraped']['percent']:.1f} % of one core ("
             f"{f['cpu_unscraped']['cpu_seconds']:.1f} s CPU in {f['cpu_unscraped']['wall_seconds']:.1f} s)",
+        ),
+        (
+            "  per 1,000 lines/s followed",
+            f"{f['cpu_percent_per_1k_lines_per_second']:.2f} % of one core",
         ),
         (
             f"  scraped every {settings['scrape_ms']:g} ms",
