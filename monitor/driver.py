@@ -81,6 +81,7 @@ class Driver:
         """
         feed = source.feed
         put: Callable[[Any], None] = self._put_any if source.records else self.pipeline.put
+        checked: Callable[[Any], None] = put if source.records else self.pipeline.put_checked
         unparsed = source.stats.unparsed
         n = 0
         for n, unit in enumerate(units, 1):
@@ -94,8 +95,9 @@ class Driver:
                 self._parser_error(source, where)
                 unparsed = source.stats.unparsed
                 events = ()
+            put_one = checked if events and source.nul_free else put
             for event in events:
-                put(event)
+                put_one(event)
             if every and n % every == 0 and tick is not None:
                 tick(n)
         return n

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ __all__ = [
     "identity_after",
     "second_prefix",
     "utc",
+    "without_nul",
 ]
 
 
@@ -282,6 +284,30 @@ class Event:
                 value = value.value
             out[f.name] = value
         return out
+
+
+#: Every text field a collector fills from its input (the id is hex, made by us).
+_TEXT_FIELDS = operator.attrgetter(*(
+    f.name for f in dataclasses.fields(Event) if f.type == "str | None" or f.name == "source"
+))  # fmt: skip
+
+
+def without_nul(event: Event) -> None:
+    """Replace NUL characters in ``event``'s text (PostgreSQL refuses them in text columns).
+
+    A NUL in a log line is damage, not data: U+FFFD marks where it was.  The id is kept,
+    so the same damaged line read again is still a duplicate.
+    """
+    if "\x00" not in "".join(filter(None, _TEXT_FIELDS(event))) and not (
+        event.tags and "\x00" in "".join(event.tags)
+    ):
+        return
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, str) and "\x00" in value:
+            object.__setattr__(event, f.name, value.replace("\x00", "\ufffd"))
+        elif f.name == "tags" and value:
+            object.__setattr__(event, f.name, tuple(t.replace("\x00", "\ufffd") for t in value))
 
 
 def sort_key(event: Event) -> tuple[float, int]:

@@ -34,10 +34,8 @@ with reason ``future_timestamp``): everything runs in event time, and one record
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
-import operator
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -46,7 +44,7 @@ from typing import Any, Protocol
 
 from monitor.classify import classify
 from monitor.metrics import Metrics
-from monitor.model import Event, EventType
+from monitor.model import Event, EventType, without_nul
 from monitor.provider_rules import ProviderRules, packaged_rules
 from monitor.records import Record
 from monitor.store import Store
@@ -74,30 +72,6 @@ def _fewer_collections() -> None:
     gen0, gen1, gen2 = gc.get_threshold()
     if 0 < gen0 < _GC_THRESHOLD:
         gc.set_threshold(_GC_THRESHOLD, max(gen1, 50), max(gen2, 100))
-
-
-#: Every text field a collector fills from its input (the id is hex, made by us).
-_TEXT_FIELDS = operator.attrgetter(*(
-    f.name for f in dataclasses.fields(Event) if f.type == "str | None" or f.name == "source"
-))  # fmt: skip
-
-
-def _without_nul(event: Event) -> None:
-    """Replace NUL characters in ``event``'s text (PostgreSQL refuses them in text columns).
-
-    A NUL in a log line is damage, not data: U+FFFD marks where it was.  The id is kept,
-    so the same damaged line read again is still a duplicate.
-    """
-    if "\x00" not in "".join(filter(None, _TEXT_FIELDS(event))) and not (
-        event.tags and "\x00" in "".join(event.tags)
-    ):
-        return
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        if isinstance(value, str) and "\x00" in value:
-            object.__setattr__(event, f.name, value.replace("\x00", "\ufffd"))
-        elif f.name == "tags" and value:
-            object.__setattr__(event, f.name, tuple(t.replace("\x00", "\ufffd") for t in value))
 
 
 #: What one write stored that was not stored before: events, records.
@@ -215,10 +189,15 @@ class Pipeline:
         return event
 
     def put(self, event: Event) -> None:
+        without_nul(event)
+        self.put_checked(event)
+
+    def put_checked(self, event: Event) -> None:
+        """:meth:`put` for an event whose collector replaced its NULs already (a collector
+        that sees every line can tell: scanning every event's text costs more)."""
         if event.occurred_at.timestamp() > self._clock() + self.max_future_seconds:
             self._refuse(event, "future_timestamp")
             return
-        _without_nul(event)
         if event.provider is None and event.recipient_domain:
             provider = self.resolver.provider_soon(event.recipient_domain, event.relay)
             if provider is None:

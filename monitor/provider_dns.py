@@ -3,6 +3,10 @@
 :func:`lookup_mx` asks for a domain's MX records and sorts the outcome into an answer,
 no mail (NXDOMAIN, NODATA, RFC 7505 null MX: with the negative TTL the answer carries),
 a timeout or an error.  :class:`Breaker` stops asking a DNS that keeps timing out.
+
+dnspython is imported by the functions that use it: importing ``dns.resolver`` imports
+its DNS-over-HTTPS client too (about 0.2 s), which an ingest without MX lookups (and
+every other command that only loads the provider rules) never needs.
 """
 
 from __future__ import annotations
@@ -11,14 +15,11 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import dns.exception
-import dns.message
-import dns.name
-import dns.nameserver
-import dns.rdatatype
-import dns.resolver
+if TYPE_CHECKING:
+    import dns.message
+    import dns.resolver
 
 __all__ = ["Breaker", "Lookup", "lookup_mx", "nameserver_resolver"]
 
@@ -33,6 +34,11 @@ class Lookup(NamedTuple):
 
 def lookup_mx(resolver: dns.resolver.Resolver, domain: str, lifetime: float) -> Lookup:
     """The MX records of ``domain`` (a normalised host name), or why there are none."""
+    import dns.exception
+    import dns.name
+    import dns.rdatatype
+    import dns.resolver
+
     try:
         qname = dns.name.from_text(domain)  # absolute: the search list never applies
     except (dns.exception.DNSException, UnicodeError):
@@ -62,6 +68,8 @@ def lookup_mx(resolver: dns.resolver.Resolver, domain: str, lifetime: float) -> 
 
 def _negative_ttl(response: dns.message.Message | None) -> float | None:
     """RFC 2308 §5: a negative answer lives for min(SOA TTL, SOA MINIMUM) of its authority."""
+    import dns.rdatatype
+
     if response is None:
         return None
     for rrset in response.authority:
@@ -73,6 +81,9 @@ def _negative_ttl(response: dns.message.Message | None) -> float | None:
 def nameserver_resolver(nameservers: tuple[str, ...]) -> dns.resolver.Resolver:
     """A stub resolver asking only ``nameservers`` (``"host"`` or ``"host:port"``, IPv4 or
     ``[v6]:port``), instead of the system's /etc/resolv.conf."""
+    import dns.nameserver
+    import dns.resolver
+
     resolver = dns.resolver.Resolver(configure=False)
     servers: list[dns.nameserver.Nameserver] = []
     for entry in nameservers:

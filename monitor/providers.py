@@ -51,15 +51,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from typing import NamedTuple, Protocol
-
-import dns.exception
-import dns.resolver
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from monitor.config import Config
 from monitor.model import Provider
 from monitor.provider_dns import Breaker, lookup_mx, nameserver_resolver
 from monitor.provider_rules import ProviderRules, ProviderRulesError, is_hostname
+
+if TYPE_CHECKING:
+    import dns.resolver
 
 __all__ = [
     "CachedProvider",
@@ -365,6 +365,9 @@ class ProviderResolver:
         resolver = self._resolver
         now = self._clock()
         if resolver is None:
+            import dns.exception  # here: see monitor.provider_dns
+            import dns.resolver
+
             try:
                 resolver = self._resolver = dns.resolver.Resolver()
             except (dns.exception.DNSException, OSError) as exc:

@@ -104,6 +104,13 @@ class Source(ABC, Generic[U]):
     records: ClassVar[bool] = False
     stats: ParseStats
 
+    @property
+    def nul_free(self) -> bool:
+        """True while no unit fed (nor state restored) held a NUL character: the events
+        then hold none either, and the pipeline skips its scan of their text.  A source
+        that does not watch for NULs says False."""
+        return False
+
     @abstractmethod
     def feed(self, unit: U, ref: str | None = None) -> Sequence[Item]:
         """The events (and records) ``unit`` completes (``ref``: where it was read)."""

@@ -131,6 +131,8 @@ class PostfixParser(QueueParser):
         try:
             if len(line) > MAX_LINE_CHARS:
                 return self._oversized(line)
+            if "\x00" in line:
+                self._queues.nul = True
             # Most lines repeat the header ("time host prog[pid]: ") of an earlier one:
             # then framing and dispatch are one dict lookup.
             end = line.find("]: ", 16, 300) + 3
@@ -164,6 +166,12 @@ class PostfixParser(QueueParser):
         else:
             stats.unparsed[daemon] += 1
         return []
+
+    @property
+    def nul_free(self) -> bool:
+        # Event text comes from the lines and the queue-id state (restored, or shared with
+        # the parsers of the writer's other files): the table remembers a NUL in either.
+        return not self._queues.nul
 
     def _frame(self, line: str, end: int) -> tuple[_Head, str] | None:
         """Frame a line whose header is not cached; cache the header when it can repeat."""

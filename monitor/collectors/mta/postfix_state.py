@@ -166,6 +166,9 @@ class QueueTable:
         self.tracking = False
         self._dirty: set[tuple[str, ...]] = set()
         self._saved: set[tuple[str, ...]] = set()  # keys the caller holds: gone ones it deletes
+        #: Whether a line read (or the state restored) held a NUL: events made from this
+        #: state may hold one too (see ``PostfixParser.nul_free``).
+        self.nul = False
 
     def __len__(self) -> int:
         return len(self._queues)
@@ -347,6 +350,9 @@ class QueueTable:
 
         ``changed``: report it with the next changes (state kept under other keys before).
         """
+        # repr() spells a NUL \\x00 (a text spelling it out itself costs a scan, no harm)
+        if any("\x00" in key or "\\x00" in repr(value) for key, value in saved.items()):
+            self.nul = True
         parts: list[tuple[tuple[str, ...], Queued]] = []
         for text, value in saved.items():
             key = tuple(text.split("\x1f"))
