@@ -106,6 +106,8 @@ def _tags(record: Mapping[str, Any], name: str) -> tuple[str, ...]:
         pairs.append(("machine_open", "true"))  # Apple Mail Privacy Protection fetched it
     args = record.get("unique_args")
     extra = args.items() if isinstance(args, Mapping) else ()
+    if not extra and record.keys() <= _OWN_FIELDS:
+        return tags_of(pairs)  # SendGrid's own fields only (most records): no custom args
     for key, value in [*record.items(), *extra]:
         if key in _STREAM_ARGS:
             pairs.append((key, value))
