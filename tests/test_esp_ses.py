@@ -265,6 +265,16 @@ def test_a_pinned_certificate_is_used_and_nothing_fetched(tmp_path: Path) -> Non
     assert (refused.value.reason, refused.value.status, fetch.fetched) == ("bad_signature", 403, [])
 
 
+def test_only_a_pinned_certificate_without_subscriptions_to_confirm_is_offline(tmp_path: Path) -> None:
+    """Offline (checked on the event loop) only when nothing can be fetched: a certificate
+    to fetch, or a SubscribeURL to confirm, keeps the check on a thread."""
+    pem = tmp_path / "sns.pem"
+    pem.write_bytes(_certificate(KEY))
+    assert _verifier(certificate_file=str(pem)).offline
+    assert not _verifier().offline
+    assert not _verifier(certificate_file=str(pem), confirm_subscriptions=True).offline
+
+
 @pytest.mark.parametrize("content", [None, b"not a certificate"])
 def test_an_unreadable_pinned_certificate_is_a_config_error(tmp_path: Path, content: bytes | None) -> None:
     pem = tmp_path / "sns.pem"

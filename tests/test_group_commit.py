@@ -9,6 +9,7 @@ so that requests pile up behind a commit, and made to fail to show what a failur
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import threading
 import time
@@ -130,6 +131,55 @@ def test_concurrent_requests_share_commits_and_each_is_answered_after_its_own(
                                                  {"source": "ping"}) == 300  # fmt: skip
         assert metrics.registry.get_sample_value("mailmon_events_ingested_total",
                                                  {"source": "ping"}) == 300  # fmt: skip
+
+
+def timed_writes(store: Store, monkeypatch: pytest.MonkeyPatch,
+                 seconds: float) -> list[tuple[float, int]]:  # fmt: skip
+    """Each write takes ``seconds`` at least; returns (when it started, its events) of each."""
+    write = store.write
+    writes: list[tuple[float, int]] = []
+
+    def timed(batch: Any, **kwargs: Any) -> list[Event]:
+        events = list(batch)
+        writes.append((time.monotonic(), len(events)))
+        time.sleep(seconds)
+        return write(events, **kwargs)
+
+    monkeypatch.setattr(store, "write", timed)
+    return writes
+
+
+def test_after_a_busy_commit_the_next_batch_gathers_before_it_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "m.db"
+    with Store.open(f"sqlite:///{db}") as store:
+        endpoint = endpoint_of(store, Metrics(CollectorRegistry()))
+        group = group_of(endpoint.pipeline)
+        group.gather_from, group.gather_seconds = 2, 0.4
+        writes = timed_writes(store, monkeypatch, 0.05)
+        outcomes = run_requests(endpoint, db, requests=12, per_request=25)
+        assert outcomes == {i: ("ok 25", 25) for i in range(12)}
+        assert sum(n for _, n in writes) == 300 and max(n for _, n in writes) >= 50, writes
+        for (started, events), (following, _) in itertools.pairwise(writes):
+            if events >= 50:  # two requests or more: the next batch waited
+                assert following - started >= 0.4 - 0.01, writes
+
+
+def test_a_lone_sender_is_never_held_back_to_gather(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of one request are committed at once: one request after another is not
+    slowed to one per gathering interval."""
+    db = tmp_path / "m.db"
+    with Store.open(f"sqlite:///{db}") as store:
+        endpoint = endpoint_of(store, Metrics(CollectorRegistry()))
+        group_of(endpoint.pipeline).gather_seconds = 5.0
+        writes = timed_writes(store, monkeypatch, 0.01)
+        started = time.monotonic()
+        for i in range(5):
+            assert endpoint._ingest(body(25 * i, 25))[1] == 25
+        assert time.monotonic() - started < 4.0 and len(writes) == 5, writes
 
 
 def test_a_failed_commit_fails_every_request_in_it_and_acknowledges_nothing_it_lost(

@@ -19,6 +19,7 @@ __all__ = ["NOT_JSON", "TOO_DEEP", "Undecodable", "split_records"]
 
 NOT_JSON = "not JSON"
 TOO_DEEP = "nested too deeply"
+_DECODER = json.JSONDecoder()  # holds no state between calls
 
 
 class Undecodable(NotUnderstood):
@@ -37,9 +38,17 @@ def _decode(text: str, decoder: json.JSONDecoder, at: int = 0) -> tuple[Any, int
 
 def split_records(text: str) -> Iterator[Any]:
     """Each record of a body: the decoded value, or an Undecodable saying why not."""
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     text = text.strip()
     if text.startswith("["):
+        try:  # a well-formed array (nearly every body) in one call
+            whole = json.loads(text)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            if isinstance(whole, list):
+                yield from whole
+                return
         # An array, element by element: a bad element ends what can be found of it, the
         # elements before it stand.
         at = 1

@@ -9,6 +9,15 @@ batch at once and takes the next one.  One commit serves every request that arri
 during the one before, instead of one commit each, and a request waiting for its commit
 holds no thread (an asyncio future, or a :class:`threading.Event` for a caller on a thread).
 
+Under load the leader also lets a batch gather: once a commit served
+:attr:`GroupCommit.gather_from` requests or more, the next one starts no sooner than
+:attr:`GroupCommit.gather_seconds` after that one was taken.  A commit has a cost of its own
+(a transaction, its statements, the pages it writes), about two milliseconds of CPU with
+SQLite: at 500 requests/s, committing whatever had arrived meant 100 to 250 commits a
+second; gathering for 20 ms makes it 50 at most, each request waiting at most that much
+longer.  A lone sender (or two or three posting one request at a time) is never held back:
+its batches stay small, and small batches are committed at once.
+
 The durability contract is unchanged: a request is answered only after the transaction
 holding its events has committed, and told to retry if it failed (nothing of that batch
 is stored or counted).  A request whose feeding raised spoils the batch it joined: that
@@ -22,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -77,12 +87,18 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
 class GroupCommit:
     """Feeds requests into ``pipeline`` and commits them in groups (see the module)."""
 
+    #: a commit of this many requests or more says requests arrive together: the next one
+    #: waits until ``gather_seconds`` after it was taken, so that more join it
+    gather_from = 4
+    gather_seconds = 0.020
+
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         pipeline.group_commit = True  # full batches wait for the group's commit
         self._feed = threading.Lock()
         self._open = Batch()
         self._leading = False
+        self._gather_until = 0.0  # (monotonic) the next batch is not taken before
         #: commits made and requests they answered (a commit serves requests/commits of them)
         self.commits = 0
         self.requests = 0
@@ -136,12 +152,17 @@ class GroupCommit:
     def _lead(self) -> None:
         """Commit the open batch while it has requests; then stop leading."""
         while True:
+            wait = self._gather_until - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # holding no lock: requests join the open batch meanwhile
             with self._feed:
                 batch = self._open
                 if not batch.requests:
                     self._leading = False
                     return
                 self._open = Batch()
+                if batch.requests >= self.gather_from:
+                    self._gather_until = time.monotonic() + self.gather_seconds
                 taken: Any = None
                 read: dict[Source[Any], tuple[int, int]] = {}
                 try:

@@ -108,7 +108,8 @@ def tag(key: str, value: Any) -> str | None:
     found = text(value)
     if found is None:
         return None
-    found = _TAG_UNSAFE.sub(" ", found).strip()
+    if "," in found or not found.isprintable():  # else nothing to replace (a hot path)
+        found = _TAG_UNSAFE.sub(" ", found).strip()
     return f"{key}:{found}"[:_TAG_CHARS] if found else None
 
 
@@ -116,6 +117,8 @@ def tags_of(pairs: Iterable[tuple[str, Any]]) -> tuple[str, ...]:
     """The tags of ``(key, value)`` pairs: unique, in order, at most :data:`MAX_TAGS`."""
     out: dict[str, None] = {}
     for key, value in pairs:
+        if value is None:  # an absent field (most of them): no tag
+            continue
         made = tag(key, value)
         if made is not None:
             out[made] = None
