@@ -9,7 +9,6 @@ so that requests pile up behind a commit, and made to fail to show what a failur
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sqlite3
 import threading
 import time
@@ -64,15 +63,19 @@ def stored(db: Path, first: int, count: int) -> int:
 
 
 def slow_writes(store: Store, monkeypatch: pytest.MonkeyPatch, seconds: float,
-                fail: Callable[[int], bool] = lambda n: False) -> list[int]:  # fmt: skip
+                fail: Callable[[int], bool] = lambda n: False,
+                started: list[float] | None = None) -> list[int]:  # fmt: skip
     """Each write sleeps ``seconds`` first (requests pile up behind it); write number n
-    raises when ``fail(n)``.  Returns the events of each write, in order."""
+    raises when ``fail(n)``.  Returns the events of each write, in order (and puts the
+    time each write started in ``started``)."""
     write = store.write
     sizes: list[int] = []
 
     def slowed(batch: Any, **kwargs: Any) -> list[Event]:
         events = list(batch)
         sizes.append(len(events))
+        if started is not None:
+            started.append(time.monotonic())
         time.sleep(seconds)
         if fail(len(sizes)):
             raise OSError("disk I/O error")
@@ -133,22 +136,6 @@ def test_concurrent_requests_share_commits_and_each_is_answered_after_its_own(
                                                  {"source": "ping"}) == 300  # fmt: skip
 
 
-def timed_writes(store: Store, monkeypatch: pytest.MonkeyPatch,
-                 seconds: float) -> list[tuple[float, int]]:  # fmt: skip
-    """Each write takes ``seconds`` at least; returns (when it started, its events) of each."""
-    write = store.write
-    writes: list[tuple[float, int]] = []
-
-    def timed(batch: Any, **kwargs: Any) -> list[Event]:
-        events = list(batch)
-        writes.append((time.monotonic(), len(events)))
-        time.sleep(seconds)
-        return write(events, **kwargs)
-
-    monkeypatch.setattr(store, "write", timed)
-    return writes
-
-
 def test_after_a_busy_commit_the_next_batch_gathers_before_it_is_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,13 +144,14 @@ def test_after_a_busy_commit_the_next_batch_gathers_before_it_is_taken(
         endpoint = endpoint_of(store, Metrics(CollectorRegistry()))
         group = group_of(endpoint.pipeline)
         group.gather_from, group.gather_seconds = 2, 0.4
-        writes = timed_writes(store, monkeypatch, 0.05)
+        started: list[float] = []
+        sizes = slow_writes(store, monkeypatch, 0.05, started=started)
         outcomes = run_requests(endpoint, db, requests=12, per_request=25)
         assert outcomes == {i: ("ok 25", 25) for i in range(12)}
-        assert sum(n for _, n in writes) == 300 and max(n for _, n in writes) >= 50, writes
-        for (started, events), (following, _) in itertools.pairwise(writes):
-            if events >= 50:  # two requests or more: the next batch waited
-                assert following - started >= 0.4 - 0.01, writes
+        assert sum(sizes) == 300 and max(sizes) >= 50, sizes
+        for at, events, following in zip(started, sizes, [*started[1:], None], strict=True):
+            if events >= 50 and following is not None:  # two requests or more: the next batch waited
+                assert following - at >= 0.4 - 0.01, (started, sizes)
 
 
 def test_a_lone_sender_is_never_held_back_to_gather(
@@ -175,11 +163,11 @@ def test_a_lone_sender_is_never_held_back_to_gather(
     with Store.open(f"sqlite:///{db}") as store:
         endpoint = endpoint_of(store, Metrics(CollectorRegistry()))
         group_of(endpoint.pipeline).gather_seconds = 5.0
-        writes = timed_writes(store, monkeypatch, 0.01)
+        sizes = slow_writes(store, monkeypatch, 0.01)
         started = time.monotonic()
         for i in range(5):
             assert endpoint._ingest(body(25 * i, 25))[1] == 25
-        assert time.monotonic() - started < 4.0 and len(writes) == 5, writes
+        assert time.monotonic() - started < 4.0 and len(sizes) == 5, sizes
 
 
 def test_a_failed_commit_fails_every_request_in_it_and_acknowledges_nothing_it_lost(

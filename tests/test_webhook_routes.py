@@ -108,39 +108,6 @@ def test_signed_posts_are_stored_and_tampered_ones_refused(tmp_path: Path) -> No
                                            "reason": "userunknown", "hard": "true"}) == 1
 
 
-def test_a_post_goes_straight_to_its_endpoint_and_other_requests_the_usual_way(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The app hands a POST on an endpoint's path to it without Starlette's routing; a GET
-    there, or a POST to a path that only looks like one, is answered as before."""
-    config = Config(webhooks={"testesp": WebhookSettings(secret_env="TESTESP_KEY")})
-    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
-        metrics = Metrics(CollectorRegistry())
-        app = create_app(metrics, endpoints=webhook_endpoints(config, Pipeline(store), metrics))
-        # Routing that was asked would fail loudly: the endpoint's POST must not need it.
-        monkeypatch.setattr(type(app.router), "__call__", _no_routing)
-
-        async def call(method: str, path: str) -> httpx.Response:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://mailmon") as c:
-                return await c.request(method, path, content=BODY, headers=signed(BODY))
-
-        ok = asyncio.run(call("POST", "/webhooks/testesp"))
-        assert (ok.status_code, ok.json()["events"]) == (200, 2)
-        with pytest.raises(AssertionError, match="routed"):
-            asyncio.run(call("GET", "/webhooks/testesp"))
-        with pytest.raises(AssertionError, match="routed"):
-            asyncio.run(call("POST", "/webhooks/testesp/"))
-        monkeypatch.undo()
-        assert asyncio.run(call("GET", "/webhooks/testesp")).status_code == 405
-        assert asyncio.run(call("POST", "/webhooks/nosuch")).status_code == 404
-        assert store.count("events") == 2
-
-
-async def _no_routing(self: Any, scope: Any, receive: Any, send: Any) -> None:
-    raise AssertionError("routed")
-
-
 def test_configuration_mistakes_name_the_key(tmp_path: Path) -> None:
     with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
         metrics, pipeline = Metrics(CollectorRegistry()), Pipeline(store)

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route, get_route_path
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from monitor import __version__
 from monitor.config import SendConfig
@@ -161,32 +160,7 @@ def build_app(
         return JSONResponse({"error": "not found"}, status_code=404)
 
     # A component's own "/" (the overview page) comes first; without one, "/" lists the paths.
-    return _App(routes=[*routes, Route("/", index)], exception_handlers={404: not_found},
-                posts={c.path: c for c in components if isinstance(c, SourceEndpoint)})
-
-
-class _App(Starlette):
-    """The app, with a POST to an ingest endpoint's own path handed straight to it.
-
-    An endpoint answers every request itself (its failures too), so Starlette's error
-    and exception layers and the route-by-route match had nothing to add to a webhook
-    POST; at hundreds of requests a second they were some 6 % of the event loop's work.
-    Every other request (another method, a path that only looks like one) goes the
-    usual way.
-    """
-
-    def __init__(self, *, posts: Mapping[str, SourceEndpoint], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.posts = dict(posts)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self.posts.get(get_route_path(scope))
-            if endpoint is not None:
-                scope["app"] = self
-                await endpoint(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+    return Starlette(routes=[*routes, Route("/", index)], exception_handlers={404: not_found})
 
 
 class _NoPipeline:
