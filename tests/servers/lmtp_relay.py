@@ -31,13 +31,13 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from servers.dovecot import free_port
+from servers.smtp_sink import ControlledServer
 
 __all__ = ["LmtpRelay", "Route"]
 
@@ -73,7 +73,7 @@ class _Handler:
         return "250 2.0.0 OK queued"
 
 
-class LmtpRelay:
+class LmtpRelay(ControlledServer):
     """Accepts SMTP on ``port`` and delivers over LMTP to ``lmtp_host:lmtp_port``."""
 
     def __init__(
@@ -117,21 +117,6 @@ class LmtpRelay:
                 self.logins.append(user)
                 return AuthResult(success=True)
         return AuthResult(success=False, handled=False)
-
-    def start(self) -> Self:
-        self._controller.start()
-        return self
-
-    def stop(self) -> None:
-        self._controller.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def handle(self, mail_from: str, rcpt: str, raw: bytes) -> None:
         message = email.message_from_bytes(raw, policy=email.policy.compat32)

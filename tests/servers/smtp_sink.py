@@ -154,7 +154,29 @@ class _EphemeralController(Controller):
         super()._trigger_server()
 
 
-class SmtpSink:
+class ControlledServer:
+    """An aiosmtpd server on its own thread (``_controller``), as a context manager."""
+
+    _controller: Controller
+
+    def start(self) -> Self:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller._thread is not None:
+            self._controller.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class SmtpSink(ControlledServer):
     """An SMTP server on 127.0.0.1 answering by a script of address patterns.
 
     ``rules`` maps fnmatch patterns on the lower-cased recipient address (``"*@spam.test"``,
@@ -192,21 +214,6 @@ class SmtpSink:
         with self.handler._lock:
             return list(self.handler.refused)
 
-    def start(self) -> Self:
-        self._controller.start()
-        return self
-
-    def stop(self) -> None:
-        if self._controller._thread is not None:
-            self._controller.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 class _GreetOnce(socketserver.BaseRequestHandler):
