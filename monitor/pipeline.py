@@ -21,6 +21,12 @@ two cores.  At most one batch is in flight; :meth:`Pipeline.flush` waits for it,
 writes the rest (with the caller's checkpoint) before it returns, so what a flush
 returns is stored.
 
+With ``writer_process=True`` the background writes go to a child process instead
+(:mod:`monitor.store.process`), started at the first full batch (or by
+:meth:`Pipeline.start_writer`): the store's Python work then runs on the other core
+instead of taking turns with parsing for the GIL.  Every write after that goes there,
+checkpoints included, so the order of writes is the order of batches.
+
 Records (:mod:`monitor.records`: DMARC rows, DNS checks and the like) handed to
 :meth:`Pipeline.put_record` go with the next batch, in its transaction: a flush's
 checkpoint covers them too.  Only records the store had not seen reach
@@ -48,6 +54,7 @@ from monitor.model import Event, EventType, without_nul
 from monitor.provider_rules import ProviderRules, packaged_rules
 from monitor.records import Record
 from monitor.store import Store
+from monitor.store.process import WriterProcess
 
 __all__ = ["Pipeline", "ProviderLookup"]
 
@@ -124,6 +131,7 @@ class Pipeline:
         on_records: Callable[[list[Record]], None] | None = None,
         max_future_seconds: float = MAX_FUTURE_SECONDS,
         clock: Callable[[], float] = time.time,
+        writer_process: bool = False,
     ) -> None:
         self.store = store
         self.resolver = resolver or _NoProvider()
@@ -140,6 +148,8 @@ class Pipeline:
         self._inflight: tuple[list[Event], int, Future[_Written]] | None = None
         # One in-memory SQLite database is one connection: it cannot be shared with a thread.
         self._overlap = store.engine.url.database not in (None, "", ":memory:")
+        self._writer_process = writer_process and self._overlap
+        self._process: WriterProcess | None = None
         self.received = 0
         self.stored = 0
         self.duplicates = 0
@@ -241,11 +251,19 @@ class Pipeline:
     def _hand_off(self) -> None:
         """Start writing the pending batch in the background (after the one in flight)."""
         self._collect()  # first: if the batch in flight failed, this one is kept
+        self.start_writer()
         batch, waiting, retract, records = self._take()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="mailmon-store")
         future = self._writer.submit(self._write, batch, waiting, retract=retract, records=records)
         self._inflight = (batch, len(records), future)
+
+    def start_writer(self) -> None:
+        """Start the writer process now, if this pipeline has one (see the module)."""
+        if self._writer_process and self._process is None:
+            url = self.store.engine.url.render_as_string(hide_password=False)
+            self._process = WriterProcess(url)
+            self._process.start()
 
     def _take(self) -> tuple[list[Event], list[Event], list[str], list[Record]]:
         batch, self._pending = self._pending, []
@@ -260,7 +278,8 @@ class Pipeline:
             self.enrich(event)
         self.resolver.save()
         stored: list[Record] = []
-        fresh = self.store.write(batch, on_reject=self._rejected, on_records=stored.extend,
+        sink = self.store if self._process is None else self._process
+        fresh = sink.write(batch, on_reject=self._rejected, on_records=stored.extend,
                                  **write)  # fmt: skip
         return fresh, stored
 
@@ -383,3 +402,6 @@ class Pipeline:
             if self._writer is not None:
                 self._writer.shutdown()
                 self._writer = None
+            if self._process is not None:
+                self._process.close()
+                self._process = None

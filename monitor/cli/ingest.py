@@ -168,10 +168,12 @@ def run(args: argparse.Namespace) -> int:
         metrics=metrics,
         batch_size=config.database.batch_size,
         max_future_seconds=config.ingest.max_future_seconds,
+        writer_process=True,  # a back-fill's batches are written on the other core
     )
     driver = Driver(pipeline, metrics)
     if args.source == "dmarc":  # DMARC and SMTP TLS reports: records, not events
         reports = ingest_reports(args, config, driver)
+        pipeline.close()
         resolver.close()
         store.close()
         if args.json:
@@ -183,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         payloads = _ingest_payloads(args.paths, driver, args.source)
         payloads |= {"stored": pipeline.stored, "duplicates": pipeline.duplicates,
                      "refused": dict(pipeline.refused)}  # fmt: skip
+        pipeline.close()
         resolver.close()
         store.close()
         if args.json:
@@ -194,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         mail = _ingest_mail(args.paths, driver, kind=args.source)
         mail |= {"stored": pipeline.stored, "duplicates": pipeline.duplicates,
                  "refused": dict(pipeline.refused)}  # fmt: skip
+        pipeline.close()
         resolver.close()
         store.close()
         if args.json:
@@ -298,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
         "lines_per_second": round(lines / elapsed) if elapsed > 0 else None,
         "mx_lookups": _lookups(resolver.stats),
     }
+    pipeline.close()
     resolver.close()
     store.close()
     if args.json:

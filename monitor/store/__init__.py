@@ -193,7 +193,8 @@ class Store:
     ) -> tuple[list[Event], list[Record]]:
         """:meth:`write` by halves, leaving out the events and records refused on their own."""
         try:
-            events = [i for i in items if isinstance(i, Event)]
+            # Not isinstance(i, Event): the writer process hands in WireEvents.
+            events = [i for i in items if not isinstance(i, Record)]
             return self._write(events, None, None, (), [i for i in items if isinstance(i, Record)])
         except Exception as exc:
             if _transient(exc):
@@ -205,7 +206,7 @@ class Store:
                 return first[0] + second[0], first[1] + second[1]
             reason = _reason(exc)
             log.warning("left out %s %s from %s: the database refused it (%s: %s)",
-                        "event" if isinstance(items[0], Event) else items[0].kind,
+                        items[0].kind if isinstance(items[0], Record) else "event",
                         items[0].id, items[0].source, reason,
                         str(exc).splitlines()[0][:200])  # fmt: skip
             if on_reject is not None:

@@ -267,7 +267,7 @@ def write_events(conn: Connection, batch: Iterable[Event]) -> list[Event]:
         key = keys.get(ident)
         if key is None:
             key = keys[ident] = delivery_key(e)
-        keyed.append((key, e.occurred_at.timestamp(), e))
+        keyed.append((key, e.timestamp, e))
     # Rows are made as the driver takes them: a batch's rows never all sit in memory.
     cursor = conn.connection.cursor()
     try:

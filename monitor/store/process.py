@@ -1,0 +1,226 @@
+"""The store's writer in a process of its own, so parsing and writing use two cores.
+
+A thread does not: SQLite releases the GIL only inside its C calls, while binding each
+row's 28 values, folding deliveries and counting hold it, so a writer thread and the
+thread that parses take turns on one core.  :class:`WriterProcess` has the contract of
+:meth:`Store.write <monitor.store.Store.write>`: the batch (with its records,
+checkpoint, state and retractions) is stored in one transaction, in a child process,
+and ``write`` returns when it is committed.  Events go over as plain tuples
+(:mod:`monitor.store.wire`); what comes back are positions, mapped here onto the
+caller's own objects, so the caller sees the same events and records it gave.
+
+The child is spawned (not forked: the parent runs threads) at the first write, or
+earlier by :meth:`WriterProcess.start`.  If it dies, the write in flight raises
+:class:`~monitor.errors.StoreError` and is not acknowledged (at-least-once: its
+events are idempotent if they were committed after all); the next write starts a
+new child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import multiprocessing
+import pickle
+import signal
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sqlalchemy.exc import StatementError
+
+from monitor.errors import StoreError
+from monitor.model import Event
+from monitor.records import Record
+from monitor.store import OnRecords, OnReject, Store
+from monitor.store.wire import WireEvent, to_wire
+
+__all__ = ["WriterProcess"]
+
+log = logging.getLogger(__name__)
+
+_STOP_SECONDS = 30.0  # for the child to finish a batch in flight and close its database
+
+
+class WriterProcess:
+    """Writes batches into the store at ``url`` from a child process (see the module)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()  # one request and its reply at a time
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        """Start the child now (it imports and opens the database while the caller goes on)."""
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        if self._process is not None:
+            return
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        root = logging.getLogger()
+        formats = [h.formatter._fmt for h in root.handlers if h.formatter is not None]
+        process = context.Process(
+            target=_serve,
+            args=(self.url, child, root.getEffectiveLevel(), formats[0] if formats else None),
+            name="mailmon-store-writer",
+            daemon=True,  # never outlives the parent, whatever stops it
+        )
+        process.start()
+        child.close()
+        self._process, self._conn = process, parent
+
+    def write(
+        self,
+        batch: Iterable[Event],
+        *,
+        checkpoint: tuple[str, Mapping[str, Any]] | None = None,
+        state: Mapping[str, Any] | None = None,
+        on_reject: OnReject | None = None,
+        retract: Sequence[str] = (),
+        records: Iterable[Record] = (),
+        on_records: OnRecords | None = None,
+    ) -> list[Event]:
+        """:meth:`Store.write`, done by the child process."""
+        sent: list[Event] = []
+        rows: list[tuple[object, ...]] = []
+        for event in batch:
+            try:
+                rows.append(to_wire(event))
+            except Exception as exc:  # no usable time, say: the store would refuse it alone
+                log.warning("left out event %s from %s: it cannot be stored (%s)",
+                            event.id, event.source, exc)  # fmt: skip
+                if on_reject is not None:
+                    on_reject(event, "store_refused")
+                continue
+            sent.append(event)
+        extra = list(records)
+        request = (rows, checkpoint, dict(state) if state else None, list(retract), extra)
+        with self._lock:
+            self._start()
+            assert self._conn is not None
+            try:
+                self._conn.send(request)
+                reply = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                code = self._stop(wait=False)
+                raise StoreError(
+                    f"the store's writer process stopped (exit code {code}) with a batch of "
+                    f"{len(sent)} events unacknowledged; the next write starts a new one"
+                ) from exc
+        if reply[0] == "error":
+            raise reply[1]
+        fresh, stored, refused = reply[1:]
+        for what, position, reason in refused:
+            item: Event | Record = sent[position] if what == "event" else extra[position]
+            if on_reject is not None:
+                on_reject(item, reason)
+        if on_records is not None and extra:
+            on_records([extra[i] for i in stored])
+        return [sent[i] for i in fresh]
+
+    def close(self) -> None:
+        """Stop the child once it has finished the batch in flight."""
+        with self._lock:
+            self._stop(wait=True)
+
+    def _stop(self, *, wait: bool) -> int | None:
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if process is None or conn is None:
+            return None
+        if wait:
+            with contextlib.suppress(OSError):  # gone already
+                conn.send(None)
+            process.join(_STOP_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        conn.close()
+        return process.exitcode
+
+    def __enter__(self) -> WriterProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _serve(url: str, conn: Connection, level: int, fmt: str | None) -> None:
+    """The child: write each batch received, answer with positions (or the error)."""
+    # Ctrl-C reaches the whole process group: the parent decides when this one stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
+    gc.set_threshold(100_000, 50, 100)  # as the pipeline does: millions of short-lived rows
+    try:
+        store = Store.open(url, create=False)
+    except Exception as exc:
+        _answer_error(conn, exc)  # the reply to the first request
+        return
+    with store:
+        while True:
+            try:
+                request = conn.recv()
+            except EOFError:
+                return  # the parent is gone
+            if request is None:
+                return
+            try:
+                reply = _write(store, *request)
+            except Exception as exc:
+                _answer_error(conn, exc)
+                continue
+            conn.send(reply)
+
+
+def _write(
+    store: Store,
+    rows: list[tuple[Any, ...]],
+    checkpoint: tuple[str, Mapping[str, Any]] | None,
+    state: Mapping[str, Any] | None,
+    retract: list[str],
+    records: list[Record],
+) -> tuple[str, list[int], list[int], list[tuple[str, int, str]]]:
+    batch = list(map(WireEvent._make, rows))
+    refused: list[tuple[WireEvent | Event | Record, str]] = []
+    stored: list[Record] = []
+    fresh = store.write(
+        batch,  # type: ignore[arg-type]  # the writer reads a WireEvent as an Event
+        checkpoint=checkpoint, state=state, retract=retract, records=records,
+        on_reject=lambda item, reason: refused.append((item, reason)), on_records=stored.extend,
+    )  # fmt: skip
+    at = {id(e): i for i, e in enumerate(batch)}
+    record_at = {id(r): i for i, r in enumerate(records)}
+    return (
+        "ok",
+        [at[id(e)] for e in fresh],
+        [record_at[id(r)] for r in stored],
+        [
+            ("record", record_at[id(item)], reason)
+            if isinstance(item, Record)
+            else ("event", at[id(item)], reason)
+            for item, reason in refused
+        ],
+    )
+
+
+def _answer_error(conn: Connection, exc: Exception) -> None:
+    """Send ``exc`` to the parent as itself, so it is judged (transient or not) as one raised
+    there; one that does not survive pickling goes as a StoreError with its text."""
+    if isinstance(exc, StatementError):
+        exc.params = None  # the whole batch's rows: not needed, and megabytes
+    try:
+        pickle.loads(pickle.dumps(exc))
+        portable: Exception = exc
+    except Exception:
+        portable = StoreError(f"{type(exc).__name__}: {exc}")
+    conn.send(("error", portable))

@@ -1,0 +1,61 @@
+"""An event as the store's writer process receives it: a plain tuple of what it stores.
+
+An :class:`~monitor.model.Event` crosses a process boundary ~4x cheaper as a tuple of
+str, int, float and None (pickled 2.2 + 3.5 us against 8.3 + 12 us for the dataclass
+with its datetime): :func:`to_wire` makes it in the parent, :meth:`WireEvent._make`
+reads it back in the child, where the writer (``monitor.store.writer``) takes a
+``WireEvent`` just as it takes an ``Event``: the same attribute names, with the time
+already a UNIX ``timestamp``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from monitor.model import Event, EventType
+
+__all__ = ["WireEvent", "to_wire"]
+
+
+class WireEvent(NamedTuple):
+    id: str
+    timestamp: float
+    type: EventType
+    source: str
+    message_id: str | None
+    queue_id: str | None
+    provider_message_id: str | None
+    sender: str | None
+    recipient: str | None
+    orig_recipient: str | None
+    recipient_domain: str | None
+    provider: str | None
+    relay: str | None
+    sending_ip: str | None
+    client: str | None
+    reply_code: int | None
+    enhanced_status: str | None
+    diagnostic: str | None
+    reason: str | None
+    hard: bool | None
+    blame: str | None
+    rule: str | None
+    delay_seconds: float | None
+    size_bytes: int | None
+    attempt: int | None
+    tags: tuple[str, ...]
+    raw_ref: str | None
+
+
+def to_wire(e: Event) -> tuple[object, ...]:
+    """``e`` in :class:`WireEvent` order (a plain tuple: pickling a named one costs more).
+
+    The type and a provider stay enum members: pickle writes each member once per batch.
+    """
+    return (
+        e.id, e.occurred_at.timestamp(), e.type, e.source, e.message_id, e.queue_id,
+        e.provider_message_id, e.sender, e.recipient, e.orig_recipient, e.recipient_domain,
+        e.provider, e.relay, e.sending_ip, e.client, e.reply_code, e.enhanced_status,
+        e.diagnostic, e.reason, e.hard, e.blame, e.rule, e.delay_seconds, e.size_bytes,
+        e.attempt, e.tags, e.raw_ref,
+    )  # fmt: skip
