@@ -93,14 +93,14 @@ class WriterProcess:
         """:meth:`Store.write`, done by the child process."""
         sent: list[Event] = []
         rows: list[tuple[object, ...]] = []
+        unsendable: list[Event] = []  # refused once the rest is stored, as Store.write would
         for event in batch:
             try:
                 rows.append(to_wire(event))
             except Exception as exc:  # no usable time, say: the store would refuse it alone
                 log.warning("left out event %s from %s: it cannot be stored (%s)",
                             event.id, event.source, exc)  # fmt: skip
-                if on_reject is not None:
-                    on_reject(event, "store_refused")
+                unsendable.append(event)
                 continue
             sent.append(event)
         extra = list(records)
@@ -120,10 +120,11 @@ class WriterProcess:
         if reply[0] == "error":
             raise reply[1]
         fresh, stored, refused = reply[1:]
-        for what, position, reason in refused:
-            item: Event | Record = sent[position] if what == "event" else extra[position]
-            if on_reject is not None:
-                on_reject(item, reason)
+        if on_reject is not None:
+            for event in unsendable:
+                on_reject(event, "store_refused")
+            for what, position, reason in refused:
+                on_reject(sent[position] if what == "event" else extra[position], reason)
         if on_records is not None and extra:
             on_records([extra[i] for i in stored])
         return [sent[i] for i in fresh]
