@@ -114,8 +114,8 @@ class WriterProcess:
             except (EOFError, OSError) as exc:
                 code = self._stop(wait=False)
                 raise StoreError(
-                    f"the store's writer process stopped (exit code {code}) with a batch of "
-                    f"{len(sent)} events unacknowledged; the next write starts a new one"
+                    f"the store's writer process stopped (exit code {code}) before it "
+                    f"acknowledged a batch of {len(sent)} events"
                 ) from exc
         if reply[0] == "error":
             raise reply[1]

@@ -1,0 +1,158 @@
+"""`mailmon ingest` through its writer process: the same store as writing in-process, and a
+killed process (the writer or ingest itself) loses nothing once ingest is run again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.store import process
+
+REPO = Path(__file__).resolve().parents[1]
+LINES = 30_000
+TABLES = {
+    "events": "id",
+    "deliveries": "key",
+    "counters": "bucket, recipient_domain, provider, outcome, reason, stream",
+    "failure_counters": "bucket, recipient_domain, provider, outcome, reason, hard, blame, stream",
+    "sender_counters": "bucket, dimension, value, provider, outcome, reason, hard, blame, ndr",
+}
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ingest-process") / "mail.log"
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gen_postfix_log.py"), "--lines", str(LINES),
+         "--out", str(path), "--seed", "11"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return path
+
+
+def _config(tmp_path: Path, name: str, batch_size: int) -> tuple[Path, Path]:
+    db = tmp_path / f"{name}.db"
+    config = tmp_path / f"{name}.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{db}"\nbatch_size = {batch_size}\n')
+    return config, db
+
+
+def _contents(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(db) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY {o}").fetchall()  # noqa: S608
+                for t, o in TABLES.items()}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def expected(log: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple]]:
+    """The store of one ingest that never fills a batch: every write in-process."""
+    config, db = _config(tmp_path_factory.mktemp("in-process"), "whole", 100_000)
+    with pytest.MonkeyPatch.context() as env:  # as conftest's per-test fixture sets it
+        env.setenv("MAILMON_RESOLVE_MX", "0")
+        assert main(["ingest", "postfix", str(log), "--config", str(config)]) == 0
+    return _contents(db)
+
+
+def test_ingest_through_the_writer_process_stores_what_in_process_writing_stores(
+    log: Path, tmp_path: Path, expected: dict[str, list[tuple]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[int] = []
+    write = process.WriterProcess.write
+
+    def counted(self: process.WriterProcess, batch: list, **kwargs: object) -> list:
+        batch = list(batch)
+        written.append(len(batch))
+        return write(self, batch, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(process.WriterProcess, "write", counted)
+    config, db = _config(tmp_path, "split", 500)
+    assert main(["ingest", "postfix", str(log), "--config", str(config)]) == 0
+    assert len(written) > 10 and sum(written) == len(expected["events"])
+    assert not process.multiprocessing.active_children()  # stopped with the command
+    got = _contents(db)
+    assert len(got["events"]) > LINES // 3
+    for table, rows in expected.items():
+        assert got[table] == rows, table
+
+
+def _ingest(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", "ingest", "postfix", str(log), "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+
+def _writers(pid: int) -> list[int]:
+    """The children of ``pid`` that multiprocessing spawned (not its resource tracker)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+                cmdline = Path(entry.path, "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def _events(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=30) as conn:
+            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+    except sqlite3.OperationalError:  # no schema yet
+        return 0
+
+
+def _writer_once_storing(proc: subprocess.Popen[bytes], db: Path) -> int:
+    """The ingest's writer process, once it has committed a batch."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        writers = _writers(proc.pid)
+        if writers and _events(db) > 0:
+            return writers[0]
+        time.sleep(0.02)
+    raise AssertionError("no writer process stored anything in time")
+
+
+@pytest.mark.parametrize("victim", ["writer", "ingest"])
+def test_a_killed_process_loses_nothing_once_ingest_runs_again(
+    log: Path, tmp_path: Path, expected: dict[str, list[tuple]], victim: str
+) -> None:
+    """The writer killed: ingest stops with a clear error; ingest killed: its writer does
+    not outlive it. Either way, what is stored is whole batches, and ingesting the log
+    again gives the store of an uninterrupted run."""
+    config, db = _config(tmp_path, victim, 500)
+    proc = _ingest(config, log)
+    writer = _writer_once_storing(proc, db)
+    if victim == "writer":
+        os.kill(writer, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2
+        assert b"mailmon: error: the store's writer process stopped" in err
+    else:
+        proc.kill()
+        proc.communicate(timeout=120)
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/{writer}") and time.monotonic() < deadline:
+            time.sleep(0.05)  # it reads end-of-file from its pipe and exits
+        assert not os.path.exists(f"/proc/{writer}"), "the writer outlived ingest"
+    stored = _events(db)
+    assert 0 < stored < len(expected["events"])
+    again = _ingest(config, log)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    got = _contents(db)
+    for table, rows in expected.items():
+        assert got[table] == rows, table
