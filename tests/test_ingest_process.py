@@ -47,7 +47,7 @@ def _config(tmp_path: Path, name: str, batch_size: int) -> tuple[Path, Path]:
 
 def _contents(db: Path) -> dict[str, list[tuple[object, ...]]]:
     with sqlite3.connect(db) as conn:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY {o}").fetchall()  # noqa: S608
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY {o}").fetchall()
                 for t, o in TABLES.items()}  # fmt: skip
 
 
@@ -151,7 +151,7 @@ def test_a_killed_process_loses_nothing_once_ingest_runs_again(
     stored = _events(db)
     assert 0 < stored < len(expected["events"])
     again = _ingest(config, log)
-    out, err = again.communicate(timeout=300)
+    _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     got = _contents(db)
     for table, rows in expected.items():
