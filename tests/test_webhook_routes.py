@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import signal
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,3 +159,38 @@ def test_a_refused_request_is_logged_once_a_minute_without_its_body(
     assert not any(part in lines[0] for part in ("x@example.com", "exploded", "550 5.1.1"))
     assert metrics.registry.get_sample_value(
         "mailmon_events_rejected_total", {"source": "testesp", "reason": "bad_signature"}) == 3
+
+
+def test_a_killed_writer_process_fails_its_requests_until_the_next_one_starts(
+    tmp_path: Path,
+) -> None:
+    """serve writes webhook batches through a writer process: killed, the request in flight
+    gets 503 (the sender retries) and stores nothing; the next request starts a new one."""
+    config = Config(webhooks={"testesp": WebhookSettings(secret_env="TESTESP_KEY")})
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        metrics = Metrics(CollectorRegistry())
+        pipeline = Pipeline(store, metrics=metrics, writer_process=True)
+        pipeline.start_writer()
+        app = create_app(metrics, endpoints=webhook_endpoints(config, pipeline, metrics))
+
+        async def post(body: bytes) -> httpx.Response:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://mailmon") as c:
+                return await c.post("/webhooks/testesp", content=body, headers=signed(body))
+
+        try:
+            assert asyncio.run(post(BODY)).status_code == 200
+            first = pipeline._process.pid if pipeline._process else None
+            assert first is not None and store.count("events") == 2
+            os.kill(first, signal.SIGKILL)
+            later = BODY.replace(b"1764000060", b"1764000061")
+            failed = asyncio.run(post(later))
+            assert (failed.status_code, failed.json()) == (503, {"error": "storing failed; retry later"})
+            assert store.count("events") == 2
+            assert asyncio.run(post(later)).status_code == 200  # the sender's retry
+            assert pipeline._process is not None and pipeline._process.pid not in (None, first)
+            assert store.count("events") == 3
+        finally:
+            pipeline.close()
+    value = metrics.registry.get_sample_value
+    assert value("mailmon_events_ingested_total", {"source": "testesp"}) == 3
