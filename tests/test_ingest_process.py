@@ -76,7 +76,7 @@ def test_ingest_through_the_writer_process_stores_what_in_process_writing_stores
     config, db = _config(tmp_path, "split", 500)
     assert main(["ingest", "postfix", str(log), "--config", str(config)]) == 0
     assert len(written) > 10 and sum(written) == len(expected["events"])
-    assert not process.multiprocessing.active_children()  # stopped with the command
+    assert not _writers(os.getpid())  # stopped with the command
     got = _contents(db)
     assert len(got["events"]) > LINES // 3
     for table, rows in expected.items():
@@ -92,7 +92,7 @@ def _ingest(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _writers(pid: int) -> list[int]:
-    """The children of ``pid`` that multiprocessing spawned (not its resource tracker)."""
+    """The children of ``pid`` that run the store's writer."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -101,7 +101,7 @@ def _writers(pid: int) -> list[int]:
                 cmdline = Path(entry.path, "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"monitor.store.process" in cmdline:
                 found.append(int(entry.name))
     return found
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
@@ -25,7 +25,6 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from monitor.errors import StoreError
 from monitor.model import Event
-from monitor.providers import CachedProvider
 from monitor.records import Record
 from monitor.store import queries
 from monitor.store.migrations import LATEST, current_version, migrate
@@ -33,6 +32,9 @@ from monitor.store.records import ensure_tables, kind_of, read_records, write_re
 from monitor.store.retract import refold_deliveries, retract_events
 from monitor.store.schema import checkpoints, provider_cache
 from monitor.store.writer import upsert, write_events
+
+if TYPE_CHECKING:  # not imported at run time: the writer process has no use for the resolver
+    from monitor.providers import CachedProvider
 
 __all__ = ["Store"]
 
@@ -287,6 +289,8 @@ class Store:
         resolved_at: float,
         expires_at: float | None = None,
     ) -> None:
+        from monitor.providers import CachedProvider
+
         self.put_providers({domain: CachedProvider(provider, mx_hosts, resolved_at, expires_at)})
 
     def put_providers(self, entries: Mapping[str, CachedProvider]) -> None:

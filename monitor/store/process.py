@@ -9,11 +9,12 @@ and ``write`` returns when it is committed.  Events go over as plain tuples
 (:mod:`monitor.store.wire`); what comes back are positions, mapped here onto the
 caller's own objects, so the caller sees the same events and records it gave.
 
-The child is spawned (not forked: the parent runs threads) at the first write, or
-earlier by :meth:`WriterProcess.start`.  If it dies, the write in flight raises
-:class:`~monitor.errors.StoreError` and is not acknowledged (at-least-once: its
-events are idempotent if they were committed after all); the next write starts a
-new child.
+The child is a new interpreter running this module (not a fork: the parent runs
+threads), started at the first write or by :meth:`WriterProcess.start`; rows cross a
+socket pair in slices, so neither side holds a whole batch pickled.  If it dies, the
+write in flight raises :class:`~monitor.errors.StoreError` and is not acknowledged
+(at-least-once: its events are idempotent if they were committed after all); the next
+write starts a new child.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import multiprocessing
+import os
 import pickle
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.connection import Connection
@@ -42,6 +46,7 @@ __all__ = ["WriterProcess"]
 log = logging.getLogger(__name__)
 
 _STOP_SECONDS = 30.0  # for the child to finish a batch in flight and close its database
+_SLICE = 2000  # rows a message: pickled and read back one slice at a time
 
 
 class WriterProcess:
@@ -49,7 +54,7 @@ class WriterProcess:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()  # one request and its reply at a time
 
@@ -65,19 +70,25 @@ class WriterProcess:
     def _start(self) -> None:
         if self._process is not None:
             return
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
+        # A plain interpreter running this module, not multiprocessing's spawn: that would
+        # also import the parent's __main__ (the whole CLI) and start a resource tracker,
+        # ~27 MB beside a batch's own memory.
+        ours, theirs = socket.socketpair()
         root = logging.getLogger()
         formats = [h.formatter._fmt for h in root.handlers if h.formatter is not None]
-        process = context.Process(
-            target=_serve,
-            args=(self.url, child, root.getEffectiveLevel(), formats[0] if formats else None),
-            name="mailmon-store-writer",
-            daemon=True,  # never outlives the parent, whatever stops it
-        )
-        process.start()
-        child.close()
-        self._process, self._conn = process, parent
+        path = os.pathsep.join(p for p in sys.path if p)  # what the parent imports from
+        env = {**os.environ, "PYTHONPATH": path}
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        conn = Connection(ours.detach())
+        # The URL may hold a password: never on the command line, where ps shows it.
+        conn.send((self.url, root.getEffectiveLevel(), formats[0] if formats else None))
+        self._process, self._conn = process, conn
 
     def write(
         self,
@@ -92,24 +103,29 @@ class WriterProcess:
     ) -> list[Event]:
         """:meth:`Store.write`, done by the child process."""
         sent: list[Event] = []
-        rows: list[tuple[object, ...]] = []
         unsendable: list[Event] = []  # refused once the rest is stored, as Store.write would
-        for event in batch:
-            try:
-                rows.append(to_wire(event))
-            except Exception as exc:  # no usable time, say: the store would refuse it alone
-                log.warning("left out event %s from %s: it cannot be stored (%s)",
-                            event.id, event.source, exc)  # fmt: skip
-                unsendable.append(event)
-                continue
-            sent.append(event)
         extra = list(records)
-        request = (rows, checkpoint, dict(state) if state else None, list(retract), extra)
         with self._lock:
             self._start()
             assert self._conn is not None
             try:
-                self._conn.send(request)
+                # In slices: a whole batch pickled at once would sit in memory on both sides.
+                rows: list[tuple[object, ...]] = []
+                for event in batch:
+                    try:
+                        rows.append(to_wire(event))
+                    except Exception as exc:  # no usable time, say: the store refuses it alone
+                        log.warning("left out event %s from %s: it cannot be stored (%s)",
+                                    event.id, event.source, exc)  # fmt: skip
+                        unsendable.append(event)
+                        continue
+                    sent.append(event)
+                    if len(rows) == _SLICE:
+                        self._conn.send(rows)
+                        rows = []
+                if rows:
+                    self._conn.send(rows)
+                self._conn.send((checkpoint, dict(state) if state else None, list(retract), extra))
                 reply = self._conn.recv()
             except (EOFError, OSError) as exc:
                 code = self._stop(wait=False)
@@ -117,6 +133,11 @@ class WriterProcess:
                     f"the store's writer process stopped (exit code {code}) before it "
                     f"acknowledged a batch of {len(sent)} events"
                 ) from exc
+            except BaseException:
+                # Interrupted between slices: the child would take them as the start of
+                # the next batch.  A new child starts clean.
+                self._stop(wait=False)
+                raise
         if reply[0] == "error":
             raise reply[1]
         fresh, stored, refused = reply[1:]
@@ -142,12 +163,13 @@ class WriterProcess:
         if wait:
             with contextlib.suppress(OSError):  # gone already
                 conn.send(None)
-            process.join(_STOP_SECONDS)
-        if process.is_alive():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(_STOP_SECONDS)
+        if process.poll() is None:
             process.kill()
-            process.join()
+        process.wait()
         conn.close()
-        return process.exitcode
+        return process.returncode
 
     def __enter__(self) -> WriterProcess:
         return self
@@ -156,42 +178,62 @@ class WriterProcess:
         self.close()
 
 
-def _serve(url: str, conn: Connection, level: int, fmt: str | None) -> None:
+def _serve(conn: Connection) -> None:
     """The child: write each batch received, answer with positions (or the error)."""
     # Ctrl-C reaches the whole process group: the parent decides when this one stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        url, level, fmt = conn.recv()
+    except EOFError:
+        return
     logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
     gc.set_threshold(100_000, 50, 100)  # as the pipeline does: millions of short-lived rows
     try:
         store = Store.open(url, create=False)
     except Exception as exc:
-        _answer_error(conn, exc)  # the reply to the first request
+        _answer_error(conn, _read_batch(conn), exc)  # the reply to the first request
         return
     with store:
         while True:
-            try:
-                request = conn.recv()
-            except EOFError:
-                return  # the parent is gone
+            request = _read_batch(conn)
             if request is None:
-                return
+                return  # asked to stop, or the parent is gone
             try:
                 reply = _write(store, *request)
             except Exception as exc:
-                _answer_error(conn, exc)
+                _answer_error(conn, request, exc)
                 continue
             conn.send(reply)
 
 
+_Request = tuple[list[WireEvent], Any, Any, list[str], list[Record]]
+
+
+def _read_batch(conn: Connection) -> _Request | None:
+    """The next batch: slices of rows, then (checkpoint, state, retract, records)."""
+    batch: list[WireEvent] = []
+    make = WireEvent._make
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return None
+        if message is None:
+            return None
+        if isinstance(message, list):
+            batch.extend(map(make, message))
+        else:
+            return (batch, *message)
+
+
 def _write(
     store: Store,
-    rows: list[tuple[Any, ...]],
+    batch: list[WireEvent],
     checkpoint: tuple[str, Mapping[str, Any]] | None,
     state: Mapping[str, Any] | None,
     retract: list[str],
     records: list[Record],
 ) -> tuple[str, list[int], list[int], list[tuple[str, int, str]]]:
-    batch = list(map(WireEvent._make, rows))
     refused: list[tuple[WireEvent | Event | Record, str]] = []
     stored: list[Record] = []
     fresh = store.write(
@@ -214,7 +256,7 @@ def _write(
     )
 
 
-def _answer_error(conn: Connection, exc: Exception) -> None:
+def _answer_error(conn: Connection, request: _Request | None, exc: Exception) -> None:
     """Send ``exc`` to the parent as itself, so it is judged (transient or not) as one raised
     there; one that does not survive pickling goes as a StoreError with its text."""
     if isinstance(exc, StatementError):
@@ -224,4 +266,9 @@ def _answer_error(conn: Connection, exc: Exception) -> None:
         portable: Exception = exc
     except Exception:
         portable = StoreError(f"{type(exc).__name__}: {exc}")
-    conn.send(("error", portable))
+    if request is not None:  # else the parent is gone, or asked to stop
+        conn.send(("error", portable))
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))
