@@ -4,20 +4,18 @@
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from factories import T0, ev
 from prometheus_client import CollectorRegistry
 
 from monitor.cli import main
 from monitor.gauges import DomainLabeler, IpLabeler
 from monitor.metrics import Metrics
-from monitor.model import Event, domain_of
+from monitor.model import Event
 from monitor.rollup import (
     LatencyDetector,
     RejectingDetector,
@@ -27,18 +25,8 @@ from monitor.rollup import (
     StreamRejectingDetector,
     list_incidents,
 )
-from monitor.rollup.latency import (
-    LEVELS,
-    Latency,
-    SubjectLatency,
-    _delivered_between,
-    _last_hour,
-    _slow,
-    quantile,
-)
-from monitor.rollup.windows import REST
+from monitor.rollup.latency import Latency, SubjectLatency
 from monitor.store import Store
-from monitor.store.schema import deliveries
 
 HOUR = 3600.0
 AT = T0.timestamp()  # 10:00: the 1 h window is 09:00-10:00, the 24 h one the day before it
@@ -242,64 +230,3 @@ def test_reported_latency_is_rounded_to_milliseconds() -> None:
     noisy = (submitted + 1.1) - submitted
     assert noisy != 1.1
     assert Latency(1, noisy, None).as_dict() == {"deliveries": 1, "p50": 1.1, "p95": None}
-
-
-def _python_last_hour(store: Store, end: float, kept: dict, q: float) -> dict:
-    """The last hour's (deliveries, p50, pq) per level and key from every row read into
-    Python, as the reader did before the database ranked them."""
-    c = deliveries.c
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(c.provider, c.recipient_domain, c.sending_ip, c.sender,
-                                      c.stream_tag, c.final_at - c.submitted_at)
-                            .where(*_delivered_between(end - HOUR, end))).all()  # fmt: skip
-    values: dict[str, dict] = {level: {} for level in ("provider", *LEVELS)}
-    for provider, domain, ip, sender, stream, latency in rows:
-        name, v = provider or "other", max(0.0, float(latency))
-        values["provider"].setdefault((name, ""), []).append(v)
-        for level, value in zip(LEVELS, (domain, ip, domain_of(sender), stream), strict=True):
-            if value:
-                if kept.get(level) is not None and value not in kept[level]:
-                    value = REST
-                values[level].setdefault((name, value), []).append(v)
-    return {
-        level: {key: (len(vs), quantile(sorted(vs), 0.5),
-                      quantile(sorted(vs), q if level == "provider" else 0.95))
-                for key, vs in per.items()}
-        for level, per in values.items()
-    }
-
-
-@pytest.mark.parametrize("kept", [{}, {"domain": ["d1.example"], "sending_ip": [IP1],
-                                        "sender_domain": None, "stream": ["s0"]}])  # fmt: skip
-def test_last_hour_ranked_by_the_database_equals_every_row_in_python(
-    db_url: str, kept: dict
-) -> None:
-    """Ties, zero and negative latencies (clamped), groups of one and two, kept and REST
-    values, senders in any case: the same counts and quantiles, and the same slow counts."""
-    rng = random.Random(7)
-    events: list[Event] = []
-    with Store.open(db_url) as store:
-        for i in range(700):
-            at = -rng.uniform(1, 59)
-            common = {"recipient": f"u{i}@d{rng.randrange(4)}.example", "queue_id": f"Q{i}",
-                      "provider": rng.choice(["google", "yahoo", None]),
-                      "sender": rng.choice(["a@X.Example", "b@y.example", "nobody", None]),
-                      "tags": rng.choice([(), ("stream:s0",), ("stream:s1",)])}  # fmt: skip
-            latency = rng.choice([0.0, 5.0, 5.0, rng.uniform(0, 900), -3.0])
-            events.append(ev("submitted", at - latency / 60, **common))
-            events.append(ev("delivered", at, sending_ip=rng.choice([IP1, IP2, None]), **common))
-        store.write(events)
-        thresholds = {"google": 5.0, "yahoo": 100.0, "other": 0.0}
-        with store.engine.connect() as conn:
-            for q in (0.95, 0.9):
-                got = _last_hour(conn, AT, kept, q)
-                assert got == _python_last_hour(store, AT, kept, q)
-                assert sum(n for n, _, _ in got["provider"].values()) == 700
-            d = deliveries.c
-            rows = conn.execute(sa.select(d.provider, d.final_at - d.submitted_at)
-                                .where(d.state == "delivered")).all()  # fmt: skip
-            slow: dict[str, int] = {}
-            for provider, latency in rows:
-                if max(0.0, float(latency)) > thresholds[provider or "other"]:
-                    slow[provider or "other"] = slow.get(provider or "other", 0) + 1
-            assert slow and _slow(conn, AT, thresholds) == slow

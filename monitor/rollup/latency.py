@@ -20,12 +20,12 @@ latency at that level (as the counters: only known subjects).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Integer, and_, bindparam, case, cast, func, literal, or_, select
+from sqlalchemy import Connection, bindparam, case, func, literal, or_, select
 
+from monitor.model import domain_of
 from monitor.rollup.detectors import LatencyDetector, LatencyStats
 from monitor.rollup.views import Key
 from monitor.rollup.windows import REST, align
@@ -225,28 +225,35 @@ class LatencyReader:
                         target = day[level]
                     for key, bins in keys.items():
                         _merge(target.setdefault(key, {}), bins)
-        short = _last_hour(conn, end, kept, detector.quantile)
+        short = _last_hour(conn, end, kept)
         table = LatencyTable()
-        thresholds: dict[str, float] = {}
-        for key, (n, p50, p95) in short.pop("provider", {}).items():
+        for key, values in short.pop("provider", {}).items():
             base = histogram_quantile(baseline.get(key, {}), detector.quantile)
-            thresholds[key[0]] = detector.threshold(base)
-            table.providers[key] = LatencyStats(deliveries=n, p50=p50, p95=p95,
-                                                baseline_p95=base, slow=0,
-                                                threshold=thresholds[key[0]])  # fmt: skip
-        for name, slow in _slow(conn, end, thresholds).items():
-            stats = table.providers[(name, "")]
-            table.providers[(name, "")] = dataclasses.replace(stats, slow=slow)
+            threshold = detector.threshold(base)
+            table.providers[key] = LatencyStats(
+                deliveries=len(values),
+                p50=quantile(values, 0.5),
+                p95=quantile(values, detector.quantile),
+                baseline_p95=base,
+                slow=sum(1 for v in values if v > threshold),
+                threshold=threshold,
+            )
         for level in LEVELS:
             per = table.subjects[level] = {}
-            for key, (n, p50, p95) in short.get(level, {}).items():
-                per[key] = {"1h": Latency(n, p50, p95)}
+            for key, values in short.get(level, {}).items():
+                per[key] = {
+                    "1h": Latency(len(values), quantile(values, 0.5), quantile(values, 0.95))
+                }
             for key, bins in day[level].items():
                 per.setdefault(key, {})["24h"] = Latency(
                     sum(bins.values()), histogram_quantile(bins, 0.5),
                     histogram_quantile(bins, 0.95),
                 )  # fmt: skip
         return table
+
+
+def _keep(value: str | None, kept: set[str] | None) -> str | None:
+    return value if not value or kept is None or value in kept else REST
 
 
 def _kept_or_rest(column: Any, level: str, kept: Kept) -> Any:
@@ -259,85 +266,41 @@ def _kept_or_rest(column: Any, level: str, kept: Kept) -> Any:
 
 
 def _last_hour(
-    conn: Connection, end: float, kept: Kept | None = None, q: float = 0.95
-) -> dict[str, dict[Key, tuple[int, float | None, float | None]]]:
-    """The last hour's deliveries and latency p50 and p``q`` (p95 below the provider
-    level) per level and (provider, value), the values not ``kept`` as ``REST``.
-
-    Exact, as :func:`quantile` over the sorted values, but ranked by the database: a busy
-    hour holds hundreds of thousands of delivered rows, and reading them all into Python
-    once a minute took seconds of CPU (in ``serve``, the event loop's GIL with it).  Only
-    the rows around each quantile's position come back.
-    """
-    kept = {level: values for level, values in (kept or {}).items() if values is not None}
+    conn: Connection, end: float, kept: Kept | None = None
+) -> dict[str, dict[Key, list[float]]]:
+    """The last hour's latencies (sorted) per level and (provider, value), the values not
+    ``kept`` as ``REST``."""
+    wanted = {level: set(values) for level, values in (kept or {}).items() if values is not None}
+    in_domains, in_ips, in_senders, in_streams = (wanted.get(level) for level in LEVELS)
     c = deliveries.c
-    latency = _latency()
-    clamped = case((latency < 0, literal(0.0)), else_=latency)
     provider = func.coalesce(c.provider, literal("other"))
-    columns = (c.recipient_domain, c.sending_ip, _sender_domain(conn.dialect.name), c.stream_tag)
-    params = {f"kept_{level}": values for level, values in kept.items() if values is not None}
-    out: dict[str, dict[Key, tuple[int, float | None, float | None]]] = {}
-    for level, column in (("provider", None), *zip(LEVELS, columns, strict=True)):
-        wanted = (0.5, q if level == "provider" else 0.95)
-        if column is None:
-            query = select(provider.label("p"), literal("").label("k"), clamped.label("v"))
-            query = query.where(*_delivered_between(end - HOUR, end))
-        else:
-            value = _kept_or_rest(column, level, kept)
-            query = select(provider.label("p"), value.label("k"), clamped.label("v")).where(
-                *_delivered_between(end - HOUR, end), column.is_not(None), column != ""
-            )
-        rows = query.subquery()
-        group = (rows.c.p, rows.c.k)
-        ranked = select(
-            rows.c.p, rows.c.k, rows.c.v,
-            (func.row_number().over(partition_by=group, order_by=rows.c.v) - 1).label("r"),
-            func.count().over(partition_by=group).label("n"),
-        ).subquery()  # fmt: skip
-        # The database's rounding of q * (n - 1) may differ from Python's by one (a cast
-        # rounds on PostgreSQL): a row either side is fetched, the exact pick made below.
-        near = [cast(x * (ranked.c.n - 1), Integer) for x in wanted]
-        picked = conn.execute(
-            select(ranked.c.p, ranked.c.k, ranked.c.n, ranked.c.r, ranked.c.v).where(
-                or_(*(and_(ranked.c.r >= at - 1, ranked.c.r <= at + 2) for at in near))
-            ),
-            params,
-        )
-        found: dict[Key, tuple[int, dict[int, float]]] = {}
-        for name, value, n, rank, v in picked:
-            found.setdefault((name, value), (int(n), {}))[1][int(rank)] = float(v)
-        out[level] = {
-            key: (n, _pick(at, n, 0.5), _pick(at, n, wanted[1]))
-            for key, (n, at) in found.items()
-        }
-    return out
-
-
-def _pick(values: dict[int, float], n: int, q: float) -> float | None:
-    """:func:`quantile` of ``n`` sorted values of which those around position q * (n - 1)
-    are given by rank."""
-    if not n:
-        return None
-    pos = q * (n - 1)
-    lo = int(pos)
-    hi = min(lo + 1, n - 1)
-    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
-
-
-def _slow(conn: Connection, end: float, thresholds: dict[str, float]) -> dict[str, int]:
-    """Per provider, the last hour's deliveries slower than its threshold."""
-    if not thresholds:
-        return {}
-    latency = _latency()
-    clamped = case((latency < 0, literal(0.0)), else_=latency)
-    provider = func.coalesce(deliveries.c.provider, literal("other"))
-    limit = case(*((provider == name, t) for name, t in thresholds.items()), else_=None)
     rows = conn.execute(
-        select(provider, func.count())
-        .where(*_delivered_between(end - HOUR, end), clamped > limit)
-        .group_by(provider)
-    )
-    return {name: int(n) for name, n in rows}
+        select(provider, c.recipient_domain, c.sending_ip, c.sender, c.stream_tag, _latency())
+        .where(*_delivered_between(end - HOUR, end))
+    )  # fmt: skip
+    out: dict[str, dict[Key, list[float]]] = {level: {} for level in ("provider", *LEVELS)}
+    by_provider, by_domain, by_ip, by_sender, by_stream = (out[n] for n in ("provider", *LEVELS))
+    senders: dict[str | None, str | None] = {}  # sender -> domain: addresses repeat
+    for name, domain, ip, sender, stream, latency in rows:
+        value = max(0.0, float(latency))
+        if wanted:
+            domain, ip, stream = (_keep(domain, in_domains), _keep(ip, in_ips),
+                                  _keep(stream, in_streams))  # fmt: skip
+        by_provider.setdefault((name, ""), []).append(value)
+        if domain:
+            by_domain.setdefault((name, domain), []).append(value)
+        if ip:
+            by_ip.setdefault((name, ip), []).append(value)
+        if sender not in senders:
+            senders[sender] = domain_of(sender)
+        if sending_domain := _keep(senders[sender], in_senders):
+            by_sender.setdefault((name, sending_domain), []).append(value)
+        if stream:
+            by_stream.setdefault((name, stream), []).append(value)
+    for per in out.values():
+        for values in per.values():
+            values.sort()
+    return out
 
 
 def _hour_bins(conn: Connection, start: int, kept: Kept | None = None) -> _Bins:
