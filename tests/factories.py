@@ -1,13 +1,16 @@
-"""Small builders for events in tests."""
+"""Small builders for events in tests, and helpers several test files share."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from monitor.model import Event, EventType
+from monitor.store import Store
 from monitor.store.migrations import LATEST
 
 T0 = datetime(2026, 3, 4, 10, 0, 0, tzinfo=UTC)
@@ -77,3 +80,37 @@ def downgrade(db_url: str, version: int) -> None:
             {"v": str(version)},
         )
     engine.dispose()
+
+
+def refuse_checkpoints(store: Store) -> None:
+    """The database fails every checkpoint write as a full disk would (a transient error)."""
+    with store.engine.begin() as conn:
+        if store.engine.dialect.name == "sqlite":
+            # The trigger is compiled with the checkpoint's INSERT: "no such function" is an
+            # OperationalError, what a locked or full database raises.
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON checkpoints"
+                                 " BEGIN SELECT mailmon_disk_full(); END")  # fmt: skip
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'disk full' USING ERRCODE = '53100'; END $$"
+            )
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON checkpoints"
+                                 " FOR EACH ROW EXECUTE FUNCTION refuse()")  # fmt: skip
+
+
+def writer_processes(parent: int) -> set[int]:
+    """The children of ``parent`` that run the store's writer (monitor.store.process)."""
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+                cmdline = Path(entry.path, "cmdline").read_bytes()
+            except OSError:
+                continue  # ended meanwhile
+            # the command name may hold spaces and parens: the fields follow the last ')'
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent and \
+                    b"monitor.store.process" in cmdline:  # fmt: skip
+                found.add(int(entry.name))
+    return found

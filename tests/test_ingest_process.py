@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from factories import writer_processes
 
 from monitor.cli import main
 from monitor.store import process
@@ -76,7 +77,7 @@ def test_ingest_through_the_writer_process_stores_what_in_process_writing_stores
     config, db = _config(tmp_path, "split", 500)
     assert main(["ingest", "postfix", str(log), "--config", str(config)]) == 0
     assert len(written) > 10 and sum(written) == len(expected["events"])
-    assert not _writers(os.getpid())  # stopped with the command
+    assert not writer_processes(os.getpid())  # stopped with the command
     got = _contents(db)
     assert len(got["events"]) > LINES // 3
     for table, rows in expected.items():
@@ -89,21 +90,6 @@ def _ingest(config: Path, log: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
-
-
-def _writers(pid: int) -> list[int]:
-    """The children of ``pid`` that run the store's writer."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(entry.path, "stat").read_text()
-                cmdline = Path(entry.path, "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"monitor.store.process" in cmdline:
-                found.append(int(entry.name))
-    return found
 
 
 def _events(db: Path) -> int:
@@ -119,9 +105,9 @@ def _writer_once_storing(proc: subprocess.Popen[bytes], db: Path) -> int:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        writers = _writers(proc.pid)
+        writers = writer_processes(proc.pid)
         if writers and _events(db) > 0:
-            return writers[0]
+            return min(writers)
         time.sleep(0.02)
     raise AssertionError("no writer process stored anything in time")
 

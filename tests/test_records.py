@@ -9,7 +9,7 @@ from enum import StrEnum
 
 import pytest
 import sqlalchemy as sa
-from factories import T0, downgrade, ev
+from factories import T0, downgrade, ev, refuse_checkpoints
 from prometheus_client import CollectorRegistry, Counter
 
 from monitor.metrics import Metrics, forget_kind, observe_kind
@@ -154,30 +154,13 @@ def test_records_ride_with_background_batches(db_url: str, observed: list[list[R
     assert len(seen) == 45 and dict(pipeline.record_counts) == {"received": 90, "stored": 45}
 
 
-def _refuse_checkpoints(store: Store) -> None:
-    """The database fails every checkpoint write as a full disk would (a transient error)."""
-    with store.engine.begin() as conn:
-        if store.engine.dialect.name == "sqlite":
-            # The trigger is compiled with the checkpoint's INSERT: "no such function" is an
-            # OperationalError, what a locked or full database raises.
-            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON checkpoints"
-                                 " BEGIN SELECT mailmon_disk_full(); END")  # fmt: skip
-        else:
-            conn.exec_driver_sql(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$ BEGIN RAISE EXCEPTION 'disk full' USING ERRCODE = '53100'; END $$"
-            )
-            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON checkpoints"
-                                 " FOR EACH ROW EXECUTE FUNCTION refuse()")  # fmt: skip
-
-
 def test_a_failed_write_stores_neither_records_nor_checkpoint(
     db_url: str, observed: list[list[Record]]
 ) -> None:
     """When the checkpoint cannot be written, the events and records of its batch are not either."""
     with Store.open(db_url) as store:
         store.write([], records=[listing(ip="192.0.2.1")])  # the table exists beforehand
-        _refuse_checkpoints(store)
+        refuse_checkpoints(store)
         pipeline = Pipeline(store, metrics=Metrics(CollectorRegistry()))
         pipeline.put(ev("delivered", 1))
         pipeline.put_record(listing())

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from conftest import PG_ADMIN_URL
-from factories import T0, ev
+from factories import T0, ev, refuse_checkpoints, writer_processes
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.dnscheck.records import DnsblListing
@@ -211,19 +211,9 @@ def test_retractions_give_the_rows_they_give_in_process(
     assert first[7].id not in {dict((c, v) for c, _, v in r)["id"] for r in found["events"]}
 
 
-def _refuse_checkpoints(url: str) -> None:
-    """The database fails every checkpoint write with a real OperationalError."""
-    with Store.open(url) as store, store.engine.begin() as conn:
-        if store.engine.dialect.name == "sqlite":  # "no such function": an OperationalError
-            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON checkpoints"
-                                 " BEGIN SELECT mailmon_disk_full(); END")  # fmt: skip
-        else:
-            conn.exec_driver_sql(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$ BEGIN RAISE EXCEPTION 'disk full' USING ERRCODE = '53100'; END $$"
-            )
-            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON checkpoints"
-                                 " FOR EACH ROW EXECUTE FUNCTION refuse()")  # fmt: skip
+def _refuse(url: str) -> None:
+    with Store.open(url) as store:
+        refuse_checkpoints(store)
 
 
 def test_a_batch_the_database_refuses_whole_raises_its_error_and_stores_nothing(
@@ -233,7 +223,7 @@ def test_a_batch_the_database_refuses_whole_raises_its_error_and_stores_nothing(
     none of the batch is stored, and the next write works."""
     writer, twin = pair
     for url in (db_url, twin_url):
-        _refuse_checkpoints(url)
+        _refuse(url)
     batch, mark = _varied(), ("postfix:/x", {"offset": 1})
     with pytest.raises(sa.exc.OperationalError) as in_process:
         twin.write(batch, checkpoint=mark)
@@ -253,7 +243,7 @@ def test_a_batch_the_database_refuses_whole_raises_its_error_and_stores_nothing(
 def test_a_batch_that_fails_whole_reports_no_event_refused(db_url: str) -> None:
     """As from Store.write, on_reject hears of no event of a batch that failed whole (the
     caller writes it again, and would count a refusal twice): only once it is stored."""
-    _refuse_checkpoints(db_url)
+    _refuse(db_url)
     broken = ev("delivered", 3)
     object.__setattr__(broken, "occurred_at", None)
     batch = [ev("submitted", 0), broken]
@@ -351,23 +341,7 @@ def test_close_leaves_no_child_process(db_url: str) -> None:
         assert pid is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # a zombie (not reaped) would still answer
-    assert not set(pids) & _writers()
-
-
-def _writers() -> set[int]:
-    """This process's children that run the writer."""
-    found = set()
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(entry.path, "stat").read_text()
-                cmdline = Path(entry.path, "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and \
-                    b"monitor.store.process" in cmdline:  # fmt: skip
-                found.add(int(entry.name))
-    return found
+    assert not set(pids) & writer_processes(os.getpid())
 
 
 def _traffic() -> list[Event]:
@@ -409,7 +383,7 @@ def test_a_pipeline_through_a_writer_process_stores_and_counts_as_in_process(
     """Pipeline(writer_process=True) leaves the same rows, counts and metrics as the
     in-process pipeline, writes nothing from this process, and leaves no child after close."""
     expected, expected_metrics = _through_pipeline(twin_url, writer_process=False)
-    children = _writers()
+    children = writer_processes(os.getpid())
 
     def in_this_process(*args: object, **kwargs: object) -> list[Event]:
         raise AssertionError("a batch was written by the parent process")
@@ -424,15 +398,15 @@ def test_a_pipeline_through_a_writer_process_stores_and_counts_as_in_process(
     assert 'mailmon_events_ingested_total{source="postfix"} 320.0' in found_metrics
     assert 'mailmon_events_duplicate_total{source="postfix"} 180.0' in found_metrics
     _same_tables(db_url, twin_url)
-    assert _writers() <= children
+    assert writer_processes(os.getpid()) <= children
 
 
 def test_a_pipeline_on_an_in_memory_database_writes_in_process() -> None:
     """An in-memory SQLite database cannot be shared with a child: writer_process is ignored."""
-    children = _writers()
+    children = writer_processes(os.getpid())
     with Store.open("sqlite://") as store:
         pipeline = Pipeline(store, batch_size=50, writer_process=True)
         pipeline.put_many(_messages(0, 120))
-        assert _writers() == children
+        assert writer_processes(os.getpid()) == children
         pipeline.close()
         assert store.count("events") == 120 and pipeline.stored == 120
