@@ -4,18 +4,20 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from factories import T0, ev
 from prometheus_client import CollectorRegistry
 
 from monitor.cli import main
 from monitor.gauges import DomainLabeler, IpLabeler
 from monitor.metrics import Metrics
-from monitor.model import Event
+from monitor.model import Event, domain_of
 from monitor.rollup import (
     LatencyDetector,
     RejectingDetector,
@@ -25,8 +27,18 @@ from monitor.rollup import (
     StreamRejectingDetector,
     list_incidents,
 )
-from monitor.rollup.latency import Latency, SubjectLatency
+from monitor.rollup.latency import (
+    LEVELS,
+    Latency,
+    LatencyReader,
+    SubjectLatency,
+    _delivered_between,
+    _LastHour,
+    quantile,
+)
+from monitor.rollup.windows import REST
 from monitor.store import Store
+from monitor.store.schema import deliveries
 
 HOUR = 3600.0
 AT = T0.timestamp()  # 10:00: the 1 h window is 09:00-10:00, the 24 h one the day before it
@@ -34,8 +46,15 @@ IP1, IP2, IP3 = "192.0.2.1", "192.0.2.2", "198.51.100.9"
 _n = 0
 
 
-def _sent(latencies: list[float], minute: float, recipient_domain: str, provider: str,
-          sender: str, ip: str | None, tags: tuple[str, ...]) -> list[Event]:
+def _sent(
+    latencies: list[float],
+    minute: float,
+    recipient_domain: str,
+    provider: str,
+    sender: str,
+    ip: str | None,
+    tags: tuple[str, ...],
+) -> list[Event]:
     """One delivery per latency (seconds), submitted at ``minute`` after T0 (0.1 min apart)."""
     global _n
     out = []
@@ -150,6 +169,7 @@ def test_gauges_keep_the_label_caps(store: Store) -> None:
     """Domains and IPs beyond the labels pool into ``other`` with a count and no quantiles."""
     metrics = Metrics(CollectorRegistry(), DomainLabeler(allow=["gmail.com"]), ips=IpLabeler(top=1))
     RollupEngine(store, LatencyDetector(), gauges=metrics.rollup).evaluate(AT)
+
     def value(name: str, labels: dict[str, str]) -> float | None:
         return _r(metrics.registry.get_sample_value(name, labels))
 
@@ -230,3 +250,135 @@ def test_reported_latency_is_rounded_to_milliseconds() -> None:
     noisy = (submitted + 1.1) - submitted
     assert noisy != 1.1
     assert Latency(1, noisy, None).as_dict() == {"deliveries": 1, "p50": 1.1, "p95": None}
+
+
+def _every_row(
+    store: Store, end: float, kept: dict[str, Any], q: float, thresholds: dict[str, float]
+) -> dict[str, Any]:
+    """The last hour's (deliveries, p50, pq, slow) per level and key from every delivered row
+    read into Python one by one: what the grouped read must equal."""
+    c = deliveries.c
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(c.provider, c.recipient_domain, c.sending_ip, c.sender,
+                                      c.stream_tag, c.final_at - c.submitted_at)
+                            .where(*_delivered_between(end - HOUR, end))).all()  # fmt: skip
+    values: dict[str, dict[Any, list[float]]] = {level: {} for level in ("provider", *LEVELS)}
+    for provider, domain, ip, sender, stream, latency in rows:
+        name, v = provider or "other", max(0.0, float(latency))
+        values["provider"].setdefault((name, ""), []).append(v)
+        for level, value in zip(LEVELS, (domain, ip, domain_of(sender), stream), strict=True):
+            if value:
+                if kept.get(level) is not None and value not in kept[level]:
+                    value = REST
+                values[level].setdefault((name, value), []).append(v)
+    return {
+        level: {
+            key: (
+                len(vs),
+                quantile(sorted(vs), 0.5),
+                quantile(sorted(vs), q),
+                sum(1 for v in vs if v > thresholds[key[0]]),
+            )
+            for key, vs in per.items()
+        }
+        for level, per in values.items()
+    }
+
+
+def _deliveries(rng: random.Random, n: int, first: int = 0) -> list[Event]:
+    """``n`` deliveries in the hour before AT: ties, zero and negative latencies, three
+    providers (one unknown), senders in any case or none, streams or none."""
+    events: list[Event] = []
+    for i in range(first, first + n):
+        at = -rng.uniform(1, 59)
+        common = {"recipient": f"u{i}@d{rng.randrange(4)}.example", "queue_id": f"Q{i}",
+                  "provider": rng.choice(["google", "yahoo", None]),
+                  "sender": rng.choice(["a@X.Example", "b@y.example.", "nobody", None]),
+                  "tags": rng.choice([(), ("stream:s0",), ("stream:s1",)])}  # fmt: skip
+        latency = rng.choice([0.0, 5.0, 5.0, 12.0, rng.uniform(0, 900), -3.0])
+        events.append(ev("submitted", at - latency / 60, **common))
+        events.append(ev("delivered", at, sending_ip=rng.choice([IP1, IP2, None]), **common))
+    return events
+
+
+@pytest.mark.parametrize("kept", [{}, {"domain": ["d1.example"], "sending_ip": [IP1],
+                                        "sender_domain": None, "stream": ["s0"]}])  # fmt: skip
+def test_last_hour_kept_per_minute_equals_every_row_in_python(
+    db_url: str, kept: dict[str, Any]
+) -> None:
+    """The minutes kept between evaluations and read again when they change give the same
+    counts, quantiles and slow counts as every row read afresh: after more rows, rows stored
+    late in old minutes, a submission stored after its delivery, a delivery bounced after it
+    was counted, and the hour moving on."""
+    rng = random.Random(7)
+    thresholds = {"google": 5.0, "yahoo": 100.0, "other": 0.0}
+    short = _LastHour()
+
+    def check(store: Store, end: float) -> dict[str, Any]:
+        with store.engine.connect() as conn:
+            got = short.read(conn, end, kept)
+            fresh = _LastHour().read(conn, end, kept)
+        for q in (0.95, 0.9):
+            table = {level: {key: (len(s), s.quantile(0.5), s.quantile(q),
+                                   s.above(thresholds[key[0]]))
+                             for key, s in per.items()}
+                     for level, per in got.items() if per}  # fmt: skip
+            assert table == {level: per for level, per in
+                             _every_row(store, end, kept, q, thresholds).items() if per}  # fmt: skip
+        assert {level: {k: s.counts for k, s in per.items()} for level, per in got.items()} == {
+            level: {k: s.counts for k, s in per.items()} for level, per in fresh.items()
+        }
+        return got
+
+    with Store.open(db_url) as store:
+        store.write(_deliveries(rng, 700))
+        got = check(store, AT)
+        assert sum(len(s) for s in got["provider"].values()) == 700
+        # Providers stamping to the second repeat latencies: fewer distinct values than rows.
+        assert sum(len(s.values) for s in got["provider"].values()) < 700
+        store.write(_deliveries(rng, 200, first=700))  # late rows, all over the hour
+        got = check(store, AT)
+        assert sum(len(s) for s in got["provider"].values()) == 900
+        # A delivery whose submission is stored after it: it enters the hour's latencies.
+        late = {"recipient": "late@d0.example", "queue_id": "QLATE", "provider": "google"}
+        store.write([ev("delivered", -30, sending_ip=IP1, **late)])
+        check(store, AT)
+        store.write([ev("submitted", -31, **late)])
+        got = check(store, AT)
+        assert sum(len(s) for s in got["provider"].values()) == 901
+        # A delivery bounced afterwards leaves the delivered rows.
+        store.write([ev("bounced", -29, reply_code=550, enhanced_status="5.1.1",
+                        reason="bad_mailbox", hard=True, **late)])  # fmt: skip
+        check(store, AT)
+        check(store, AT + 25 * 60)  # the hour moves on: its first 25 minutes leave
+        check(store, AT - 10 * 60)  # and back
+
+
+def test_reader_reads_only_the_minutes_that_changed(sqlite_url: str) -> None:
+    """A second evaluation a minute on reads the new minute alone; unchanged minutes are
+    not read again."""
+    rng = random.Random(3)
+    with Store.open(sqlite_url) as store:
+        store.write(_deliveries(rng, 300))
+        reader = LatencyReader()
+        statements: list[str] = []
+
+        def grouped_reads() -> int:
+            return sum("count(*)" in s.lower() and "stream_tag" in s for s in statements)
+
+        @sa.event.listens_for(store.engine, "before_cursor_execute")
+        def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(statement)
+
+        with store.engine.connect() as conn:
+            reader.read(conn, AT, daily=False)
+            assert grouped_reads() == 1
+            statements.clear()
+            reader.read(conn, AT, daily=False)
+            assert grouped_reads() == 0  # nothing changed: the marks alone
+            store.write([ev("submitted", 0.2, recipient="n@d0.example", queue_id="QN"),
+                         ev("delivered", 0.5, recipient="n@d0.example", queue_id="QN")])  # fmt: skip
+            statements.clear()
+            table = reader.read(conn, AT + 60, daily=False)
+            assert grouped_reads() == 1
+            assert sum(t.deliveries for t in table.providers.values()) == 301

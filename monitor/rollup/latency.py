@@ -4,7 +4,8 @@ Per provider (the latency detector's input) and per (provider, recipient domain 
 sending domain / stream), over two windows:
 
 - ``1h``: exact quantiles of the rows delivered in the last hour, read through the partial
-  index on ``final_at`` (schema 4) at every evaluation;
+  index on ``final_at`` (schema 4) at every evaluation, grouped by the database into one row
+  per subject and distinct latency (``_Sample``);
 - ``24h``: the 24 whole event-time hours before the current one, from a fixed histogram
   (``EDGES``) aggregated in SQL per hour and dimension value.  Each hour is read once and kept
   while a window needs it, so an evaluation every minute reads only the last hour's rows and a
@@ -20,12 +21,13 @@ latency at that level (as the counters: only known subjects).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, literal, or_, select
+from sqlalchemy import Connection, Integer, bindparam, case, cast, func, literal, or_, select
 
-from monitor.model import domain_of
 from monitor.rollup.detectors import LatencyDetector, LatencyStats
 from monitor.rollup.views import Key
 from monitor.rollup.windows import REST, align
@@ -42,6 +44,7 @@ __all__ = [
     "quantile",
 ]
 
+MINUTE = 60
 HOUR = 3600
 DAY = 24 * HOUR
 #: Histogram edges (seconds) for the 24 h quantiles: fine where mail usually lands.
@@ -181,6 +184,9 @@ class LatencyReader:
         self._hours: dict[int, _Bins] = {}
         self._last: float | None = None  # the last evaluation time the hours served
         self._kept: Kept = {}  # the values the cached hours keep on their own
+        self._short = _LastHour()
+        # (hour, baseline, 24 h window): the sums of the cached hours for that hour
+        self._summed: tuple[int, dict[Key, dict[int, int]], _Bins] | None = None
 
     def read(
         self,
@@ -203,47 +209,36 @@ class LatencyReader:
         if daily:
             # Hours hour-25h .. hour-1h: the baseline is the first 24, the 24 h window the last.
             wanted = [hour - k * HOUR for k in range(_DAY_HOURS + 1, 0, -1)]
-            moved = self._last is not None and (
-                end < self._last or end // DAY != self._last // DAY
-            )
+            moved = self._last is not None and (end < self._last or end // DAY != self._last // DAY)
             if moved or kept != self._kept:
-                self._hours = {}
+                self._hours, self._summed = {}, None
                 self._kept = kept
             self._last = end
             self._hours = {h: self._hours[h] for h in wanted if h in self._hours}
             for h in wanted:
                 if h not in self._hours:
                     self._hours[h] = _hour_bins(conn, h, kept)
-                for level, keys in self._hours[h].items():
-                    if level == "provider":
-                        if h == hour - HOUR:
-                            continue  # inside the short window's hour: not the baseline
-                        target = baseline
-                    elif h == wanted[0]:
-                        continue  # 25 hours back: the baseline's only
-                    else:
-                        target = day[level]
-                    for key, bins in keys.items():
-                        _merge(target.setdefault(key, {}), bins)
-        short = _last_hour(conn, end, kept)
+                    self._summed = None
+            if self._summed is None or self._summed[0] != hour:
+                self._summed = (hour, *self._sum_hours(wanted, hour))
+            baseline, day = self._summed[1:]
+        short = self._short.read(conn, end, kept)
         table = LatencyTable()
-        for key, values in short.pop("provider", {}).items():
+        for key, sample in short.pop("provider", {}).items():
             base = histogram_quantile(baseline.get(key, {}), detector.quantile)
             threshold = detector.threshold(base)
             table.providers[key] = LatencyStats(
-                deliveries=len(values),
-                p50=quantile(values, 0.5),
-                p95=quantile(values, detector.quantile),
+                deliveries=len(sample),
+                p50=sample.quantile(0.5),
+                p95=sample.quantile(detector.quantile),
                 baseline_p95=base,
-                slow=sum(1 for v in values if v > threshold),
+                slow=sample.above(threshold),
                 threshold=threshold,
             )
         for level in LEVELS:
             per = table.subjects[level] = {}
-            for key, values in short.get(level, {}).items():
-                per[key] = {
-                    "1h": Latency(len(values), quantile(values, 0.5), quantile(values, 0.95))
-                }
+            for key, sample in short.get(level, {}).items():
+                per[key] = {"1h": Latency(len(sample), sample.quantile(0.5), sample.quantile(0.95))}
             for key, bins in day[level].items():
                 per.setdefault(key, {})["24h"] = Latency(
                     sum(bins.values()), histogram_quantile(bins, 0.5),
@@ -251,9 +246,24 @@ class LatencyReader:
                 )  # fmt: skip
         return table
 
-
-def _keep(value: str | None, kept: set[str] | None) -> str | None:
-    return value if not value or kept is None or value in kept else REST
+    def _sum_hours(self, wanted: list[int], hour: int) -> tuple[dict[Key, dict[int, int]], _Bins]:
+        """The cached hours added up: the providers' baseline and the 24 h window per level
+        (kept until an hour is read or dropped: evaluations a minute apart share them)."""
+        baseline: dict[Key, dict[int, int]] = {}
+        day: _Bins = {level: {} for level in LEVELS}
+        for h in wanted:
+            for level, keys in self._hours[h].items():
+                if level == "provider":
+                    if h == hour - HOUR:
+                        continue  # inside the short window's hour: not the baseline
+                    target = baseline
+                elif h == wanted[0]:
+                    continue  # 25 hours back: the baseline's only
+                else:
+                    target = day[level]
+                for key, bins in keys.items():
+                    _merge(target.setdefault(key, {}), bins)
+        return baseline, day
 
 
 def _kept_or_rest(column: Any, level: str, kept: Kept) -> Any:
@@ -265,41 +275,159 @@ def _kept_or_rest(column: Any, level: str, kept: Kept) -> Any:
     return case((keep, column), else_=literal(REST))
 
 
-def _last_hour(
-    conn: Connection, end: float, kept: Kept | None = None
-) -> dict[str, dict[Key, list[float]]]:
-    """The last hour's latencies (sorted) per level and (provider, value), the values not
-    ``kept`` as ``REST``."""
-    wanted = {level: set(values) for level, values in (kept or {}).items() if values is not None}
-    in_domains, in_ips, in_senders, in_streams = (wanted.get(level) for level in LEVELS)
+class _Sample:
+    """The latencies of one subject as distinct values (ascending) with how often each came:
+    exact quantiles without one list entry per delivery."""
+
+    __slots__ = ("_cumulative", "counts", "values")
+
+    def __init__(self, counts: dict[float, int]) -> None:
+        self.counts = dict(counts)  # a snapshot: the caller's go on changing
+        self.values = sorted(counts)
+        self._cumulative = list(accumulate(counts[value] for value in self.values))
+
+    def __len__(self) -> int:
+        return self._cumulative[-1] if self._cumulative else 0
+
+    def _at(self, position: int) -> float:
+        """The value at ``position`` of the sorted deliveries (0-based)."""
+        return self.values[bisect_right(self._cumulative, position)]
+
+    def quantile(self, q: float) -> float | None:
+        """As ``quantile`` over every delivery's latency, sorted."""
+        total = len(self)
+        if not total:
+            return None
+        pos = q * (total - 1)
+        lo = int(pos)
+        low, high = self._at(lo), self._at(min(lo + 1, total - 1))
+        return low + (high - low) * (pos - lo)
+
+    def above(self, threshold: float) -> int:
+        """How many deliveries took longer than ``threshold``."""
+        i = bisect_right(self.values, threshold)
+        return len(self) - (self._cumulative[i - 1] if i else 0)
+
+
+#: One minute of the last hour: level ("provider" or one of LEVELS) -> (provider, value) ->
+#: latency -> deliveries, the values not kept already ``REST``.
+_Minute = dict[str, dict[Key, dict[float, int]]]
+#: What a minute's delivered rows looked like when it was read: count, sum of final_at and
+#: of submitted_at.  A row delivered, no longer delivered or given its submission late
+#: changes it, and the minute is read again.
+_Mark = tuple[int, float, float]
+
+
+def _minute_of(dialect: str) -> Any:
+    """final_at's minute as an integer (UNIX seconds // 60) in SQL."""
+    at = deliveries.c.final_at / MINUTE
+    return func.floor(at) if dialect == "postgresql" else cast(at, Integer)
+
+
+class _LastHour:
+    """The last hour's delivered rows, kept per minute of final_at between evaluations.
+
+    Each evaluation asks the database, in one grouped read of the hour's rows that stays in
+    its own code, for every minute's mark (``_Mark``), and reads again only the minutes whose
+    mark moved or that it never read: an evaluation a minute after the last reads one minute,
+    not sixty, and sorts again only the subjects that minute touched.  Within a minute the
+    database groups the rows by subject and latency, so Python sees one row per distinct
+    latency of a subject (providers that stamp events to the second repeat a handful of
+    values).  The quantiles stay exact: the kept minutes are the rows as they are now,
+    whatever order or delay they were stored in (a row whose subject alone changed, its
+    times and state the same, is the one change a mark does not show)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, set[str]] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._minutes: dict[int, tuple[_Mark, _Minute]] = {}
+        # The kept minutes added up per subject, and each subject's sample of them.
+        self._counts: dict[tuple[str, Key], dict[float, int]] = {}
+        self._samples: dict[tuple[str, Key], _Sample] = {}
+
+    def read(self, conn: Connection, end: float, kept: Kept) -> dict[str, dict[Key, _Sample]]:
+        """Per level and (provider, value), the latencies delivered in [end - 1 h, end)."""
+        wanted = {level: set(values) for level, values in kept.items() if values is not None}
+        if wanted != self._kept:
+            self._reset()
+            self._kept = wanted
+        minute = _minute_of(conn.dialect.name)
+        c = deliveries.c
+        marks: dict[int, _Mark] = {
+            int(m): (int(n), float(finals), float(submits))
+            for m, n, finals, submits in conn.execute(
+                select(minute, func.count(), func.sum(c.final_at), func.sum(c.submitted_at))
+                .where(*_delivered_between(end - HOUR, end))
+                .group_by(minute)
+            )
+        }  # fmt: skip
+        touched: set[tuple[str, Key]] = set()
+        for m in [m for m, (mark, _) in self._minutes.items() if marks.get(m) != mark]:
+            self._add(self._minutes.pop(m)[1], -1, touched)
+        stale = [m for m in marks if m not in self._minutes]
+        if stale:
+            read = _read_minutes(conn, stale, end, wanted)
+            for m in stale:
+                self._minutes[m] = (marks[m], read.get(m, {}))
+                self._add(self._minutes[m][1], 1, touched)
+        for subject in touched:
+            counts = self._counts.get(subject)
+            if counts:
+                self._samples[subject] = _Sample(counts)
+            else:
+                self._samples.pop(subject, None)
+        out: dict[str, dict[Key, _Sample]] = {level: {} for level in ("provider", *LEVELS)}
+        for (level, key), sample in self._samples.items():
+            out[level][key] = sample
+        return out
+
+    def _add(self, minute: _Minute, sign: int, touched: set[tuple[str, Key]]) -> None:
+        """Add a minute's counts to the subjects' (``sign`` -1: take them away)."""
+        for level, keys in minute.items():
+            for key, counts in keys.items():
+                subject = (level, key)
+                touched.add(subject)
+                into = self._counts.setdefault(subject, {})
+                for value, n in counts.items():
+                    left = into.get(value, 0) + sign * n
+                    if left:
+                        into[value] = left
+                    else:
+                        del into[value]
+                if not into:
+                    del self._counts[subject]
+
+
+def _read_minutes(
+    conn: Connection, minutes: list[int], end: float, wanted: dict[str, set[str]]
+) -> dict[int, _Minute]:
+    """The delivered rows of ``minutes`` (before ``end``), grouped by subject and latency in
+    the database, the values not ``wanted`` as ``REST``."""
     c = deliveries.c
+    minute = _minute_of(conn.dialect.name)
     provider = func.coalesce(c.provider, literal("other"))
-    rows = conn.execute(
-        select(provider, c.recipient_domain, c.sending_ip, c.sender, c.stream_tag, _latency())
-        .where(*_delivered_between(end - HOUR, end))
-    )  # fmt: skip
-    out: dict[str, dict[Key, list[float]]] = {level: {} for level in ("provider", *LEVELS)}
-    by_provider, by_domain, by_ip, by_sender, by_stream = (out[n] for n in ("provider", *LEVELS))
-    senders: dict[str | None, str | None] = {}  # sender -> domain: addresses repeat
-    for name, domain, ip, sender, stream, latency in rows:
+    columns = [minute, provider, c.recipient_domain, c.sending_ip,
+               _sender_domain(conn.dialect.name), c.stream_tag, _latency()]  # fmt: skip
+    rows: Any = conn.execute(
+        select(*columns, func.count())
+        .where(*_delivered_between(min(minutes) * MINUTE, end), minute.in_(minutes))
+        .group_by(*columns)
+    )
+    out: dict[int, _Minute] = {}
+    keeps = (None, *(wanted.get(level) for level in LEVELS))
+    for m, name, *subjects, latency, n in rows:
+        minute = out.get(int(m))
+        if minute is None:
+            minute = out[int(m)] = {level: {} for level in ("provider", *LEVELS)}
         value = max(0.0, float(latency))
-        if wanted:
-            domain, ip, stream = (_keep(domain, in_domains), _keep(ip, in_ips),
-                                  _keep(stream, in_streams))  # fmt: skip
-        by_provider.setdefault((name, ""), []).append(value)
-        if domain:
-            by_domain.setdefault((name, domain), []).append(value)
-        if ip:
-            by_ip.setdefault((name, ip), []).append(value)
-        if sender not in senders:
-            senders[sender] = domain_of(sender)
-        if sending_domain := _keep(senders[sender], in_senders):
-            by_sender.setdefault((name, sending_domain), []).append(value)
-        if stream:
-            by_stream.setdefault((name, stream), []).append(value)
-    for per in out.values():
-        for values in per.values():
-            values.sort()
+        for level, key, keep in zip(("provider", *LEVELS), ("", *subjects), keeps, strict=True):
+            if key and keep is not None and key not in keep:
+                key = REST
+            if key or level == "provider":
+                counts = minute[level].setdefault((name, key), {})
+                counts[value] = counts.get(value, 0) + n
     return out
 
 
