@@ -155,7 +155,7 @@ class Tally:
         latencies = sorted(r[0] for r in self.results)
         acked = sum(r[2] for r in self.results)
         statuses: dict[str, int] = {}
-        for _, status, _ in self.results:
+        for _, status, _, _ in self.results:
             statuses[str(status)] = statuses.get(str(status), 0) + 1
         errors = dict(self.errors)
         not_sent = errors.pop("not_sent", 0)
@@ -167,7 +167,22 @@ class Tally:
             "latency_p50_ms": round(1000 * percentile(latencies, 0.50), 1),
             "latency_p99_ms": round(1000 * percentile(latencies, 0.99), 1),
             "latency_max_ms": round(1000 * (latencies[-1] if latencies else 0.0), 1),
+            "slow_seconds": self.slow_seconds(),
         }  # fmt: skip
+
+    def slow_seconds(self, over: float = 0.1) -> dict[str, Any]:
+        """Where the requests slower than ``over`` seconds were sent: in a few seconds (a
+        stall: a job, a checkpoint) or spread over the run (a server near its capacity)."""
+        if not self.results:
+            return {"requests": 0, "seconds": 0, "worst": []}
+        first = min(r[3] for r in self.results)
+        per: dict[int, int] = {}
+        for latency, _, _, sent in self.results:
+            if latency > over:
+                per[int(sent - first)] = per.get(int(sent - first), 0) + 1
+        worst = sorted(per.items(), key=lambda item: -item[1])[:5]
+        return {"requests": sum(per.values()), "seconds": len(per),
+                "worst": [f"{n} at {second} s" for second, n in worst]}  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -401,7 +416,10 @@ def print_phase(phase: str, p: dict[str, Any]) -> None:
           f"{' not sent: ' + str(p['not_sent']) if p.get('not_sent') else ''}\n"
           f"{'':<10} CPU: serve {p['serve_cpu_percent']:.0f} % ({p['serve_cpu_ms_per_request']:.2f} ms a request), "
           f"clients {p['client_cpu_percent']:.0f} %"
-          f" (of one core); load average {p['loadavg_before']} -> {p['loadavg_after']}",
+          f" (of one core); load average {p['loadavg_before']} -> {p['loadavg_after']}\n"
+          f"{'':<10} over 100 ms: {p['slow_seconds']['requests']:,} requests sent in "
+          f"{p['slow_seconds']['seconds']} different seconds; most: "
+          f"{', '.join(p['slow_seconds']['worst']) or 'none'}",
           flush=True)  # fmt: skip
 
 

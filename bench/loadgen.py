@@ -26,7 +26,7 @@ from typing import Any
 #: (path, body, headers) of one request
 Request = tuple[str, bytes, dict[str, str]]
 #: (latency seconds, HTTP status or 0 for a transport error, events acknowledged)
-Result = tuple[float, int, int]
+Result = tuple[float, int, int, float]
 
 
 def encode(host: str, request: Request) -> bytes:
@@ -122,9 +122,9 @@ async def closed_loop(host: str, port: int, raws: Sequence[bytes], concurrency: 
                     status, events = await connection.send(raw)
                 except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                    results.append((time.monotonic() - sent, 0, 0))
+                    results.append((time.monotonic() - sent, 0, 0, sent))
                     continue
-                results.append((time.monotonic() - sent, status, events))
+                results.append((time.monotonic() - sent, status, events, sent))
         finally:
             connection.close()
 
@@ -146,9 +146,9 @@ async def open_loop(host: str, port: int, raws: Sequence[bytes], dues: Sequence[
             status, events = await connection.send(raw)
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-            results.append((time.monotonic() - due, 0, 0))
+            results.append((time.monotonic() - due, 0, 0, due))
         else:
-            results.append((time.monotonic() - due, status, events))
+            results.append((time.monotonic() - due, status, events, due))
         idle.append(connection)
 
     for raw, due in zip(raws, dues, strict=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from monitor.config import load_config
 from monitor.errors import ConfigError
 from monitor.jobs import Job, Scheduler
 from monitor.jobs.catalog import effective, trigger_of
+from monitor.jobs.scheduler import JOB_NICENESS
 from monitor.jobs.triggers import cron_trigger, interval_trigger, next_slot
 from monitor.metrics import Metrics
 from monitor.store import Store
@@ -77,6 +79,23 @@ def test_interval_job_runs_and_its_success_is_recorded(store: Store) -> None:
     assert _counter(metrics, "mailmon_job_last_success_timestamp_seconds", "tick") == pytest.approx(
         stored.last_success_at)
     assert _counter(metrics, "mailmon_job_failures_total", "tick") == 0
+
+
+def test_jobs_run_at_a_lower_cpu_priority_than_the_service(sqlite_url: str) -> None:
+    """A job's thread is niced (the rollup's reads must not take the cores from the webhook
+    endpoints and the writer); the thread that started the scheduler is not."""
+    seen: list[int] = []
+
+    def job() -> None:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with Store.open(sqlite_url) as store, running(
+        Scheduler(store.engine, [Job("nice", job, interval_trigger(0.05), local=True)])
+    ):
+        assert _wait(lambda: len(seen) >= 2)
+    assert set(seen) == {max(before, JOB_NICENESS)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
 
 
 def test_a_slow_job_never_overlaps_itself(sqlite_url: str) -> None:

@@ -6,11 +6,18 @@ process was busy are coalesced into one; a run that fails is logged, counted
 at its next time. Jobs that are not ``local`` claim their slot in the store before they
 run (``monitor.store.jobs.claim``): a slot missed while no process ran runs once at start,
 and a slot already covered (a restart after the weekly report) does not run again.
+
+On Linux the jobs' threads run at a lower CPU priority (``JOB_NICENESS``): a job is
+minutes of work done in seconds (the rollup reads the store), and while it runs the
+webhook endpoints and the store's writer, which answer senders waiting on them, should
+get the cores first.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -133,6 +140,7 @@ class Scheduler:
             if self._stopped:
                 return
             self._running += 1
+        lower_priority()
         try:
             self._run(job)
         finally:
@@ -166,3 +174,21 @@ class Scheduler:
                          next_run_at=self.next_run(job.name))  # fmt: skip
         except Exception:
             log.exception("job %s: its state could not be stored", job.name)
+
+
+#: The niceness of the threads that run jobs (see the module docstring).
+JOB_NICENESS = 10
+
+
+def lower_priority(niceness: int = JOB_NICENESS) -> None:
+    """Run the calling thread at ``niceness`` unless it runs nicer already (Linux alone:
+    elsewhere the call would change the whole process).  Raising one's own niceness needs
+    no privilege; a refusal (a sandbox) leaves the thread as it was."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, thread) < niceness:
+            os.setpriority(os.PRIO_PROCESS, thread, niceness)
+    except OSError as exc:
+        log.debug("job thread stays at its priority: %s", exc)
