@@ -293,7 +293,8 @@ def _deliveries(rng: random.Random, n: int, first: int = 0) -> list[Event]:
         at = -rng.uniform(1, 59)
         common = {"recipient": f"u{i}@d{rng.randrange(4)}.example", "queue_id": f"Q{i}",
                   "provider": rng.choice(["google", "yahoo", None]),
-                  "sender": rng.choice(["a@X.Example", "b@y.example.", "nobody", None]),
+                  "sender": rng.choice(["a@X.Example", "b@y.example.", '"q@r"@Two.Example',
+                                     " c@Z.example ", "nobody", None]),
                   "tags": rng.choice([(), ("stream:s0",), ("stream:s1",)])}  # fmt: skip
         latency = rng.choice([0.0, 5.0, 5.0, 12.0, rng.uniform(0, 900), -3.0])
         events.append(ev("submitted", at - latency / 60, **common))

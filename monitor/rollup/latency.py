@@ -163,10 +163,13 @@ def _sender_domain(dialect: str) -> Any:
     if dialect == "postgresql":
         after = func.coalesce(func.substring(sender, literal("@([^@]*)$")), literal(""))
     else:  # SQLite: no "last index of"; trimming every non-'@' character leaves "...@"
+        at = func.instr(sender, literal("@"))
+        first = func.substr(sender, at + 1)  # after the first '@': the answer when it is the only
         head = func.rtrim(sender, func.replace(sender, literal("@"), literal("")))
         after = case(
-            (func.instr(sender, literal("@")) > 0, func.replace(sender, head, literal(""))),
-            else_=literal(""),
+            (at == 0, literal("")),
+            (func.instr(first, literal("@")) == 0, first),
+            else_=func.replace(sender, head, literal("")),
         )
     return func.lower(func.rtrim(func.trim(after), literal(".")))
 
