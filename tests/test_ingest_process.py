@@ -66,14 +66,14 @@ def test_ingest_through_the_writer_process_stores_what_in_process_writing_stores
     log: Path, tmp_path: Path, expected: dict[str, list[tuple]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     written: list[int] = []
-    write = process.WriterProcess.write
+    send = process.WriterProcess.send  # every batch, handed off or written at a checkpoint
 
-    def counted(self: process.WriterProcess, batch: list, **kwargs: object) -> list:
+    def counted(self: process.WriterProcess, batch: list, **kwargs: object) -> process.Sent:
         batch = list(batch)
         written.append(len(batch))
-        return write(self, batch, **kwargs)  # type: ignore[arg-type]
+        return send(self, batch, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(process.WriterProcess, "write", counted)
+    monkeypatch.setattr(process.WriterProcess, "send", counted)
     config, db = _config(tmp_path, "split", 500)
     assert main(["ingest", "postfix", str(log), "--config", str(config)]) == 0
     assert len(written) > 10 and sum(written) == len(expected["events"])

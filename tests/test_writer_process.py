@@ -325,6 +325,45 @@ def test_a_child_killed_during_a_write_fails_it_and_stores_none_of_it(db_url: st
         assert store.count("events") == 200 and store.checkpoint("postfix:/x") == {"offset": 1}
 
 
+def test_send_and_receive_on_two_threads_keep_one_batch_at_a_time(db_url: str) -> None:
+    """send returns once the batch is handed over (the child writes while the caller goes
+    on); a second send waits until the first batch is received, from any thread."""
+    with Store.open(db_url) as store, WriterProcess(db_url) as writer:
+        first, second = _messages(0, 50), _messages(50, 120)
+        sent = writer.send(first)
+        outcome: dict[str, object] = {}
+
+        def send_second() -> None:
+            outcome["fresh"] = writer.receive(writer.send(second))
+
+        thread = threading.Thread(target=send_second)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive() and "fresh" not in outcome  # waits for its turn
+        _same_objects(writer.receive(sent), first)
+        thread.join(20)
+        assert not thread.is_alive()
+        _same_objects(outcome["fresh"], second)  # type: ignore[arg-type]
+        assert store.count("events") == 120
+
+
+def test_a_batch_sent_and_then_closed_is_not_acknowledged(db_url: str) -> None:
+    """close between send and receive: receive raises StoreError (the batch was stored:
+    writing it again stores nothing twice) and the writer takes the next batch."""
+    with Store.open(db_url) as store, WriterProcess(db_url) as writer:
+        batch = _messages(0, 40)
+        sent = writer.send(batch)
+        writer.close()
+        with pytest.raises(StoreError):
+            writer.receive(sent)
+        # close let the child finish the batch it had: stored, though not acknowledged
+        assert store.count("events") == 40
+        assert writer.write(batch) == []  # again: nothing twice
+        later = _messages(40, 45)
+        _same_objects(writer.write(later), later)
+        assert store.count("events") == 45
+
+
 def test_close_leaves_no_child_process(db_url: str) -> None:
     """close(), and leaving the context manager, stop the child and reap it."""
     with Store.open(db_url):

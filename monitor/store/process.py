@@ -8,6 +8,9 @@ checkpoint, state and retractions) is stored in one transaction, in a child proc
 and ``write`` returns when it is committed.  Events go over as plain tuples
 (:mod:`monitor.store.wire`); what comes back are positions, mapped here onto the
 caller's own objects, so the caller sees the same events and records it gave.
+``write`` is :meth:`~WriterProcess.send` then :meth:`~WriterProcess.receive`; the pipeline
+sends from the thread that parses and receives on its background thread, so the child
+writes one batch while the next is parsed.
 
 The child is a new interpreter running this module (not a fork: the parent runs
 threads), started at the first write or by :meth:`WriterProcess.start`; rows cross a
@@ -31,7 +34,7 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import StatementError
 
@@ -41,12 +44,20 @@ from monitor.records import Record
 from monitor.store import OnRecords, OnReject, Store
 from monitor.store.wire import WireEvent, to_wire
 
-__all__ = ["WriterProcess"]
+__all__ = ["Sent", "WriterProcess"]
 
 log = logging.getLogger(__name__)
 
 _STOP_SECONDS = 30.0  # for the child to finish a batch in flight and close its database
 _SLICE = 2000  # rows a message: pickled and read back one slice at a time
+
+
+class Sent(NamedTuple):
+    """A batch :meth:`WriterProcess.send` handed over, for :meth:`WriterProcess.receive`."""
+
+    events: list[Event]  # in the order sent: the child answers with positions
+    unsendable: list[Event]
+    records: list[Record]
 
 
 class WriterProcess:
@@ -56,7 +67,9 @@ class WriterProcess:
         self.url = url
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
-        self._lock = threading.Lock()  # one request and its reply at a time
+        self._lock = threading.Lock()  # the connection, one side of it at a time
+        # One batch from send to receive: taken by send, let go by receive (any thread).
+        self._turn = threading.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -102,6 +115,38 @@ class WriterProcess:
         on_records: OnRecords | None = None,
     ) -> list[Event]:
         """:meth:`Store.write`, done by the child process."""
+        sent = self.send(batch, checkpoint=checkpoint, state=state, retract=retract,
+                         records=records)  # fmt: skip
+        return self.receive(sent, on_reject=on_reject, on_records=on_records)
+
+    def send(
+        self,
+        batch: Iterable[Event],
+        *,
+        checkpoint: tuple[str, Mapping[str, Any]] | None = None,
+        state: Mapping[str, Any] | None = None,
+        retract: Sequence[str] = (),
+        records: Iterable[Record] = (),
+    ) -> Sent:
+        """The first half of :meth:`write`: hand the batch to the child, which starts
+        writing it; :meth:`receive` (from any thread) waits for its answer.  Until then no
+        other batch can be sent: a caller that sends from one thread and receives on
+        another lets the child write while it goes on (``Pipeline`` does)."""
+        self._turn.acquire()
+        try:
+            return self._send(batch, checkpoint, state, retract, records)
+        except BaseException:
+            self._turn.release()
+            raise
+
+    def _send(
+        self,
+        batch: Iterable[Event],
+        checkpoint: tuple[str, Mapping[str, Any]] | None,
+        state: Mapping[str, Any] | None,
+        retract: Sequence[str],
+        records: Iterable[Record],
+    ) -> Sent:
         sent: list[Event] = []
         unsendable: list[Event] = []  # refused once the rest is stored, as Store.write would
         extra = list(records)
@@ -126,29 +171,56 @@ class WriterProcess:
                 if rows:
                     self._conn.send(rows)
                 self._conn.send((checkpoint, dict(state) if state else None, list(retract), extra))
-                reply = self._conn.recv()
             except (EOFError, OSError) as exc:
-                code = self._stop(wait=False)
-                raise StoreError(
-                    f"the store's writer process stopped (exit code {code}) before it "
-                    f"acknowledged a batch of {len(sent)} events"
-                ) from exc
+                raise self._stopped(len(sent)) from exc
             except BaseException:
                 # Interrupted between slices: the child would take them as the start of
                 # the next batch.  A new child starts clean.
                 self._stop(wait=False)
                 raise
+        return Sent(sent, unsendable, extra)
+
+    def receive(
+        self,
+        sent: Sent,
+        *,
+        on_reject: OnReject | None = None,
+        on_records: OnRecords | None = None,
+    ) -> list[Event]:
+        """The second half of :meth:`write`: wait for the child to commit what :meth:`send`
+        sent; the new events are returned as the caller's own objects."""
+        try:
+            with self._lock:
+                if self._conn is None:  # stopped since (close, or a failed send)
+                    raise self._stopped(len(sent.events))
+                try:
+                    reply = self._conn.recv()
+                except (EOFError, OSError) as exc:
+                    raise self._stopped(len(sent.events)) from exc
+                except BaseException:
+                    self._stop(wait=False)  # its answer would be taken for the next batch's
+                    raise
+        finally:
+            self._turn.release()
         if reply[0] == "error":
             raise reply[1]
         fresh, stored, refused = reply[1:]
         if on_reject is not None:
-            for event in unsendable:
+            for event in sent.unsendable:
                 on_reject(event, "store_refused")
             for what, position, reason in refused:
-                on_reject(sent[position] if what == "event" else extra[position], reason)
-        if on_records is not None and extra:
-            on_records([extra[i] for i in stored])
-        return [sent[i] for i in fresh]
+                on_reject(sent.events[position] if what == "event" else sent.records[position],
+                          reason)  # fmt: skip
+        if on_records is not None and sent.records:
+            on_records([sent.records[i] for i in stored])
+        return [sent.events[i] for i in fresh]
+
+    def _stopped(self, events: int) -> StoreError:
+        code = self._stop(wait=False)
+        return StoreError(
+            f"the store's writer process stopped (exit code {code}) before it "
+            f"acknowledged a batch of {events} events"
+        )
 
     def close(self) -> None:
         """Stop the child once it has finished the batch in flight."""
