@@ -256,14 +256,18 @@ class Pipeline:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="mailmon-store")
         future: Future[_Written]
-        if self._process is not None and not waiting:
+        if self._process is not None:
             # Handed over here, while this thread would only parse: from the background
             # thread the handing over took turns on the GIL with parsing, and the writer
             # process waited for the batch (measured: either side idle half the time).
+            # Events still waiting for their MX answer wait here: their lookups began
+            # while the batch filled, so only the last few are still out.
+            for event in waiting:
+                self.enrich(event)
             self.resolver.save()  # answers learned meanwhile, while the writer is idle
             sent = self._process.send(batch, retract=retract, records=records)
             future = self._writer.submit(self._receive, sent)
-        else:  # events wait for their provider: finished in the background first
+        else:
             future = self._writer.submit(self._write, batch, waiting, retract=retract,
                                          records=records)  # fmt: skip
         self._inflight = (batch, len(records), future)

@@ -90,14 +90,16 @@ def test_pipeline_goes_on_while_domains_resolve(server: DNSServer, store: Store)
     assert store.count("events") == DOMAINS
 
 
+@pytest.mark.parametrize("writer_process", [False, True])
 def test_events_of_a_resolving_domain_are_stored_and_counted_once_with_its_provider(
-    server: DNSServer, store: Store, db_url: str
+    server: DNSServer, store: Store, db_url: str, writer_process: bool
 ) -> None:
     """Events that waited for their lookup end in store, counters and /metrics under the real
-    provider only: nothing counted as other first."""
+    provider only: nothing counted as other first (with a writer process, the full batch
+    waits for its answers before it is handed over)."""
     metrics = Metrics()
     pipeline = Pipeline(store, resolver=_resolver(server, cache=store), metrics=metrics,
-                        batch_size=3)  # fmt: skip
+                        batch_size=3, writer_process=writer_process)  # fmt: skip
     events: list[Event] = [
         ev("delivered", 0, recipient="a@contoso.test", queue_id="A1"),
         ev("deferred", 1, recipient="b@contoso.test", queue_id="A2", reply_code=451,
