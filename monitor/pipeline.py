@@ -25,7 +25,9 @@ With ``writer_process=True`` the background writes go to a child process instead
 (:mod:`monitor.store.process`), started at the first full batch (or by
 :meth:`Pipeline.start_writer`): the store's Python work then runs on the other core
 instead of taking turns with parsing for the GIL.  Every write after that goes there,
-checkpoints included, so the order of writes is the order of batches.
+checkpoints included, so the order of writes is the order of batches.  A full batch is
+handed over by the caller's thread (its events' MX answers awaited first) and only the
+answer is awaited in the background.
 
 Records (:mod:`monitor.records`: DMARC rows, DNS checks and the like) handed to
 :meth:`Pipeline.put_record` go with the next batch, in its transaction: a flush's
@@ -266,7 +268,7 @@ class Pipeline:
                 self.enrich(event)
             self.resolver.save()  # answers learned meanwhile, while the writer is idle
             sent = self._process.send(batch, retract=retract, records=records)
-            future = self._writer.submit(self._receive, sent)
+            future = self._writer.submit(self._receive, self._process, sent)
         else:
             future = self._writer.submit(self._write, batch, waiting, retract=retract,
                                          records=records)  # fmt: skip
@@ -297,10 +299,9 @@ class Pipeline:
                                  **write)  # fmt: skip
         return fresh, stored
 
-    def _receive(self, sent: Sent) -> _Written:
-        assert self._process is not None
+    def _receive(self, process: WriterProcess, sent: Sent) -> _Written:
         stored: list[Record] = []
-        fresh = self._process.receive(sent, on_reject=self._rejected, on_records=stored.extend)
+        fresh = process.receive(sent, on_reject=self._rejected, on_records=stored.extend)
         return fresh, stored
 
     def _collect(self) -> None:
