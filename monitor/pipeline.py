@@ -264,9 +264,7 @@ class Pipeline:
             # process waited for the batch (measured: either side idle half the time).
             # Events still waiting for their MX answer wait here: their lookups began
             # while the batch filled, so only the last few are still out.
-            for event in waiting:
-                self.enrich(event)
-            self.resolver.save()  # answers learned meanwhile, while the writer is idle
+            self._finish(waiting)
             sent = self._process.send(batch, retract=retract, records=records)
             future = self._writer.submit(self._receive, self._process, sent)
         else:
@@ -288,11 +286,15 @@ class Pipeline:
         records, self._records = self._records, []
         return batch, waiting, retract, records
 
-    def _write(self, batch: list[Event], waiting: list[Event], **write: Any) -> _Written:
-        """Finish the events that waited for their provider, then store the batch."""
+    def _finish(self, waiting: list[Event]) -> None:
+        """Enrich the events that waited for their provider; save the answers learned."""
         for event in waiting:
             self.enrich(event)
         self.resolver.save()
+
+    def _write(self, batch: list[Event], waiting: list[Event], **write: Any) -> _Written:
+        """Finish the events that waited for their provider, then store the batch."""
+        self._finish(waiting)
         stored: list[Record] = []
         sink = self.store if self._process is None else self._process
         fresh = sink.write(batch, on_reject=self._rejected, on_records=stored.extend,

@@ -326,8 +326,8 @@ def test_last_hour_kept_per_minute_equals_every_row_in_python(
                      for level, per in got.items() if per}  # fmt: skip
             assert table == {level: per for level, per in
                              _every_row(store, end, kept, q, thresholds).items() if per}  # fmt: skip
-        assert {level: {k: s.counts for k, s in per.items()} for level, per in got.items()} == {
-            level: {k: s.counts for k, s in per.items()} for level, per in fresh.items()
+        assert {level: {k: s.counts() for k, s in per.items()} for level, per in got.items()} == {
+            level: {k: s.counts() for k, s in per.items()} for level, per in fresh.items()
         }
         return got
 

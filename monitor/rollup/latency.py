@@ -22,6 +22,7 @@ latency at that level (as the counters: only known subjects).
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
@@ -116,12 +117,17 @@ class LatencyTable:
 
 def quantile(values: list[float], q: float) -> float | None:
     """The ``q`` quantile of sorted ``values`` with linear interpolation (None when empty)."""
-    if not values:
+    return _interpolated(values.__getitem__, len(values), q)
+
+
+def _interpolated(at: Callable[[int], float], n: int, q: float) -> float | None:
+    """The ``q`` quantile of ``n`` sorted values, ``at(i)`` the i-th (0-based)."""
+    if not n:
         return None
-    pos = q * (len(values) - 1)
+    pos = q * (n - 1)
     lo = int(pos)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+    low, high = at(lo), at(min(lo + 1, n - 1))
+    return low + (high - low) * (pos - lo)
 
 
 def histogram_quantile(bins: dict[int, int], q: float) -> float | None:
@@ -269,6 +275,12 @@ class LatencyReader:
         return baseline, day
 
 
+def _keep(value: str | None, kept: set[str] | None) -> str | None:
+    """``value``, or ``REST`` for a value not ``kept`` (None: every value kept); the Python
+    twin of ``_kept_or_rest``."""
+    return value if not value or kept is None or value in kept else REST
+
+
 def _kept_or_rest(column: Any, level: str, kept: Kept) -> Any:
     """``column``, or ``REST`` for a value not kept (a level that keeps every value: as is)."""
     if level not in kept:
@@ -282,12 +294,16 @@ class _Sample:
     """The latencies of one subject as distinct values (ascending) with how often each came:
     exact quantiles without one list entry per delivery."""
 
-    __slots__ = ("_cumulative", "counts", "values")
+    __slots__ = ("_cumulative", "values")
 
     def __init__(self, counts: dict[float, int]) -> None:
-        self.counts = dict(counts)  # a snapshot: the caller's go on changing
         self.values = sorted(counts)
         self._cumulative = list(accumulate(counts[value] for value in self.values))
+
+    def counts(self) -> dict[float, int]:
+        """Each distinct latency and how many deliveries took it."""
+        return dict(zip(self.values, map(int.__sub__, self._cumulative, [0, *self._cumulative]),
+                        strict=True))  # fmt: skip
 
     def __len__(self) -> int:
         return self._cumulative[-1] if self._cumulative else 0
@@ -298,13 +314,7 @@ class _Sample:
 
     def quantile(self, q: float) -> float | None:
         """As ``quantile`` over every delivery's latency, sorted."""
-        total = len(self)
-        if not total:
-            return None
-        pos = q * (total - 1)
-        lo = int(pos)
-        low, high = self._at(lo), self._at(min(lo + 1, total - 1))
-        return low + (high - low) * (pos - lo)
+        return _interpolated(self._at, len(self), q)
 
     def above(self, threshold: float) -> int:
         """How many deliveries took longer than ``threshold``."""
@@ -425,9 +435,8 @@ def _read_minutes(
         if minute is None:
             minute = out[int(m)] = {level: {} for level in ("provider", *LEVELS)}
         value = max(0.0, float(latency))
-        for level, key, keep in zip(("provider", *LEVELS), ("", *subjects), keeps, strict=True):
-            if key and keep is not None and key not in keep:
-                key = REST
+        for level, raw, keep in zip(("provider", *LEVELS), ("", *subjects), keeps, strict=True):
+            key = _keep(raw, keep) or ""
             if key or level == "provider":
                 counts = minute[level].setdefault((name, key), {})
                 counts[value] = counts.get(value, 0) + n
