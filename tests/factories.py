@@ -45,6 +45,7 @@ def ev(kind: str, minutes: float = 0, **fields: Any) -> Event:
 #: What each schema step added, undone: a test builds an older store from a new one.
 _OLD_SENDER_KEY = "bucket, dimension, value, provider, outcome, reason, ndr"
 _UNDO = {
+    11: ("DROP INDEX ix_deliveries_deferred_final",),
     10: ("DROP TABLE jobs",),
     9: ("ALTER TABLE provider_cache DROP COLUMN expires_at",),
     8: ("CREATE TABLE sender_counters_7 (bucket INTEGER NOT NULL, dimension VARCHAR(16) NOT NULL,"

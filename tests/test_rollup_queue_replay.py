@@ -96,3 +96,45 @@ def test_live_evaluation_sees_the_queue_as_stored(db_url: str) -> None:
         replay = RollupEngine(store, detector).evaluate(at)
     assert replay.incidents_opened == live.incidents_opened
     assert replay.subjects == live.subjects
+
+
+def test_live_evaluation_counts_the_queue_that_left_in_the_newest_minute(db_url: str) -> None:
+    """Evaluated live at 16:00, when the batch was delivered at 16:00:02 (inside the newest
+    minute, after the evaluation's time): it was still queued at 16:00, so it is stuck there,
+    as a replay of 16:00 once later mail arrived finds it; on SQLite the rows come from the
+    index of deferred rows by final time, not from a scan."""
+    from monitor.collectors.mta.postfix import parse
+    from monitor.rollup.deliveries import queue_stats
+
+    events = list(parse(_log().splitlines()))
+    detector = QueueAgeDetector()
+    at = (START + timedelta(hours=6)).timestamp()
+    assert max(e.occurred_at for e in events) == START + timedelta(hours=6, seconds=2)
+    with Store.open(db_url) as store:
+        store.write(events)
+        live = RollupEngine(store, detector).evaluate(at)
+        with store.engine.connect() as conn:
+            stats = queue_stats(conn, at, ["slow.example"], detector, final_after=True)
+        assert stats[("other", "slow.example")].stuck == 25
+        assert stats[("other", "slow.example")].oldest_age == pytest.approx(6 * 3600 - 2)
+        if store.engine.dialect.name == "sqlite":
+            with store.engine.connect() as conn:
+                plan = conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT recipient_domain FROM deliveries"
+                    " WHERE deferrals > 0 AND final_at > ? AND first_attempt_at <= ?"
+                    " AND stream != 'ndr'", (at, at)
+                ).all()  # fmt: skip
+            assert "ix_deliveries_deferred_final" in " ".join(str(r[-1]) for r in plan)
+        at8 = (START + timedelta(hours=8)).isoformat()
+        later = [f"{at8} mx1 postfix/qmgr[102]: B0001: from=<noreply@app.example>, size=900, "
+                 "nrcpt=1 (queue active)",
+                 f"{at8} mx1 postfix/smtp[103]: B0001: to=<late@other.example>, relay=mx.other"
+                 ".example[192.0.2.8]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 "
+                 "2.0.0 Ok)"]  # fmt: skip
+        store.write(list(parse(later)))
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM incidents")
+        replay = RollupEngine(store, detector).evaluate(at)
+    assert live.incidents_opened == [("queue_age", "other", "slow.example")]
+    assert replay.incidents_opened == live.incidents_opened
+    assert replay.subjects == live.subjects

@@ -304,7 +304,7 @@ def test_schema_4_database_gets_sender_counters(db_url: str) -> None:
                     for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
     downgrade(db_url, 4)
     with Store.open(db_url) as store:
-        assert store.schema_version == LATEST == 10
+        assert store.schema_version == LATEST == 11
         found = [store.stats(by, include_ndr=True)
                  for by in ("sender_domain", "sending_ip", "stream")]  # fmt: skip
         assert found == expected and expected[0]
@@ -365,7 +365,7 @@ def test_schema_5_database_gets_failure_counters(db_url: str) -> None:
         store.write(_failures())
     downgrade(db_url, 5)
     with Store.open(db_url) as store:
-        assert store.schema_version == LATEST == 10
+        assert store.schema_version == LATEST == 11
         assert _failure_rows(store) == _EXPECTED_FAILURES
         store.write([ev("bounced", 30, recipient="gina@gmail.com", queue_id="QA",
                         reason="spamdetected", hard=True, blame="content")])  # fmt: skip

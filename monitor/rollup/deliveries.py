@@ -3,7 +3,8 @@ other input read from delivery rows, lives in ``latency.py``).
 
 Live (at the newest counter bucket or later), queue age goes through the
 ``(recipient_domain, state)`` index: the deferred rows of the domains the windows saw, plus
-those that reached their final outcome since (the events after that time).  An evaluation of
+those that reached their final outcome since (the index of rows ever deferred by final time,
+schema 11).  An evaluation of
 an earlier time (a replay after ``mailmon ingest`` of an old log) judges the queue *as of*
 that time instead: what had its first attempt by then and no final outcome yet, from the rows
 ever deferred, read once per ``QueueReader`` (again when events were stored since) and
@@ -47,8 +48,8 @@ def queue_stats(
     many of them more than the detector's max age before ``at``.
 
     ``final_after``: also those that were deferred at ``at`` and reached their final outcome
-    since (inside the newest bucket, live), found through the events after ``at``, so a
-    live evaluation and a replay of the same time agree.
+    since (inside the newest bucket, live), so a live evaluation and a replay of the same
+    time agree.
     """
     end = align(at)
     cut = end - detector.max_age_seconds
@@ -78,23 +79,17 @@ def queue_stats(
 
 
 def _final_after(conn: Connection, end: float) -> list[tuple[str, str, float]]:
-    """(provider, domain, first attempt) of deliveries deferred at ``end`` and final since:
-    event ids start with their UNIX second (``monitor.model.identity``), so the events after
-    ``end`` are one primary-key range -- a minute's worth when live."""
-    e, d = events.c, deliveries.c
-    keys = select(e.delivery_key).where(
-        e.id >= f"{int(end) & 0xFFFFFFFF:08x}",
-        e.occurred_at > end,
-        e.type.in_(("delivered", "bounced", "expired")),
-    )
+    """(provider, domain, first attempt) of deliveries deferred at ``end`` and final since,
+    through the partial index of the rows ever deferred by final time (schema 11): the
+    few that became final in the newest minute, not every event of that minute."""
+    d = deliveries.c
     rows = conn.execute(
         select(
             func.coalesce(d.provider, literal("other")), d.recipient_domain, d.first_attempt_at
         ).where(
-            d.key.in_(keys),
             d.deferrals > 0,
-            d.first_attempt_at <= end,
             d.final_at > end,
+            d.first_attempt_at <= end,
             d.stream != "ndr",
         )
     )

@@ -156,6 +156,10 @@ def _add_jobs(conn: Connection) -> None:
     jobs.create(conn)
 
 
+def _add_deferred_index(conn: Connection) -> None:
+    next(i for i in deliveries.indexes if i.name == "ix_deliveries_deferred_final").create(conn)
+
+
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
@@ -168,6 +172,7 @@ STEPS: list[tuple[int, str, Step]] = [
     (8, "sender counters by hard/soft and blame", _split_sender_failures),
     (9, "expiry of negative answers in the provider cache", _add_provider_expiry),
     (10, "state of the scheduler's jobs", _add_jobs),
+    (11, "index of deferred rows by final time (rollup queue age)", _add_deferred_index),
 ]
 
 LATEST = STEPS[-1][0]
