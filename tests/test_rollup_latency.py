@@ -27,6 +27,7 @@ from monitor.rollup import (
     StreamRejectingDetector,
     list_incidents,
 )
+from monitor.rollup import latency as latency_module
 from monitor.rollup.latency import (
     LEVELS,
     Latency,
@@ -34,6 +35,7 @@ from monitor.rollup.latency import (
     SubjectLatency,
     _delivered_between,
     _LastHour,
+    _slices,
     quantile,
 )
 from monitor.rollup.windows import REST
@@ -302,15 +304,18 @@ def _deliveries(rng: random.Random, n: int, first: int = 0) -> list[Event]:
     return events
 
 
+@pytest.mark.parametrize("slice_rows", [latency_module.SLICE_ROWS, 30, 4])
 @pytest.mark.parametrize("kept", [{}, {"domain": ["d1.example"], "sending_ip": [IP1],
                                         "sender_domain": None, "stream": ["s0"]}])  # fmt: skip
 def test_last_hour_kept_per_minute_equals_every_row_in_python(
-    db_url: str, kept: dict[str, Any]
+    db_url: str, kept: dict[str, Any], slice_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The minutes kept between evaluations and read again when they change give the same
     counts, quantiles and slow counts as every row read afresh: after more rows, rows stored
     late in old minutes, a submission stored after its delivery, a delivery bounced after it
-    was counted, and the hour moving on."""
+    was counted, and the hour moving on; whether a statement reads many minutes, or a
+    minute is read in parts (``slice_rows``)."""
+    monkeypatch.setattr(latency_module, "SLICE_ROWS", slice_rows)
     rng = random.Random(7)
     thresholds = {"google": 5.0, "yahoo": 100.0, "other": 0.0}
     short = _LastHour()
@@ -383,3 +388,26 @@ def test_reader_reads_only_the_minutes_that_changed(sqlite_url: str) -> None:
             table = reader.read(conn, AT + 60, daily=False)
             assert grouped_reads() == 1
             assert sum(t.deliveries for t in table.providers.values()) == 301
+
+
+def test_slices_read_each_stale_minute_once_in_statements_of_bounded_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small stale minutes share a statement while no kept minute lies between them and
+    their rows stay within SLICE_ROWS; a bigger minute is read in equal parts of its 60 s
+    that cover it end to end (a second of margin outside it)."""
+    monkeypatch.setattr(latency_module, "SLICE_ROWS", 10)
+    counts = {100: 3, 101: 4, 102: 2, 103: 5, 105: 1, 106: 25, 107: 2, 108: 1, 110: 9}
+    marks = {m: (n, 0.0, 0.0) for m, n in counts.items()}
+    stale = [100, 101, 102, 103, 105, 106, 108, 110]  # 107 is kept
+    slices = _slices(marks, stale)
+    assert [minutes for minutes, _lo, _hi in slices] == [
+        [100, 101, 102], [103, 105], [106], [106], [106], [108, 110]
+    ]  # 104 and 109 hold no rows: nothing to skip there
+    assert slices[0][1:] == (100 * 60 - 1, 103 * 60 + 1)
+    assert slices[1][1:] == (103 * 60 - 1, 106 * 60 + 1)
+    parts = [(lo, hi) for minutes, lo, hi in slices if minutes == [106]]
+    assert parts == [(106 * 60 - 1, 106 * 60 + 20), (106 * 60 + 20, 106 * 60 + 40),
+                     (106 * 60 + 40, 107 * 60 + 1)]  # fmt: skip
+    assert slices[-1][1:] == (108 * 60 - 1, 111 * 60 + 1)
+    assert _slices(marks, []) == []

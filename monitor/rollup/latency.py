@@ -381,7 +381,7 @@ class _LastHour:
             self._add(self._minutes.pop(m)[1], -1, touched)
         stale = [m for m in marks if m not in self._minutes]
         if stale:
-            read = _read_minutes(conn, stale, end, wanted)
+            read = _read_minutes(conn, _slices(marks, stale), end, wanted)
             for m in stale:
                 self._minutes[m] = (marks[m], read.get(m, {}))
                 self._add(self._minutes[m][1], 1, touched)
@@ -413,33 +413,82 @@ class _LastHour:
                     del self._counts[subject]
 
 
+#: About how many rows one statement of the minutes' read reads: while a statement runs it
+#: holds back the WAL checkpoint (``monitor.store.wal``), so none should run long.  At 500
+#: webhook requests/s a minute holds 100,000 delivered rows or more.
+SLICE_ROWS = 20_000
+
+_Slice = tuple[list[int], float, float]
+
+
+def _slices(marks: dict[int, _Mark], minutes: list[int]) -> list[_Slice]:
+    """The statements reading ``minutes``: (their minutes, from, to) of final_at, each about
+    :data:`SLICE_ROWS` rows by the marks' counts: small minutes together when no minute
+    kept from before lies between them, a big one in equal parts of its 60 s.  The minute
+    in SQL decides which rows are a minute's (a second of margin at its edges), so each row
+    is read once."""
+    out: list[_Slice] = []
+    group: list[int] = []
+    rows = 0
+    wanted = set(minutes)
+
+    def flush() -> None:
+        nonlocal rows
+        if group:
+            out.append((group.copy(), group[0] * MINUTE - 1.0, (group[-1] + 1) * MINUTE + 1.0))
+            group.clear()
+        rows = 0
+
+    for m in sorted(marks):
+        n = marks[m][0]
+        if m not in wanted or n > SLICE_ROWS or rows + n > SLICE_ROWS:
+            flush()  # a kept minute (not read again) or a big one lies between
+        if m not in wanted:
+            continue
+        if n > SLICE_ROWS:
+            parts = -(-n // SLICE_ROWS)
+            for i in range(parts):
+                lo = m * MINUTE - 1.0 if i == 0 else m * MINUTE + i * MINUTE / parts
+                last = i == parts - 1
+                hi = (m + 1) * MINUTE + 1.0 if last else m * MINUTE + (i + 1) * MINUTE / parts
+                out.append(([m], lo, hi))
+            continue
+        group.append(m)
+        rows += n
+    flush()
+    return out
+
+
 def _read_minutes(
-    conn: Connection, minutes: list[int], end: float, wanted: dict[str, set[str]]
+    conn: Connection, slices: list[_Slice], end: float, wanted: dict[str, set[str]]
 ) -> dict[int, _Minute]:
-    """The delivered rows of ``minutes`` (before ``end``), grouped by subject and latency in
-    the database, the values not ``wanted`` as ``REST``."""
+    """The delivered rows of the slices' minutes (in [end - 1 h, end)), grouped by subject
+    and latency in the database, one statement a slice, the values not ``wanted`` as
+    ``REST``."""
     c = deliveries.c
     minute = _minute_of(conn.dialect.name)
     provider = func.coalesce(c.provider, literal("other"))
     columns = [minute, provider, c.recipient_domain, c.sending_ip,
                _sender_domain(conn.dialect.name), c.stream_tag, _latency()]  # fmt: skip
-    rows: Any = conn.execute(
-        select(*columns, func.count())
-        .where(*_delivered_between(min(minutes) * MINUTE, end), minute.in_(minutes))
-        .group_by(*columns)
-    )
     out: dict[int, _Minute] = {}
     keeps = (None, *(wanted.get(level) for level in LEVELS))
-    for m, name, *subjects, latency, n in rows:
-        minute = out.get(int(m))
-        if minute is None:
-            minute = out[int(m)] = {level: {} for level in ("provider", *LEVELS)}
-        value = max(0.0, float(latency))
-        for level, raw, keep in zip(("provider", *LEVELS), ("", *subjects), keeps, strict=True):
-            key = _keep(raw, keep) or ""
-            if key or level == "provider":
-                counts = minute[level].setdefault((name, key), {})
-                counts[value] = counts.get(value, 0) + n
+    for minutes, lo, hi in slices:
+        rows: Any = conn.execute(
+            select(*columns, func.count())
+            .where(*_delivered_between(max(lo, end - HOUR), min(hi, end)), minute.in_(minutes))
+            .group_by(*columns)
+        )
+        for m, name, *subjects, latency, n in rows:
+            into = out.get(int(m))
+            if into is None:
+                into = out[int(m)] = {level: {} for level in ("provider", *LEVELS)}
+            value = max(0.0, float(latency))
+            for level, raw, keep in zip(("provider", *LEVELS), ("", *subjects), keeps,
+                                        strict=True):  # fmt: skip
+                key = _keep(raw, keep) or ""
+                if key or level == "provider":
+                    counts = into[level].setdefault((name, key), {})
+                    counts[value] = counts.get(value, 0) + n
     return out
 
 
