@@ -14,7 +14,9 @@ writes one batch while the next is parsed.
 
 The child is a new interpreter running this module (not a fork: the parent runs
 threads), started at the first write or by :meth:`WriterProcess.start`; rows cross a
-socket pair in slices, so neither side holds a whole batch pickled.  If it dies, the
+socket pair in slices, so neither side holds a whole batch pickled.  With SQLite the child
+copies the WAL into the database on a thread of its own, nudged after each batch
+(:mod:`monitor.store.wal`), so its commits do not.  If it dies, the
 write in flight raises :class:`~monitor.errors.StoreError` and is not acknowledged
 (at-least-once: its events are idempotent if they were committed after all); the next
 write starts a new child.
@@ -42,6 +44,7 @@ from monitor.errors import StoreError
 from monitor.model import Event
 from monitor.records import Record
 from monitor.store import OnRecords, OnReject, Store
+from monitor.store.wal import WalCheckpointer
 from monitor.store.wire import WireEvent, to_wire
 
 __all__ = ["Sent", "WriterProcess"]
@@ -265,7 +268,8 @@ def _serve(conn: Connection) -> None:
     except Exception as exc:
         _answer_error(conn, _read_batch(conn), exc)  # the reply to the first request
         return
-    with store:
+    wal = WalCheckpointer.for_engine(store.engine)
+    with store, wal or contextlib.nullcontext():
         while True:
             request = _read_batch(conn)
             if request is None:
@@ -276,6 +280,8 @@ def _serve(conn: Connection) -> None:
                 _answer_error(conn, request, exc)
                 continue
             conn.send(reply)
+            if wal is not None:
+                wal.nudge()
 
 
 _Request = tuple[list[WireEvent], Any, Any, list[str], list[Record]]
