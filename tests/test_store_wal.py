@@ -114,7 +114,7 @@ def test_a_failing_checkpoint_is_logged_once_and_retried(
     every round, and the thread goes on."""
     path = tmp_path / "not-a-database.db"
     path.write_bytes(b"x" * 4096)
-    wal = WalCheckpointer(str(path), every=0.01)
+    wal = WalCheckpointer(str(path), every=0.01, spacing=0.01)
     with caplog.at_level("WARNING", logger="monitor.store.wal"), wal:
         time.sleep(0.3)
         assert wal._thread is not None and wal._thread.is_alive()
