@@ -111,9 +111,13 @@ REPORTS = {
 
 
 def _reports(inbox: Path, n: int) -> None:
-    """Put round ``n``'s reports where the dmarc_reports job reads (and then moves) them."""
+    """Put round ``n``'s reports where the dmarc_reports job reads (and then moves) them,
+    each whole at once: the job runs every second with ``min_age_seconds = 0``, and a
+    copy in place was once read half written (a large report recovered short)."""
     for name in REPORTS[n]:
-        shutil.copy(CORPUS / name, inbox / Path(name).name)
+        staged = inbox / f".{Path(name).name}.part"  # hidden: the job leaves it alone
+        shutil.copy(CORPUS / name, staged)
+        staged.replace(inbox / Path(name).name)
 
 
 @dataclass(frozen=True)
