@@ -155,9 +155,9 @@ class QueueReader:
 
     def _load(self, conn: Connection, names: set[str], whole: bool = False) -> None:
         """The rows of ``names`` ever deferred and not final by the load's first time:
-        ``whole``, one scan of them all, kept for ``names`` only (no index serves "final
-        after"; deferred rows are a few percent of them); else those of a few domains new
-        to the reader (the choice of domains grew), by domain."""
+        ``whole``, one scan of them all through the index of rows ever deferred (a few
+        percent of the rows), kept for ``names`` only; else those of a few domains new to
+        the reader (the choice of domains grew), by domain."""
         if not names:
             return
         for name in names:

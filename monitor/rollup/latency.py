@@ -441,8 +441,8 @@ def _slices(marks: dict[int, _Mark], minutes: list[int]) -> list[_Slice]:
 
     for m in sorted(marks):
         n = marks[m][0]
-        if m not in wanted or n > SLICE_ROWS or rows + n > SLICE_ROWS:
-            flush()  # a kept minute (not read again) or a big one lies between
+        if m not in wanted or rows + n > SLICE_ROWS:
+            flush()  # a kept minute (not read again) lies between, or the group is full
         if m not in wanted:
             continue
         if n > SLICE_ROWS:

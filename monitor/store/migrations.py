@@ -41,8 +41,13 @@ def _add_incidents(conn: Connection) -> None:
     incidents.create(conn)
 
 
-def _add_delivered_index(conn: Connection) -> None:
-    next(i for i in deliveries.indexes if i.name == "ix_deliveries_delivered_final").create(conn)
+def _add_index(name: str) -> Step:
+    """The step that creates the index ``name`` of ``deliveries`` as the schema declares it."""
+
+    def step(conn: Connection) -> None:
+        next(i for i in deliveries.indexes if i.name == name).create(conn)
+
+    return step
 
 
 def _add_sender_counters(conn: Connection) -> None:
@@ -156,23 +161,21 @@ def _add_jobs(conn: Connection) -> None:
     jobs.create(conn)
 
 
-def _add_deferred_index(conn: Connection) -> None:
-    next(i for i in deliveries.indexes if i.name == "ix_deliveries_deferred_final").create(conn)
-
-
 #: (version, what it does, how). Version 1 is the first released schema.
 STEPS: list[tuple[int, str, Step]] = [
     (1, "events, deliveries, counters, provider cache, checkpoints", lambda conn: None),
     (2, "blame and classification rule on events and deliveries", _add_blame_and_rule),
     (3, "incidents from the rollup engine's detectors", _add_incidents),
-    (4, "index of delivered rows by final time (rollup latency)", _add_delivered_index),
+    (4, "index of delivered rows by final time (rollup latency)",
+     _add_index("ix_deliveries_delivered_final")),
     (5, "counters per sending domain, sending IP and stream", _add_sender_counters),
     (6, "failure counters by hard/soft and blame", _add_failure_counters),
     (7, "sending IP and tag stream on deliveries", _add_delivery_ip_and_stream),
     (8, "sender counters by hard/soft and blame", _split_sender_failures),
     (9, "expiry of negative answers in the provider cache", _add_provider_expiry),
     (10, "state of the scheduler's jobs", _add_jobs),
-    (11, "index of deferred rows by final time (rollup queue age)", _add_deferred_index),
+    (11, "index of deferred rows by final time (rollup queue age)",
+     _add_index("ix_deliveries_deferred_final")),
 ]
 
 LATEST = STEPS[-1][0]
