@@ -99,6 +99,9 @@ class ProviderLookup(Protocol):
     def save(self) -> None:
         """Persist what was learned (called before each batch is written)."""
 
+    def start_deferred(self) -> None:
+        """Start the lookups put off (called before waiting for a batch's providers)."""
+
     @property
     def rules(self) -> ProviderRules:
         """The rules it names providers by; mail collectors name report senders by them."""
@@ -112,6 +115,9 @@ class _NoProvider:
         return "other"
 
     def save(self) -> None:
+        pass
+
+    def start_deferred(self) -> None:
         pass
 
     @property
@@ -139,6 +145,9 @@ class Pipeline:
         self.resolver = resolver or _NoProvider()
         self.metrics = metrics
         self.batch_size = batch_size
+        # A batch this full starts the lookups its resolver put off, so most are answered
+        # by the time the batch is handed over (see ProviderResolver.provider_soon).
+        self._lookups_at = batch_size * 9 // 10
         self.on_write = on_write
         self.on_records = on_records
         _fewer_collections()
@@ -220,11 +229,14 @@ class Pipeline:
         else:
             self.enrich(event)
         self._pending.append(event)
-        if len(self._pending) >= self.batch_size and not self.group_commit:
+        pending = len(self._pending)
+        if pending >= self.batch_size and not self.group_commit:
             if self._overlap:
                 self._hand_off()
             else:
                 self.flush()
+        elif pending == self._lookups_at:
+            self.resolver.start_deferred()
 
     def put_record(self, record: Record) -> None:
         """Store ``record`` with the next batch (records are few: no enrichment)."""
@@ -288,6 +300,8 @@ class Pipeline:
 
     def _finish(self, waiting: list[Event]) -> None:
         """Enrich the events that waited for their provider; save the answers learned."""
+        if waiting:
+            self.resolver.start_deferred()  # all at once, not one per event waited for
         for event in waiting:
             self.enrich(event)
         self.resolver.save()

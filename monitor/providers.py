@@ -136,6 +136,7 @@ class ResolverStats:
 
     static_hits: int = 0
     relay_hits: int = 0  # decided by the relay host the line names
+    relay_first: int = 0  # lookups put off, then not asked: a relay host decided first
     cache_hits: int = 0
     dns_queries: int = 0
     answers: int = 0  # domains resolved by an MX answer
@@ -181,6 +182,7 @@ class ProviderResolver:
         memo_size: int = 100_000,
         concurrency: int = 16,
         smarthosts: Iterable[str] = (),
+        defer_seconds: float = 0.0,
     ) -> None:
         self.rules = rules if rules is not None else ProviderRules.load()
         self.stats = ResolverStats()
@@ -202,6 +204,11 @@ class ProviderResolver:
         self._unsaved: dict[str, CachedProvider] = {}
         self._lock = threading.Lock()  # _inflight, _unsaved, _smarthosts and stats
         self._smarthosts = {h.strip().strip("[]").rstrip(".").lower() for h in smarthosts}
+        # provider_soon puts a lookup off by this long (see there); domain -> (due, stale),
+        # in the order put off, so the due ones are at the front.
+        self._defer = max(0.0, defer_seconds)
+        self._deferred: dict[str, tuple[float, Provider | None]] = {}
+        self._due = math.inf  # when the first one put off is due (read without the lock)
 
     # -- asking -------------------------------------------------------------------
 
@@ -212,15 +219,46 @@ class ProviderResolver:
         return provider
 
     def provider_soon(self, domain: str | None, relay: str | None = None) -> Provider | None:
-        """The provider if known without waiting; else None, with its lookup under way."""
-        found = self._soon(domain, relay)
-        return None if isinstance(found, Future) else found
+        """The provider if known without waiting; else None, with its lookup under way.
+
+        With ``defer_seconds`` the lookup is only put off that long: a back-fill reads a
+        message's delivery line (whose relay host names the provider, no DNS needed) a few
+        hundred lines after the line that first names its domain. :meth:`start_deferred`
+        (the pipeline calls it before it waits for a batch's providers) or a later call
+        past the delay starts the lookups still needed.
+        """
+        if self._due <= time.monotonic():
+            self.start_deferred(everything=False)
+        found = self._soon(domain, relay, defer=self._defer > 0)
+        return found if isinstance(found, Provider) else None
+
+    def start_deferred(self, *, everything: bool = True) -> None:
+        """Start the lookups :meth:`provider_soon` put off (only the due ones, unless
+        ``everything``), except for domains a relay host decided meanwhile."""
+        now = time.monotonic()
+        with self._lock:
+            due: list[tuple[str, Provider | None]] = []
+            for domain, (when, stale) in self._deferred.items():
+                if when > now and not everything:
+                    break
+                due.append((domain, stale))
+            for domain, _ in due:
+                del self._deferred[domain]
+            self._due = next(iter(self._deferred.values()))[0] if self._deferred else math.inf
+        for domain, stale in due:
+            with self._memo_lock:
+                hit = self._memo.get(domain)
+            if hit is not None and hit[1] > self._clock():
+                self._count("relay_first")
+            else:
+                self._start(domain, stale)
 
     def wait_for(self, domain: str | None, relay: str | None = None) -> Provider:
         """The provider, waiting for its lookup if one is in flight (the store is not
         written: :meth:`save` does that, once for many domains)."""
         found = self._soon(domain, relay)
         if not isinstance(found, Future):
+            assert found is not None  # only provider_soon puts a lookup off
             return found
         started = time.monotonic()
         provider, expires_at = found.result()
@@ -241,12 +279,18 @@ class ProviderResolver:
     def close(self) -> None:
         """Stop the lookup threads (lookups not started are dropped)."""
         pool, self._pool = self._pool, None
+        with self._lock:
+            self._deferred.clear()
+            self._due = math.inf
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the fast path --------------------------------------------------------------
 
-    def _soon(self, domain: str | None, relay: str | None) -> Provider | Future[_Answer]:
+    def _soon(
+        self, domain: str | None, relay: str | None, defer: bool = False
+    ) -> Provider | Future[_Answer] | None:
+        """The provider, its lookup under way, or None: put off (``defer``)."""
         if not domain:
             return Provider.OTHER
         hit = self._memo.get(domain)
@@ -258,16 +302,19 @@ class ProviderResolver:
             if hit is not None and hit[1] > self._clock():
                 self._remember(domain, *hit)
                 return hit[0]
-        found = self._known(name, relay)
-        if isinstance(found, Future):
+        found = self._known(name, relay, defer)
+        if found is None or isinstance(found, Future):
             return found
         self._remember(name, *found)
         if name != domain:
             self._remember(domain, *found)
         return found[0]
 
-    def _known(self, domain: str, relay: str | None) -> _Answer | Future[_Answer]:
-        """What is known of a normalised domain past the memo, or its lookup under way."""
+    def _known(
+        self, domain: str, relay: str | None, defer: bool = False
+    ) -> _Answer | Future[_Answer] | None:
+        """What is known of a normalised domain past the memo, its lookup under way, or
+        None: its lookup put off (``defer``)."""
         static = self.rules.for_domain(domain)
         if static is not None:
             self._count("static_hits")
@@ -300,7 +347,19 @@ class ProviderResolver:
         if self._breaker.is_open(now):
             self._count("dns_skipped")
             return self._fallback(stale), self._breaker.open_until
+        if defer:
+            return self._put_off(domain, stale)
         return self._start(domain, stale)
+
+    def _put_off(self, domain: str, stale: Provider | None) -> Future[_Answer] | None:
+        with self._lock:
+            future = self._inflight.get(domain)
+            if future is None and domain not in self._deferred:
+                due = time.monotonic() + self._defer
+                if not self._deferred:
+                    self._due = due
+                self._deferred[domain] = (due, stale)
+        return future
 
     # -- relay hosts -------------------------------------------------------------------
 
@@ -334,6 +393,7 @@ class ProviderResolver:
 
     def _start(self, domain: str, stale: Provider | None) -> Future[_Answer]:
         with self._lock:
+            self._deferred.pop(domain, None)
             future = self._inflight.get(domain)
             if future is None:
                 if self._pool is None:
@@ -457,8 +517,11 @@ def _as_provider(value: str) -> Provider | None:
         return None
 
 
-def resolver_for(config: Config, store: ProviderCache) -> ProviderResolver:
-    """The resolver ``[providers]`` describes, caching in ``store``."""
+def resolver_for(
+    config: Config, store: ProviderCache, *, defer_seconds: float = 0.0
+) -> ProviderResolver:
+    """The resolver ``[providers]`` describes, caching in ``store`` (``defer_seconds``:
+    see :meth:`ProviderResolver.provider_soon`)."""
     p = config.providers
     return ProviderResolver(
         resolver=nameserver_resolver(p.nameservers) if p.nameservers else None,
@@ -471,4 +534,5 @@ def resolver_for(config: Config, store: ProviderCache) -> ProviderResolver:
         lifetime_seconds=p.dns_timeout_seconds,
         concurrency=p.dns_concurrency,
         smarthosts=p.smarthosts,
+        defer_seconds=defer_seconds,
     )

@@ -4,6 +4,7 @@ relay host already names the provider; events wait for their provider, counted o
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -189,6 +190,97 @@ def test_relay_host_is_not_used_with_resolution_off(server: DNSServer) -> None:
     resolver = _resolver(server, resolve_mx=False)
     assert resolver.provider_for("r1.test", "aspmx.l.google.com[142.250.1.26]:25") == "other"
     assert server.count() == 0
+
+
+# -- lookups put off for a relay host -------------------------------------------------------
+
+GOOGLE_RELAY = "aspmx.l.google.com[142.250.1.26]:25"
+
+
+def test_a_lookup_put_off_is_not_asked_when_a_relay_host_decides_first(
+    server: DNSServer,
+) -> None:
+    """With ``defer_seconds`` the first line of a domain starts no lookup; when the relay of
+    a later line names the provider, no query is ever sent for it; a domain no relay
+    decided is asked once :meth:`start_deferred` runs."""
+    resolver = _resolver(server, defer_seconds=60.0)
+    assert resolver.provider_soon("corp1.test") is None
+    assert resolver.provider_soon("corp2.test") is None
+    assert resolver.provider_soon("corp1.test", GOOGLE_RELAY) is Provider.GOOGLE
+    assert server.count() == 0
+    resolver.start_deferred()
+    assert resolver.wait_for("corp2.test") is Provider.GOOGLE
+    assert resolver.wait_for("corp1.test") is Provider.GOOGLE
+    assert (server.count("corp1.test"), server.count("corp2.test")) == (0, 1)
+    assert (resolver.stats.relay_first, resolver.stats.dns_queries) == (1, 1)
+
+
+def test_a_lookup_put_off_starts_once_due_or_when_waited_for(server: DNSServer) -> None:
+    """A lookup put off starts by itself on a later call past its delay (no batch end
+    needed), and at once when a caller waits for it."""
+    resolver = _resolver(server, defer_seconds=0.05)
+    assert resolver.provider_soon("corp1.test") is None
+    time.sleep(0.1)
+    assert resolver.provider_soon("gmail.com") is Provider.GOOGLE  # well known: no DNS
+    deadline = time.monotonic() + 30
+    while server.count("corp1.test") == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.count("corp1.test") == 1
+    waiting = _resolver(server, defer_seconds=60.0)
+    assert waiting.provider_soon("corp2.test") is None
+    assert waiting.wait_for("corp2.test") is Provider.GOOGLE
+    waiting.start_deferred()  # started already: not asked twice
+    assert waiting.wait_for("corp2.test") is Provider.GOOGLE
+    assert server.count("corp2.test") == 1
+    assert waiting.stats.dns_queries == 1
+
+
+@pytest.mark.parametrize("writer_process", [False, True])
+def test_pipeline_starts_put_off_lookups_before_it_waits(
+    server: DNSServer, store: Store, writer_process: bool
+) -> None:
+    """The events of domains put off get their provider when the batch is written, the
+    lookups side by side (not one after the other), with or without a writer process."""
+    resolver = _resolver(server, cache=store, defer_seconds=60.0)
+    pipeline = Pipeline(store, resolver=resolver, batch_size=10_000,
+                        writer_process=writer_process)  # fmt: skip
+    events = [ev("delivered", i, recipient=f"r@corp{i}.test") for i in range(DOMAINS)]
+    pipeline.put_many(events)
+    assert server.count() == 0
+    pipeline.close()
+    resolver.close()
+    assert server.count() == DOMAINS
+    assert server.max_in_flight > 1
+    assert {e.provider for e in events} == {"google"}
+    assert store.count("events") == DOMAINS
+
+
+def test_ingest_names_providers_by_relay_before_asking_dns(
+    server: DNSServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mailmon ingest`` of a log whose delivery lines name each domain's MX asks DNS
+    nothing: the submission (read first, no relay) waits for the delivery line's relay."""
+    log = tmp_path / "mail.log"
+    mx = r"relay=mx\.corp\d+\.test\[192\.0\.2\.1\]"
+    log.write_text(re.sub(mx, f"relay={GOOGLE_RELAY}", _log(DOMAINS)))
+    config = tmp_path / "mailmon.toml"
+    config.write_text(
+        f'[providers]\nnameservers = ["127.0.0.1:{server.port}"]\ndns_timeout_seconds = 10\n'
+    )
+    monkeypatch.setenv("MAILMON_RESOLVE_MX", "1")
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "ingest", "postfix", str(log),
+         "--db", f"sqlite:///{tmp_path / 'm.db'}", "--config", str(config), "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    dns = json.loads(done.stdout)["mx_lookups"]
+    assert server.count() == 0
+    assert (dns["domains"], dns["relay_first"]) == (0, DOMAINS)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    with engine.connect() as conn:
+        found = conn.execute(sa.text("SELECT type, provider, count(*) FROM events GROUP BY 1, 2"))
+        assert sorted(found) == [("delivered", "google", DOMAINS), ("submitted", "google", DOMAINS)]
+    engine.dispose()
 
 
 # -- negative answers across runs ------------------------------------------------------
