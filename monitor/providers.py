@@ -230,7 +230,7 @@ class ProviderResolver:
         if self._due <= time.monotonic():
             self.start_deferred(everything=False)
         found = self._soon(domain, relay, defer=self._defer > 0)
-        return found if isinstance(found, Provider) else None
+        return None if found is None or isinstance(found, Future) else found
 
     def start_deferred(self, *, everything: bool = True) -> None:
         """Start the lookups :meth:`provider_soon` put off (only the due ones, unless
