@@ -16,7 +16,9 @@ wall time, lines per second and peak RSS:
 Peak RSS is the larger of the kernel's high-water mark for the child
 (``os.wait4`` rusage: the largest single process of the tree) and the largest
 sum of the RSS of all live processes of the tree, sampled from /proc every
-20 ms (it catches helpers that run side by side).
+20 ms (it catches helpers that run side by side).  The same samples give each
+process's CPU seconds (``main``: parsing; ``writer``: the store's writer process),
+printed under the table: the slower side bounds the wall time.
 
 It also measures the storage floor: the rows mailmon stored for the first log
 (events and deliveries), re-inserted with Python's sqlite3 into fresh tables of
@@ -87,6 +89,9 @@ class Run:
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after
     events: dict[str, int] = field(default_factory=dict)
     db_bytes: int = 0
+    #: CPU s of each process of the tree, as last sampled (up to 20 ms short): which side
+    #: of mailmon's two (parsing, the store's writer) is the slower one
+    cpu_by_process: dict[str, float] = field(default_factory=dict)
 
     @property
     def lines_per_second(self) -> float:
@@ -102,7 +107,8 @@ class Run:
 
 
 class TreeSampler(threading.Thread):
-    """Polls /proc for the summed RSS of a process and all its descendants."""
+    """Polls /proc for the summed RSS of a process and all its descendants, and each one's
+    CPU time."""
 
     def __init__(self, root: int, interval: float = 0.02) -> None:
         super().__init__(daemon=True)
@@ -111,6 +117,8 @@ class TreeSampler(threading.Thread):
         self.peak_bytes = 0
         self.done = threading.Event()
         self.page = os.sysconf("SC_PAGE_SIZE")
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (what it is, CPU s)
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -128,8 +136,11 @@ class TreeSampler(threading.Thread):
             except OSError:
                 continue
             # the command name may hold spaces and parens: the fields follow the last ')'
-            ppid = int(stat.rpartition(b")")[2].split()[1])
+            fields = stat.rpartition(b")")[2].split()
+            ppid = int(fields[1])
             children.setdefault(ppid, []).append(int(entry.name))
+            if int(entry.name) == self.root or int(entry.name) in self.cpu or ppid in self.cpu:
+                self._cpu(int(entry.name), fields)
         total, todo = 0, [self.root]
         while todo:
             pid = todo.pop()
@@ -140,6 +151,28 @@ class TreeSampler(threading.Thread):
             except (OSError, IndexError, ValueError):
                 continue  # exited (or a zombie) between the scan and the read
         return total
+
+    def _cpu(self, pid: int, fields: list[bytes]) -> None:
+        seconds = (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+        known = self.cpu.get(pid)
+        if known is None:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                return
+            what = "main" if pid == self.root else "writer" if b"monitor.store.process" in argv else (
+                os.path.basename(argv[0].decode(errors="replace")) or str(pid)
+            )
+            known = (what, seconds)
+        if seconds >= known[1]:  # a zombie reads 0
+            self.cpu[pid] = (known[0], seconds)
+
+    def cpu_by_process(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for what, seconds in self.cpu.values():
+            out[what] = round(out.get(what, 0.0) + seconds, 2)
+        return out
 
 
 def measure(
@@ -169,7 +202,8 @@ def measure(
         text += (OUT / f"{name}.stderr").read_text(errors="replace")[-4000:]
     cpu = usage.ru_utime + usage.ru_stime
     load = (round(load_before, 2), round(os.getloadavg()[0], 2))
-    return Run(name, command, lines, wall, peak, proc.returncode, text, cpu_seconds=cpu, load=load)
+    return Run(name, command, lines, wall, peak, proc.returncode, text, cpu_seconds=cpu, load=load,
+               cpu_by_process=sampler.cpu_by_process())  # fmt: skip
 
 
 def fingerprint() -> str:
@@ -543,6 +577,10 @@ def print_report(
             f"  {r.load[0]:.2f} / {r.load[1]:.2f}"
         )
     print(f"(load: 1-minute load average; {os.cpu_count()} CPUs. Above 1, something else ran.)")
+    for r in runs:
+        if len(r.cpu_by_process) > 1:
+            split = ", ".join(f"{k} {v:.1f}" for k, v in r.cpu_by_process.items())
+            print(f"{r.name}: CPU s by process (sampled every 20 ms): {split}")
 
     for n, run in mailmon.items():
         print(f"\nmailmon {label(n)} says:")
