@@ -145,9 +145,6 @@ class Pipeline:
         self.resolver = resolver or _NoProvider()
         self.metrics = metrics
         self.batch_size = batch_size
-        # A batch this full starts the lookups its resolver put off, so most are answered
-        # by the time the batch is handed over (see ProviderResolver.provider_soon).
-        self._lookups_at = batch_size * 9 // 10
         self.on_write = on_write
         self.on_records = on_records
         _fewer_collections()
@@ -229,14 +226,11 @@ class Pipeline:
         else:
             self.enrich(event)
         self._pending.append(event)
-        pending = len(self._pending)
-        if pending >= self.batch_size and not self.group_commit:
+        if len(self._pending) >= self.batch_size and not self.group_commit:
             if self._overlap:
                 self._hand_off()
             else:
                 self.flush()
-        elif pending == self._lookups_at:
-            self.resolver.start_deferred()
 
     def put_record(self, record: Record) -> None:
         """Store ``record`` with the next batch (records are few: no enrichment)."""

@@ -204,10 +204,10 @@ class ProviderResolver:
         self._unsaved: dict[str, CachedProvider] = {}
         self._lock = threading.Lock()  # _inflight, _unsaved, _smarthosts and stats
         self._smarthosts = {h.strip().strip("[]").rstrip(".").lower() for h in smarthosts}
-        # provider_soon puts a lookup off by this long (see there); domain -> (due, stale),
-        # in the order put off, so the due ones are at the front.
+        # provider_soon puts a lookup off by this long (see there); domain -> when it is
+        # due, in the order put off, so the due ones are at the front.
         self._defer = max(0.0, defer_seconds)
-        self._deferred: dict[str, tuple[float, Provider | None]] = {}
+        self._deferred: dict[str, float] = {}
         self._due = math.inf  # when the first one put off is due (read without the lock)
 
     # -- asking -------------------------------------------------------------------
@@ -227,7 +227,7 @@ class ProviderResolver:
         (the pipeline calls it before it waits for a batch's providers) or a later call
         past the delay starts the lookups still needed.
         """
-        if self._due <= time.monotonic():
+        if self._defer and self._due <= time.monotonic():
             self.start_deferred(everything=False)
         found = self._soon(domain, relay, defer=self._defer > 0)
         return None if found is None or isinstance(found, Future) else found
@@ -237,21 +237,18 @@ class ProviderResolver:
         ``everything``), except for domains a relay host decided meanwhile."""
         now = time.monotonic()
         with self._lock:
-            due: list[tuple[str, Provider | None]] = []
-            for domain, (when, stale) in self._deferred.items():
+            due: list[str] = []
+            for domain, when in self._deferred.items():
                 if when > now and not everything:
                     break
-                due.append((domain, stale))
-            for domain, _ in due:
+                due.append(domain)
+            for domain in due:
                 del self._deferred[domain]
-            self._due = next(iter(self._deferred.values()))[0] if self._deferred else math.inf
-        for domain, stale in due:
-            with self._memo_lock:
-                hit = self._memo.get(domain)
-            if hit is not None and hit[1] > self._clock():
+            self._due = next(iter(self._deferred.values())) if self._deferred else math.inf
+        for domain in due:
+            # Asked again from the top: the memo holds what a relay decided meanwhile.
+            if not isinstance(self._soon(domain, None), Future):
                 self._count("relay_first")
-            else:
-                self._start(domain, stale)
 
     def wait_for(self, domain: str | None, relay: str | None = None) -> Provider:
         """The provider, waiting for its lookup if one is in flight (the store is not
@@ -348,17 +345,17 @@ class ProviderResolver:
             self._count("dns_skipped")
             return self._fallback(stale), self._breaker.open_until
         if defer:
-            return self._put_off(domain, stale)
+            return self._put_off(domain)
         return self._start(domain, stale)
 
-    def _put_off(self, domain: str, stale: Provider | None) -> Future[_Answer] | None:
+    def _put_off(self, domain: str) -> Future[_Answer] | None:
         with self._lock:
             future = self._inflight.get(domain)
             if future is None and domain not in self._deferred:
                 due = time.monotonic() + self._defer
                 if not self._deferred:
                     self._due = due
-                self._deferred[domain] = (due, stale)
+                self._deferred[domain] = due
         return future
 
     # -- relay hosts -------------------------------------------------------------------
