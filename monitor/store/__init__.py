@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from monitor.errors import StoreError
 from monitor.model import Event
 from monitor.records import Record
-from monitor.store import queries
+from monitor.store import bulk, queries
 from monitor.store.migrations import LATEST, current_version, migrate
 from monitor.store.records import ensure_tables, kind_of, read_records, write_records
 from monitor.store.retract import refold_deliveries, retract_events
@@ -357,6 +357,9 @@ def _prepare(engine: Engine, *, create: bool) -> None:
     """
     with engine.connect() as conn:
         found = current_version(conn)
+        left_dropped = found is not None and bulk.left_dropped(conn)
+    if left_dropped:
+        bulk.recover(engine)  # a bulk load died before it built its indexes again
     if found is None and not create:
         raise StoreError(f"it has no Mailmon tables: nothing stored yet ({_NO_STORE_HINT})")
     if found == LATEST:

@@ -1,0 +1,206 @@
+"""A bulk load into SQLite builds the secondary indexes of events and deliveries at its end:
+the same rows and the same indexes as a load that kept them, and a load that died leaves
+them to the next open of the store, never to a load still running."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.store import Store, bulk
+
+REPO = Path(__file__).resolve().parents[1]
+LINES = 20_000
+TABLES = {
+    "events": "id",
+    "deliveries": "key",
+    "counters": "bucket, recipient_domain, provider, outcome, reason, stream",
+    "failure_counters": "bucket, recipient_domain, provider, outcome, reason, hard, blame, stream",
+    "sender_counters": "bucket, dimension, value, provider, outcome, reason, hard, blame, ndr",
+}
+DEFERRED = bulk.deferred_indexes()
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bulk") / "mail.log"
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gen_postfix_log.py"), "--lines", str(LINES),
+         "--out", str(path), "--seed", "5"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return path
+
+
+def _indexes(db: Path) -> dict[str, str]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+
+
+def _note(db: Path) -> str | None:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT value FROM mailmon_meta WHERE key = ?", (bulk.DEFERRED_KEY,)
+        ).fetchone()
+    return row[0] if row else None
+
+
+def _contents(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(db) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY {o}").fetchall()
+                for t, o in TABLES.items()}  # fmt: skip
+
+
+def _ingest(capsys: pytest.CaptureFixture[str], db: Path, *args: str) -> dict:
+    capsys.readouterr()
+    assert main(["ingest", "postfix", *args, "--db", f"sqlite:///{db}", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_deferred_indexes_are_the_secondary_indexes_of_events_and_deliveries() -> None:
+    assert DEFERRED == [
+        "ix_deliveries_deferred_final", "ix_deliveries_delivered_final",
+        "ix_deliveries_domain_state", "ix_deliveries_message_id", "ix_deliveries_queue_id",
+        "ix_deliveries_recipient", "ix_events_delivery_key",
+    ]  # fmt: skip
+
+
+def test_a_bulk_load_builds_the_indexes_at_its_end_and_stores_the_same_rows(
+    log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    kept, deferred = tmp_path / "kept.db", tmp_path / "deferred.db"
+    summary = _ingest(capsys, kept, str(log), "--keep-indexes")
+    assert summary["indexes_built_after_load"] is None
+
+    at_build: list[dict[str, str]] = []
+    build = bulk._build
+
+    def spied(engine: object) -> None:
+        at_build.append(_indexes(deferred))  # every batch written, nothing built yet
+        build(engine)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bulk, "_build", spied)
+    summary = _ingest(capsys, deferred, str(log))
+    built = summary["indexes_built_after_load"]
+    assert built["indexes"] == DEFERRED and built["seconds"] >= 0
+    assert len(at_build) == 1 and not set(DEFERRED) & set(at_build[0])
+    assert summary["stored"] == len(_contents(kept)["events"]) > 5_000
+
+    built_sql, kept_sql = _indexes(deferred), _indexes(kept)
+    assert [built_sql[n] for n in DEFERRED] == [kept_sql[n] for n in DEFERRED]  # as declared
+    assert _note(deferred) is None
+    assert _contents(deferred) == _contents(kept)
+    with sqlite3.connect(deferred) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_load_small_beside_the_store_keeps_its_indexes(
+    log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "store.db"
+    assert _ingest(capsys, db, str(log))["indexes_built_after_load"] is not None
+    small = tmp_path / "small.log"
+    small.write_text("".join(log.read_text().splitlines(keepends=True)[:2_000]))
+    assert _ingest(capsys, db, str(small))["indexes_built_after_load"] is None
+    assert set(DEFERRED) <= set(_indexes(db))
+
+
+def test_the_input_is_weighed_as_text_and_a_stream_keeps_the_indexes(tmp_path: Path) -> None:
+    plain = tmp_path / "mail.log"
+    plain.write_bytes(b"x" * 10_000)
+    packed = tmp_path / "mail.log.1.gz"
+    packed.write_bytes(gzip.compress(os.urandom(1_000), mtime=0))
+    assert bulk.input_bytes([str(plain)]) == 10_000
+    assert bulk.input_bytes([str(plain), str(packed)]) == 10_000 + 5 * packed.stat().st_size
+    assert bulk.input_bytes([str(tmp_path / "missing.log"), str(plain)]) == 10_000
+    assert bulk.input_bytes([str(plain), "-"]) is None
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert bulk.input_bytes([str(fifo)]) is None
+
+
+def test_postgresql_keeps_its_indexes(postgres_url: str) -> None:
+    store = Store.open(postgres_url)
+    try:
+        with bulk.indexes_deferred(store.engine, 10**12) as deferral:
+            assert deferral.indexes == []
+        assert deferral.build_seconds is None
+    finally:
+        store.close()
+
+
+def test_an_error_inside_the_load_still_builds_the_indexes(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    store = Store.open(f"sqlite:///{db}")
+    before = _indexes(db)
+    with pytest.raises(RuntimeError), bulk.indexes_deferred(store.engine, 10**9) as deferral:
+        assert deferral.indexes == DEFERRED
+        assert not set(DEFERRED) & set(_indexes(db))
+        assert json.loads(_note(db) or "[]") == [before[n] for n in DEFERRED]
+        raise RuntimeError("the load failed")
+    store.close()
+    assert _indexes(db) == before and _note(db) is None
+
+
+def test_another_open_during_the_load_leaves_its_indexes_to_it(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    url = f"sqlite:///{db}"
+    store = Store.open(url)
+    before = _indexes(db)
+    with bulk.indexes_deferred(store.engine, 10**9) as deferral:
+        assert deferral.indexes == DEFERRED
+        Store.open(url).close()  # serve, or the writer process, opening meanwhile
+        assert not set(DEFERRED) & set(_indexes(db))
+        with bulk.indexes_deferred(store.engine, 10**9) as second:  # a second load
+            assert second.indexes == []
+    store.close()
+    assert _indexes(db) == before and _note(db) is None
+
+
+def test_a_load_that_died_leaves_its_indexes_to_the_next_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "store.db"
+    url = f"sqlite:///{db}"
+    Store.open(url).close()
+    before = _indexes(db)
+    died = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import os
+            from monitor.store import Store, bulk
+            store = Store.open({url!r})
+            with bulk.indexes_deferred(store.engine, 10**9) as deferral:
+                assert deferral.indexes
+                os._exit(3)  # killed in the middle of the load
+        """)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert died.returncode == 3, died.stderr
+    assert not set(DEFERRED) & set(_indexes(db)) and _note(db) is not None
+
+    Store.open(url, create=False).close()
+    assert _indexes(db) == before and _note(db) is None
+    assert "built again" in caplog.text
+
+
+def test_an_index_that_cannot_be_built_again_does_not_stop_the_store_opening(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "store.db"
+    url = f"sqlite:///{db}"
+    Store.open(url).close()
+    with sqlite3.connect(db) as conn:  # a note no build can follow (a disk full, read-only)
+        conn.execute("INSERT INTO mailmon_meta VALUES (?, ?)", (bulk.DEFERRED_KEY, json.dumps(
+            ["CREATE INDEX ix_gone ON no_such_table (x)"])))  # fmt: skip
+    Store.open(url, create=False).close()
+    assert "still missing" in caplog.text and _note(db) is not None
