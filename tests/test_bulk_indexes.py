@@ -7,13 +7,16 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from monitor.cli import main
 from monitor.store import Store, bulk
@@ -204,3 +207,57 @@ def test_an_index_that_cannot_be_built_again_does_not_stop_the_store_opening(
             ["CREATE INDEX ix_gone ON no_such_table (x)"])))  # fmt: skip
     Store.open(url, create=False).close()
     assert "still missing" in caplog.text and _note(db) is not None
+
+
+def test_a_build_that_fails_at_the_end_of_the_load_is_left_to_the_next_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "store.db"
+    url = f"sqlite:///{db}"
+    store = Store.open(url)
+    before = _indexes(db)
+    build = bulk._build
+
+    def locked(engine: object) -> None:
+        raise OperationalError("CREATE INDEX", {}, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(bulk, "_build", locked)
+    with bulk.indexes_deferred(store.engine, 10**9) as deferral:
+        assert deferral.indexes == DEFERRED
+    assert deferral.build_seconds is None and "not built yet" in caplog.text
+    assert _note(db) is not None
+    monkeypatch.setattr(bulk, "_build", build)
+    Store.open(url).close()
+    store.close()
+    assert _indexes(db) == before and _note(db) is None
+
+
+def test_ingest_killed_in_the_middle_leaves_its_indexes_to_the_next_command(
+    log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "store.db"
+    Store.open(f"sqlite:///{db}").close()
+    before = _indexes(db)
+    env = {**os.environ, "MAILMON_RESOLVE_MX": "0"}
+    ingest = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "ingest", "postfix", str(log), "--db", f"sqlite:///{db}",
+         "--no-progress"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while _note(db) is None:  # the indexes are dropped: the load has begun
+            assert ingest.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        ingest.send_signal(signal.SIGKILL)
+    finally:
+        ingest.wait(timeout=30)
+    assert not set(DEFERRED) & set(_indexes(db))
+
+    # The next command opens the store, builds them, then goes on: all stored, once.
+    summary = _ingest(capsys, db, str(log))
+    assert _indexes(db) == before and _note(db) is None
+    kept = tmp_path / "kept.db"
+    _ingest(capsys, kept, str(log), "--keep-indexes")
+    assert _contents(db) == _contents(kept)
+    assert summary["stored"] + summary["duplicates"] == summary["events"]

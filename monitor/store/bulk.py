@@ -148,8 +148,15 @@ def indexes_deferred(engine: Engine, text_bytes: int | None) -> Iterator[Deferra
         finally:
             if done.indexes:
                 started = time.monotonic()
-                _build(engine)
-                done.build_seconds = time.monotonic() - started
+                try:
+                    _build(engine)
+                except SQLAlchemyError as exc:  # every row is stored: only the indexes wait
+                    log.warning(
+                        "the indexes put off during the load of %s are not built yet (%s); "
+                        "the next command to open the store builds them", db, exc,
+                    )  # fmt: skip
+                else:
+                    done.build_seconds = time.monotonic() - started
     finally:
         lock.close()
 
