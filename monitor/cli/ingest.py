@@ -61,12 +61,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "email, or (dmarc) held a report that was refused; the events of everything "
         "understood are stored all the same.",
     )
-    p.add_argument(
-        "source",
-        choices=(*line_kinds(), *MAIL_SOURCES, *webhooks(), "dmarc"),
-        help="what wrote the input (an ESP's name: its exported webhook payloads; "
-        "dmarc: DMARC aggregate/failure and SMTP TLS reports, files or directories)",
-    )
+    p.add_argument("source", choices=(*line_kinds(), *MAIL_SOURCES, *webhooks(), "dmarc"),
+                   help="what wrote the input (an ESP's name: its exported webhook payloads; "
+                   "dmarc: DMARC aggregate/failure and SMTP TLS reports, files or directories)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="log file, .gz file, or - for stdin")
     p.add_argument(
         "--tz",
