@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,16 @@ from monitor.store import Store
 from monitor.store.migrations import LATEST
 
 T0 = datetime(2026, 3, 4, 10, 0, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[1]
+
+#: The tables an ingest fills, each with the order its rows are compared in.
+STORE_TABLES = {
+    "events": "id",
+    "deliveries": "key",
+    "counters": "bucket, recipient_domain, provider, outcome, reason, stream",
+    "failure_counters": "bucket, recipient_domain, provider, outcome, reason, hard, blame, stream",
+    "sender_counters": "bucket, dimension, value, provider, outcome, reason, hard, blame, ndr",
+}
 
 
 class Clock:
@@ -115,3 +128,20 @@ def writer_processes(parent: int) -> set[int]:
                     b"monitor.store.process" in cmdline:  # fmt: skip
                 found.add(int(entry.name))
     return found
+
+
+def generated_log(path: Path, lines: int, seed: int) -> Path:
+    """``path``: the benchmark's Postfix log (``bench/gen_postfix_log.py``) of ``lines`` lines."""
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gen_postfix_log.py"), "--lines", str(lines),
+         "--out", str(path), "--seed", str(seed)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return path
+
+
+def store_contents(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of :data:`STORE_TABLES` in the SQLite store at ``db``, in a fixed order."""
+    with sqlite3.connect(db) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY {o}").fetchall()
+                for t, o in STORE_TABLES.items()}  # fmt: skip

@@ -16,32 +16,30 @@ import time
 from pathlib import Path
 
 import pytest
+from factories import generated_log, store_contents
 from sqlalchemy.exc import OperationalError
 
 from monitor.cli import main
 from monitor.store import Store, bulk
 
 REPO = Path(__file__).resolve().parents[1]
+
 LINES = 20_000
-TABLES = {
-    "events": "id",
-    "deliveries": "key",
-    "counters": "bucket, recipient_domain, provider, outcome, reason, stream",
-    "failure_counters": "bucket, recipient_domain, provider, outcome, reason, hard, blame, stream",
-    "sender_counters": "bucket, dimension, value, provider, outcome, reason, hard, blame, ndr",
-}
 DEFERRED = bulk.deferred_indexes()
 
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("bulk") / "mail.log"
-    subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gen_postfix_log.py"), "--lines", str(LINES),
-         "--out", str(path), "--seed", "5"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    return path
+    return generated_log(tmp_path_factory.mktemp("bulk") / "mail.log", LINES, seed=5)
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> tuple[Path, str, dict[str, str]]:
+    """An empty store: its file, its URL and its indexes as the schema declares them."""
+    db = tmp_path / "store.db"
+    url = f"sqlite:///{db}"
+    Store.open(url).close()
+    return db, url, _indexes(db)
 
 
 def _indexes(db: Path) -> dict[str, str]:
@@ -55,12 +53,6 @@ def _note(db: Path) -> str | None:
             "SELECT value FROM mailmon_meta WHERE key = ?", (bulk.DEFERRED_KEY,)
         ).fetchone()
     return row[0] if row else None
-
-
-def _contents(db: Path) -> dict[str, list[tuple[object, ...]]]:
-    with sqlite3.connect(db) as conn:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY {o}").fetchall()
-                for t, o in TABLES.items()}  # fmt: skip
 
 
 def _ingest(capsys: pytest.CaptureFixture[str], db: Path, *args: str) -> dict:
@@ -97,12 +89,12 @@ def test_a_bulk_load_builds_the_indexes_at_its_end_and_stores_the_same_rows(
     built = summary["indexes_built_after_load"]
     assert built["indexes"] == DEFERRED and built["seconds"] >= 0
     assert len(at_build) == 1 and not set(DEFERRED) & set(at_build[0])
-    assert summary["stored"] == len(_contents(kept)["events"]) > 5_000
+    assert summary["stored"] == len(store_contents(kept)["events"]) > 5_000
 
     built_sql, kept_sql = _indexes(deferred), _indexes(kept)
     assert [built_sql[n] for n in DEFERRED] == [kept_sql[n] for n in DEFERRED]  # as declared
     assert _note(deferred) is None
-    assert _contents(deferred) == _contents(kept)
+    assert store_contents(deferred) == store_contents(kept)
     with sqlite3.connect(deferred) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
@@ -142,24 +134,21 @@ def test_postgresql_keeps_its_indexes(postgres_url: str) -> None:
         store.close()
 
 
-def test_an_error_inside_the_load_still_builds_the_indexes(tmp_path: Path) -> None:
-    db = tmp_path / "store.db"
-    store = Store.open(f"sqlite:///{db}")
-    before = _indexes(db)
+def test_an_error_inside_the_load_still_builds_the_indexes(fresh: tuple) -> None:
+    db, url, before = fresh
+    store = Store.open(url)
     with pytest.raises(RuntimeError), bulk.indexes_deferred(store.engine, 10**9) as deferral:
         assert deferral.indexes == DEFERRED
         assert not set(DEFERRED) & set(_indexes(db))
-        assert json.loads(_note(db) or "[]") == [before[n] for n in DEFERRED]
+        assert json.loads(_note(db) or "[]") == [[n, before[n]] for n in DEFERRED]
         raise RuntimeError("the load failed")
     store.close()
     assert _indexes(db) == before and _note(db) is None
 
 
-def test_another_open_during_the_load_leaves_its_indexes_to_it(tmp_path: Path) -> None:
-    db = tmp_path / "store.db"
-    url = f"sqlite:///{db}"
+def test_another_open_during_the_load_leaves_its_indexes_to_it(fresh: tuple) -> None:
+    db, url, before = fresh
     store = Store.open(url)
-    before = _indexes(db)
     with bulk.indexes_deferred(store.engine, 10**9) as deferral:
         assert deferral.indexes == DEFERRED
         Store.open(url).close()  # serve, or the writer process, opening meanwhile
@@ -171,12 +160,9 @@ def test_another_open_during_the_load_leaves_its_indexes_to_it(tmp_path: Path) -
 
 
 def test_a_load_that_died_leaves_its_indexes_to_the_next_open(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fresh: tuple, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db = tmp_path / "store.db"
-    url = f"sqlite:///{db}"
-    Store.open(url).close()
-    before = _indexes(db)
+    db, url, before = fresh
     died = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(f"""
             import os
@@ -197,25 +183,21 @@ def test_a_load_that_died_leaves_its_indexes_to_the_next_open(
 
 
 def test_an_index_that_cannot_be_built_again_does_not_stop_the_store_opening(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fresh: tuple, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db = tmp_path / "store.db"
-    url = f"sqlite:///{db}"
-    Store.open(url).close()
+    db, url, _ = fresh
     with sqlite3.connect(db) as conn:  # a note no build can follow (a disk full, read-only)
         conn.execute("INSERT INTO mailmon_meta VALUES (?, ?)", (bulk.DEFERRED_KEY, json.dumps(
-            ["CREATE INDEX ix_gone ON no_such_table (x)"])))  # fmt: skip
+            [["ix_gone", "CREATE INDEX ix_gone ON no_such_table (x)"]])))  # fmt: skip
     Store.open(url, create=False).close()
     assert "still missing" in caplog.text and _note(db) is not None
 
 
 def test_a_build_that_fails_at_the_end_of_the_load_is_left_to_the_next_open(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    fresh: tuple, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = tmp_path / "store.db"
-    url = f"sqlite:///{db}"
+    db, url, before = fresh
     store = Store.open(url)
-    before = _indexes(db)
     build = bulk._build
 
     def locked(engine: object) -> None:
@@ -233,14 +215,12 @@ def test_a_build_that_fails_at_the_end_of_the_load_is_left_to_the_next_open(
 
 
 def test_ingest_killed_in_the_middle_leaves_its_indexes_to_the_next_command(
-    log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    log: Path, tmp_path: Path, fresh: tuple, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "store.db"
-    Store.open(f"sqlite:///{db}").close()
-    before = _indexes(db)
+    db, url, before = fresh
     env = {**os.environ, "MAILMON_RESOLVE_MX": "0"}
     ingest = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "ingest", "postfix", str(log), "--db", f"sqlite:///{db}",
+        [sys.executable, "-m", "monitor", "ingest", "postfix", str(log), "--db", url,
          "--no-progress"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -259,5 +239,5 @@ def test_ingest_killed_in_the_middle_leaves_its_indexes_to_the_next_command(
     assert _indexes(db) == before and _note(db) is None
     kept = tmp_path / "kept.db"
     _ingest(capsys, kept, str(log), "--keep-indexes")
-    assert _contents(db) == _contents(kept)
+    assert store_contents(db) == store_contents(kept)
     assert summary["stored"] + summary["duplicates"] == summary["events"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from factories import generated_log
 
 from monitor.collectors.checkpoints import file_key
 from monitor.config import default_instance
@@ -26,12 +27,7 @@ LINES = 40_000
 @pytest.fixture(scope="module")
 def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A realistic Postfix log with deferrals, expiries, interleaved messages and some junk."""
-    path = tmp_path_factory.mktemp("crash") / "mail.log"
-    subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gen_postfix_log.py"), "--lines", str(LINES),
-         "--out", str(path), "--seed", "7"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    path = generated_log(tmp_path_factory.mktemp("crash") / "mail.log", LINES, seed=7)
     # Lines no parser understands, so the unparsed count goes through the kills too.
     lines = path.read_text().splitlines(keepends=True)
     for at in range(len(lines) - 1, 0, -997):

@@ -12,31 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
-from factories import writer_processes
+from factories import generated_log, store_contents, writer_processes
 
 from monitor.cli import main
 from monitor.store import process
 
 REPO = Path(__file__).resolve().parents[1]
 LINES = 30_000
-TABLES = {
-    "events": "id",
-    "deliveries": "key",
-    "counters": "bucket, recipient_domain, provider, outcome, reason, stream",
-    "failure_counters": "bucket, recipient_domain, provider, outcome, reason, hard, blame, stream",
-    "sender_counters": "bucket, dimension, value, provider, outcome, reason, hard, blame, ndr",
-}
 
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ingest-process") / "mail.log"
-    subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gen_postfix_log.py"), "--lines", str(LINES),
-         "--out", str(path), "--seed", "11"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    return path
+    return generated_log(tmp_path_factory.mktemp("ingest-process") / "mail.log", LINES, seed=11)
 
 
 def _config(tmp_path: Path, name: str, batch_size: int) -> tuple[Path, Path]:
@@ -46,12 +33,6 @@ def _config(tmp_path: Path, name: str, batch_size: int) -> tuple[Path, Path]:
     return config, db
 
 
-def _contents(db: Path) -> dict[str, list[tuple[object, ...]]]:
-    with sqlite3.connect(db) as conn:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY {o}").fetchall()
-                for t, o in TABLES.items()}  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def expected(log: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple]]:
     """The store of one ingest that never fills a batch: every write in-process."""
@@ -59,7 +40,7 @@ def expected(log: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, l
     with pytest.MonkeyPatch.context() as env:  # as conftest's per-test fixture sets it
         env.setenv("MAILMON_RESOLVE_MX", "0")
         assert main(["ingest", "postfix", str(log), "--config", str(config)]) == 0
-    return _contents(db)
+    return store_contents(db)
 
 
 def test_ingest_through_the_writer_process_stores_what_in_process_writing_stores(
@@ -78,7 +59,7 @@ def test_ingest_through_the_writer_process_stores_what_in_process_writing_stores
     assert main(["ingest", "postfix", str(log), "--config", str(config)]) == 0
     assert len(written) > 10 and sum(written) == len(expected["events"])
     assert not writer_processes(os.getpid())  # stopped with the command
-    got = _contents(db)
+    got = store_contents(db)
     assert len(got["events"]) > LINES // 3
     for table, rows in expected.items():
         assert got[table] == rows, table
@@ -139,6 +120,6 @@ def test_a_killed_process_loses_nothing_once_ingest_runs_again(
     again = _ingest(config, log)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
-    got = _contents(db)
+    got = store_contents(db)
     for table, rows in expected.items():
         assert got[table] == rows, table

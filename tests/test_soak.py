@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from factories import generated_log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,12 +27,7 @@ def test_kills_and_rotations_lose_nothing_and_count_nothing_twice(
 ) -> None:
     """Three SIGKILLs, a rename (restarted inside its window), a copytruncate regrown past its offset and a gzip while stopped: the store equals one clean ingest."""
     work = tmp_path_factory.mktemp("soak")
-    source = work / "generated.log"
-    subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gen_postfix_log.py"), "--lines", "8000",
-         "--out", str(source), "--seed", "11"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    source = generated_log(work / "generated.log", 8000, seed=11)
     report = _bench().soak(
         work / "run", source.read_bytes().splitlines(keepends=True),
         mailmon=[sys.executable, "-m", "monitor"], rate=2000, kills=3, late_seconds=2.0,

@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.store.schema import deliveries, events, meta
+from monitor.store.wal import sqlite_file
 
 __all__ = [
     "BYTES_PER_DELIVERY",
@@ -49,7 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: ``meta`` key of the note: the ``CREATE INDEX`` statements of the indexes dropped.
+#: ``meta`` key of the note: ``[name, CREATE INDEX statement]`` of each index dropped.
 DEFERRED_KEY = "deferred_indexes"
 
 #: Log bytes per delivery row, about (the 1M-line benchmark log: 160 MB, 257k deliveries):
@@ -59,6 +60,8 @@ BYTES_PER_DELIVERY = 600
 #: A gzipped log (``ingest`` knows it by its magic bytes) holds about this many times its
 #: size in text: MTA logs compress 10-15x; the lower figure errs towards keeping indexes.
 _GZIP_RATIO = 5
+
+_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
 
 
 def deferred_indexes() -> list[str]:
@@ -74,13 +77,6 @@ class Deferral:
 
     indexes: list[str]
     build_seconds: float | None = None
-
-
-def _database(engine: Engine) -> Path | None:
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database).expanduser()
 
 
 def _lock_path(db: Path) -> Path:
@@ -128,7 +124,7 @@ def indexes_deferred(engine: Engine, text_bytes: int | None) -> Iterator[Deferra
     (:data:`BYTES_PER_DELIVERY` each), and no other load holds them dropped; built again
     on the way out, however the block ends."""
     done = Deferral([])
-    db = _database(engine)
+    db = sqlite_file(engine)
     if db is None or text_bytes is None:
         yield done
         return
@@ -179,8 +175,7 @@ def _drop(engine: Engine) -> list[str]:
         if not found:
             conn.rollback()
             return []
-        conn.execute(meta.insert().values(key=DEFERRED_KEY,
-                                          value=json.dumps([sql for _, sql in found])))  # fmt: skip
+        conn.execute(meta.insert().values(key=DEFERRED_KEY, value=json.dumps(found)))
         for name, _ in found:
             conn.exec_driver_sql(f'DROP INDEX "{name}"')
         conn.commit()
@@ -193,21 +188,13 @@ def _build(engine: Engine) -> None:
     with engine.connect() as conn:
         row = conn.execute(select(meta.c.value).where(meta.c.key == DEFERRED_KEY)).first()
         conn.rollback()
-        for sql in json.loads(row[0]) if row else []:
+        for name, sql in json.loads(row[0]) if row else []:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-            conn.exec_driver_sql(_if_not_exists(sql))
+            if not conn.exec_driver_sql(_EXISTS, (name,)).first():  # a recovery built it
+                conn.exec_driver_sql(sql)
             conn.commit()
         conn.execute(delete(meta).where(meta.c.key == DEFERRED_KEY))
         conn.commit()
-
-
-def _if_not_exists(sql: str) -> str:
-    """``CREATE [UNIQUE] INDEX name ...`` as ``... INDEX IF NOT EXISTS name ...``: an index
-    a concurrent recovery built already is no error."""
-    head, sep, tail = sql.partition(" INDEX ")
-    if not sep or tail.upper().startswith("IF NOT EXISTS"):
-        return sql
-    return f"{head} INDEX IF NOT EXISTS {tail}"
 
 
 def left_dropped(conn: Connection) -> bool:
@@ -218,7 +205,7 @@ def left_dropped(conn: Connection) -> bool:
 def recover(engine: Engine) -> bool:
     """Build the indexes a load left dropped, unless that load is still running; True
     when it built them (:meth:`Store.open` calls this when the note is there)."""
-    db = _database(engine)
+    db = sqlite_file(engine)
     if db is None:
         return False
     lock = _try_lock(db)

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
 
-__all__ = ["SAFETY_BYTES", "SPACING", "WalCheckpointer"]
+__all__ = ["SAFETY_BYTES", "SPACING", "WalCheckpointer", "sqlite_file"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,14 @@ SPACING = 0.1
 #: The writer's automatic checkpoint, as bytes of log: only if the thread falls behind for
 #: long (at 500 webhook requests/s a 1.5 s read let 220 MB pile up, copied in 0.2 s after).
 SAFETY_BYTES = 512 * 1024 * 1024
+
+
+def sqlite_file(engine: Engine) -> Path | None:
+    """The SQLite database file ``engine`` opens; None for PostgreSQL or in-memory."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser()
 
 
 class WalCheckpointer:
@@ -64,8 +73,8 @@ class WalCheckpointer:
     def for_engine(cls, engine: Engine, **kwargs: Any) -> WalCheckpointer | None:
         """One for the SQLite file of ``engine`` (None for PostgreSQL or in-memory), its
         connections from now on checkpointing only past :data:`SAFETY_BYTES`."""
-        url = engine.url
-        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        path = sqlite_file(engine)
+        if path is None:
             return None
 
         @event.listens_for(engine, "connect")
@@ -74,7 +83,7 @@ class WalCheckpointer:
             dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={max(1000, SAFETY_BYTES // page)}")
 
         engine.dispose()  # the pooled connections were opened before: new ones get it
-        return cls(str(url.database), **kwargs)
+        return cls(str(path), **kwargs)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="mailmon-wal", daemon=True)
