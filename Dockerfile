@@ -1,7 +1,11 @@
 # mailmon serve in a container: docker build -t mailmon . (docker-compose.yml builds it).
 FROM python:3.12-slim AS build
+# A C compiler for the parsing modules setup.py compiles (monitor/native.py); without it
+# the wheel holds the source alone, which works the same, more slowly.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py mypyc.ini README.md ./
 COPY monitor ./monitor
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

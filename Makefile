@@ -2,11 +2,13 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Also the sources compiled by setup.py (monitor/native.py): an edit recompiles them.
+NATIVE := $(shell $(PYTHON) monitor/native.py)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py mypyc.ini $(NATIVE) | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint bench install clean docs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py mypyc.ini $(NATIVE)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
@@ -36,4 +38,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache *__mypyc*.so
+	find monitor -name '*.so' -delete

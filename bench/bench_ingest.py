@@ -350,8 +350,14 @@ def code_version() -> dict[str, object]:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "monitor_dirty": None}
-    return {"commit": head, "monitor_dirty": bool(dirty)}
+        head, dirty = None, None
+    # Compiled or source parsing modules (monitor/native.py), as the runs below import them.
+    native = subprocess.run(
+        [sys.executable, "-c", "from monitor import native; print(native.REASON)"],
+        cwd=REPO, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    return {"commit": head, "monitor_dirty": None if dirty is None else bool(dirty),
+            "parsing_modules": native or None}  # fmt: skip
 
 
 def label(lines: int) -> str:
@@ -569,6 +575,7 @@ def print_report(
     assert isinstance(code, dict)
     dirty = " + uncommitted changes in monitor/" if code["monitor_dirty"] else ""
     print(f"\nmailmon at commit {code['commit']}{dirty}; config {report['mailmon_config']}")
+    print(f"parsing modules: {code.get('parsing_modules')}")
     print(
         f"{'command':<18} {'lines':>10} {'wall s':>8} {'cpu s':>7} {'lines/s':>10} "
         f"{'peak RSS MB':>12}  rc  load before/after"

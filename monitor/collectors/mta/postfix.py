@@ -151,7 +151,9 @@ class PostfixParser(QueueParser):
             queues = self._queues
             queues.unborn = None
             result = handler(moment, host, instance, message, ref)
-            if queues.unborn is not None:  # a message whose first line was not read (yet)
+            # Asked of the table, not read here: compiled (monitor.native), this function
+            # would take the attribute for the None it set above.
+            if queues.has_unborn():  # a message whose first line was not read (yet)
                 queues.record(line, ref, result)
         except Exception:  # a bug or hostile input must not stop ingestion: count it
             stats.unparsed[daemon] += 1
@@ -355,7 +357,10 @@ class PostfixParser(QueueParser):
     ) -> list[Event] | int:
         return IGNORED
 
-    _foreign = _quiet
+    def _foreign(
+        self, moment: datetime, host: str, instance: str, message: str, ref: str | None
+    ) -> list[Event] | int:
+        return IGNORED  # another program writing to the same log
 
     def _other(
         self, moment: datetime, host: str, instance: str, message: str, ref: str | None

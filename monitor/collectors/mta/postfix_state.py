@@ -127,20 +127,23 @@ class Queued:
             self.arrival = moment
 
 
-class _Aside(collections.OrderedDict[Key, Queued]):
-    """Orphans or joined records: least recently seen first, bounded like the queue ids."""
+_Aside = collections.OrderedDict[Key, Queued]  # orphans or joined records, oldest first
 
-    def put(self, key: Key, state: Queued, limit: int) -> None:
-        self[key] = state
-        self.move_to_end(key)
-        while len(self) > limit:
-            self.popitem(last=False)
 
-    def expire(self, horizon: datetime) -> list[Key]:
-        gone = []
-        while self and next(iter(self.values())).seen < horizon:
-            gone.append(self.popitem(last=False)[0])
-        return gone
+def _put(aside: _Aside, key: Key, state: Queued, limit: int) -> None:
+    """Remember ``state`` as the most recently seen, bounded like the queue ids."""
+    aside[key] = state
+    aside.move_to_end(key)
+    while len(aside) > limit:
+        aside.popitem(last=False)
+
+
+def _expire(aside: _Aside, horizon: datetime) -> list[Key]:
+    """Forget the records last seen before ``horizon``; their keys."""
+    gone = []
+    while aside and next(iter(aside.values())).seen < horizon:
+        gone.append(aside.popitem(last=False)[0])
+    return gone
 
 
 class QueueTable:
@@ -155,8 +158,8 @@ class QueueTable:
         # week or more (Debian rotates mail.log weekly and keeps 4), so they age slower.
         self._aside_age = self._max_age * ASIDE_AGE_FACTOR
         self._aged_at: datetime | None = None
-        self._orphans = _Aside()
-        self._joined = _Aside()
+        self._orphans: _Aside = collections.OrderedDict()
+        self._joined: _Aside = collections.OrderedDict()
         self.get = self._queues.get
         #: The unborn state the current line touched (the parser keeps the line in it).
         self.unborn: Queued | None = None
@@ -207,7 +210,7 @@ class QueueTable:
                 self._mark(queues.popitem(last=False)[0])
             for aside, part in ((self._orphans, _ORPHAN), (self._joined, _JOINED)):
                 if aside:
-                    for k in aside.expire(moment - self._aside_age):
+                    for k in _expire(aside, moment - self._aside_age):
                         self._mark((*k, part))
         return state
 
@@ -267,6 +270,10 @@ class QueueTable:
             self._set_aside(key, state)
         return state
 
+    def has_unborn(self) -> bool:
+        """Whether the line just handled touched an unborn state (see :meth:`record`)."""
+        return self.unborn is not None
+
     def record(self, line: str, ref: str | None, result: object) -> None:
         """Keep ``line`` (and the ids of the events it made) in the unborn state it touched."""
         state, self.unborn = self.unborn, None
@@ -285,7 +292,7 @@ class QueueTable:
             first.emitted = [*(first.emitted or ()), *(last.emitted or ())]
             first.seen = max(first.seen, last.seen)
             state = first
-        self._orphans.put(key, state, self._max_aside)
+        _put(self._orphans, key, state, self._max_aside)
         self._mark((*key, _ORPHAN))
 
     def born(self, state: Queued) -> None:
@@ -310,7 +317,7 @@ class QueueTable:
             self._mark((*key, _ORPHAN))
             record = Queued.from_dict(state.to_dict())
             record.seen = state.seen
-            self._joined.put(key, record, self._max_aside)
+            _put(self._joined, key, record, self._max_aside)
             self._mark((*key, _JOINED))
             ready.append(orphan)
         return ready
@@ -364,4 +371,4 @@ class QueueTable:
                 self._queues[key] = state
             else:
                 aside = self._orphans if key[3] == _ORPHAN else self._joined
-                aside.put(key[:3], state, self._max_aside)  # type: ignore[arg-type]
+                _put(aside, key[:3], state, self._max_aside)  # type: ignore[arg-type]

@@ -1,0 +1,165 @@
+"""The compiled ingest modules (monitor/native.py): in use, and alike to their source.
+
+The rest of the suite runs on whatever ``make install`` built (compiled here); these tests
+run the same inputs through the source modules (``MAILMON_PURE_PYTHON=1``) in another
+process and compare every event, every counter and every stored row.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CORPORA, REPO
+from factories import generated_log, store_contents
+
+from monitor import native
+
+POSTFIX_LOGS = sorted(
+    p for p in (CORPORA / "mta-logs").iterdir() if "postfix" in p.name and p.suffix == ".log"
+)
+
+# Parses the logs named on the command line with one parser (as `mailmon ingest` reads a
+# file: one parser, lines in order), pickles what it made to the path given first.
+PARSE = """
+import dataclasses, pickle, sys
+from datetime import UTC, datetime
+from monitor import native
+from monitor.collectors.mta.postfix import PostfixParser
+from monitor.store.wire import to_wire
+out, *logs = sys.argv[1:]
+parser = PostfixParser(reference_time=datetime(2024, 3, 10, tzinfo=UTC), tz="UTC")
+events = []
+for log in logs:
+    with open(log, encoding="utf-8", errors="surrogateescape") as f:
+        for n, line in enumerate(f, 1):
+            events.extend(parser.feed(line, f"{log}:{n}"))
+with open(out, "wb") as f:
+    pickle.dump({
+        "native": native.ACTIVE,
+        "events": [dataclasses.astuple(e) for e in events],
+        "wire": [tuple(to_wire(e)) for e in events],
+        "stats": parser.stats.to_dict(),
+        "state": parser.state_size(),
+    }, f)
+"""
+
+
+def _run(code: str, *args: str, pure: bool) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != native.PURE_ENV}
+    if pure:
+        env[native.PURE_ENV] = "1"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, cwd=REPO, capture_output=True,
+        text=True, timeout=300, check=True,
+    )  # fmt: skip
+
+
+def _parsed(tmp_path: Path, logs: list[Path], *, pure: bool) -> dict[str, object]:
+    out = tmp_path / ("pure.pickle" if pure else "native.pickle")
+    _run(PARSE, str(out), *map(str, logs), pure=pure)
+    with out.open("rb") as f:
+        result: dict[str, object] = pickle.load(f)
+    return result
+
+
+def test_compiled_modules_are_in_use() -> None:
+    """`make install` compiled them, and the suite runs on them (unless asked not to)."""
+    import monitor.collectors.mta.postfix as postfix
+
+    if os.environ.get(native.PURE_ENV, "") not in ("", "0"):
+        assert not native.ACTIVE and postfix.__file__.endswith(".py")
+        return
+    assert native.ACTIVE, f"the compiled modules are not in use: {native.REASON}"
+    for name in native.MODULES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None
+        assert not spec.origin.endswith(".py"), f"{name} from {spec.origin}"
+
+
+def test_pure_python_is_chosen_by_the_environment() -> None:
+    out = _run(
+        "from monitor import native; import monitor.collectors.mta.postfix as p, "
+        "monitor.store.wire as w; print(native.ACTIVE, native.REASON, p.__file__, w.__file__)",
+        pure=True,
+    ).stdout.split()
+    assert out[0] == "False" and native.PURE_ENV in " ".join(out)
+    assert out[-2].endswith("postfix.py") and out[-1].endswith("wire.py")
+
+
+def test_parsing_alike_on_the_corpora_and_a_generated_log(tmp_path: Path) -> None:
+    assert len(POSTFIX_LOGS) >= 4, POSTFIX_LOGS
+    logs = [*POSTFIX_LOGS, generated_log(tmp_path / "gen.log", 30_000, seed=5)]
+    compiled = _parsed(tmp_path, logs, pure=False)
+    pure = _parsed(tmp_path, logs, pure=True)
+    assert compiled["native"] is native.ACTIVE and pure["native"] is False
+    assert len(pure["events"]) > 5_000  # type: ignore[arg-type]
+    for key in ("stats", "state", "events", "wire"):
+        assert compiled[key] == pure[key], key
+
+
+def test_each_corpus_log_alike_from_a_fresh_parser(tmp_path: Path) -> None:
+    """One parser per log: what each log leaves unparsed or remembered is compared too."""
+    for log in POSTFIX_LOGS:
+        compiled = _parsed(tmp_path, [log], pure=False)
+        pure = _parsed(tmp_path, [log], pure=True)
+        assert compiled == {**pure, "native": compiled["native"]}, log.name
+
+
+def test_ingest_stores_alike(tmp_path: Path) -> None:
+    """`mailmon ingest` (writer process, bulk load) gives the same rows either way."""
+    log = generated_log(tmp_path / "gen.log", 20_000, seed=11)
+    summaries = {}
+    for pure in (False, True):
+        db = tmp_path / f"{pure}.db"
+        done = _run(
+            "from monitor.cli import main; main()", "ingest", "postfix", str(log),
+            "--db", f"sqlite:///{db}", "--no-progress", "--json", pure=pure,
+        )  # fmt: skip
+        summary = json.loads(done.stdout)
+        for varying in ("seconds", "lines_per_second", "mx_lookups", "indexes_built_after_load"):
+            summary.pop(varying)
+        summaries[pure] = summary
+    assert summaries[False] == summaries[True]
+    assert summaries[True]["stored"] > 5_000
+    assert store_contents(tmp_path / "False.db") == store_contents(tmp_path / "True.db")
+
+
+def test_sources_changed_since_the_build_are_not_loaded_compiled(tmp_path: Path) -> None:
+    """The library's name follows the sources: an edit makes the built one unfindable."""
+    for source in native.sources():
+        copy = tmp_path / source.relative_to(REPO)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, copy)
+    assert native.library_name(tmp_path) == native.library_name()
+    edited = native.sources(tmp_path)[-1]
+    edited.write_text(edited.read_text() + "\n# edited\n")
+    name = native.library_name(tmp_path)
+    assert name != native.library_name()
+    assert importlib.util.find_spec(name + "__mypyc") is None
+
+
+def test_setup_py_compiles_exactly_the_listed_modules() -> None:
+    """The build and the runtime check read one list (setup.py runs monitor/native.py)."""
+    setup = (REPO / "setup.py").read_text()
+    assert 'runpy.run_path(str(ROOT / "monitor" / "native.py"))' in setup
+    assert 'native["sources"](ROOT)' in setup and 'native["library_name"](ROOT)' in setup
+    listed = subprocess.run(
+        [sys.executable, str(REPO / "monitor" / "native.py")], capture_output=True, text=True,
+        check=True,
+    ).stdout.split()  # fmt: skip
+    assert listed == [str(p.relative_to(REPO)) for p in native.sources()]
+
+
+@pytest.mark.parametrize("module", native.MODULES)
+def test_every_compiled_module_has_its_source(module: str) -> None:
+    """A pure-Python install needs each one's .py (and setup.py needs it to compile)."""
+    path = REPO.joinpath(*module.split(".")).with_suffix(".py")
+    assert path.is_file()
