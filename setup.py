@@ -48,17 +48,17 @@ def forget_earlier_builds() -> None:
 
 
 def extensions() -> list[object]:
-    if os.environ.get(native["PURE_ENV"], "") not in ("", "0"):
-        return []
     if set(sys.argv[1:2]) <= METADATA_ONLY and len(sys.argv) > 1:
         return []  # mypy would analyse the sources for nothing
+    forget_earlier_builds()  # also when this build compiles nothing
+    if os.environ.get(native["PURE_ENV"], "") not in ("", "0"):
+        return []
     try:
         from mypyc.build import mypycify
     except ImportError:
         print("mailmon: mypyc is not installed; using the source", file=sys.stderr)
         return []
     os.chdir(ROOT)  # mypyc names the modules by their paths from here
-    forget_earlier_builds()
     paths = [str(p.relative_to(ROOT)) for p in native["sources"](ROOT)]
     try:
         return list(mypycify(

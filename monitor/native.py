@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["ACTIVE", "MODULES", "REASON", "choose", "library_name", "sources"]
+__all__ = ["ACTIVE", "MODULES", "REASON", "choose", "compiled_beside", "library_name", "sources"]
 
 #: Compiled together, in this order (the digest follows it).  Each must stay within what
 #: mypyc compiles (no class attribute aliasing a method, no subclass of a dict type).
@@ -64,6 +64,14 @@ def library_name(root: Path = _ROOT) -> str:
     return f"mailmon_native_{digest.hexdigest()[:16]}"
 
 
+def compiled_beside(source: Path) -> bool:
+    """Whether the compiled module of ``source`` lies beside it."""
+    return any(
+        source.with_name(source.stem + suffix).is_file()
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    )
+
+
 class _SourceFinder(importlib.abc.MetaPathFinder):
     """Imports :data:`MODULES` from their ``.py`` file even where a compiled one lies."""
 
@@ -93,10 +101,14 @@ def choose() -> None:
         except OSError as exc:  # a source missing: the compiled ones cannot be checked
             name, REASON = None, f"source unreadable ({exc})"
         if name is not None:
-            if importlib.util.find_spec(name + "__mypyc") is not None:
+            missing = [p.stem for p in sources() if not compiled_beside(p)]
+            if importlib.util.find_spec(name + "__mypyc") is None:
+                REASON = "not compiled for these sources (make install compiles them)"
+            elif missing:  # a part of the build failed
+                REASON = f"not compiled: {', '.join(missing)}"
+            else:
                 ACTIVE, REASON = True, f"compiled ({name})"
                 return
-            REASON = "not compiled for these sources (make install compiles them)"
     sys.meta_path.insert(0, _SourceFinder())
 
 

@@ -7,6 +7,7 @@ process and compare every event, every counter and every stored row.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -84,6 +85,13 @@ def test_compiled_modules_are_in_use() -> None:
         assert not spec.origin.endswith(".py"), f"{name} from {spec.origin}"
 
 
+def test_version_says_which_modules_run() -> None:
+    out = _run("from monitor.cli import main; main()", "--version", pure=False).stdout
+    assert out.startswith("mailmon ") and f"parsing modules: {native.REASON}" in out
+    out = _run("from monitor.cli import main; main()", "--version", pure=True).stdout
+    assert f"parsing modules: {native.PURE_ENV} is set" in out
+
+
 def test_pure_python_is_chosen_by_the_environment() -> None:
     out = _run(
         "from monitor import native; import monitor.collectors.mta.postfix as p, "
@@ -144,6 +152,24 @@ def test_sources_changed_since_the_build_are_not_loaded_compiled(tmp_path: Path)
     name = native.library_name(tmp_path)
     assert name != native.library_name()
     assert importlib.util.find_spec(name + "__mypyc") is None
+
+
+def test_a_module_not_compiled_is_noticed(tmp_path: Path) -> None:
+    """A build that compiled the library but not every module: none is used compiled."""
+    copies = []
+    for source in native.sources():
+        copy = tmp_path / source.relative_to(REPO)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, copy)
+        copies.append(copy)
+    assert not any(native.compiled_beside(c) for c in copies)
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    for copy in copies[1:]:
+        copy.with_name(copy.stem + suffix).write_bytes(b"")
+    assert not native.compiled_beside(copies[0])
+    assert all(native.compiled_beside(c) for c in copies[1:])
+    if native.ACTIVE:  # this install: every one has its compiled module
+        assert all(native.compiled_beside(s) for s in native.sources())
 
 
 def test_setup_py_compiles_exactly_the_listed_modules() -> None:

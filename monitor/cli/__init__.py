@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from monitor import __version__
+from monitor import __version__, native
 from monitor.cli import (
     classify,
     dashboards,
@@ -66,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Email deliverability observability and monitoring.",
         parents=[_common_options()],
     )
-    parser.add_argument("--version", action="version", version=f"mailmon {__version__}")
+    parser.add_argument(
+        "--version", action="version",
+        version=f"mailmon {__version__}; parsing modules: {native.REASON}",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The options are accepted before and after the subcommand; the subcommand's copy
     # sets nothing unless given, or its default would overwrite `mailmon --db URL CMD`.
