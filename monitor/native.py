@@ -37,6 +37,8 @@ MODULES = (
     "monitor.collectors.mta.postfix_lines",
     "monitor.collectors.mta.postfix_events",
     "monitor.collectors.mta.postfix",
+    "monitor.collectors.mta.exim_lines",
+    "monitor.collectors.mta.exim",
     "monitor.store.wire",
 )
 

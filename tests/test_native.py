@@ -26,17 +26,22 @@ from monitor import native
 POSTFIX_LOGS = sorted(
     p for p in (CORPORA / "mta-logs").iterdir() if "postfix" in p.name and p.suffix == ".log"
 )
+EXIM_LOGS = sorted(
+    p for p in (CORPORA / "mta-logs").iterdir() if "exim" in p.name and p.suffix == ".log"
+)
 
-# Parses the logs named on the command line with one parser (as `mailmon ingest` reads a
+# Parses the logs named on the command line (Postfix or Exim) with one parser (as `mailmon ingest` reads a
 # file: one parser, lines in order), pickles what it made to the path given first.
 PARSE = """
 import dataclasses, pickle, sys
 from datetime import UTC, datetime
 from monitor import native
+from monitor.collectors.mta.exim import EximParser
 from monitor.collectors.mta.postfix import PostfixParser
 from monitor.store.wire import to_wire
-out, *logs = sys.argv[1:]
-parser = PostfixParser(reference_time=datetime(2024, 3, 10, tzinfo=UTC), tz="UTC")
+out, kind, *logs = sys.argv[1:]
+make = PostfixParser if kind == "postfix" else EximParser
+parser = make(reference_time=datetime(2024, 3, 10, tzinfo=UTC), tz="UTC")
 events = []
 for log in logs:
     with open(log, encoding="utf-8", errors="surrogateescape") as f:
@@ -49,7 +54,7 @@ with open(out, "wb") as f:
         "wire": [tuple(to_wire(e)) for e in events],
         "stats": parser.stats.to_dict(),
         "state": parser.state_size(),
-        "heads": type(parser._heads).__name__,
+        "heads": type(getattr(parser, "_heads", None)).__name__,
     }, f)
 """
 
@@ -64,9 +69,11 @@ def _run(code: str, *args: str, pure: bool) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def _parsed(tmp_path: Path, logs: list[Path], *, pure: bool) -> dict[str, object]:
+def _parsed(
+    tmp_path: Path, logs: list[Path], *, pure: bool, kind: str = "postfix"
+) -> dict[str, object]:
     out = tmp_path / ("pure.pickle" if pure else "native.pickle")
-    _run(PARSE, str(out), *map(str, logs), pure=pure)
+    _run(PARSE, str(out), kind, *map(str, logs), pure=pure)
     with out.open("rb") as f:
         result: dict[str, object] = pickle.load(f)
     return result
@@ -152,6 +159,35 @@ def test_each_corpus_log_alike_from_a_fresh_parser(tmp_path: Path) -> None:
     for log in POSTFIX_LOGS:
         compiled = _parsed(tmp_path, [log], pure=False)
         pure = _parsed(tmp_path, [log], pure=True)
+        assert compiled == {**pure, "native": compiled["native"]}, log.name
+
+
+def _exim_log(path: Path, lines: int) -> Path:
+    """The follow benchmark's Exim stream (``bench/gen_mta_stream.py``), one second per 50
+    lines, as a mainlog."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from gen_mta_stream import exim_stamp, exim_stream
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    stream, _ = exim_stream(lines, seed=3)
+    with path.open("wb") as f:
+        for n, line in enumerate(stream):
+            f.write(exim_stamp(1_795_510_800 + n // 50) + line.rstrip(b"\n") + b"\n")
+    return path
+
+
+def test_exim_parsing_alike(tmp_path: Path) -> None:
+    assert len(EXIM_LOGS) >= 3, EXIM_LOGS
+    logs = [*EXIM_LOGS, _exim_log(tmp_path / "exim.log", 30_000)]
+    compiled = _parsed(tmp_path, logs, pure=False, kind="exim")
+    pure = _parsed(tmp_path, logs, pure=True, kind="exim")
+    assert len(pure["events"]) > 20_000  # type: ignore[arg-type]
+    for key in ("stats", "state", "events", "wire"):
+        assert compiled[key] == pure[key], key
+    for log in EXIM_LOGS:  # one parser per log: what each leaves unparsed is compared too
+        compiled = _parsed(tmp_path, [log], pure=False, kind="exim")
+        pure = _parsed(tmp_path, [log], pure=True, kind="exim")
         assert compiled == {**pure, "native": compiled["native"]}, log.name
 
 

@@ -142,7 +142,9 @@ class EximParser(QueueParser):
                 queues = self._queues
                 queues.unborn = None
                 result = self._message(moment, host, qid, rest, ref)
-                if queues.unborn is not None:  # a message whose first line was not read (yet)
+                # Asked of the table: compiled, the attribute would be taken for the None
+                # set above (monitor.native).
+                if queues.has_unborn():  # a message whose first line was not read (yet)
                     queues.record(line, ref, result)
         except Exception:  # a bug or hostile input must not stop ingestion: count it
             stats.unparsed[kind] += 1
