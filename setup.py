@@ -48,7 +48,7 @@ def forget_earlier_builds() -> None:
 
 
 def extensions() -> list[object]:
-    if set(sys.argv[1:2]) <= METADATA_ONLY and len(sys.argv) > 1:
+    if sys.argv[1:2] and sys.argv[1] in METADATA_ONLY:
         return []  # mypy would analyse the sources for nothing
     forget_earlier_builds()  # also when this build compiles nothing
     if os.environ.get(native["PURE_ENV"], "") not in ("", "0"):

@@ -9,9 +9,11 @@ same results (``tests/test_native.py``).
 The compiled modules share one library whose name carries a digest of the sources they
 were built from.  At start-up :func:`choose` looks for the library of the sources on
 disk: a module edited since the build would otherwise run as it was before the edit.
-When it is missing (or ``MAILMON_PURE_PYTHON=1`` is set when running), every one of
-them is imported from its source: all or none, since the compiled classes derive from
-one another.  This module uses the standard library only: ``setup.py`` runs it before
+When it is missing, or a module's compiled file is (a build that failed part way), or
+``MAILMON_PURE_PYTHON=1`` is set when running, every one of them is imported from its
+source: all or none, since compiled code takes the classes of the other compiled modules
+for native ones.  Checking costs about a millisecond at start-up (reading and hashing
+their 90 KB of source).  This module uses the standard library only: ``setup.py`` runs it before
 anything is installed (``python monitor/native.py`` prints the source paths).
 """
 
@@ -30,7 +32,9 @@ from types import ModuleType
 __all__ = ["ACTIVE", "MODULES", "REASON", "choose", "compiled_beside", "library_name", "sources"]
 
 #: Compiled together, in this order (the digest follows it).  Each must stay within what
-#: mypyc compiles (no class attribute aliasing a method, no subclass of a dict type).
+#: mypyc compiles as Python runs it: no class attribute aliasing a method, no subclass of
+#: OrderedDict, no attribute read back after a call that may change it when this function
+#: set it just before (mypyc keeps mypy's narrowed type: see ``QueueTable.has_unborn``).
 MODULES = (
     "monitor.collectors.syslog",
     "monitor.collectors.mta.postfix_state",

@@ -12,12 +12,12 @@ import importlib.util
 import json
 import os
 import pickle
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import CORPORA, REPO
 from factories import generated_log, store_contents
 
@@ -79,6 +79,37 @@ def _parsed(
     return result
 
 
+def _alike(tmp_path: Path, logs: list[Path], kind: str = "postfix") -> dict[str, object]:
+    """Both kinds parse ``logs`` with one parser into the same events, wire tuples, counters
+    and state; then each log alone with a parser of its own. The source's result."""
+    compiled = _parsed(tmp_path, logs, pure=False, kind=kind)
+    pure = _parsed(tmp_path, logs, pure=True, kind=kind)
+    assert compiled["native"] is native.ACTIVE and pure["native"] is False
+    assert compiled == {**pure, "native": compiled["native"]}
+    for log in logs:
+        alone = _parsed(tmp_path, [log], pure=False, kind=kind)
+        source = _parsed(tmp_path, [log], pure=True, kind=kind)
+        assert alone == {**source, "native": alone["native"]}, log.name
+    return pure
+
+
+def _junk_log(path: Path, valid: Path) -> Path:
+    """Bad input among good lines: binary noise, a NUL, an over-long line, lines cut short."""
+    good = valid.read_text(errors="surrogateescape").splitlines(keepends=True)[:400]
+    rng = random.Random(9)
+    out = []
+    for n, line in enumerate(good):
+        out.append(line)
+        if n % 7 == 0:
+            out.append(line[: rng.randrange(1, max(2, len(line)))] + "\n")  # cut short
+        if n % 31 == 0:
+            out.append(bytes(rng.randrange(256) for _ in range(80)).decode("latin-1") + "\n")
+    out.insert(50, good[10].replace(":", ":\x00", 1))
+    out.insert(90, good[11].rstrip("\n") + "x" * 70_000 + "\n")
+    path.write_text("".join(out), errors="surrogateescape")
+    return path
+
+
 def test_compiled_modules_are_in_use() -> None:
     """`make install` compiled them, and the suite runs on them (unless asked not to)."""
     import monitor.collectors.mta.postfix as postfix
@@ -112,13 +143,17 @@ def test_pure_python_is_chosen_by_the_environment() -> None:
 
 def test_parsing_alike_on_the_corpora_and_a_generated_log(tmp_path: Path) -> None:
     assert len(POSTFIX_LOGS) >= 4, POSTFIX_LOGS
-    logs = [*POSTFIX_LOGS, generated_log(tmp_path / "gen.log", 30_000, seed=5)]
-    compiled = _parsed(tmp_path, logs, pure=False)
-    pure = _parsed(tmp_path, logs, pure=True)
-    assert compiled["native"] is native.ACTIVE and pure["native"] is False
+    generated = generated_log(tmp_path / "gen.log", 30_000, seed=5)
+    pure = _alike(tmp_path, [*POSTFIX_LOGS, generated])
     assert len(pure["events"]) > 5_000  # type: ignore[arg-type]
-    for key in ("stats", "state", "events", "wire"):
-        assert compiled[key] == pure[key], key
+
+
+def test_parsing_alike_on_bad_input(tmp_path: Path) -> None:
+    generated = generated_log(tmp_path / "gen.log", 2_000, seed=8)
+    pure = _alike(tmp_path, [_junk_log(tmp_path / "junk.log", generated)])
+    assert pure["stats"]["unparsed"] and pure["events"]  # type: ignore[index]
+    pure = _alike(tmp_path, [_junk_log(tmp_path / "exim-junk.log", EXIM_LOGS[0])], "exim")
+    assert pure["stats"]["unparsed"]  # type: ignore[index]
 
 
 def _microsecond_log(path: Path, messages: int) -> Path:
@@ -144,22 +179,10 @@ def _microsecond_log(path: Path, messages: int) -> Path:
 
 
 def test_parsing_alike_when_no_header_repeats(tmp_path: Path) -> None:
-    log = _microsecond_log(tmp_path / "micro.log", 3_000)
-    compiled = _parsed(tmp_path, [log], pure=False)
-    pure = _parsed(tmp_path, [log], pure=True)
+    pure = _alike(tmp_path, [_microsecond_log(tmp_path / "micro.log", 3_000)])
     assert len(pure["events"]) >= 5_000  # type: ignore[arg-type]
     assert pure["stats"]["unparsed"] == {}  # type: ignore[index]
-    assert compiled["heads"] == pure["heads"] == "_NoHeads"
-    for key in ("stats", "state", "events", "wire"):
-        assert compiled[key] == pure[key], key
-
-
-def test_each_corpus_log_alike_from_a_fresh_parser(tmp_path: Path) -> None:
-    """One parser per log: what each log leaves unparsed or remembered is compared too."""
-    for log in POSTFIX_LOGS:
-        compiled = _parsed(tmp_path, [log], pure=False)
-        pure = _parsed(tmp_path, [log], pure=True)
-        assert compiled == {**pure, "native": compiled["native"]}, log.name
+    assert pure["heads"] == "_NoHeads"
 
 
 def _exim_log(path: Path, lines: int) -> Path:
@@ -179,16 +202,8 @@ def _exim_log(path: Path, lines: int) -> Path:
 
 def test_exim_parsing_alike(tmp_path: Path) -> None:
     assert len(EXIM_LOGS) >= 3, EXIM_LOGS
-    logs = [*EXIM_LOGS, _exim_log(tmp_path / "exim.log", 30_000)]
-    compiled = _parsed(tmp_path, logs, pure=False, kind="exim")
-    pure = _parsed(tmp_path, logs, pure=True, kind="exim")
+    pure = _alike(tmp_path, [*EXIM_LOGS, _exim_log(tmp_path / "exim.log", 30_000)], "exim")
     assert len(pure["events"]) > 20_000  # type: ignore[arg-type]
-    for key in ("stats", "state", "events", "wire"):
-        assert compiled[key] == pure[key], key
-    for log in EXIM_LOGS:  # one parser per log: what each leaves unparsed is compared too
-        compiled = _parsed(tmp_path, [log], pure=False, kind="exim")
-        pure = _parsed(tmp_path, [log], pure=True, kind="exim")
-        assert compiled == {**pure, "native": compiled["native"]}, log.name
 
 
 def test_ingest_stores_alike(tmp_path: Path) -> None:
@@ -210,12 +225,18 @@ def test_ingest_stores_alike(tmp_path: Path) -> None:
     assert store_contents(tmp_path / "False.db") == store_contents(tmp_path / "True.db")
 
 
-def test_sources_changed_since_the_build_are_not_loaded_compiled(tmp_path: Path) -> None:
-    """The library's name follows the sources: an edit makes the built one unfindable."""
+def _copied_sources(root: Path) -> list[Path]:
+    """The compiled modules' sources copied under ``root``, as they lie in the repository."""
     for source in native.sources():
-        copy = tmp_path / source.relative_to(REPO)
+        copy = root / source.relative_to(REPO)
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, copy)
+    return native.sources(root)
+
+
+def test_sources_changed_since_the_build_are_not_loaded_compiled(tmp_path: Path) -> None:
+    """The library's name follows the sources: an edit makes the built one unfindable."""
+    _copied_sources(tmp_path)
     assert native.library_name(tmp_path) == native.library_name()
     edited = native.sources(tmp_path)[-1]
     edited.write_text(edited.read_text() + "\n# edited\n")
@@ -226,12 +247,7 @@ def test_sources_changed_since_the_build_are_not_loaded_compiled(tmp_path: Path)
 
 def test_a_module_not_compiled_is_noticed(tmp_path: Path) -> None:
     """A build that compiled the library but not every module: none is used compiled."""
-    copies = []
-    for source in native.sources():
-        copy = tmp_path / source.relative_to(REPO)
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, copy)
-        copies.append(copy)
+    copies = _copied_sources(tmp_path)
     assert not any(native.compiled_beside(c) for c in copies)
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     for copy in copies[1:]:
@@ -252,10 +268,3 @@ def test_setup_py_compiles_exactly_the_listed_modules() -> None:
         check=True,
     ).stdout.split()  # fmt: skip
     assert listed == [str(p.relative_to(REPO)) for p in native.sources()]
-
-
-@pytest.mark.parametrize("module", native.MODULES)
-def test_every_compiled_module_has_its_source(module: str) -> None:
-    """A pure-Python install needs each one's .py (and setup.py needs it to compile)."""
-    path = REPO.joinpath(*module.split(".")).with_suffix(".py")
-    assert path.is_file()
