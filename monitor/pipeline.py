@@ -26,8 +26,9 @@ With ``writer_process=True`` the background writes go to a child process instead
 :meth:`Pipeline.start_writer`): the store's Python work then runs on the other core
 instead of taking turns with parsing for the GIL.  Every write after that goes there,
 checkpoints included, so the order of writes is the order of batches.  A full batch is
-handed over by the caller's thread (its events' MX answers awaited first) and only the
-answer is awaited in the background.
+handed over by the caller's thread and only the answer is awaited in the background; its
+events whose MX answer is still out go with the next batch instead of stopping parsing
+(once: that batch waits for them; a flush waits for every answer).
 
 Records (:mod:`monitor.records`: DMARC rows, DNS checks and the like) handed to
 :meth:`Pipeline.put_record` go with the next batch, in its transaction: a flush's
@@ -150,6 +151,7 @@ class Pipeline:
         _fewer_collections()
         self._pending: list[Event] = []
         self._waiting: list[Event] = []  # pending events whose provider is being looked up
+        self._held = 0  # the first of _waiting, held back by the last hand-off (see _hold_back)
         self._retract: list[str] = []  # stored events the pending ones replace
         self._records: list[Record] = []
         self._writer: ThreadPoolExecutor | None = None
@@ -260,6 +262,7 @@ class Pipeline:
         """Start writing the pending batch in the background (after the one in flight)."""
         self._collect()  # first: if the batch in flight failed, this one is kept
         self.start_writer()
+        held = self._held
         batch, waiting, retract, records = self._take()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="mailmon-store")
@@ -268,8 +271,8 @@ class Pipeline:
             # Handed over here, while this thread would only parse: from the background
             # thread the handing over took turns on the GIL with parsing, and the writer
             # process waited for the batch (measured: either side idle half the time).
-            # Events still waiting for their MX answer wait here: their lookups began
-            # while the batch filled, so only the last few are still out.
+            # Events whose MX answer is still out go with the next batch instead.
+            batch, waiting = self._hold_back(batch, waiting, held)
             self._finish(waiting)
             sent = self._process.send(batch, retract=retract, records=records)
             future = self._writer.submit(self._receive, self._process, sent)
@@ -285,7 +288,41 @@ class Pipeline:
             self._process = WriterProcess(url)
             self._process.start()
 
+    def _hold_back(
+        self, batch: list[Event], waiting: list[Event], held: int
+    ) -> tuple[list[Event], list[Event]]:
+        """Keep for the next batch the events of ``batch`` whose MX answer is still out;
+        returns the rest of the batch and those of its events to enrich now.
+
+        Waiting for them here stopped parsing (1.6 s of 15 on the benchmark's 1M-line log,
+        DNS 30 ms away); a batch later their answers are in.  Each event is held back
+        once: the ``held`` first of ``waiting`` were, and are waited for now.  Only the
+        writer process's hand-off holds back (the writer thread waits off the parsing
+        path), and never a flush: what it returns is stored, with its checkpoint.
+        """
+        if len(waiting) <= held:
+            return batch, waiting
+        self.resolver.start_deferred()  # all at once, then see which answers are in
+        now, later = waiting[:held], []
+        soon = self.resolver.provider_soon
+        for event in waiting[held:]:
+            provider = soon(event.recipient_domain, event.relay)
+            if provider is None:
+                later.append(event)
+            else:
+                object.__setattr__(event, "provider", provider)
+                now.append(event)
+        if later:
+            kept = {id(e) for e in later}
+            batch = [e for e in batch if id(e) not in kept]
+            # _take emptied both lists: the held events lead the next batch.
+            self._pending[:0] = later
+            self._waiting[:0] = later
+            self._held = len(later)
+        return batch, now
+
     def _take(self) -> tuple[list[Event], list[Event], list[str], list[Record]]:
+        self._held = 0
         batch, self._pending = self._pending, []
         waiting, self._waiting = self._waiting, []
         retract, self._retract = self._retract, []

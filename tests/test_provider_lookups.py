@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,8 +97,8 @@ def test_events_of_a_resolving_domain_are_stored_and_counted_once_with_its_provi
     server: DNSServer, store: Store, db_url: str, writer_process: bool
 ) -> None:
     """Events that waited for their lookup end in store, counters and /metrics under the real
-    provider only: nothing counted as other first (with a writer process, the full batch
-    waits for its answers before it is handed over)."""
+    provider only: nothing counted as other first (with a writer process, an event whose
+    answer is still out when its batch is handed over goes with a later one)."""
     metrics = Metrics()
     pipeline = Pipeline(store, resolver=_resolver(server, cache=store), metrics=metrics,
                         batch_size=3, writer_process=writer_process)  # fmt: skip
@@ -129,6 +130,44 @@ def test_events_of_a_resolving_domain_are_stored_and_counted_once_with_its_provi
                 key = (sample.labels["provider"], sample.labels["outcome"])
                 exposed[key] = exposed.get(key, 0) + sample.value
     assert exposed == {("microsoft", "delivered"): 3, ("microsoft", "deferred"): 1}
+
+
+def test_a_handed_off_batch_leaves_its_unanswered_events_to_the_next(
+    server: DNSServer, store: Store
+) -> None:
+    """With a writer process, a full batch goes over without the events whose MX answer is
+    still out: parsing never stops for DNS.  They lead the next batch, which waits for them
+    (each is held back once), and every event ends stored once, under its real provider."""
+    pipeline = Pipeline(store, resolver=_resolver(server, cache=store), batch_size=3,
+                        writer_process=True)  # fmt: skip
+    first = [
+        ev("delivered", 0, recipient="a@corp1.test", queue_id="A1"),
+        ev("delivered", 1, recipient="b@gmail.com", queue_id="A2"),  # well known: no DNS
+        ev("delivered", 2, recipient="c@corp2.test", queue_id="A3"),
+    ]
+    second = [ev("delivered", 3 + i, recipient=f"d{i}@gmail.com", queue_id=f"B{i}") for i in range(3)]
+    server.pause()
+    try:
+        handing = threading.Thread(target=pipeline.put_many, args=(first,))
+        handing.start()
+        handing.join(5.0)
+        assert not handing.is_alive(), "the hand-off waited for DNS"
+        assert pipeline.flush(wait=False) == []  # the batch of one is in flight: collected later
+        assert [e.provider for e in first] == [None, "google", None]
+        # The next full batch waits for the two held back: they are not held twice.
+        waiting = threading.Thread(target=pipeline.put_many, args=(second,))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive(), "events were held back twice"
+    finally:
+        server.resume()
+    waiting.join(30.0)
+    assert not waiting.is_alive()
+    pipeline.close()
+    assert {e.provider for e in first + second} == {"google"}
+    assert (pipeline.received, pipeline.stored, pipeline.duplicates) == (6, 6, 0)
+    assert store.count("events") == 6
+    assert server.count() == 2
 
 
 # -- the relay host ----------------------------------------------------------------------
