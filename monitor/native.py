@@ -44,6 +44,7 @@ MODULES = (
     "monitor.collectors.mta.exim_lines",
     "monitor.collectors.mta.exim",
     "monitor.store.wire",
+    "monitor.store.rows",
 )
 
 PURE_ENV = "MAILMON_PURE_PYTHON"

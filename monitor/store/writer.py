@@ -8,11 +8,13 @@ or not at all.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Table
 
 from monitor.model import ATTEMPT_TYPES, FINAL_TYPES, Event, EventType, domain_of, event_id
+from monitor.store.rows import EVENT_COLUMNS, insert_sql, sparse_rows
 from monitor.store.schema import (
     BUCKET_SECONDS,
     FAILURE_OUTCOMES,
@@ -125,23 +127,19 @@ def sender_rows(totals: SenderTally) -> list[tuple[Any, ...]]:
 
 
 _EVENT_COLUMNS = tuple(c.name for c in events.columns)
-# Columns an event may leave empty: on SQLite they are bound through NULLIF (below).
-_NULLABLE = frozenset(c.name for c in events.columns if c.nullable)
+assert _EVENT_COLUMNS == EVENT_COLUMNS, "monitor.store.rows must name the events table's columns"
+_ROWS_SLICE = 5000
+_sparse_insert = lru_cache(maxsize=256)(insert_sql)
 
 
 def _event_rows(
     keyed: Iterable[_Keyed], null: object, truth: dict[bool, object]
 ) -> Iterator[tuple[str | int | float | object, ...]]:
-    """The events-table rows, in ``_EVENT_COLUMNS`` order, made as the driver takes them.
+    """The events-table rows, in ``_EVENT_COLUMNS`` order, made as the driver takes them
+    (PostgreSQL; SQLite's are :func:`monitor.store.rows.sparse_rows`).
 
-    Only str, int and float reach the driver: ``sqlite3`` binds those directly but passes
-    anything else (enums, bools, and None too, on CPython 3.11) through its adaptation
-    lookup, ~0.3 us a value; an event row leaves ~14 of its 28 columns empty. An empty
-    column is ``null``: None for drivers without that cost; on SQLite a zero-length
-    bytearray (bound directly as a blob), which the statement turns into NULL with
-    ``NULLIF(?, x'')``. No field of an event is ever a blob, so no value is lost.
-    ``truth`` spells a bool: 0 and 1 for SQLite (what it stores for one anyway), itself
-    for PostgreSQL (which refuses an integer in a boolean column).
+    Only str, int, float and ``null`` reach the driver: enums become their value.
+    ``truth`` spells a bool (PostgreSQL refuses an integer in a boolean column).
     """
     for key, ts, e in keyed:
         provider, reason, hard, blame = e.provider, e.reason, e.hard, e.blame
@@ -177,7 +175,10 @@ def _event_rows(
         )
 
 
-_EMPTY = bytearray()  # NULL on SQLite, as NULLIF(?, x'') reads it; never written to
+# NULL on SQLite, as NULLIF(?, x'') reads it; never written to.  sqlite3 binds None through
+# its adaptation lookup (~0.3 us a value on CPython 3.11), a zero-length bytearray directly
+# as a blob; no stored field is a blob, so no value is lost.
+_EMPTY = bytearray()
 _BOOL_INTS: dict[bool, object] = {True: 1, False: 0}
 _BOOLS: dict[bool, object] = {True: True, False: False}
 
@@ -197,7 +198,7 @@ def _insert_sql(
     """Plain SQL for a bulk insert through the driver (Core's per-row work costs 3x here).
 
     Names are quoted where the dialect needs it: a record kind may name a field ``check``.
-    On SQLite the ``nullable`` columns take ``_EMPTY`` for NULL (see :func:`_event_rows`).
+    On SQLite the ``nullable`` columns take ``_EMPTY`` for NULL (see ``_EMPTY``).
     """
     quote = conn.dialect.identifier_preparer.quote
     cols = ", ".join(map(quote, columns))
@@ -268,16 +269,18 @@ def write_events(conn: Connection, batch: Iterable[Event]) -> list[Event]:
         if key is None:
             key = keys[ident] = delivery_key(e)
         keyed.append((key, e.timestamp, e))
-    # Rows are made as the driver takes them: a batch's rows never all sit in memory.
     cursor = conn.connection.cursor()
     try:
         if conn.dialect.name == "sqlite":
-            rows = _event_rows(keyed, _EMPTY, _BOOL_INTS)
+            # Only the columns each event fills are bound (monitor.store.rows); a slice
+            # at a time, so a batch's rows never all sit in memory.
+            for start in range(0, len(keyed), _ROWS_SLICE):
+                for bits, rows in sparse_rows(keyed[start : start + _ROWS_SLICE]).items():
+                    cursor.executemany(_sparse_insert(bits), rows)
         else:
-            rows = _event_rows(keyed, None, _BOOLS)
-        sql = _insert_sql(conn, events, _EVENT_COLUMNS, nullable=_NULLABLE)
-        # sqlite3 and psycopg take any iterable, not only the sequence PEP 249 names.
-        cursor.executemany(sql, rows)  # type: ignore[arg-type]
+            # Rows are made as the driver takes them (psycopg takes any iterable).
+            sql = _insert_sql(conn, events, _EVENT_COLUMNS)
+            cursor.executemany(sql, _event_rows(keyed, None, _BOOLS))  # type: ignore[arg-type]
     finally:
         cursor.close()
     _count(conn, keyed)
