@@ -69,3 +69,24 @@ def test_stored_rows_equal_every_column_bound(tmp_path: Path) -> None:
     for row in _event_rows(keyed, None, {True: 1, False: 0}):
         assert stored[row[0]] == row
     assert types[EVENTS[2].id] == "integer" and types[EVENTS[1].id] == "null"
+
+
+def test_a_delivery_upsert_empties_what_the_new_state_leaves_empty(tmp_path: Path) -> None:
+    """Delivery rows bind only their filled columns too: a later batch whose state has no
+    reply (delivered after a deferral) stores NULL where the deferral's reply was."""
+    db = tmp_path / "deliveries.db"
+    deferred = ev("deferred", 1, reply_code=451, enhanced_status="4.7.1",
+                  diagnostic="451 4.7.1 try later", relay="mx.example[192.0.2.1]:25")  # fmt: skip
+    delivered = ev("delivered", 5, delay_seconds=300.0)
+    with Store.open(f"sqlite:///{db}") as store:
+        store.write([deferred])
+        with sqlite3.connect(db) as conn:
+            first = conn.execute("SELECT state, reply_code, diagnostic, reason FROM deliveries").fetchone()
+        store.write([delivered])
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT state, reply_code, enhanced_status, diagnostic, reason, hard, attempts,"
+            " deferrals, sender, final_at IS NOT NULL FROM deliveries"
+        ).fetchall()
+    assert first == ("deferred", 451, "451 4.7.1 try later", None)  # unclassified: no pipeline
+    assert row == [("delivered", None, None, None, None, None, 2, 1, "noreply@app.example", 1)]

@@ -7,14 +7,14 @@ or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Table
 
 from monitor.model import ATTEMPT_TYPES, FINAL_TYPES, Event, EventType, domain_of, event_id
-from monitor.store.rows import EVENT_COLUMNS, insert_sql, sparse_rows
+from monitor.store.rows import EVENT_COLUMNS, insert_sql, sparse, sparse_rows
 from monitor.store.schema import (
     BUCKET_SECONDS,
     FAILURE_OUTCOMES,
@@ -175,10 +175,6 @@ def _event_rows(
         )
 
 
-# NULL on SQLite, as NULLIF(?, x'') reads it; never written to.  sqlite3 binds None through
-# its adaptation lookup (~0.3 us a value on CPython 3.11), a zero-length bytearray directly
-# as a blob; no stored field is a blob, so no value is lost.
-_EMPTY = bytearray()
 _BOOL_INTS: dict[bool, object] = {True: 1, False: 0}
 _BOOLS: dict[bool, object] = {True: True, False: False}
 
@@ -193,19 +189,14 @@ def _insert_sql(
     table: Table,
     columns: Sequence[str],
     tail: str = "",
-    nullable: Collection[str] = (),
 ) -> str:
     """Plain SQL for a bulk insert through the driver (Core's per-row work costs 3x here).
 
     Names are quoted where the dialect needs it: a record kind may name a field ``check``.
-    On SQLite the ``nullable`` columns take ``_EMPTY`` for NULL (see ``_EMPTY``).
     """
     quote = conn.dialect.identifier_preparer.quote
     cols = ", ".join(map(quote, columns))
-    if nullable and conn.dialect.name == "sqlite":
-        marks = ", ".join("NULLIF(?, x'')" if c in nullable else "?" for c in columns)
-    else:
-        marks = _marks(conn, len(columns))
+    marks = _marks(conn, len(columns))
     return f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({marks}){tail}"
 
 
@@ -349,9 +340,8 @@ def _upsert_rows(
     keys: Sequence[str],
     rows: Sequence[tuple[Any, ...]],
     increment: str | None = None,
-    nullable: Collection[str] = (),
 ) -> None:
-    """:func:`upsert` for rows already in ``columns`` order (``nullable``: :func:`_insert_sql`)."""
+    """:func:`upsert` for rows already in ``columns`` order."""
     if not rows:
         return
     if increment:
@@ -359,7 +349,7 @@ def _upsert_rows(
     else:
         update = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
     tail = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update}"
-    conn.exec_driver_sql(_insert_sql(conn, table, columns, tail, nullable), rows)
+    conn.exec_driver_sql(_insert_sql(conn, table, columns, tail), rows)
 
 
 def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
@@ -380,7 +370,7 @@ def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         )
         for found in conn.exec_driver_sql(sql, tuple(chunk)):
             current[found[0]] = list(found)
-    rows: list[tuple[Any, ...]] = []
+    rows: list[Any] = []  # lists on SQLite (monitor.store.rows.sparse), else tuples
     sqlite = conn.dialect.name == "sqlite"
     for key, evs in by_key.items():
         row = current.get(key)
@@ -393,14 +383,22 @@ def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         provider = row[_PROVIDER]
         if provider is not None and provider.__class__ is not str:
             row[_PROVIDER] = str(provider)  # a Provider: its value, as a plain str
-        if sqlite:  # plain values only for sqlite3, as for events (see _event_rows)
+        if sqlite:  # sqlite3 binds a bool through its adaptation lookup: 0 and 1 directly
             row[_HARD] = _BOOL_INTS.get(row[_HARD], row[_HARD])
-            rows.append(tuple(map(_NULL_AS_EMPTY, row, row)))
+            rows.append(row)
         else:
             rows.append(tuple(row))
-    _upsert_rows(
-        conn, deliveries, _DELIVERY_COLUMNS, ["key"], rows, nullable=_DELIVERY_NULLABLE
-    )
+    if not sqlite:
+        _upsert_rows(conn, deliveries, _DELIVERY_COLUMNS, ["key"], rows)
+        return
+    # Only the columns a row fills are bound (monitor.store.rows); the update sets every
+    # column, so one left out (empty) is NULL in the stored row as well.
+    cursor = conn.connection.cursor()
+    try:
+        for bits, filled in sparse(rows).items():
+            cursor.executemany(_delivery_upsert(bits), filled)
+    finally:
+        cursor.close()
 
 
 def _first(pair: tuple[float, Event]) -> float:
@@ -417,8 +415,17 @@ _DELIVERY_COLUMNS = tuple(c.name for c in deliveries.columns)
 ) = range(len(_DELIVERY_COLUMNS))  # fmt: skip
 assert _DELIVERY_COLUMNS[_RULE] == "rule" and _DELIVERY_COLUMNS[_STATE] == "state"
 assert _DELIVERY_COLUMNS[_STREAM_TAG] == "stream_tag"
-_DELIVERY_NULLABLE = frozenset(c.name for c in deliveries.columns if c.nullable)
-_NULL_AS_EMPTY = {None: _EMPTY}.get  # (value, value): None -> _EMPTY, else the value
+_DELIVERY_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in _DELIVERY_COLUMNS if c != "key")
+
+
+@lru_cache(maxsize=256)
+def _delivery_upsert(bits: int) -> str:
+    """SQLite's upsert of the delivery rows whose filled columns ``bits`` names."""
+    names = [c for i, c in enumerate(_DELIVERY_COLUMNS) if bits >> i & 1]
+    return (
+        f"INSERT INTO deliveries ({', '.join(names)}) VALUES ({', '.join(['?'] * len(names))})"
+        f" ON CONFLICT (key) DO UPDATE SET {_DELIVERY_UPDATE}"
+    )
 
 
 def _new_delivery(key: str, ts: float, e: Event) -> list[Any]:
