@@ -65,6 +65,34 @@ def test_ingest_through_the_writer_process_stores_what_in_process_writing_stores
         assert got[table] == rows, table
 
 
+@pytest.mark.parametrize("early_bytes", [1, None])
+def test_the_writer_process_starts_with_a_large_input(
+    log: Path, tmp_path: Path, expected: dict[str, list[tuple]], monkeypatch: pytest.MonkeyPatch,
+    early_bytes: int | None,
+) -> None:
+    """An input of several batches starts the writer process before its first line is
+    parsed (it imports while parsing goes on); a small one never needs it, and both store
+    what writing in-process stores."""
+    from monitor.cli import ingest
+    from monitor.pipeline import Pipeline
+
+    if early_bytes is not None:
+        monkeypatch.setattr(ingest, "_EARLY_WRITER_BYTES", early_bytes)
+    started: list[int] = []  # events pending when the writer was asked to start
+    start = Pipeline.start_writer
+
+    def spied(self: Pipeline) -> None:
+        started.append(len(self._pending))
+        start(self)
+
+    monkeypatch.setattr(Pipeline, "start_writer", spied)
+    config, db = _config(tmp_path, "early", 100_000)  # one batch: never handed off
+    assert main(["ingest", "postfix", str(log), "--config", str(config)]) == 0
+    assert started == ([0] if early_bytes else [])
+    assert not writer_processes(os.getpid())
+    assert store_contents(db) == expected
+
+
 def _ingest(config: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "monitor", "ingest", "postfix", str(log), "--config", str(config)],

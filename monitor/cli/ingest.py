@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 _PROGRESS_EVERY = 80 * 256  # lines between progress-bar updates (a multiple of the next)
 _FLUSH_CHECK_EVERY = 256  # lines between looks at the clock
 _FLUSH_SECONDS = 2.0  # longest a parsed event waits for its batch
+#: Input from which the writer process starts with the command, not at the first batch
+#: (a batch is about 6 MB of Postfix log; a smaller input may need no process at all).
+_EARLY_WRITER_BYTES = 16 << 20
 DEFER_LOOKUP_SECONDS = 0.1  # an MX lookup waits this long for a relay host to decide
 
 
@@ -231,10 +234,15 @@ def run(args: argparse.Namespace) -> int:
         writer = restore_writer_state(store, instance, args.source)
     started = time.monotonic()
     flush_due = started + _FLUSH_SECONDS
-    text_bytes = None if args.keep_indexes else input_bytes(args.paths)
+    size = input_bytes(args.paths)
+    text_bytes = None if args.keep_indexes else size
     with ExitStack() as outer:
         # Entered first, left last: the indexes are built after every batch is written.
         deferral = outer.enter_context(indexes_deferred(store.engine, text_bytes))
+        if size is not None and size >= _EARLY_WRITER_BYTES:
+            # Batches to come: the writer process imports and opens the store while the
+            # first one is parsed, not after (the parser then waited for it to read).
+            pipeline.start_writer()
         if progress is not None:
             outer.enter_context(progress)
         for path in args.paths:
