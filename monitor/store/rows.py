@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EVENT_COLUMNS", "insert_sql", "sparse", "sparse_rows"]
+__all__ = ["EVENT_COLUMNS", "event_row", "insert_sql", "sparse", "sparse_rows"]
 
 #: The events table's columns, in the order of a row's bits (``monitor.store.schema``).
 EVENT_COLUMNS = (
@@ -27,8 +27,6 @@ EVENT_COLUMNS = (
     "raw_ref", "blame", "rule",
 )  # fmt: skip
 
-_ALWAYS = 0b11111  # id, time, source, type and delivery key are never empty
-
 
 def _text(value: Any) -> str:
     """A str, or the value of a str enum (a Provider): the driver binds plain str only."""
@@ -38,113 +36,31 @@ def _text(value: Any) -> str:
 def sparse_rows(keyed: list[tuple[str, float, Any]]) -> dict[int, list[list[object]]]:
     """The rows of ``keyed`` ((delivery key, UNIX time, event) each) by the columns they
     fill: a bit per column of :data:`EVENT_COLUMNS` -> the rows, their filled values in
-    column order.  A bool is stored as 0 or 1, tags joined by commas."""
-    groups: dict[int, list[list[object]]] = {}
-    for key, ts, e in keyed:
-        row: list[object] = [e.id, ts, e.source, _text(e.type), key]
-        bits = _ALWAYS
-        v: Any = e.message_id
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 5
-        v = e.queue_id
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 6
-        v = e.provider_message_id
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 7
-        v = e.sender
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 8
-        v = e.recipient
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 9
-        v = e.orig_recipient
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 10
-        v = e.recipient_domain
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 11
-        v = e.provider
-        if v is not None:
-            row.append(_text(v))
-            bits |= 1 << 12
-        v = e.relay
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 13
-        v = e.sending_ip
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 14
-        v = e.client
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 15
-        v = e.reply_code
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 16
-        v = e.enhanced_status
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 17
-        v = e.diagnostic
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 18
-        v = e.reason
-        if v is not None:
-            row.append(_text(v))
-            bits |= 1 << 19
-        v = e.hard
-        if v is not None:
-            row.append(1 if v else 0)
-            bits |= 1 << 20
-        v = e.delay_seconds
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 21
-        v = e.size_bytes
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 22
-        v = e.attempt
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 23
-        v = e.tags
-        if v:
-            row.append(",".join(v))
-            bits |= 1 << 24
-        v = e.raw_ref
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 25
-        v = e.blame
-        if v is not None:
-            row.append(_text(v))
-            bits |= 1 << 26
-        v = e.rule
-        if v is not None:
-            row.append(v)
-            bits |= 1 << 27
-        group = groups.get(bits)
-        if group is None:
-            groups[bits] = [row]
-        else:
-            group.append(row)
-    return groups
+    column order.  A bool is stored as 0 or 1, tags joined by commas (none: empty)."""
+    return sparse([event_row(key, ts, e) for key, ts, e in keyed])
+
+
+def event_row(key: str, ts: float, e: Any) -> list[object]:
+    """Every column of the row of ``e`` (an Event or a WireEvent) with delivery key ``key``
+    at UNIX time ``ts``, None where it is empty; a bool as 0 or 1, enums as their value."""
+    hard = e.hard
+    return [
+        e.id, ts, e.source, _text(e.type), key, e.message_id, e.queue_id,
+        e.provider_message_id, e.sender, e.recipient, e.orig_recipient, e.recipient_domain,
+        _text_or_none(e.provider), e.relay, e.sending_ip, e.client, e.reply_code,
+        e.enhanced_status, e.diagnostic, _text_or_none(e.reason),
+        None if hard is None else 1 if hard else 0, e.delay_seconds, e.size_bytes, e.attempt,
+        ",".join(e.tags) if e.tags else None, e.raw_ref, _text_or_none(e.blame), e.rule,
+    ]  # fmt: skip
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else _text(value)
 
 
 def sparse(rows: list[list[object]]) -> dict[int, list[list[object]]]:
-    """:func:`sparse_rows` for rows already made (a bit per position; None is empty)."""
+    """Rows by the columns they fill (a bit per position; None is empty) -> the rows,
+    their filled values in column order."""
     groups: dict[int, list[list[object]]] = {}
     for row in rows:
         filled: list[object] = []

@@ -7,14 +7,14 @@ or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Table
 
 from monitor.model import ATTEMPT_TYPES, FINAL_TYPES, Event, EventType, domain_of, event_id
-from monitor.store.rows import EVENT_COLUMNS, insert_sql, sparse, sparse_rows
+from monitor.store.rows import EVENT_COLUMNS, event_row, insert_sql, sparse, sparse_rows
 from monitor.store.schema import (
     BUCKET_SECONDS,
     FAILURE_OUTCOMES,
@@ -132,51 +132,16 @@ _ROWS_SLICE = 5000
 _sparse_insert = lru_cache(maxsize=256)(insert_sql)
 
 
-def _event_rows(
-    keyed: Iterable[_Keyed], null: object, truth: dict[bool, object]
-) -> Iterator[tuple[str | int | float | object, ...]]:
-    """The events-table rows, in ``_EVENT_COLUMNS`` order, made as the driver takes them
-    (PostgreSQL; SQLite's are :func:`monitor.store.rows.sparse_rows`).
-
-    Only str, int, float and ``null`` reach the driver: enums become their value.
-    ``truth`` spells a bool (PostgreSQL refuses an integer in a boolean column).
-    """
-    for key, ts, e in keyed:
-        provider, reason, hard, blame = e.provider, e.reason, e.hard, e.blame
-        yield (
-            e.id,
-            ts,
-            e.source,
-            str(e.type),  # an EventType: str() is its value, as a plain str
-            key,
-            null if (v := e.message_id) is None else v,
-            null if (v := e.queue_id) is None else v,
-            null if (v := e.provider_message_id) is None else v,
-            null if (v := e.sender) is None else v,
-            null if (v := e.recipient) is None else v,
-            null if (v := e.orig_recipient) is None else v,
-            null if (v := e.recipient_domain) is None else v,
-            null if provider is None else provider if provider.__class__ is str else str(provider),
-            null if (v := e.relay) is None else v,
-            null if (v := e.sending_ip) is None else v,
-            null if (v := e.client) is None else v,
-            null if (n := e.reply_code) is None else n,
-            null if (v := e.enhanced_status) is None else v,
-            null if (v := e.diagnostic) is None else v,
-            null if reason is None else reason if reason.__class__ is str else str(reason),
-            null if hard is None else truth.get(hard, hard),
-            null if (x := e.delay_seconds) is None else x,
-            null if (n := e.size_bytes) is None else n,
-            null if (n := e.attempt) is None else n,
-            ",".join(e.tags) if e.tags else null,
-            null if (v := e.raw_ref) is None else v,
-            null if blame is None else blame if blame.__class__ is str else str(blame),
-            null if (v := e.rule) is None else v,
-        )
-
-
 _BOOL_INTS: dict[bool, object] = {True: 1, False: 0}
-_BOOLS: dict[bool, object] = {True: True, False: False}
+_HARD_AT = _EVENT_COLUMNS.index("hard")
+
+
+def _boolean_hard(row: list[object]) -> list[object]:
+    """``row`` for PostgreSQL, which refuses an integer in a boolean column."""
+    hard = row[_HARD_AT]
+    if hard is not None:
+        row[_HARD_AT] = bool(hard)
+    return row
 
 
 def _marks(conn: Connection, n: int) -> str:
@@ -271,7 +236,8 @@ def write_events(conn: Connection, batch: Iterable[Event]) -> list[Event]:
         else:
             # Rows are made as the driver takes them (psycopg takes any iterable).
             sql = _insert_sql(conn, events, _EVENT_COLUMNS)
-            cursor.executemany(sql, _event_rows(keyed, None, _BOOLS))  # type: ignore[arg-type]
+            made = (_boolean_hard(event_row(key, ts, e)) for key, ts, e in keyed)
+            cursor.executemany(sql, made)  # type: ignore[arg-type]
     finally:
         cursor.close()
     _count(conn, keyed)
@@ -297,7 +263,7 @@ def _count(conn: Connection, keyed: Sequence[_Keyed], sign: int = 1) -> None:
         bucket = int(ts // BUCKET_SECONDS) * BUCKET_SECONDS
         provider = e.provider or "other"
         if provider.__class__ is not str:
-            provider = str(provider)  # a Provider: plain str for the driver (_event_rows)
+            provider = str(provider)  # a Provider: plain str for the driver
         outcome = str(e.type)
         reason = e.reason or ""
         tags = e.tags
