@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 from monitor.classify import BLAMES, REASONS, RuleError, classify, classify_reply
-from monitor.classify.engine import literal_prefix, normalize
+from monitor.classify.engine import _candidates, _index, literal_prefix, normalize
 from monitor.classify.rules import load_rules, parse_files
 from monitor.collectors.mail.report import classify_recipient
 
@@ -653,6 +654,42 @@ def test_literal_prefix() -> None:
     assert literal_prefix("resolver\\.adr") == "resolver.adr"
     assert literal_prefix("^x-powermta-bouncecategory: spam$") == "x-powermta-bouncecategory: spam"
     assert literal_prefix("^a|b") == ""
+
+
+def test_the_prefix_screen_finds_every_rule_a_plain_search_finds() -> None:
+    """The screen (one pass for all rules' literal prefixes, then each rule's regex where its
+    prefix starts) names exactly the rules whose regex a plain search finds, in every line
+    of the MTA log corpora and in texts where prefixes overlap, repeat and share a start."""
+    matcher = _index()
+    texts = [
+        normalize(line)
+        for path in sorted((CORPUS.parent / "mta-logs").iterdir())
+        if path.suffix in (".log", ".txt", ".tsv")
+        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    ]
+    assert len(texts) > 1000, "corpus missing: shared/corpora/mta-logs (this test never skips)"
+    texts += [
+        "550 5.1.1 user unknown; user unknown user unknown",
+        "mailbox full mailbox is full over quota over the quota quota exceeded",
+        "x-powermta-bouncecategory: spam",
+        "\udcff 552 5.2.2 \U0001f600 mailbox full",
+    ]
+    everyone = bytes([1]) * len(matcher.rules)
+    # the rules without a pattern ranked last, so that none cuts the search short
+    n = len(matcher.rules)
+    unranked = tuple(n + i if i in matcher.always else i for i in range(n))
+    regexes = [[re.compile(a) for a in rule.alternatives] for rule in matcher.rules]
+    hits = 0
+    for text in texts:
+        found = {i for _, i in _candidates(matcher, text, everyone, unranked)}
+        plain = {
+            i
+            for i, rule in enumerate(matcher.rules)
+            if rule.match is None or any(r.search(text) for r in regexes[i])
+        }
+        assert found == plain, text
+        hits += len(found) - len(matcher.always)
+    assert hits > 100  # the texts do hit rules
 
 
 def test_anchored_rules_match_only_at_the_start() -> None:

@@ -12,9 +12,9 @@ enhanced status (then its class-less form, then its subject), then from the repl
 a text nothing recognises is ``onhold`` and no information at all is ``undefined``
 (Sisimai's convention).
 
-Speed and memory: every rule is indexed once, in one matcher: a trie of their literal
-prefixes, compiled into one factored regex, finds the few positions where any rule can
-start, and only the rules whose prefix is there are tried.  The conditions (code, status,
+Speed and memory: every rule is indexed once, in one matcher: an Aho-Corasick automaton
+of their literal prefixes (pyahocorasick) finds, in one pass, the few positions where any
+rule can start, and only the rules whose prefix is there are tried.  The conditions (code, status,
 provider, command) and the provider's order are applied to those few hits at lookup, from
 small per-reply tables (a byte per rule), so memory does not grow with the variety of
 replies.  Whole verdicts are cached too.
@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import ahocorasick
 
 from monitor.classify.rules import Rule, RuleSet, load_rules
 from monitor.provider_rules import ProviderRules, packaged_rules
@@ -116,34 +118,24 @@ def literal_prefix(pattern: str) -> str:
     return "".join(out)
 
 
-def _trie_regex(node: dict[str | None, object]) -> str:
-    """A regex matching any word of the trie, its branches factored by shared prefix."""
-    children = sorted(k for k in node if k is not None)
-    alts = [re.escape(ch) + _trie_regex(node[ch]) for ch in children]  # type: ignore[arg-type]
-    if not alts:
-        return ""
-    body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-    return f"(?:{body})?" if None in node else body
-
-
 _Entry = tuple[int, "re.Pattern[str]"]
 
 
 class _Matcher(NamedTuple):
     """Every text rule indexed once, for one pass over the text, whatever the conditions.
 
-    ``screen`` (a regex of the rules' literal prefixes, factored as a trie) finds each
-    position where some prefix starts; being greedy along the trie it matches the longest
-    prefix there, and ``at`` names every rule whose prefix is a prefix of that one, each
-    confirmed with its own compiled regex.  Alternatives without a usable prefix are
-    searched one by one (``loose``: keep few).  Which rules may decide a reply (code,
-    status, provider, command) and in which order is applied per hit at lookup, so one
-    matcher serves every reply and memory stays that of one.
+    ``screen`` (an Aho-Corasick automaton of the rules' literal prefixes) reports each
+    prefix found in the text, as its last character's position and (its length - 1, the
+    rules with that prefix); each rule is then confirmed with its own compiled regex at
+    the prefix's start.  Alternatives without a usable prefix are searched one by one
+    (``loose``: keep few).  Which rules may decide a reply (code, status, provider,
+    command) and in which order is applied per hit at lookup, so one matcher serves every
+    reply and memory stays that of one.  (A regex of the prefixes, factored as a trie, did
+    the screen's work before: 21 us per reply of ~270 characters against 2.8.)
     """
 
     rules: tuple[Rule, ...]
-    screen: re.Pattern[str] | None
-    at: dict[str, tuple[_Entry, ...]]
+    screen: Any  # ahocorasick.Automaton (untyped); None when no rule has a prefix
     loose: tuple[_Entry, ...]
     always: tuple[int, ...]  # the rules without a text pattern
 
@@ -156,7 +148,6 @@ def _rules() -> RuleSet:
 @lru_cache(maxsize=1)
 def _index() -> _Matcher:
     rules = _rules().rules
-    trie: dict[str | None, object] = {}
     words: dict[str, list[_Entry]] = {}
     loose: list[_Entry] = []
     for i, rule in enumerate(rules):
@@ -166,18 +157,15 @@ def _index() -> _Matcher:
             if len(prefix) < 3:
                 loose.append((i, compiled))
                 continue
-            node = trie
-            for ch in prefix:
-                node = node.setdefault(ch, {})  # type: ignore[assignment]
-            node[None] = True
             words.setdefault(prefix, []).append((i, compiled))
-    at: dict[str, tuple[_Entry, ...]] = {}
-    for word in words:  # the screen's match at a position is the longest word there
-        found = [e for n in range(3, len(word) + 1) for e in words.get(word[:n], ())]
-        at[word] = tuple(found)
-    screen = re.compile(_trie_regex(trie)) if trie else None
+    screen = None
+    if words:
+        screen = ahocorasick.Automaton()
+        for word, entries in words.items():
+            screen.add_word(word, (len(word) - 1, tuple(entries)))
+        screen.make_automaton()
     always = tuple(i for i, r in enumerate(rules) if r.match is None)
-    return _Matcher(rules, screen, at, tuple(loose), always)
+    return _Matcher(rules, screen, tuple(loose), always)
 
 
 @lru_cache(maxsize=64)
@@ -209,18 +197,12 @@ def _candidates(
         for index, regex in matcher.loose:
             if ok[index] and rank[index] < limit and regex.search(text):
                 found.add((rank[index], index))
-        screen = matcher.screen
-        at = matcher.at
-        pos = 0
-        while screen is not None:
-            hit = screen.search(text, pos)
-            if hit is None:
-                break
-            start = hit.start()
-            for index, regex in at[hit.group()]:
-                if ok[index] and rank[index] < limit and regex.match(text, start):
-                    found.add((rank[index], index))
-            pos = start + 1
+        if matcher.screen is not None:
+            for end, (back, entries) in matcher.screen.iter(text):
+                start = end - back
+                for index, regex in entries:
+                    if ok[index] and rank[index] < limit and regex.match(text, start):
+                        found.add((rank[index], index))
     return sorted(found)
 
 
