@@ -45,6 +45,7 @@ MODULES = (
     "monitor.collectors.mta.exim",
     "monitor.store.wire",
     "monitor.store.rows",
+    "monitor.store.fold",
 )
 
 PURE_ENV = "MAILMON_PURE_PYTHON"

@@ -13,10 +13,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
-from monitor.model import ATTEMPT_TYPES, FINAL_TYPES, Event, EventType, domain_of, event_id
+from monitor.model import Event, event_id
+from monitor.store import fold
+from monitor.store.fold import DELIVERY_COLUMNS, STREAM_TAGS, stream_of, stream_tag
 from monitor.store.rows import EVENT_COLUMNS, event_row, insert_sql, sparse, sparse_rows
 from monitor.store.schema import (
-    BUCKET_SECONDS,
     FAILURE_OUTCOMES,
     counters,
     deliveries,
@@ -39,8 +40,6 @@ __all__ = [
 ]
 
 _CHUNK = 500  # bound on bound parameters per IN (...) query
-_RANK = {EventType.SUBMITTED: 0, EventType.DEFERRED: 1}
-_STATEFUL = frozenset(_RANK) | FINAL_TYPES
 _FAILURES = frozenset(FAILURE_OUTCOMES)
 
 
@@ -60,29 +59,6 @@ def delivery_key(event: Event) -> str:
 def hardness(hard: bool | None) -> str:
     """``failure_counters.hard``: None (not classified) must not read as soft."""
     return "" if hard is None else "hard" if hard else "soft"
-
-
-def stream_of(event: Event) -> str:
-    """The traffic stream: our own non-delivery notices are kept apart."""
-    return "ndr" if "ndr" in event.tags else ""
-
-
-#: Tag keys that name a stream, first found wins: ``stream:`` is ours to set, ESPs and
-#: MTAs call the same thing a category (SendGrid, Mailgun tags) or a campaign.
-STREAM_TAGS = ("stream:", "category:", "campaign:")
-_STREAM_CHARS = 64  # the width of stream columns
-_VALUE_CHARS = 255  # sender_counters.value: PostgreSQL refuses longer, SQLite would keep it
-
-
-def stream_tag(tags: Sequence[str]) -> str:
-    """The stream ``tags`` name (``ndr`` for our own notices), ``""`` when none does."""
-    if not tags:
-        return ""
-    for prefix in STREAM_TAGS:
-        for tag in tags:
-            if tag.startswith(prefix) and len(tag) > len(prefix):
-                return tag[len(prefix) :][:_STREAM_CHARS]
-    return "ndr" if "ndr" in tags else ""
 
 
 #: (bucket, sender domain, sending IP, stream, provider, outcome, reason, hard, blame, ndr)
@@ -132,7 +108,6 @@ _ROWS_SLICE = 5000
 _sparse_insert = lru_cache(maxsize=256)(insert_sql)
 
 
-_BOOL_INTS: dict[bool, object] = {True: 1, False: 0}
 _HARD_AT = _EVENT_COLUMNS.index("hard")
 
 
@@ -253,44 +228,10 @@ def _count(conn: Connection, keyed: Sequence[_Keyed], sign: int = 1) -> None:
 
     ``sign=-1`` takes events back out (``monitor.store.retract``).
     """
-    totals: dict[tuple[int, str, str, str, str, str], int] = {}
-    failures: dict[tuple[Any, ...], int] = {}
-    by_sender: SenderTally = {}
-    domains: dict[str, str] = {}  # sender -> its domain: a batch has few senders
-    for _, ts, e in keyed:
-        if e.type is _PLACED:
-            continue  # a seed probe's placement is no delivery outcome: in no counter
-        bucket = int(ts // BUCKET_SECONDS) * BUCKET_SECONDS
-        provider = e.provider or "other"
-        if provider.__class__ is not str:
-            provider = str(provider)  # a Provider: plain str for the driver
-        outcome = str(e.type)
-        reason = e.reason or ""
-        tags = e.tags
-        ndr = 1 if tags and "ndr" in tags else 0
-        k = (bucket, e.recipient_domain or "", provider, outcome, reason, "ndr" if ndr else "")
-        totals[k] = totals.get(k, 0) + sign
-        hard = blame = ""
-        if outcome in _FAILURES:
-            h = e.hard
-            hard, blame = "" if h is None else "hard" if h else "soft", e.blame or ""
-            fk = (*k[:5], hard, blame, k[5])
-            failures[fk] = failures.get(fk, 0) + sign
-        sender = e.sender or ""
-        domain = domains.get(sender)
-        if domain is None:
-            domain = domains[sender] = (domain_of(sender) or "")[:_VALUE_CHARS]
-        # fold_sender, inlined: this loop runs once per stored event.
-        sk = (
-            bucket, domain, e.sending_ip or "", stream_tag(tags) if tags else "",
-            provider, outcome, reason, hard, blame, ndr,
-        )  # fmt: skip
-        by_sender[sk] = by_sender.get(sk, 0) + sign
+    totals, failures, by_sender = fold.tally(keyed, sign)
     _upsert_counts(conn, counters, [(*k, n) for k, n in totals.items()])
     _upsert_counts(conn, sender_counters, sender_rows(by_sender))
     _upsert_counts(conn, failure_counters, [(*k, n) for k, n in failures.items()])
-
-
 
 
 def _upsert_counts(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -319,15 +260,8 @@ def _upsert_rows(
 
 
 def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
-    by_key: dict[str, list[tuple[float, Event]]] = {}
-    for key, ts, e in keyed:
-        same = by_key.get(key)
-        if same is None:
-            by_key[key] = [(ts, e)]
-        else:
-            same.append((ts, e))
+    keys = list({key: None for key, _, _ in keyed})
     current: dict[str, list[Any]] = {}
-    keys = list(by_key)
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]
         sql = (
@@ -336,24 +270,8 @@ def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         )
         for found in conn.exec_driver_sql(sql, tuple(chunk)):
             current[found[0]] = list(found)
-    rows: list[Any] = []  # lists on SQLite (monitor.store.rows.sparse), else tuples
     sqlite = conn.dialect.name == "sqlite"
-    for key, evs in by_key.items():
-        row = current.get(key)
-        if row is None:
-            row = _new_delivery(key, *evs[0])
-        if len(evs) > 1:
-            evs.sort(key=_first)
-        for ts, e in evs:
-            _apply(row, ts, e)
-        provider = row[_PROVIDER]
-        if provider is not None and provider.__class__ is not str:
-            row[_PROVIDER] = str(provider)  # a Provider: its value, as a plain str
-        if sqlite:  # sqlite3 binds a bool through its adaptation lookup: 0 and 1 directly
-            row[_HARD] = _BOOL_INTS.get(row[_HARD], row[_HARD])
-            rows.append(row)
-        else:
-            rows.append(tuple(row))
+    rows = fold.fold_rows(keyed, current, sqlite)  # lists on SQLite (rows.sparse), else tuples
     if not sqlite:
         _upsert_rows(conn, deliveries, _DELIVERY_COLUMNS, ["key"], rows)
         return
@@ -367,20 +285,8 @@ def _fold_deliveries(conn: Connection, keyed: Sequence[_Keyed]) -> None:
         cursor.close()
 
 
-def _first(pair: tuple[float, Event]) -> float:
-    return pair[0]
-
-
 _DELIVERY_COLUMNS = tuple(c.name for c in deliveries.columns)
-# Positions in a delivery row (a list in _DELIVERY_COLUMNS order).
-(
-    _KEY, _SOURCE, _MESSAGE_ID, _QUEUE_ID, _SENDER, _RECIPIENT, _RECIPIENT_DOMAIN, _PROVIDER,
-    _STREAM, _STATE, _SUBMITTED_AT, _FIRST_ATTEMPT_AT, _LAST_EVENT_AT, _FINAL_AT, _ATTEMPTS,
-    _DEFERRALS, _REPLY_CODE, _ENHANCED_STATUS, _REASON, _HARD, _DIAGNOSTIC, _BLAME, _RULE,
-    _SENDING_IP, _STREAM_TAG,
-) = range(len(_DELIVERY_COLUMNS))  # fmt: skip
-assert _DELIVERY_COLUMNS[_RULE] == "rule" and _DELIVERY_COLUMNS[_STATE] == "state"
-assert _DELIVERY_COLUMNS[_STREAM_TAG] == "stream_tag"
+assert _DELIVERY_COLUMNS == DELIVERY_COLUMNS, "monitor.store.fold must name the deliveries columns"
 _DELIVERY_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in _DELIVERY_COLUMNS if c != "key")
 
 
@@ -394,74 +300,6 @@ def _delivery_upsert(bits: int) -> str:
     )
 
 
-def _new_delivery(key: str, ts: float, e: Event) -> list[Any]:
-    row: list[Any] = [None] * len(_DELIVERY_COLUMNS)
-    row[_KEY] = key
-    row[_SOURCE] = e.source
-    row[_RECIPIENT] = e.recipient
-    row[_RECIPIENT_DOMAIN] = e.recipient_domain
-    row[_STREAM] = stream_of(e)
-    row[_STATE] = str(e.type)
-    row[_LAST_EVENT_AT] = ts
-    row[_ATTEMPTS] = 0
-    row[_DEFERRALS] = 0
-    row[_STREAM_TAG] = ""
-    return row
-
-
-_RANK_OF = {k.value: _RANK.get(k, 2 if k in FINAL_TYPES else -1) for k in EventType}
-_SUBMITTED = EventType.SUBMITTED
-_DEFERRED = EventType.DEFERRED
-_PLACED = EventType.PLACED
-_DELIVERED = EventType.DELIVERED
-
-
-def _apply(row: list[Any], ts: float, e: Event) -> None:
-    """Fold one event at UNIX time ``ts`` into a delivery row; order-independent."""
-    if row[_MESSAGE_ID] is None:
-        row[_MESSAGE_ID] = e.message_id
-    if row[_QUEUE_ID] is None:
-        row[_QUEUE_ID] = e.queue_id
-    if row[_SENDER] is None:
-        row[_SENDER] = e.sender
-    if row[_PROVIDER] is None:
-        row[_PROVIDER] = e.provider
-    if e.tags and not row[_STREAM_TAG]:  # the submission usually carries the tags
-        row[_STREAM_TAG] = stream_tag(e.tags)
-    previous_last = row[_LAST_EVENT_AT]
-    if ts > previous_last:
-        row[_LAST_EVENT_AT] = ts
-    kind = e.type
-    if kind is _SUBMITTED:
-        at = row[_SUBMITTED_AT]
-        row[_SUBMITTED_AT] = ts if at is None or ts < at else at
-    elif kind is _DELIVERED and e.delay_seconds is not None:
-        # The MTA's delay counts from the message's arrival: the submission time when the
-        # submission itself was not seen (a log that starts mid-flight, KumoMTA without
-        # its Reception records), so latency still has both ends. The earlier time wins,
-        # as for submitted events, so the order of arrival does not matter.
-        arrived = ts - e.delay_seconds
-        at = row[_SUBMITTED_AT]
-        row[_SUBMITTED_AT] = arrived if at is None or arrived < at else at
-    if kind in ATTEMPT_TYPES:
-        row[_ATTEMPTS] += 1
-        first = row[_FIRST_ATTEMPT_AT]
-        row[_FIRST_ATTEMPT_AT] = ts if first is None or ts < first else first
-        if kind is _DEFERRED:
-            row[_DEFERRALS] += 1
-    if kind not in _STATEFUL:
-        return
-    rank, held = _RANK_OF[kind], _RANK_OF.get(row[_STATE], -1)
-    decided_at = row[_FINAL_AT] if held == 2 else previous_last
-    if rank > held or (rank == held and ts >= (decided_at or 0.0)):
-        row[_STATE] = str(kind)
-        row[_FINAL_AT] = ts if rank == 2 else None
-        if rank >= 1:
-            row[_REPLY_CODE] = e.reply_code
-            row[_ENHANCED_STATUS] = e.enhanced_status
-            row[_REASON] = e.reason
-            row[_HARD] = e.hard
-            row[_DIAGNOSTIC] = e.diagnostic
-            row[_BLAME] = e.blame
-            row[_RULE] = e.rule
-            row[_SENDING_IP] = e.sending_ip
+# What monitor.store.retract folds with (the same as a batch's rows).
+_new_delivery = fold.new_delivery
+_apply = fold.apply
