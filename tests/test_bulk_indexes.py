@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from factories import generated_log, store_contents
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from monitor.cli import main
@@ -144,6 +145,38 @@ def test_an_error_inside_the_load_still_builds_the_indexes(fresh: tuple) -> None
         raise RuntimeError("the load failed")
     store.close()
     assert _indexes(db) == before and _note(db) is None
+
+
+def test_the_build_sorts_on_threads_and_hands_the_connection_back_as_it_was(
+    fresh: tuple,
+) -> None:
+    """The indexes are built with a small sorter cache and sorter threads (faster: see
+    bulk.py); the pooled connection that built them keeps the store's own settings after."""
+    db, url, before = fresh
+    store = Store.open(url)
+    with store.engine.connect() as conn:
+        settings = conn.exec_driver_sql("PRAGMA cache_size").scalar(), conn.exec_driver_sql(
+            "PRAGMA threads"
+        ).scalar()
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    with bulk.indexes_deferred(store.engine, 10**9):
+        event.listen(store.engine, "before_cursor_execute", seen)
+    event.remove(store.engine, "before_cursor_execute", seen)
+    assert _indexes(db) == before
+    creates = [i for i, s in enumerate(statements) if s.startswith("CREATE INDEX")]
+    assert len(creates) == len(DEFERRED)
+    cache = statements.index(f"PRAGMA cache_size=-{bulk._BUILD_CACHE_KIB}")
+    threads = statements.index(f"PRAGMA threads={bulk._BUILD_THREADS}")
+    assert max(cache, threads) < creates[0]
+    with store.engine.connect() as conn:
+        assert settings == (-32768, 0)
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -32768
+        assert conn.exec_driver_sql("PRAGMA threads").scalar() == 0
+    store.close()
 
 
 def test_another_open_during_the_load_leaves_its_indexes_to_it(fresh: tuple) -> None:
