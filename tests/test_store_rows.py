@@ -12,6 +12,7 @@ from monitor.model import Event, Provider
 from monitor.store import Store
 from monitor.store.rows import EVENT_COLUMNS, insert_sql, sparse_rows
 from monitor.store.schema import events
+from monitor.store.wire import WireEvent, to_wire
 
 _EVERY_FIELD = ev(
     "bounced", 1, provider=Provider.GOOGLE, relay="gmail-smtp-in.l.google.com[1.2.3.4]:25",
@@ -49,7 +50,7 @@ def _full(bits: int, values: list[object]) -> tuple[object, ...]:
 def test_sparse_rows_hold_the_values_of_every_column() -> None:
     keyed = [(f"key{i}", e.timestamp, e) for i, e in enumerate(EVENTS)]
     every = [_expected(key, e) for key, _, e in keyed]
-    groups = sparse_rows(keyed)
+    groups = sparse_rows([(key, ts, to_wire(e)) for key, ts, e in keyed])
     assert sum(len(rows) for rows in groups.values()) == len(EVENTS)
     sparse = [_full(bits, row) for bits, rows in groups.items() for row in rows]
     assert sorted(sparse, key=repr) == sorted(every, key=repr)
@@ -98,3 +99,11 @@ def test_a_delivery_upsert_empties_what_the_new_state_leaves_empty(tmp_path: Pat
         ).fetchall()
     assert first == ("deferred", 451, "451 4.7.1 try later", None)  # unclassified: no pipeline
     assert row == [("delivered", None, None, None, None, None, 2, 1, "noreply@app.example", 1)]
+
+
+def test_wire_positions_name_the_wire_fields() -> None:
+    """The positions the compiled folds read a wire tuple by are WireEvent's fields."""
+    from monitor.store import wire
+
+    assert [getattr(wire, f.upper()) for f in WireEvent._fields] == list(range(27))
+    assert WireEvent._make(to_wire(_EVERY_FIELD)).diagnostic == "550 5.1.1 no such user"

@@ -3,8 +3,8 @@
 The store's writer (:mod:`monitor.store.writer`) reads and writes the rows; the loops
 here run once per stored event, so they are compiled with the parser (mypyc,
 :mod:`monitor.native`): on the benchmark's 1M-line log they were a fifth of the writer
-process's time interpreted.  An event is an :class:`~monitor.model.Event` or a
-:class:`~monitor.store.wire.WireEvent` (the same attribute names), hence ``Any``.
+process's time interpreted.  An event is a wire tuple (:mod:`monitor.store.wire`, its
+fields read by position).
 """
 
 from __future__ import annotations
@@ -12,16 +12,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from monitor.model import ATTEMPT_TYPES, FINAL_TYPES, EventType, domain_of
+from monitor.model import ATTEMPT_TYPES, FINAL_TYPES, EventType, domain_of, event_id
 from monitor.store.schema import BUCKET_SECONDS, FAILURE_OUTCOMES
+from monitor.store.wire import (
+    BLAME,
+    DELAY_SECONDS,
+    DIAGNOSTIC,
+    ENHANCED_STATUS,
+    HARD,
+    ID,
+    MESSAGE_ID,
+    PROVIDER,
+    QUEUE_ID,
+    REASON,
+    RECIPIENT,
+    RECIPIENT_DOMAIN,
+    REPLY_CODE,
+    RULE,
+    SENDER,
+    SENDING_IP,
+    SOURCE,
+    TAGS,
+    TIMESTAMP,
+    TYPE,
+)
 
 __all__ = [
     "DELIVERY_COLUMNS",
     "STREAM_TAGS",
     "apply",
+    "delivery_key",
     "fold_rows",
+    "keyed",
     "new_delivery",
-    "stream_of",
     "stream_tag",
     "tally",
 ]
@@ -92,13 +115,47 @@ def stream_tag(tags: Sequence[str]) -> str:
     return "ndr" if "ndr" in tags else ""
 
 
-def stream_of(event: Any) -> str:
+def _stream_of(event: tuple[Any, ...]) -> str:
     """The traffic stream: our own non-delivery notices are kept apart."""
-    return "ndr" if "ndr" in event.tags else ""
+    return "ndr" if "ndr" in event[TAGS] else ""
+
+
+def delivery_key(e: tuple[Any, ...]) -> str:
+    """The (message, recipient) a delivery row tracks.
+
+    The RFC 5322 Message-ID joins what different sources say about one message;
+    without one, the source's queue id does; without either, the event is alone.
+    """
+    if e[MESSAGE_ID]:
+        return event_id("msg", "", e[MESSAGE_ID], e[RECIPIENT])
+    if e[QUEUE_ID]:
+        return event_id(e[SOURCE], "queue", e[QUEUE_ID], e[RECIPIENT])
+    return str(e[ID])
+
+
+def keyed(batch: list[tuple[Any, ...]]) -> list[tuple[str, float, tuple[Any, ...]]]:
+    """(delivery key, UNIX time, event) for each of ``batch``: a delivery's events usually
+    share a batch, so one key's hash serves several of them."""
+    keys: dict[tuple[Any, ...], str] = {}
+    out: list[tuple[str, float, tuple[Any, ...]]] = []
+    for e in batch:
+        message_id = e[MESSAGE_ID]
+        if message_id:
+            ident: tuple[Any, ...] = (message_id, e[RECIPIENT])
+        elif e[QUEUE_ID]:
+            ident = (e[SOURCE], e[QUEUE_ID], e[RECIPIENT])
+        else:
+            ident = (e[ID],)
+        key = keys.get(ident)
+        if key is None:
+            key = delivery_key(e)
+            keys[ident] = key
+        out.append((key, e[TIMESTAMP], e))
+    return out
 
 
 def tally(
-    keyed: Sequence[tuple[str, float, Any]], sign: int
+    keyed: Sequence[tuple[str, float, tuple[Any, ...]]], sign: int
 ) -> tuple[dict[tuple[Any, ...], int], dict[tuple[Any, ...], int], dict[tuple[Any, ...], int]]:
     """The counts of ``keyed`` ((delivery key, UNIX time, event) each), ``sign`` each:
     per ``counters`` key, per ``failure_counters`` key and per sender tally key
@@ -108,34 +165,34 @@ def tally(
     by_sender: dict[tuple[Any, ...], int] = {}
     domains: dict[str, str] = {}  # sender -> its domain: a batch has few senders
     for _, ts, e in keyed:
-        kind = e.type
+        kind = e[TYPE]
         if kind is _PLACED:
             continue  # a seed probe's placement is no delivery outcome: in no counter
         bucket = int(ts // BUCKET_SECONDS) * BUCKET_SECONDS
-        provider = e.provider or "other"
+        provider = e[PROVIDER] or "other"
         if type(provider) is not str:
             provider = str(provider)  # a Provider: plain str for the driver
         outcome = str(kind)
-        reason = e.reason or ""
-        tags = e.tags
+        reason = e[REASON] or ""
+        tags = e[TAGS]
         ndr = 1 if tags and "ndr" in tags else 0
-        k = (bucket, e.recipient_domain or "", provider, outcome, reason, "ndr" if ndr else "")
+        k = (bucket, e[RECIPIENT_DOMAIN] or "", provider, outcome, reason, "ndr" if ndr else "")
         totals[k] = totals.get(k, 0) + sign
         hard = ""
         blame = ""
         if outcome in _FAILURES:
-            h = e.hard
+            h = e[HARD]
             hard = "" if h is None else "hard" if h else "soft"
-            blame = e.blame or ""
+            blame = e[BLAME] or ""
             fk = (bucket, k[1], provider, outcome, reason, hard, blame, k[5])
             failures[fk] = failures.get(fk, 0) + sign
-        sender = e.sender or ""
+        sender = e[SENDER] or ""
         domain = domains.get(sender)
         if domain is None:
             domain = (domain_of(sender) or "")[:_VALUE_CHARS]
             domains[sender] = domain
         sk = (
-            bucket, domain, e.sending_ip or "", stream_tag(tags) if tags else "",
+            bucket, domain, e[SENDING_IP] or "", stream_tag(tags) if tags else "",
             provider, outcome, reason, hard, blame, ndr,
         )  # fmt: skip
         by_sender[sk] = by_sender.get(sk, 0) + sign
@@ -143,12 +200,12 @@ def tally(
 
 
 def fold_rows(
-    keyed: Sequence[tuple[str, float, Any]], current: dict[str, list[Any]], sqlite: bool
+    keyed: Sequence[tuple[str, float, tuple[Any, ...]]], current: dict[str, list[Any]], sqlite: bool
 ) -> list[Any]:
     """The delivery row of every key of ``keyed``: its stored row (``current``, by key) or a
     new one, with the batch's events applied in time order.  On SQLite a row is a list with
     ``hard`` as 0 or 1 (bound without sqlite3's adaptation lookup), else a tuple."""
-    by_key: dict[str, list[tuple[float, Any]]] = {}
+    by_key: dict[str, list[tuple[float, tuple[Any, ...]]]] = {}
     for key, ts, e in keyed:
         same = by_key.get(key)
         if same is None:
@@ -177,19 +234,19 @@ def fold_rows(
     return rows
 
 
-def _first(pair: tuple[float, Any]) -> float:
+def _first(pair: tuple[float, tuple[Any, ...]]) -> float:
     return pair[0]
 
 
-def new_delivery(key: str, ts: float, e: Any) -> list[Any]:
+def new_delivery(key: str, ts: float, e: tuple[Any, ...]) -> list[Any]:
     """The delivery row ``e`` (at UNIX time ``ts``) starts, before it is applied."""
     row: list[Any] = [None] * len(DELIVERY_COLUMNS)
     row[_KEY] = key
-    row[_SOURCE] = e.source
-    row[_RECIPIENT] = e.recipient
-    row[_RECIPIENT_DOMAIN] = e.recipient_domain
-    row[_STREAM] = stream_of(e)
-    row[_STATE] = str(e.type)
+    row[_SOURCE] = e[SOURCE]
+    row[_RECIPIENT] = e[RECIPIENT]
+    row[_RECIPIENT_DOMAIN] = e[RECIPIENT_DOMAIN]
+    row[_STREAM] = _stream_of(e)
+    row[_STATE] = str(e[TYPE])
     row[_LAST_EVENT_AT] = ts
     row[_ATTEMPTS] = 0
     row[_DEFERRALS] = 0
@@ -197,32 +254,32 @@ def new_delivery(key: str, ts: float, e: Any) -> list[Any]:
     return row
 
 
-def apply(row: list[Any], ts: float, e: Any) -> None:
+def apply(row: list[Any], ts: float, e: tuple[Any, ...]) -> None:
     """Fold one event at UNIX time ``ts`` into a delivery row; order-independent."""
     if row[_MESSAGE_ID] is None:
-        row[_MESSAGE_ID] = e.message_id
+        row[_MESSAGE_ID] = e[MESSAGE_ID]
     if row[_QUEUE_ID] is None:
-        row[_QUEUE_ID] = e.queue_id
+        row[_QUEUE_ID] = e[QUEUE_ID]
     if row[_SENDER] is None:
-        row[_SENDER] = e.sender
+        row[_SENDER] = e[SENDER]
     if row[_PROVIDER] is None:
-        row[_PROVIDER] = e.provider
-    tags = e.tags
+        row[_PROVIDER] = e[PROVIDER]
+    tags = e[TAGS]
     if tags and not row[_STREAM_TAG]:  # the submission usually carries the tags
         row[_STREAM_TAG] = stream_tag(tags)
     previous_last = row[_LAST_EVENT_AT]
     if ts > previous_last:
         row[_LAST_EVENT_AT] = ts
-    kind = e.type
+    kind = e[TYPE]
     if kind is _SUBMITTED:
         at = row[_SUBMITTED_AT]
         row[_SUBMITTED_AT] = ts if at is None or ts < at else at
-    elif kind is _DELIVERED and e.delay_seconds is not None:
+    elif kind is _DELIVERED and e[DELAY_SECONDS] is not None:
         # The MTA's delay counts from the message's arrival: the submission time when the
         # submission itself was not seen (a log that starts mid-flight, KumoMTA without
         # its Reception records), so latency still has both ends. The earlier time wins,
         # as for submitted events, so the order of arrival does not matter.
-        arrived = ts - e.delay_seconds
+        arrived = ts - e[DELAY_SECONDS]
         at = row[_SUBMITTED_AT]
         row[_SUBMITTED_AT] = arrived if at is None or arrived < at else at
     if kind in ATTEMPT_TYPES:
@@ -240,11 +297,11 @@ def apply(row: list[Any], ts: float, e: Any) -> None:
         row[_STATE] = str(kind)
         row[_FINAL_AT] = ts if rank == 2 else None
         if rank >= 1:
-            row[_REPLY_CODE] = e.reply_code
-            row[_ENHANCED_STATUS] = e.enhanced_status
-            row[_REASON] = e.reason
-            row[_HARD] = e.hard
-            row[_DIAGNOSTIC] = e.diagnostic
-            row[_BLAME] = e.blame
-            row[_RULE] = e.rule
-            row[_SENDING_IP] = e.sending_ip
+            row[_REPLY_CODE] = e[REPLY_CODE]
+            row[_ENHANCED_STATUS] = e[ENHANCED_STATUS]
+            row[_REASON] = e[REASON]
+            row[_HARD] = e[HARD]
+            row[_DIAGNOSTIC] = e[DIAGNOSTIC]
+            row[_BLAME] = e[BLAME]
+            row[_RULE] = e[RULE]
+            row[_SENDING_IP] = e[SENDING_IP]

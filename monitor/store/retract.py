@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, delete, select
 
-from monitor.model import Event
 from monitor.store.queries import _event_from_row
 from monitor.store.schema import (
     BUCKET_SECONDS,
@@ -25,6 +24,7 @@ from monitor.store.schema import (
     failure_counters,
     sender_counters,
 )
+from monitor.store.wire import to_wire
 from monitor.store.writer import (
     _CHUNK,
     _DELIVERY_COLUMNS,
@@ -44,7 +44,9 @@ def retract_events(conn: Connection, ids: Sequence[str]) -> set[str]:
     for start in range(0, len(ids), _CHUNK):
         chunk = list(ids[start : start + _CHUNK])
         rows = conn.execute(select(events).where(events.c.id.in_(chunk))).mappings()
-        keyed.extend((r["delivery_key"], r["occurred_at"], _event_from_row(r)) for r in rows)
+        keyed.extend(
+            (r["delivery_key"], r["occurred_at"], to_wire(_event_from_row(r))) for r in rows
+        )
         conn.execute(delete(events).where(events.c.id.in_(chunk)))
     if not keyed:
         return set()
@@ -67,9 +69,10 @@ def refold_deliveries(conn: Connection, keys: Iterable[str]) -> None:
         chunk = todo[start : start + _CHUNK]
         conn.execute(delete(deliveries).where(deliveries.c.key.in_(chunk)))
         found = conn.execute(select(events).where(events.c.delivery_key.in_(chunk))).mappings()
-        by_key: dict[str, list[tuple[float, Event]]] = {}
+        by_key: dict[str, list[tuple[float, tuple[object, ...]]]] = {}
         for r in found:
-            by_key.setdefault(r["delivery_key"], []).append((r["occurred_at"], _event_from_row(r)))
+            event = to_wire(_event_from_row(r))
+            by_key.setdefault(r["delivery_key"], []).append((r["occurred_at"], event))
         rows = []
         for key, evs in by_key.items():
             evs.sort(key=lambda pair: pair[0])

@@ -16,6 +16,35 @@ from __future__ import annotations
 
 from typing import Any
 
+from monitor.store.wire import (
+    ATTEMPT,
+    BLAME,
+    CLIENT,
+    DELAY_SECONDS,
+    DIAGNOSTIC,
+    ENHANCED_STATUS,
+    HARD,
+    ID,
+    MESSAGE_ID,
+    ORIG_RECIPIENT,
+    PROVIDER,
+    PROVIDER_MESSAGE_ID,
+    QUEUE_ID,
+    RAW_REF,
+    REASON,
+    RECIPIENT,
+    RECIPIENT_DOMAIN,
+    RELAY,
+    REPLY_CODE,
+    RULE,
+    SENDER,
+    SENDING_IP,
+    SIZE_BYTES,
+    SOURCE,
+    TAGS,
+    TYPE,
+)
+
 __all__ = ["EVENT_COLUMNS", "event_row", "insert_sql", "sparse", "sparse_rows"]
 
 #: The events table's columns, in the order of a row's bits (``monitor.store.schema``).
@@ -33,24 +62,27 @@ def _text(value: Any) -> str:
     return value if type(value) is str else str(value)
 
 
-def sparse_rows(keyed: list[tuple[str, float, Any]]) -> dict[int, list[list[object]]]:
-    """The rows of ``keyed`` ((delivery key, UNIX time, event) each) by the columns they
-    fill: a bit per column of :data:`EVENT_COLUMNS` -> the rows, their filled values in
-    column order.  A bool is stored as 0 or 1, tags joined by commas (none: empty)."""
+def sparse_rows(keyed: list[tuple[str, float, tuple[Any, ...]]]) -> dict[int, list[list[object]]]:
+    """The rows of ``keyed`` ((delivery key, UNIX time, wire tuple) each) by the columns
+    they fill: a bit per column of :data:`EVENT_COLUMNS` -> the rows, their filled values
+    in column order.  A bool is stored as 0 or 1, tags joined by commas (none: empty)."""
     return sparse([event_row(key, ts, e) for key, ts, e in keyed])
 
 
-def event_row(key: str, ts: float, e: Any) -> list[object]:
-    """Every column of the row of ``e`` (an Event or a WireEvent) with delivery key ``key``
-    at UNIX time ``ts``, None where it is empty; a bool as 0 or 1, enums as their value."""
-    hard = e.hard
+def event_row(key: str, ts: float, e: tuple[Any, ...]) -> list[object]:
+    """Every column of the row of ``e`` (a wire tuple, :mod:`monitor.store.wire`) with
+    delivery key ``key`` at UNIX time ``ts``, None where it is empty; a bool as 0 or 1,
+    enums as their value."""
+    hard = e[HARD]
+    tags = e[TAGS]
     return [
-        e.id, ts, e.source, _text(e.type), key, e.message_id, e.queue_id,
-        e.provider_message_id, e.sender, e.recipient, e.orig_recipient, e.recipient_domain,
-        _text_or_none(e.provider), e.relay, e.sending_ip, e.client, e.reply_code,
-        e.enhanced_status, e.diagnostic, _text_or_none(e.reason),
-        None if hard is None else 1 if hard else 0, e.delay_seconds, e.size_bytes, e.attempt,
-        ",".join(e.tags) if e.tags else None, e.raw_ref, _text_or_none(e.blame), e.rule,
+        e[ID], ts, e[SOURCE], _text(e[TYPE]), key, e[MESSAGE_ID], e[QUEUE_ID],
+        e[PROVIDER_MESSAGE_ID], e[SENDER], e[RECIPIENT], e[ORIG_RECIPIENT],
+        e[RECIPIENT_DOMAIN], _text_or_none(e[PROVIDER]), e[RELAY], e[SENDING_IP], e[CLIENT],
+        e[REPLY_CODE], e[ENHANCED_STATUS], e[DIAGNOSTIC], _text_or_none(e[REASON]),
+        None if hard is None else 1 if hard else 0, e[DELAY_SECONDS], e[SIZE_BYTES],
+        e[ATTEMPT], ",".join(tags) if tags else None, e[RAW_REF], _text_or_none(e[BLAME]),
+        e[RULE],
     ]  # fmt: skip
 
 

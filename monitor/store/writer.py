@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
-from monitor.model import Event, event_id
+from monitor.model import Event
 from monitor.store import fold
-from monitor.store.fold import DELIVERY_COLUMNS, STREAM_TAGS, stream_of, stream_tag
+from monitor.store.fold import DELIVERY_COLUMNS, STREAM_TAGS, stream_tag
 from monitor.store.rows import EVENT_COLUMNS, event_row, insert_sql, sparse, sparse_rows
 from monitor.store.schema import (
     FAILURE_OUTCOMES,
@@ -25,15 +25,14 @@ from monitor.store.schema import (
     failure_counters,
     sender_counters,
 )
+from monitor.store.wire import wired
 
 __all__ = [
     "STREAM_TAGS",
     "SenderTally",
-    "delivery_key",
     "fold_sender",
     "hardness",
     "sender_rows",
-    "stream_of",
     "stream_tag",
     "upsert",
     "write_events",
@@ -41,19 +40,6 @@ __all__ = [
 
 _CHUNK = 500  # bound on bound parameters per IN (...) query
 _FAILURES = frozenset(FAILURE_OUTCOMES)
-
-
-def delivery_key(event: Event) -> str:
-    """The (message, recipient) a delivery row tracks.
-
-    The RFC 5322 Message-ID joins what different sources say about one message;
-    without one, the source's queue id does; without either, the event is alone.
-    """
-    if event.message_id:
-        return event_id("msg", "", event.message_id, event.recipient)
-    if event.queue_id:
-        return event_id(event.source, "queue", event.queue_id, event.recipient)
-    return event.id
 
 
 def hardness(hard: bool | None) -> str:
@@ -185,21 +171,8 @@ def write_events(conn: Connection, batch: Iterable[Event]) -> list[Event]:
     fresh = [e for i, e in unique.items() if i not in seen]
     if not fresh:
         return []
-    # Key and time once per event: both are used three times below, and a delivery's
-    # events usually share a batch, so one hash serves several of them.
-    keys: dict[tuple[str | None, ...], str] = {}
-    keyed: list[_Keyed] = []
-    for e in fresh:
-        if e.message_id:
-            ident: tuple[str | None, ...] = (e.message_id, e.recipient)
-        elif e.queue_id:
-            ident = (e.source, e.queue_id, e.recipient)
-        else:
-            ident = (e.id,)
-        key = keys.get(ident)
-        if key is None:
-            key = keys[ident] = delivery_key(e)
-        keyed.append((key, e.timestamp, e))
+    # Key and time once per event, for the compiled folds that read wire tuples.
+    keyed = fold.keyed([wired(e) for e in fresh])
     cursor = conn.connection.cursor()
     try:
         if conn.dialect.name == "sqlite":
@@ -220,7 +193,7 @@ def write_events(conn: Connection, batch: Iterable[Event]) -> list[Event]:
     return fresh
 
 
-_Keyed = tuple[str, float, Event]  # delivery key, UNIX time, event
+_Keyed = tuple[str, float, tuple[Any, ...]]  # delivery key, UNIX time, wire tuple
 
 
 def _count(conn: Connection, keyed: Sequence[_Keyed], sign: int = 1) -> None:
