@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from monitor.dnscheck.records import DnsblListing
 from monitor.errors import StoreError
 from monitor.metrics import Metrics
-from monitor.model import Event
+from monitor.model import Event, EventType, Provider
 from monitor.pipeline import Pipeline
-from monitor.store import Store
+from monitor.store import Store, process
 from monitor.store.process import WriterProcess
 
 #: The tables an event write touches.
@@ -140,6 +140,39 @@ def test_batches_give_the_rows_store_write_gives(
     assert all(found[t] for t in TABLES), "a table was left empty: the comparison proves little"
     sources = [dict((c, v) for c, _, v in r)["source"] for r in found["checkpoints"]]
     assert sorted(sources) == ["postfix:/var/log/mail.log", "postfix:q:QY"]
+
+
+def test_rows_go_as_marshal_data_and_a_slice_marshal_refuses_goes_pickled(
+    pair: tuple[WriterProcess, Store], db_url: str, twin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slices of plain rows cross as marshal data; a slice with a value marshal refuses (a
+    str subclass: here an enum member where text belongs) is pickled, and both store the
+    rows Store.write stores."""
+    writer, twin = pair
+    encoded: list[str] = []
+    real_dumps = process.marshal.dumps
+
+    def dumps(value: Any) -> bytes:
+        try:
+            data = real_dumps(value)
+        except ValueError:
+            encoded.append("refused")
+            raise
+        encoded.append("marshal")
+        return data
+
+    monkeypatch.setattr(process.marshal, "dumps", dumps)
+    plain = _varied()
+    odd = [ev("bounced", 5, recipient="zoe@gmail.com", queue_id="QZ", reply_code=550,
+              diagnostic=Provider.GOOGLE, relay=EventType.BOUNCED)]  # fmt: skip
+    for batch in (plain, odd):
+        _same_objects(writer.write(batch), twin.write(batch))
+    assert encoded == ["marshal", "refused"]
+    found = _same_tables(db_url, twin_url)
+    stored = [dict((c, v) for c, _, v in r) for r in found["events"]]
+    assert {(r["relay"], r["diagnostic"]) for r in stored if r["recipient"] == "zoe@gmail.com"} == {
+        ("bounced", "google")
+    }
 
 
 def test_an_event_the_database_refuses_is_reported_and_its_neighbours_stored(

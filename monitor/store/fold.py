@@ -91,16 +91,19 @@ _VALUE_CHARS = 255  # sender_counters.value: PostgreSQL refuses longer, SQLite w
 
 _FAILURES = frozenset(FAILURE_OUTCOMES)
 
-_SUBMITTED = EventType.SUBMITTED
-_DEFERRED = EventType.DEFERRED
-_PLACED = EventType.PLACED
-_DELIVERED = EventType.DELIVERED
-_STATEFUL = frozenset({_SUBMITTED, _DEFERRED}) | FINAL_TYPES
+# A wire tuple's type is the plain value of its EventType (monitor.store.wire).
+_SUBMITTED: str = EventType.SUBMITTED.value
+_DEFERRED: str = EventType.DEFERRED.value
+_PLACED: str = EventType.PLACED.value
+_DELIVERED: str = EventType.DELIVERED.value
+_ATTEMPT_KINDS: frozenset[str] = frozenset(k.value for k in ATTEMPT_TYPES)
+_STATEFUL: frozenset[str] = frozenset({_SUBMITTED, _DEFERRED, *(k.value for k in FINAL_TYPES)})
 # A state's rank: submitted 0, deferred 1, final 2, any other -1.
 _RANK_OF: dict[str, int] = {
-    str(k): 0 if k is _SUBMITTED else 1 if k is _DEFERRED else 2 if k in FINAL_TYPES else -1
+    k.value: 0 if k is EventType.SUBMITTED else 1 if k is EventType.DEFERRED
+    else 2 if k in FINAL_TYPES else -1
     for k in EventType
-}
+}  # fmt: skip
 _BOOL_INTS: dict[Any, Any] = {True: 1, False: 0}
 
 
@@ -166,7 +169,7 @@ def tally(
     domains: dict[str, str] = {}  # sender -> its domain: a batch has few senders
     for _, ts, e in keyed:
         kind = e[TYPE]
-        if kind is _PLACED:
+        if kind == _PLACED:
             continue  # a seed probe's placement is no delivery outcome: in no counter
         bucket = int(ts // BUCKET_SECONDS) * BUCKET_SECONDS
         provider = e[PROVIDER] or "other"
@@ -271,10 +274,10 @@ def apply(row: list[Any], ts: float, e: tuple[Any, ...]) -> None:
     if ts > previous_last:
         row[_LAST_EVENT_AT] = ts
     kind = e[TYPE]
-    if kind is _SUBMITTED:
+    if kind == _SUBMITTED:
         at = row[_SUBMITTED_AT]
         row[_SUBMITTED_AT] = ts if at is None or ts < at else at
-    elif kind is _DELIVERED and e[DELAY_SECONDS] is not None:
+    elif kind == _DELIVERED and e[DELAY_SECONDS] is not None:
         # The MTA's delay counts from the message's arrival: the submission time when the
         # submission itself was not seen (a log that starts mid-flight, KumoMTA without
         # its Reception records), so latency still has both ends. The earlier time wins,
@@ -282,11 +285,11 @@ def apply(row: list[Any], ts: float, e: tuple[Any, ...]) -> None:
         arrived = ts - e[DELAY_SECONDS]
         at = row[_SUBMITTED_AT]
         row[_SUBMITTED_AT] = arrived if at is None or arrived < at else at
-    if kind in ATTEMPT_TYPES:
+    if kind in _ATTEMPT_KINDS:
         row[_ATTEMPTS] += 1
         first = row[_FIRST_ATTEMPT_AT]
         row[_FIRST_ATTEMPT_AT] = ts if first is None or ts < first else first
-        if kind is _DEFERRED:
+        if kind == _DEFERRED:
             row[_DEFERRALS] += 1
     if kind not in _STATEFUL:
         return
