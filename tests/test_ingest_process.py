@@ -65,6 +65,35 @@ def test_ingest_through_the_writer_process_stores_what_in_process_writing_stores
         assert got[table] == rows, table
 
 
+def test_the_end_of_the_input_goes_in_smaller_batches(
+    log: Path, tmp_path: Path, expected: dict[str, list[tuple]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within about two batches of the end, batches are a quarter the size, so the command
+    waits for a small last batch; the store is the same."""
+    from monitor.cli import ingest
+
+    written: list[int] = []
+    send = process.WriterProcess.send
+
+    def counted(self: process.WriterProcess, batch: list, **kwargs: object) -> process.Sent:
+        batch = list(batch)
+        written.append(len(batch))
+        return send(self, batch, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(process.WriterProcess, "send", counted)
+    monkeypatch.setattr(ingest, "_FLUSH_SECONDS", 3600.0)  # no batch cut short by the clock
+    config, db = _config(tmp_path, "tail", 2000)
+    assert main(["ingest", "postfix", str(log), "--config", str(config)]) == 0
+    small = 2000 // ingest._TAIL_DIVISOR
+    # full batches, then the one pending when the tail began, then small ones
+    first = next(i for i, n in enumerate(written) if n < 2000)
+    assert first >= 3 and set(written[:first]) == {2000}
+    assert all(n <= small for n in written[first + 1 :]) and len(written) - first >= 4
+    assert 2000 <= sum(written[first:]) <= 3 * 2000  # about two batches' worth
+    assert sum(written) == len(expected["events"])
+    assert store_contents(db) == expected
+
+
 @pytest.mark.parametrize("early_bytes", [1, None])
 def test_the_writer_process_starts_with_a_large_input(
     log: Path, tmp_path: Path, expected: dict[str, list[tuple]], monkeypatch: pytest.MonkeyPatch,

@@ -48,6 +48,8 @@ _FLUSH_SECONDS = 2.0  # longest a parsed event waits for its batch
 #: (a batch is about 6 MB of Postfix log; a smaller input may need no process at all).
 _EARLY_WRITER_BYTES = 16 << 20
 DEFER_LOOKUP_SECONDS = 0.1  # an MX lookup waits this long for a relay host to decide
+#: The input's last two batches' worth goes in batches this many times smaller (see _Tail).
+_TAIL_DIVISOR = 4
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -169,6 +171,33 @@ def _lines(text: IO[str], idle: Callable[[], object] | None = None) -> Iterator[
         yield item.rstrip("\r\n")
 
 
+class _Tail:
+    """The end of the input goes in smaller batches: when the reading ends, the writer
+    process has a small batch left to write, not a full one (the command waits for it:
+    0.27-0.30 s at the end of the benchmark's 1M-line log with batches of 20,000).
+
+    :meth:`check`, on the last file, estimates the events still to come from its bytes
+    left and the bytes per event read so far; within two batches of the end, the pipeline's
+    batch size becomes a :data:`_TAIL_DIVISOR`th.
+    """
+
+    def __init__(self, pipeline: Pipeline, raw: IO[bytes], size: int, stats: Any) -> None:
+        self.pipeline, self.raw, self.size, self.stats = pipeline, raw, size, stats
+        self.done = False
+
+    def check(self) -> None:
+        if self.done:
+            return
+        batch = self.pipeline.batch_size
+        events = self.stats.events
+        read = self.raw.tell()
+        if events < batch or read <= 0:
+            return  # too early to tell the bytes an event takes
+        if (self.size - read) * events <= 2 * batch * read:
+            self.pipeline.batch_size = max(1, batch // _TAIL_DIVISOR)
+            self.done = True
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_of(args)
     store = open_store(args, config)
@@ -245,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
             pipeline.start_writer()
         if progress is not None:
             outer.enter_context(progress)
-        for path in args.paths:
+        for number, path in enumerate(args.paths, 1):
             with ExitStack() as stack:
                 try:
                     text, raw, size, ref = open_log(path, stack)
@@ -261,9 +290,14 @@ def run(args: argparse.Namespace) -> int:
                 name = "stdin" if path == "-" else path
                 # A stream (stdin, a named pipe) is live: look at the clock on every line.
                 live = not size and not _regular(raw)
+                last = number == len(args.paths)
+                tail = _Tail(pipeline, raw, size, source.stats) if last and size else None
 
-                def tick(n: int, task: Any = task, raw: IO[bytes] = raw) -> None:
+                def tick(n: int, task: Any = task, raw: IO[bytes] = raw,
+                         tail: _Tail | None = tail) -> None:  # fmt: skip
                     nonlocal flush_due
+                    if tail is not None:
+                        tail.check()
                     if time.monotonic() > flush_due:
                         # A live stream (journalctl -f | mailmon ingest postfix -) must not
                         # wait for a full batch to show up in the store.
