@@ -27,6 +27,7 @@ from monitor.collectors.mail.mailfiles import read_messages
 from monitor.collectors.mail.source import MAIL_SOURCES, NOT_MAIL, MailSource
 from monitor.collectors.mta.base import QueueParser
 from monitor.collectors.registry import LineInput, is_stateful, line_kinds, line_source
+from monitor.collectors.source import ParseStats
 from monitor.collectors.tail import gunzipped
 from monitor.driver import Driver
 from monitor.errors import InputError
@@ -181,7 +182,7 @@ class _Tail:
     batch size becomes a :data:`_TAIL_DIVISOR`th.
     """
 
-    def __init__(self, pipeline: Pipeline, raw: IO[bytes], size: int, stats: Any) -> None:
+    def __init__(self, pipeline: Pipeline, raw: IO[bytes], size: int, stats: ParseStats) -> None:
         self.pipeline, self.raw, self.size, self.stats = pipeline, raw, size, stats
         self.done = False
 
