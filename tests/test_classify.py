@@ -692,6 +692,25 @@ def test_the_prefix_screen_finds_every_rule_a_plain_search_finds() -> None:
     assert hits > 100  # the texts do hit rules
 
 
+def test_the_screen_gives_the_same_verdicts_from_threads_at_once() -> None:
+    """`serve` classifies on several threads: the one automaton serves them all alike."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from monitor.classify.engine import classify_uncached
+
+    texts = [
+        line
+        for path in sorted((CORPUS.parent / "mta-logs").iterdir())
+        if path.suffix in (".log", ".txt")
+        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    ]
+    assert len(texts) > 1000, "corpus missing: shared/corpora/mta-logs (this test never skips)"
+    alone = [classify_uncached(None, None, t) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda t: classify_uncached(None, None, t), texts)) == alone
+
+
 def test_anchored_rules_match_only_at_the_start() -> None:
     """A rule indexed by the text after its "^" still decides only at the start of the text."""
     assert classify(None, None, "x-powermta-bouncecategory: bad-mailbox").rule == (
