@@ -17,7 +17,8 @@ threads), started at the first write or by :meth:`WriterProcess.start`; rows cro
 socket pair in slices, so neither side holds a whole batch encoded.  A slice goes as
 ``marshal`` data (tagged :data:`_MARSHALLED`): a batch of the benchmark's events was
 encoded in 12.9 ms and read back in 14.8 against pickle's 35.2 and 20.6; a slice holding
-something marshal refuses (a str subclass, say) is pickled instead, as is the rest.
+something marshal refuses (a str subclass, say) is pickled instead, as are the batch's
+checkpoint, state, retractions and records.
 With SQLite the child copies the WAL into the database on a thread of its own, nudged
 after each batch (:mod:`monitor.store.wal`), so its commits do not.  If it dies, the
 write in flight raises :class:`~monitor.errors.StoreError` and is not acknowledged
