@@ -264,12 +264,12 @@ def run(args: argparse.Namespace) -> int:
         writer = restore_writer_state(store, instance, args.source)
     started = time.monotonic()
     flush_due = started + _FLUSH_SECONDS
-    size = input_bytes(args.paths)
-    text_bytes = None if args.keep_indexes else size
+    total = input_bytes(args.paths)
+    text_bytes = None if args.keep_indexes else total
     with ExitStack() as outer:
         # Entered first, left last: the indexes are built after every batch is written.
         deferral = outer.enter_context(indexes_deferred(store.engine, text_bytes))
-        if size is not None and size >= _EARLY_WRITER_BYTES:
+        if total is not None and total >= _EARLY_WRITER_BYTES:
             # Batches to come: the writer process imports and opens the store while the
             # first one is parsed, not after (the parser then waited for it to read).
             pipeline.start_writer()

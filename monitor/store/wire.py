@@ -71,7 +71,8 @@ def wired(e: Event | tuple[object, ...]) -> tuple[object, ...]:
 
 
 # Positions in a wire tuple, for the compiled code that reads one (``monitor.store.rows``,
-# ``monitor.store.fold``): indexing a tuple costs a tenth of reading a named field.
+# ``monitor.store.fold``): compiled code indexes a tuple directly, where a named field goes
+# through its descriptor (the writer process took 0.5-0.8 CPU s less per 1M lines).
 ID: Final = 0
 TIMESTAMP: Final = 1
 TYPE: Final = 2
