@@ -1,4 +1,5 @@
-"""Builds the ingest path's hot modules with mypyc (monitor/native.py says which and why).
+"""Builds the ingest path's hot modules with mypyc, and its C helpers (monitor/native.py
+says which and why).
 
 Everything else about the package is in pyproject.toml.  The compiled modules are an
 option: with ``MAILMON_PURE_PYTHON=1``, without mypyc, or where the C compiler fails, the
@@ -12,7 +13,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -59,9 +60,9 @@ def extensions() -> list[object]:
         print("mailmon: mypyc is not installed; using the source", file=sys.stderr)
         return []
     os.chdir(ROOT)  # mypyc names the modules by their paths from here
-    paths = [str(p.relative_to(ROOT)) for p in native["sources"](ROOT)]
+    paths = [str(p.relative_to(ROOT)) for p in native["sources"](ROOT) if p.suffix == ".py"]
     try:
-        return list(mypycify(
+        compiled = list(mypycify(
             ["--config-file", "mypyc.ini", *paths],
             opt_level="3",
             group_name=native["library_name"](ROOT),
@@ -69,6 +70,9 @@ def extensions() -> list[object]:
     except BaseException as exc:  # type errors stop mypyc with SystemExit
         print(f"mailmon: mypyc failed ({exc}); using the source", file=sys.stderr)
         return []
+    # The C ones are used with the mypyc ones or not at all (monitor/native.py).
+    written = [Extension(name, [path]) for name, path in native["EXTENSIONS"].items()]
+    return [*compiled, *written]
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

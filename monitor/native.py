@@ -2,19 +2,21 @@
 
 ``make install`` (``pip install``) compiles :data:`MODULES` into C extension modules
 beside their source (``setup.py``): a Postfix log then parses in about a quarter less CPU
-time (bench/README.md).  Where nothing can be compiled (no C compiler), or with
-``MAILMON_PURE_PYTHON=1`` at build time, the install is the source alone; both give the
-same results (``tests/test_native.py``).
+time (bench/README.md).  It builds :data:`EXTENSIONS`, written in C, with them: the
+helpers of ``monitor/slots.py``, used when the compiled modules are.  Where nothing can
+be compiled (no C compiler), or with ``MAILMON_PURE_PYTHON=1`` at build time, the
+install is the source alone; both give the same results (``tests/test_native.py``).
 
 The compiled modules share one library whose name carries a digest of the sources they
-were built from.  At start-up :func:`choose` looks for the library of the sources on
-disk: a module edited since the build would otherwise run as it was before the edit.
-When it is missing, or a module's compiled file is (a build that failed part way), or
-``MAILMON_PURE_PYTHON=1`` is set when running, every one of them is imported from its
-source: all or none, since compiled code takes the classes of the other compiled modules
-for native ones.  Checking costs about a millisecond at start-up (reading and hashing
-their 90 KB of source).  This module uses the standard library only: ``setup.py`` runs it before
-anything is installed (``python monitor/native.py`` prints the source paths).
+were built from (the C sources too).  At start-up :func:`choose` looks for the library of
+the sources on disk: a module edited since the build would otherwise run as it was
+before the edit.  When it is missing, or a module's compiled file is (a build that failed
+part way), or ``MAILMON_PURE_PYTHON=1`` is set when running, every one of them is
+imported from its source: all or none, since compiled code takes the classes of the
+other compiled modules for native ones.  Checking costs about a millisecond at start-up
+(reading and hashing their 125 KB of source).  This module uses the standard library
+only: ``setup.py`` runs it before anything is installed (``python monitor/native.py``
+prints the source paths).
 """
 
 from __future__ import annotations
@@ -29,7 +31,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["ACTIVE", "MODULES", "REASON", "choose", "compiled_beside", "library_name", "sources"]
+__all__ = [
+    "ACTIVE",
+    "EXTENSIONS",
+    "MODULES",
+    "REASON",
+    "choose",
+    "compiled_beside",
+    "library_name",
+    "sources",
+]
 
 #: Compiled together, in this order (the digest follows it).  Each must stay within what
 #: mypyc compiles as Python runs it: no class attribute aliasing a method, no subclass of
@@ -48,6 +59,10 @@ MODULES = (
     "monitor.store.fold",
 )
 
+#: Extension modules written in C, built with :data:`MODULES` and used with them, all or
+#: none (``monitor/slots.py``): module name -> its source, from the repository.
+EXTENSIONS = {"monitor._slots": "monitor/_slots.c"}
+
 PURE_ENV = "MAILMON_PURE_PYTHON"
 
 #: Whether the compiled modules are the ones imported, and why not when they are not.
@@ -58,8 +73,12 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 def sources(root: Path = _ROOT) -> list[Path]:
-    """The source file of each of :data:`MODULES` under ``root`` (the repository)."""
-    return [root.joinpath(*name.split(".")).with_suffix(".py") for name in MODULES]
+    """The source file of each of :data:`MODULES`, then of each of :data:`EXTENSIONS`,
+    under ``root`` (the repository)."""
+    return [
+        *(root.joinpath(*name.split(".")).with_suffix(".py") for name in MODULES),
+        *(root / path for path in EXTENSIONS.values()),
+    ]
 
 
 def library_name(root: Path = _ROOT) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
+from monitor import slots
 from monitor.model import Event, EventType, Provider
 
-__all__ = ["WireEvent", "to_wire", "wired"]
+__all__ = ["WireEvent", "plain_wire", "to_wire", "wired"]
 
 
 class WireEvent(NamedTuple):
@@ -52,9 +53,31 @@ class WireEvent(NamedTuple):
 _PLAIN: dict[object, str] = {m: m.value for enum in (EventType, Provider) for m in enum}
 
 
+#: to_wire in one call to C (monitor/slots.py), where built: Event's field for each wire
+#: field and what becomes of it.
+_C_WIRE: Final = slots.getter(
+    Event,
+    ["occurred_at" if f == "timestamp" else f for f in WireEvent._fields],
+    [
+        slots.TIMESTAMP if f == "timestamp"
+        else slots.PLAIN if f == "type"
+        else slots.PLAIN_OR_SAME if f == "provider"
+        else slots.AS_IS
+        for f in WireEvent._fields
+    ],
+    _PLAIN,
+)  # fmt: skip
+
+
 def to_wire(e: Event) -> tuple[object, ...]:
     """``e`` in :class:`WireEvent` order (a plain tuple: pickling a named one costs more),
     its type and provider as plain str."""
+    made = _C_WIRE
+    return made(e) if made is not None else plain_wire(e)
+
+
+def plain_wire(e: Event) -> tuple[object, ...]:
+    """:func:`to_wire` in Python (where the C helper is not built, and for tests)."""
     provider = e.provider
     return (
         e.id, e.occurred_at.timestamp(), _PLAIN[e.type], e.source, e.message_id, e.queue_id,

@@ -4,17 +4,19 @@
 ``object.__setattr__`` and hashes its identity through a generic helper.  A Postfix log
 carries one event per three or four lines, so that alone would eat a third of the parse
 budget.  :class:`EventMaker` builds the very same object (equal fields, equal ``id``)
-through the slot descriptors, with the timestamp text and the id's time prefix cached
-per time.  The fast path is used only while
-``Event``'s fields are the ones listed here; otherwise it falls back to ``Event(...)``,
-and ``tests/test_postfix_parser.py`` checks both agree.
+through the slot descriptors (in one call to C where ``monitor/slots.py`` has its helper
+built), with the timestamp text and the id's time prefix cached per time.  The fast path
+is used only while ``Event``'s fields are the ones listed here; otherwise it falls back
+to ``Event(...)``, and ``tests/test_postfix_parser.py`` checks both agree.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
+from typing import Final
 
+from monitor import slots
 from monitor.collectors.mta.postfix_state import Queued, Recipient
 from monitor.model import Event, EventType, domain_of, identity_after, second_prefix
 
@@ -92,6 +94,9 @@ if FAST_PATH:
         _id,
     ) = (getattr(Event, name).__set__ for name in _FIELDS)
 
+#: All of them in one call, in _FIELDS order (monitor/slots.py), where built.
+_FILL: Final = slots.setter(Event, _FIELDS) if FAST_PATH else None
+
 
 class EventMaker:
     """Builds Events; keeps the text of the last timestamp and domain it worked out."""
@@ -164,6 +169,14 @@ class EventMaker:
             reply_code, enhanced_status, diagnostic, relay, delay_seconds, client,
         )  # fmt: skip
         event = _new(Event)
+        if _FILL is not None:
+            _FILL(
+                event, kind, occurred_at, source, message_id, queue_id, None, sender,
+                recipient, orig_recipient, self._domain, None, relay, None, client, reply_code,
+                enhanced_status, diagnostic, None, None, None, None, delay_seconds, size_bytes,
+                attempt, tags, raw_ref, ident,
+            )  # fmt: skip
+            return event
         _type(event, kind)
         _occurred_at(event, occurred_at)
         _source(event, source)

@@ -1,0 +1,155 @@
+"""The C helpers that set and read an Event's slots in one call (monitor/slots.py).
+
+They must give exactly what the descriptors give: the events the Postfix parser makes
+and the wire tuples the store's writer process receives (tests/test_native.py compares
+whole parses and stores with the source modules; these pin the helpers themselves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import monitor._slots as c_slots
+import pytest
+from conftest import CORPORA
+from factories import generated_log
+
+from monitor import native, slots
+from monitor.collectors.mta import postfix_events
+from monitor.collectors.mta.postfix import PostfixParser
+from monitor.model import Event, EventType, Provider
+from monitor.store import wire
+
+FIELDS = [f.name for f in dataclasses.fields(Event)]
+WIRE_NAMES = ["occurred_at" if f == "timestamp" else f for f in wire.WireEvent._fields]
+WIRE_KINDS = [
+    slots.TIMESTAMP if f == "timestamp"
+    else slots.PLAIN if f == "type"
+    else slots.PLAIN_OR_SAME if f == "provider"
+    else slots.AS_IS
+    for f in wire.WireEvent._fields
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generated_log(tmp_path_factory.mktemp("slots") / "gen.log", 5_000, seed=11)
+
+
+def _corpus_events(generated: Path) -> list[Event]:
+    """What the parser makes of the corpora's Postfix logs and a generated one."""
+    parser = PostfixParser(reference_time=datetime(2024, 3, 10, tzinfo=UTC), tz="UTC")
+    events: list[Event] = []
+    logs = sorted(
+        p for p in (CORPORA / "mta-logs").iterdir() if "postfix" in p.name and p.suffix == ".log"
+    )
+    for log in [*logs, generated]:
+        with open(log, encoding="utf-8", errors="surrogateescape") as f:
+            for n, line in enumerate(f, 1):
+                events.extend(parser.feed(line, f"{log.name}:{n}"))
+    assert len(events) > 2_000
+    return events
+
+
+def _enriched(events: list[Event]) -> list[Event]:
+    """The events with the fields enrichment fills, in every shape the writer meets."""
+    shapes = [
+        {"provider": Provider.GOOGLE, "reason": "mailbox_full", "hard": False, "blame": "recipient"},
+        {"provider": "other"},  # a plain str equal to a Provider value
+        {"provider": "not-a-provider", "hard": True, "tags": ("a", "b")},
+        {"provider": None, "hard": None},
+    ]  # fmt: skip
+    out = []
+    for i, event in enumerate(events):
+        for name, value in shapes[i % len(shapes)].items():
+            object.__setattr__(event, name, value)
+        out.append(event)
+    return out
+
+
+def test_the_helpers_are_in_use_with_the_compiled_modules() -> None:
+    if os.environ.get(native.PURE_ENV, "") not in ("", "0"):
+        assert not slots.available() and postfix_events._FILL is None and wire._C_WIRE is None
+        return
+    assert native.ACTIVE, native.REASON
+    assert slots.available()
+    assert isinstance(postfix_events._FILL, c_slots.Setter)
+    assert isinstance(wire._C_WIRE, c_slots.Getter)
+
+
+def test_a_setter_makes_the_same_event_as_the_descriptors(generated: Path) -> None:
+    fill = c_slots.Setter(Event, FIELDS)
+    for event in _corpus_events(generated):
+        made = object.__new__(Event)
+        fill(made, *(getattr(event, name) for name in FIELDS))
+        assert made == event and made.id == event.id
+        assert dataclasses.astuple(made) == dataclasses.astuple(event)
+
+
+def test_a_getter_reads_the_wire_tuple_python_reads(generated: Path) -> None:
+    get = c_slots.Getter(Event, WIRE_NAMES, WIRE_KINDS, wire._PLAIN)
+    events = _enriched(_corpus_events(generated))
+    for event in events:
+        got = get(event)
+        assert got == wire.plain_wire(event) == wire.to_wire(event)
+        # the same types too: marshal carries only plain str, never an enum member
+        assert [type(v) for v in got] == [type(v) for v in wire.plain_wire(event)]
+    assert {type(get(e)[wire.PROVIDER]) for e in events} == {str, type(None)}
+
+
+def test_a_getter_fails_as_python_does(generated: Path) -> None:
+    get = c_slots.Getter(Event, WIRE_NAMES, WIRE_KINDS, wire._PLAIN)
+    event = _corpus_events(generated)[0]
+    object.__setattr__(event, "type", "no-such-type")  # _PLAIN[...] raises KeyError
+    with pytest.raises(KeyError):
+        wire.plain_wire(event)
+    with pytest.raises(KeyError):
+        get(event)
+    unset = object.__new__(Event)  # no field set: AttributeError, as reading one raises
+    with pytest.raises(AttributeError):
+        wire.plain_wire(unset)
+    with pytest.raises(AttributeError):
+        get(unset)
+    with pytest.raises(TypeError):
+        get(("not", "an", "event"))
+    object.__setattr__(event, "type", EventType.DELIVERED)
+    object.__setattr__(event, "occurred_at", "not a time")  # no .timestamp()
+    with pytest.raises(AttributeError):
+        get(event)
+
+
+def test_helpers_refuse_what_is_not_a_slot_field() -> None:
+    with pytest.raises(TypeError, match="is_final"):
+        c_slots.Setter(Event, ["type", "is_final"])  # a property
+    with pytest.raises(AttributeError):
+        c_slots.Setter(Event, ["no_such_field"])
+    with pytest.raises(ValueError):
+        c_slots.Getter(Event, ["type"], [9], {})
+    with pytest.raises(ValueError):
+        c_slots.Getter(Event, ["type", "id"], [0], {})
+    fill = c_slots.Setter(Event, ["type", "id"])
+    with pytest.raises(TypeError):
+        fill(object.__new__(Event), EventType.DELIVERED)  # one value short
+    with pytest.raises(TypeError):
+        fill(("a tuple",), EventType.DELIVERED, "x")
+    with pytest.raises(TypeError):
+        fill(object.__new__(Event), EventType.DELIVERED, id="x")
+
+
+def test_a_setter_keeps_references_counted() -> None:
+    fill = c_slots.Setter(Event, ["source", "raw_ref"])
+    first, second = object(), object()
+    before = sys.getrefcount(first), sys.getrefcount(second)
+    event = object.__new__(Event)
+    for _ in range(1000):
+        fill(event, first, second)
+        fill(event, second, first)
+    assert (sys.getrefcount(first), sys.getrefcount(second)) == (before[0] + 1, before[1] + 1)
+    del event
+    gc.collect()
+    assert (sys.getrefcount(first), sys.getrefcount(second)) == before
