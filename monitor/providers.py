@@ -271,7 +271,12 @@ class ProviderResolver:
         with self._lock:
             entries, self._unsaved = self._unsaved, {}
         if entries:
-            self._cache.put_providers(entries)
+            try:
+                self._cache.put_providers(entries)
+            except BaseException:
+                with self._lock:  # kept for the next save; newer answers win
+                    self._unsaved = {**entries, **self._unsaved}
+                raise
 
     def close(self) -> None:
         """Stop the lookup threads (lookups not started are dropped)."""

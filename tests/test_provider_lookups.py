@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from factories import Clock, ev
 from monitor.metrics import Metrics
 from monitor.model import Event, Provider
 from monitor.pipeline import Pipeline
-from monitor.providers import ProviderResolver
+from monitor.providers import CachedProvider, MemoryProviderCache, ProviderResolver
 from monitor.store import Store
 
 DELAY = 0.2  # seconds the server sits on every answer
@@ -168,6 +168,42 @@ def test_a_handed_off_batch_leaves_its_unanswered_events_to_the_next(
     assert (pipeline.received, pipeline.stored, pipeline.duplicates) == (6, 6, 0)
     assert store.count("events") == 6
     assert server.count() == 2
+
+
+def test_with_a_writer_process_answers_are_saved_between_its_transactions(
+    server: DNSServer, store: Store
+) -> None:
+    """The parsing thread never saves MX answers while batches are handed over (a save
+    from there waited for the writer process's transaction to commit): the thread that
+    collects each batch's reply saves them, and by the end every answer is in the store."""
+    saves: list[tuple[bool, list[str]]] = []  # (from the parsing thread, domains)
+    put = store.put_providers
+
+    def recording(entries: Mapping[str, CachedProvider]) -> None:
+        saves.append((threading.current_thread() is parsing, sorted(entries)))
+        put(entries)
+
+    store.put_providers = recording  # type: ignore[method-assign]
+    parsing = threading.current_thread()
+    pipeline = Pipeline(store, resolver=_resolver(server, cache=store), batch_size=2,
+                        writer_process=True)  # fmt: skip
+    events = [ev("delivered", i, recipient=f"u{i}@corp{i}.test", queue_id=f"Q{i}") for i in range(8)]
+    pipeline.put_many(events)
+    pipeline.flush(wait=False)
+    deadline = time.monotonic() + 30
+    while len({d for _, domains in saves for d in domains}) < 6 and time.monotonic() < deadline:
+        pipeline.put(ev("delivered", 100, recipient="x@gmail.com", queue_id="G"))
+        pipeline.flush(wait=False)
+        time.sleep(0.05)
+    during = list(saves)
+    pipeline.close()
+    assert {e.provider for e in events} == {"google"}
+    assert during and not any(on_parsing for on_parsing, _ in during), during
+    saved = {d for _, domains in saves for d in domains}
+    assert saved == {f"corp{i}.test" for i in range(8)}
+    with store.engine.connect() as conn:
+        cached = conn.execute(sa.text("SELECT domain, provider FROM provider_cache")).all()
+    assert sorted(cached) == sorted((f"corp{i}.test", "google") for i in range(8))
 
 
 # -- the relay host ----------------------------------------------------------------------
@@ -391,3 +427,25 @@ def test_ingest_resolves_concurrently_and_says_so(
     text = ingest().stdout
     assert server.count() == DOMAINS  # the store answered
     assert "MX lookups: none needed" in text
+
+
+def test_answers_a_save_could_not_write_are_saved_by_the_next(server: DNSServer) -> None:
+    class Failing(MemoryProviderCache):
+        fail = True
+
+        def put_providers(self, entries: Mapping[str, CachedProvider]) -> None:
+            if self.fail:
+                raise OSError("disk full")
+            super().put_providers(entries)
+
+    cache = Failing()
+    resolver = _resolver(server, cache=cache)
+    assert resolver.wait_for("corp1.test") is Provider.GOOGLE
+    with pytest.raises(OSError, match="disk full"):
+        resolver.save()
+    assert cache.entries == {}
+    cache.fail = False
+    assert resolver.wait_for("corp2.test") is Provider.GOOGLE
+    resolver.save()
+    assert sorted(cache.entries) == ["corp1.test", "corp2.test"]
+    assert cache.entries["corp1.test"].provider == "google"
