@@ -8,6 +8,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <stdint.h>
+#include <string.h>
 
 /* Each field's offset in the object, from its member descriptor on `cls`. */
 static Py_ssize_t *
@@ -294,11 +296,231 @@ static PyTypeObject GetterType = {
     .tp_vectorcall_offset = offsetof(Getter, vectorcall),
 };
 
+/* -- identity(prefix, *parts): an event's id, as monitor.model.identity_after makes it --
+ *
+ * The parts joined by U+001F (None as "" but in the first three places, a str as it is,
+ * anything else as its str()),
+ * as UTF-8 (surrogateescape where strict UTF-8 refuses a part, as the Python function
+ * encodes the whole text then), hashed with BLAKE2b-128 (RFC 7693, unkeyed); the id is
+ * `prefix` and the digest's first 24 hex digits.  The parts are hashed as they come:
+ * the joined text is never made.
+ */
+
+typedef struct {
+    uint64_t h[8];
+    uint64_t t; /* bytes hashed so far (an id's text is short: the counter's high word is 0) */
+    unsigned char buf[128];
+    size_t fill;
+} Blake2b;
+
+static const uint64_t blake2b_iv[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
+    0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
+    0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
+};
+
+static const unsigned char blake2b_sigma[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+
+static inline uint64_t
+rotr64(uint64_t x, unsigned n)
+{
+    return (x >> n) | (x << (64 - n));
+}
+
+static inline uint64_t
+load64(const unsigned char *p)
+{
+    return (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16)
+           | ((uint64_t)p[3] << 24) | ((uint64_t)p[4] << 32) | ((uint64_t)p[5] << 40)
+           | ((uint64_t)p[6] << 48) | ((uint64_t)p[7] << 56);
+}
+
+#define G(r, i, a, b, c, d)                              \
+    do {                                                 \
+        a = a + b + m[blake2b_sigma[r][2 * (i)]];        \
+        d = rotr64(d ^ a, 32);                           \
+        c = c + d;                                       \
+        b = rotr64(b ^ c, 24);                           \
+        a = a + b + m[blake2b_sigma[r][2 * (i) + 1]];    \
+        d = rotr64(d ^ a, 16);                           \
+        c = c + d;                                       \
+        b = rotr64(b ^ c, 63);                           \
+    } while (0)
+
+/* The rounds spelled out: the message word of each step is then a constant index. */
+#define ROUND(r)                                         \
+    do {                                                 \
+        G(r, 0, v[0], v[4], v[8], v[12]);                \
+        G(r, 1, v[1], v[5], v[9], v[13]);                \
+        G(r, 2, v[2], v[6], v[10], v[14]);               \
+        G(r, 3, v[3], v[7], v[11], v[15]);               \
+        G(r, 4, v[0], v[5], v[10], v[15]);               \
+        G(r, 5, v[1], v[6], v[11], v[12]);               \
+        G(r, 6, v[2], v[7], v[8], v[13]);                \
+        G(r, 7, v[3], v[4], v[9], v[14]);                \
+    } while (0)
+
+static void
+blake2b_compress(Blake2b *s, const unsigned char *block, int last)
+{
+    uint64_t m[16], v[16];
+    for (int i = 0; i < 16; i++)
+        m[i] = load64(block + 8 * i);
+    for (int i = 0; i < 8; i++) {
+        v[i] = s->h[i];
+        v[i + 8] = blake2b_iv[i];
+    }
+    v[12] ^= s->t;
+    if (last)
+        v[14] = ~v[14];
+    ROUND(0);
+    ROUND(1);
+    ROUND(2);
+    ROUND(3);
+    ROUND(4);
+    ROUND(5);
+    ROUND(6);
+    ROUND(7);
+    ROUND(8);
+    ROUND(9);
+    ROUND(10);
+    ROUND(11);
+    for (int i = 0; i < 8; i++)
+        s->h[i] ^= v[i] ^ v[i + 8];
+}
+
+static void
+blake2b_init(Blake2b *s, size_t outlen)
+{
+    memcpy(s->h, blake2b_iv, sizeof s->h);
+    s->h[0] ^= 0x01010000ULL ^ (uint64_t)outlen; /* depth 1, fanout 1, no key */
+    s->t = 0;
+    s->fill = 0;
+}
+
+static void
+blake2b_update(Blake2b *s, const unsigned char *data, size_t len)
+{
+    while (len > 0) {
+        if (s->fill == sizeof s->buf) { /* full and more to come: not the last block */
+            s->t += sizeof s->buf;
+            blake2b_compress(s, s->buf, 0);
+            s->fill = 0;
+        }
+        size_t take = sizeof s->buf - s->fill;
+        if (take > len)
+            take = len;
+        memcpy(s->buf + s->fill, data, take);
+        s->fill += take;
+        data += take;
+        len -= take;
+    }
+}
+
+static void
+blake2b_final(Blake2b *s, unsigned char *out, size_t outlen)
+{
+    s->t += s->fill;
+    memset(s->buf + s->fill, 0, sizeof s->buf - s->fill);
+    blake2b_compress(s, s->buf, 1);
+    for (size_t i = 0; i < outlen; i++)
+        out[i] = (unsigned char)(s->h[i / 8] >> (8 * (i % 8)));
+}
+
+/* Hash one part's text as UTF-8. */
+static int
+hash_text(Blake2b *s, PyObject *text)
+{
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+    if (utf8 != NULL) {
+        blake2b_update(s, (const unsigned char *)utf8, (size_t)size);
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+        return -1;
+    PyErr_Clear(); /* undecodable input bytes kept as surrogates */
+    PyObject *raw = PyUnicode_AsEncodedString(text, "utf-8", "surrogateescape");
+    if (raw == NULL)
+        return -1;
+    blake2b_update(s, (const unsigned char *)PyBytes_AS_STRING(raw),
+                   (size_t)PyBytes_GET_SIZE(raw));
+    Py_DECREF(raw);
+    return 0;
+}
+
+static PyObject *
+slots_identity(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs < 1 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "identity(prefix: str, *parts)");
+        return NULL;
+    }
+    Blake2b s;
+    blake2b_init(&s, 16);
+    static const unsigned char separator = 0x1f;
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        PyObject *part = args[i];
+        if (i > 1)
+            blake2b_update(&s, &separator, 1);
+        if (part == Py_None && i > 3)
+            continue; /* the first three (source, kind, seconds) are never None: "None" */
+        if (PyUnicode_CheckExact(part)) {
+            if (hash_text(&s, part) < 0)
+                return NULL;
+            continue;
+        }
+        PyObject *text = PyObject_Str(part);
+        if (text == NULL)
+            return NULL;
+        int failed = hash_text(&s, text);
+        Py_DECREF(text);
+        if (failed)
+            return NULL;
+    }
+    unsigned char digest[16];
+    blake2b_final(&s, digest, sizeof digest);
+    static const char hexdigits[] = "0123456789abcdef";
+    char hex[24];
+    for (int i = 0; i < 12; i++) {
+        hex[2 * i] = hexdigits[digest[i] >> 4];
+        hex[2 * i + 1] = hexdigits[digest[i] & 15];
+    }
+    PyObject *tail = PyUnicode_FromStringAndSize(hex, sizeof hex);
+    if (tail == NULL)
+        return NULL;
+    PyObject *id = PyUnicode_Concat(args[0], tail);
+    Py_DECREF(tail);
+    return id;
+}
+
+static PyMethodDef slots_methods[] = {
+    {"identity", (PyCFunction)(void (*)(void))slots_identity, METH_FASTCALL,
+     PyDoc_STR("identity(prefix, *parts): prefix and 24 hex digits of the BLAKE2b-128 of "
+               "the parts joined by U+001F (monitor.model.identity_after)")},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "monitor._slots",
     .m_doc = PyDoc_STR("Many __slots__ fields of one object in one call (monitor/slots.py)."),
     .m_size = -1,
+    .m_methods = slots_methods,
 };
 
 PyMODINIT_FUNC

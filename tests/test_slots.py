@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import hashlib
 import os
+import random
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from conftest import CORPORA
 from factories import generated_log
 
-from monitor import native, slots
+from monitor import model, native, slots
 from monitor.collectors.mta import postfix_events
 from monitor.collectors.mta.postfix import PostfixParser
 from monitor.model import Event, EventType, Provider
@@ -75,11 +77,13 @@ def _enriched(events: list[Event]) -> list[Event]:
 def test_the_helpers_are_in_use_with_the_compiled_modules() -> None:
     if os.environ.get(native.PURE_ENV, "") not in ("", "0"):
         assert not slots.available() and postfix_events._FILL is None and wire._C_WIRE is None
+        assert model.identity_after is model.plain_identity_after
         return
     assert native.ACTIVE, native.REASON
     assert slots.available()
     assert isinstance(postfix_events._FILL, c_slots.Setter)
     assert isinstance(wire._C_WIRE, c_slots.Getter)
+    assert model.identity_after is c_slots.identity
 
 
 def test_a_setter_makes_the_same_event_as_the_descriptors(generated: Path) -> None:
@@ -153,3 +157,76 @@ def test_a_setter_keeps_references_counted() -> None:
     del event
     gc.collect()
     assert (sys.getrefcount(first), sys.getrefcount(second)) == before
+
+
+# -- the event id -------------------------------------------------------------------------
+
+
+def _random_part(rng: random.Random) -> object:
+    roll = rng.random()
+    if roll < 0.2:
+        return None
+    if roll < 0.3:
+        return rng.randrange(-(10**6), 10**6)
+    if roll < 0.4:
+        return rng.random() * 1000
+    if roll < 0.5:  # non-ASCII, astral, and undecodable bytes kept as surrogates
+        return "".join(rng.choice(["\udc80", "\udcff", "é", "中", "\U0001f600", "a"])
+                       for _ in range(rng.randrange(6)))  # fmt: skip
+    length = rng.choice([0, 1, 5, 40, 126, 127, 128, 129, 255, 256, 300, 1000])
+    return "".join(chr(rng.randrange(32, 127)) for _ in range(length))
+
+
+def test_the_id_is_the_one_python_makes() -> None:
+    rng = random.Random(23)
+    for _ in range(5_000):
+        prefix = f"{rng.randrange(2**32):08x}"
+        fields = [_random_part(rng) for _ in range(13)]  # identity_after's 13 after the prefix
+        assert c_slots.identity(prefix, *fields) == model.plain_identity_after(prefix, *fields)
+        parts = fields[: rng.randrange(0, 14)]  # any number: the text is the parts joined
+        text = "\x1f".join("" if p is None and i > 2 else str(p) for i, p in enumerate(parts))
+        assert c_slots.identity(prefix, *parts) == prefix + model._digest(text)[:24]
+
+
+def test_the_id_hashes_every_length_as_blake2b_does() -> None:
+    """Across the 128-byte block boundaries: BLAKE2b-128 of the text, as hashlib gives it."""
+    for length in range(0, 700):
+        text = "".join(chr(97 + i % 26) for i in range(length))
+        digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        assert c_slots.identity("", text) == digest[:24], length
+        assert c_slots.identity("p", text[: length // 2], text[length // 2 :]) == "p" + \
+            hashlib.blake2b(f"{text[: length // 2]}\x1f{text[length // 2 :]}".encode(),
+                            digest_size=16).hexdigest()[:24]  # fmt: skip
+
+
+def test_the_ids_of_parsed_events_are_alike(generated: Path) -> None:
+    for event in _corpus_events(generated):
+        assert event.id == event.identity()  # the parser's id: made by identity_after
+        seconds = f"{event.occurred_at.timestamp():.6f}"
+        parts = (
+            event.source, event.type.value, seconds, event.queue_id, event.message_id,
+            event.provider_message_id, event.recipient, event.reply_code,
+            event.enhanced_status, event.diagnostic, event.relay, event.delay_seconds,
+            event.client,
+        )  # fmt: skip
+        prefix = model.second_prefix(seconds)
+        assert c_slots.identity(prefix, *parts) == model.plain_identity_after(prefix, *parts)
+        assert event.id == model.plain_identity_after(prefix, *parts)
+
+
+def test_the_id_fails_as_python_does() -> None:
+    with pytest.raises(UnicodeEncodeError):  # a lone high surrogate: not even surrogateescape
+        model.plain_identity_after("", *(["\ud800"] + [None] * 12))
+    with pytest.raises(UnicodeEncodeError):
+        c_slots.identity("", "\ud800")
+    with pytest.raises(TypeError):
+        c_slots.identity()
+    with pytest.raises(TypeError):
+        c_slots.identity(None, "x")
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    with pytest.raises(ValueError, match="no text"):
+        c_slots.identity("", Unprintable())
