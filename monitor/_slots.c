@@ -296,14 +296,15 @@ static PyTypeObject GetterType = {
     .tp_vectorcall_offset = offsetof(Getter, vectorcall),
 };
 
-/* -- identity(prefix, *parts): an event's id, as monitor.model.identity_after makes it --
+/* -- ids: identity(prefix, *parts) and event_id(source, kind, *parts) -------------------
  *
- * The parts joined by U+001F (None as "" but in the first three places, a str as it is,
- * anything else as its str()),
- * as UTF-8 (surrogateescape where strict UTF-8 refuses a part, as the Python function
- * encodes the whole text then), hashed with BLAKE2b-128 (RFC 7693, unkeyed); the id is
- * `prefix` and the digest's first 24 hex digits.  The parts are hashed as they come:
- * the joined text is never made.
+ * As monitor.model.identity_after and event_id make them: the parts joined by U+001F
+ * (None as "", but in identity's first three places, which it formats as they are; a
+ * str as it is, anything else as its str()), as UTF-8 (surrogateescape where strict
+ * UTF-8 refuses a part, as the Python functions encode the whole text then), hashed with
+ * BLAKE2b-128 (RFC 7693, unkeyed).  identity's id is `prefix` and the digest's first 24
+ * hex digits; event_id's the 32 of the digest.  The parts are hashed as they come: the
+ * joined text is never made.
  */
 
 typedef struct {
@@ -462,6 +463,45 @@ hash_text(Blake2b *s, PyObject *text)
     return 0;
 }
 
+/* Hash `parts` joined by U+001F: None as "" from the part numbered `none_from` on (as
+ * str() before it), a str as it is, anything else as its str(). */
+static int
+hash_parts(Blake2b *s, PyObject *const *parts, Py_ssize_t n, Py_ssize_t none_from)
+{
+    static const unsigned char separator = 0x1f;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = parts[i];
+        if (i > 0)
+            blake2b_update(s, &separator, 1);
+        if (part == Py_None && i >= none_from)
+            continue;
+        if (PyUnicode_CheckExact(part)) {
+            if (hash_text(s, part) < 0)
+                return -1;
+            continue;
+        }
+        PyObject *text = PyObject_Str(part);
+        if (text == NULL)
+            return -1;
+        int failed = hash_text(s, text);
+        Py_DECREF(text);
+        if (failed)
+            return -1;
+    }
+    return 0;
+}
+
+static const char hexdigits[] = "0123456789abcdef";
+
+static void
+to_hex(const unsigned char *digest, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hexdigits[digest[i] >> 4];
+        out[2 * i + 1] = hexdigits[digest[i] & 15];
+    }
+}
+
 static PyObject *
 slots_identity(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -472,34 +512,13 @@ slots_identity(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Blake2b s;
     blake2b_init(&s, 16);
-    static const unsigned char separator = 0x1f;
-    for (Py_ssize_t i = 1; i < nargs; i++) {
-        PyObject *part = args[i];
-        if (i > 1)
-            blake2b_update(&s, &separator, 1);
-        if (part == Py_None && i > 3)
-            continue; /* the first three (source, kind, seconds) are never None: "None" */
-        if (PyUnicode_CheckExact(part)) {
-            if (hash_text(&s, part) < 0)
-                return NULL;
-            continue;
-        }
-        PyObject *text = PyObject_Str(part);
-        if (text == NULL)
-            return NULL;
-        int failed = hash_text(&s, text);
-        Py_DECREF(text);
-        if (failed)
-            return NULL;
-    }
+    /* identity_after formats source, kind and seconds as they are (None as "None") */
+    if (hash_parts(&s, args + 1, nargs - 1, 3) < 0)
+        return NULL;
     unsigned char digest[16];
     blake2b_final(&s, digest, sizeof digest);
-    static const char hexdigits[] = "0123456789abcdef";
     char hex[24];
-    for (int i = 0; i < 12; i++) {
-        hex[2 * i] = hexdigits[digest[i] >> 4];
-        hex[2 * i + 1] = hexdigits[digest[i] & 15];
-    }
+    to_hex(digest, sizeof hex / 2, hex);
     PyObject *tail = PyUnicode_FromStringAndSize(hex, sizeof hex);
     if (tail == NULL)
         return NULL;
@@ -508,10 +527,32 @@ slots_identity(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return id;
 }
 
+static PyObject *
+slots_event_id(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs < 2 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "event_id(source: str, kind: str, *parts)");
+        return NULL;
+    }
+    Blake2b s;
+    blake2b_init(&s, 16);
+    if (hash_parts(&s, args, nargs, 2) < 0)
+        return NULL;
+    unsigned char digest[16];
+    blake2b_final(&s, digest, sizeof digest);
+    char hex[32];
+    to_hex(digest, sizeof digest, hex);
+    return PyUnicode_FromStringAndSize(hex, sizeof hex);
+}
+
 static PyMethodDef slots_methods[] = {
     {"identity", (PyCFunction)(void (*)(void))slots_identity, METH_FASTCALL,
      PyDoc_STR("identity(prefix, *parts): prefix and 24 hex digits of the BLAKE2b-128 of "
                "the parts joined by U+001F (monitor.model.identity_after)")},
+    {"event_id", (PyCFunction)(void (*)(void))slots_event_id, METH_FASTCALL,
+     PyDoc_STR("event_id(source, kind, *parts): the 32 hex digits of the BLAKE2b-128 of "
+               "the parts joined by U+001F, None as \"\" (monitor.model.event_id)")},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,11 +6,12 @@ a slot through its descriptor, one call each: the Postfix parser's ``EventMaker`
 per event and the store's :func:`~monitor.store.wire.to_wire` reads 27 (1.35 and 0.98 us
 an event; 0.23 and 0.43 us in one call to C, on the benchmark's machine).  The C helpers
 find each field's offset once, from its descriptor, and then do what that descriptor does.
-:func:`identity` makes an event's id (:func:`monitor.model.identity_after`) without the
-joined text Python makes and hashes: 8.4 against 15.8 thousand instructions an id.
+:func:`function` gives the C forms of :func:`monitor.model.identity_after` and
+:func:`~monitor.model.event_id`, which hash the parts as they come instead of joining
+them first: 8.4 against 15.8 thousand instructions an event's id.
 
 They are built with the compiled modules (``monitor/native.py``) and used when those are:
-:func:`setter`, :func:`getter` and :func:`identity` return None otherwise, and their
+:func:`setter`, :func:`getter` and :func:`function` return None otherwise, and their
 callers keep the pure path, which gives the same events, ids and rows
 (``tests/test_native.py``, ``tests/test_slots.py``).
 """
@@ -28,8 +29,8 @@ __all__ = [
     "PLAIN_OR_SAME",
     "TIMESTAMP",
     "available",
+    "function",
     "getter",
-    "identity",
     "setter",
 ]
 
@@ -72,12 +73,13 @@ def getter(
     return made
 
 
-def identity() -> Callable[..., str] | None:
-    """``identity(prefix, *parts)``: :func:`monitor.model.plain_identity_after`'s id, the
-    parts hashed as they come (BLAKE2b in C, the joined text never made), or None."""
+def function(name: str) -> Callable[..., str] | None:
+    """The C function ``name`` (``identity``: :func:`monitor.model.plain_identity_after`'s
+    id; ``event_id``: :func:`monitor.model.plain_event_id`'s, the parts hashed as they come,
+    the joined text never made), or None."""
     if not available():
         return None
-    from monitor._slots import identity as made
+    import monitor._slots
 
-    found: Callable[..., str] = made
+    found: Callable[..., str] = getattr(monitor._slots, name)
     return found

@@ -78,12 +78,14 @@ def test_the_helpers_are_in_use_with_the_compiled_modules() -> None:
     if os.environ.get(native.PURE_ENV, "") not in ("", "0"):
         assert not slots.available() and postfix_events._FILL is None and wire._C_WIRE is None
         assert model.identity_after is model.plain_identity_after
+        assert model.event_id is model.plain_event_id
         return
     assert native.ACTIVE, native.REASON
     assert slots.available()
     assert isinstance(postfix_events._FILL, c_slots.Setter)
     assert isinstance(wire._C_WIRE, c_slots.Getter)
     assert model.identity_after is c_slots.identity
+    assert model.event_id is c_slots.event_id
 
 
 def test_a_setter_makes_the_same_event_as_the_descriptors(generated: Path) -> None:
@@ -230,3 +232,18 @@ def test_the_id_fails_as_python_does() -> None:
 
     with pytest.raises(ValueError, match="no text"):
         c_slots.identity("", Unprintable())
+
+
+def test_the_event_id_is_the_one_python_makes() -> None:
+    """model.event_id: the delivery keys and the ids of other sources' events."""
+    rng = random.Random(29)
+    for _ in range(5_000):
+        source, kind = (str(_random_part(rng) or "") for _ in range(2))
+        parts = [_random_part(rng) for _ in range(rng.randrange(0, 8))]
+        assert c_slots.event_id(source, kind, *parts) == model.plain_event_id(source, kind, *parts)
+    assert c_slots.event_id("msg", "", "<a@b>", "x@y") == model.plain_event_id("msg", "", "<a@b>", "x@y")
+    for bad in [(None, "k"), ("s", None), ("s",), (1, "k")]:  # join refuses them too
+        with pytest.raises(TypeError):
+            model.plain_event_id(*bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            c_slots.event_id(*bad)
