@@ -8,6 +8,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <datetime.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -140,6 +141,53 @@ static PyTypeObject SetterType = {
     .tp_vectorcall_offset = offsetof(Setter, vectorcall),
 };
 
+/* -- timestamp(dt): dt.timestamp(), worked out here for a datetime in UTC ---------------
+ *
+ * For an aware datetime, Python's timestamp() is (dt - epoch).total_seconds(): the
+ * microseconds since 1970 as an int, divided by 10**6 and correctly rounded.  Below 2**53
+ * microseconds (the years 1685 to 2255) both are exact doubles and the division of
+ * doubles is correctly rounded too: the same float.  Any other datetime asks Python.
+ */
+
+static int64_t
+days_from_civil(int y, int m, int d)
+{
+    /* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm) */
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static PyObject *timestamp_name; /* "timestamp", interned */
+
+static PyObject *
+timestamp_of(PyObject *value)
+{
+    if (PyDateTime_CheckExact(value) && ((PyDateTime_DateTime *)value)->hastzinfo
+        && ((PyDateTime_DateTime *)value)->tzinfo == PyDateTime_TimeZone_UTC) {
+        int64_t days = days_from_civil(PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value),
+                                       PyDateTime_GET_DAY(value));
+        int64_t seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(value) * 3600
+                          + PyDateTime_DATE_GET_MINUTE(value) * 60
+                          + PyDateTime_DATE_GET_SECOND(value);
+        int64_t micros = seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(value);
+        const int64_t exact = (int64_t)1 << 53;
+        if (micros > -exact && micros < exact)
+            return PyFloat_FromDouble((double)micros / 1e6);
+    }
+    return PyObject_CallMethodNoArgs(value, timestamp_name);
+}
+
+static PyObject *
+slots_timestamp(PyObject *module, PyObject *value)
+{
+    (void)module;
+    return timestamp_of(value);
+}
+
 /* -- Getter: getter(obj) -> tuple of the n fields, some converted ----------------- */
 
 enum { AS_IS = 0, TIMESTAMP = 1, PLAIN = 2, PLAIN_OR_SAME = 3 };
@@ -151,7 +199,6 @@ typedef struct {
     Py_ssize_t *offsets;
     unsigned char *kinds;
     PyObject *plain; /* dict */
-    PyObject *timestamp; /* "timestamp", interned */
     vectorcallfunc vectorcall;
 } Getter;
 
@@ -181,7 +228,7 @@ getter_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwna
         }
         switch (g->kinds[i]) {
         case TIMESTAMP:
-            value = PyObject_CallMethodNoArgs(value, g->timestamp);
+            value = timestamp_of(value);
             if (value == NULL)
                 goto fail;
             break;
@@ -257,9 +304,6 @@ getter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         self->kinds[i] = (unsigned char)kind;
     }
     Py_DECREF(seq);
-    self->timestamp = PyUnicode_InternFromString("timestamp");
-    if (self->timestamp == NULL)
-        goto fail;
     Py_INCREF(cls);
     self->cls = cls;
     Py_INCREF(plain);
@@ -278,7 +322,6 @@ getter_dealloc(Getter *self)
     PyMem_Free(self->kinds);
     Py_XDECREF(self->cls);
     Py_XDECREF(self->plain);
-    Py_XDECREF(self->timestamp);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -550,6 +593,8 @@ static PyMethodDef slots_methods[] = {
     {"identity", (PyCFunction)(void (*)(void))slots_identity, METH_FASTCALL,
      PyDoc_STR("identity(prefix, *parts): prefix and 24 hex digits of the BLAKE2b-128 of "
                "the parts joined by U+001F (monitor.model.identity_after)")},
+    {"timestamp", (PyCFunction)slots_timestamp, METH_O,
+     PyDoc_STR("timestamp(dt): dt.timestamp(), without a call into Python for one in UTC")},
     {"event_id", (PyCFunction)(void (*)(void))slots_event_id, METH_FASTCALL,
      PyDoc_STR("event_id(source, kind, *parts): the 32 hex digits of the BLAKE2b-128 of "
                "the parts joined by U+001F, None as \"\" (monitor.model.event_id)")},
@@ -567,6 +612,12 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__slots(void)
 {
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL)
+        return NULL;
+    timestamp_name = PyUnicode_InternFromString("timestamp");
+    if (timestamp_name == NULL)
+        return NULL;
     if (PyType_Ready(&SetterType) < 0 || PyType_Ready(&GetterType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -13,8 +13,9 @@ import hashlib
 import os
 import random
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import monitor._slots as c_slots
 import pytest
@@ -247,3 +248,33 @@ def test_the_event_id_is_the_one_python_makes() -> None:
             model.plain_event_id(*bad)  # type: ignore[arg-type]
         with pytest.raises(TypeError):
             c_slots.event_id(*bad)
+
+
+# -- timestamps --------------------------------------------------------------------------
+
+
+def test_the_timestamp_is_the_one_python_makes() -> None:
+    """Worked out for a datetime in UTC, asked of Python for any other: the same float."""
+    rng = random.Random(31)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for _ in range(50_000):
+        moment = epoch + timedelta(seconds=rng.uniform(-6e10, 6e10), microseconds=rng.randrange(10**6))
+        assert c_slots.timestamp(moment) == moment.timestamp(), moment
+    others = [
+        datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 3, 1, 12, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 3, 1, 12, tzinfo=ZoneInfo("UTC")), datetime(2026, 3, 1, 12),
+        datetime(2024, 2, 29, 23, 59, 59, 999_999, tzinfo=UTC),
+    ]  # fmt: skip
+    for moment in others:
+        assert c_slots.timestamp(moment) == moment.timestamp(), moment
+    with pytest.raises(AttributeError):
+        c_slots.timestamp("2026-03-01")
+
+
+def test_a_getter_gives_the_timestamp_of_any_datetime(generated: Path) -> None:
+    get = c_slots.Getter(Event, WIRE_NAMES, WIRE_KINDS, wire._PLAIN)
+    event = _corpus_events(generated)[0]
+    for zone in (UTC, timezone(timedelta(hours=-5)), ZoneInfo("Europe/Paris")):
+        object.__setattr__(event, "occurred_at", event.occurred_at.astimezone(zone))
+        assert get(event) == wire.plain_wire(event)
