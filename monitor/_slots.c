@@ -580,8 +580,18 @@ slots_event_id(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Blake2b s;
     blake2b_init(&s, 16);
-    if (hash_parts(&s, args, nargs, 2) < 0)
+    /* source and kind as their text, as str.join takes a str subclass; the rest as str() */
+    static const unsigned char separator = 0x1f;
+    if (hash_text(&s, args[0]) < 0)
         return NULL;
+    blake2b_update(&s, &separator, 1);
+    if (hash_text(&s, args[1]) < 0)
+        return NULL;
+    if (nargs > 2) {
+        blake2b_update(&s, &separator, 1);
+        if (hash_parts(&s, args + 2, nargs - 2, 0) < 0)
+            return NULL;
+    }
     unsigned char digest[16];
     blake2b_final(&s, digest, sizeof digest);
     char hex[32];

@@ -243,6 +243,16 @@ def test_the_event_id_is_the_one_python_makes() -> None:
         parts = [_random_part(rng) for _ in range(rng.randrange(0, 8))]
         assert c_slots.event_id(source, kind, *parts) == model.plain_event_id(source, kind, *parts)
     assert c_slots.event_id("msg", "", "<a@b>", "x@y") == model.plain_event_id("msg", "", "<a@b>", "x@y")
+    class Shouting(str):
+        def __str__(self) -> str:
+            return self.upper()
+
+    # join takes a str subclass's text as it is; str() of a part asks it
+    odd = (Shouting("src"), Shouting("kind"), Shouting("part"), None, 7)
+    assert c_slots.event_id(*odd) == model.plain_event_id(*odd)
+    # identity_after's f-string formats every one of its fields (str() for a subclass)
+    fields = [Shouting("f") for _ in range(13)]
+    assert c_slots.identity("p", *fields) == model.plain_identity_after("p", *fields)
     for bad in [(None, "k"), ("s", None), ("s",), (1, "k")]:  # join refuses them too
         with pytest.raises(TypeError):
             model.plain_event_id(*bad)  # type: ignore[arg-type]
