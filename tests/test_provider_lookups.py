@@ -174,8 +174,8 @@ def test_with_a_writer_process_answers_are_saved_between_its_transactions(
     server: DNSServer, store: Store
 ) -> None:
     """The parsing thread never saves MX answers while batches are handed over (a save
-    from there waited for the writer process's transaction to commit): the thread that
-    collects each batch's reply saves them, and by the end every answer is in the store."""
+    from there stopped the parsing): the thread that collects each batch's reply saves
+    them, after the writer's commit, and by the end every answer is in the store."""
     saves: list[tuple[bool, list[str]]] = []  # (from the parsing thread, domains)
     put = store.put_providers
 
