@@ -224,14 +224,17 @@ class Pipeline:
         if _timestamp(event.occurred_at) > self._clock() + self.max_future_seconds:
             self._refuse(event, "future_timestamp")
             return
+        looking_up = False
         if event.provider is None and event.recipient_domain:
             provider = self.resolver.provider_soon(event.recipient_domain, event.relay)
             if provider is None:
                 self._waiting.append(event)  # enriched by _write, once its lookup is done
+                looking_up = True
             else:
                 object.__setattr__(event, "provider", provider)
-                self.enrich(event)
-        else:
+        # Its provider known, all enrich does is classify a failure: most events are none,
+        # and calling it cost more than this test.
+        if not looking_up and event.reason is None and event.type in _FAILURES:
             self.enrich(event)
         self._pending.append(event)
         if len(self._pending) >= self.batch_size and not self.group_commit:

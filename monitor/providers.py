@@ -229,6 +229,10 @@ class ProviderResolver:
         """
         if self._defer and self._due <= time.monotonic():
             self.start_deferred(everything=False)
+        if domain:  # the memo first, as _soon looks: most events name a domain seen before
+            hit = self._memo.get(domain)
+            if hit is not None and hit[1] > self._clock():
+                return hit[0]
         found = self._soon(domain, relay, defer=self._defer > 0)
         return None if found is None or isinstance(found, Future) else found
 
