@@ -345,154 +345,94 @@ static PyTypeObject GetterType = {
  * (None as "", but in identity's first three places, which it formats as they are; a
  * str as it is, anything else as its str()), as UTF-8 (surrogateescape where strict
  * UTF-8 refuses a part, as the Python functions encode the whole text then), hashed with
- * BLAKE2b-128 (RFC 7693, unkeyed).  identity's id is `prefix` and the digest's first 24
- * hex digits; event_id's the 32 of the digest.  The parts are hashed as they come: the
- * joined text is never made.
+ * BLAKE2b-128 by hashlib's own blake2b.  identity's id is `prefix` and the digest's first
+ * 24 hex digits; event_id's the 32 of the digest.  The UTF-8 is gathered in one buffer
+ * part by part: no str of the joined text, no bytes of each part, no Python frame.
  */
 
+/* The id's text, gathered as UTF-8: on the stack while it is short (ids' texts are a few
+ * hundred bytes), else on the heap. */
 typedef struct {
-    uint64_t h[8];
-    uint64_t t; /* bytes hashed so far (an id's text is short: the counter's high word is 0) */
-    unsigned char buf[128];
-    size_t fill;
-} Blake2b;
-
-static const uint64_t blake2b_iv[8] = {
-    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
-    0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
-    0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
-};
-
-static const unsigned char blake2b_sigma[12][16] = {
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
-    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
-    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
-    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
-    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
-    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
-    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
-    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-};
-
-static inline uint64_t
-rotr64(uint64_t x, unsigned n)
-{
-    return (x >> n) | (x << (64 - n));
-}
-
-static inline uint64_t
-load64(const unsigned char *p)
-{
-    return (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16)
-           | ((uint64_t)p[3] << 24) | ((uint64_t)p[4] << 32) | ((uint64_t)p[5] << 40)
-           | ((uint64_t)p[6] << 48) | ((uint64_t)p[7] << 56);
-}
-
-#define G(r, i, a, b, c, d)                              \
-    do {                                                 \
-        a = a + b + m[blake2b_sigma[r][2 * (i)]];        \
-        d = rotr64(d ^ a, 32);                           \
-        c = c + d;                                       \
-        b = rotr64(b ^ c, 24);                           \
-        a = a + b + m[blake2b_sigma[r][2 * (i) + 1]];    \
-        d = rotr64(d ^ a, 16);                           \
-        c = c + d;                                       \
-        b = rotr64(b ^ c, 63);                           \
-    } while (0)
-
-/* The rounds spelled out: the message word of each step is then a constant index. */
-#define ROUND(r)                                         \
-    do {                                                 \
-        G(r, 0, v[0], v[4], v[8], v[12]);                \
-        G(r, 1, v[1], v[5], v[9], v[13]);                \
-        G(r, 2, v[2], v[6], v[10], v[14]);               \
-        G(r, 3, v[3], v[7], v[11], v[15]);               \
-        G(r, 4, v[0], v[5], v[10], v[15]);               \
-        G(r, 5, v[1], v[6], v[11], v[12]);               \
-        G(r, 6, v[2], v[7], v[8], v[13]);                \
-        G(r, 7, v[3], v[4], v[9], v[14]);                \
-    } while (0)
+    unsigned char small[1024];
+    unsigned char *data;
+    size_t len, cap;
+} Text;
 
 static void
-blake2b_compress(Blake2b *s, const unsigned char *block, int last)
+text_init(Text *t)
 {
-    uint64_t m[16], v[16];
-    for (int i = 0; i < 16; i++)
-        m[i] = load64(block + 8 * i);
-    for (int i = 0; i < 8; i++) {
-        v[i] = s->h[i];
-        v[i + 8] = blake2b_iv[i];
-    }
-    v[12] ^= s->t;
-    if (last)
-        v[14] = ~v[14];
-    ROUND(0);
-    ROUND(1);
-    ROUND(2);
-    ROUND(3);
-    ROUND(4);
-    ROUND(5);
-    ROUND(6);
-    ROUND(7);
-    ROUND(8);
-    ROUND(9);
-    ROUND(10);
-    ROUND(11);
-    for (int i = 0; i < 8; i++)
-        s->h[i] ^= v[i] ^ v[i + 8];
+    t->data = t->small;
+    t->len = 0;
+    t->cap = sizeof t->small;
 }
 
 static void
-blake2b_init(Blake2b *s, size_t outlen)
+text_free(Text *t)
 {
-    memcpy(s->h, blake2b_iv, sizeof s->h);
-    s->h[0] ^= 0x01010000ULL ^ (uint64_t)outlen; /* depth 1, fanout 1, no key */
-    s->t = 0;
-    s->fill = 0;
+    if (t->data != t->small)
+        PyMem_Free(t->data);
 }
 
-static void
-blake2b_update(Blake2b *s, const unsigned char *data, size_t len)
+static int
+text_add(Text *t, const unsigned char *bytes, size_t n)
 {
-    while (len > 0) {
-        if (s->fill == sizeof s->buf) { /* full and more to come: not the last block */
-            s->t += sizeof s->buf;
-            blake2b_compress(s, s->buf, 0);
-            s->fill = 0;
+    if (t->len + n > t->cap) {
+        size_t cap = t->cap;
+        while (t->len + n > cap)
+            cap *= 2;
+        unsigned char *grown = PyMem_Malloc(cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
         }
-        size_t take = sizeof s->buf - s->fill;
-        if (take > len)
-            take = len;
-        memcpy(s->buf + s->fill, data, take);
-        s->fill += take;
-        data += take;
-        len -= take;
+        memcpy(grown, t->data, t->len);
+        text_free(t);
+        t->data = grown;
+        t->cap = cap;
     }
+    memcpy(t->data + t->len, bytes, n);
+    t->len += n;
+    return 0;
 }
 
-static void
-blake2b_final(Blake2b *s, unsigned char *out, size_t outlen)
+static PyObject *blake2b_type;      /* hashlib's blake2b (the _blake2 module's) */
+static PyObject *digest_size_kwnames; /* ("digest_size",) */
+static PyObject *digest_name;       /* "digest" */
+static PyObject *sixteen;           /* 16 */
+
+/* BLAKE2b-128 of the text, by hashlib's blake2b: 16 bytes into `out`. */
+static int
+text_digest(Text *t, unsigned char *out)
 {
-    s->t += s->fill;
-    memset(s->buf + s->fill, 0, sizeof s->buf - s->fill);
-    blake2b_compress(s, s->buf, 1);
-    for (size_t i = 0; i < outlen; i++)
-        out[i] = (unsigned char)(s->h[i / 8] >> (8 * (i % 8)));
+    PyObject *data = PyBytes_FromStringAndSize((const char *)t->data, (Py_ssize_t)t->len);
+    if (data == NULL)
+        return -1;
+    PyObject *args[2] = {data, sixteen};
+    PyObject *h = PyObject_Vectorcall(blake2b_type, args, 1, digest_size_kwnames);
+    Py_DECREF(data);
+    if (h == NULL)
+        return -1;
+    PyObject *digest = PyObject_CallMethodNoArgs(h, digest_name);
+    Py_DECREF(h);
+    if (digest == NULL)
+        return -1;
+    int ok = PyBytes_Check(digest) && PyBytes_GET_SIZE(digest) == 16;
+    if (ok)
+        memcpy(out, PyBytes_AS_STRING(digest), 16);
+    else
+        PyErr_SetString(PyExc_ValueError, "blake2b gave no 16-byte digest");
+    Py_DECREF(digest);
+    return ok ? 0 : -1;
 }
 
 /* Hash one part's text as UTF-8. */
 static int
-hash_text(Blake2b *s, PyObject *text)
+hash_text(Text *s, PyObject *text)
 {
     Py_ssize_t size;
     const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
     if (utf8 != NULL) {
-        blake2b_update(s, (const unsigned char *)utf8, (size_t)size);
-        return 0;
+        return text_add(s, (const unsigned char *)utf8, (size_t)size);
     }
     if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
         return -1;
@@ -500,22 +440,22 @@ hash_text(Blake2b *s, PyObject *text)
     PyObject *raw = PyUnicode_AsEncodedString(text, "utf-8", "surrogateescape");
     if (raw == NULL)
         return -1;
-    blake2b_update(s, (const unsigned char *)PyBytes_AS_STRING(raw),
-                   (size_t)PyBytes_GET_SIZE(raw));
+    int failed = text_add(s, (const unsigned char *)PyBytes_AS_STRING(raw),
+                          (size_t)PyBytes_GET_SIZE(raw));
     Py_DECREF(raw);
-    return 0;
+    return failed;
 }
 
 /* Hash `parts` joined by U+001F: None as "" from the part numbered `none_from` on (as
  * str() before it), a str as it is, anything else as its str(). */
 static int
-hash_parts(Blake2b *s, PyObject *const *parts, Py_ssize_t n, Py_ssize_t none_from)
+hash_parts(Text *s, PyObject *const *parts, Py_ssize_t n, Py_ssize_t none_from)
 {
     static const unsigned char separator = 0x1f;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *part = parts[i];
-        if (i > 0)
-            blake2b_update(s, &separator, 1);
+        if (i > 0 && text_add(s, &separator, 1) < 0)
+            return -1;
         if (part == Py_None && i >= none_from)
             continue;
         if (PyUnicode_CheckExact(part)) {
@@ -545,6 +485,32 @@ to_hex(const unsigned char *digest, size_t n, char *out)
     }
 }
 
+/* The BLAKE2b-128 digest of the parts' text, as identity or (`event_id`) event_id join them. */
+static int
+digest_of(PyObject *const *parts, Py_ssize_t n, int event_id, unsigned char *out)
+{
+    Text t;
+    text_init(&t);
+    static const unsigned char separator = 0x1f;
+    int failed;
+    if (event_id) {
+        /* source and kind as their text, as str.join takes a str subclass; the rest as
+         * str() */
+        failed = hash_text(&t, parts[0]) < 0 || text_add(&t, &separator, 1) < 0
+                 || hash_text(&t, parts[1]) < 0
+                 || (n > 2 && (text_add(&t, &separator, 1) < 0
+                               || hash_parts(&t, parts + 2, n - 2, 0) < 0));
+    }
+    else {
+        /* identity_after formats source, kind and seconds as they are (None as "None") */
+        failed = hash_parts(&t, parts, n, 3) < 0;
+    }
+    if (!failed)
+        failed = text_digest(&t, out) < 0;
+    text_free(&t);
+    return failed ? -1 : 0;
+}
+
 static PyObject *
 slots_identity(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -553,13 +519,9 @@ slots_identity(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "identity(prefix: str, *parts)");
         return NULL;
     }
-    Blake2b s;
-    blake2b_init(&s, 16);
-    /* identity_after formats source, kind and seconds as they are (None as "None") */
-    if (hash_parts(&s, args + 1, nargs - 1, 3) < 0)
-        return NULL;
     unsigned char digest[16];
-    blake2b_final(&s, digest, sizeof digest);
+    if (digest_of(args + 1, nargs - 1, 0, digest) < 0)
+        return NULL;
     char hex[24];
     to_hex(digest, sizeof hex / 2, hex);
     PyObject *tail = PyUnicode_FromStringAndSize(hex, sizeof hex);
@@ -578,22 +540,9 @@ slots_event_id(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "event_id(source: str, kind: str, *parts)");
         return NULL;
     }
-    Blake2b s;
-    blake2b_init(&s, 16);
-    /* source and kind as their text, as str.join takes a str subclass; the rest as str() */
-    static const unsigned char separator = 0x1f;
-    if (hash_text(&s, args[0]) < 0)
-        return NULL;
-    blake2b_update(&s, &separator, 1);
-    if (hash_text(&s, args[1]) < 0)
-        return NULL;
-    if (nargs > 2) {
-        blake2b_update(&s, &separator, 1);
-        if (hash_parts(&s, args + 2, nargs - 2, 0) < 0)
-            return NULL;
-    }
     unsigned char digest[16];
-    blake2b_final(&s, digest, sizeof digest);
+    if (digest_of(args, nargs, 1, digest) < 0)
+        return NULL;
     char hex[32];
     to_hex(digest, sizeof digest, hex);
     return PyUnicode_FromStringAndSize(hex, sizeof hex);
@@ -627,6 +576,17 @@ PyInit__slots(void)
         return NULL;
     timestamp_name = PyUnicode_InternFromString("timestamp");
     if (timestamp_name == NULL)
+        return NULL;
+    PyObject *blake2 = PyImport_ImportModule("_blake2");
+    if (blake2 == NULL)
+        return NULL;
+    blake2b_type = PyObject_GetAttrString(blake2, "blake2b");
+    Py_DECREF(blake2);
+    digest_name = PyUnicode_InternFromString("digest");
+    digest_size_kwnames = Py_BuildValue("(s)", "digest_size");
+    sixteen = PyLong_FromLong(16);
+    if (blake2b_type == NULL || digest_name == NULL || digest_size_kwnames == NULL
+        || sixteen == NULL)
         return NULL;
     if (PyType_Ready(&SetterType) < 0 || PyType_Ready(&GetterType) < 0)
         return NULL;
